@@ -1,0 +1,1 @@
+"""langneurons.analysis."""

@@ -1,0 +1,76 @@
+"""Every error langneurons raises on purpose.
+
+Each subclasses :class:`LangneuronsError` and a builtin, so callers can catch either.
+Messages are one line: what is wrong, then what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class LangneuronsError(Exception):
+    """Base class of all langneurons errors (the CLI prints these as one line)."""
+
+
+class StoreNotFoundError(LangneuronsError, FileNotFoundError):
+    """The store path does not exist."""
+
+
+class NotAStoreError(LangneuronsError, ValueError):
+    """The path exists but is not a langneurons Zarr store."""
+
+
+class SchemaVersionError(LangneuronsError, ValueError):
+    """The store was written with a schema version this release cannot read."""
+
+
+class RunNotFoundError(LangneuronsError, LookupError):
+    """The named run is not in the store."""
+
+
+class RunExistsError(LangneuronsError, FileExistsError):
+    """A run of that name already exists."""
+
+
+class InvalidNameError(LangneuronsError, ValueError):
+    """A run or result name would escape the store or collide with reserved names."""
+
+
+class StoreValidationError(LangneuronsError, ValueError):
+    """A store or run breaks the schema (dims, dtypes, counts)."""
+
+
+class InterruptedWriteError(LangneuronsError, RuntimeError):
+    """A run holds a write that never finished; it must be rolled back first."""
+
+
+class InputFormatError(LangneuronsError, ValueError):
+    """An input file (activation, mask, corpus) has the wrong structure."""
+
+
+class ParameterError(LangneuronsError, ValueError):
+    """A parameter is outside its allowed values."""
+
+
+class NoValidLambdaError(LangneuronsError, ValueError):
+    """No lambda in the search range satisfies the automatic-lambda condition."""
+
+
+class MissingDependencyError(LangneuronsError, ImportError):
+    """An optional dependency (an extra) is needed for this operation."""
+
+
+__all__ = [
+    "LangneuronsError",
+    "StoreNotFoundError",
+    "NotAStoreError",
+    "SchemaVersionError",
+    "RunNotFoundError",
+    "RunExistsError",
+    "InvalidNameError",
+    "StoreValidationError",
+    "InterruptedWriteError",
+    "InputFormatError",
+    "ParameterError",
+    "NoValidLambdaError",
+    "MissingDependencyError",
+]

@@ -1,0 +1,18 @@
+"""langneurons.store: the on-disk activation store (Zarr v3) and its schema."""
+
+from __future__ import annotations
+
+from langneurons.store import schema
+from langneurons.store._counts import Counts
+from langneurons.store._store import ActivationStore, create_store, open_store
+from langneurons.store.schema import SCHEMA_VERSION, RunMetadata
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ActivationStore",
+    "Counts",
+    "RunMetadata",
+    "create_store",
+    "open_store",
+    "schema",
+]

@@ -1,0 +1,883 @@
+"""The activation store: a Zarr v3 hierarchy of runs, safe for concurrent writers.
+
+Writes are serialised by a lock on the store (``flock`` on the store directory for local stores,
+an in-process lock for other URLs) and made atomic by a journal: before touching a run, a writer
+records the run's previous shapes, attributes and the previous values of every slice it will
+change in ``RUN/_journal``; only when every array is written does it delete the journal and
+refresh the consolidated metadata. A writer killed in between leaves the journal behind; the next
+writer (or ``repair``) rolls the run back to its previous state, and readers refuse the run until
+then. Readers that go through the consolidated metadata (plain xarray included) see the last
+committed shapes throughout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import threading
+import warnings
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+import zarr
+import zarr.storage
+from langneurons.store import schema
+from langneurons.store._counts import Counts
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+
+from langneurons.errors import (
+    InterruptedWriteError,
+    InvalidNameError,
+    NotAStoreError,
+    RunExistsError,
+    RunNotFoundError,
+    StoreNotFoundError,
+    StoreValidationError,
+)
+
+log = logging.getLogger(__name__)
+
+_PROCESS_LOCKS: dict[str, threading.RLock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence zarr's notice that consolidated metadata is not in the v3 spec (we rely on it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata")
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
+        yield
+
+
+def _local_path(url: str) -> Path | None:
+    if url.startswith("file://"):
+        return Path(url[len("file://") :])
+    if "://" in url:
+        return None
+    return Path(url)
+
+
+class ActivationStore:
+    """A langneurons activation store (many runs in one Zarr v3 hierarchy).
+
+    Open one with :func:`open_store` or create one with :func:`create_store`.
+    """
+
+    def __init__(self, url: str, zstore: Store, *, read_only: bool) -> None:
+        self.url = url
+        self._zstore = zstore
+        self.read_only = read_only
+        self._path = _local_path(url) if not url.endswith(".zip") else None
+
+    def __repr__(self) -> str:
+        mode = "r" if self.read_only else "r+"
+        return f"ActivationStore({self.url!r}, mode={mode!r}, runs={self.runs()!r})"
+
+    # ------------------------------------------------------------------ locking
+    @contextlib.contextmanager
+    def _lock(self, exclusive: bool = True) -> Iterator[None]:
+        """Hold the store's write lock (shared for readers)."""
+        if self._path is not None and self._path.is_dir():
+            fd = os.open(self._path, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+        else:
+            with _PROCESS_LOCKS_GUARD:
+                lock = _PROCESS_LOCKS.setdefault(self.url, threading.RLock())
+            with lock:
+                yield
+
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise PermissionError(
+                f"store {self.url!r} is open read-only; open it with mode='r+' to write"
+            )
+
+    # ------------------------------------------------------------------ groups
+    def _root(self, consolidated: bool = True) -> zarr.Group:
+        with _quiet():
+            return zarr.open_group(
+                self._zstore, mode="r" if self.read_only else "r+", use_consolidated=consolidated
+            )
+
+    def _exists(self, key: str) -> bool:
+        return bool(zarr.core.sync.sync(self._zstore.exists(key)))
+
+    def _group(self, run: str) -> zarr.Group:
+        with _quiet():
+            node = zarr.open_group(
+                self._zstore, path=run, mode="r" if self.read_only else "r+", use_consolidated=False
+            )
+        return node
+
+    def _consolidate(self) -> None:
+        with _quiet():
+            zarr.consolidate_metadata(self._zstore)
+
+    def _delete_group(self, path: str) -> None:
+        zarr.core.sync.sync(self._zstore.delete_dir(path))
+
+    def runs(self) -> list[str]:
+        """Paths of all committed runs, sorted."""
+        root = self._root()
+        out = []
+        with _quiet():
+            for path, node in root.members(max_depth=None):
+                if isinstance(node, zarr.Group) and "schema_version" in node.attrs:
+                    out.append(path)
+        return sorted(out)
+
+    def _check_run(self, run: str) -> str:
+        run = schema.check_name(run)
+        if run not in self.runs():
+            known = ", ".join(self.runs()) or "none"
+            raise RunNotFoundError(
+                f"run {run!r} is not in store {self.url!r} (runs: {known}); "
+                "list them with `langneurons info STORE`"
+            )
+        return run
+
+    # ------------------------------------------------------------------ reading
+    def run_metadata(self, run: str) -> schema.RunMetadata:
+        """The provenance attributes of a run."""
+        run = self._check_run(run)
+        attrs = dict(_grp(self._root(), run).attrs)
+        return schema.RunMetadata.from_attrs(attrs, where=f"run {run!r}")
+
+    def open_run(self, run: str, *, chunks: Any = None) -> xr.Dataset:
+        """Open a run as a lazy, dask-backed :class:`xarray.Dataset`.
+
+        Parameters
+        ----------
+        run
+            Run path, e.g. ``"mistral-7b/base"``.
+        chunks
+            Passed to :func:`xarray.open_zarr`; ``None`` keeps the store's chunks.
+        """
+        run = self._check_run(run)
+        with self._lock(exclusive=False):
+            if self._exists(f"{run}/{schema.JOURNAL}/zarr.json"):
+                raise InterruptedWriteError(
+                    f"run {run!r} holds an interrupted write; run `langneurons repair "
+                    f"{self.url}` to roll it back"
+                )
+            ds = xr.open_zarr(
+                self._zstore, group=run, consolidated=True, chunks=chunks, zarr_format=3
+            )
+        schema.RunMetadata.from_attrs(ds.attrs, where=f"run {run!r}")
+        # plain unicode labels are friendlier than numpy's StringDType for .sel and printing
+        for name in (schema.LANGUAGE, schema.ROLE, *schema.SEQ_COORDS):
+            if name in ds.variables:
+                labels = np.array([str(x) for x in ds[name].values], dtype=str)
+                ds = ds.assign_coords({name: (ds[name].dims, labels, ds[name].attrs)})
+        return ds
+
+    def languages(self, run: str) -> list[str]:
+        """Language labels of a run, in store order."""
+        run = self._check_run(run)
+        return _labels(_grp(self._root(), run), schema.LANGUAGE)
+
+    # ------------------------------------------------------------------ writing
+    def create_run(
+        self,
+        run: str,
+        *,
+        n_layers: int,
+        n_neurons: int,
+        metadata: schema.RunMetadata | None = None,
+        moments: bool = False,
+        sequences: bool = False,
+        seq_dtype: str = "uint16",
+        counts: Counts | None = None,
+    ) -> str:
+        """Create an empty run (optionally writing its first counts in the same atomic step)."""
+        self._require_writable()
+        run = schema.check_name(run)
+        if n_layers < 1 or n_neurons < 1:
+            raise StoreValidationError(
+                f"a run needs at least one layer and one neuron (got {n_layers} x {n_neurons})"
+            )
+        if seq_dtype not in schema.SEQ_DTYPES:
+            raise StoreValidationError(
+                f"seq_dtype {seq_dtype!r} is not allowed; use one of {', '.join(schema.SEQ_DTYPES)}"
+            )
+        meta = metadata or schema.RunMetadata()
+        with self._lock():
+            self._recover_all()
+            existing = self.runs()
+            if run in existing:
+                raise RunExistsError(
+                    f"run {run!r} already exists in {self.url!r}; choose another --run or add "
+                    "languages to it"
+                )
+            for other in existing:
+                if other.startswith(run + "/") or run.startswith(other + "/"):
+                    raise InvalidNameError(
+                        f"run {run!r} would nest with existing run {other!r}; runs cannot contain "
+                        "runs"
+                    )
+            with _quiet():
+                root = self._root(consolidated=False)
+                group = root.require_group(run)
+                group.create_group(schema.JOURNAL, attributes={"op": "create", "state": "armed"})
+            self._create_arrays(group, n_layers, n_neurons, moments, sequences, seq_dtype)
+            group.attrs.update(meta.to_attrs())
+            if counts is not None:
+                self._apply(run, group, counts, merge=False)
+            self._delete_group(f"{run}/{schema.JOURNAL}")
+            self._consolidate()
+        log.info("created run %s (%d x %d)", run, n_layers, n_neurons)
+        return run
+
+    def _create_arrays(
+        self,
+        group: zarr.Group,
+        n_layers: int,
+        n_neurons: int,
+        moments: bool,
+        sequences: bool,
+        seq_dtype: str,
+    ) -> None:
+        lc = schema.layer_chunk(n_layers, n_neurons)
+        with _quiet():
+            group.create_array(
+                schema.LANGUAGE,
+                shape=(0,),
+                chunks=(64,),
+                dtype=str,
+                dimension_names=[schema.LANGUAGE],
+            )
+            role = group.create_array(
+                schema.ROLE, shape=(2,), chunks=(2,), dtype=str, dimension_names=[schema.ROLE]
+            )
+            role[:] = np.array(schema.ROLES)
+            for dim, size in ((schema.LAYER, n_layers), (schema.NEURON, n_neurons)):
+                arr = group.create_array(
+                    dim, shape=(size,), chunks=(size,), dtype="int64", dimension_names=[dim]
+                )
+                arr[:] = np.arange(size, dtype=np.int64)
+            names = ["n_active"] + (list(schema.MOMENTS) if moments else [])
+            for name in names:
+                spec = schema.VARIABLES[name]
+                group.create_array(
+                    name,
+                    shape=(0, 2, n_layers, n_neurons),
+                    chunks=(1, 1, lc, n_neurons),
+                    dtype=spec.dtype,
+                    fill_value=0,
+                    dimension_names=list(spec.dims),
+                )
+            group.create_array(
+                "n_tokens",
+                shape=(0, 2),
+                chunks=(1, 2),
+                dtype="int64",
+                fill_value=0,
+                dimension_names=[schema.LANGUAGE, schema.ROLE],
+            )
+            if sequences:
+                slc = schema.layer_chunk(n_layers, n_neurons, np.dtype(seq_dtype).itemsize)
+                coords: dict[str, Any] = {"coordinates": " ".join(schema.SEQ_COORDS)}
+                group.create_array(
+                    "seq_n_active",
+                    shape=(0, 2, n_layers, n_neurons),
+                    chunks=(8, 1, slc, n_neurons),
+                    dtype=seq_dtype,
+                    fill_value=0,
+                    dimension_names=list(schema.SEQ_DIMS),
+                    attributes=coords,
+                )
+                group.create_array(
+                    "seq_n_tokens",
+                    shape=(0, 2),
+                    chunks=(1024, 2),
+                    dtype="int64",
+                    fill_value=0,
+                    dimension_names=[schema.SEQUENCE, schema.ROLE],
+                    attributes=coords,
+                )
+                for name in schema.SEQ_COORDS:
+                    group.create_array(
+                        name,
+                        shape=(0,),
+                        chunks=(1024,),
+                        dtype=str,
+                        dimension_names=[schema.SEQUENCE],
+                    )
+
+    def add_languages(self, run: str, counts: Counts) -> None:
+        """Append new languages to a run; a language already there is an error."""
+        self._write(run, counts, merge=False)
+
+    def merge_counts(self, run: str, counts: Counts) -> None:
+        """Add counts to a run: existing languages are summed, new ones appended.
+
+        Shards of one language, extracted separately, merge this way (counts are additive).
+        """
+        self._write(run, counts, merge=True)
+
+    def _write(self, run: str, counts: Counts, *, merge: bool) -> None:
+        self._require_writable()
+        run = schema.check_name(run)
+        with self._lock():
+            self._recover(run)
+            run = self._check_run(run)
+            group = self._group(run)
+            undo = self._journal_for(run, group, counts, merge)
+            self._apply(run, group, counts, merge=merge, undo=undo)
+            group.attrs["updated"] = schema.now_iso()
+            self._delete_group(f"{run}/{schema.JOURNAL}")
+            self._consolidate()
+
+    def _plan(
+        self, run: str, group: zarr.Group, counts: Counts, merge: bool
+    ) -> tuple[list[str], dict[str, int]]:
+        """Check counts against the run; return current languages and existing indices."""
+        current = _labels(group, schema.LANGUAGE)
+        layers, neurons = _arr(group, "n_active").shape[2:]
+        if counts.shape != (layers, neurons):
+            raise StoreValidationError(
+                f"counts have {counts.shape[0]} layers x {counts.shape[1]} neurons but run {run!r} "
+                f"has {layers} x {neurons}; write them to a run of the same model"
+            )
+        has_moments = "act_sum" in group
+        if counts.has_moments != has_moments:
+            want = "needs" if has_moments else "has no"
+            raise StoreValidationError(
+                f"run {run!r} {want} act_sum/act_sqsum; write counts with the same optional arrays"
+            )
+        has_seq = "seq_n_active" in group
+        if counts.has_sequences != has_seq:
+            want = "needs" if has_seq else "has no"
+            raise StoreValidationError(
+                f"run {run!r} {want} per-sequence counts; write counts with the same optional "
+                "arrays"
+            )
+        existing = {x: current.index(x) for x in counts.languages if x in current}
+        if existing and not merge:
+            first = next(iter(existing))
+            raise StoreValidationError(
+                f"language {first!r} is already in run {run!r}; merge shards with merge_counts "
+                "(CLI: --merge) or choose another run"
+            )
+        if has_seq:
+            seq_dtype = _arr(group, "seq_n_active").dtype
+            biggest = int(np.asarray(counts.seq_n_active).max(initial=0))
+            if biggest > np.iinfo(seq_dtype).max:
+                raise StoreValidationError(
+                    f"per-sequence count {biggest} overflows the run's {seq_dtype}; create the run "
+                    "with a wider seq_dtype (e.g. 'uint32')"
+                )
+        return current, existing
+
+    def _journal_for(
+        self, run: str, group: zarr.Group, counts: Counts, merge: bool
+    ) -> dict[str, Any]:
+        current, existing = self._plan(run, group, counts, merge)
+        n_seq = _arr(group, "seq_n_active").shape[0] if "seq_n_active" in group else 0
+        state = {
+            "op": "write",
+            "state": "preparing",
+            "languages": len(current),
+            "sequences": int(n_seq),
+            "attrs": dict(group.attrs),
+            "merged": sorted(existing.values()),
+        }
+        with _quiet():
+            journal = group.create_group(schema.JOURNAL, attributes=state)
+            for name in ("n_active", "n_tokens", *schema.MOMENTS):
+                if name in group and existing:
+                    index = np.array(sorted(existing.values()), dtype=np.intp)
+                    old = np.asarray(_arr(group, name).oindex[index])
+                    arr = journal.create_array(name, shape=old.shape, dtype=old.dtype)
+                    arr[...] = old
+            journal.attrs["state"] = "armed"
+        return {"current": current, "existing": existing}
+
+    def _apply(
+        self,
+        run: str,
+        group: zarr.Group,
+        counts: Counts,
+        *,
+        merge: bool,
+        undo: dict[str, Any] | None = None,
+    ) -> None:
+        if undo is None:
+            current, existing = self._plan(run, group, counts, merge)
+        else:
+            current, existing = undo["current"], undo["existing"]
+        new = [x for x in counts.languages if x not in existing]
+        k0 = len(current)
+        k1 = k0 + len(new)
+        names = ["n_active", "n_tokens"] + (list(schema.MOMENTS) if counts.has_moments else [])
+        for name in names:
+            arr = _arr(group, name)
+            data = getattr(counts, name)
+            if new:
+                arr.resize((k1, *arr.shape[1:]))
+            for lang, i in existing.items():
+                j = counts.languages.index(lang)
+                arr[i] = arr[i] + data[j]
+            for offset, lang in enumerate(new):
+                arr[k0 + offset] = data[counts.languages.index(lang)]
+        if new:
+            labels = _arr(group, schema.LANGUAGE)
+            labels.resize((k1,))
+            labels[k0:k1] = np.array(new, dtype=object).astype(str)
+        if counts.has_sequences:
+            s0 = _arr(group, "seq_n_active").shape[0]
+            s1 = s0 + len(counts.seq_language or [])
+            if s1 > s0:
+                for name in schema.SEQUENCES:
+                    arr = _arr(group, name)
+                    arr.resize((s1, *arr.shape[1:]))
+                    value = getattr(counts, name)
+                    if name in schema.SEQ_COORDS:
+                        value = np.array(value, dtype=object).astype(str)
+                    else:
+                        value = np.asarray(value).astype(arr.dtype)
+                    arr[s0:s1] = value
+
+    # ------------------------------------------------------------------ recovery
+    def _recover_all(self) -> list[str]:
+        rolled = []
+        with _quiet():
+            root = self._root(consolidated=False)
+            for path, node in root.members(max_depth=None):
+                if isinstance(node, zarr.Group) and path.endswith("/" + schema.JOURNAL):
+                    run = path[: -len(schema.JOURNAL) - 1]
+                    self._recover(run)
+                    rolled.append(run)
+        return rolled
+
+    def _recover(self, run: str) -> bool:
+        """Roll back an interrupted write of ``run`` (caller holds the lock)."""
+        if not self._exists(f"{run}/{schema.JOURNAL}/zarr.json"):
+            return False
+        group = self._group(run)
+        journal = _grp(group, schema.JOURNAL)
+        state: dict[str, Any] = dict(journal.attrs)
+        log.warning("rolling back an interrupted %s of run %s", state.get("op"), run)
+        if state.get("op") == "create":
+            self._delete_group(run)
+        elif state.get("state") == "armed":
+            merged = np.array(state["merged"], dtype=np.intp)
+            k0, s0 = int(state["languages"]), int(state["sequences"])
+            for name in ("n_active", "n_tokens", *schema.MOMENTS):
+                if name in group:
+                    if merged.size:
+                        _arr(group, name).oindex[merged] = _arr(journal, name)[...]
+                    arr = _arr(group, name)
+                    arr.resize((k0, *arr.shape[1:]))
+            _arr(group, schema.LANGUAGE).resize((k0,))
+            if "seq_n_active" in group:
+                for name in schema.SEQUENCES:
+                    arr = _arr(group, name)
+                    arr.resize((s0, *arr.shape[1:]))
+            group.attrs.put(dict(state["attrs"]))
+            self._delete_group(f"{run}/{schema.JOURNAL}")
+        else:
+            self._delete_group(f"{run}/{schema.JOURNAL}")
+        self._consolidate()
+        return True
+
+    def repair(self) -> list[str]:
+        """Roll back every interrupted write; returns the runs that were repaired."""
+        self._require_writable()
+        with self._lock():
+            rolled = self._recover_all()
+            self._consolidate()
+        return rolled
+
+    def delete_run(self, run: str) -> None:
+        """Remove a run and everything saved under it."""
+        self._require_writable()
+        with self._lock():
+            run = self._check_run(run)
+            self._delete_group(run)
+            self._consolidate()
+
+    # ------------------------------------------------------------------ results
+    def save_result(self, run: str, kind: str, name: str, result: xr.Dataset) -> str:
+        """Save an analysis result Dataset at ``RUN/KIND/NAME``, replacing one of that name.
+
+        The result is written to a fresh group and only then swapped in, so a reader sees the old
+        result or the new one, never a partial write.
+        """
+        self._require_writable()
+        if kind not in schema.RESULT_GROUPS:
+            raise InvalidNameError(f"result kind {kind!r} is not one of {schema.RESULT_GROUPS}")
+        name = schema.check_name(name, "result")
+        with self._lock():
+            run = self._check_run(run)
+            path = f"{run}/{kind}/{name}"
+            tmp = f"{run}/{kind}/.{name.replace('/', '_')}.tmp"
+            self._delete_group(tmp)
+            with _quiet():
+                root = self._root(consolidated=False)
+                root.require_group(f"{run}/{kind}")
+                result.to_zarr(self._zstore, group=tmp, mode="w", zarr_format=3, consolidated=False)
+                self._delete_group(path)
+                self._move(tmp, path)
+            self._consolidate()
+        return path
+
+    def _move(self, src: str, dst: str) -> None:
+        if self._path is not None:
+            os.replace(self._path / src, self._path / dst)
+            return
+
+        async def _copy() -> None:
+            store = self._zstore
+            proto = default_buffer_prototype()
+            async for key in store.list_prefix(src + "/"):
+                buf = await store.get(key, prototype=proto)
+                if buf is not None:
+                    await store.set(dst + key[len(src) :], buf)
+            await store.delete_dir(src)
+
+        zarr.core.sync.sync(_copy())
+
+    def results(self, run: str, kind: str) -> list[str]:
+        """Names of results of one kind saved under a run."""
+        run = self._check_run(run)
+        root = self._root()
+        if f"{run}/{kind}" not in root:
+            return []
+        group = _grp(root, f"{run}/{kind}")
+        return sorted(p for p, _ in group.groups() if not p.startswith("."))
+
+    def open_result(self, run: str, kind: str, name: str) -> xr.Dataset:
+        """Open a saved result."""
+        run = self._check_run(run)
+        if name not in self.results(run, kind):
+            raise RunNotFoundError(
+                f"no {kind} result {name!r} under run {run!r} (have: "
+                f"{', '.join(self.results(run, kind)) or 'none'})"
+            )
+        return xr.open_zarr(self._zstore, group=f"{run}/{kind}/{name}", consolidated=True)
+
+    # ------------------------------------------------------------------ checks
+    def validate(self, run: str | None = None) -> list[str]:
+        """Check runs against the schema; return the problems found (empty when valid)."""
+        runs = [self._check_run(run)] if run is not None else self.runs()
+        problems: list[str] = []
+        with _quiet():
+            root = self._root(consolidated=False)
+            for path, node in root.members(max_depth=None):
+                if isinstance(node, zarr.Group) and path.endswith("/" + schema.JOURNAL):
+                    problems.append(
+                        f"run {path[: -len(schema.JOURNAL) - 1]!r}: interrupted write (journal "
+                        f"present); run `langneurons repair {self.url}`"
+                    )
+        for name in runs:
+            problems.extend(f"run {name!r}: {p}" for p in _validate_run(self._group(name)))
+        return problems
+
+    def info(self) -> dict[str, Any]:
+        """Runs, languages, shapes, token totals and provenance, as plain data."""
+        out: dict[str, Any] = {
+            "store": self.url,
+            "schema_version": schema.SCHEMA_VERSION,
+            "runs": {},
+        }
+        root = self._root()
+        for run in self.runs():
+            group = _grp(root, run)
+            langs = _labels(group, schema.LANGUAGE)
+            tokens = _read(group, "n_tokens")
+            entry: dict[str, Any] = {
+                "languages": langs,
+                "layers": int(_arr(group, "n_active").shape[2]),
+                "neurons": int(_arr(group, "n_active").shape[3]),
+                "roles": list(schema.ROLES),
+                "n_tokens": {
+                    lang: dict(zip(schema.ROLES, map(int, tokens[i]), strict=True))
+                    for i, lang in enumerate(langs)
+                },
+                "optional": [n for n in (*schema.MOMENTS, *schema.SEQUENCES) if n in group],
+                "attrs": dict(group.attrs),
+            }
+            if "seq_n_active" in group:
+                entry["sequences"] = int(_arr(group, "seq_n_active").shape[0])
+            for kind in schema.RESULT_GROUPS:
+                names = self.results(run, kind)
+                if names:
+                    entry.setdefault("results", {})[kind] = names
+            out["runs"][run] = entry
+        return out
+
+    # ------------------------------------------------------------------ sharing
+    def export_zip(self, dest: str | os.PathLike[str]) -> Path:
+        """Write the whole store to one zip file (xarray reads it through zarr's ``ZipStore``).
+
+        The zip is assembled next to ``dest`` and renamed into place, so a failed export leaves
+        nothing behind.
+        """
+        dest = Path(dest)
+        if dest.suffix != ".zip":
+            raise InvalidNameError(f"export target {str(dest)!r} must end in .zip")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock(exclusive=False):
+            if self.validate_journals():
+                raise InterruptedWriteError(
+                    f"store {self.url!r} holds an interrupted write; run `langneurons repair "
+                    f"{self.url}` before exporting"
+                )
+            fd, tmp = tempfile.mkstemp(suffix=".zip.tmp", dir=dest.parent)
+            os.close(fd)
+            try:
+                with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+                    for key, data in self._iter_items():
+                        zf.writestr(key, data)
+                os.replace(tmp, dest)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return dest
+
+    def validate_journals(self) -> list[str]:
+        """Runs with an interrupted write."""
+        return [p for p in self.validate_paths() if p.endswith("/" + schema.JOURNAL)]
+
+    def validate_paths(self) -> list[str]:
+        """Every group path in the store, read without consolidated metadata."""
+        with _quiet():
+            root = self._root(consolidated=False)
+            return [p for p, n in root.members(max_depth=None) if isinstance(n, zarr.Group)]
+
+    def _iter_items(self) -> Iterator[tuple[str, bytes]]:
+        async def _keys() -> list[str]:
+            return sorted([k async for k in self._zstore.list()])
+
+        proto = default_buffer_prototype()
+        for key in zarr.core.sync.sync(_keys()):
+            buf = zarr.core.sync.sync(self._zstore.get(key, prototype=proto))
+            if buf is not None:
+                yield key, buf.to_bytes()
+
+
+# ---------------------------------------------------------------------- node helpers
+def _arr(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of a group (raises StoreValidationError when it is not one)."""
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise StoreValidationError(f"{group.path}/{name} is not an array")
+    return node
+
+
+def _read(group: zarr.Group, name: str) -> np.ndarray:
+    """All values of the array ``name``."""
+    return np.asarray(_arr(group, name)[...])
+
+
+def _labels(group: zarr.Group, name: str) -> list[str]:
+    """A string array as a list of str."""
+    return [str(x) for x in _read(group, name)]
+
+
+def _grp(group: zarr.Group, name: str) -> zarr.Group:
+    """The subgroup ``name`` of a group."""
+    node = group[name]
+    if not isinstance(node, zarr.Group):
+        raise StoreValidationError(f"{group.path}/{name} is not a group")
+    return node
+
+
+# ---------------------------------------------------------------------- validation helpers
+def _validate_run(group: zarr.Group) -> list[str]:
+    problems: list[str] = []
+    try:
+        schema.RunMetadata.from_attrs(dict(group.attrs))
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return [str(exc)]
+    present = {name for name, _ in group.arrays()}
+    missing = [n for n in schema.REQUIRED if n not in present]
+    if missing:
+        return [f"missing arrays {missing}"]
+    sizes: dict[str, int] = {}
+    for name in sorted(present & set(schema.VARIABLES)):
+        spec = schema.VARIABLES[name]
+        arr = _arr(group, name)
+        assert isinstance(arr, zarr.Array)
+        dims = tuple(arr.metadata.dimension_names or ())  # type: ignore[union-attr]
+        if dims != spec.dims:
+            problems.append(f"{name} has dims {dims}; expected {spec.dims}")
+            continue
+        kind = np.dtype(arr.dtype).kind if not _is_string(arr) else "T"
+        if kind != spec.kind or (spec.dtype and str(arr.dtype) != spec.dtype):
+            problems.append(f"{name} has dtype {arr.dtype}; expected {spec.dtype or spec.kind}")
+        for dim, size in zip(dims, arr.shape, strict=True):
+            if sizes.setdefault(dim, size) != size:
+                problems.append(f"{name} has {size} along {dim}; other arrays have {sizes[dim]}")
+    if problems:
+        return problems
+    langs = _labels(group, schema.LANGUAGE)
+    if len(set(langs)) != len(langs):
+        problems.append(f"duplicate language labels in {langs}")
+    if any(not x for x in langs):
+        problems.append("an empty language label (an unfinished write?)")
+    if _labels(group, schema.ROLE) != list(schema.ROLES):
+        problems.append(f"role must be {list(schema.ROLES)}")
+    for dim in (schema.LAYER, schema.NEURON):
+        values = _read(group, dim)
+        if not np.array_equal(values, np.arange(len(values))):
+            problems.append(f"{dim} coordinate must be 0..{len(values) - 1}")
+    tokens = _read(group, "n_tokens")
+    if (tokens < 0).any():
+        problems.append("n_tokens holds negative totals")
+    problems.extend(_check_counts(group, "n_active", tokens, langs))
+    if "act_sqsum" in present:
+        import dask.array as da
+
+        if bool((da.from_zarr(_arr(group, "act_sqsum")) < 0).any().compute()):
+            problems.append("act_sqsum holds negative values")
+    if "seq_n_active" in present:
+        seq_tokens = _read(group, "seq_n_tokens")
+        seq_ids = _labels(group, "seq_id")
+        problems.extend(_check_counts(group, "seq_n_active", seq_tokens, seq_ids))
+        unknown = sorted(set(_labels(group, "seq_language")) - set(langs))
+        if unknown:
+            problems.append(f"seq_language names languages not in the run: {unknown}")
+    return problems
+
+
+def _is_string(arr: zarr.Array) -> bool:
+    return np.dtype(arr.dtype).kind in "TUO"
+
+
+def _check_counts(
+    group: zarr.Group, name: str, tokens: np.ndarray, labels: Sequence[str]
+) -> list[str]:
+    import dask.array as da
+
+    active = da.from_zarr(_arr(group, name))
+    if active.shape[0] == 0:
+        return []
+    negative = (active < 0).sum(axis=(2, 3)) if active.dtype.kind == "i" else None
+    above = (active > tokens[:, :, None, None]).sum(axis=(2, 3))
+    if negative is not None:
+        negative, above = da.compute(negative, above)
+    else:
+        (above,) = da.compute(above)
+    out = []
+    if negative is not None and negative.any():
+        out.append(f"{name} holds {int(negative.sum())} negative counts")
+    for i, r in np.argwhere(above > 0):
+        out.append(
+            f"{name} exceeds n_tokens for {labels[i]!r} role {schema.ROLES[r]!r} at "
+            f"{int(above[i, r])} cells"
+        )
+    return out
+
+
+# ---------------------------------------------------------------------- opening
+def _zarr_store(url: str, *, read_only: bool) -> Store:
+    if url.endswith(".zip"):
+        if not read_only:
+            raise PermissionError(f"zip store {url!r} is read-only; open it with mode='r'")
+        return zarr.core.sync.sync(zarr.storage.ZipStore.open(url, mode="r", read_only=True))
+    path = _local_path(url)
+    if path is not None:
+        return zarr.storage.LocalStore(path, read_only=read_only)
+    return zarr.storage.FsspecStore.from_url(url, read_only=read_only)
+
+
+def _exists(zstore: Store, key: str) -> bool:
+    return bool(zarr.core.sync.sync(zstore.exists(key)))
+
+
+def open_store(url: str | os.PathLike[str], mode: Literal["r", "r+"] = "r") -> ActivationStore:
+    """Open an existing langneurons store.
+
+    Parameters
+    ----------
+    url
+        A local path, ``file://`` or ``memory://`` URL (any fsspec URL zarr supports), or a
+        ``.zip`` file made by :meth:`ActivationStore.export_zip` (read-only).
+    mode
+        ``"r"`` to read, ``"r+"`` to write.
+    """
+    url = os.fspath(url)
+    path = _local_path(url)
+    if path is not None and not path.exists():
+        raise StoreNotFoundError(
+            f"store {url!r} does not exist; check the path or create it with `langneurons import`"
+        )
+    if path is not None and path.is_file() and not url.endswith(".zip"):
+        raise NotAStoreError(f"{url!r} is a file, not a Zarr store directory")
+    try:
+        zstore = _zarr_store(url, read_only=mode == "r")
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise NotAStoreError(f"{url!r} cannot be opened as a Zarr store: {exc}") from exc
+    if not _exists(zstore, "zarr.json"):
+        if path is None and not url.endswith(".zip"):
+            raise StoreNotFoundError(f"store {url!r} does not exist (no zarr.json found)")
+        raise NotAStoreError(
+            f"{url!r} is not a Zarr v3 store (no zarr.json); point to a store made by langneurons"
+        )
+    proto = default_buffer_prototype()
+    raw = zarr.core.sync.sync(zstore.get("zarr.json", prototype=proto))
+    try:
+        meta = json.loads(raw.to_bytes()) if raw is not None else {}
+    except ValueError as exc:
+        raise NotAStoreError(f"{url!r} has an unreadable zarr.json: {exc}") from exc
+    attrs = meta.get("attributes", {}).get(schema.STORE_ATTR)
+    if meta.get("node_type") != "group" or not isinstance(attrs, dict):
+        raise NotAStoreError(
+            f"{url!r} is a Zarr store but not a langneurons store; create one with "
+            "`langneurons import` or langneurons.create_store"
+        )
+    schema.check_version(attrs.get("schema_version"), f"store {url!r}")
+    return ActivationStore(url, zstore, read_only=mode == "r")
+
+
+def create_store(url: str | os.PathLike[str], *, exist_ok: bool = True) -> ActivationStore:
+    """Create an empty store, or open an existing one for writing when ``exist_ok``."""
+    url = os.fspath(url)
+    if url.endswith(".zip"):
+        raise InvalidNameError(
+            f"cannot write into zip {url!r}; create a directory store and export it"
+        )
+    path = _local_path(url)
+    if path is not None and path.is_file():
+        raise NotAStoreError(f"{url!r} is a file, not a Zarr store directory; choose a new path")
+    if path is not None and path.is_dir() and not (path / "zarr.json").exists():
+        if any(path.iterdir()):
+            raise NotAStoreError(
+                f"{url!r} is a non-empty directory that is not a Zarr store; choose a new path"
+            )
+    zstore = _zarr_store(url, read_only=False)
+    if _exists(zstore, "zarr.json"):
+        if not exist_ok:
+            raise RunExistsError(f"store {url!r} already exists; open it instead")
+        return open_store(url, mode="r+")
+    with _quiet():
+        zarr.open_group(
+            zstore,
+            mode="w-",
+            zarr_format=3,
+            attributes={
+                schema.STORE_ATTR: {
+                    "schema_version": schema.SCHEMA_VERSION,
+                    "kind": "activation-store",
+                }
+            },
+        )
+        zarr.consolidate_metadata(zstore)
+    return ActivationStore(url, zstore, read_only=False)

@@ -1,0 +1,215 @@
+"""The on-disk schema of a langneurons activation store (schema version 1).
+
+Everything another tool needs to read a store with plain xarray is named here, and nowhere else.
+
+Layout (one Zarr v3 hierarchy)::
+
+    STORE/                         root group, attrs {"langneurons": {"schema_version": 1, ...}}
+      <run path>/                  one group per run, e.g. "mistral-7b/base"; attrs = RunMetadata
+        language[language]         variable-length UTF-8 labels, store order
+        role[role]                 "prompt", "response"
+        layer[layer], neuron[neuron]   int64 indices
+        n_active[language, role, layer, neuron]   int64, tokens with activation > 0
+        n_tokens[language, role]                  int64, counted tokens
+        act_sum, act_sqsum[language, role, layer, neuron]   float64 (optional)
+        seq_n_active[sequence, role, layer, neuron]         unsigned int (optional)
+        seq_n_tokens[sequence, role]                        int64 (optional, with seq_n_active)
+        seq_language[sequence], seq_id[sequence]            strings (optional, with seq_n_active)
+        identification/<name>/     results saved next to the run (later issues)
+        _journal/                  exists only while a write is in flight (or was killed)
+
+All counts are additive: shards of one language merge by addition. Probabilities are computed at
+read time (``n_active / n_tokens``), never stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import re
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+import numpy as np
+
+from langneurons.errors import InvalidNameError, SchemaVersionError, StoreValidationError
+
+SCHEMA_VERSION: Final = 1
+STORE_ATTR: Final = "langneurons"  # root attribute holding {"schema_version": ..., "kind": "store"}
+
+# dimensions
+LANGUAGE: Final = "language"
+ROLE: Final = "role"
+LAYER: Final = "layer"
+NEURON: Final = "neuron"
+SEQUENCE: Final = "sequence"
+ROLES: Final = ("prompt", "response")
+Role = Literal["prompt", "response"]
+
+# reserved group names inside a run (never valid run-path components)
+JOURNAL: Final = "_journal"
+RESULT_GROUPS: Final = ("identification", "stats", "compare", "ablation")
+RESERVED_NAMES: Final = frozenset({JOURNAL, *RESULT_GROUPS})
+
+
+@dataclasses.dataclass(frozen=True)
+class VariableSpec:
+    """One array of a run: its dims, dtype kind and whether every run has it."""
+
+    name: str
+    dims: tuple[str, ...]
+    kind: Literal["i", "u", "f", "T"]  # numpy dtype kind; "T" = variable-length string
+    dtype: str | None  # exact dtype when fixed, None when any of the kind is allowed
+    group: Literal["required", "moments", "sequences", "coordinate"]
+
+
+COUNT_DIMS: Final = (LANGUAGE, ROLE, LAYER, NEURON)
+SEQ_DIMS: Final = (SEQUENCE, ROLE, LAYER, NEURON)
+
+VARIABLES: Final[dict[str, VariableSpec]] = {
+    v.name: v
+    for v in (
+        VariableSpec(LANGUAGE, (LANGUAGE,), "T", None, "coordinate"),
+        VariableSpec(ROLE, (ROLE,), "T", None, "coordinate"),
+        VariableSpec(LAYER, (LAYER,), "i", "int64", "coordinate"),
+        VariableSpec(NEURON, (NEURON,), "i", "int64", "coordinate"),
+        VariableSpec("n_active", COUNT_DIMS, "i", "int64", "required"),
+        VariableSpec("n_tokens", (LANGUAGE, ROLE), "i", "int64", "required"),
+        VariableSpec("act_sum", COUNT_DIMS, "f", "float64", "moments"),
+        VariableSpec("act_sqsum", COUNT_DIMS, "f", "float64", "moments"),
+        VariableSpec("seq_n_active", SEQ_DIMS, "u", None, "sequences"),
+        VariableSpec("seq_n_tokens", (SEQUENCE, ROLE), "i", "int64", "sequences"),
+        VariableSpec("seq_language", (SEQUENCE,), "T", None, "sequences"),
+        VariableSpec("seq_id", (SEQUENCE,), "T", None, "sequences"),
+    )
+}
+REQUIRED: Final = tuple(n for n, v in VARIABLES.items() if v.group in ("required", "coordinate"))
+MOMENTS: Final = ("act_sum", "act_sqsum")
+SEQUENCES: Final = ("seq_n_active", "seq_n_tokens", "seq_language", "seq_id")
+SEQ_COORDS: Final = ("seq_language", "seq_id")
+SEQ_DTYPES: Final = ("uint8", "uint16", "uint32", "uint64")
+
+# a run path: slash-separated components of letters, digits, '.', '_', '-' (not leading '.'/'_')
+_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_name(name: str, what: str = "run") -> str:
+    """Return the normalised run (or result) path, or raise InvalidNameError."""
+    if not isinstance(name, str) or not name.strip("/"):
+        raise InvalidNameError(f"{what} name {name!r} is empty; give a path such as 'model/base'")
+    if name.startswith("/") or "\\" in name or re.match(r"^[A-Za-z]:", name):
+        raise InvalidNameError(
+            f"{what} name {name!r} is absolute; use a relative path such as 'model/base'"
+        )
+    parts = name.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise InvalidNameError(
+                f"{what} name {name!r} contains {part!r}; use plain components such as 'model/base'"
+            )
+        if part in RESERVED_NAMES:
+            raise InvalidNameError(
+                f"{what} name {name!r} uses the reserved component {part!r}; choose another name"
+            )
+        if not _COMPONENT.match(part):
+            raise InvalidNameError(
+                f"{what} name {name!r}: component {part!r} must start with a letter or digit and "
+                "hold only letters, digits, '.', '_' and '-'"
+            )
+    return "/".join(parts)
+
+
+def check_language(label: object) -> str:
+    """Return a valid language label or raise StoreValidationError."""
+    if not isinstance(label, str) or not label or label != label.strip() or "/" in label:
+        raise StoreValidationError(
+            f"language label {label!r} is invalid; use a non-empty code such as 'de' or 'zh-Hans'"
+        )
+    return label
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601, seconds."""
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunMetadata:
+    """Provenance attributes every run carries (parsed from and written to the run group's attrs).
+
+    Parameters
+    ----------
+    model
+        Model name or path it was loaded from.
+    revision
+        Revision, checkpoint or training step ("" when unknown).
+    hook_point
+        Module whose output was counted, e.g. ``"model.layers.*.mlp.act_fn"``.
+    activation
+        Activation function name, e.g. ``"silu"``.
+    dtype
+        Model dtype during extraction (``"float32"``, ``"bfloat16"``, or ``"unknown"`` for imports).
+    corpus
+        Corpus name, and ``corpus_hash`` its content hash (``"sha256:..."``, "" when unknown).
+    provenance
+        How it was made: ``{"method": "extracted" | "imported", ...}`` with source files or command.
+    """
+
+    model: str = ""
+    revision: str = ""
+    hook_point: str = ""
+    activation: str = ""
+    dtype: str = "unknown"
+    corpus: str = ""
+    corpus_hash: str = ""
+    provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tool_version: str = ""
+    created: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def to_attrs(self) -> dict[str, Any]:
+        """JSON-serialisable attributes for the run group."""
+        from langneurons import __version__
+
+        out = dataclasses.asdict(self)
+        out["provenance"] = dict(self.provenance)
+        out["tool_version"] = self.tool_version or __version__
+        out["created"] = self.created or now_iso()
+        return out
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any], where: str = "run") -> RunMetadata:
+        """Parse and validate run attributes."""
+        version = attrs.get("schema_version")
+        if version is None:
+            raise StoreValidationError(f"{where} has no schema_version attribute; it is not a run")
+        check_version(version, where)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: attrs[k] for k in fields if k in attrs}
+        prov = kwargs.get("provenance", {})
+        if not isinstance(prov, Mapping):
+            raise StoreValidationError(f"{where}: attribute provenance must be a mapping")
+        return cls(**kwargs)
+
+
+def check_version(version: object, where: str = "store") -> None:
+    """Raise SchemaVersionError unless ``version`` is one this release reads."""
+    if version != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{where} has schema version {version!r} but this langneurons reads version "
+            f"{SCHEMA_VERSION}; install the langneurons release that wrote it, or re-import"
+        )
+
+
+def layer_chunk(n_layers: int, n_neurons: int, itemsize: int = 8, target: int = 8 << 20) -> int:
+    """Layers per chunk so that one (language, role) chunk stays near ``target`` bytes."""
+    per_layer = max(1, n_neurons * itemsize)
+    return int(max(1, min(n_layers, target // per_layer)))
+
+
+def seq_dtype_for(max_count: int) -> np.dtype[Any]:
+    """Smallest unsigned dtype that holds ``max_count``."""
+    for name in SEQ_DTYPES:
+        if max_count <= np.iinfo(name).max:
+            return np.dtype(name)
+    raise StoreValidationError(f"per-sequence count {max_count} exceeds uint64")

@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny synthetic counts and stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from langneurons.store import Counts
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def make_counts(
+    languages: Sequence[str],
+    *,
+    layers: int = 3,
+    neurons: int = 7,
+    seed: int = 0,
+    moments: bool = False,
+    sequences: int = 0,
+) -> Counts:
+    """Random but valid counts; with ``sequences``, that many per language, summing exactly."""
+    rng = np.random.default_rng(seed)
+    k = len(languages)
+    if sequences:
+        seq_tokens = rng.integers(1, 40, size=(k * sequences, 2))
+        seq_active = (
+            rng.random((k * sequences, 2, layers, neurons)) * (seq_tokens[:, :, None, None] + 1)
+        ).astype(np.int64)
+        seq_active = np.minimum(seq_active, seq_tokens[:, :, None, None])
+        seq_language = [lang for lang in languages for _ in range(sequences)]
+        tokens = seq_tokens.reshape(k, sequences, 2).sum(axis=1)
+        active = seq_active.reshape(k, sequences, 2, layers, neurons).sum(axis=1)
+    else:
+        tokens = rng.integers(20, 200, size=(k, 2))
+        active = (rng.random((k, 2, layers, neurons)) * (tokens[:, :, None, None] + 1)).astype(
+            np.int64
+        )
+        active = np.minimum(active, tokens[:, :, None, None])
+    kwargs: dict[str, object] = {}
+    if moments:
+        kwargs["act_sum"] = active * 0.25 + rng.random(active.shape)
+        kwargs["act_sqsum"] = active * 0.5 + rng.random(active.shape)
+    if sequences:
+        kwargs.update(
+            seq_n_active=seq_active.astype(np.uint16),
+            seq_n_tokens=seq_tokens,
+            seq_language=seq_language,
+            seq_id=[f"item{i % sequences}" for i in range(k * sequences)],
+        )
+    return Counts(languages, active.astype(np.int64), tokens.astype(np.int64), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def counts_factory() -> Callable[..., Counts]:
+    return make_counts
+
+
+def run_python(code: str, *, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+    """Run ``code`` in a fresh interpreter; fail the test with its stderr if it fails."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"subprocess failed ({proc.returncode}):\n{proc.stderr}")
+    return proc.stdout

@@ -1,0 +1,428 @@
+"""The activation store: round trips, plain-xarray access, merging, validation, atomicity."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from langneurons.store import Counts, RunMetadata, create_store, open_store, schema
+
+from langneurons.errors import (
+    InterruptedWriteError,
+    InvalidNameError,
+    NotAStoreError,
+    RunExistsError,
+    RunNotFoundError,
+    SchemaVersionError,
+    StoreNotFoundError,
+    StoreValidationError,
+)
+
+from .conftest import make_counts, run_python
+
+
+def _store_with_run(path: Path | str, langs=("en", "de"), **kw) -> tuple[object, Counts]:
+    store = create_store(path)
+    counts = make_counts(list(langs), **kw)
+    store.create_run(
+        "model/base",
+        n_layers=counts.shape[0],
+        n_neurons=counts.shape[1],
+        metadata=RunMetadata(model="tiny", revision="step-1", corpus="toy", hook_point="mlp.act"),
+        moments=counts.has_moments,
+        sequences=counts.has_sequences,
+        counts=counts,
+    )
+    return store, counts
+
+
+def test_round_trip_bit_exact(tmp_path: Path) -> None:
+    store, counts = _store_with_run(tmp_path / "s.zarr", moments=True, sequences=3)
+    ds = open_store(tmp_path / "s.zarr").open_run("model/base")
+    assert list(ds.language.values) == ["en", "de"]
+    assert list(ds.role.values) == ["prompt", "response"]
+    np.testing.assert_array_equal(ds.n_active.values, counts.n_active)
+    assert ds.n_active.dtype == np.int64 and ds.n_tokens.dtype == np.int64
+    np.testing.assert_array_equal(ds.n_tokens.values, counts.n_tokens)
+    assert ds.act_sum.values.tobytes() == np.asarray(counts.act_sum).tobytes()
+    assert ds.act_sqsum.values.tobytes() == np.asarray(counts.act_sqsum).tobytes()
+    np.testing.assert_array_equal(ds.seq_n_active.values, counts.seq_n_active)
+    assert ds.seq_n_active.dtype == np.uint16
+    np.testing.assert_array_equal(ds.seq_n_tokens.values, counts.seq_n_tokens)
+    assert list(ds.seq_language.values) == list(counts.seq_language or [])
+    assert list(ds.seq_id.values) == list(counts.seq_id or [])
+    assert ds.attrs["model"] == "tiny" and ds.attrs["schema_version"] == 1
+    assert ds.attrs["tool_version"] and ds.attrs["created"]
+
+
+def test_plain_xarray_reads_without_langneurons(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    _, counts = _store_with_run(path, sequences=2)
+    code = f"""
+import sys, xarray as xr, numpy as np
+ds = xr.open_zarr({str(path)!r}, group="model/base")
+tree = xr.open_datatree({str(path)!r}, engine="zarr")
+node = tree["model/base"].to_dataset()
+assert "langneurons" not in sys.modules
+assert dict(ds.sizes) == {{"language": 2, "role": 2, "layer": 3, "neuron": 7, "sequence": 4}}
+assert ds.n_active.dims == ("language", "role", "layer", "neuron")
+assert ds.seq_n_active.dims == ("sequence", "role", "layer", "neuron")
+assert "seq_language" in ds.coords and "seq_id" in ds.coords
+print(int(ds.n_active.sum()), int(node.n_tokens.sum()), [str(x) for x in ds.language.values])
+"""
+    out = run_python(code).split()
+    assert int(out[0]) == int(counts.n_active.sum())
+    assert int(out[1]) == int(counts.n_tokens.sum())
+
+
+def test_add_languages_and_merge_are_additive(tmp_path: Path) -> None:
+    store, first = _store_with_run(tmp_path / "s.zarr")
+    more = make_counts(["fr"], seed=1)
+    store.add_languages("model/base", more)
+    shard = make_counts(["de", "zh"], seed=2)
+    store.merge_counts("model/base", shard)
+    ds = open_store(tmp_path / "s.zarr").open_run("model/base")
+    assert list(ds.language.values) == ["en", "de", "fr", "zh"]
+    np.testing.assert_array_equal(ds.n_active.sel(language="en").values, first.n_active[0])
+    np.testing.assert_array_equal(
+        ds.n_active.sel(language="de").values, first.n_active[1] + shard.n_active[0]
+    )
+    np.testing.assert_array_equal(
+        ds.n_tokens.sel(language="de").values, first.n_tokens[1] + shard.n_tokens[0]
+    )
+    np.testing.assert_array_equal(ds.n_active.sel(language="zh").values, shard.n_active[1])
+    assert store.validate() == []
+
+
+def test_add_existing_language_is_an_error_and_changes_nothing(tmp_path: Path) -> None:
+    store, first = _store_with_run(tmp_path / "s.zarr")
+    with pytest.raises(StoreValidationError, match="language 'de' is already in run 'model/base'"):
+        store.add_languages("model/base", make_counts(["de"], seed=5))
+    ds = store.open_run("model/base")
+    np.testing.assert_array_equal(ds.n_active.values, first.n_active)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seeds=st.lists(st.integers(0, 1000), min_size=2, max_size=4), order=st.randoms())
+def test_merge_order_does_not_matter(
+    tmp_path_factory: pytest.TempPathFactory, seeds, order
+) -> None:
+    shards = [make_counts(["en", "de"], seed=s) for s in seeds]
+    results = []
+    for permutation in (list(range(len(shards))), order.sample(range(len(shards)), len(shards))):
+        store = create_store(f"memory://merge-{uuid.uuid4().hex}")
+        store.create_run("r", n_layers=3, n_neurons=7)
+        for i in permutation:
+            store.merge_counts("r", shards[i])
+        ds = store.open_run("r").sortby("language")
+        results.append((ds.n_active.values, ds.n_tokens.values))
+        assert int(ds.n_active.sel(language="en").sum()) == sum(
+            int(s.n_active[0].sum()) for s in shards
+        )
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_run_added_later_is_visible_to_next_open(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    _store_with_run(path)
+    store = open_store(path, mode="r+")
+    other = make_counts(["en"], layers=2, neurons=5, seed=3)
+    store.create_run("model2/base", n_layers=2, n_neurons=5, counts=other)
+    tree = xr.open_datatree(path, engine="zarr")
+    assert "model2" in tree.children
+    assert tree["model2/base"].dataset.sizes["neuron"] == 5
+    assert open_store(path).runs() == ["model/base", "model2/base"]
+
+
+@pytest.mark.parametrize("scheme", ["file", "memory"])
+def test_fsspec_urls(tmp_path: Path, scheme: str) -> None:
+    url = f"file://{tmp_path}/s.zarr" if scheme == "file" else "memory://fsspec-test/s.zarr"
+    _, counts = _store_with_run(url)
+    ds = open_store(url).open_run("model/base")
+    np.testing.assert_array_equal(ds.n_active.values, counts.n_active)
+    plain = xr.open_zarr(url, group="model/base")
+    np.testing.assert_array_equal(plain.n_tokens.values, counts.n_tokens)
+
+
+def test_export_zip_reads_back(tmp_path: Path) -> None:
+    store, counts = _store_with_run(tmp_path / "s.zarr", sequences=2)
+    dest = store.export_zip(tmp_path / "share" / "s.zip")
+    assert zipfile.is_zipfile(dest)
+    ds = open_store(dest).open_run("model/base")
+    np.testing.assert_array_equal(ds.n_active.values, counts.n_active)
+    plain = xr.open_zarr(zarr.storage.ZipStore(dest, mode="r"), group="model/base")
+    np.testing.assert_array_equal(plain.seq_n_active.values, counts.seq_n_active)
+    assert not list((tmp_path / "share").glob("*.tmp"))
+
+
+def test_info_reports_runs(tmp_path: Path) -> None:
+    store, counts = _store_with_run(tmp_path / "s.zarr", moments=True)
+    info = store.info()["runs"]["model/base"]
+    assert info["languages"] == ["en", "de"]
+    assert (info["layers"], info["neurons"]) == (3, 7)
+    assert info["n_tokens"]["de"]["response"] == int(counts.n_tokens[1, 1])
+    assert info["optional"] == ["act_sum", "act_sqsum"]
+    assert info["attrs"]["revision"] == "step-1"
+    json.dumps(info)
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_nonexistent_path(tmp_path: Path) -> None:
+    with pytest.raises(StoreNotFoundError, match="store '.*nope.zarr' does not exist"):
+        open_store(tmp_path / "nope.zarr")
+
+
+def test_directory_that_is_not_a_store(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "file.txt").write_text("x")
+    with pytest.raises(NotAStoreError, match="is not a Zarr v3 store"):
+        open_store(tmp_path / "d")
+    with pytest.raises(NotAStoreError, match="non-empty directory that is not a Zarr store"):
+        create_store(tmp_path / "d")
+
+
+def test_zarr_store_that_is_not_langneurons(tmp_path: Path) -> None:
+    zarr.open_group(tmp_path / "plain.zarr", mode="w")
+    with pytest.raises(NotAStoreError, match="not a langneurons store"):
+        open_store(tmp_path / "plain.zarr")
+
+
+def test_other_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    create_store(path)
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"]["langneurons"]["schema_version"] = 99
+    meta.pop("consolidated_metadata", None)
+    (path / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(SchemaVersionError, match="schema version 99 but this langneurons reads"):
+        open_store(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("../escape", "contains '..'"),
+        ("a/../../b", "contains '..'"),
+        ("/abs/run", "is absolute"),
+        ("", "is empty"),
+        ("a//b", "contains ''"),
+        ("run/_journal", "reserved component '_journal'"),
+        ("run/identification", "reserved component 'identification'"),
+        ("bad name", "must start with a letter or digit"),
+    ],
+)
+def test_bad_run_names(tmp_path: Path, name: str, message: str) -> None:
+    store = create_store(tmp_path / "s.zarr")
+    with pytest.raises(InvalidNameError, match=message):
+        store.create_run(name, n_layers=2, n_neurons=2)
+    assert store.runs() == []
+    assert sorted(os.listdir(tmp_path / "s.zarr")) == ["zarr.json"]
+
+
+def test_duplicate_run_and_nesting(tmp_path: Path) -> None:
+    store, _ = _store_with_run(tmp_path / "s.zarr")
+    with pytest.raises(RunExistsError, match="run 'model/base' already exists"):
+        store.create_run("model/base", n_layers=3, n_neurons=7)
+    with pytest.raises(InvalidNameError, match="would nest with existing run 'model/base'"):
+        store.create_run("model/base/inner", n_layers=3, n_neurons=7)
+    with pytest.raises(RunNotFoundError, match="run 'model/other' is not in store"):
+        store.open_run("model/other")
+
+
+def test_counts_validation_messages() -> None:
+    tokens = np.array([[5, 5]])
+    ok = np.zeros((1, 2, 2, 2), dtype=np.int64)
+    with pytest.raises(StoreValidationError, match="duplicate language 'en'"):
+        Counts(["en", "en"], np.zeros((2, 2, 2, 2), np.int64), np.ones((2, 2), np.int64))
+    with pytest.raises(StoreValidationError, match="no languages given"):
+        Counts([], np.zeros((0, 2, 2, 2), np.int64), np.zeros((0, 2), np.int64))
+    with pytest.raises(StoreValidationError, match="n_tokens holds negative token totals"):
+        Counts(["en"], ok, np.array([[-1, 5]]))
+    with pytest.raises(StoreValidationError, match="n_active holds negative counts"):
+        Counts(["en"], ok - 1, tokens)
+    with pytest.raises(
+        StoreValidationError, match="exceeds its token total for 'en' role 'prompt'"
+    ):
+        Counts(["en"], ok + 6, tokens)
+    with pytest.raises(StoreValidationError, match="counts must be integers"):
+        Counts(["en"], ok.astype(float), tokens)
+    with pytest.raises(StoreValidationError, match="language label '' is invalid"):
+        Counts([""], ok, tokens)
+
+
+def test_shape_and_optional_array_mismatch(tmp_path: Path) -> None:
+    store, _ = _store_with_run(tmp_path / "s.zarr")
+    with pytest.raises(StoreValidationError, match="counts have 2 layers x 7 neurons but run"):
+        store.add_languages("model/base", make_counts(["fr"], layers=2))
+    with pytest.raises(StoreValidationError, match="has no act_sum/act_sqsum"):
+        store.add_languages("model/base", make_counts(["fr"], moments=True))
+    assert store.languages("model/base") == ["en", "de"]
+
+
+def test_seq_dtype_overflow_is_checked(tmp_path: Path) -> None:
+    store = create_store(tmp_path / "s.zarr")
+    store.create_run("r", n_layers=1, n_neurons=1, sequences=True, seq_dtype="uint8")
+    big = Counts(
+        ["en"],
+        np.array([[[[300]], [[0]]]]),
+        np.array([[300, 0]]),
+        seq_n_active=np.array([[[[300]], [[0]]]]),
+        seq_n_tokens=np.array([[300, 0]]),
+        seq_language=["en"],
+        seq_id=["a"],
+    )
+    with pytest.raises(
+        StoreValidationError, match="per-sequence count 300 overflows the run's uint8"
+    ):
+        store.add_languages("r", big)
+    assert store.languages("r") == []
+
+
+def test_validate_finds_counts_above_totals(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    store, counts = _store_with_run(path)
+    group = zarr.open_group(path, mode="r+", path="model/base", use_consolidated=False)
+    group["n_active"][1, 1, 0, 0] = int(counts.n_tokens[1, 1]) + 1
+    problems = store.validate()
+    assert problems == [
+        "run 'model/base': n_active exceeds n_tokens for 'de' role 'response' at 1 cells"
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "langneurons", "validate", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert "invalid: run 'model/base': n_active exceeds n_tokens for 'de'" in proc.stderr
+
+
+def test_validate_finds_duplicate_languages_and_bad_dtype(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    store, _ = _store_with_run(path)
+    group = zarr.open_group(path, mode="r+", path="model/base", use_consolidated=False)
+    group["language"][1] = "en"
+    assert "duplicate language labels in ['en', 'en']" in store.validate()[0]
+    group["language"][1] = "de"
+    del group["n_tokens"]
+    group.create_array(
+        "n_tokens", shape=(2, 2), dtype="float64", dimension_names=["language", "role"]
+    )
+    assert store.validate() == ["run 'model/base': n_tokens has dtype float64; expected int64"]
+
+
+def test_importing_langneurons_does_not_import_torch() -> None:
+    run_python(
+        "import sys, langneurons, langneurons.store, langneurons.analysis, langneurons.reports,"
+        " langneurons.cli\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'transformers' not in sys.modules\n"
+    )
+
+
+# ---------------------------------------------------------------------------- atomicity
+_CRASH = """
+import atexit, os, sys, numpy as np, zarr
+sys.path.insert(0, {tests!r})
+from conftest import make_counts
+from langneurons.store import open_store
+calls = 0
+original = zarr.Array.__setitem__
+def crashing(self, key, value):
+    global calls
+    calls += 1
+    if calls == {after}:
+        os._exit(9)
+    return original(self, key, value)
+zarr.Array.__setitem__ = crashing
+store = open_store({path!r}, mode="r+")
+store.{method}("model/base", make_counts({langs!r}, seed=11))
+print(calls)
+"""
+
+
+@pytest.mark.parametrize(
+    ("method", "langs"), [("merge_counts", ["de", "fr"]), ("add_languages", ["fr", "zh"])]
+)
+def test_killed_writer_leaves_previous_state(tmp_path: Path, method: str, langs: list[str]) -> None:
+    """Kill the writer before each of its array writes; the run always reads as before."""
+    import shutil
+
+    template = tmp_path / "template.zarr"
+    store, _ = _store_with_run(template)
+    before = store.open_run("model/base").load()
+    tests = str(Path(__file__).parent)
+
+    def crash(path: Path, after: int) -> subprocess.CompletedProcess[str]:
+        code = _CRASH.format(tests=tests, after=after, path=str(path), method=method, langs=langs)
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+    shutil.copytree(template, tmp_path / "count.zarr")
+    total = int(crash(tmp_path / "count.zarr", after=-1).stdout)
+    assert total >= 3
+    for after in range(1, total + 1):
+        path = tmp_path / f"s{after}.zarr"
+        shutil.copytree(template, path)
+        proc = crash(path, after)
+        assert proc.returncode == 9, proc.stderr
+        # plain xarray (consolidated metadata) still shows the committed shapes
+        assert xr.open_zarr(path, group="model/base").sizes["language"] == 2
+        store = open_store(path, mode="r+")
+        assert any("interrupted write" in p for p in store.validate())
+        with pytest.raises(InterruptedWriteError, match="run `langneurons repair"):
+            store.open_run("model/base")
+        assert store.repair() == ["model/base"]
+        xr.testing.assert_identical(
+            before.drop_attrs(), store.open_run("model/base").load().drop_attrs()
+        )
+        assert store.validate() == []
+        # and the store keeps working: the write now goes through
+        store.merge_counts("model/base", make_counts(langs, seed=11))
+        assert store.validate() == []
+        assert store.languages("model/base") == ["en", "de", *[x for x in langs if x != "de"]]
+
+
+def test_killed_create_leaves_no_run(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    create_store(path)
+    code = f"""
+import os, numpy as np, zarr
+from langneurons.store import open_store, Counts
+original = zarr.Array.__setitem__
+def crashing(self, key, value):
+    if self.path.endswith("n_active"):
+        os._exit(9)
+    return original(self, key, value)
+zarr.Array.__setitem__ = crashing
+store = open_store({str(path)!r}, mode="r+")
+store.create_run("r", n_layers=2, n_neurons=2,
+                 counts=Counts(["en"], np.zeros((1, 2, 2, 2), np.int64), np.ones((1, 2), np.int64)))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    store = open_store(path, mode="r+")
+    assert store.runs() == []
+    assert any("interrupted write" in p for p in store.validate())
+    # the next writer rolls the half-made run back and can create it
+    store.create_run("r", n_layers=2, n_neurons=2)
+    assert store.runs() == ["r"] and store.validate() == []
+
+
+def test_schema_module_names_the_contract() -> None:
+    assert schema.VARIABLES["n_active"].dims == ("language", "role", "layer", "neuron")
+    assert schema.VARIABLES["seq_n_active"].dims == ("sequence", "role", "layer", "neuron")
+    assert schema.ROLES == ("prompt", "response")
+    assert schema.SCHEMA_VERSION == 1
