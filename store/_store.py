@@ -32,6 +32,7 @@ import zarr.storage
 from langneurons.store import schema
 from langneurons.store._counts import Counts
 from zarr.abc.store import Store
+from zarr.codecs import BloscCodec
 from zarr.core.buffer import default_buffer_prototype
 
 from langneurons.errors import (
@@ -253,6 +254,8 @@ class ActivationStore:
         seq_dtype: str,
     ) -> None:
         lc = schema.layer_chunk(n_layers, n_neurons)
+        # byte-shuffled lz4: counts compress ~4x and decode at memory speed
+        codec = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
         with _quiet():
             group.create_array(
                 schema.LANGUAGE,
@@ -280,6 +283,7 @@ class ActivationStore:
                     dtype=spec.dtype,
                     fill_value=0,
                     dimension_names=list(spec.dims),
+                    compressors=codec,
                 )
             group.create_array(
                 "n_tokens",
@@ -298,6 +302,7 @@ class ActivationStore:
                     chunks=(8, 1, slc, n_neurons),
                     dtype=seq_dtype,
                     fill_value=0,
+                    compressors=codec,
                     dimension_names=list(schema.SEQ_DIMS),
                     attributes=coords,
                 )

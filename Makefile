@@ -1,0 +1,44 @@
+# langneurons: two commands for a newcomer
+#   make demo   set up a virtual environment and run the main job
+#   make test   set up a virtual environment and run the tests
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; elsewhere add TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+DEMO_OUT ?= demo-out
+
+.PHONY: venv test lint demo bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e ".[extract,distributed,test]"
+	touch $@
+
+test: venv
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check langneurons store extract analysis reports tests benchmarks
+	$(VENV)/bin/ruff format --check langneurons store extract analysis reports tests benchmarks
+	$(VENV)/bin/mypy langneurons store extract analysis reports
+
+demo: venv
+	rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)
+	$(PY) examples/reference_files.py $(DEMO_OUT)/pt --languages en,de,fr,zh,ru
+	$(VENV)/bin/langneurons import njunlp $(DEMO_OUT)/pt --tag demo --languages en,de,fr,zh,ru \
+		--store $(DEMO_OUT)/store.zarr --run tiny/base --model tiny-random
+	$(VENV)/bin/langneurons validate $(DEMO_OUT)/store.zarr
+	$(VENV)/bin/langneurons info $(DEMO_OUT)/store.zarr
+
+bench: venv
+	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build dist *.egg-info

@@ -1,0 +1,135 @@
+"""Store benchmark: write and read a full-size run, against the same arrays saved with torch.save.
+
+A Mistral-7B-size run: 32 layers x 14336 neurons x 10 languages x 2 roles of int64 counts (binomial
+draws with realistic activation rates and ~10^5 tokens per language and role). The baseline is the
+format users have today: one ``torch.save`` file per language and role,
+``{"total_tokens": int, "over_zero": int64[layers, neurons]}``.
+
+Prints seconds and bytes on disk for both, and the ratios (ours / torch.save), measured in one run
+(writes timed once, reads as the best of three: the first read also pays one-time imports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from langneurons.store import Counts, RunMetadata, create_store, open_store
+
+
+def _du(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _best(fn: Callable[[], object], repeat: int = 3) -> float:
+    """Fastest of ``repeat`` timed calls (the first also warms up imports and caches)."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def synthetic_counts(layers: int, neurons: int, languages: int, seed: int = 0) -> Counts:
+    rng = np.random.default_rng(seed)
+    rate = rng.beta(1.2, 6.0, size=(layers, neurons))
+    tokens = rng.integers(80_000, 120_000, size=(languages, 2))
+    active = np.empty((languages, 2, layers, neurons), dtype=np.int64)
+    for k in range(languages):
+        shifted = np.clip(rate * rng.uniform(0.8, 1.2, size=rate.shape), 0, 1)
+        for r in range(2):
+            active[k, r] = rng.binomial(tokens[k, r], shifted)
+    return Counts([f"l{k}" for k in range(languages)], active, tokens)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=32)
+    parser.add_argument("--neurons", type=int, default=14336)
+    parser.add_argument("--languages", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="a small run (4 x 1024 x 3)")
+    args = parser.parse_args()
+    if args.quick:
+        args.layers, args.neurons, args.languages = 4, 1024, 3
+
+    counts = synthetic_counts(args.layers, args.neurons, args.languages)
+    raw = counts.n_active.nbytes
+    work = Path(tempfile.mkdtemp(prefix="langneurons-bench-"))
+    try:
+        t0 = time.perf_counter()
+        store = create_store(work / "store.zarr")
+        store.create_run(
+            "bench/base",
+            n_layers=args.layers,
+            n_neurons=args.neurons,
+            metadata=RunMetadata(model="synthetic"),
+            counts=counts,
+        )
+        ours_write = time.perf_counter() - t0
+        ours_size = _du(work / "store.zarr")
+        ours_read = _best(
+            lambda: open_store(work / "store.zarr").open_run("bench/base").n_active.values
+        )
+        loaded = open_store(work / "store.zarr").open_run("bench/base").n_active.values
+        assert np.array_equal(loaded, counts.n_active)
+
+        rows = [
+            ("raw int64 n_active", raw, None, None),
+            ("langneurons zarr store", ours_size, ours_write, ours_read),
+        ]
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        if torch is not None:
+            pt_dir = work / "pt"
+            pt_dir.mkdir()
+            t0 = time.perf_counter()
+            for k, lang in enumerate(counts.languages):
+                for r, role in enumerate(("prefix", "full")):
+                    torch.save(
+                        {
+                            "total_tokens": int(counts.n_tokens[k, r]),
+                            "over_zero": torch.from_numpy(counts.n_active[k, r]),
+                        },
+                        pt_dir / f"{role}.activation.{lang}.bench.pt",
+                    )
+            pt_write = time.perf_counter() - t0
+            pt_size = _du(pt_dir)
+            files = sorted(pt_dir.glob("*.pt"))
+            pt_read = _best(
+                lambda: [torch.load(p, weights_only=True)["over_zero"].numpy() for p in files]
+            )
+            back = [torch.load(p, weights_only=True)["over_zero"].numpy() for p in files]
+            assert sum(int(b.sum()) for b in back) == int(counts.n_active.sum())
+            rows.append(("torch.save files (baseline)", pt_size, pt_write, pt_read))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    shape = f"{args.layers} x {args.neurons} x {args.languages} languages x 2 roles"
+    print(f"store benchmark: {shape}")
+    print(f"{'format':<30}{'MiB on disk':>12}{'write s':>10}{'read s':>10}")
+    for name, size, write, read in rows:
+        w = f"{write:10.2f}" if write is not None else f"{'':>10}"
+        r = f"{read:10.2f}" if read is not None else f"{'':>10}"
+        print(f"{name:<30}{size / 2**20:12.1f}{w}{r}")
+    if torch is not None:
+        print(
+            f"ratio ours/torch.save: size {ours_size / pt_size:.2f}, write {ours_write / pt_write:.2f}, "
+            f"read {ours_read / pt_read:.2f}"
+        )
+    else:
+        print("torch not installed: baseline skipped (pip install 'langneurons[extract]')")
+
+
+if __name__ == "__main__":
+    main()
