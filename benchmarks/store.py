@@ -124,8 +124,8 @@ def main() -> None:
         print(f"{name:<30}{size / 2**20:12.1f}{w}{r}")
     if torch is not None:
         print(
-            f"ratio ours/torch.save: size {ours_size / pt_size:.2f}, write {ours_write / pt_write:.2f}, "
-            f"read {ours_read / pt_read:.2f}"
+            f"ratio ours/torch.save: size {ours_size / pt_size:.2f}, "
+            f"write {ours_write / pt_write:.2f}, read {ours_read / pt_read:.2f}"
         )
     else:
         print("torch not installed: baseline skipped (pip install 'langneurons[extract]')")

@@ -32,7 +32,7 @@ def main() -> None:
     shape = (args.layers, args.neurons)
     base_rate = rng.beta(2, 5, size=shape)
     args.out.mkdir(parents=True, exist_ok=True)
-    for i, lang in enumerate(languages):
+    for lang in languages:
         rate = base_rate.copy()
         bound = rng.choice(rate.size, size=rate.size // 50, replace=False)
         rate.flat[bound] = rng.uniform(0.7, 0.95, size=bound.size)

@@ -189,6 +189,133 @@ def _report_import(report: dict[str, Any], store_url: str, run: str, as_json: bo
         click.echo(f"clamped {clamped} negative full-minus-prefix cell(s) to 0")
 
 
+@import_.command("mask")
+@click.argument("file")
+@click.option("--store", "store_url", required=True, help="Store path or URL.")
+@click.option("--run", required=True, help="The run whose languages and shape the mask uses.")
+@click.option("--name", required=True, help="Name of the neuron set, e.g. lape-published.")
+def import_mask(file: str, store_url: str, run: str, name: str) -> None:
+    """Import a LAPE-format mask FILE as a neuron set saved under RUN/identification/NAME."""
+    from langneurons.analysis.identify import masks_from_lists
+    from langneurons.extract._torchio import load_mask
+    from langneurons.store import open_store
+
+    store = open_store(store_url, mode="r+")
+    ds = store.open_run(run)
+    languages = [str(x) for x in ds.language.values]
+    masks = load_mask(file)
+    result = masks_from_lists(masks, languages, ds.sizes["layer"], ds.sizes["neuron"])
+    result.attrs.update({"method": "imported-mask", "source": str(file)})
+    path = store.save_result(run, "identification", name, result)
+    total = int(result["mask"].sum())
+    click.echo(f"saved {total} mask entries for {len(languages)} languages at {path}")
+
+
+# --------------------------------------------------------------------------- analysis
+def _parse_lambda(value: str) -> str | float:
+    if value == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither 'auto' nor a number") from None
+
+
+def _parse_range(value: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not LO,HI (e.g. 0,0.2)") from None
+    return lo, hi
+
+
+@cli.command()
+@click.argument("store")
+@click.option("--run", required=True, help="Run path inside the store.")
+@click.option(
+    "--method",
+    type=click.Choice(["ternary", "lape"]),
+    default="ternary",
+    show_default=True,
+    help="ternary: entropy-lambda rule; lape: the LAPE baseline.",
+)
+@click.option(
+    "--role",
+    type=click.Choice(["response", "prompt", "all"]),
+    default="response",
+    show_default=True,
+    help="Which tokens' counts to use.",
+)
+@click.option("--top-rate", type=float, default=0.01, show_default=True)
+@click.option("--bar", type=float, default=0.95, show_default=True)
+@click.option("--filter-rate", type=float, default=0.95, show_default=True, help="LAPE only.")
+@click.option(
+    "--lambda",
+    "lam",
+    default="auto",
+    show_default=True,
+    help="auto, or a fixed lambda (ternary only).",
+)
+@click.option(
+    "--lambda-range",
+    default="0.0,0.2",
+    show_default=True,
+    help="LO,HI searched by the automatic lambda.",
+)
+@click.option("--eps", type=float, default=1e-3, show_default=True)
+@click.option("--name", default=None, help="Result name (default: the method).")
+@click.option("--export-mask", default=None, help="Also write the LAPE mask file format here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def identify(
+    store: str,
+    run: str,
+    method: str,
+    role: str,
+    top_rate: float,
+    bar: float,
+    filter_rate: float,
+    lam: str,
+    lambda_range: str,
+    eps: float,
+    name: str | None,
+    export_mask: str | None,
+    as_json: bool,
+) -> None:
+    """Identify language neurons in a run and save the result into the store."""
+    from langneurons.analysis.identify import identify as run_identify
+    from langneurons.analysis.identify import masks_to_lists, summary
+    from langneurons.store import open_store
+
+    opened = open_store(store, mode="r+")
+    ds = opened.open_run(run)
+    result = run_identify(
+        ds,
+        method,
+        role=role,
+        top_rate=top_rate,
+        bar=bar,
+        filter_rate=filter_rate,
+        lam=_parse_lambda(lam),
+        lam_range=_parse_range(lambda_range),
+        eps=eps,
+    )
+    path = opened.save_result(run, "identification", name or method, result)
+    if export_mask:
+        from langneurons.extract._torchio import save_mask
+
+        save_mask(export_mask, masks_to_lists(result))
+    data = summary(result)
+    if as_json:
+        _echo_json({**data, "saved": path, "mask_file": export_mask})
+        return
+    lam_text = f", lambda {data['lambda']:.6g}" if data.get("lambda") is not None else ""
+    click.echo(f"{method}: {data['selected']} neurons selected (tau {data['tau']:.6g}{lam_text})")
+    click.echo(f"saved at {path}" + (f"; mask written to {export_mask}" if export_mask else ""))
+    click.echo(f"{'language':<10}{'specific':>10}{'related':>10}{'mask':>10}")
+    for lang, row in data["per_language"].items():
+        click.echo(f"{lang:<10}{row['specific']:>10}{row['related']:>10}{row['mask']:>10}")
+
+
 # --------------------------------------------------------------------------- entry point
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (errors print one line unless --debug)."""

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from langneurons.store import schema
 
 from langneurons.errors import StoreValidationError
+from langneurons.store import schema
 
 
 @dataclasses.dataclass

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,8 +29,6 @@ import numpy as np
 import xarray as xr
 import zarr
 import zarr.storage
-from langneurons.store import schema
-from langneurons.store._counts import Counts
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
 from zarr.core.buffer import default_buffer_prototype
@@ -44,6 +42,8 @@ from langneurons.errors import (
     StoreNotFoundError,
     StoreValidationError,
 )
+from langneurons.store import schema
+from langneurons.store._counts import Counts
 
 log = logging.getLogger(__name__)
 
@@ -235,10 +235,16 @@ class ActivationStore:
                 root = self._root(consolidated=False)
                 group = root.require_group(run)
                 group.create_group(schema.JOURNAL, attributes={"op": "create", "state": "armed"})
-            self._create_arrays(group, n_layers, n_neurons, moments, sequences, seq_dtype)
-            group.attrs.update(meta.to_attrs())
-            if counts is not None:
-                self._apply(run, group, counts, merge=False)
+            try:
+                self._create_arrays(group, n_layers, n_neurons, moments, sequences, seq_dtype)
+                attrs = meta.to_attrs()
+                if counts is not None:
+                    self._apply(run, group, counts, merge=False)
+                    attrs["writes"] = [_write_record("created", counts, attrs["provenance"])]
+                group.attrs.update(attrs)
+            except BaseException:
+                self._recover(run)
+                raise
             self._delete_group(f"{run}/{schema.JOURNAL}")
             self._consolidate()
         log.info("created run %s (%d x %d)", run, n_layers, n_neurons)
@@ -324,18 +330,27 @@ class ActivationStore:
                         dimension_names=[schema.SEQUENCE],
                     )
 
-    def add_languages(self, run: str, counts: Counts) -> None:
-        """Append new languages to a run; a language already there is an error."""
-        self._write(run, counts, merge=False)
+    def add_languages(
+        self, run: str, counts: Counts, *, provenance: Mapping[str, Any] | None = None
+    ) -> None:
+        """Append new languages to a run; a language already there is an error.
 
-    def merge_counts(self, run: str, counts: Counts) -> None:
+        ``provenance`` (e.g. the source files) is recorded in the run's ``writes`` attribute.
+        """
+        self._write(run, counts, merge=False, provenance=provenance)
+
+    def merge_counts(
+        self, run: str, counts: Counts, *, provenance: Mapping[str, Any] | None = None
+    ) -> None:
         """Add counts to a run: existing languages are summed, new ones appended.
 
         Shards of one language, extracted separately, merge this way (counts are additive).
         """
-        self._write(run, counts, merge=True)
+        self._write(run, counts, merge=True, provenance=provenance)
 
-    def _write(self, run: str, counts: Counts, *, merge: bool) -> None:
+    def _write(
+        self, run: str, counts: Counts, *, merge: bool, provenance: Mapping[str, Any] | None
+    ) -> None:
         self._require_writable()
         run = schema.check_name(run)
         with self._lock():
@@ -343,8 +358,15 @@ class ActivationStore:
             run = self._check_run(run)
             group = self._group(run)
             undo = self._journal_for(run, group, counts, merge)
-            self._apply(run, group, counts, merge=merge, undo=undo)
-            group.attrs["updated"] = schema.now_iso()
+            try:
+                self._apply(run, group, counts, merge=merge, undo=undo)
+                writes = list(group.attrs.get("writes", []))  # type: ignore[arg-type]
+                action = "merged" if merge else "added"
+                writes.append(_write_record(action, counts, provenance or {}))
+                group.attrs.update({"updated": schema.now_iso(), "writes": writes})
+            except BaseException:
+                self._recover(run)
+                raise
             self._delete_group(f"{run}/{schema.JOURNAL}")
             self._consolidate()
 
@@ -675,6 +697,17 @@ class ActivationStore:
             buf = zarr.core.sync.sync(self._zstore.get(key, prototype=proto))
             if buf is not None:
                 yield key, buf.to_bytes()
+
+
+def _write_record(action: str, counts: Counts, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry of a run's ``writes`` attribute: what was written, when, from where."""
+    return {
+        "time": schema.now_iso(),
+        "action": action,
+        "languages": list(counts.languages),
+        "sequences": len(counts.seq_language or []),
+        "provenance": dict(provenance),
+    }
 
 
 # ---------------------------------------------------------------------- node helpers

@@ -16,7 +16,6 @@ import xarray as xr
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from langneurons.store import Counts, RunMetadata, create_store, open_store, schema
 
 from langneurons.errors import (
     InterruptedWriteError,
@@ -28,6 +27,7 @@ from langneurons.errors import (
     StoreNotFoundError,
     StoreValidationError,
 )
+from langneurons.store import Counts, RunMetadata, create_store, open_store, schema
 
 from .conftest import make_counts, run_python
 
@@ -426,3 +426,21 @@ def test_schema_module_names_the_contract() -> None:
     assert schema.VARIABLES["seq_n_active"].dims == ("sequence", "role", "layer", "neuron")
     assert schema.ROLES == ("prompt", "response")
     assert schema.SCHEMA_VERSION == 1
+
+
+def test_refused_counts_leave_no_run_behind(tmp_path: Path) -> None:
+    store = create_store(tmp_path / "s.zarr")
+    with pytest.raises(StoreValidationError, match="counts have 3 layers x 7 neurons but run"):
+        store.create_run("r", n_layers=2, n_neurons=7, counts=make_counts(["en"]))
+    assert store.runs() == [] and store.validate() == []
+    assert sorted(os.listdir(tmp_path / "s.zarr")) == ["zarr.json"]
+
+
+def test_writes_are_recorded_with_provenance(tmp_path: Path) -> None:
+    store, _ = _store_with_run(tmp_path / "s.zarr")
+    store.add_languages("model/base", make_counts(["fr"], seed=3), provenance={"files": ["a.pt"]})
+    store.merge_counts("model/base", make_counts(["fr"], seed=4), provenance={"files": ["b.pt"]})
+    writes = store.open_run("model/base").attrs["writes"]
+    assert [w["action"] for w in writes] == ["created", "added", "merged"]
+    assert writes[1]["languages"] == ["fr"] and writes[1]["provenance"] == {"files": ["a.pt"]}
+    assert writes[2]["provenance"] == {"files": ["b.pt"]}
