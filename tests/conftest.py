@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from langneurons.store import Counts
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from langneurons.store import create_store, open_store
 
 from .conftest import make_counts
