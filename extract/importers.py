@@ -242,7 +242,7 @@ def read_njunlp(
         n_tokens[i] = (total_prefix, tokens)
         source_tokens[lang] = {"full": total_full, "prefix": total_prefix}
         if clamped[lang] or clamped_above[lang] or lang in clamped_tokens:
-            log.warning(
+            log.info(
                 "%s: clamped %d negative and %d too-large response counts (response tokens %d "
                 "from %d - %d)",
                 lang,

@@ -8,6 +8,7 @@ in a Zarr v3 store (``langneurons.store``), and analyse them offline with xarray
 from __future__ import annotations
 
 from langneurons import errors
+from langneurons.analysis import identify, masks_from_lists, masks_to_lists, summary
 from langneurons.store import (
     SCHEMA_VERSION,
     ActivationStore,
@@ -27,5 +28,9 @@ __all__ = [
     "__version__",
     "create_store",
     "errors",
+    "identify",
+    "masks_from_lists",
+    "masks_to_lists",
     "open_store",
+    "summary",
 ]

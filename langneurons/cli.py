@@ -184,9 +184,11 @@ def _report_import(report: dict[str, Any], store_url: str, run: str, as_json: bo
         return
     langs = report.get("languages", [])
     click.echo(f"imported {len(langs)} language(s) into {store_url} run {run}: {' '.join(langs)}")
-    clamped = report.get("clamped_total")
-    if clamped is not None:
-        click.echo(f"clamped {clamped} negative full-minus-prefix cell(s) to 0")
+    if "clamped_cells_total" in report:
+        click.echo(
+            f"clamped {report['clamped_cells_total']} negative full-minus-prefix cell(s) to 0 "
+            f"and {report.get('clamped_above_cells_total', 0)} above the response token total"
+        )
 
 
 @import_.command("mask")

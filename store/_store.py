@@ -180,11 +180,7 @@ class ActivationStore:
                 self._zstore, group=run, consolidated=True, chunks=chunks, zarr_format=3
             )
         schema.RunMetadata.from_attrs(ds.attrs, where=f"run {run!r}")
-        # plain unicode labels are friendlier than numpy's StringDType for .sel and printing
-        for name in (schema.LANGUAGE, schema.ROLE, *schema.SEQ_COORDS):
-            if name in ds.variables:
-                labels = np.array([str(x) for x in ds[name].values], dtype=str)
-                ds = ds.assign_coords({name: (ds[name].dims, labels, ds[name].attrs)})
+        ds = _unicode_labels(ds)
         return ds
 
     def languages(self, run: str) -> list[str]:
@@ -558,7 +554,9 @@ class ActivationStore:
             with _quiet():
                 root = self._root(consolidated=False)
                 root.require_group(f"{run}/{kind}")
-                result.to_zarr(self._zstore, group=tmp, mode="w", zarr_format=3, consolidated=False)
+                _vlen_strings(result).to_zarr(
+                    self._zstore, group=tmp, mode="w", zarr_format=3, consolidated=False
+                )
                 self._delete_group(path)
                 self._move(tmp, path)
             self._consolidate()
@@ -597,7 +595,8 @@ class ActivationStore:
                 f"no {kind} result {name!r} under run {run!r} (have: "
                 f"{', '.join(self.results(run, kind)) or 'none'})"
             )
-        return xr.open_zarr(self._zstore, group=f"{run}/{kind}/{name}", consolidated=True)
+        ds = xr.open_zarr(self._zstore, group=f"{run}/{kind}/{name}", consolidated=True)
+        return _unicode_labels(ds)
 
     # ------------------------------------------------------------------ checks
     def validate(self, run: str | None = None) -> list[str]:
@@ -697,6 +696,23 @@ class ActivationStore:
             buf = zarr.core.sync.sync(self._zstore.get(key, prototype=proto))
             if buf is not None:
                 yield key, buf.to_bytes()
+
+
+def _unicode_labels(ds: xr.Dataset) -> xr.Dataset:
+    """String coordinates and variables as numpy unicode, friendlier than StringDType for .sel."""
+    for name, var in ds.variables.items():
+        if var.dtype.kind == "T":
+            labels = np.array([str(x) for x in np.asarray(var.values).ravel()], dtype=str)
+            value = (var.dims, labels.reshape(var.shape), var.attrs)
+            ds = ds.assign_coords({name: value}) if name in ds.coords else ds.assign({name: value})
+    return ds
+
+
+def _vlen_strings(ds: xr.Dataset) -> xr.Dataset:
+    """Fixed-width unicode arrays as variable-length strings (the only string type in Zarr v3)."""
+    fixed = [name for name, var in ds.variables.items() if var.dtype.kind == "U"]
+    out = ds.assign({n: ds[n].astype(object) for n in fixed if n not in ds.coords})
+    return out.assign_coords({n: ds[n].astype(object) for n in fixed if n in ds.coords})
 
 
 def _write_record(action: str, counts: Counts, provenance: Mapping[str, Any]) -> dict[str, Any]:

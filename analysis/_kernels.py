@@ -1,0 +1,248 @@
+"""Numpy kernels of the identification rules (private; see ``identify.py`` for the contract).
+
+Per-neuron kernels take activation probabilities ``p`` with the language on the LAST axis,
+``[..., K]`` (e.g. ``[layer, neuron, language]`` or a flat ``[M, K]``), and return arrays shaped
+``p.shape[:-1]``. Internally they work on C-contiguous language rows ``[K, M]`` (a free view when
+``p`` is a transposed language-major array, as ``identify`` passes it), so every step is one
+vectorised operation over all M neurons and the only Python loops run over the K languages.
+
+Arithmetic is float64 and follows the order of the formulas in the normative spec
+(``shared/spec/identification.md``) operation by operation, so scores equal the reference bit for
+bit and selections match exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+IntArray = NDArray[np.int64]
+
+#: Neuron type codes; ``TYPE_NAMES[code]`` is the name stored in results.
+NONE, UNASSIGNED, SPECIFIC, RELATED, GENERAL = 0, 1, 2, 3, 4
+TYPE_NAMES: tuple[str, ...] = ("none", "unassigned", "specific", "related", "general")
+
+Q_FLOOR = 1e-12  # rule 1: shares are clamped below at this value, then renormalised
+LOG_OFFSET = 1e-30  # rule 1: entropy uses log(q + LOG_OFFSET)
+
+
+def language_rows(p: ArrayLike) -> FloatArray:
+    """Return ``p[..., K]`` as C-contiguous float64 rows ``[K, M]`` (copies only when needed)."""
+    arr = np.asarray(p, dtype=np.float64)
+    k = arr.shape[-1]
+    return np.ascontiguousarray(np.moveaxis(arr, -1, 0).reshape(k, -1))
+
+
+def quantile_rank(m: int, q: float) -> int:
+    """1-indexed rank of ``tau(q)`` among ``m`` values: ``round(m * q)`` (half to even)."""
+    return round(m * q)
+
+
+def quantile_thresholds(p: ArrayLike, qs: Sequence[float]) -> list[float]:
+    """``tau(q)`` for each ``q``: the value at 1-indexed rank ``round(M*q)`` of all of ``p`` sorted.
+
+    One ``np.partition`` over all M = L*N*K values serves every requested quantile.
+    Raises ``ValueError`` when a rank falls outside ``1..M`` (callers check this first).
+    """
+    flat = np.asarray(p, dtype=np.float64).reshape(-1)
+    m = flat.size
+    ranks = [quantile_rank(m, q) for q in qs]
+    for q, r in zip(qs, ranks, strict=True):
+        if not 1 <= r <= m:
+            raise ValueError(f"quantile {q} of {m} values has rank {r}, outside 1..{m}")
+    kth = sorted({r - 1 for r in ranks})
+    part = np.partition(flat, kth)
+    return [float(part[r - 1]) for r in ranks]
+
+
+def count_above(p: ArrayLike, tau: float) -> IntArray:
+    """Number of languages with ``P > tau`` per neuron (strict), shaped ``p.shape[:-1]``."""
+    arr = np.asarray(p)
+    rows = language_rows(arr)
+    out = np.zeros(rows.shape[1], dtype=np.int64)
+    for row in rows:
+        out += row > tau
+    return out.reshape(arr.shape[:-1])
+
+
+def norm_max(k: int) -> float:
+    """Rule 1 normaliser ``(sum_{j=1..K} 1/j) / K``."""
+    return sum(1 / j for j in range(1, k + 1)) / k
+
+
+def ternary_parts(p: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Rule 1 lambda-free parts per neuron: normalised entropy ``H`` and ``max_k P``.
+
+    ``s = sum_k P``; ``q = P / s`` (``1/K`` everywhere where ``s == 0``); ``q = max(q, 1e-12)``;
+    ``q = q / sum_k q``; ``H = -sum_k q * log(q + 1e-30) / log(K)``. Sums run over k in order.
+    """
+    arr = np.asarray(p)
+    rows = language_rows(arr)
+    k, m = rows.shape
+    s = np.zeros(m)
+    for row in rows:
+        s += row
+    positive = s > 0
+    uniform = 1.0 / k
+    q = np.empty(m)
+
+    def share(row: FloatArray) -> FloatArray:
+        q.fill(uniform)
+        np.divide(row, s, out=q, where=positive)
+        return np.maximum(q, Q_FLOOR, out=q)
+
+    total = np.zeros(m)
+    for row in rows:
+        total += share(row)
+    acc = np.zeros(m)
+    term = np.empty(m)
+    for row in rows:
+        qk = share(row)
+        qk /= total
+        np.add(qk, LOG_OFFSET, out=term)
+        np.log(term, out=term)
+        term *= qk
+        acc += term
+    h = -acc / math.log(k)
+    maxp = rows.max(axis=0)
+    shape = arr.shape[:-1]
+    return h.reshape(shape), maxp.reshape(shape)
+
+
+def ternary_score(
+    h: FloatArray,
+    maxp: FloatArray,
+    lam: float,
+    normaliser: float,
+    out: FloatArray | None = None,
+) -> FloatArray:
+    """Rule 1 score ``H - lam * maxP / norm_max`` (evaluated in that order); lower = more bound."""
+    if out is None:
+        out = np.empty_like(h)
+    np.multiply(maxp, lam, out=out)
+    np.divide(out, normaliser, out=out)
+    np.subtract(h, out, out=out)
+    return out
+
+
+def lape_entropy(p: ArrayLike, tau_filter: float) -> FloatArray:
+    """Rule 2 entropy ``E = -sum_{q>0} q * log(q)`` with ``q = P / sum_k P`` (0 where the sum is 0).
+
+    Neurons with no language above ``tau_filter`` (strict) get ``E = +inf``.
+    """
+    arr = np.asarray(p)
+    rows = language_rows(arr)
+    m = rows.shape[1]
+    s = np.zeros(m)
+    for row in rows:
+        s += row
+    positive = s > 0
+    q = np.empty(m)
+    logq = np.empty(m)
+    acc = np.zeros(m)
+    kept = np.zeros(m, dtype=np.bool_)
+    for row in rows:
+        q.fill(0.0)
+        np.divide(row, s, out=q, where=positive)
+        logq.fill(0.0)
+        np.log(q, out=logq, where=q > 0)
+        logq *= q
+        acc += logq
+        kept |= row > tau_filter
+    entropy = -acc
+    entropy[~kept] = np.inf
+    return entropy.reshape(arr.shape[:-1])
+
+
+def select_smallest(score: FloatArray, k: int) -> BoolArray:
+    """Mask of the ``k`` smallest scores; ties go to the lowest C-order (layer-major) flat index.
+
+    Equivalent to taking the first ``k`` of a stable ascending argsort, in O(M): one
+    ``np.partition`` finds the k-th value ``v``; everything strictly below ``v`` is selected and the
+    remaining places go to the lowest flat indices whose score equals ``v``.
+    """
+    flat = score.reshape(-1)
+    n = flat.size
+    if k <= 0:
+        return np.zeros(score.shape, dtype=np.bool_)
+    if k >= n:
+        return np.ones(score.shape, dtype=np.bool_)
+    v = np.partition(flat, k - 1)[k - 1]
+    chosen = flat < v
+    missing = k - int(np.count_nonzero(chosen))
+    if missing > 0:
+        chosen[np.flatnonzero(flat == v)[:missing]] = True
+    return chosen.reshape(score.shape)
+
+
+def search_lambda(
+    h: FloatArray,
+    maxp: FloatArray,
+    all_k: BoolArray,
+    k: int,
+    lo: float,
+    hi: float,
+    eps: float,
+    normaliser: float,
+) -> tuple[float | None, list[tuple[float, bool]]]:
+    """Rule 1 automatic lambda: the spec's bisection, returning ``(best, trace)``.
+
+    ``ok(lam)``: none of the ``k`` lowest-score neurons is above tau in all K languages
+    (``all_k``). ``hi`` being ok does not stop the loop (reference behaviour). ``best`` is None
+    when no evaluated lambda is ok. ``trace`` lists ``(lam, ok)`` in evaluation order.
+    """
+    flat_h = h.reshape(-1)
+    flat_maxp = maxp.reshape(-1)
+    watched = np.flatnonzero(all_k.reshape(-1))
+    buf = np.empty_like(flat_h)
+    trace: list[tuple[float, bool]] = []
+
+    def ok(lam: float) -> bool:
+        score = ternary_score(flat_h, flat_maxp, lam, normaliser, out=buf)
+        good = not bool(select_smallest(score, k)[watched].any())
+        trace.append((lam, good))
+        return good
+
+    best: float | None = None
+    if ok(lo):
+        best = lo
+    if ok(hi):
+        best = hi
+    while hi - lo > eps:
+        mid = (lo + hi) / 2
+        if ok(mid):
+            best, lo = mid, mid
+        else:
+            hi = mid
+    return best, trace
+
+
+def assign_rows(rows: FloatArray, selected: BoolArray, tau: float) -> BoolArray:
+    """Per-language masks ``[K, M]``: selected neurons with ``P > tau``, from ``language_rows``."""
+    flat_sel = selected.reshape(-1)
+    out = np.empty(rows.shape, dtype=np.bool_)
+    for row, dest in zip(rows, out, strict=True):
+        np.greater(row, tau, out=dest)
+        dest &= flat_sel
+    return out
+
+
+def classify(n_above: IntArray, selected: BoolArray, k: int) -> NDArray[np.int8]:
+    """Type code per neuron from ``m`` (languages above tau) and selection, for ``k >= 2``.
+
+    Not selected: NONE. Selected: m == 0 UNASSIGNED, m == 1 SPECIFIC, 2 <= m <= K-1 RELATED,
+    m == K GENERAL.
+    """
+    table = np.full(k + 1, RELATED, dtype=np.int8)
+    table[0], table[1], table[k] = UNASSIGNED, SPECIFIC, GENERAL
+    return np.where(selected, table[n_above], np.int8(NONE)).astype(np.int8)
+
+
+def histogram(values: IntArray, k: int) -> list[int]:
+    """Counts of each value 0..K, as a list of Python ints of length K + 1."""
+    return [int(c) for c in np.bincount(values.reshape(-1), minlength=k + 1)]

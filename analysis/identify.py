@@ -1,0 +1,667 @@
+"""Identify language neurons from a run's activation counts.
+
+Two rules, both exactly as defined in ``shared/spec/identification.md``:
+
+- ``"ternary"``: entropy minus a lambda-weighted activation term, with an automatic lambda
+  (Zhang et al. 2025).
+- ``"lape"``: language activation probability entropy, the baseline (Tang et al. 2024,
+  "Language-Specific Neurons: The Key to Multilingual Capabilities in Large Language Models").
+
+The public functions take and return xarray objects with named dimensions; the arithmetic lives
+in :mod:`langneurons.analysis._kernels`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any, Literal, get_args
+
+import numpy as np
+import xarray as xr
+from numpy.typing import ArrayLike, NDArray
+
+from langneurons.errors import (
+    InputFormatError,
+    NoValidLambdaError,
+    ParameterError,
+    StoreValidationError,
+)
+
+from . import _kernels as kern
+
+Method = Literal["ternary", "lape"]
+Role = Literal["response", "prompt", "all"]
+
+LANGUAGE, ROLE, LAYER, NEURON = "language", "role", "layer", "neuron"
+STORED_ROLES: tuple[str, ...] = ("prompt", "response")
+
+#: Keys of :func:`summary`, in order.
+SUMMARY_KEYS: tuple[str, ...] = (
+    "method",
+    "lambda",
+    "tau",
+    "selected",
+    "appear",
+    "per_language",
+    "per_layer",
+    "shared_by_n",
+)
+
+_CORRUPT = "the store is corrupt — run `langneurons validate`"
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class _Params:
+    """Validated parameters of one identification."""
+
+    method: str
+    role: str
+    top_rate: float
+    bar: float
+    filter_rate: float
+    lam: float | None  # None: automatic
+    lam_range: tuple[float, float]
+    eps: float
+
+
+def _real(value: object) -> float | None:
+    """``float(value)`` for a real number other than a bool; None for anything else."""
+    if isinstance(value, Real) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _rate(name: str, value: object) -> float:
+    """Validate a rate in (0, 1]."""
+    x = _real(value)
+    if x is None or not 0.0 < x <= 1.0:  # NaN fails too
+        raise ParameterError(f"{name} must be in (0, 1], got {value!r}")
+    return x
+
+
+def _choice(name: str, value: object, allowed: Sequence[str]) -> str:
+    """Validate a string option."""
+    if not isinstance(value, str) or value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        raise ParameterError(f"{name} must be one of {options}, got {value!r}")
+    return value
+
+
+def _check_params(
+    method: object,
+    role: object,
+    top_rate: object,
+    bar: object,
+    filter_rate: object,
+    lam: object,
+    lam_range: object,
+    eps: object,
+) -> _Params:
+    """Validate every parameter at the boundary (one-line ParameterError messages)."""
+    method_ = _choice("method", method, tuple(_RULES))
+    role_ = _choice("role", role, get_args(Role))
+    rates = {
+        name: _rate(name, value)
+        for name, value in (("top_rate", top_rate), ("bar", bar), ("filter_rate", filter_rate))
+    }
+    lam_: float | None = None  # None: automatic
+    if not (isinstance(lam, str) and lam == "auto"):
+        lam_ = _real(lam)
+        if lam_ is None or not 0 <= lam_ < math.inf:
+            raise ParameterError(f"lam must be 'auto' or a finite number >= 0, got {lam!r}")
+    pair = list(lam_range) if isinstance(lam_range, (tuple, list)) else []
+    bounds = [_real(x) for x in pair]
+    lo, hi = (bounds[0], bounds[1]) if len(bounds) == 2 else (None, None)
+    if lo is None or hi is None or not 0 <= lo <= hi < math.inf:
+        raise ParameterError(
+            f"lam_range must be a pair (lo, hi) of finite numbers with 0 <= lo <= hi, "
+            f"got {lam_range!r}"
+        )
+    eps_ = _real(eps)
+    if eps_ is None or not 0 < eps_ < math.inf:
+        raise ParameterError(f"eps must be a finite number > 0, got {eps!r}")
+    return _Params(
+        method=method_,
+        role=role_,
+        top_rate=rates["top_rate"],
+        bar=rates["bar"],
+        filter_rate=rates["filter_rate"],
+        lam=lam_,
+        lam_range=(lo, hi),
+        eps=eps_,
+    )
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """Activation probabilities ``[language, layer, neuron]`` and their coordinates."""
+
+    p: xr.DataArray  # float64, numpy-backed, dims (language, layer, neuron), C-contiguous
+    languages: list[str]
+
+
+def _require_variable(run: xr.Dataset, name: str, dims: tuple[str, ...]) -> xr.DataArray:
+    """Return ``run[name]`` after checking it exists with exactly these dims and a numeric dtype."""
+    expected = f"{name}[{', '.join(dims)}]"
+    if name not in run.data_vars:
+        raise StoreValidationError(f"run has no variable {name!r}; expected {expected}")
+    var = run[name]
+    if set(var.dims) != set(dims):
+        raise StoreValidationError(
+            f"{name} has dims {tuple(var.dims)}, expected {expected}; the run breaks the schema"
+        )
+    if var.dtype.kind not in "iuf":
+        raise StoreValidationError(
+            f"{name} has dtype {var.dtype}, expected integer counts; the run breaks the schema"
+        )
+    return var
+
+
+def _check_counts(
+    n_active: NDArray[Any], n_tokens: NDArray[Any], languages: list[str], role: str
+) -> None:
+    """Raise StoreValidationError for NaN, negative counts, or n_active above n_tokens."""
+
+    def first_bad(bad: NDArray[np.bool_], what: str) -> None:
+        if not bad.any():
+            return
+        per_language = bad.reshape(bad.shape[0], -1).sum(axis=1)
+        i = int(np.flatnonzero(per_language)[0])
+        n = int(per_language[i])
+        raise StoreValidationError(
+            f"{what} for language {languages[i]!r} role {role!r} "
+            f"at {n} cell{'' if n == 1 else 's'}; {_CORRUPT}"
+        )
+
+    if n_tokens.dtype.kind == "f":
+        first_bad(np.isnan(n_tokens)[:, None], "n_tokens is NaN")
+    first_bad((n_tokens < 0)[:, None], "n_tokens is negative")
+    if n_active.dtype.kind == "f":
+        first_bad(np.isnan(n_active), "n_active has NaN")
+    first_bad(n_active < 0, "n_active is negative")
+    first_bad(n_active > n_tokens[:, None, None], "n_active exceeds n_tokens")
+
+
+def _probabilities(run: object, role: str) -> _Inputs:
+    """Validate the run and return ``P = n_active / n_tokens`` for the role, in memory."""
+    if not isinstance(run, xr.Dataset):
+        raise ParameterError(f"run must be an xarray.Dataset, got {type(run).__name__}")
+    _require_variable(run, "n_active", (LANGUAGE, ROLE, LAYER, NEURON))
+    _require_variable(run, "n_tokens", (LANGUAGE, ROLE))
+    languages = [str(x) for x in run[LANGUAGE].values]
+    if not languages:
+        raise ParameterError(
+            "the run has no languages (its language dimension is empty); "
+            "identification needs at least 2"
+        )
+    if len(languages) < 2:
+        raise ParameterError(
+            f"identification needs at least 2 languages, the run has 1 ({languages[0]!r})"
+        )
+    if run.sizes[LAYER] * run.sizes[NEURON] == 0:
+        raise ParameterError(
+            f"the run has no neurons (layer={run.sizes[LAYER]}, neuron={run.sizes[NEURON]})"
+        )
+    stored = [str(r) for r in run[ROLE].values]
+    roles = STORED_ROLES if role == "all" else (role,)
+    for r in roles:
+        if r not in stored:
+            raise StoreValidationError(
+                f"run has no role {r!r} (roles: {stored}); the run breaks the schema"
+            )
+    # One compute pass for dask-backed runs; numpy-backed runs are only viewed, not copied.
+    parts: dict[str, xr.DataArray] = {}
+    for r in roles:
+        parts[f"a_{r}"] = (
+            run["n_active"].sel({ROLE: r}, drop=True).transpose(LANGUAGE, LAYER, NEURON)
+        )
+        parts[f"t_{r}"] = run["n_tokens"].sel({ROLE: r}, drop=True)
+    loaded = xr.Dataset(parts).compute()
+    for r in roles:
+        _check_counts(loaded[f"a_{r}"].values, loaded[f"t_{r}"].values, languages, r)
+    n_active = loaded[f"a_{roles[0]}"].values
+    n_tokens = loaded[f"t_{roles[0]}"].values
+    for r in roles[1:]:  # role="all": sum the additive counts of both roles
+        n_active = n_active + loaded[f"a_{r}"].values
+        n_tokens = n_tokens + loaded[f"t_{r}"].values
+    empty = np.flatnonzero(n_tokens == 0)
+    if empty.size:
+        name = languages[int(empty[0])]
+        raise ParameterError(
+            f"n_tokens is 0 for language {name!r} with role={role!r}, so its activation "
+            f"probabilities are undefined; choose another role or drop the language with "
+            f"run.sel(language=...)"
+        )
+    p = np.divide(n_active, n_tokens[:, None, None], dtype=np.float64)
+    coords = {
+        LANGUAGE: run[LANGUAGE].values,
+        LAYER: run[LAYER].values,
+        NEURON: run[NEURON].values,
+    }
+    return _Inputs(xr.DataArray(p, dims=(LANGUAGE, LAYER, NEURON), coords=coords), languages)
+
+
+def _over_language(
+    func: Callable[..., Any], p: xr.DataArray, *args: Any, dtypes: Sequence[type] = (np.float64,)
+) -> tuple[NDArray[Any], ...]:
+    """Apply a per-neuron kernel over the language axis (the one xarray wrapper of the kernels)."""
+    out = xr.apply_ufunc(
+        func,
+        p,
+        *args,
+        input_core_dims=[[LANGUAGE]] + [[] for _ in args],
+        output_core_dims=[[] for _ in dtypes],
+        dask="parallelized",
+        output_dtypes=list(dtypes),
+    )
+    results = out if isinstance(out, tuple) else (out,)
+    return tuple(np.asarray(r.transpose(LAYER, NEURON).values) for r in results)
+
+
+def _tau(p: xr.DataArray, rates: Sequence[tuple[str, float]]) -> list[float]:
+    """``tau(q)`` for each named rate, with a ParameterError when a rank rounds to 0."""
+    m = int(p.size)
+    for param, q in rates:
+        rank = kern.quantile_rank(m, q)
+        if rank < 1:
+            raise ParameterError(
+                f"{param}={q!r} puts tau at rank round({m} * {q!r}) = 0 of the {m} activation "
+                f"probabilities, which is undefined; use {param} > {0.5 / m!r}"
+            )
+    return kern.quantile_thresholds(p.values, [q for _, q in rates])
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@dataclass
+class _Selection:
+    """What a rule decides: the score, the selection, tau and its own attributes."""
+
+    score: NDArray[np.float64]  # [layer, neuron]
+    selected: NDArray[np.bool_]  # [layer, neuron]
+    tau: float
+    shared_by: NDArray[np.int64]  # [layer, neuron]: languages with P > tau
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def _n_top(n_neurons: int, top_rate: float) -> int:
+    """``round(L*N*top_rate)``, the number of neurons a rule selects."""
+    return round(n_neurons * top_rate)
+
+
+def _ternary(inputs: _Inputs, params: _Params) -> _Selection:
+    """Rule 1 (Zhang et al. 2025): ternary score with entropy and lambda."""
+    p = inputs.p
+    k_lang = len(inputs.languages)
+    (tau,) = _tau(p, [("bar", params.bar)])
+    h, maxp = _over_language(kern.ternary_parts, p, dtypes=(np.float64, np.float64))
+    (shared_by,) = _over_language(kern.count_above, p, tau, dtypes=(np.int64,))
+    normaliser = kern.norm_max(k_lang)
+    k = _n_top(h.size, params.top_rate)
+    trace: list[tuple[float, bool]] = []
+    if params.lam is None:
+        lo, hi = params.lam_range
+        best, trace = kern.search_lambda(
+            h, maxp, shared_by == k_lang, k, lo, hi, params.eps, normaliser
+        )
+        if best is None:
+            raise NoValidLambdaError(
+                f"no lambda in [{lo!r}, {hi!r}] (eps {params.eps!r}) leaves every selected "
+                f"neuron short of all {k_lang} languages; widen lam_range (--lambda-range) "
+                f"or lower top_rate (--top-rate)"
+            )
+        lam = best
+    else:
+        lam = params.lam
+    score = kern.ternary_score(h, maxp, lam, normaliser)
+    selected = kern.select_smallest(score, k)
+    attrs: dict[str, Any] = {
+        "lam_requested": "auto" if params.lam is None else params.lam,
+        "lam_range": list(params.lam_range),
+        "eps": params.eps,
+        "lambda": float(lam),
+        "lambda_search": [[float(x), bool(ok)] for x, ok in trace],
+        "n_top": k,
+    }
+    return _Selection(score, selected, tau, shared_by, attrs)
+
+
+def _lape(inputs: _Inputs, params: _Params) -> _Selection:
+    """Rule 2 (Tang et al. 2024): LAPE entropy, filtered neurons never selected."""
+    p = inputs.p
+    tau_filter, tau = _tau(p, [("filter_rate", params.filter_rate), ("bar", params.bar)])
+    (entropy,) = _over_language(kern.lape_entropy, p, tau_filter)
+    (shared_by,) = _over_language(kern.count_above, p, tau, dtypes=(np.int64,))
+    k = _n_top(entropy.size, params.top_rate)
+    finite = int(np.count_nonzero(np.isfinite(entropy)))
+    selected = kern.select_smallest(entropy, min(k, finite))
+    attrs: dict[str, Any] = {
+        "filter_rate": params.filter_rate,
+        "tau_filter": float(tau_filter),
+        "n_top": k,
+    }
+    return _Selection(entropy, selected, tau, shared_by, attrs)
+
+
+_RULES: dict[str, Callable[[_Inputs, _Params], _Selection]] = {
+    "ternary": _ternary,
+    "lape": _lape,
+}
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def identify(
+    run: xr.Dataset,
+    method: Method = "ternary",
+    *,
+    role: Role = "response",
+    top_rate: float = 0.01,
+    bar: float = 0.95,
+    filter_rate: float = 0.95,
+    lam: float | Literal["auto"] = "auto",
+    lam_range: tuple[float, float] = (0.0, 0.2),
+    eps: float = 1e-3,
+) -> xr.Dataset:
+    r"""Identify language neurons with the ternary rule or LAPE.
+
+    With activation probabilities :math:`P_{l,n,k} = n^{active}_{l,n,k} / n^{tokens}_k` and the
+    quantile threshold :math:`\tau(q)` (the value at 1-indexed rank ``round(M q)`` of all
+    :math:`M = LNK` probabilities sorted ascending):
+
+    - ``"ternary"`` (Zhang et al. 2025): shares :math:`q = P / \sum_k P` (uniform where the sum
+      is 0), clamped below at 1e-12 and renormalised;
+      :math:`H = -\sum_k q \log(q + 10^{-30}) / \log K`;
+      :math:`\mathrm{score} = H - \lambda \max_k P / \mathrm{norm}_{max}` with
+      :math:`\mathrm{norm}_{max} = \frac{1}{K}\sum_{j=1}^{K} 1/j`. With ``lam="auto"``,
+      :math:`\lambda` is found by bisection on ``lam_range`` down to ``eps`` as the largest
+      tried value for which no selected neuron is above :math:`\tau` in all K languages.
+    - ``"lape"`` (Tang et al. 2024): :math:`E = -\sum_{q>0} q \log q` with
+      :math:`q = P / \sum_k P`; neurons with no language above :math:`\tau(\text{filter\_rate})`
+      get :math:`E = +\infty` and are never selected.
+
+    Both select the ``round(L N top_rate)`` neurons with the smallest score (ties: lowest
+    layer-major index) and assign each selected neuron to every language with
+    :math:`P > \tau(\text{bar})`.
+
+    Parameters
+    ----------
+    run : xarray.Dataset
+        A run with ``n_active[language, role, layer, neuron]`` and ``n_tokens[language, role]``
+        (numpy- or dask-backed; both give identical results).
+    method : {"ternary", "lape"}
+        The rule.
+    role : {"response", "prompt", "all"}
+        Which counted tokens to use; ``"all"`` sums both roles.
+    top_rate : float in (0, 1]
+        Fraction of all neurons to select.
+    bar : float in (0, 1]
+        Quantile of :math:`\tau` for the language assignment.
+    filter_rate : float in (0, 1]
+        LAPE only: quantile of the filter threshold.
+    lam : float >= 0 or "auto"
+        Ternary only: the lambda, or ``"auto"`` for the bisection search.
+    lam_range : (float, float)
+        Ternary, automatic lambda: the search interval ``(lo, hi)``.
+    eps : float > 0
+        Ternary, automatic lambda: the bisection stops when ``hi - lo <= eps``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``score``, ``selected``, ``neuron_type`` ("specific", "related", "general",
+        "unassigned" for selected neurons, "none" otherwise), ``n_assigned`` (m, 0 when not
+        selected), ``general`` and ``shared_by`` (over all neurons) on ``[layer, neuron]``;
+        ``assigned[layer, neuron, language]`` and ``mask[language, layer, neuron]`` (selected
+        and :math:`P > \tau`). The parameters, ``tau``, ``lambda`` and all counts are in
+        ``attrs`` (JSON-serialisable; see :func:`summary`).
+
+    Raises
+    ------
+    ParameterError
+        A parameter is outside its allowed values, the run has fewer than 2 languages, or a
+        language has no tokens for the role.
+    StoreValidationError
+        The run breaks the schema: missing variables or roles, NaN or negative counts, or
+        ``n_active`` above ``n_tokens``.
+    NoValidLambdaError
+        ``lam="auto"`` and no lambda in ``lam_range`` leaves every selected neuron short of
+        all K languages.
+
+    References
+    ----------
+    Tang et al. (2024), "Language-Specific Neurons: The Key to Multilingual Capabilities in
+    Large Language Models", ACL. Zhang et al. (2025), the ternary rule with entropy and lambda.
+    """
+    params = _check_params(method, role, top_rate, bar, filter_rate, lam, lam_range, eps)
+    inputs = _probabilities(run, params.role)
+    chosen = _RULES[params.method](inputs, params)
+    return _result(inputs, params, chosen)
+
+
+def _result(inputs: _Inputs, params: _Params, chosen: _Selection) -> xr.Dataset:
+    """Assemble the result Dataset: assignment, types, counts and attributes."""
+    p = inputs.p
+    languages = inputs.languages
+    k_lang = len(languages)
+    n_layers, n_neurons = chosen.selected.shape
+    rows = p.values.reshape(k_lang, -1)
+    mask = kern.assign_rows(rows, chosen.selected, chosen.tau).reshape(k_lang, n_layers, n_neurons)
+    m = np.where(chosen.selected, chosen.shared_by, 0)
+    codes = kern.classify(chosen.shared_by, chosen.selected, k_lang)
+    general = chosen.shared_by == k_lang
+
+    flat_mask = mask.reshape(k_lang, -1)
+    flat_codes = codes.reshape(-1)
+    specific = np.count_nonzero(flat_mask[:, flat_codes == kern.SPECIFIC], axis=1)
+    related = np.count_nonzero(flat_mask[:, flat_codes == kern.RELATED], axis=1)
+    in_mask = np.count_nonzero(flat_mask, axis=1)
+    per_language = {
+        lang: {"specific": int(specific[i]), "related": int(related[i]), "mask": int(in_mask[i])}
+        for i, lang in enumerate(languages)
+    }
+    per_layer = {
+        "specific": _per_layer(codes == kern.SPECIFIC),
+        "related": _per_layer(codes == kern.RELATED),
+        "general": _per_layer(general),
+        "unassigned": _per_layer(codes == kern.UNASSIGNED),
+    }
+    attrs: dict[str, Any] = {
+        "method": params.method,
+        "role": params.role,
+        "top_rate": params.top_rate,
+        "bar": params.bar,
+        **chosen.attrs,
+        "tau": float(chosen.tau),
+        "n_selected": int(np.count_nonzero(chosen.selected)),
+        "appear": kern.histogram(m[chosen.selected], k_lang),
+        "per_language": per_language,
+        "per_layer": per_layer,
+        "shared_by_n": kern.histogram(chosen.shared_by, k_lang),
+        "languages": list(languages),
+    }
+    names = np.array(kern.TYPE_NAMES)
+    lnd = (LAYER, NEURON)
+    return xr.Dataset(
+        {
+            "score": (lnd, chosen.score),
+            "selected": (lnd, chosen.selected),
+            "assigned": ((LAYER, NEURON, LANGUAGE), np.moveaxis(mask, 0, -1)),
+            "mask": ((LANGUAGE, LAYER, NEURON), mask),
+            "neuron_type": (lnd, names[codes]),
+            "n_assigned": (lnd, m.astype(np.int64)),
+            "general": (lnd, general),
+            "shared_by": (lnd, chosen.shared_by),
+        },
+        coords={c: p[c].values for c in (LANGUAGE, LAYER, NEURON)},
+        attrs=attrs,
+    )
+
+
+def _per_layer(flags: NDArray[np.bool_]) -> list[int]:
+    """Count true flags in each layer of a ``[layer, neuron]`` array."""
+    return [int(c) for c in np.count_nonzero(flags, axis=1)]
+
+
+def summary(result: xr.Dataset) -> dict[str, Any]:
+    """The JSON summary of an :func:`identify` result.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        A result of :func:`identify`.
+
+    Returns
+    -------
+    dict
+        Exactly the keys ``method``, ``lambda`` (None for LAPE), ``tau``, ``selected`` (the
+        number of selected neurons), ``appear`` (histogram of m over selected neurons, m =
+        0..K), ``per_language`` ({language: {"specific", "related", "mask"}}), ``per_layer``
+        ({"specific", "related", "general", "unassigned"}: one count per layer) and
+        ``shared_by_n`` (histogram over all neurons of the number of languages above tau).
+    """
+    needed = ("method", "tau", "n_selected", "appear", "per_language", "per_layer", "shared_by_n")
+    attrs = getattr(result, "attrs", None)
+    missing = [key for key in needed if attrs is None or key not in attrs]
+    if missing:
+        raise ParameterError(
+            f"result must be a Dataset returned by identify(); it lacks attrs {missing}"
+        )
+    assert attrs is not None
+    out = {
+        "method": attrs["method"],
+        "lambda": attrs.get("lambda"),
+        "tau": attrs["tau"],
+        "selected": attrs["n_selected"],
+        "appear": attrs["appear"],
+        "per_language": attrs["per_language"],
+        "per_layer": attrs["per_layer"],
+        "shared_by_n": attrs["shared_by_n"],
+    }
+    return copy.deepcopy(out)
+
+
+# --------------------------------------------------------------------------- LAPE mask lists
+
+
+def masks_to_lists(result: xr.Dataset) -> list[list[NDArray[np.int64]]]:
+    """Per-language masks in the LAPE mask-file structure, without torch.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        An :func:`identify` result or any neuron-set Dataset with a boolean
+        ``mask[language, layer, neuron]`` whose ``layer`` and ``neuron`` coordinates are
+        ``0..L-1`` and ``0..N-1`` (the file indexes layers and neurons by position in the
+        whole model).
+
+    Returns
+    -------
+    list of list of numpy.ndarray
+        One entry per language (in the Dataset's order), each a list with one sorted int64
+        array of neuron indices per layer (empty where none). ``torch.save`` of this list with
+        each array wrapped in ``torch.from_numpy`` is the LAPE mask file (Tang et al. 2024).
+    """
+    if not isinstance(result, xr.Dataset) or "mask" not in result.data_vars:
+        raise InputFormatError("masks_to_lists needs a Dataset with mask[language, layer, neuron]")
+    mask = result["mask"]
+    if set(mask.dims) != {LANGUAGE, LAYER, NEURON} or mask.dtype != np.bool_:
+        raise InputFormatError(
+            f"mask must be a bool array over (language, layer, neuron), got dims "
+            f"{tuple(mask.dims)} dtype {mask.dtype}"
+        )
+    for dim in (LAYER, NEURON):
+        values = np.asarray(result[dim].values)
+        if not np.array_equal(values, np.arange(values.size)):
+            raise InputFormatError(
+                f"{dim} coordinate must be 0..{values.size - 1} to export a LAPE mask list "
+                f"(one entry per {dim} of the whole model); select whole models only"
+            )
+    data = np.asarray(mask.transpose(LANGUAGE, LAYER, NEURON).values)
+    return [[np.flatnonzero(layer).astype(np.int64) for layer in lang] for lang in data]
+
+
+def masks_from_lists(
+    lists: Sequence[Sequence[ArrayLike]],
+    languages: Sequence[str],
+    n_layers: int,
+    n_neurons: int,
+) -> xr.Dataset:
+    """Build a neuron-set Dataset from the LAPE mask-file structure, without torch.
+
+    Parameters
+    ----------
+    lists : sequence of sequence of array_like
+        One entry per language, each one 1-D integer index array per layer (e.g. the loaded
+        LAPE mask file with tensors converted by ``.numpy()``).
+    languages : sequence of str
+        The language of each entry, in order.
+    n_layers, n_neurons : int
+        The model's layer count and neurons per layer.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``mask[language, layer, neuron]`` (bool), coordinates ``language``, ``layer``
+        (0..L-1) and ``neuron`` (0..N-1).
+
+    Raises
+    ------
+    InputFormatError
+        Lengths do not match ``languages`` / ``n_layers``, or an index array is not 1-D
+        integers in ``[0, n_neurons)``.
+    """
+    names = [str(x) for x in languages]
+    if len(set(names)) != len(names) or not names:
+        raise InputFormatError(f"languages must be distinct and non-empty, got {names}")
+    for name, value in (("n_layers", n_layers), ("n_neurons", n_neurons)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise InputFormatError(f"{name} must be an integer >= 0, got {value!r}")
+    if len(lists) != len(names):
+        raise InputFormatError(
+            f"mask list has {len(lists)} language entries but {len(names)} languages were given"
+        )
+    mask = np.zeros((len(names), n_layers, n_neurons), dtype=np.bool_)
+    for i, (name, per_layer) in enumerate(zip(names, lists, strict=True)):
+        if len(per_layer) != n_layers:
+            raise InputFormatError(
+                f"mask list entry for language {name!r} has {len(per_layer)} layers, "
+                f"expected {n_layers}"
+            )
+        for layer, indices in enumerate(per_layer):
+            idx = np.asarray(indices)
+            where = f"language {name!r} layer {layer}"
+            if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
+                raise InputFormatError(
+                    f"mask indices for {where} must be a 1-D integer array, "
+                    f"got shape {idx.shape} dtype {idx.dtype}"
+                )
+            if idx.size and (idx.min() < 0 or idx.max() >= n_neurons):
+                raise InputFormatError(
+                    f"mask indices for {where} must be in [0, {n_neurons}), "
+                    f"got {int(idx.min())}..{int(idx.max())}"
+                )
+            mask[i, layer, idx.astype(np.int64)] = True
+    return xr.Dataset(
+        {"mask": ((LANGUAGE, LAYER, NEURON), mask)},
+        coords={
+            LANGUAGE: np.array(names),
+            LAYER: np.arange(n_layers),
+            NEURON: np.arange(n_neurons),
+        },
+    )
+
+
+__all__ = ["identify", "summary", "masks_to_lists", "masks_from_lists", "Method", "Role"]
