@@ -35,6 +35,9 @@ demo: venv
 	$(VENV)/bin/langneurons import njunlp $(DEMO_OUT)/pt --tag demo --languages en,de,fr,zh,ru \
 		--store $(DEMO_OUT)/store.zarr --run tiny/base --model tiny-random
 	$(VENV)/bin/langneurons validate $(DEMO_OUT)/store.zarr
+	$(VENV)/bin/langneurons identify $(DEMO_OUT)/store.zarr --run tiny/base --method ternary
+	$(VENV)/bin/langneurons identify $(DEMO_OUT)/store.zarr --run tiny/base --method lape \
+		--export-mask $(DEMO_OUT)/lape-mask.pt
 	$(VENV)/bin/langneurons info $(DEMO_OUT)/store.zarr
 
 bench: venv
