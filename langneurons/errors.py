@@ -35,6 +35,10 @@ class InvalidNameError(LangneuronsError, ValueError):
     """A run or result name would escape the store or collide with reserved names."""
 
 
+class AlreadyWrittenError(LangneuronsError, FileExistsError):
+    """A write with the same unit key was already committed to the run."""
+
+
 class StoreValidationError(LangneuronsError, ValueError):
     """A store or run breaks the schema (dims, dtypes, counts)."""
 
@@ -68,6 +72,7 @@ __all__ = [
     "RunExistsError",
     "InvalidNameError",
     "StoreValidationError",
+    "AlreadyWrittenError",
     "InterruptedWriteError",
     "InputFormatError",
     "ParameterError",

@@ -20,7 +20,9 @@ class Counts:
     ``n_tokens[language, role]`` and, optionally, moments of the same shape as ``n_active`` and
     per-sequence arrays ``seq_n_active[sequence, role, layer, neuron]``,
     ``seq_n_tokens[sequence, role]`` with labels ``seq_language`` and ``seq_id``.
-    The role axis is ``("prompt", "response")``.
+    The role axis is ``("prompt", "response")``. Per-sequence counts are appended to the run's
+    sequences, unless ``seq_index`` names the positions of pre-allocated sequence slots
+    (see ``create_run(sequence_labels=...)``) to add them into.
     """
 
     languages: Sequence[str]
@@ -32,6 +34,7 @@ class Counts:
     seq_n_tokens: np.ndarray | None = None
     seq_language: Sequence[str] | None = None
     seq_id: Sequence[str] | None = None
+    seq_index: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         self.languages = [schema.check_language(x) for x in self.languages]
@@ -110,6 +113,15 @@ class Counts:
             )
         if len(self.seq_id) != s:
             raise StoreValidationError(f"seq_id has {len(self.seq_id)} entries; expected {s}")
+        if self.seq_index is not None:
+            index = np.asarray(self.seq_index)
+            if index.shape != (s,) or index.dtype.kind not in "iu" or (index < 0).any():
+                raise StoreValidationError(
+                    f"seq_index must hold {s} non-negative integer positions, one per sequence"
+                )
+            if len(np.unique(index)) != s:
+                raise StoreValidationError("seq_index names a sequence position twice")
+            self.seq_index = [int(i) for i in index]
         self.seq_language = [str(x) for x in self.seq_language]
         self.seq_id = [str(x) for x in self.seq_id]
         unknown = sorted(set(self.seq_language) - set(self.languages))

@@ -34,6 +34,7 @@ from zarr.codecs import BloscCodec
 from zarr.core.buffer import default_buffer_prototype
 
 from langneurons.errors import (
+    AlreadyWrittenError,
     InterruptedWriteError,
     InvalidNameError,
     NotAStoreError,
@@ -200,8 +201,21 @@ class ActivationStore:
         sequences: bool = False,
         seq_dtype: str = "uint16",
         counts: Counts | None = None,
+        languages: Sequence[str] | None = None,
+        sequence_labels: tuple[Sequence[str], Sequence[str]] | None = None,
     ) -> str:
-        """Create an empty run (optionally writing its first counts in the same atomic step)."""
+        """Create a run, optionally writing its first counts in the same atomic step.
+
+        Parameters
+        ----------
+        languages
+            Language rows to create up front, with zero counts, in this order. Writers that
+            later merge into them cannot change the order, so concurrent writers of different
+            languages give the same store as one writer.
+        sequence_labels
+            ``(seq_language, seq_id)`` of sequence slots to create up front (needs
+            ``sequences=True``); counts then name their slots with ``Counts.seq_index``.
+        """
         self._require_writable()
         run = schema.check_name(run)
         if n_layers < 1 or n_neurons < 1:
@@ -212,6 +226,24 @@ class ActivationStore:
             raise StoreValidationError(
                 f"seq_dtype {seq_dtype!r} is not allowed; use one of {', '.join(schema.SEQ_DTYPES)}"
             )
+        if languages is not None:
+            languages = [schema.check_language(x) for x in languages]
+            if len(set(languages)) != len(languages):
+                raise StoreValidationError(f"duplicate language in {languages}; each language once")
+        if sequence_labels is not None:
+            if not sequences:
+                raise StoreValidationError("sequence_labels need sequences=True")
+            seq_language, seq_id = (list(map(str, x)) for x in sequence_labels)
+            if len(seq_language) != len(seq_id):
+                raise StoreValidationError(
+                    "sequence_labels: seq_language and seq_id differ in length"
+                )
+            unknown = sorted(set(seq_language) - set(languages or []))
+            if unknown:
+                raise StoreValidationError(
+                    f"sequence_labels name language {unknown[0]!r}, which is not in languages"
+                )
+            sequence_labels = (seq_language, seq_id)
         meta = metadata or schema.RunMetadata()
         with self._lock():
             self._recover_all()
@@ -233,6 +265,7 @@ class ActivationStore:
                 group.create_group(schema.JOURNAL, attributes={"op": "create", "state": "armed"})
             try:
                 self._create_arrays(group, n_layers, n_neurons, moments, sequences, seq_dtype)
+                self._preallocate(group, languages, sequence_labels)
                 attrs = meta.to_attrs()
                 if counts is not None:
                     self._apply(run, group, counts, merge=False)
@@ -326,6 +359,29 @@ class ActivationStore:
                         dimension_names=[schema.SEQUENCE],
                     )
 
+    def _preallocate(
+        self,
+        group: zarr.Group,
+        languages: Sequence[str] | None,
+        sequence_labels: tuple[Sequence[str], Sequence[str]] | None,
+    ) -> None:
+        """Zero-count language rows and sequence slots (chunks stay absent: fill value 0)."""
+        if languages:
+            for name in ("n_active", "n_tokens", *schema.MOMENTS):
+                if name in group:
+                    arr = _arr(group, name)
+                    arr.resize((len(languages), *arr.shape[1:]))
+            labels = _arr(group, schema.LANGUAGE)
+            labels.resize((len(languages),))
+            labels[:] = np.array(list(languages), dtype=object).astype(str)
+        if sequence_labels:
+            n = len(sequence_labels[0])
+            for name in schema.SEQUENCES:
+                arr = _arr(group, name)
+                arr.resize((n, *arr.shape[1:]))
+            for name, values in zip(schema.SEQ_COORDS, sequence_labels, strict=True):
+                _arr(group, name)[:] = np.array(list(values), dtype=object).astype(str)
+
     def add_languages(
         self, run: str, counts: Counts, *, provenance: Mapping[str, Any] | None = None
     ) -> None:
@@ -353,6 +409,11 @@ class ActivationStore:
             self._recover(run)
             run = self._check_run(run)
             group = self._group(run)
+            unit = (provenance or {}).get("unit")
+            if unit is not None and unit in self._units(group):
+                raise AlreadyWrittenError(
+                    f"unit {unit!r} is already committed to run {run!r}; nothing was written"
+                )
             undo = self._journal_for(run, group, counts, merge)
             try:
                 self._apply(run, group, counts, merge=merge, undo=undo)
@@ -365,6 +426,16 @@ class ActivationStore:
                 raise
             self._delete_group(f"{run}/{schema.JOURNAL}")
             self._consolidate()
+
+    @staticmethod
+    def _units(group: zarr.Group) -> set[str]:
+        writes: Any = group.attrs.get("writes", [])
+        return {w["provenance"]["unit"] for w in writes if "unit" in w.get("provenance", {})}
+
+    def committed_units(self, run: str) -> set[str]:
+        """Unit keys (``provenance={"unit": ...}``) of every write committed to a run."""
+        run = self._check_run(run)
+        return self._units(self._group(run))
 
     def _plan(
         self, run: str, group: zarr.Group, counts: Counts, merge: bool
@@ -397,7 +468,29 @@ class ActivationStore:
                 f"language {first!r} is already in run {run!r}; merge shards with merge_counts "
                 "(CLI: --merge) or choose another run"
             )
-        if has_seq:
+        if has_seq and counts.seq_index is not None:
+            index = np.asarray(counts.seq_index, dtype=np.intp)
+            n_seq = _arr(group, "seq_n_active").shape[0]
+            if index.max(initial=-1) >= n_seq:
+                raise StoreValidationError(
+                    f"seq_index {int(index.max())} is beyond the run's {n_seq} sequence slots"
+                )
+            for name, mine in (("seq_language", counts.seq_language), ("seq_id", counts.seq_id)):
+                stored = [str(x) for x in np.asarray(_arr(group, name).oindex[index])]
+                if stored != [str(x) for x in mine or []]:
+                    raise StoreValidationError(
+                        f"{name} of the counts does not match the run's slots at seq_index; "
+                        "write each sequence into its own slot"
+                    )
+            old = np.asarray(_arr(group, "seq_n_active").oindex[index], dtype=np.int64)
+            biggest = int((old + np.asarray(counts.seq_n_active)).max(initial=0))
+            seq_dtype = _arr(group, "seq_n_active").dtype
+            if biggest > np.iinfo(seq_dtype).max:
+                raise StoreValidationError(
+                    f"per-sequence count {biggest} overflows the run's {seq_dtype}; create the run "
+                    "with a wider seq_dtype (e.g. 'uint32')"
+                )
+        elif has_seq:
             seq_dtype = _arr(group, "seq_n_active").dtype
             biggest = int(np.asarray(counts.seq_n_active).max(initial=0))
             if biggest > np.iinfo(seq_dtype).max:
@@ -428,6 +521,13 @@ class ActivationStore:
                     old = np.asarray(_arr(group, name).oindex[index])
                     arr = journal.create_array(name, shape=old.shape, dtype=old.dtype)
                     arr[...] = old
+            if counts.seq_index is not None and "seq_n_active" in group:
+                index = np.asarray(counts.seq_index, dtype=np.intp)
+                for name in ("seq_n_active", "seq_n_tokens"):
+                    old = np.asarray(_arr(group, name).oindex[index])
+                    arr = journal.create_array(name, shape=old.shape, dtype=old.dtype)
+                    arr[...] = old
+                journal.attrs["seq_index"] = [int(i) for i in index]
             journal.attrs["state"] = "armed"
         return {"current": current, "existing": existing}
 
@@ -462,7 +562,13 @@ class ActivationStore:
             labels = _arr(group, schema.LANGUAGE)
             labels.resize((k1,))
             labels[k0:k1] = np.array(new, dtype=object).astype(str)
-        if counts.has_sequences:
+        if counts.has_sequences and counts.seq_index is not None:
+            index = np.asarray(counts.seq_index, dtype=np.intp)
+            for name in ("seq_n_active", "seq_n_tokens"):
+                arr = _arr(group, name)
+                old = np.asarray(arr.oindex[index], dtype=np.int64)
+                arr.oindex[index] = (old + np.asarray(getattr(counts, name))).astype(arr.dtype)
+        elif counts.has_sequences:
             s0 = _arr(group, "seq_n_active").shape[0]
             s1 = s0 + len(counts.seq_language or [])
             if s1 > s0:
@@ -508,6 +614,10 @@ class ActivationStore:
                     arr = _arr(group, name)
                     arr.resize((k0, *arr.shape[1:]))
             _arr(group, schema.LANGUAGE).resize((k0,))
+            if "seq_index" in state:
+                index = np.array(state["seq_index"], dtype=np.intp)
+                for name in ("seq_n_active", "seq_n_tokens"):
+                    _arr(group, name).oindex[index] = _arr(journal, name)[...]
             if "seq_n_active" in group:
                 for name in schema.SEQUENCES:
                     arr = _arr(group, name)

@@ -58,6 +58,24 @@ def make_counts(
     return Counts(languages, active.astype(np.int64), tokens.astype(np.int64), **kwargs)  # type: ignore[arg-type]
 
 
+def unit_counts(full: Counts, lang: str, rows: list[int]) -> Counts:
+    """The counts of some of one language's sequences, addressed to their slots."""
+    seq = np.asarray(full.seq_n_active)[rows]
+    tok = np.asarray(full.seq_n_tokens)[rows]
+    return Counts(
+        [lang],
+        seq.astype(np.int64).sum(axis=0)[None],
+        tok.sum(axis=0)[None],
+        act_sum=np.zeros((1, 2, 3, 7)),
+        act_sqsum=np.zeros((1, 2, 3, 7)),
+        seq_n_active=seq,
+        seq_n_tokens=tok,
+        seq_language=[lang] * len(rows),
+        seq_id=[(full.seq_id or [])[r] for r in rows],
+        seq_index=rows,
+    )
+
+
 @pytest.fixture
 def counts_factory() -> Callable[..., Counts]:
     return make_counts

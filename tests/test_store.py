@@ -29,7 +29,7 @@ from langneurons.errors import (
 )
 from langneurons.store import Counts, RunMetadata, create_store, open_store, schema
 
-from .conftest import make_counts, run_python
+from .conftest import make_counts, run_python, unit_counts
 
 
 def _store_with_run(path: Path | str, langs=("en", "de"), **kw) -> tuple[object, Counts]:
@@ -444,3 +444,86 @@ def test_writes_are_recorded_with_provenance(tmp_path: Path) -> None:
     assert [w["action"] for w in writes] == ["created", "added", "merged"]
     assert writes[1]["languages"] == ["fr"] and writes[1]["provenance"] == {"files": ["a.pt"]}
     assert writes[2]["provenance"] == {"files": ["b.pt"]}
+
+
+def _slotted_store(path: Path) -> tuple[object, Counts]:
+    """A run with pre-allocated languages and sequence slots, like extraction makes."""
+    full = make_counts(["en", "de"], sequences=3, moments=True)
+    store = create_store(path)
+    store.create_run(
+        "m",
+        n_layers=3,
+        n_neurons=7,
+        moments=True,
+        sequences=True,
+        languages=["en", "de"],
+        sequence_labels=(full.seq_language or [], full.seq_id or []),
+    )
+    return store, full
+
+
+def test_preallocated_slots_fill_in_any_order(tmp_path: Path) -> None:
+    store, full = _slotted_store(tmp_path / "s.zarr")
+    ds = store.open_run("m")
+    assert list(ds.language.values) == ["en", "de"] and ds.sizes["sequence"] == 6
+    assert int(ds.n_tokens.sum()) == 0 and store.validate() == []
+    for lang, rows, key in (("de", [5, 3], "de/1"), ("en", [1], "en/1"), ("de", [4], "de/0"),
+                            ("en", [0, 2], "en/0")):  # fmt: skip
+        store.merge_counts("m", unit_counts(full, lang, rows), provenance={"unit": key})
+    ds = store.open_run("m").load()
+    np.testing.assert_array_equal(ds.seq_n_active.values, full.seq_n_active)
+    np.testing.assert_array_equal(ds.n_active.values, full.n_active)
+    np.testing.assert_array_equal(ds.n_tokens.values, full.n_tokens)
+    assert store.committed_units("m") == {"de/1", "en/1", "de/0", "en/0"}
+    assert store.validate() == []
+
+
+def test_unit_keys_are_written_once(tmp_path: Path) -> None:
+    from langneurons.errors import AlreadyWrittenError
+
+    store, full = _slotted_store(tmp_path / "s.zarr")
+    store.merge_counts("m", unit_counts(full, "en", [0]), provenance={"unit": "en/0"})
+    before = store.open_run("m").load()
+    with pytest.raises(AlreadyWrittenError, match="unit 'en/0' is already committed to run 'm'"):
+        store.merge_counts("m", unit_counts(full, "en", [0]), provenance={"unit": "en/0"})
+    xr.testing.assert_identical(before, store.open_run("m").load())
+
+
+def test_slot_labels_must_match(tmp_path: Path) -> None:
+    store, full = _slotted_store(tmp_path / "s.zarr")
+    wrong = unit_counts(full, "en", [0])
+    wrong.seq_index = [3]  # a 'de' slot
+    with pytest.raises(StoreValidationError, match="seq_language of the counts does not match"):
+        store.merge_counts("m", wrong)
+    with pytest.raises(StoreValidationError, match="sequence_labels name language 'fr'"):
+        store.create_run("x", n_layers=1, n_neurons=1, sequences=True, languages=["en"],
+                         sequence_labels=(["fr"], ["a"]))  # fmt: skip
+
+
+def test_killed_slot_write_rolls_back(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    store, full = _slotted_store(path)
+    store.merge_counts("m", unit_counts(full, "en", [0]), provenance={"unit": "en/0"})
+    before = store.open_run("m").load()
+    code = f"""
+import os, sys, numpy as np, zarr
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from conftest import make_counts, unit_counts
+from langneurons.store import open_store
+full = make_counts(["en", "de"], sequences=3, moments=True)
+original = zarr.Array.set_orthogonal_selection
+def crashing(self, *args, **kwargs):
+    if self.path.endswith("seq_n_tokens") and "_journal" not in self.path:
+        os._exit(9)
+    return original(self, *args, **kwargs)
+zarr.Array.set_orthogonal_selection = crashing
+open_store({str(path)!r}, mode="r+").merge_counts("m", unit_counts(full, "en", [1, 2]),
+                                               provenance={{"unit": "en/1"}})
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).parent)  # fmt: skip
+    assert proc.returncode == 9, proc.stderr
+    store = open_store(path, mode="r+")
+    assert store.repair() == ["m"]
+    xr.testing.assert_identical(before.drop_attrs(), store.open_run("m").load().drop_attrs())
+    assert store.committed_units("m") == {"en/0"}
