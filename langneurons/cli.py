@@ -213,6 +213,101 @@ def import_mask(file: str, store_url: str, run: str, name: str) -> None:
     click.echo(f"saved {total} mask entries for {len(languages)} languages at {path}")
 
 
+# --------------------------------------------------------------------------- extraction
+@cli.command()
+@click.option("--model", required=True, help="Model directory (save_pretrained) or .gguf file.")
+@click.option("--gguf-file", default=None, help="GGUF file inside --model.")
+@click.option("--data", required=True, help="JSONL records or MAPO-style JSON.")
+@click.option("--store", "store_url", required=True, help="Store path or URL.")
+@click.option("--run", required=True, help="Run path inside the store, e.g. gemma3-270m/base.")
+@click.option("--languages", default=None, help="Comma-separated codes to extract (default all).")
+@click.option("--per-sequence", is_flag=True, help="Also store per-sequence counts.")
+@click.option(
+    "--batch-tokens", type=int, default=4096, show_default=True, help="Padded tokens per batch."
+)
+@click.option(
+    "--max-length",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="Longest prompt + response kept per record.",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option(
+    "--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16."
+)
+@click.option("--chat-template", is_flag=True, help="Wrap prompts in the tokenizer's template.")
+@click.option("--resume", is_flag=True, help="Complete an interrupted run.")
+@click.option("--shard", default="0/1", show_default=True, help="I/N: every N-th unit from I.")
+@click.option(
+    "--hook-module",
+    default=None,
+    help="Activation module pattern, e.g. 'model.layers.*.mlp.act_fn'.",
+)
+@click.option("--generate", is_flag=True, help="Generate missing responses greedily first.")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code to run.")
+@click.option(
+    "--unit-size", type=int, default=16, show_default=True, help="Records per committed unit."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def extract(
+    model: str,
+    gguf_file: str | None,
+    data: str,
+    store_url: str,
+    run: str,
+    languages: str | None,
+    per_sequence: bool,
+    batch_tokens: int,
+    max_length: int,
+    device: str,
+    dtype: str,
+    chat_template: bool,
+    resume: bool,
+    shard: str,
+    hook_module: str | None,
+    generate: bool,
+    max_new_tokens: int,
+    trust_remote_code: bool,
+    unit_size: int,
+    as_json: bool,
+) -> None:
+    """Run a model once over prompts and responses and store its activation counts."""
+    from langneurons.extract.engine import extract as run_extract
+
+    report = run_extract(
+        model,
+        data,
+        store_url,
+        run,
+        gguf_file=gguf_file,
+        languages=_split_languages(languages) or None,
+        per_sequence=per_sequence,
+        batch_tokens=batch_tokens,
+        max_length=max_length,
+        device=device,
+        dtype=dtype,
+        chat_template=chat_template,
+        resume=resume,
+        shard=shard,
+        hook_module=hook_module,
+        generate=generate,
+        max_new_tokens=max_new_tokens,
+        trust_remote_code=trust_remote_code,
+        unit_size=unit_size,
+    )
+    if as_json:
+        _echo_json(report)
+        return
+    tokens = report["tokens"]
+    click.echo(
+        f"extracted {report['units_done']} unit(s) ({report['units_skipped']} already done) into "
+        f"{store_url} run {run}: {tokens['prompt']:,} prompt and {tokens['response']:,} response "
+        "tokens"
+    )
+
+
 # --------------------------------------------------------------------------- analysis
 def _parse_lambda(value: str) -> str | float:
     if value == "auto":
