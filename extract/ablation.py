@@ -170,7 +170,7 @@ def ablate(
             f"model has {loaded.n_layers} x {loaded.plan.neurons}; ablate with the run's model"
         )
     mask = np.asarray(result["mask"].values, dtype=bool)  # [language, layer, neuron]
-    sets = {"none": {}} | {
+    sets: dict[str, dict[int, np.ndarray]] = {"none": {}} | {
         lang: {layer: np.flatnonzero(mask[k, layer]) for layer in range(mask.shape[1])}
         for k, lang in enumerate(mask_langs)
     }

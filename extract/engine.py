@@ -147,8 +147,7 @@ def load_model(
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputFormatError(f"cannot load model {str(model)!r}: {first}") from exc
-    loaded.to(device)
-    loaded.eval()
+    loaded = loaded.to(torch.device(device)).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     plan = resolve(loaded, hook_module)
