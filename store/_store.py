@@ -259,6 +259,10 @@ class ActivationStore:
                         f"run {run!r} would nest with existing run {other!r}; runs cannot contain "
                         "runs"
                     )
+            if self._has_keys(run):
+                # leftovers of a create that was rolled back while being deleted
+                log.warning("removing the remains of an unfinished run at %s", run)
+                self._delete_group(run)
             with _quiet():
                 root = self._root(consolidated=False)
                 group = root.require_group(run)
@@ -274,7 +278,7 @@ class ActivationStore:
             except BaseException:
                 self._recover(run)
                 raise
-            self._delete_group(f"{run}/{schema.JOURNAL}")
+            self._commit_journal(run)
             self._consolidate()
         log.info("created run %s (%d x %d)", run, n_layers, n_neurons)
         return run
@@ -424,7 +428,7 @@ class ActivationStore:
             except BaseException:
                 self._recover(run)
                 raise
-            self._delete_group(f"{run}/{schema.JOURNAL}")
+            self._commit_journal(run)
             self._consolidate()
 
     @staticmethod
@@ -514,6 +518,8 @@ class ActivationStore:
             "merged": sorted(existing.values()),
         }
         with _quiet():
+            if self._has_keys(f"{run}/{schema.JOURNAL}"):
+                self._delete_group(f"{run}/{schema.JOURNAL}")
             journal = group.create_group(schema.JOURNAL, attributes=state)
             for name in ("n_active", "n_tokens", *schema.MOMENTS):
                 if name in group and existing:
@@ -594,17 +600,38 @@ class ActivationStore:
                     rolled.append(run)
         return rolled
 
-    def _recover(self, run: str) -> bool:
-        """Roll back an interrupted write of ``run`` (caller holds the lock)."""
-        if not self._exists(f"{run}/{schema.JOURNAL}/zarr.json"):
+    def _commit_journal(self, run: str) -> None:
+        """Delete the journal: its group marker first (the commit point), then the rest."""
+        zarr.core.sync.sync(self._zstore.delete(f"{run}/{schema.JOURNAL}/zarr.json"))
+        self._delete_group(f"{run}/{schema.JOURNAL}")
+
+    def _has_keys(self, prefix: str) -> bool:
+        async def _any() -> bool:
+            async for _ in self._zstore.list_prefix(prefix.rstrip("/") + "/"):
+                return True
             return False
-        group = self._group(run)
-        journal = _grp(group, schema.JOURNAL)
+
+        return bool(zarr.core.sync.sync(_any()))
+
+    def _recover(self, run: str) -> bool:
+        """Roll back an interrupted write of ``run`` (caller holds the lock).
+
+        Returns True when a write was rolled back. Leftovers of a journal whose marker is gone
+        (a writer killed while deleting it after its commit) are only cleaned up.
+        """
+        if not self._exists(f"{run}/{schema.JOURNAL}/zarr.json"):
+            if self._has_keys(f"{run}/{schema.JOURNAL}"):
+                self._delete_group(f"{run}/{schema.JOURNAL}")
+                self._consolidate()
+            return False
+        with _quiet():
+            journal = zarr.open_group(self._zstore, path=f"{run}/{schema.JOURNAL}", mode="r+")
         state: dict[str, Any] = dict(journal.attrs)
         log.warning("rolling back an interrupted %s of run %s", state.get("op"), run)
         if state.get("op") == "create":
             self._delete_group(run)
         elif state.get("state") == "armed":
+            group = self._group(run)
             merged = np.array(state["merged"], dtype=np.intp)
             k0, s0 = int(state["languages"]), int(state["sequences"])
             for name in ("n_active", "n_tokens", *schema.MOMENTS):
@@ -623,9 +650,9 @@ class ActivationStore:
                     arr = _arr(group, name)
                     arr.resize((s0, *arr.shape[1:]))
             group.attrs.put(dict(state["attrs"]))
-            self._delete_group(f"{run}/{schema.JOURNAL}")
+            self._commit_journal(run)
         else:
-            self._delete_group(f"{run}/{schema.JOURNAL}")
+            self._commit_journal(run)
         self._consolidate()
         return True
 

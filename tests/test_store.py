@@ -527,3 +527,37 @@ open_store({str(path)!r}, mode="r+").merge_counts("m", unit_counts(full, "en", [
     assert store.repair() == ["m"]
     xr.testing.assert_identical(before.drop_attrs(), store.open_run("m").load().drop_attrs())
     assert store.committed_units("m") == {"en/0"}
+
+
+def test_killed_while_deleting_the_journal_keeps_the_commit(tmp_path: Path) -> None:
+    """The journal marker goes first: a writer killed after it has committed its write."""
+    path = tmp_path / "s.zarr"
+    store, full = _slotted_store(path)
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from conftest import make_counts, unit_counts
+from langneurons.store import open_store
+from langneurons.store._store import ActivationStore
+full = make_counts(["en", "de"], sequences=3, moments=True)
+original = ActivationStore._delete_group
+def crashing(self, path):
+    if path.endswith("_journal"):
+        os._exit(9)
+    return original(self, path)
+ActivationStore._delete_group = crashing
+open_store({str(path)!r}, mode="r+").merge_counts("m", unit_counts(full, "en", [0]),
+                                               provenance={{"unit": "en/0"}})
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    store = open_store(path, mode="r+")
+    assert (path / "m" / "_journal").exists() and not (
+        path / "m" / "_journal" / "zarr.json"
+    ).exists()
+    assert store.committed_units("m") == {"en/0"}
+    store.merge_counts("m", unit_counts(full, "en", [1]), provenance={"unit": "en/1"})
+    assert not (path / "m" / "_journal").exists()
+    ds = store.open_run("m")
+    np.testing.assert_array_equal(ds.seq_n_active.values[:2], np.asarray(full.seq_n_active)[:2])
+    assert store.validate() == []

@@ -1,0 +1,369 @@
+"""Extraction: exact per-role counts against an independent oracle, resume and shards bit-exact."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from langneurons.errors import (  # noqa: E402
+    InputFormatError,
+    ParameterError,
+    RunExistsError,
+    StoreValidationError,
+)
+from langneurons.extract.engine import (  # noqa: E402
+    bucket_batches,
+    encode,
+    extract,
+    load_model,
+    parse_shard,
+    plan_units,
+)
+from langneurons.extract.tiny import tiny_model  # noqa: E402
+from langneurons.store import open_store  # noqa: E402
+
+pytestmark = pytest.mark.requires_torch
+
+TEXTS = {
+    "en": ("How many apples are left?", "Ten minus four is six, so six apples are left."),
+    "de": ("Wie viele Äpfel bleiben übrig?", "Zehn minus vier ist sechs."),
+    "zh": ("还剩下多少个苹果？", "十减四等于六，所以还剩六个。"),
+}
+
+
+def write_data(path: Path, n_items: int = 4) -> Path:
+    """A small parallel JSONL corpus with varied lengths (so batches need padding)."""
+    lines = []
+    for lang, (prompt, response) in TEXTS.items():
+        for i in range(n_items):
+            lines.append(
+                {
+                    "language": lang,
+                    "id": f"q{i}",
+                    "prompt": prompt + " " * (i % 2) + "?" * i,
+                    "response": response + "!" * (3 * i),
+                }
+            )
+    path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model("llama", seed=1, path=tmp_path_factory.mktemp("llama"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_data(tmp_path_factory.mktemp("data") / "data.jsonl")
+
+
+# ----------------------------------------------------------------------------- the oracle
+def _oracle(model_dir: Path, data: Path, *, chat_template: bool) -> dict[str, np.ndarray]:
+    """Expected counts computed one sequence at a time, no padding, no activation hooks.
+
+    The MLP input of every layer is taken from a pre-hook on the layer's MLP (or first MLP
+    projection); the gate/fc1 projection and the activation are then applied by hand, and
+    positives are split into roles by the known prompt length.
+    """
+    from transformers.activations import ACT2FN
+
+    from langneurons.extract.corpus import read_records
+
+    loaded = load_model(model_dir, device="cpu", dtype="float32")
+    model, tok, cfg = loaded.model, loaded.tokenizer, loaded.model.config
+    records = read_records(data)
+    langs = list(dict.fromkeys(r.language for r in records))
+    n_layers, n_neurons = loaded.n_layers, loaded.plan.neurons
+    active = np.zeros((len(langs), 2, n_layers, n_neurons), dtype=np.int64)
+    tokens = np.zeros((len(langs), 2), dtype=np.int64)
+    mtype = cfg.model_type
+    if mtype == "gpt2":
+        layers = model.transformer.h
+        entry = [layer.mlp for layer in layers]
+
+        def project(i: int, x: torch.Tensor) -> torch.Tensor:
+            return ACT2FN[cfg.activation_function](layers[i].mlp.c_fc(x))
+    elif mtype == "opt":
+        layers = model.model.decoder.layers
+        entry = [layer.fc1 for layer in layers]
+
+        def project(i: int, x: torch.Tensor) -> torch.Tensor:
+            return ACT2FN[cfg.activation_function](layers[i].fc1(x))
+    else:  # llama-style gated MLPs
+        layers = model.model.layers
+        entry = [layer.mlp for layer in layers]
+
+        def project(i: int, x: torch.Tensor) -> torch.Tensor:
+            return ACT2FN[cfg.hidden_act](layers[i].mlp.gate_proj(x))
+
+    inputs: dict[int, torch.Tensor] = {}
+    handles = [
+        m.register_forward_pre_hook(lambda _m, args, i=i: inputs.__setitem__(i, args[0]))
+        for i, m in enumerate(entry)
+    ]
+    try:
+        with torch.no_grad():
+            for record in records:
+                enc = encode(record, tok, chat_template=chat_template, max_length=1024)
+                ids = torch.tensor([enc.prompt + enc.response])
+                model(input_ids=ids)
+                k, p = langs.index(record.language), len(enc.prompt)
+                tokens[k] += (p, len(enc.response))
+                for i in range(n_layers):
+                    act = project(i, inputs[i].reshape(-1, inputs[i].shape[-1]))
+                    positive = (act > 0).numpy()
+                    active[k, 0, i] += positive[:p].sum(0)
+                    active[k, 1, i] += positive[p:].sum(0)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {"n_active": active, "n_tokens": tokens}
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "opt", "qwen3"])
+def test_counts_equal_the_oracle(tmp_path: Path, data: Path, arch: str) -> None:
+    model_dir = tiny_model(arch, seed=3, path=tmp_path / arch)
+    store = tmp_path / "s.zarr"
+    report = extract(
+        model_dir,
+        data,
+        store,
+        "m/base",
+        batch_tokens=64,
+        unit_size=3,
+        per_sequence=True,
+        device="cpu",
+        dtype="float32",
+        chat_template=True,
+        progress=False,
+    )
+    assert report["units_done"] == 6
+    ds = open_store(store).open_run("m/base").load()
+    expected = _oracle(model_dir, data, chat_template=True)
+    np.testing.assert_array_equal(ds.n_tokens.values, expected["n_tokens"])
+    np.testing.assert_array_equal(ds.n_active.values, expected["n_active"])
+    # per-sequence counts add up to the per-language counts
+    for k, lang in enumerate(ds.language.values):
+        rows = ds.seq_language.values == lang
+        np.testing.assert_array_equal(
+            ds.seq_n_active.values[rows].astype(np.int64).sum(0), expected["n_active"][k]
+        )
+    # both roles were really counted, and the activation is not trivially all-positive
+    assert (ds.n_active.sum(("layer", "neuron")) > 0).all()
+    assert (ds.n_active < ds.n_tokens).any()
+    assert open_store(store).validate() == []
+
+
+def test_moments_match_a_float64_recount(tmp_path: Path, llama: Path, data: Path) -> None:
+    store = tmp_path / "s.zarr"
+    extract(llama, data, store, "r", device="cpu", dtype="float32", progress=False)
+    ds = open_store(store).open_run("r").load()
+    assert ds.act_sum.dtype == np.float64
+    assert (ds.act_sqsum >= 0).all()
+    grid = 2.0**-20
+    assert np.array_equal(np.round(ds.act_sum.values / grid) * grid, ds.act_sum.values)
+    # a mean activation of a positive-count neuron is finite and bounded by the sqrt of sqsum
+    mean = ds.act_sum / ds.n_tokens
+    assert np.isfinite(mean.values).all()
+
+
+# ----------------------------------------------------------------------------- units, batches
+def test_bucket_batches_respects_the_budget() -> None:
+    lengths = [5, 17, 3, 17, 9, 40, 2]
+    batches = bucket_batches(lengths, 36)
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    for batch in batches:
+        width = max(lengths[i] for i in batch)
+        assert width * len(batch) <= 36 or len(batch) == 1
+    assert batches[0] == [5]  # longer than the budget: alone
+
+
+def test_plan_units_and_shards(data: Path) -> None:
+    from langneurons.extract.corpus import read_records
+
+    records = read_records(data)
+    units = plan_units(records, ["en", "de", "zh"], 3)
+    assert [u.key for u in units] == ["en/0", "en/1", "de/0", "de/1", "zh/0", "zh/1"]
+    halves = plan_units(records, ["en", "de", "zh"], 3, (0, 2)) + plan_units(
+        records, ["en", "de", "zh"], 3, (1, 2)
+    )
+    assert sorted(u.key for u in halves) == sorted(u.key for u in units)
+    with pytest.raises(
+        ParameterError, match=r"--shard 2/2 is out of range; use I/N with 0 <= I < N"
+    ):
+        parse_shard("2/2")
+    with pytest.raises(ParameterError, match=r"--shard 'x' is not I/N"):
+        parse_shard("x")
+
+
+def test_one_pass_matches_prompt_alone(tmp_path: Path, llama: Path, data: Path) -> None:
+    """The prompt role of one pass equals a pass over the prompts alone (causal attention)."""
+    from langneurons.extract.corpus import read_records, write_records
+
+    prompts = tmp_path / "prompts.jsonl"
+    records = read_records(data)
+    import dataclasses
+
+    write_records(prompts, [dataclasses.replace(r, response="x") for r in records])
+    extract(llama, data, tmp_path / "a.zarr", "r", device="cpu", dtype="float32", progress=False)
+    extract(llama, prompts, tmp_path / "b.zarr", "r", device="cpu", dtype="float32", progress=False)
+    a = open_store(tmp_path / "a.zarr").open_run("r").load()
+    b = open_store(tmp_path / "b.zarr").open_run("r").load()
+    np.testing.assert_array_equal(
+        a.n_active.sel(role="prompt").values, b.n_active.sel(role="prompt").values
+    )
+
+
+# ----------------------------------------------------------------------------- processes
+def _cli_command(model: Path, data: Path, store: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "langneurons",
+        "extract",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--store",
+        str(store),
+        "--run",
+        "m/base",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--per-sequence",
+        "--unit-size",
+        "1",
+        "--batch-tokens",
+        "64",
+        *extra,
+    ]
+
+
+def _arrays(store: Path) -> dict[str, np.ndarray]:
+    ds = open_store(store).open_run("m/base").load()
+    return {name: ds[name].values for name in ds.variables}
+
+
+def _assert_same_store(a: Path, b: Path) -> None:
+    left, right = _arrays(a), _arrays(b)
+    assert sorted(left) == sorted(right)
+    for name in left:
+        assert left[name].dtype == right[name].dtype, name
+        assert left[name].tobytes() == right[name].tobytes(), name
+    meta_a, meta_b = open_store(a).run_metadata("m/base"), open_store(b).run_metadata("m/base")
+    assert meta_a.corpus_hash == meta_b.corpus_hash and meta_a.hook_point == meta_b.hook_point
+    assert open_store(a).committed_units("m/base") == open_store(b).committed_units("m/base")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, llama: Path, data: Path) -> Path:
+    store = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    proc = subprocess.run(_cli_command(llama, data, store), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return store
+
+
+def test_kill_and_resume_is_bit_exact(
+    tmp_path: Path, llama: Path, data: Path, reference: Path
+) -> None:
+    store = tmp_path / "killed.zarr"
+    proc = subprocess.Popen(_cli_command(llama, data, store), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if len(open_store(store).committed_units("m/base")) >= 3:
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+                break
+        except Exception:  # noqa: BLE001 - the store may not exist yet
+            pass
+        time.sleep(0.01)
+    proc.wait()
+    assert killed, "the extraction finished before it could be killed"
+    done = open_store(store).committed_units("m/base")
+    assert 3 <= len(done) < 12
+    # without --resume the run is refused, and nothing changes
+    again = subprocess.run(_cli_command(llama, data, store), capture_output=True, text=True)
+    assert again.returncode == 1
+    assert "pass --resume to complete it" in again.stderr
+    resumed = subprocess.run(
+        _cli_command(llama, data, store, "--resume"), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_store(store, reference)
+
+
+@pytest.mark.parametrize(
+    "split",
+    [(["--shard", "0/2"], ["--shard", "1/2"]), (["--languages", "en,zh"], ["--languages", "de"])],
+    ids=["shards", "languages"],
+)
+def test_two_processes_give_the_single_process_store(
+    tmp_path: Path, llama: Path, data: Path, reference: Path, split: tuple[list[str], list[str]]
+) -> None:
+    store = tmp_path / "parallel.zarr"
+    procs = [
+        subprocess.Popen(_cli_command(llama, data, store, *args), stderr=subprocess.PIPE, text=True)
+        for args in split
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    _assert_same_store(store, reference)
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_model_directory_without_config(tmp_path: Path, data: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputFormatError, match="has no config.json; point --model to a directory"):
+        extract(tmp_path / "empty", data, tmp_path / "s.zarr", "r")
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_missing_gguf_file(tmp_path: Path, data: Path) -> None:
+    with pytest.raises(InputFormatError, match="GGUF file .*nope.gguf' does not exist"):
+        extract(tmp_path, data, tmp_path / "s.zarr", "r", gguf_file="nope.gguf")
+
+
+def test_resume_into_other_data_or_model_is_refused(
+    tmp_path: Path, llama: Path, data: Path
+) -> None:
+    store = tmp_path / "s.zarr"
+    extract(llama, data, store, "r", device="cpu", dtype="float32", progress=False)
+    other = write_data(tmp_path / "other.jsonl", n_items=2)
+    with pytest.raises(
+        StoreValidationError, match=r"extracted with a different data \(corpus_hash"
+    ):
+        extract(llama, other, store, "r", device="cpu", dtype="float32", resume=True)
+    other_model = tiny_model("llama", seed=9, path=tmp_path / "other-model", layers=2)
+    with pytest.raises(StoreValidationError, match="different model"):
+        extract(other_model, data, store, "r", device="cpu", dtype="float32", resume=True)
+    with pytest.raises(RunExistsError, match="pass --resume to complete it"):
+        extract(llama, data, store, "r", device="cpu", dtype="float32")
+
+
+def test_unknown_language_and_bad_parameters(tmp_path: Path, llama: Path, data: Path) -> None:
+    with pytest.raises(ParameterError, match="language 'fr' is not in the data"):
+        extract(llama, data, tmp_path / "s.zarr", "r", languages=["fr"], device="cpu")
+    with pytest.raises(ParameterError, match="batch_tokens must be a positive integer, got 0"):
+        extract(llama, data, tmp_path / "s.zarr", "r", batch_tokens=0)
+    with pytest.raises(ParameterError, match="--shard 3/2 is out of range"):
+        extract(llama, data, tmp_path / "s.zarr", "r", shard="3/2")
+    with pytest.raises(ParameterError, match="is not supported .*--hook-module PATTERN|matches no"):
+        extract(llama, data, tmp_path / "s.zarr", "r", hook_module="model.nothing.*.act")
+    assert not (tmp_path / "s.zarr").exists()
