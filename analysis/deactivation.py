@@ -1,0 +1,272 @@
+"""Statistics of deactivation (ablation) experiments: is the damage language-specific?
+
+An ablation result holds, for each deactivated language mask (and "none"), the mean negative
+log-likelihood per response token on each evaluated language, plus the same evaluation with
+random neuron sets of the same size in the same layers switched off ("controls"). Switching off
+the neurons of language d should hurt language d much more than the others (Tang et al. 2024,
+Fig. 3; Zhang et al. 2025); :func:`deactivation_effects` measures this "diagonal dominance" and
+tests it against the random controls and against a permutation of the language labels.
+
+Ablation schema (built by the extraction code)::
+
+    deactivated[deactivated]                  "none", then each language whose mask was removed
+    evaluated[evaluated]                      evaluated languages
+    control[control]                          repeat index of the random controls
+    nll[deactivated, evaluated]               mean NLL per response token
+    ppl[deactivated, evaluated]               exp(nll)
+    control_nll[deactivated, evaluated, control]   same with a random set ("none" row: NaN)
+    n_neurons[deactivated]                    size of each mask
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from numpy.typing import NDArray
+
+from langneurons.errors import InputFormatError
+
+from .distributions import _check_int, _check_seed
+
+DEACTIVATED, EVALUATED, CONTROL, PERMUTATION = "deactivated", "evaluated", "control", "permutation"
+NONE = "none"
+
+_EXACT_LIMIT = 8  # evaluated languages up to which all K! label permutations are enumerated
+
+
+def _check_ablation(ablation: object) -> xr.Dataset:
+    """Validate the ablation schema; return the needed variables in memory."""
+    if not isinstance(ablation, xr.Dataset):
+        raise InputFormatError(
+            f"ablation must be an xarray.Dataset (deactivation results), got "
+            f"{type(ablation).__name__}"
+        )
+    expected = {
+        "nll": (DEACTIVATED, EVALUATED),
+        "control_nll": (DEACTIVATED, EVALUATED, CONTROL),
+    }
+    for name, dims in expected.items():
+        if name not in ablation.data_vars:
+            raise InputFormatError(
+                f"ablation has no variable {name!r}; expected {name}[{', '.join(dims)}]"
+            )
+        if set(ablation[name].dims) != set(dims):
+            raise InputFormatError(
+                f"ablation.{name} has dims {tuple(ablation[name].dims)}, expected "
+                f"{name}[{', '.join(dims)}]"
+            )
+    for dim in (DEACTIVATED, EVALUATED):
+        if dim not in ablation.coords:
+            raise InputFormatError(f"ablation has no {dim!r} coordinate (language labels)")
+    deactivated = [str(x) for x in ablation[DEACTIVATED].values]
+    evaluated = [str(x) for x in ablation[EVALUATED].values]
+    if NONE not in deactivated:
+        raise InputFormatError(
+            f"ablation.deactivated has no {NONE!r} row (the unablated baseline); got {deactivated}"
+        )
+    if len(evaluated) < 2:
+        raise InputFormatError(
+            f"ablation needs at least 2 evaluated languages for a diagonal dominance, got "
+            f"{evaluated}"
+        )
+    langs = [d for d in deactivated if d != NONE]
+    if not langs:
+        raise InputFormatError("ablation has no deactivated language besides 'none'")
+    missing = [d for d in langs if d not in evaluated]
+    if missing:
+        raise InputFormatError(
+            f"deactivated language {missing[0]!r} is not among the evaluated languages "
+            f"{evaluated}; its own-language damage is undefined"
+        )
+    for name, seq in (("deactivated", deactivated), ("evaluated", evaluated)):
+        if len(set(seq)) != len(seq):
+            raise InputFormatError(f"ablation.{name} labels must be distinct, got {seq}")
+    ds = ablation[["nll", "control_nll"]].compute()
+    nll = np.asarray(ds["nll"].transpose(DEACTIVATED, EVALUATED).values, dtype=np.float64)
+    bad = ~np.isfinite(nll)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise InputFormatError(
+            f"ablation.nll is not finite at deactivated={deactivated[i]!r}, "
+            f"evaluated={evaluated[j]!r}"
+        )
+    return ds
+
+
+def _dominance(damage: NDArray[np.float64], own: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Own-language damage minus mean damage on the others.
+
+    ``damage[d, e]`` or ``damage[d, e, control]``; ``own[..., d]`` is the column of each row's own
+    language (a leading axis of ``own`` gives a leading axis of the result).
+    """
+    k = damage.shape[1]
+    rows = np.arange(damage.shape[0])
+    diag = damage[rows, own]
+    return np.asarray(diag - (damage.sum(axis=1) - diag) / (k - 1))
+
+
+def deactivation_effects(ablation: xr.Dataset, *, n_perm: int = 10000, seed: int = 0) -> xr.Dataset:
+    r"""Damage of deactivating each language's neurons, and whether it is language-specific.
+
+    With :math:`\ell_{d,e}` the mean NLL per response token on language e when the mask of d
+    is switched off (``d = none``: nothing switched off):
+
+    - damage :math:`\delta_{d,e} = \ell_{d,e} - \ell_{none,e}` (log perplexity ratio);
+    - diagonal dominance :math:`\Delta_d = \delta_{d,d} - \frac{1}{K-1}\sum_{e \ne d}
+      \delta_{d,e}` over the K evaluated languages; its mean :math:`\bar\Delta` over the
+      deactivated languages;
+    - the same for each random control c (same size, same layers):
+      :math:`\delta^{c}_{d,e} = \ell^{c}_{d,e} - \ell_{none,e}` and :math:`\Delta^c_d`.
+
+    Tests (one-sided, "larger than chance"):
+
+    (a) against random controls, :math:`p_d = (1 + \#\{c : \Delta^c_d \ge \Delta_d\}) /
+        (1 + C)` over the C finite controls (Phipson & Smyth 2010), and the same for
+        :math:`\bar\Delta` against :math:`\bar\Delta^c`; also
+        :math:`z_d = (\Delta_d - \mathrm{mean}_c \Delta^c_d) / \mathrm{sd}_c \Delta^c_d`;
+    (b) a permutation test over the evaluated-language labels (is the diagonal special?):
+        permuting which evaluated language counts as each deactivated language's own,
+        :math:`\bar\Delta_\pi = \mathrm{mean}_d [\delta_{d,\pi(d)} - \frac{1}{K-1}\sum_{e \ne
+        \pi(d)} \delta_{d,e}]`, :math:`p = \#\{\pi : \bar\Delta_\pi \ge \bar\Delta\} / K!` over
+        all K! permutations when K <= 8 (exact, identity included), else
+        :math:`(1 + \#) / (1 + n_{perm})` over random ones. Per language, ``rank_pvalue`` is
+        the fraction of evaluated languages whose damage is at least the own-language damage
+        (smallest possible 1/K).
+
+    Parameters
+    ----------
+    ablation : xarray.Dataset
+        ``nll[deactivated, evaluated]`` and ``control_nll[deactivated, evaluated, control]``
+        with a ``"none"`` row, every deactivated language also evaluated, K >= 2 evaluated
+        languages (see the module docstring for the full schema). ``n_neurons`` is carried
+        over when present. Control entries may be NaN (missing); they are left out.
+    n_perm : int >= 1
+        Random permutations of the label test when K > 8.
+    seed : int >= 0
+        Seed of the random permutations.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``damage[deactivated, evaluated]`` and ``ppl_ratio`` (:math:`e^{\delta}`),
+        ``control_damage[deactivated, evaluated, control]``, ``dominance[deactivated]``,
+        ``control_dominance[deactivated, control]``, ``control_mean``, ``control_sd``,
+        ``z``, ``pvalue_control``, ``rank_pvalue``, ``n_controls`` on ``deactivated``;
+        scalars ``mean_dominance``, ``pvalue_control_mean``, ``pvalue_permutation``;
+        ``control_mean_dominance[control]`` and ``permutation_dominance[permutation]`` (the
+        null distributions). ``deactivated`` excludes "none". ``attrs``: ``n_perm``, ``seed``,
+        ``permutation`` ("exact" / "random"), ``n_permutations``, ``n_evaluated``.
+
+    Raises
+    ------
+    InputFormatError
+        The ablation breaks the schema (missing variables or dims, no "none" row, a
+        deactivated language that is not evaluated, non-finite ``nll``).
+    ParameterError
+        ``n_perm`` or ``seed`` is invalid.
+
+    References
+    ----------
+    Tang et al. (2024), "Language-Specific Neurons: The Key to Multilingual Capabilities in
+    Large Language Models", ACL; Phipson & Smyth (2010), "Permutation P-values should never be
+    zero", SAGMB 9; Good (2005), Permutation, Parametric and Bootstrap Tests of Hypotheses.
+    """
+    n_perm = _check_int("n_perm", n_perm, 1)
+    seed = _check_seed(seed)
+    ds = _check_ablation(ablation)
+    deactivated = [str(x) for x in ds[DEACTIVATED].values]
+    evaluated = [str(x) for x in ds[EVALUATED].values]
+    langs = [d for d in deactivated if d != NONE]
+    k = len(evaluated)
+    nll = ds["nll"].transpose(DEACTIVATED, EVALUATED)
+    base = np.asarray(nll.sel({DEACTIVATED: NONE}).values, dtype=np.float64)  # [evaluated]
+    real = np.asarray(nll.sel({DEACTIVATED: langs}).values, dtype=np.float64)
+    damage = real - base
+    ctrl = ds["control_nll"].transpose(DEACTIVATED, EVALUATED, CONTROL).sel({DEACTIVATED: langs})
+    cdamage = np.asarray(ctrl.values, dtype=np.float64) - base[None, :, None]
+    own = np.array([evaluated.index(d) for d in langs], dtype=np.int64)
+    dom = _dominance(damage, own)  # [d]
+    cdom = _dominance(cdamage, own)  # [d, control]
+
+    finite = np.isfinite(cdom)
+    n_ctrl = finite.sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        ge = (np.where(finite, cdom, -np.inf) >= dom[:, None] - 1e-12).sum(axis=1)
+    p_ctrl = np.where(n_ctrl > 0, (1.0 + ge) / (1.0 + n_ctrl), np.nan)
+    c_mean = np.array([cdom[i, f].mean() if f.any() else np.nan for i, f in enumerate(finite)])
+    c_sd = np.array(
+        [cdom[i, f].std(ddof=1) if f.sum() > 1 else np.nan for i, f in enumerate(finite)]
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(c_sd > 0, (dom - c_mean) / c_sd, np.nan)
+
+    mean_dom = float(dom.mean())
+    complete = finite.all(axis=0)  # controls finite for every deactivated language
+    c_mean_dom = np.where(complete, np.where(finite, cdom, 0.0).mean(axis=0), np.nan)
+    n_complete = int(complete.sum())
+    p_ctrl_mean = (
+        (1.0 + float((c_mean_dom[complete] >= mean_dom - 1e-12).sum())) / (1.0 + n_complete)
+        if n_complete
+        else math.nan
+    )
+
+    exact = k <= _EXACT_LIMIT
+    if exact:
+        perms = np.array(list(itertools.permutations(range(k))), dtype=np.int64)
+    else:
+        rng = np.random.default_rng(seed)
+        perms = np.argsort(rng.random((n_perm, k)), axis=1)
+    perm_dom = _dominance(damage, perms[:, own]).mean(axis=1)  # [permutation]
+    hits = float((perm_dom >= mean_dom - 1e-12).sum())
+    p_perm = hits / perms.shape[0] if exact else (1.0 + hits) / (1.0 + perms.shape[0])
+    rank_p = (damage >= damage[np.arange(len(langs)), own][:, None] - 1e-12).sum(axis=1) / k
+
+    data: dict[str, Any] = {
+        "damage": ((DEACTIVATED, EVALUATED), damage),
+        "ppl_ratio": ((DEACTIVATED, EVALUATED), np.exp(damage)),
+        "control_damage": ((DEACTIVATED, EVALUATED, CONTROL), cdamage),
+        "dominance": ((DEACTIVATED,), dom),
+        "control_dominance": ((DEACTIVATED, CONTROL), cdom),
+        "control_mean": ((DEACTIVATED,), c_mean),
+        "control_sd": ((DEACTIVATED,), c_sd),
+        "z": ((DEACTIVATED,), z),
+        "pvalue_control": ((DEACTIVATED,), p_ctrl),
+        "rank_pvalue": ((DEACTIVATED,), rank_p),
+        "n_controls": ((DEACTIVATED,), n_ctrl.astype(np.int64)),
+        "mean_dominance": ((), mean_dom),
+        "control_mean_dominance": ((CONTROL,), c_mean_dom),
+        "pvalue_control_mean": ((), p_ctrl_mean),
+        "permutation_dominance": ((PERMUTATION,), perm_dom),
+        "pvalue_permutation": ((), p_perm),
+    }
+    if "n_neurons" in ablation.data_vars and DEACTIVATED in ablation["n_neurons"].dims:
+        data["n_neurons"] = ablation["n_neurons"].sel({DEACTIVATED: langs}).compute().variable
+    control_coord = ds[CONTROL].values if CONTROL in ds.coords else np.arange(cdamage.shape[-1])
+    return xr.Dataset(
+        data,
+        coords={
+            DEACTIVATED: np.asarray(langs, dtype=str),
+            EVALUATED: np.asarray(evaluated, dtype=str),
+            CONTROL: control_coord,
+            PERMUTATION: np.arange(perms.shape[0]),
+        },
+        attrs={
+            "n_perm": n_perm,
+            "seed": seed,
+            "permutation": "exact" if exact else "random",
+            "n_permutations": int(perms.shape[0]),
+            "n_evaluated": k,
+            "statistic": (
+                "diagonal dominance: own-language damage minus mean damage on the other "
+                "evaluated languages (damage = nll - nll[none])"
+            ),
+            "alternative": "greater",
+        },
+    )
+
+
+__all__ = ["deactivation_effects"]
