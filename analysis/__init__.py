@@ -3,6 +3,49 @@
 from __future__ import annotations
 
 from langneurons.analysis import _accessor as _accessor  # registers ds.neurons
+from langneurons.analysis.compare import (
+    cochran_q,
+    mcnemar,
+    overlap,
+    spontaneous_alignment,
+    trajectories,
+    transition_table,
+)
+from langneurons.analysis.deactivation import deactivation_effects
+from langneurons.analysis.distributions import (
+    TYPES,
+    compare_type_distributions,
+    shared_by_change,
+    type_change,
+    type_table,
+)
 from langneurons.analysis.identify import identify, masks_from_lists, masks_to_lists, summary
+from langneurons.analysis.stages import (
+    FOUR_STAGES,
+    bootstrap_stages,
+    segment_stages,
+    stage_profile,
+)
 
-__all__ = ["identify", "masks_from_lists", "masks_to_lists", "summary"]
+__all__ = [
+    "FOUR_STAGES",
+    "TYPES",
+    "bootstrap_stages",
+    "cochran_q",
+    "compare_type_distributions",
+    "deactivation_effects",
+    "identify",
+    "masks_from_lists",
+    "masks_to_lists",
+    "mcnemar",
+    "overlap",
+    "segment_stages",
+    "shared_by_change",
+    "spontaneous_alignment",
+    "stage_profile",
+    "summary",
+    "trajectories",
+    "transition_table",
+    "type_change",
+    "type_table",
+]

@@ -1,10 +1,10 @@
 """Deactivation experiments: switch language neurons off and measure each language's perplexity.
 
-For each deactivated set (``none``, then each language's mask from a saved identification) and
-each evaluation language, the mean negative log-likelihood per response token (and its
-perplexity) with the set's activations forced to 0 by forward hooks, which are removed
-afterwards. For each language's set, ``controls`` random sets of the same size in the same layers
-(drawn from the neurons outside that set, seeded) give the noise floor.
+For each deactivated set (``none``, then the mask of each evaluated language from a saved
+identification) and each evaluation language, the mean negative log-likelihood per response
+token (and its perplexity) with the set's activations forced to 0 by forward hooks, which are
+removed afterwards. For each language's set, ``controls`` random sets of the same size in the
+same layers (drawn from the neurons outside that set, seeded) give the noise floor.
 
 The result is a Dataset with dims ``deactivated``, ``evaluated`` and ``control``, saved in the
 store at ``RUN/ablation/NAME``.
@@ -25,7 +25,13 @@ import xarray as xr
 from langneurons.errors import ParameterError
 from langneurons.extract import corpus as _corpus
 from langneurons.extract._torchio import require_torch
-from langneurons.extract.engine import LoadedModel, bucket_batches, encode, load_model
+from langneurons.extract.engine import (
+    LoadedModel,
+    bucket_batches,
+    encode,
+    load_model,
+    load_records,
+)
 from langneurons.store import open_store
 
 log = logging.getLogger(__name__)
@@ -147,7 +153,7 @@ def ablate(
     if "mask" not in result:
         raise ParameterError(f"identification {identification!r} holds no per-language mask")
     mask_langs = [str(x) for x in result.language.values]
-    records = _corpus.read_records(data)
+    records = load_records(data)
     evaluated = list(dict.fromkeys(r.language for r in records))
     if languages:
         unknown = [x for x in languages if x not in evaluated]
@@ -170,9 +176,11 @@ def ablate(
             f"model has {loaded.n_layers} x {loaded.plan.neurons}; ablate with the run's model"
         )
     mask = np.asarray(result["mask"].values, dtype=bool)  # [language, layer, neuron]
+    # each evaluated language's own set is switched off in turn (its diagonal needs both)
     sets: dict[str, dict[int, np.ndarray]] = {"none": {}} | {
         lang: {layer: np.flatnonzero(mask[k, layer]) for layer in range(mask.shape[1])}
         for k, lang in enumerate(mask_langs)
+        if lang in evaluated
     }
     by_lang = {lang: [r for r in records if r.language == lang] for lang in evaluated}
 

@@ -431,7 +431,8 @@ def extract(
         A directory saved with ``save_pretrained`` (or holding ``gguf_file``), or a ``.gguf`` path.
     data
         JSONL records ``{"language", "prompt", "response", "id"}`` or the reference pipeline's
-        MAPO-style JSON (see :func:`langneurons.extract.corpus.read_records`).
+        MAPO-style JSON (see :func:`langneurons.extract.corpus.read_records`), or ``"builtin"``
+        for the built-in ten-language corpus.
     languages
         Extract only these languages (the run still lists every language of the data file).
     per_sequence
@@ -461,7 +462,7 @@ def extract(
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ParameterError(f"{name} must be a positive integer, got {value!r}")
     run = schema.check_name(run)
-    records = _corpus.read_records(data, require_response=not generate)
+    records = load_records(data, require_response=not generate)
     all_languages = list(dict.fromkeys(r.language for r in records))
     chosen = _choose_languages(all_languages, languages)
     if loaded is None:
@@ -538,6 +539,15 @@ def extract(
             report["tokens"]["prompt"] += int(sums["n_tokens"][0])
             report["tokens"]["response"] += int(sums["n_tokens"][1])
     return report
+
+
+def load_records(
+    data: str | os.PathLike[str], *, require_response: bool = True
+) -> list[_corpus.Record]:
+    """Records of a corpus file, or of the built-in corpus when ``data`` is ``"builtin"``."""
+    if str(data) == "builtin":
+        return _corpus.builtin_corpus()
+    return _corpus.read_records(data, require_response=require_response)
 
 
 def _choose_languages(all_languages: list[str], languages: Sequence[str] | None) -> list[str]:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import click
 
+from langneurons._cli_analysis import register as register_analysis
 from langneurons.errors import LangneuronsError
 
 log = logging.getLogger("langneurons")
@@ -40,6 +42,14 @@ def cli(debug: bool, verbose: bool) -> None:
     """langneurons: find and compare language neurons in multilingual LLMs."""
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not (verbose or debug):
+        # the CLI owns the terminal: no model-loading bars or notices from transformers
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        transformers = sys.modules.get("transformers")
+        if transformers is not None:  # already imported (e.g. main() called in-process)
+            transformers.utils.logging.disable_progress_bar()
+            transformers.utils.logging.set_verbosity_error()
 
 
 # --------------------------------------------------------------------------- store commands
@@ -217,7 +227,7 @@ def import_mask(file: str, store_url: str, run: str, name: str) -> None:
 @cli.command()
 @click.option("--model", required=True, help="Model directory (save_pretrained) or .gguf file.")
 @click.option("--gguf-file", default=None, help="GGUF file inside --model.")
-@click.option("--data", required=True, help="JSONL records or MAPO-style JSON.")
+@click.option("--data", required=True, help="JSONL records, MAPO-style JSON, or 'builtin'.")
 @click.option("--store", "store_url", required=True, help="Store path or URL.")
 @click.option("--run", required=True, help="Run path inside the store, e.g. gemma3-270m/base.")
 @click.option("--languages", default=None, help="Comma-separated codes to extract (default all).")
@@ -411,6 +421,9 @@ def identify(
     click.echo(f"{'language':<10}{'specific':>10}{'related':>10}{'mask':>10}")
     for lang, row in data["per_language"].items():
         click.echo(f"{lang:<10}{row['specific']:>10}{row['related']:>10}{row['mask']:>10}")
+
+
+register_analysis(cli)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -686,11 +686,12 @@ class ActivationStore:
         with self._lock():
             run = self._check_run(run)
             path = f"{run}/{kind}/{name}"
-            tmp = f"{run}/{kind}/.{name.replace('/', '_')}.tmp"
+            parent, leaf = path.rsplit("/", 1)
+            tmp = f"{parent}/.{leaf}.tmp"
             self._delete_group(tmp)
             with _quiet():
                 root = self._root(consolidated=False)
-                root.require_group(f"{run}/{kind}")
+                root.require_group(parent)
                 _vlen_strings(result).to_zarr(
                     self._zstore, group=tmp, mode="w", zarr_format=3, consolidated=False
                 )
@@ -722,7 +723,13 @@ class ActivationStore:
         if f"{run}/{kind}" not in root:
             return []
         group = _grp(root, f"{run}/{kind}")
-        return sorted(p for p, _ in group.groups() if not p.startswith("."))
+        names = []
+        with _quiet():
+            for path, node in group.members(max_depth=None):
+                hidden = any(part.startswith(".") for part in path.split("/"))
+                if isinstance(node, zarr.Group) and not hidden and any(node.arrays()):
+                    names.append(path)
+        return sorted(names)
 
     def open_result(self, run: str, kind: str, name: str) -> xr.Dataset:
         """Open a saved result."""
