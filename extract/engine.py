@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -519,25 +520,43 @@ def extract(
         "tokens": {"prompt": 0, "response": 0},
         "identity": identity,
     }
-    with _progress(total_tokens, progress) as bar:
-        for unit in todo:
-            enc = [encoded[i] for i in unit.positions]
-            sums = count_unit(
-                loaded,
-                enc,
-                batch_tokens=batch_tokens,
-                per_sequence=per_sequence,
-                on_batch=bar,
-            )
-            counts = _unit_counts(unit, records, sums, per_sequence)
-            try:
-                opened.merge_counts(run, counts, provenance={"unit": unit.key})
-            except AlreadyWrittenError:
-                log.info("unit %s was committed by another process; skipped", unit.key)
-                continue
-            report["units_done"] += 1
-            report["tokens"]["prompt"] += int(sums["n_tokens"][0])
-            report["tokens"]["response"] += int(sums["n_tokens"][1])
+
+    def commit(unit: Unit, counts: Counts) -> None:
+        try:
+            opened.merge_counts(run, counts, provenance={"unit": unit.key})
+        except AlreadyWrittenError:
+            log.info("unit %s was committed by another process; skipped", unit.key)
+            return
+        report["units_done"] += 1
+        report["tokens"]["prompt"] += int(counts.n_tokens[0, 0])
+        report["tokens"]["response"] += int(counts.n_tokens[0, 1])
+
+    # On a GPU each unit is committed by a writer thread while the model runs on the next one
+    # (at most one commit in flight; a failure in either is raised here after the other
+    # settles). On the CPU the writer would compete with torch's threads, so it commits inline.
+    overlap = loaded.device.type == "cuda"
+    with _progress(total_tokens, progress) as bar, ThreadPoolExecutor(1) as writer:
+        pending: Future[None] | None = None
+        try:
+            for unit in todo:
+                sums = count_unit(
+                    loaded,
+                    [encoded[i] for i in unit.positions],
+                    batch_tokens=batch_tokens,
+                    per_sequence=per_sequence,
+                    on_batch=bar,
+                )
+                counts = _unit_counts(unit, records, sums, per_sequence)
+                if pending is not None:
+                    pending.result()
+                    pending = None
+                if overlap:
+                    pending = writer.submit(commit, unit, counts)
+                else:
+                    commit(unit, counts)
+        finally:
+            if pending is not None:
+                pending.result()
     return report
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ from langneurons.store._counts import Counts
 
 log = logging.getLogger(__name__)
 
+_UNDO = "undo.npz"  # inside RUN/_journal: the values a write replaces
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
 
@@ -509,32 +511,35 @@ class ActivationStore:
     ) -> dict[str, Any]:
         current, existing = self._plan(run, group, counts, merge)
         n_seq = _arr(group, "seq_n_active").shape[0] if "seq_n_active" in group else 0
-        state = {
+        state: dict[str, Any] = {
             "op": "write",
-            "state": "preparing",
+            "state": "armed",
             "languages": len(current),
             "sequences": int(n_seq),
             "attrs": dict(group.attrs),
             "merged": sorted(existing.values()),
         }
-        with _quiet():
-            if self._has_keys(f"{run}/{schema.JOURNAL}"):
-                self._delete_group(f"{run}/{schema.JOURNAL}")
-            journal = group.create_group(schema.JOURNAL, attributes=state)
+        undo: dict[str, np.ndarray] = {}
+        if existing:
+            index = np.array(sorted(existing.values()), dtype=np.intp)
             for name in ("n_active", "n_tokens", *schema.MOMENTS):
-                if name in group and existing:
-                    index = np.array(sorted(existing.values()), dtype=np.intp)
-                    old = np.asarray(_arr(group, name).oindex[index])
-                    arr = journal.create_array(name, shape=old.shape, dtype=old.dtype)
-                    arr[...] = old
-            if counts.seq_index is not None and "seq_n_active" in group:
-                index = np.asarray(counts.seq_index, dtype=np.intp)
-                for name in ("seq_n_active", "seq_n_tokens"):
-                    old = np.asarray(_arr(group, name).oindex[index])
-                    arr = journal.create_array(name, shape=old.shape, dtype=old.dtype)
-                    arr[...] = old
-                journal.attrs["seq_index"] = [int(i) for i in index]
-            journal.attrs["state"] = "armed"
+                if name in group:
+                    undo[name] = np.asarray(_arr(group, name).oindex[index])
+        if counts.seq_index is not None and "seq_n_active" in group:
+            index = np.asarray(counts.seq_index, dtype=np.intp)
+            for name in ("seq_n_active", "seq_n_tokens"):
+                undo[name] = np.asarray(_arr(group, name).oindex[index])
+            state["seq_index"] = [int(i) for i in index]
+        # the undo data goes first; the group marker, written last, arms the journal
+        if self._has_keys(f"{run}/{schema.JOURNAL}"):
+            self._delete_group(f"{run}/{schema.JOURNAL}")
+        blob = io.BytesIO()
+        savez: Any = np.savez  # numpy's stubs do not type **arrays
+        savez(blob, **undo)
+        buffer = default_buffer_prototype().buffer.from_bytes(blob.getvalue())
+        zarr.core.sync.sync(self._zstore.set(f"{run}/{schema.JOURNAL}/{_UNDO}", buffer))
+        with _quiet():
+            group.create_group(schema.JOURNAL, attributes=state)
         return {"current": current, "existing": existing}
 
     def _apply(
@@ -627,6 +632,15 @@ class ActivationStore:
         with _quiet():
             journal = zarr.open_group(self._zstore, path=f"{run}/{schema.JOURNAL}", mode="r+")
         state: dict[str, Any] = dict(journal.attrs)
+        undo: dict[str, np.ndarray] = {}
+        raw = zarr.core.sync.sync(
+            self._zstore.get(
+                f"{run}/{schema.JOURNAL}/{_UNDO}", prototype=default_buffer_prototype()
+            )
+        )
+        if raw is not None:
+            with np.load(io.BytesIO(raw.to_bytes())) as saved:
+                undo = {name: saved[name] for name in saved.files}
         log.warning("rolling back an interrupted %s of run %s", state.get("op"), run)
         if state.get("op") == "create":
             self._delete_group(run)
@@ -637,14 +651,14 @@ class ActivationStore:
             for name in ("n_active", "n_tokens", *schema.MOMENTS):
                 if name in group:
                     if merged.size:
-                        _arr(group, name).oindex[merged] = _arr(journal, name)[...]
+                        _arr(group, name).oindex[merged] = undo[name]
                     arr = _arr(group, name)
                     arr.resize((k0, *arr.shape[1:]))
             _arr(group, schema.LANGUAGE).resize((k0,))
             if "seq_index" in state:
                 index = np.array(state["seq_index"], dtype=np.intp)
                 for name in ("seq_n_active", "seq_n_tokens"):
-                    _arr(group, name).oindex[index] = _arr(journal, name)[...]
+                    _arr(group, name).oindex[index] = undo[name]
             if "seq_n_active" in group:
                 for name in schema.SEQUENCES:
                     arr = _arr(group, name)

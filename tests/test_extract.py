@@ -367,3 +367,131 @@ def test_unknown_language_and_bad_parameters(tmp_path: Path, llama: Path, data: 
     with pytest.raises(ParameterError, match="is not supported .*--hook-module PATTERN|matches no"):
         extract(llama, data, tmp_path / "s.zarr", "r", hook_module="model.nothing.*.act")
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_unknown_architecture_and_hook_module(tmp_path: Path, data: Path) -> None:
+    """An unregistered model_type is refused with the fix; --hook-module makes it work."""
+    import transformers
+
+    config = transformers.GPTJConfig(
+        vocab_size=320, n_positions=256, n_embd=32, n_layer=2, n_head=4, rotary_dim=4
+    )
+    torch.manual_seed(0)
+    model = transformers.GPTJForCausalLM(config)
+    path = tmp_path / "gptj"
+    model.save_pretrained(path)
+    from langneurons.extract.tiny import byte_tokenizer
+
+    byte_tokenizer().save_pretrained(path)
+    with pytest.raises(ParameterError, match=r"architecture 'gptj' is not supported \(supported: "):
+        extract(path, data, tmp_path / "s.zarr", "r", device="cpu")
+    assert not (tmp_path / "s.zarr").exists()
+    report = extract(
+        path,
+        data,
+        tmp_path / "s.zarr",
+        "r",
+        device="cpu",
+        dtype="float32",
+        hook_module="transformer.h.*.mlp.act",
+        progress=False,
+    )
+    assert report["units_done"] == 3
+    ds = open_store(tmp_path / "s.zarr").open_run("r")
+    assert ds.sizes["neuron"] == 4 * 32 and ds.attrs["hook_point"] == "transformer.h.{i}.mlp.act"
+
+
+def test_remote_code_needs_the_flag(tmp_path: Path, llama: Path, data: Path) -> None:
+    import shutil
+
+    path = tmp_path / "remote"
+    shutil.copytree(llama, path)
+    config = json.loads((path / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomModel"}
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ParameterError, match="ships its own code .*rerun with --trust-remote-code"):
+        extract(path, data, tmp_path / "s.zarr", "r", device="cpu")
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_generate_fills_missing_responses(tmp_path: Path, llama: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "\n".join(
+            json.dumps(
+                {"language": lang, "id": f"q{i}", "prompt": f"{text} {i}"}, ensure_ascii=False
+            )
+            for lang, (text, _) in TEXTS.items()
+            for i in range(2)
+        )
+        + "\n"
+    )
+    with pytest.raises(InputFormatError, match="missing field 'response'"):
+        extract(llama, prompts, tmp_path / "s.zarr", "r", device="cpu")
+    store = tmp_path / "s.zarr"
+    report = extract(
+        llama,
+        prompts,
+        store,
+        "r",
+        device="cpu",
+        dtype="float32",
+        generate=True,
+        max_new_tokens=5,
+        progress=False,
+    )
+    saved = tmp_path / "s.zarr.r.generated.jsonl"
+    assert saved.exists()
+    from langneurons.extract.corpus import read_records
+
+    records = read_records(saved)
+    assert len(records) == 6 and all(r.response for r in records)
+    ds = open_store(store).open_run("r")
+    assert int(ds.n_tokens.sel(role="response").min()) >= 1
+    assert report["tokens"]["response"] == int(ds.n_tokens.sel(role="response").sum())
+    # a second run reuses the saved generations (same records, same model)
+    mtime = saved.stat().st_mtime_ns
+    extract(
+        llama,
+        prompts,
+        store,
+        "r",
+        device="cpu",
+        dtype="float32",
+        generate=True,
+        max_new_tokens=5,
+        resume=True,
+        progress=False,
+    )
+    assert saved.stat().st_mtime_ns == mtime
+
+
+def test_mapo_json_is_extracted(tmp_path: Path, llama: Path) -> None:
+    items = [
+        {
+            "lang": "German",
+            "instruction": "Wie viel ist 2 + 3?",
+            "answers": [{"generated": "2 + 3 = 5."}, {"generated": "Fünf."}],
+        },
+        {
+            "lang": "English",
+            "instruction": "What is 2 + 3?",
+            "answers": [{"generated": "2 + 3 = 5."}],
+        },
+    ]
+    data = tmp_path / "mapo.json"
+    data.write_text(json.dumps(items, ensure_ascii=False))
+    extract(
+        llama,
+        data,
+        tmp_path / "s.zarr",
+        "r",
+        device="cpu",
+        dtype="float32",
+        progress=False,
+        per_sequence=True,
+    )
+    ds = open_store(tmp_path / "s.zarr").open_run("r")
+    assert list(ds.language.values) == ["de", "en"]
+    assert ds.sizes["sequence"] == 3
+    assert list(ds.seq_language.values) == ["de", "de", "en"]

@@ -1,0 +1,161 @@
+"""Extraction benchmark on a tiny model, CPU: hook overhead and tokens against the two-pass method.
+
+1. Time of ``extract`` (hooks, on-device counting, and the store commits) over the built-in
+   ten-language corpus, against a bare forward pass over the very same batches without hooks.
+   Target: at most 1.15x.
+2. Token positions the model processes, against the reference pipeline's two-pass method (the
+   full prompt + response, then the prompt alone, each batched in file order with a fixed batch
+   size and padded to the longest sequence in the batch, as the reference code does). Target: at
+   least 1.8x fewer. The unpadded ratio (2P + R) / (P + R) is printed too.
+
+All numbers are measured in one run of this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--intermediate", type=int, default=512)
+    parser.add_argument("--batch-tokens", type=int, default=4096)
+    parser.add_argument("--reference-batch-size", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    import torch
+
+    from langneurons.extract.corpus import builtin_corpus, write_records
+    from langneurons.extract.engine import (
+        _forward_kwargs,
+        bucket_batches,
+        encode,
+        extract,
+        load_model,
+    )
+    from langneurons.extract.tiny import tiny_model
+
+    torch.set_num_threads(2)
+    work = Path(tempfile.mkdtemp(prefix="langneurons-bench-extract-"))
+    try:
+        model_dir = tiny_model(
+            "llama",
+            seed=0,
+            path=work / "model",
+            layers=args.layers,
+            hidden=args.hidden,
+            intermediate=args.intermediate,
+        )
+        records = builtin_corpus()
+        data = work / "corpus.jsonl"
+        write_records(data, records)
+        loaded = load_model(model_dir, device="cpu", dtype="float32")
+        tok = loaded.tokenizer
+        encoded = [encode(r, tok, chat_template=True, max_length=1024) for r in records]
+
+        # -- 1. hook overhead: the same batches, with and without counting
+        kwargs = _forward_kwargs(loaded.model)
+        by_language: dict[str, list[int]] = {}
+        for i, r in enumerate(records):
+            by_language.setdefault(r.language, []).append(i)
+        batches = []
+        for positions in by_language.values():
+            for k in range(0, len(positions), 16):  # the extractor's units of 16 records
+                unit = positions[k : k + 16]
+                lengths = [encoded[i].length for i in unit]
+                batches += [
+                    [unit[j] for j in b] for b in bucket_batches(lengths, args.batch_tokens)
+                ]
+        pad = int(tok.pad_token_id or 0)
+        prepared = []
+        for batch in batches:
+            width = max(encoded[i].length for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.int64)
+            attention = torch.zeros((len(batch), width), dtype=torch.int64)
+            for row, i in enumerate(batch):
+                seq = encoded[i].prompt + encoded[i].response
+                ids[row, : len(seq)] = torch.tensor(seq)
+                attention[row, : len(seq)] = 1
+            prepared.append((ids, attention))
+
+        def bare() -> None:
+            with torch.inference_mode():
+                for ids, attention in prepared:
+                    loaded.model(input_ids=ids, attention_mask=attention, **kwargs)
+
+        def ours() -> None:
+            store = work / "store.zarr"
+            shutil.rmtree(store, ignore_errors=True)
+            extract(
+                model_dir,
+                data,
+                store,
+                "bench",
+                chat_template=True,
+                batch_tokens=args.batch_tokens,
+                progress=False,
+                loaded=loaded,
+            )
+
+        bare()  # warm-up
+        ours()
+        t_bare = min(_timed(bare) for _ in range(args.repeat))
+        t_ours = min(_timed(ours) for _ in range(args.repeat))
+
+        # -- 2. tokens processed: one pass over prompt + response vs the two-pass reference
+        ours_positions = sum(max(encoded[i].length for i in b) * len(b) for b in batches)
+        ours_real = sum(e.length for e in encoded)
+        full_lengths, prefix_lengths = [], []
+        for r in records:
+            prompt_text = tok.apply_chat_template(
+                [{"role": "user", "content": r.prompt}], add_generation_prompt=True, tokenize=False
+            )
+            full_lengths.append(len(tok(prompt_text + (r.response or ""))["input_ids"]))
+            prefix_lengths.append(len(tok(prompt_text)["input_ids"]))
+        ref_positions = _padded(full_lengths, args.reference_batch_size) + _padded(
+            prefix_lengths, args.reference_batch_size
+        )
+        ref_real = sum(full_lengths) + sum(prefix_lengths)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(
+        f"extract benchmark: tiny llama {args.layers} layers x {args.intermediate} neurons, "
+        f"{len(records)} records (built-in corpus), CPU, {torch.get_num_threads()} threads"
+    )
+    print(f"{'measure':<46}{'value':>12}")
+    print(f"{'bare forward over the same batches (s)':<46}{t_bare:>12.3f}")
+    print(f"{'langneurons extract, incl. store commits (s)':<46}{t_ours:>12.3f}")
+    print(f"{'ratio extract / bare forward (target <= 1.15)':<46}{t_ours / t_bare:>12.3f}")
+    print(f"{'token positions, two-pass reference':<46}{ref_positions:>12,}")
+    print(f"{'token positions, langneurons one pass':<46}{ours_positions:>12,}")
+    print(f"{'ratio reference / ours (target >= 1.8)':<46}{ref_positions / ours_positions:>12.3f}")
+    print(f"{'unpadded ratio (2P + R) / (P + R)':<46}{ref_real / ours_real:>12.3f}")
+
+
+def _timed(fn: object) -> float:
+    t0 = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - t0
+
+
+def _padded(lengths: list[int], batch_size: int) -> int:
+    """Token positions of fixed-size batches in file order, each padded to its longest."""
+    total = 0
+    for k in range(0, len(lengths), batch_size):
+        chunk = lengths[k : k + batch_size]
+        total += max(chunk) * len(chunk)
+    return int(np.int64(total))
+
+
+if __name__ == "__main__":
+    main()
