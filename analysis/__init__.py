@@ -5,6 +5,7 @@ from __future__ import annotations
 from langneurons.analysis import _accessor as _accessor  # registers ds.neurons
 from langneurons.analysis.compare import (
     cochran_q,
+    language_overlap,
     mcnemar,
     overlap,
     spontaneous_alignment,
@@ -20,16 +21,27 @@ from langneurons.analysis.distributions import (
     type_table,
 )
 from langneurons.analysis.identify import identify, masks_from_lists, masks_to_lists, summary
+from langneurons.analysis.neuron_tests import (
+    compare_with_identification,
+    language_preference_tests,
+)
+from langneurons.analysis.stability import bootstrap_identification
 from langneurons.analysis.stages import (
     FOUR_STAGES,
     bootstrap_stages,
     segment_stages,
     stage_profile,
 )
+from langneurons.analysis.uncertainty import activation_probability
 
 __all__ = [
     "FOUR_STAGES",
     "TYPES",
+    "activation_probability",
+    "bootstrap_identification",
+    "compare_with_identification",
+    "language_overlap",
+    "language_preference_tests",
     "bootstrap_stages",
     "cochran_q",
     "compare_type_distributions",

