@@ -25,9 +25,10 @@ import numpy as np
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--intermediate", type=int, default=512)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--intermediate", type=int, default=1024)
     parser.add_argument("--batch-tokens", type=int, default=4096)
+    parser.add_argument("--unit-size", type=int, default=32)
     parser.add_argument("--reference-batch-size", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
@@ -41,6 +42,7 @@ def main() -> None:
         encode,
         extract,
         load_model,
+        plan_units,
     )
     from langneurons.extract.tiny import tiny_model
 
@@ -64,17 +66,13 @@ def main() -> None:
 
         # -- 1. hook overhead: the same batches, with and without counting
         kwargs = _forward_kwargs(loaded.model)
-        by_language: dict[str, list[int]] = {}
-        for i, r in enumerate(records):
-            by_language.setdefault(r.language, []).append(i)
+        languages = list(dict.fromkeys(r.language for r in records))
         batches = []
-        for positions in by_language.values():
-            for k in range(0, len(positions), 16):  # the extractor's units of 16 records
-                unit = positions[k : k + 16]
-                lengths = [encoded[i].length for i in unit]
-                batches += [
-                    [unit[j] for j in b] for b in bucket_batches(lengths, args.batch_tokens)
-                ]
+        for unit in plan_units(records, languages, args.unit_size):
+            lengths = [encoded[i].length for i in unit.positions]
+            batches += [
+                [unit.positions[j] for j in b] for b in bucket_batches(lengths, args.batch_tokens)
+            ]
         pad = int(tok.pad_token_id or 0)
         prepared = []
         for batch in batches:

@@ -420,7 +420,7 @@ def extract(
     generate: bool = False,
     max_new_tokens: int = 256,
     trust_remote_code: bool = False,
-    unit_size: int = 16,
+    unit_size: int = 32,
     progress: bool | None = None,
     loaded: LoadedModel | None = None,
 ) -> dict[str, Any]:

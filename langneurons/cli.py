@@ -258,7 +258,7 @@ def import_mask(file: str, store_url: str, run: str, name: str) -> None:
 @click.option("--max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code to run.")
 @click.option(
-    "--unit-size", type=int, default=16, show_default=True, help="Records per committed unit."
+    "--unit-size", type=int, default=32, show_default=True, help="Records per committed unit."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def extract(

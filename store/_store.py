@@ -24,7 +24,7 @@ import warnings
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import xarray as xr
@@ -145,9 +145,22 @@ class ActivationStore:
                     out.append(path)
         return sorted(out)
 
+    def _is_run(self, run: str) -> bool:
+        """Whether ``run`` is a committed run (one read of its group metadata)."""
+        raw = zarr.core.sync.sync(
+            self._zstore.get(f"{run}/zarr.json", prototype=default_buffer_prototype())
+        )
+        if raw is None:
+            return False
+        try:
+            meta = json.loads(raw.to_bytes())
+        except ValueError:
+            return False
+        return meta.get("node_type") == "group" and "schema_version" in meta.get("attributes", {})
+
     def _check_run(self, run: str) -> str:
         run = schema.check_name(run)
-        if run not in self.runs():
+        if not self._is_run(run):
             known = ", ".join(self.runs()) or "none"
             raise RunNotFoundError(
                 f"run {run!r} is not in store {self.url!r} (runs: {known}); "
@@ -414,7 +427,7 @@ class ActivationStore:
         with self._lock():
             self._recover(run)
             run = self._check_run(run)
-            group = self._group(run)
+            group = _cached(self._group(run))
             unit = (provenance or {}).get("unit")
             if unit is not None and unit in self._units(group):
                 raise AlreadyWrittenError(
@@ -540,7 +553,7 @@ class ActivationStore:
         zarr.core.sync.sync(self._zstore.set(f"{run}/{schema.JOURNAL}/{_UNDO}", buffer))
         with _quiet():
             group.create_group(schema.JOURNAL, attributes=state)
-        return {"current": current, "existing": existing}
+        return {"current": current, "existing": existing, "old": undo}
 
     def _apply(
         self,
@@ -564,9 +577,11 @@ class ActivationStore:
             data = getattr(counts, name)
             if new:
                 arr.resize((k1, *arr.shape[1:]))
+            rows = sorted(existing.values())
             for lang, i in existing.items():
                 j = counts.languages.index(lang)
-                arr[i] = arr[i] + data[j]
+                old = undo["old"][name][rows.index(i)] if undo is not None else arr[i]
+                arr[i] = old + data[j]
             for offset, lang in enumerate(new):
                 arr[k0 + offset] = data[counts.languages.index(lang)]
         if new:
@@ -885,6 +900,29 @@ def _write_record(action: str, counts: Counts, provenance: Mapping[str, Any]) ->
 
 
 # ---------------------------------------------------------------------- node helpers
+class _CachedGroup:
+    """A group whose children are looked up once (each lookup otherwise re-reads metadata)."""
+
+    def __init__(self, group: zarr.Group) -> None:
+        self._group = group
+        with _quiet():
+            self._members = dict(group.members())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._members
+
+    def __getitem__(self, name: str) -> Any:
+        return self._members[name]
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._group, attr)
+
+
+def _cached(group: zarr.Group) -> zarr.Group:
+    """``group`` with its children cached, for the many lookups of one write."""
+    return cast(zarr.Group, _CachedGroup(group))
+
+
 def _arr(group: zarr.Group, name: str) -> zarr.Array:
     """The array ``name`` of a group (raises StoreValidationError when it is not one)."""
     node = group[name]
