@@ -424,6 +424,21 @@ def identify(
 
 
 @cli.command()
+@click.argument("store")
+@click.option("--out", required=True, help="Output directory (an earlier report is replaced).")
+@click.option("--runs", default=None, help="Comma-separated runs to report (default all).")
+@click.option("--title", default=None, help="Report title.")
+def report(store: str, out: str, runs: str | None, title: str | None) -> None:
+    """Write an HTML report (with Markdown, CSV, figures, .qmd and .ipynb) of STORE."""
+    from langneurons.reports import write_report
+    from langneurons.store import open_store
+
+    chosen = _split_languages(runs) or None
+    html = write_report(open_store(store), out, runs=chosen, title=title)
+    click.echo(f"wrote {html}")
+
+
+@cli.command()
 @click.option("--out", default="demo-out", show_default=True, help="Output directory (replaced).")
 @click.option(
     "--model",

@@ -368,6 +368,7 @@ def layer_types(
         ax, n, figsize=(3.8 * ncols + 1.9, 3.0 * nrows + 0.4), ncols=ncols, sharey=True
     )
     stage_names: list[str] = []
+    top, headroom = 0.0, 1.1
     for (label, result), st, a in zip(named, panel_stages, axes, strict=True):
         table = type_table(result, types=types).compute()
         layers = _values(table["layer"])
@@ -381,17 +382,17 @@ def layer_types(
                 lw=1.4,
                 label=t,
             )
-        top = float(np.nanmax(_values(table), initial=0.0))
+        top = max(top, float(np.nanmax(_values(table), initial=0.0)))
         if st is not None:
             stage_names = _stage_bands(a, st)
-            a.set_ylim(0, max(top, 1.0) * 1.45)  # headroom for stage numbers and intervals
-        else:
-            a.set_ylim(0, max(top, 1.0) * 1.1)
+            headroom = 1.45  # room for stage numbers and intervals
         a.yaxis.set_major_locator(MaxNLocator(integer=True))
         a.set_xlabel("layer")
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
         _style_axes(a)
         _title(a, label)
+    for a in axes:  # the panels share y: one limit that fits every panel
+        a.set_ylim(0, max(top, 1.0) * headroom)
     axes[0].set_ylabel("neurons")
     handles = [
         Line2D([], [], color=TYPE_COLORS[t], marker=TYPE_MARKERS[t], ms=4, label=t) for t in types

@@ -227,3 +227,16 @@ def test_resume_refused_for_other_model(
     assert code == 1
     assert "was extracted with a different model (config_sha256" in err
     assert err.count("\n") == 1
+
+
+def test_report_command(pipeline: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    store, out = pipeline["store"], pipeline["root"] / "report"
+    assert _cli(capsys, "identify", store, "--run", "tiny/aligned", "--top-rate", "0.1")[0] == 0
+    code, printed, err = _cli(capsys, "report", store, "--out", out, "--runs", "tiny/aligned")
+    assert code == 0, err
+    assert printed.strip() == f"wrote {out / 'report.html'}"
+    html = (out / "report.html").read_text()
+    assert "tiny/aligned" in html and "data:image/png;base64," in html
+    code, _, err = _cli(capsys, "report", store, "--out", out, "--runs", "tiny/nope")
+    assert code == 1 and "run 'tiny/nope' is not in store" in err
+    assert (out / "report.html").exists()  # the earlier report is still there
