@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import warnings
@@ -1117,6 +1118,30 @@ def create_store(url: str | os.PathLike[str], *, exist_ok: bool = True) -> Activ
         if not exist_ok:
             raise RunExistsError(f"store {url!r} already exists; open it instead")
         return open_store(url, mode="r+")
+    if path is None:
+        _init_store(zstore)
+        return ActivationStore(url, zstore, read_only=False)
+    # Local stores are built next to their path and renamed into place, so a concurrent
+    # creator never sees a half-made store; the loser of the race opens the winner's.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        _init_store(zarr.storage.LocalStore(tmp, read_only=False))
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not (path / "zarr.json").exists():
+                raise
+            if not exist_ok:
+                raise RunExistsError(f"store {url!r} already exists; open it instead") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return open_store(url, mode="r+")
+
+
+def _init_store(zstore: Store) -> None:
+    """Write the root group of an empty langneurons store."""
     with _quiet():
         zarr.open_group(
             zstore,
@@ -1130,4 +1155,3 @@ def create_store(url: str | os.PathLike[str], *, exist_ok: bool = True) -> Activ
             },
         )
         zarr.consolidate_metadata(zstore)
-    return ActivationStore(url, zstore, read_only=False)

@@ -75,3 +75,31 @@ def test_two_processes_write_concurrently(tmp_path: Path, layout: str) -> None:
         total_sequences += 2 * len(seeds)
     assert ds.sizes["sequence"] == total_sequences
     assert open_store(path).validate() == []
+
+
+def test_two_processes_create_one_store(tmp_path: Path) -> None:
+    """Creating the same store at the same moment: both get it, nothing half-made is seen."""
+    code = """
+import sys, time
+from langneurons.store import create_store
+while time.time() < {start}:
+    pass
+store = create_store({path!r})
+store.create_run("r" + sys.argv[1], n_layers=1, n_neurons=1)
+"""
+    for attempt in range(3):
+        path = tmp_path / f"s{attempt}.zarr"
+        start = time.time() + 1.0
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code.format(start=start, path=str(path)), str(i)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+        assert open_store(path).runs() == ["r0", "r1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s0.zarr", "s1.zarr", "s2.zarr"]
