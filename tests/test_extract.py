@@ -495,3 +495,31 @@ def test_mapo_json_is_extracted(tmp_path: Path, llama: Path) -> None:
     assert list(ds.language.values) == ["de", "en"]
     assert ds.sizes["sequence"] == 3
     assert list(ds.seq_language.values) == ["de", "de", "en"]
+
+
+def test_response_nll_matches_a_per_sequence_computation(llama: Path, data: Path) -> None:
+    from langneurons.extract.ablation import deactivate, response_nll
+    from langneurons.extract.corpus import read_records
+
+    loaded = load_model(llama, device="cpu", dtype="float32")
+    records = read_records(data)
+    total, count = response_nll(
+        loaded, records, batch_tokens=64, max_length=1024, chat_template=True
+    )
+    expected, n = 0.0, 0
+    with torch.no_grad():
+        for record in records:
+            enc = encode(record, loaded.tokenizer, chat_template=True, max_length=1024)
+            ids = torch.tensor([enc.prompt + enc.response])
+            logp = torch.log_softmax(loaded.model(input_ids=ids).logits[0].double(), -1)
+            for t in range(len(enc.prompt), ids.shape[1]):
+                expected -= float(logp[t - 1, ids[0, t]])
+                n += 1
+    assert count == n
+    assert total == pytest.approx(expected, rel=1e-5)
+    # switching neurons off changes the likelihood, and the hooks are gone afterwards
+    with deactivate(loaded, {0: np.arange(10), 1: np.arange(5)}):
+        off, _ = response_nll(loaded, records, batch_tokens=64, max_length=1024, chat_template=True)
+    assert off != pytest.approx(total, rel=1e-9)
+    again, _ = response_nll(loaded, records, batch_tokens=64, max_length=1024, chat_template=True)
+    assert again == pytest.approx(total, rel=1e-9)
