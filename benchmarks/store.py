@@ -6,7 +6,8 @@ format users have today: one ``torch.save`` file per language and role,
 ``{"total_tokens": int, "over_zero": int64[layers, neurons]}``.
 
 Prints seconds and bytes on disk for both, and the ratios (ours / torch.save), measured in one run
-(writes timed once, reads as the best of three: the first read also pays one-time imports).
+(writes timed once, reads as the best of three: the first read also pays one-time imports; both
+reads copy the data into memory, since torch.load may map files lazily).
 """
 
 from __future__ import annotations
@@ -107,9 +108,11 @@ def main() -> None:
             pt_size = _du(pt_dir)
             files = sorted(pt_dir.glob("*.pt"))
             pt_read = _best(
-                lambda: [torch.load(p, weights_only=True)["over_zero"].numpy() for p in files]
+                lambda: [
+                    torch.load(p, weights_only=True)["over_zero"].numpy().copy() for p in files
+                ]
             )
-            back = [torch.load(p, weights_only=True)["over_zero"].numpy() for p in files]
+            back = [torch.load(p, weights_only=True)["over_zero"].numpy().copy() for p in files]
             assert sum(int(b.sum()) for b in back) == int(counts.n_active.sum())
             rows.append(("torch.save files (baseline)", pt_size, pt_write, pt_read))
     finally:
