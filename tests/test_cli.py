@@ -204,6 +204,34 @@ def _import(directory_factory, langs: str = "en,de,fr", run: str = "m/base"):
     return args
 
 
+_OK = b'{"language": "en", "prompt": "a", "response": "b", "id": "1"}\n'
+
+
+def _extract(data: bytes, *extra: str):
+    def args(tmp: Path) -> list[object]:
+        (tmp / "empty").mkdir(exist_ok=True)
+        (tmp / "data.jsonl").write_bytes(data)
+        return [
+            "extract",
+            "--model",
+            tmp / "empty",
+            "--data",
+            tmp / "data.jsonl",
+            "--store",
+            tmp / "new.zarr",
+            "--run",
+            "r",
+            *extra,
+        ]
+
+    return args
+
+
+def _a_file(tmp: Path) -> Path:
+    (tmp / "afile").write_text("not a folder")
+    return tmp / "afile"
+
+
 BAD_INPUTS = [
     ("nonexistent path", lambda t: ["info", t / "missing.zarr"],
      r"store '.*missing.zarr' does not exist; check the path"),
@@ -245,6 +273,33 @@ BAD_INPUTS = [
      r"mask list entry for language 'en' has 5 layers, expected 3"),
     ("export to a non-zip name", lambda t: ["export", _imported_store(t), t / "out.tar"],
      r"export target '.*out.tar' must end in .zip"),
+    ("corpus not UTF-8", _extract(b'{"language": "en", "prompt": "a", "response": "b", "id": "1"}'
+                                  b"\n\xff\xfe bad\n"),
+     r"data.jsonl:2: not valid UTF-8 \(byte 0xff at column 1\); save the file as UTF-8"),
+    ("corpus malformed JSON", _extract(b'{"language": "en", "prompt": \n'),
+     r"data.jsonl:1:\d+: malformed JSON \(Expecting value\); each line must hold one JSON"),
+    ("corpus missing field", _extract(b'{"language": "en", "prompt": "a", "id": "1"}\n'),
+     r"data.jsonl:1: missing field 'response'; each record needs language, prompt, response"),
+    ("corpus empty response", _extract(b'{"language": "en", "prompt": "a", "response": " ", '
+                                       b'"id": "1"}\n'),
+     r"data.jsonl:1: field 'response' is empty; give non-empty text"),
+    ("corpus unknown language", _extract(b'{"language": "xx", "prompt": "a", "response": "b", '
+                                         b'"id": "1"}\n'),
+     r"data.jsonl:1: unknown language 'xx' \(did you mean"),
+    ("model directory without config", _extract(_OK),
+     r"model directory '.*empty' has no config.json; point --model to a directory saved"),
+    ("GGUF file missing", _extract(_OK, "--gguf-file", "m.gguf"),
+     r"GGUF file '.*m.gguf' does not exist; check --model DIR and --gguf-file FILE"),
+    ("shard out of range", _extract(_OK, "--shard", "5/2"),
+     r"--shard 5/2 is out of range; use I/N with 0 <= I < N"),
+    ("report into a file", lambda t: ["report", _imported_store(t), "--out", _a_file(t)],
+     r"out_dir '.*afile' is a file; give a folder path for the report"),
+    ("more stages than layers", lambda t: ["stats", "stages", _imported_store(t), "--run", "r",
+                                           "--n-stages", "9", "--n-boot", "0"],
+     r"n_stages=9 is larger than the number of layers \(3\)"),
+    ("malformed lambda range", lambda t: ["identify", _imported_store(t), "--run", "r",
+                                          "--lambda-range", "0.2"],
+     r"'0.2' is not LO,HI \(e.g. 0,0.2\)"),
 ]  # fmt: skip
 
 
