@@ -46,6 +46,8 @@ def cli(debug: bool, verbose: bool) -> None:
         # the CLI owns the terminal: no model-loading bars or notices from transformers
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # third-party bars (e.g. GGUF de-quantisation); langneurons' own bars set `disable`
+        os.environ.setdefault("TQDM_DISABLE", "1")
         transformers = sys.modules.get("transformers")
         if transformers is not None:  # already imported (e.g. main() called in-process)
             transformers.utils.logging.disable_progress_bar()
