@@ -120,7 +120,7 @@ class ActivationStore:
             )
 
     def _exists(self, key: str) -> bool:
-        return bool(zarr.core.sync.sync(self._zstore.exists(key)))
+        return _exists(self._zstore, key)
 
     def _group(self, run: str) -> zarr.Group:
         with _quiet():
@@ -610,15 +610,21 @@ class ActivationStore:
                     arr[s0:s1] = value
 
     # ------------------------------------------------------------------ recovery
-    def _recover_all(self) -> list[str]:
-        rolled = []
+    def _interrupted_runs(self) -> list[str]:
+        """Run paths holding an armed journal (a write that never finished)."""
+        suffix = "/" + schema.JOURNAL
         with _quiet():
             root = self._root(consolidated=False)
-            for path, node in root.members(max_depth=None):
-                if isinstance(node, zarr.Group) and path.endswith("/" + schema.JOURNAL):
-                    run = path[: -len(schema.JOURNAL) - 1]
-                    self._recover(run)
-                    rolled.append(run)
+            return [
+                path[: -len(suffix)]
+                for path, node in root.members(max_depth=None)
+                if isinstance(node, zarr.Group) and path.endswith(suffix)
+            ]
+
+    def _recover_all(self) -> list[str]:
+        rolled = self._interrupted_runs()
+        for run in rolled:
+            self._recover(run)
         return rolled
 
     def _commit_journal(self, run: str) -> None:
@@ -776,15 +782,11 @@ class ActivationStore:
     def validate(self, run: str | None = None) -> list[str]:
         """Check runs against the schema; return the problems found (empty when valid)."""
         runs = [self._check_run(run)] if run is not None else self.runs()
-        problems: list[str] = []
-        with _quiet():
-            root = self._root(consolidated=False)
-            for path, node in root.members(max_depth=None):
-                if isinstance(node, zarr.Group) and path.endswith("/" + schema.JOURNAL):
-                    problems.append(
-                        f"run {path[: -len(schema.JOURNAL) - 1]!r}: interrupted write (journal "
-                        f"present); run `langneurons repair {self.url}`"
-                    )
+        problems = [
+            f"run {path!r}: interrupted write (journal present); run `langneurons repair "
+            f"{self.url}`"
+            for path in self._interrupted_runs()
+        ]
         for name in runs:
             problems.extend(f"run {name!r}: {p}" for p in _validate_run(self._group(name)))
         return problems
@@ -834,7 +836,7 @@ class ActivationStore:
             raise InvalidNameError(f"export target {str(dest)!r} must end in .zip")
         dest.parent.mkdir(parents=True, exist_ok=True)
         with self._lock(exclusive=False):
-            if self.validate_journals():
+            if self._interrupted_runs():
                 raise InterruptedWriteError(
                     f"store {self.url!r} holds an interrupted write; run `langneurons repair "
                     f"{self.url}` before exporting"
@@ -850,16 +852,6 @@ class ActivationStore:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return dest
-
-    def validate_journals(self) -> list[str]:
-        """Runs with an interrupted write."""
-        return [p for p in self.validate_paths() if p.endswith("/" + schema.JOURNAL)]
-
-    def validate_paths(self) -> list[str]:
-        """Every group path in the store, read without consolidated metadata."""
-        with _quiet():
-            root = self._root(consolidated=False)
-            return [p for p, n in root.members(max_depth=None) if isinstance(n, zarr.Group)]
 
     def _iter_items(self) -> Iterator[tuple[str, bytes]]:
         async def _keys() -> list[str]:
