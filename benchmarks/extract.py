@@ -42,6 +42,7 @@ def main() -> None:
         encode,
         extract,
         load_model,
+        pad_batch,
         plan_units,
     )
     from langneurons.extract.tiny import tiny_model
@@ -76,14 +77,8 @@ def main() -> None:
         pad = int(tok.pad_token_id or 0)
         prepared = []
         for batch in batches:
-            width = max(encoded[i].length for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.int64)
-            attention = torch.zeros((len(batch), width), dtype=torch.int64)
-            for row, i in enumerate(batch):
-                seq = encoded[i].prompt + encoded[i].response
-                ids[row, : len(seq)] = torch.tensor(seq)
-                attention[row, : len(seq)] = 1
-            prepared.append((ids, attention))
+            ids, mask = pad_batch([encoded[i] for i in batch], pad)
+            prepared.append((ids, mask.sum(-1).to(torch.int64)))
 
         def bare() -> None:
             with torch.inference_mode():

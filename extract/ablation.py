@@ -31,6 +31,7 @@ from langneurons.extract.engine import (
     encode,
     load_model,
     load_records,
+    pad_batch,
 )
 from langneurons.store import open_store
 
@@ -89,16 +90,10 @@ def response_nll(
     total, count = 0.0, 0
     with torch.inference_mode():
         for batch in bucket_batches([e.length for e in encoded], batch_tokens):
-            width = max(encoded[i].length for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.int64)
-            attention = torch.zeros((len(batch), width), dtype=torch.int64)
-            target = torch.zeros((len(batch), width), dtype=torch.bool)
-            for row, i in enumerate(batch):
-                enc = encoded[i]
-                p, r = len(enc.prompt), len(enc.response)
-                ids[row, : p + r] = torch.tensor(enc.prompt + enc.response)
-                attention[row, : p + r] = 1
-                target[row, max(p, 1) : p + r] = True  # token 0 has no prediction
+            ids, mask = pad_batch([encoded[i] for i in batch], pad)
+            attention = mask.sum(-1).to(torch.int64)
+            target = mask[..., 1].bool()
+            target[:, 0] = False  # token 0 has no prediction
             logits = loaded.model(
                 input_ids=ids.to(loaded.device),
                 attention_mask=attention.to(loaded.device),

@@ -297,15 +297,7 @@ def count_unit(
         tokens[i, 0], tokens[i, 1] = len(enc.prompt), len(enc.response)
     with torch.inference_mode(), capture(loaded.plan, acc):
         for batch in bucket_batches([e.length for e in encoded], batch_tokens):
-            width = max(encoded[i].length for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.int64)
-            mask = torch.zeros((len(batch), width, 2), dtype=torch.float32)
-            for row, i in enumerate(batch):
-                enc = encoded[i]
-                p, r = len(enc.prompt), len(enc.response)
-                ids[row, : p + r] = torch.tensor(enc.prompt + enc.response, dtype=torch.int64)
-                mask[row, :p, 0] = 1.0
-                mask[row, p : p + r, 1] = 1.0
+            ids, mask = pad_batch([encoded[i] for i in batch], pad)
             attention = mask.sum(-1).to(torch.int64)
             acc.mask = mask.to(loaded.device)
             acc.rows = torch.tensor(batch, dtype=torch.int64, device=loaded.device)
@@ -326,6 +318,20 @@ def count_unit(
     if acc.seq is not None:
         out["seq_n_active"] = acc.seq.cpu().numpy()
     return out
+
+
+def pad_batch(encoded: Sequence[Encoded], pad: int) -> tuple[Any, Any]:
+    """Right-padded token ids ``[B, T]`` and a float role mask ``[B, T, 2]`` (prompt, response)."""
+    torch = require_torch()
+    width = max(e.length for e in encoded)
+    ids = torch.full((len(encoded), width), pad, dtype=torch.int64)
+    mask = torch.zeros((len(encoded), width, 2), dtype=torch.float32)
+    for row, enc in enumerate(encoded):
+        p, r = len(enc.prompt), len(enc.response)
+        ids[row, : p + r] = torch.tensor(enc.prompt + enc.response, dtype=torch.int64)
+        mask[row, :p, 0] = 1.0
+        mask[row, p : p + r, 1] = 1.0
+    return ids, mask
 
 
 def _to_grid(values: np.ndarray) -> np.ndarray:
