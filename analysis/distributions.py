@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,8 @@ import xarray as xr
 from numpy.typing import NDArray
 from statsmodels.stats.multitest import multipletests
 
+from langneurons.analysis._validate import check_int as _check_int
+from langneurons.analysis._validate import check_open_unit
 from langneurons.errors import NoValidLambdaError, ParameterError
 
 from .identify import STORED_ROLES, Method, identify
@@ -51,19 +52,9 @@ RESAMPLING = (
 # --------------------------------------------------------------------------- validation helpers
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    """Validate an integer parameter ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < minimum:
-        raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_ci(ci: object) -> float:
     """Validate a confidence level in (0, 1)."""
-    x = float(ci) if isinstance(ci, Real) and not isinstance(ci, bool) else math.nan
-    if not 0.0 < x < 1.0:
-        raise ParameterError(f"ci must be a number in (0, 1), got {ci!r}")
-    return x
+    return check_open_unit("ci", ci)
 
 
 def _check_seed(seed: object) -> int:

@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
+from langneurons.analysis._validate import check_choice as _choice
 from langneurons.errors import (
     InputFormatError,
     NoValidLambdaError,
@@ -84,14 +85,6 @@ def _rate(name: str, value: object) -> float:
     if x is None or not 0.0 < x <= 1.0:  # NaN fails too
         raise ParameterError(f"{name} must be in (0, 1], got {value!r}")
     return x
-
-
-def _choice(name: str, value: object, allowed: Sequence[str]) -> str:
-    """Validate a string option."""
-    if not isinstance(value, str) or value not in allowed:
-        options = ", ".join(repr(a) for a in allowed)
-        raise ParameterError(f"{name} must be one of {options}, got {value!r}")
-    return value
 
 
 def _check_params(

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -29,6 +28,9 @@ import xarray as xr
 from numpy.typing import NDArray
 from scipy import special
 
+from langneurons.analysis._validate import check_choice as _check_choice
+from langneurons.analysis._validate import check_int as _check_int
+from langneurons.analysis._validate import check_open_unit as _check_open_unit
 from langneurons.errors import ParameterError, StoreValidationError
 
 log = logging.getLogger(__name__)
@@ -55,28 +57,6 @@ _WORK_BYTES = 32 << 20  # float working set of one matrix product
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
-    """Validate a string option (ParameterError naming the parameter, value and options)."""
-    if not isinstance(value, str) or value not in allowed:
-        options = ", ".join(repr(a) for a in allowed)
-        raise ParameterError(f"{name} must be one of {options}, got {value!r}")
-    return value
-
-
-def _check_open_unit(name: str, value: object) -> float:
-    """Validate a level in the open interval (0, 1), such as ``ci`` or ``alpha``."""
-    if isinstance(value, Real) and not isinstance(value, bool) and 0.0 < float(value) < 1.0:
-        return float(value)
-    raise ParameterError(f"{name} must be a number in (0, 1), got {value!r}")
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    """Validate an integer ``>= minimum`` (bools are not integers here)."""
-    if isinstance(value, Integral) and not isinstance(value, bool) and int(value) >= minimum:
-        return int(value)
-    raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _roles(role: str) -> tuple[str, ...]:
