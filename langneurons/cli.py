@@ -113,7 +113,7 @@ def repair(store: str) -> None:
     """Roll back writes that were interrupted (a killed import or extraction)."""
     from langneurons.store import open_store
 
-    rolled = open_store(store, mode="r+").repair()
+    rolled = open_store(store, mode="r+", any_version=True).repair()
     click.echo(
         f"rolled back {len(rolled)} interrupted write(s)" + (f": {rolled}" if rolled else "")
     )
@@ -128,6 +128,22 @@ def export(store: str, dest: str) -> None:
 
     path = open_store(store).export_zip(dest)
     click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("store")
+@click.option("--out", default=None, help="Write the migrated store here; default: in place.")
+def migrate(store: str, out: str | None) -> None:
+    """Rewrite STORE, written by an older langneurons, in the current schema version."""
+    from langneurons.store import migrate_store
+
+    done = migrate_store(store, out)
+    click.echo(
+        f"migrated {store} from schema version {done.from_version} to {done.to_version} "
+        f"({done.runs} run(s), {done.results} result(s)) into {done.store}"
+    )
+    if done.backup is not None:
+        click.echo(f"the original is kept at {done.backup}; delete it once you are satisfied")
 
 
 # --------------------------------------------------------------------------- importers
@@ -201,6 +217,17 @@ def _report_import(report: dict[str, Any], store_url: str, run: str, as_json: bo
             f"clamped {report['clamped_cells_total']} negative full-minus-prefix cell(s) to 0 "
             f"and {report.get('clamped_above_cells_total', 0)} above the response token total"
         )
+
+
+@import_.command("zip")
+@click.argument("file")
+@click.option("--store", "store_url", required=True, help="New directory store to unpack into.")
+def import_zip(file: str, store_url: str) -> None:
+    """Unpack a zip made by `langneurons export` into a new, writable directory store."""
+    from langneurons.store import import_zip as unpack
+
+    store = unpack(file, store_url)
+    click.echo(f"unpacked {len(store.runs())} run(s) into {store_url}")
 
 
 @import_.command("mask")

@@ -47,6 +47,14 @@ class InterruptedWriteError(LangneuronsError, RuntimeError):
     """A run holds a write that never finished; it must be rolled back first."""
 
 
+class CorruptStoreError(LangneuronsError, OSError):
+    """A chunk file of the store is missing or fails its checksum."""
+
+
+class RunChangedError(LangneuronsError, RuntimeError):
+    """A run (or result) changed while it was being read; open it again."""
+
+
 class InputFormatError(LangneuronsError, ValueError):
     """An input file (activation, mask, corpus) has the wrong structure."""
 
@@ -74,6 +82,8 @@ __all__ = [
     "StoreValidationError",
     "AlreadyWrittenError",
     "InterruptedWriteError",
+    "CorruptStoreError",
+    "RunChangedError",
     "InputFormatError",
     "ParameterError",
     "NoValidLambdaError",

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from langneurons.store import schema
 from langneurons.store._counts import Counts
-from langneurons.store._store import ActivationStore, create_store, open_store
+from langneurons.store._migrate import Migration, migrate_store
+from langneurons.store._store import ActivationStore, create_store, import_zip, open_store
 from langneurons.store.schema import SCHEMA_VERSION, RunMetadata
 
 __all__ = [
     "SCHEMA_VERSION",
     "ActivationStore",
     "Counts",
+    "Migration",
     "RunMetadata",
     "create_store",
+    "import_zip",
+    "migrate_store",
     "open_store",
     "schema",
 ]

@@ -18,9 +18,11 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
+import uuid
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,7 +34,6 @@ import xarray as xr
 import zarr
 import zarr.storage
 from zarr.abc.store import Store
-from zarr.codecs import BloscCodec
 from zarr.core.buffer import default_buffer_prototype
 
 from langneurons.errors import (
@@ -45,7 +46,7 @@ from langneurons.errors import (
     StoreNotFoundError,
     StoreValidationError,
 )
-from langneurons.store import schema
+from langneurons.store import _integrity, schema
 from langneurons.store._counts import Counts
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class ActivationStore:
         self._zstore = zstore
         self.read_only = read_only
         self._path = _local_path(url) if not url.endswith(".zip") else None
+        # every read of data goes through the checked view: missing or damaged chunks are named
+        self._checked = _integrity.CheckedStore(zstore)
 
     def __repr__(self) -> str:
         mode = "r" if self.read_only else "r+"
@@ -96,14 +99,15 @@ class ActivationStore:
             fd = os.open(self._path, os.O_RDONLY)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-                yield
+                with _integrity.write_empty_chunks() if exclusive else contextlib.nullcontext():
+                    yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
         else:
             with _PROCESS_LOCKS_GUARD:
                 lock = _PROCESS_LOCKS.setdefault(self.url, threading.RLock())
-            with lock:
+            with lock, _integrity.write_empty_chunks():
                 yield
 
     def _require_writable(self) -> None:
@@ -113,21 +117,31 @@ class ActivationStore:
             )
 
     # ------------------------------------------------------------------ groups
-    def _root(self, consolidated: bool = True) -> zarr.Group:
+    def _root(self, consolidated: bool = True, *, checked: bool = False) -> zarr.Group:
         with _quiet():
             return zarr.open_group(
-                self._zstore, mode="r" if self.read_only else "r+", use_consolidated=consolidated
+                self._checked if checked else self._zstore,
+                mode="r" if self.read_only else "r+",
+                use_consolidated=consolidated,
             )
 
     def _exists(self, key: str) -> bool:
         return _exists(self._zstore, key)
 
-    def _group(self, run: str) -> zarr.Group:
+    def _group(self, run: str, *, checked: bool = False) -> zarr.Group:
+        """A run's group (``checked``: reads go through the checked view, for data read)."""
         with _quiet():
             node = zarr.open_group(
-                self._zstore, path=run, mode="r" if self.read_only else "r+", use_consolidated=False
+                self._checked if checked else self._zstore,
+                path=run,
+                mode="r" if self.read_only else "r+",
+                use_consolidated=False,
             )
         return node
+
+    def _raw(self, key: str) -> bytes | None:
+        value = zarr.core.sync.sync(self._zstore.get(key, prototype=default_buffer_prototype()))
+        return None if value is None else value.to_bytes()
 
     def _consolidate(self) -> None:
         with _quiet():
@@ -177,14 +191,19 @@ class ActivationStore:
         return schema.RunMetadata.from_attrs(attrs, where=f"run {run!r}")
 
     def open_run(self, run: str, *, chunks: Any = None) -> xr.Dataset:
-        """Open a run as a lazy, dask-backed :class:`xarray.Dataset`.
+        """Open a run as a lazy :class:`xarray.Dataset` (arrays are read when used).
+
+        The Dataset is pinned to the run's state when opened: a chunk read after a writer has
+        committed to the run (or while one is writing) raises RunChangedError, and a missing or
+        damaged chunk raises CorruptStoreError naming the array and the chunk.
 
         Parameters
         ----------
         run
             Run path, e.g. ``"mistral-7b/base"``.
         chunks
-            Passed to :func:`xarray.open_zarr`; ``None`` keeps the store's chunks.
+            Passed to :func:`xarray.open_zarr`: ``None`` reads lazily without dask (analyses
+            stream such arrays chunk by chunk), ``{}`` gives dask arrays of the store's chunks.
         """
         run = self._check_run(run)
         with self._lock(exclusive=False):
@@ -193,17 +212,21 @@ class ActivationStore:
                     f"run {run!r} holds an interrupted write; run `langneurons repair "
                     f"{self.url}` to roll it back"
                 )
-            ds = xr.open_zarr(
-                self._zstore, group=run, consolidated=True, chunks=chunks, zarr_format=3
+            pinned = _integrity.CheckedStore(
+                self._zstore, pins={run: self._raw(f"{run}/zarr.json") or b""}, runs=[run]
             )
-        schema.RunMetadata.from_attrs(ds.attrs, where=f"run {run!r}")
-        ds = _unicode_labels(ds)
+            with _quiet():
+                ds = xr.open_zarr(
+                    pinned, group=run, consolidated=True, chunks=chunks, zarr_format=3
+                )
+            schema.RunMetadata.from_attrs(ds.attrs, where=f"run {run!r}")
+            ds = _unicode_labels(ds)
         return ds
 
     def languages(self, run: str) -> list[str]:
         """Language labels of a run, in store order."""
         run = self._check_run(run)
-        return _labels(_grp(self._root(), run), schema.LANGUAGE)
+        return _labels(_grp(self._root(checked=True), run), schema.LANGUAGE)
 
     # ------------------------------------------------------------------ writing
     def create_run(
@@ -309,8 +332,8 @@ class ActivationStore:
         seq_dtype: str,
     ) -> None:
         lc = schema.layer_chunk(n_layers, n_neurons)
-        # byte-shuffled lz4: counts compress ~4x and decode at memory speed
-        codec = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+        codec = _integrity.numeric_codecs()
+        text = _integrity.string_codecs()
         with _quiet():
             group.create_array(
                 schema.LANGUAGE,
@@ -318,14 +341,25 @@ class ActivationStore:
                 chunks=(64,),
                 dtype=str,
                 dimension_names=[schema.LANGUAGE],
+                compressors=text,
             )
             role = group.create_array(
-                schema.ROLE, shape=(2,), chunks=(2,), dtype=str, dimension_names=[schema.ROLE]
+                schema.ROLE,
+                shape=(2,),
+                chunks=(2,),
+                dtype=str,
+                dimension_names=[schema.ROLE],
+                compressors=text,
             )
             role[:] = np.array(schema.ROLES)
             for dim, size in ((schema.LAYER, n_layers), (schema.NEURON, n_neurons)):
                 arr = group.create_array(
-                    dim, shape=(size,), chunks=(size,), dtype="int64", dimension_names=[dim]
+                    dim,
+                    shape=(size,),
+                    chunks=(size,),
+                    dtype="int64",
+                    dimension_names=[dim],
+                    compressors=codec,
                 )
                 arr[:] = np.arange(size, dtype=np.int64)
             names = ["n_active"] + (list(schema.MOMENTS) if moments else [])
@@ -347,6 +381,7 @@ class ActivationStore:
                 dtype="int64",
                 fill_value=0,
                 dimension_names=[schema.LANGUAGE, schema.ROLE],
+                compressors=codec,
             )
             if sequences:
                 slc = schema.layer_chunk(n_layers, n_neurons, np.dtype(seq_dtype).itemsize)
@@ -369,6 +404,7 @@ class ActivationStore:
                     fill_value=0,
                     dimension_names=[schema.SEQUENCE, schema.ROLE],
                     attributes=coords,
+                    compressors=codec,
                 )
                 for name in schema.SEQ_COORDS:
                     group.create_array(
@@ -377,6 +413,7 @@ class ActivationStore:
                         chunks=(1024,),
                         dtype=str,
                         dimension_names=[schema.SEQUENCE],
+                        compressors=text,
                     )
 
     def _preallocate(
@@ -385,12 +422,13 @@ class ActivationStore:
         languages: Sequence[str] | None,
         sequence_labels: tuple[Sequence[str], Sequence[str]] | None,
     ) -> None:
-        """Zero-count language rows and sequence slots (chunks stay absent: fill value 0)."""
+        """Zero-count language rows and sequence slots, every chunk written (schema 2)."""
         if languages:
             for name in ("n_active", "n_tokens", *schema.MOMENTS):
                 if name in group:
                     arr = _arr(group, name)
                     arr.resize((len(languages), *arr.shape[1:]))
+                    _fill_zeros(arr)
             labels = _arr(group, schema.LANGUAGE)
             labels.resize((len(languages),))
             labels[:] = np.array(list(languages), dtype=object).astype(str)
@@ -399,6 +437,8 @@ class ActivationStore:
             for name in schema.SEQUENCES:
                 arr = _arr(group, name)
                 arr.resize((n, *arr.shape[1:]))
+                if name not in schema.SEQ_COORDS:
+                    _fill_zeros(arr)
             for name, values in zip(schema.SEQ_COORDS, sequence_labels, strict=True):
                 _arr(group, name)[:] = np.array(list(values), dtype=object).astype(str)
 
@@ -434,7 +474,10 @@ class ActivationStore:
                 raise AlreadyWrittenError(
                     f"unit {unit!r} is already committed to run {run!r}; nothing was written"
                 )
-            undo = self._journal_for(run, group, counts, merge)
+            # what the write reads back (labels, the rows it adds to) is read checked
+            undo = self._journal_for(
+                run, group, _cached(self._group(run, checked=True)), counts, merge
+            )
             try:
                 self._apply(run, group, counts, merge=merge, undo=undo)
                 writes = list(group.attrs.get("writes", []))  # type: ignore[arg-type]
@@ -453,9 +496,27 @@ class ActivationStore:
         return {w["provenance"]["unit"] for w in writes if "unit" in w.get("provenance", {})}
 
     def committed_units(self, run: str) -> set[str]:
-        """Unit keys (``provenance={"unit": ...}``) of every write committed to a run."""
+        """Unit keys (``provenance={"unit": ...}``) of every write committed to a run.
+
+        A write that was interrupted is not committed: its unit is not counted even when it
+        had already been recorded in the run's attributes (the journal holds the attributes
+        as they were before it).
+        """
         run = self._check_run(run)
-        return self._units(self._group(run))
+        with self._lock(exclusive=False):
+            if self._exists(f"{run}/{schema.JOURNAL}/zarr.json"):
+                with _quiet():
+                    journal = zarr.open_group(
+                        self._zstore, path=f"{run}/{schema.JOURNAL}", mode="r"
+                    )
+                before = journal.attrs.get("attrs")
+                if journal.attrs.get("op") == "create" or not isinstance(before, dict):
+                    return set()
+                writes: Any = before.get("writes", [])
+                return {
+                    w["provenance"]["unit"] for w in writes if "unit" in w.get("provenance", {})
+                }
+            return self._units(self._group(run))
 
     def _plan(
         self, run: str, group: zarr.Group, counts: Counts, merge: bool
@@ -521,9 +582,9 @@ class ActivationStore:
         return current, existing
 
     def _journal_for(
-        self, run: str, group: zarr.Group, counts: Counts, merge: bool
+        self, run: str, group: zarr.Group, checked: zarr.Group, counts: Counts, merge: bool
     ) -> dict[str, Any]:
-        current, existing = self._plan(run, group, counts, merge)
+        current, existing = self._plan(run, checked, counts, merge)
         n_seq = _arr(group, "seq_n_active").shape[0] if "seq_n_active" in group else 0
         state: dict[str, Any] = {
             "op": "write",
@@ -538,11 +599,11 @@ class ActivationStore:
             index = np.array(sorted(existing.values()), dtype=np.intp)
             for name in ("n_active", "n_tokens", *schema.MOMENTS):
                 if name in group:
-                    undo[name] = np.asarray(_arr(group, name).oindex[index])
+                    undo[name] = np.asarray(_arr(checked, name).oindex[index])
         if counts.seq_index is not None and "seq_n_active" in group:
             index = np.asarray(counts.seq_index, dtype=np.intp)
             for name in ("seq_n_active", "seq_n_tokens"):
-                undo[name] = np.asarray(_arr(group, name).oindex[index])
+                undo[name] = np.asarray(_arr(checked, name).oindex[index])
             state["seq_index"] = [int(i) for i in index]
         # the undo data goes first; the group marker, written last, arms the journal
         if self._has_keys(f"{run}/{schema.JOURNAL}"):
@@ -697,8 +758,32 @@ class ActivationStore:
         self._require_writable()
         with self._lock():
             rolled = self._recover_all()
+            for leftover in self._unfinished_results():
+                log.warning("removing the unfinished result %s", leftover)
+                self._delete_group(leftover)
             self._consolidate()
         return rolled
+
+    def _unfinished_results(self) -> list[str]:
+        """Hidden ``.NAME.tmp`` groups a killed ``save_result`` left behind."""
+
+        async def _scan(prefix: str) -> list[str]:
+            return [k async for k in self._zstore.list_dir(prefix)]
+
+        out = []
+        for run in self.runs():
+            for kind in schema.RESULT_GROUPS:
+                base = f"{run}/{kind}"
+                stack = [base]
+                while stack:
+                    here = stack.pop()
+                    for child in zarr.core.sync.sync(_scan(here + "/")):
+                        if child.startswith(".") and child.endswith(".tmp"):
+                            out.append(f"{here}/{child}")
+                        elif child != "zarr.json" and "/" not in child:
+                            if self._exists(f"{here}/{child}/zarr.json"):
+                                stack.append(f"{here}/{child}")
+        return sorted(out)
 
     def delete_run(self, run: str) -> None:
         """Remove a run and everything saved under it."""
@@ -719,6 +804,20 @@ class ActivationStore:
         if kind not in schema.RESULT_GROUPS:
             raise InvalidNameError(f"result kind {kind!r} is not one of {schema.RESULT_GROUPS}")
         name = schema.check_name(name, "result")
+        data = _vlen_strings(result.drop_encoding()).assign_attrs(
+            result_kind=kind,
+            result_name=name,
+            result_saved=schema.now_iso(),
+            result_token=uuid.uuid4().hex,  # each save is distinct, for readers' pins
+        )
+        encoding = {
+            n: {
+                "compressors": _integrity.string_codecs()
+                if var.dtype.kind in "OUT"
+                else _integrity.numeric_codecs()
+            }
+            for n, var in data.variables.items()
+        }
         with self._lock():
             run = self._check_run(run)
             path = f"{run}/{kind}/{name}"
@@ -728,8 +827,14 @@ class ActivationStore:
             with _quiet():
                 root = self._root(consolidated=False)
                 root.require_group(parent)
-                _vlen_strings(result).to_zarr(
-                    self._zstore, group=tmp, mode="w", zarr_format=3, consolidated=False
+                data.to_zarr(
+                    self._zstore,
+                    group=tmp,
+                    mode="w",
+                    zarr_format=3,
+                    consolidated=False,
+                    encoding=encoding,
+                    write_empty_chunks=True,
                 )
                 self._delete_group(path)
                 self._move(tmp, path)
@@ -755,7 +860,7 @@ class ActivationStore:
     def results(self, run: str, kind: str) -> list[str]:
         """Names of results of one kind saved under a run."""
         run = self._check_run(run)
-        root = self._root()
+        root = self._root(consolidated=False)  # the files, not a summary a crash left stale
         if f"{run}/{kind}" not in root:
             return []
         group = _grp(root, f"{run}/{kind}")
@@ -775,8 +880,14 @@ class ActivationStore:
                 f"no {kind} result {name!r} under run {run!r} (have: "
                 f"{', '.join(self.results(run, kind)) or 'none'})"
             )
-        ds = xr.open_zarr(self._zstore, group=f"{run}/{kind}/{name}", consolidated=True)
-        return _unicode_labels(ds)
+        path = f"{run}/{kind}/{name}"
+        with self._lock(exclusive=False):
+            pinned = _integrity.CheckedStore(
+                self._zstore, pins={path: self._raw(f"{path}/zarr.json") or b""}
+            )
+            with _quiet():
+                ds = xr.open_zarr(pinned, group=path, consolidated=False)
+            return _unicode_labels(ds)
 
     # ------------------------------------------------------------------ checks
     def validate(self, run: str | None = None) -> list[str]:
@@ -788,8 +899,26 @@ class ActivationStore:
             for path in self._interrupted_runs()
         ]
         for name in runs:
-            problems.extend(f"run {name!r}: {p}" for p in _validate_run(self._group(name)))
+            damage = self._damage(name)
+            if damage:
+                problems.extend(damage)
+                continue
+            checked = self._group(name, checked=True)
+            problems.extend(f"run {name!r}: {p}" for p in _validate_run(checked))
         return problems
+
+    def _damage(self, run: str, *, verify: bool = True) -> list[str]:
+        """Chunks of a run's arrays (results included) that are missing or fail their checksum."""
+        out: list[str] = []
+        with _quiet():
+            members = list(self._group(run).members(max_depth=None))
+        for path, node in members:
+            hidden = any(p.startswith(".") or p == schema.JOURNAL for p in path.split("/"))
+            if isinstance(node, zarr.Array) and not hidden:
+                problems = _integrity.damaged_chunks(self._zstore, node, verify=verify)
+                where = _integrity.describe(f"{run}/{path}")
+                out.extend(f"{where}: {p}" for p in problems)
+        return out
 
     def info(self) -> dict[str, Any]:
         """Runs, languages, shapes, token totals and provenance, as plain data."""
@@ -798,7 +927,7 @@ class ActivationStore:
             "schema_version": schema.SCHEMA_VERSION,
             "runs": {},
         }
-        root = self._root()
+        root = self._root(checked=True)
         for run in self.runs():
             group = _grp(root, run)
             langs = _labels(group, schema.LANGUAGE)
@@ -841,6 +970,10 @@ class ActivationStore:
                     f"store {self.url!r} holds an interrupted write; run `langneurons repair "
                     f"{self.url}` before exporting"
                 )
+            for run in self.runs():
+                missing = self._damage(run, verify=False)  # checksums are checked as it copies
+                if missing:
+                    raise _integrity.damage_error_line(missing[0], len(missing))
             fd, tmp = tempfile.mkstemp(suffix=".zip.tmp", dir=dest.parent)
             os.close(fd)
             try:
@@ -859,9 +992,79 @@ class ActivationStore:
 
         proto = default_buffer_prototype()
         for key in zarr.core.sync.sync(_keys()):
-            buf = zarr.core.sync.sync(self._zstore.get(key, prototype=proto))
+            buf = zarr.core.sync.sync(self._checked.get(key, prototype=proto))
             if buf is not None:
                 yield key, buf.to_bytes()
+
+
+def import_zip(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> ActivationStore:
+    """Unpack a zip export into a new directory store ``dest`` (which must not exist).
+
+    Every member must be a plain relative key of a Zarr store: absolute names, ``..``
+    components, backslashes, drive letters and links are refused before anything is written
+    (no zip-slip). The store is unpacked next to ``dest``, checked, and only then renamed into
+    place, so a refused or failed import leaves nothing behind.
+    """
+    src, dest = Path(src), Path(dest)
+    if dest.exists():
+        raise RunExistsError(f"{str(dest)!r} already exists; give a new path for the store")
+    try:
+        archive = zipfile.ZipFile(src)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise NotAStoreError(f"{str(src)!r} is not a zip file: {exc}") from exc
+    with archive:
+        members = archive.infolist()
+        for info in members:
+            _check_member(src, info)
+        if "zarr.json" not in {m.filename for m in members}:
+            raise NotAStoreError(f"{str(src)!r} holds no zarr.json; it is not a store export")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        try:
+            root = tmp.resolve()
+            for info in members:
+                if info.is_dir():
+                    continue
+                target = (tmp / info.filename).resolve()
+                if root not in target.parents:  # belt and braces after _check_member
+                    raise InvalidNameError(f"zip member {info.filename!r} escapes the store")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as fh, open(target, "wb") as out:
+                    shutil.copyfileobj(fh, out)
+            unpacked = open_store(tmp)
+            problems = unpacked.validate()
+            if problems:
+                raise StoreValidationError(f"{str(src)!r} holds an invalid store: {problems[0]}")
+            os.rename(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return open_store(dest, mode="r+")
+
+
+def _check_member(src: Path, info: zipfile.ZipInfo) -> None:
+    name = info.filename
+    bad = (
+        name.startswith("/")
+        or "\\" in name
+        or re.match(r"^[A-Za-z]:", name) is not None
+        or any(part in ("", ".", "..") for part in name.rstrip("/").split("/"))
+    )
+    if bad:
+        raise InvalidNameError(
+            f"{str(src)!r}: member {name!r} would escape the store (absolute, '..' or drive); "
+            "refusing the whole archive"
+        )
+    mode = (info.external_attr >> 16) & 0o170000
+    if mode == 0o120000:
+        raise InvalidNameError(f"{str(src)!r}: member {name!r} is a link; refusing the archive")
+
+
+def _fill_zeros(arr: zarr.Array) -> None:
+    """Write zeros to every chunk of ``arr``, one chunk row at a time."""
+    step = arr.chunks[0]
+    for start in range(0, arr.shape[0], step):
+        stop = min(start + step, arr.shape[0])
+        arr[start:stop] = np.zeros((stop - start, *arr.shape[1:]), dtype=arr.dtype)
 
 
 def _unicode_labels(ds: xr.Dataset) -> xr.Dataset:
@@ -1045,7 +1248,9 @@ def _exists(zstore: Store, key: str) -> bool:
     return bool(zarr.core.sync.sync(zstore.exists(key)))
 
 
-def open_store(url: str | os.PathLike[str], mode: Literal["r", "r+"] = "r") -> ActivationStore:
+def open_store(
+    url: str | os.PathLike[str], mode: Literal["r", "r+"] = "r", *, any_version: bool = False
+) -> ActivationStore:
     """Open an existing langneurons store.
 
     Parameters
@@ -1055,6 +1260,9 @@ def open_store(url: str | os.PathLike[str], mode: Literal["r", "r+"] = "r") -> A
         ``.zip`` file made by :meth:`ActivationStore.export_zip` (read-only).
     mode
         ``"r"`` to read, ``"r+"`` to write.
+    any_version
+        Open a store of another schema version without refusing it; only ``repair`` (whose
+        journal is the same in every version) and :func:`migrate_store` should need this.
     """
     url = os.fspath(url)
     path = _local_path(url)
@@ -1086,7 +1294,8 @@ def open_store(url: str | os.PathLike[str], mode: Literal["r", "r+"] = "r") -> A
             f"{url!r} is a Zarr store but not a langneurons store; create one with "
             "`langneurons import` or langneurons.create_store"
         )
-    schema.check_version(attrs.get("schema_version"), f"store {url!r}")
+    if not any_version:
+        schema.check_version(attrs.get("schema_version"), f"store {url!r}", url)
     return ActivationStore(url, zstore, read_only=mode == "r")
 
 

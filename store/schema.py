@@ -1,4 +1,4 @@
-"""The on-disk schema of a langneurons activation store (schema version 1).
+"""The on-disk schema of a langneurons activation store (schema version 2).
 
 Everything another tool needs to read a store with plain xarray is named here, and nowhere else.
 
@@ -20,6 +20,11 @@ Layout (one Zarr v3 hierarchy)::
 
 All counts are additive: shards of one language merge by addition. Probabilities are computed at
 read time (``n_active / n_tokens``), never stored.
+
+Integrity (new in version 2): every chunk of every array is written, none left implicit as the
+fill value, and every chunk's codec chain ends in a CRC32C checksum, so a missing or damaged
+chunk file is detected (``store/_integrity.py``). Saved results carry ``result_kind`` and
+``result_name`` attributes. Version 1 stores lack both; ``langneurons migrate`` rewrites them.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ import numpy as np
 
 from langneurons.errors import InvalidNameError, SchemaVersionError, StoreValidationError
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+MIGRATES_FROM: Final = (1,)  # older versions `langneurons migrate` rewrites
 STORE_ATTR: Final = "langneurons"  # root attribute holding {"schema_version": ..., "kind": "store"}
 
 # dimensions
@@ -192,13 +198,19 @@ class RunMetadata:
         return cls(**kwargs)
 
 
-def check_version(version: object, where: str = "store") -> None:
+def check_version(version: object, where: str = "store", url: str | None = None) -> None:
     """Raise SchemaVersionError unless ``version`` is one this release reads."""
-    if version != SCHEMA_VERSION:
+    if version == SCHEMA_VERSION:
+        return
+    if version in MIGRATES_FROM:
         raise SchemaVersionError(
-            f"{where} has schema version {version!r} but this langneurons reads version "
-            f"{SCHEMA_VERSION}; install the langneurons release that wrote it, or re-import"
+            f"{where} has schema version {version}, older than version {SCHEMA_VERSION} that this "
+            f"langneurons reads; upgrade it with `langneurons migrate {url or 'STORE'}`"
         )
+    raise SchemaVersionError(
+        f"{where} has schema version {version!r} but this langneurons reads version "
+        f"{SCHEMA_VERSION}; install the langneurons release that wrote it, or re-import"
+    )
 
 
 def layer_chunk(n_layers: int, n_neurons: int, itemsize: int = 8, target: int = 8 << 20) -> int:

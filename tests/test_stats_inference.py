@@ -580,7 +580,8 @@ def test_results_save_to_the_store(stored: dict[str, Any]) -> None:
     for name, ds in results.items():
         store.save_result("m/base", "stats", name, ds)
         back = open_store(path).open_result("m/base", "stats", name)
-        assert back.attrs == ds.attrs
+        assert {k: v for k, v in back.attrs.items() if not k.startswith("result_")} == ds.attrs
+        assert (back.attrs["result_kind"], back.attrs["result_name"]) == ("stats", name)
         xr.testing.assert_equal(back.load(), ds.compute())
 
 

@@ -62,7 +62,7 @@ def test_round_trip_bit_exact(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ds.seq_n_tokens.values, counts.seq_n_tokens)
     assert list(ds.seq_language.values) == list(counts.seq_language or [])
     assert list(ds.seq_id.values) == list(counts.seq_id or [])
-    assert ds.attrs["model"] == "tiny" and ds.attrs["schema_version"] == 1
+    assert ds.attrs["model"] == "tiny" and ds.attrs["schema_version"] == 2
     assert ds.attrs["tool_version"] and ds.attrs["created"]
 
 
@@ -425,7 +425,7 @@ def test_schema_module_names_the_contract() -> None:
     assert schema.VARIABLES["n_active"].dims == ("language", "role", "layer", "neuron")
     assert schema.VARIABLES["seq_n_active"].dims == ("sequence", "role", "layer", "neuron")
     assert schema.ROLES == ("prompt", "response")
-    assert schema.SCHEMA_VERSION == 1
+    assert schema.SCHEMA_VERSION == 2
 
 
 def test_refused_counts_leave_no_run_behind(tmp_path: Path) -> None:

@@ -1,0 +1,198 @@
+"""Chunk integrity and read isolation.
+
+Schema version 2 writes every chunk of every array (none is left implicit as the fill value)
+and ends each chunk's codec chain with a CRC32C checksum. Zarr itself reads a missing chunk as
+zeros and names neither array nor run when a checksum fails; :class:`CheckedStore` sits between
+zarr and the storage for every langneurons reader and turns both into a one-line
+:class:`~langneurons.errors.CorruptStoreError` naming the run, the array and the chunk.
+
+It also isolates readers from writers. A reader pins the metadata of the run (or result) it
+opened; after each chunk it reads, it checks that no write is in flight on that run and that the
+run's metadata is still the pinned one. A reader therefore sees the state it opened, or gets
+:class:`~langneurons.errors.RunChangedError`, never a mixture of two states.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import google_crc32c
+import numpy as np
+import zarr
+from zarr.abc.store import ByteRequest, Store
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from zarr.storage import WrapperStore
+
+from langneurons.errors import CorruptStoreError, RunChangedError
+from langneurons.store import schema
+
+_CHUNK_KEY = re.compile(r"^(?P<array>.+)/c(?P<coords>(/\d+)*)$")  # "c" alone: a 0-d array
+
+
+def numeric_codecs() -> list[Any]:
+    """Byte-shuffled lz4 (counts compress ~4x and decode at memory speed), then a checksum."""
+    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()]
+
+
+def string_codecs() -> list[Any]:
+    """zarr's default compressor for variable-length strings, then a checksum."""
+    return [ZstdCodec(level=0), Crc32cCodec()]
+
+
+def write_empty_chunks() -> Any:
+    """Context in which zarr stores chunks that hold only the fill value (v2 keeps every chunk)."""
+    return zarr.config.set({"array.write_empty_chunks": True})
+
+
+def describe(array_path: str) -> str:
+    """Name an array: ``run 'm/base', array 'n_active'``, or the result it belongs to."""
+    parts = array_path.split("/")
+    for i, part in enumerate(parts[:-1]):
+        if i > 0 and part in schema.RESULT_GROUPS:
+            result = "/".join(parts[i:-1])
+            return f"result {result} of run {'/'.join(parts[:i])!r}, array {parts[-1]!r}"
+    return f"run {'/'.join(parts[:-1])!r}, array {parts[-1]!r}"
+
+
+def damage_error(array_path: str, problems: list[str]) -> CorruptStoreError:
+    """The one-line error every reader gives for a damaged array."""
+    return damage_error_line(f"{describe(array_path)}: {problems[0]}", len(problems))
+
+
+def damage_error_line(problem: str, count: int = 1) -> CorruptStoreError:
+    """The error for a problem line of ``validate`` (``"run 'r', array 'a': chunk ..."``)."""
+    more = f" (and {count - 1} more)" if count > 1 else ""
+    return CorruptStoreError(
+        f"{problem}{more}; the store is damaged: restore it from a copy or re-create the run "
+        "(`langneurons validate STORE` lists all damage)"
+    )
+
+
+def crc_ok(data: bytes | np.ndarray) -> bool:
+    """Whether a chunk's trailing CRC32C matches its payload."""
+    raw = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+    if raw.size < 4:
+        return False
+    computed = np.uint32(google_crc32c.value(raw[:-4].tobytes())).tobytes()
+    return computed == raw[-4:].tobytes()
+
+
+def _has_crc(meta: Mapping[str, Any]) -> bool:
+    codecs = meta.get("codecs") or []
+    return bool(codecs) and codecs[-1].get("name") == "crc32c"
+
+
+class CheckedStore(WrapperStore[Store]):
+    """A read-only view of a store whose chunk reads are checked and pinned to one state.
+
+    Parameters
+    ----------
+    store
+        The store to read.
+    pins
+        ``{group path: bytes of its zarr.json}`` as they were when the reader opened it; a chunk
+        read under a pinned group fails with RunChangedError once that group has changed.
+    runs
+        Runs whose journal marks a write in flight (a chunk read while one is fails the same way).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        pins: Mapping[str, bytes] | None = None,
+        runs: Iterable[str] = (),
+    ) -> None:
+        super().__init__(store)
+        self._pins = dict(pins or {})
+        self._runs = tuple(runs)
+        self._meta: dict[str, dict[str, Any] | None] = {}
+
+    def _with_store(self, store: Store) -> CheckedStore:
+        return type(self)(store, self._pins, self._runs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"store": self._store, "pins": self._pins, "runs": self._runs}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["store"], state["pins"], state["runs"])  # type: ignore[misc]
+
+    async def _array_meta(self, path: str) -> dict[str, Any] | None:
+        if path not in self._meta:
+            raw = await self._store.get(f"{path}/zarr.json", default_buffer_prototype())
+            meta = json.loads(raw.to_bytes()) if raw is not None else None
+            ok = isinstance(meta, dict) and meta.get("node_type") == "array"
+            self._meta[path] = meta if ok else None
+        return self._meta[path]
+
+    async def _check_pins(self, array_path: str) -> None:
+        proto = default_buffer_prototype()
+        for group, pinned in self._pins.items():
+            if array_path.startswith(group + "/"):
+                now = await self._store.get(f"{group}/zarr.json", proto)
+                if now is None or now.to_bytes() != pinned:
+                    raise _changed(group)
+        for run in self._runs:
+            if array_path.startswith(run + "/"):
+                if await self._store.exists(f"{run}/{schema.JOURNAL}/zarr.json"):
+                    raise _changed(run)
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        value = await self._store.get(key, prototype, byte_range)
+        match = _CHUNK_KEY.match(key)
+        if match is None or byte_range is not None:
+            return value
+        path = match["array"]
+        meta = await self._array_meta(path)
+        if meta is None or not _has_crc(meta):
+            return value  # not a schema-2 array: nothing to check
+        bad = value is None or not crc_ok(value.as_numpy_array())
+        await self._check_pins(path)  # a change explains damage-like reads first
+        if bad:
+            chunk = "c" + match["coords"]
+            problem = "is missing" if value is None else "fails its checksum"
+            raise damage_error(path, [f"chunk {chunk} {problem}"])
+        return value
+
+
+def _changed(group: str) -> RunChangedError:
+    return RunChangedError(
+        f"{group!r} changed while it was being read (a writer committed to it or is writing); "
+        "open it again to read the new state"
+    )
+
+
+def chunk_keys(arr: zarr.Array) -> list[str]:
+    """Every chunk key of an array's grid."""
+    chunks = arr.metadata.chunk_grid.chunk_shape  # type: ignore[attr-defined]
+    grid = [math.ceil(s / c) for s, c in zip(arr.shape, chunks, strict=True)]
+    return [arr.metadata.encode_chunk_key(tuple(int(i) for i in idx)) for idx in np.ndindex(*grid)]
+
+
+def damaged_chunks(store: Store, arr: zarr.Array, *, verify: bool = True) -> list[str]:
+    """Each chunk of ``arr`` that is missing or (``verify``) fails its checksum."""
+    meta = arr.metadata.to_dict()
+    if not _has_crc(meta):
+        return []  # not a schema-2 array: absent chunks are the fill value
+    prefix = f"{arr.path}/"
+
+    async def _scan() -> list[str]:
+        stored = {k[len(prefix) :] async for k in store.list_prefix(prefix)}
+        out = []
+        proto = default_buffer_prototype()
+        for key in chunk_keys(arr):
+            if key not in stored:
+                out.append(f"chunk {key} is missing")
+            elif verify:
+                value = await store.get(prefix + key, proto)
+                if value is None or not crc_ok(value.as_numpy_array()):
+                    out.append(f"chunk {key} fails its checksum")
+        return out
+
+    return list(zarr.core.sync.sync(_scan()))

@@ -1,0 +1,177 @@
+"""Rewrite a store of an older schema version in the current one.
+
+Version 1 -> 2: every array is rewritten with a CRC32C checksum in its codec chain and with every
+chunk present (version 1 left all-zero chunks implicit), and saved results gain their
+``result_kind`` / ``result_name`` attributes. Counts, labels, provenance and the write history
+are copied unchanged, block by block, so a store larger than memory migrates too.
+
+The new store is built next to the target and renamed into place only once it validates; a
+failed or killed migration leaves the original untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+import zarr.storage
+
+from langneurons.errors import InterruptedWriteError, InvalidNameError, StoreValidationError
+from langneurons.store import schema
+from langneurons.store._store import (
+    ActivationStore,
+    _arr,
+    _init_store,
+    _labels,
+    _local_path,
+    _quiet,
+    open_store,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What :func:`migrate_store` did."""
+
+    store: Path
+    from_version: int
+    to_version: int
+    runs: int
+    results: int
+    backup: Path | None  # where the original was kept (in-place migration), else None
+
+
+def migrate_store(
+    src: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None
+) -> Migration:
+    """Rewrite the store at ``src`` in the current schema version.
+
+    Parameters
+    ----------
+    src
+        A local store directory, or a ``.zip`` export (then ``dest`` is required).
+    dest
+        Where to write the migrated store (a new path). ``None`` migrates in place: the original
+        is renamed to ``SRC.schemaN.bak`` and kept until you delete it.
+    """
+    src_url = os.fspath(src)
+    old = open_store(src_url, mode="r", any_version=True)
+    version = _version(old)
+    if version == schema.SCHEMA_VERSION:
+        raise StoreValidationError(
+            f"store {src_url!r} already has schema version {version}; nothing to migrate"
+        )
+    if version not in schema.MIGRATES_FROM:
+        schema.check_version(version, f"store {src_url!r}")  # newer or unknown: raises
+    interrupted = old._interrupted_runs()
+    if interrupted:
+        raise InterruptedWriteError(
+            f"run {interrupted[0]!r} holds an interrupted write; run `langneurons repair "
+            f"{src_url}` before migrating"
+        )
+    if dest is None and src_url.endswith(".zip"):
+        raise InvalidNameError(
+            f"cannot migrate zip {src_url!r} in place; give a new directory as the destination"
+        )
+    target = _local_path(os.fspath(dest if dest is not None else src))
+    if target is None:
+        raise InvalidNameError("migration writes local directories; give a local path")
+    if dest is not None and target.exists():
+        raise InvalidNameError(f"destination {str(target)!r} already exists; choose a new path")
+    work = target.parent / f".{target.name}.migrate-{os.getpid()}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        _init_store(zarr.storage.LocalStore(work, read_only=False))
+        new = open_store(work, mode="r+")
+        runs, results = _copy(old, new, version)
+        problems = new.validate()
+        if problems:
+            raise StoreValidationError(f"the migrated store does not validate: {problems[0]}")
+        backup = None
+        if dest is None:
+            backup = target.with_name(f"{target.name}.schema{version}.bak")
+            if backup.exists():
+                raise InvalidNameError(
+                    f"{str(backup)!r} exists from an earlier migration; move it away first"
+                )
+            os.rename(target, backup)
+        os.rename(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("migrated %s from schema %s to %s", src_url, version, schema.SCHEMA_VERSION)
+    return Migration(target, version, schema.SCHEMA_VERSION, runs, results, backup)
+
+
+def _version(store: ActivationStore) -> int:
+    root = store._root()
+    attrs = root.attrs.get(schema.STORE_ATTR)
+    version = attrs.get("schema_version") if isinstance(attrs, dict) else None
+    if not isinstance(version, int):
+        raise StoreValidationError(f"store {store.url!r} names no schema version; cannot migrate")
+    return version
+
+
+def _copy(old: ActivationStore, new: ActivationStore, version: int) -> tuple[int, int]:
+    """Copy every run and result of ``old`` into the empty store ``new``."""
+    n_results = 0
+    runs = old.runs()
+    for run in runs:
+        group = old._group(run)
+        attrs = dict(group.attrs)
+        n_layers, n_neurons = _arr(group, "n_active").shape[2:]
+        sequences = "seq_n_active" in group
+        labels = None
+        if sequences:
+            labels = (_labels(group, "seq_language"), _labels(group, "seq_id"))
+        meta = schema.RunMetadata.from_attrs({**attrs, "schema_version": schema.SCHEMA_VERSION})
+        new.create_run(
+            run,
+            n_layers=n_layers,
+            n_neurons=n_neurons,
+            metadata=meta,
+            moments="act_sum" in group,
+            sequences=sequences,
+            seq_dtype=str(_arr(group, "seq_n_active").dtype) if sequences else "uint16",
+            languages=_labels(group, schema.LANGUAGE),
+            sequence_labels=labels,
+        )
+        with new._lock():
+            target = new._group(run)
+            for name in ("n_active", "n_tokens", *schema.MOMENTS, "seq_n_active", "seq_n_tokens"):
+                if name in group:
+                    _copy_blocks(_arr(group, name), _arr(target, name))
+            target.attrs.update(
+                {
+                    **attrs,  # provenance, tool version, creation and write history, unchanged
+                    "schema_version": schema.SCHEMA_VERSION,
+                    "migrated": {"from": version, "time": schema.now_iso()},
+                }
+            )
+            new._consolidate()
+        for kind in schema.RESULT_GROUPS:
+            for name in old.results(run, kind):
+                with _quiet():
+                    result = xr.open_zarr(
+                        old._zstore, group=f"{run}/{kind}/{name}", consolidated=False, chunks={}
+                    )
+                new.save_result(run, kind, name, result)
+                n_results += 1
+    return len(runs), n_results
+
+
+def _copy_blocks(src: zarr.Array, dst: zarr.Array) -> None:
+    """Copy ``src`` into ``dst`` (same shape) one chunk row of ``dst`` at a time."""
+    if src.shape != dst.shape:
+        raise StoreValidationError(f"{src.path} has shape {src.shape}, expected {dst.shape}")
+    step = dst.chunks[0]
+    for start in range(0, src.shape[0], step):
+        stop = min(start + step, src.shape[0])
+        dst[start:stop] = np.asarray(src[start:stop])
