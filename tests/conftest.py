@@ -94,3 +94,25 @@ def run_python(code: str, *, env: dict[str, str] | None = None, timeout: float =
     if proc.returncode != 0:
         pytest.fail(f"subprocess failed ({proc.returncode}):\n{proc.stderr}")
     return proc.stdout
+
+
+def write_reference_files(
+    directory: Path, langs: Sequence[str], *, shape: tuple[int, int] = (3, 8), seed: int = 0
+) -> None:
+    """Reference-format (njunlp) activation files, full and prefix, for ``langs``."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for lang in langs:
+        prefix = rng.integers(0, 50, size=shape)
+        full = prefix + rng.integers(0, 80, size=shape)
+        full[0, 0] = max(prefix[0, 0] - 3, 0)  # a negative difference, as in real files
+        torch.save(
+            {"total_tokens": 200, "over_zero": torch.from_numpy(full.astype(np.int64))},
+            directory / f"activation.{lang}.t.pt",
+        )
+        torch.save(
+            {"total_tokens": 60, "over_zero": torch.from_numpy(prefix.astype(np.int64))},
+            directory / f"prefix.activation.{lang}.t.pt",
+        )

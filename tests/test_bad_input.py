@@ -1,0 +1,406 @@
+"""Bad input, table-driven: every case has its pinned one-line message and exit code, and the
+proof that nothing was left half-written (no new file, no changed file, no new store).
+
+``CLI`` cases run the command line in-process (exit 1: a langneurons error, 2: a usage error).
+``API`` cases call the library and pin the exception type and message.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import stat
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from langneurons import errors
+from langneurons.cli import main
+from langneurons.store import Counts, create_store, import_zip, migrate_store, open_store
+
+from .conftest import make_counts, write_reference_files
+
+torch = pytest.importorskip("torch")
+
+LANGS = ["en", "de", "fr"]
+V1_ZIP = Path(__file__).parent / "data" / "store-v1.zip"
+
+
+# --------------------------------------------------------------------------- input builders
+def _other_version_store(tmp: Path) -> Path:
+    path = tmp / "v99.zarr"
+    create_store(path)
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"]["langneurons"]["schema_version"] = 99
+    meta.pop("consolidated_metadata", None)
+    (path / "zarr.json").write_text(json.dumps(meta))
+    return path
+
+
+def _v1_store(tmp: Path) -> Path:
+    path = tmp / "old.zarr"
+    with zipfile.ZipFile(V1_ZIP) as zf:
+        zf.extractall(path)
+    return path
+
+
+def _not_a_store(tmp: Path) -> Path:
+    (tmp / "dir").mkdir()
+    (tmp / "dir" / "notes.txt").write_text("hello")
+    return tmp / "dir"
+
+
+def _over_total_store(tmp: Path) -> Path:
+    path = tmp / "over.zarr"
+    store = create_store(path)
+    store.create_run("r", n_layers=3, n_neurons=7, counts=make_counts(["en", "de"]))
+    group = zarr.open_group(path, mode="r+", path="r", use_consolidated=False)
+    group["n_active"][0, 1, 2, 3] = 10**6
+    return path
+
+
+def _store(tmp: Path) -> Path:
+    path = tmp / "imp.zarr"
+    if not path.exists():
+        store = create_store(path)
+        store.create_run("r", n_layers=3, n_neurons=7, counts=make_counts(LANGS))
+    return path
+
+
+def _damaged_store(tmp: Path) -> Path:
+    path = _store(tmp)
+    (path / "r" / "n_active" / "c" / "1" / "1" / "0" / "0").unlink()
+    return path
+
+
+def _pickled(tmp: Path) -> Path:
+    write_reference_files(tmp / "pt", LANGS)
+    with open(tmp / "pt" / "activation.de.t.pt", "wb") as fh:
+        pickle.dump({"total_tokens": 5, "over_zero": Path("x")}, fh)
+    return tmp / "pt"
+
+
+def _missing_prefix(tmp: Path) -> Path:
+    write_reference_files(tmp / "pt", LANGS)
+    (tmp / "pt" / "prefix.activation.fr.t.pt").unlink()
+    return tmp / "pt"
+
+
+def _shapes_differ(tmp: Path) -> Path:
+    write_reference_files(tmp / "pt", ["en", "de"])
+    write_reference_files(tmp / "pt", ["fr"], shape=(3, 9))
+    return tmp / "pt"
+
+
+def _negative_total(tmp: Path) -> Path:
+    write_reference_files(tmp / "pt", LANGS)
+    over = torch.zeros((3, 8), dtype=torch.int64)
+    torch.save({"total_tokens": -4, "over_zero": over}, tmp / "pt" / "prefix.activation.de.t.pt")
+    return tmp / "pt"
+
+
+def _reference(tmp: Path) -> Path:
+    write_reference_files(tmp / "pt", LANGS)
+    return tmp / "pt"
+
+
+def _lape_file(tmp: Path) -> Path:
+    path = tmp / "lape.en.pt"
+    torch.save({"n": 10, "over_zero": torch.zeros((3, 8), dtype=torch.int64)}, path)
+    return path
+
+
+def _mask_file(tmp: Path, layers: int) -> Path:
+    from langneurons.extract._torchio import save_mask
+
+    path = tmp / "mask.pt"
+    save_mask(
+        path, [[np.array([0, 1])] * layers, [np.array([2])] * layers, [np.array([], int)] * layers]
+    )
+    return path
+
+
+def _zip_with(tmp: Path, name: str, *, link: bool = False) -> Path:
+    open_store(_store(tmp)).export_zip(tmp / "shared.zip")
+    with zipfile.ZipFile(tmp / "shared.zip", "a") as zf:
+        info = zipfile.ZipInfo(name)
+        if link:
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, b"/etc/passwd" if link else b"pwned")
+    return tmp / "shared.zip"
+
+
+def _a_file(tmp: Path) -> Path:
+    (tmp / "afile").write_text("not a folder")
+    return tmp / "afile"
+
+
+def _import(
+    directory_factory: Callable[[Path], Path], langs: str = "en,de,fr", run: str = "m/base"
+):
+    def args(tmp: Path) -> list[object]:
+        return ["import", "njunlp", directory_factory(tmp), "--tag", "t", "--languages", langs,
+                "--store", tmp / "new.zarr", "--run", run]  # fmt: skip
+
+    return args
+
+
+_OK = b'{"language": "en", "prompt": "a", "response": "b", "id": "1"}\n'
+
+
+def _extract(data: bytes, *extra: str):
+    def args(tmp: Path) -> list[object]:
+        (tmp / "empty").mkdir(exist_ok=True)
+        (tmp / "data.jsonl").write_bytes(data)
+        return ["extract", "--model", tmp / "empty", "--data", tmp / "data.jsonl",
+                "--store", tmp / "new.zarr", "--run", "r", *extra]  # fmt: skip
+
+    return args
+
+
+# --------------------------------------------------------------------------- the CLI table
+# (label, argv builder, exit code, pinned message: a regex matched against the one stderr line)
+CLI = [
+    # stores
+    ("nonexistent store", lambda t: ["info", t / "missing.zarr"], 1,
+     r"store '.*missing.zarr' does not exist; check the path"),
+    ("directory that is not a store", lambda t: ["info", _not_a_store(t)], 1,
+     r"'.*dir' is not a Zarr v3 store \(no zarr.json\)"),
+    ("store of a newer schema version", lambda t: ["validate", _other_version_store(t)], 1,
+     r"has schema version 99 but this langneurons reads version 2; install the langneurons"),
+    ("store of an older schema version", lambda t: ["info", _v1_store(t)], 1,
+     r"has schema version 1, older than version 2 .*; upgrade it with `langneurons migrate "),
+    ("migrating a current store", lambda t: ["migrate", _store(t)], 1,
+     r"already has schema version 2; nothing to migrate"),
+    ("counts above totals in a store", lambda t: ["validate", _over_total_store(t)], 1,
+     r"invalid: run 'r': n_active exceeds n_tokens for 'en' role 'response' at 1 cells"),
+    ("missing chunk file", lambda t: ["identify", _damaged_store(t), "--run", "r", "--role",
+                                      "all"], 1,
+     r"run 'r', array 'n_active': chunk c/1/1/0/0 is missing; the store is damaged"),
+    ("unknown run", lambda t: ["identify", _over_total_store(t), "--run", "nope"], 1,
+     r"run 'nope' is not in store"),
+    ("run name with ..", _import(_reference, run="../evil"), 1,
+     r"run name '../evil' contains '..'; use plain components"),
+    ("absolute run name", _import(_reference, run="/etc/evil"), 1,
+     r"run name '/etc/evil' is absolute"),
+    ("export to a non-zip name", lambda t: ["export", _store(t), t / "out.tar"], 1,
+     r"export target '.*out.tar' must end in .zip"),
+    ("zip-slip member on import", lambda t: ["import", "zip", _zip_with(t, "../x.txt"),
+                                             "--store", t / "new.zarr"], 1,
+     r"member '../x.txt' would escape the store \(absolute, '..' or drive\); refusing"),
+    ("link member on import", lambda t: ["import", "zip", _zip_with(t, "r/l", link=True),
+                                         "--store", t / "new.zarr"], 1,
+     r"member 'r/l' is a link; refusing the archive"),
+    # imports
+    ("missing prefix file", _import(_missing_prefix), 1,
+     r"prefix.activation.fr.t.pt does not exist"),
+    ("language list length mismatch (lape)",
+     lambda t: ["import", "lape", _lape_file(t), "--languages", "en,de", "--store",
+                t / "new.zarr", "--run", "r"], 1,
+     r"1 files but 2 languages; give one file per language, in the same order"),
+    ("shapes differ between languages", _import(_shapes_differ), 1,
+     r"language 'fr' has over_zero of shape \(3, 9\) but 'en' has \(3, 8\); all languages"),
+    ("negative totals", _import(_negative_total), 1,
+     r"prefix.activation.de.t.pt: 'total_tokens' is -4; token totals must be >= 0"),
+    ("duplicate language", _import(_reference, langs="en,de,en"), 1,
+     r"language 'en' is given twice; list each language once"),
+    ("pickled objects refused", _import(_pickled), 1,
+     r"holds pickled Python objects beyond tensors.*weights_only=True"),
+    ("mask of the wrong shape", lambda t: ["import", "mask", _mask_file(t, layers=5), "--store",
+                                           _store(t), "--run", "r", "--name", "x"], 1,
+     r"mask list entry for language 'en' has 5 layers, expected 3"),
+    # corpora
+    ("corpus not UTF-8", _extract(_OK + b"\xff\xfe bad\n"), 1,
+     r"data.jsonl:2: not valid UTF-8 \(byte 0xff at column 1\); save the file as UTF-8"),
+    ("corpus malformed JSON", _extract(b'{"language": "en", "prompt": \n'), 1,
+     r"data.jsonl:1:\d+: malformed JSON \(Expecting value\); each line must hold one JSON"),
+    ("corpus missing field", _extract(b'{"language": "en", "prompt": "a", "id": "1"}\n'), 1,
+     r"data.jsonl:1: missing field 'response'; each record needs language, prompt, response"),
+    ("corpus empty response", _extract(b'{"language": "en", "prompt": "a", "response": " ", '
+                                       b'"id": "1"}\n'), 1,
+     r"data.jsonl:1: field 'response' is empty; give non-empty text"),
+    ("corpus unknown language", _extract(b'{"language": "xx", "prompt": "a", "response": "b", '
+                                         b'"id": "1"}\n'), 1,
+     r"data.jsonl:1: unknown language 'xx' \(did you mean"),
+    # models
+    ("model directory without config", _extract(_OK), 1,
+     r"model directory '.*empty' has no config.json; point --model to a directory saved"),
+    ("GGUF file missing", _extract(_OK, "--gguf-file", "m.gguf"), 1,
+     r"GGUF file '.*m.gguf' does not exist; check --model DIR and --gguf-file FILE"),
+    # parameters
+    ("shard out of range", _extract(_OK, "--shard", "5/2"), 1,
+     r"--shard 5/2 is out of range; use I/N with 0 <= I < N"),
+    ("bad rate", lambda t: ["identify", _store(t), "--run", "r", "--top-rate", "1.5"], 1,
+     r"top_rate must be in \(0, 1\], got 1.5"),
+    ("bad lambda", lambda t: ["identify", _store(t), "--run", "r", "--lambda", "x"], 2,
+     r"'x' is neither 'auto' nor a number"),
+    ("no valid lambda", lambda t: ["identify", _store(t), "--run", "r", "--top-rate", "1",
+                                   "--bar", "0.1"], 1,
+     r"no lambda in \[0.0, 0.2\] \(eps 0.001\) leaves every selected neuron short of all 3 "),
+    ("malformed lambda range", lambda t: ["identify", _store(t), "--run", "r",
+                                          "--lambda-range", "0.2"], 2,
+     r"'0.2' is not LO,HI \(e.g. 0,0.2\)"),
+    ("more stages than layers", lambda t: ["stats", "stages", _store(t), "--run", "r",
+                                           "--n-stages", "9", "--n-boot", "0"], 1,
+     r"n_stages=9 is larger than the number of layers \(3\)"),
+    ("tests without per-sequence counts", lambda t: ["stats", "tests", _store(t), "--run", "r",
+                                                     "--method", "cluster"], 1,
+     r"method='cluster' needs per-sequence counts \(seq_n_active\), which this run lacks"),
+    ("report into a file", lambda t: ["report", _store(t), "--out", _a_file(t)], 1,
+     r"out_dir '.*afile' is a file; give a folder path for the report"),
+    ("unknown role (usage)", lambda t: ["identify", _store(t), "--run", "r", "--role", "both"],
+     2, r"Invalid value for '--role': 'both' is not one of 'response', 'prompt', 'all'"),
+    ("missing required option (usage)", lambda t: ["identify", _store(t)], 2,
+     r"Missing option '--run'"),
+]  # fmt: skip
+
+
+def _cli(capsys: pytest.CaptureFixture[str], argv: list[object]) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if "__pycache__" not in p.parts
+    }
+
+
+@pytest.mark.parametrize(("label", "args", "exit_code", "message"), CLI, ids=[c[0] for c in CLI])
+def test_cli_bad_input(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    label: str,
+    args: Callable[[Path], list[object]],
+    exit_code: int,
+    message: str,
+) -> None:
+    argv = args(tmp_path)
+    capsys.readouterr()
+    before = _snapshot(tmp_path)
+    code, out, err = _cli(capsys, argv)
+    assert code == exit_code, (label, out, err)
+    assert "Traceback" not in err
+    assert re.search(message, err), (label, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    if exit_code == 1:
+        assert len(lines) == 1, err  # one line: the error and its fix
+        assert lines[0].startswith(("langneurons: error: ", "invalid: ")), err
+    else:
+        assert lines[0].startswith("Usage:") and lines[-1].startswith("Error: "), err
+    # nothing half-written: no new file or folder, nothing changed, no store made
+    assert _snapshot(tmp_path) == before, label
+    assert not (tmp_path / "new.zarr").exists()
+
+
+# --------------------------------------------------------------------------- the API table
+def _run(tmp: Path, **kw: Any) -> xr.Dataset:
+    return open_store(_store(tmp)).open_run("r", **kw)
+
+
+def _api_counts(tmp: Path) -> None:
+    Counts(["en"], np.zeros((1, 2, 3, 7), np.int64), -np.ones((1, 2), np.int64))
+
+
+API: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
+    ("open a missing store", lambda t: open_store(t / "none.zarr"), errors.StoreNotFoundError,
+     r"store '.*none.zarr' does not exist; check the path"),
+    ("write a zip store", lambda t: create_store(t / "x.zip"), errors.InvalidNameError,
+     r"cannot write into zip '.*x.zip'; create a directory store and export it"),
+    ("run name escaping the store", lambda t: open_store(_store(t), mode="r+").create_run(
+        "a/../../b", n_layers=1, n_neurons=1), errors.InvalidNameError,
+     r"run name 'a/../../b' contains '..'"),
+    ("result name escaping the run", lambda t: open_store(_store(t), mode="r+").save_result(
+        "r", "stats", "/abs", xr.Dataset()), errors.InvalidNameError,
+     r"result name '/abs' is absolute"),
+    ("unknown result kind", lambda t: open_store(_store(t), mode="r+").save_result(
+        "r", "bogus", "x", xr.Dataset()), errors.InvalidNameError,
+     r"result kind 'bogus' is not one of"),
+    ("negative token totals", _api_counts, errors.StoreValidationError,
+     r"n_tokens holds negative token totals; totals must be >= 0"),
+    ("counts of another model", lambda t: open_store(_store(t), mode="r+").merge_counts(
+        "r", make_counts(["en"], layers=4)), errors.StoreValidationError,
+     r"counts have 4 layers x 7 neurons but run 'r' has 3 x 7"),
+    ("writing a read-only store", lambda t: open_store(_store(t)).merge_counts(
+        "r", make_counts(["en"])), PermissionError,
+     r"is open read-only; open it with mode='r\+' to write"),
+    ("unknown result", lambda t: open_store(_store(t)).open_result("r", "identification", "x"),
+     errors.RunNotFoundError, r"no identification result 'x' under run 'r' \(have: none\)"),
+    ("migrate into an existing path", lambda t: migrate_store(V1_ZIP, _store(t)),
+     errors.InvalidNameError, r"already exists; choose a new path"),
+    ("import a zip into an existing store", lambda t: import_zip(V1_ZIP, _store(t)),
+     errors.RunExistsError, r"already exists; give a new path for the store"),
+    ("unknown identification method", lambda t: _identify(_run(t), "nope"),
+     errors.ParameterError, r"method must be one of 'ternary', 'lape', got 'nope'"),
+    ("run without n_tokens", lambda t: _identify(_run(t).drop_vars("n_tokens"), "lape"),
+     errors.StoreValidationError, r"run has no variable 'n_tokens'; expected n_tokens"),
+    ("bootstrap of too few replicates", lambda t: _boot(_run(t)), errors.ParameterError,
+     r"n_boot must be an integer >= 2, got 0"),
+    ("alpha outside (0, 1)", lambda t: _tests(_run(t), alpha=2), errors.ParameterError,
+     r"alpha must be a number in \(0, 1\), got 2"),
+    ("corpus file missing", lambda t: _records(t / "none.jsonl"), errors.InputFormatError,
+     r"corpus file '.*none.jsonl' does not exist; give the path of a JSON lines"),
+    ("model path missing", lambda t: _load_model(t / "none"), errors.InputFormatError,
+     r"model '.*none' does not exist; give a directory saved with save_pretrained"),
+]  # fmt: skip
+
+
+def _identify(run: xr.Dataset, method: str) -> object:
+    from langneurons.analysis import identify
+
+    return identify(run, method, top_rate=0.2)  # type: ignore[arg-type]
+
+
+def _boot(run: xr.Dataset) -> object:
+    from langneurons.analysis import bootstrap_identification
+
+    return bootstrap_identification(run, "lape", n_boot=0)
+
+
+def _tests(run: xr.Dataset, **kw: Any) -> object:
+    from langneurons.analysis import language_preference_tests
+
+    return language_preference_tests(run, **kw)
+
+
+def _records(path: Path) -> object:
+    from langneurons.extract.corpus import read_records
+
+    return read_records(path)
+
+
+def _load_model(path: Path) -> object:
+    from langneurons.extract.engine import load_model
+
+    return load_model(str(path))
+
+
+@pytest.mark.parametrize(("label", "call", "error", "message"), API, ids=[a[0] for a in API])
+def test_api_bad_input(
+    tmp_path: Path, label: str, call: Callable[[Path], object], error: type, message: str
+) -> None:
+    _store(tmp_path)  # inputs exist before the snapshot
+    before = _snapshot(tmp_path)
+    with pytest.raises(error) as info:
+        call(tmp_path)
+    text = str(info.value)
+    assert re.search(message, text), (label, text)
+    assert "\n" not in text, text
+    if error is not PermissionError:
+        assert isinstance(info.value, errors.LangneuronsError)
+    assert _snapshot(tmp_path) == before, label
+
+
+def test_the_table_is_large_enough() -> None:
+    assert len(CLI) + len(API) >= 25
+    assert len({c[0] for c in CLI} | {a[0] for a in API}) == len(CLI) + len(API)
