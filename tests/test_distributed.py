@@ -9,7 +9,11 @@ import xarray as xr
 
 distributed = pytest.importorskip("distributed")
 
-from langneurons.analysis import bootstrap_identification, identify  # noqa: E402
+from langneurons.analysis import (  # noqa: E402
+    bootstrap_identification,
+    identify,
+    language_preference_tests,
+)
 from langneurons.store import create_store, open_store  # noqa: E402
 
 from .conftest import make_counts  # noqa: E402
@@ -29,6 +33,7 @@ def test_local_cluster_with_processes_matches_threads(run_path: Path) -> None:
     boot = bootstrap_identification(
         threaded_run, "ternary", n_boot=8, seed=3, top_rate=0.05, lam_range=(0.0, 2.0)
     )
+    tests = language_preference_tests(threaded_run, method="cluster")
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -40,5 +45,10 @@ def test_local_cluster_with_processes_matches_threads(run_path: Path) -> None:
         boot_cluster = bootstrap_identification(
             run, "ternary", n_boot=8, seed=3, top_rate=0.05, lam_range=(0.0, 2.0)
         )
+        tests_cluster = language_preference_tests(run, method="cluster")
+        # the store's own lazy (pinned, checked) arrays travel to the worker processes too
+        lazy = language_preference_tests(open_store(run_path).open_run("r"), method="cluster")
     xr.testing.assert_identical(threaded, on_cluster)
     xr.testing.assert_identical(boot, boot_cluster)
+    xr.testing.assert_identical(tests, tests_cluster)
+    xr.testing.assert_identical(tests, lazy)
