@@ -497,6 +497,11 @@ def extract(
         "moment_grid": MOMENT_GRID,
     }
     opened = _open_or_create_run(store, run, loaded, records, all_languages, identity, max_length)
+    # A process killed inside a commit leaves its journal armed, possibly after it recorded its
+    # unit in the run's attributes; roll such writes back (and refresh consolidated metadata a
+    # killed writer left stale) before reading which units are committed, or that unit is
+    # skipped here and then lost when the next commit rolls it back.
+    opened.repair()
     units = plan_units(records, chosen, unit_size, shard)
     done = opened.committed_units(run)
     mine_done = [u.key for u in units if u.key in done]

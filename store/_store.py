@@ -683,9 +683,13 @@ class ActivationStore:
             ]
 
     def _recover_all(self) -> list[str]:
+        """Roll back every armed journal and remove the leftovers of disarmed ones."""
         rolled = self._interrupted_runs()
         for run in rolled:
             self._recover(run)
+        for run in self.runs():
+            if run not in rolled and self._has_keys(f"{run}/{schema.JOURNAL}"):
+                self._recover(run)  # a writer killed after its commit: only cleans up
         return rolled
 
     def _commit_journal(self, run: str) -> None:
@@ -904,7 +908,8 @@ class ActivationStore:
                 problems.extend(damage)
                 continue
             checked = self._group(name, checked=True)
-            problems.extend(f"run {name!r}: {p}" for p in _validate_run(checked))
+            with _quiet():
+                problems.extend(f"run {name!r}: {p}" for p in _validate_run(checked))
         return problems
 
     def _damage(self, run: str, *, verify: bool = True) -> list[str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from langneurons.cli import main  # noqa: E402
 from langneurons.errors import (  # noqa: E402
     InputFormatError,
     ParameterError,
@@ -267,6 +271,12 @@ def _assert_same_store(a: Path, b: Path) -> None:
     meta_a, meta_b = open_store(a).run_metadata("m/base"), open_store(b).run_metadata("m/base")
     assert meta_a.corpus_hash == meta_b.corpus_hash and meta_a.hook_point == meta_b.hook_point
     assert open_store(a).committed_units("m/base") == open_store(b).committed_units("m/base")
+    for path in (a, b):
+        # what a reader sees lists every committed unit once: none lost, none written twice
+        writes = open_store(path).open_run("m/base").attrs["writes"]
+        units = [w["provenance"]["unit"] for w in writes]
+        assert len(units) == len(set(units)), units
+        assert set(units) == open_store(path).committed_units("m/base")
 
 
 @pytest.fixture(scope="module")
@@ -306,6 +316,206 @@ def test_kill_and_resume_is_bit_exact(
     )
     assert resumed.returncode == 0, resumed.stderr
     _assert_same_store(store, reference)
+
+
+# A CLI extraction whose store operations are watched: in `phase` ("create": inside create_run,
+# or a unit key: inside that unit's commit), once operations matching every regex in `after` are
+# done, it records where it is in `where` and SIGKILLs itself just before the first operation
+# `op` ("set", "delete" or "delete_dir") on a key matching `key`.
+_KILL_AT = """
+import json, os, re, signal, sys
+from pathlib import Path
+
+import zarr.storage
+
+from langneurons.cli import main
+from langneurons.store._store import ActivationStore
+
+where, phase, op, key, after = json.loads(sys.argv[1])
+state = {"phase": None, "done": []}
+
+
+def enter(method, phase_of):
+    def wrapped(self, *args, **kwargs):
+        state["phase"], state["done"] = phase_of(kwargs), []
+        return method(self, *args, **kwargs)
+
+    return wrapped
+
+
+store = ActivationStore
+store.create_run = enter(store.create_run, lambda kwargs: "create")
+store.merge_counts = enter(store.merge_counts, lambda kwargs: kwargs["provenance"]["unit"])
+
+
+def watch(name):
+    method = getattr(zarr.storage.LocalStore, name)
+
+    async def wrapped(self, path, *args, **kwargs):
+        ready = all(any(re.fullmatch(a, d) for d in state["done"]) for a in after)
+        if state["phase"] == phase and name == op and re.fullmatch(key, path) and ready:
+            Path(where).write_text(json.dumps({**state, "op": name, "key": path}))
+            os.kill(os.getpid(), signal.SIGKILL)
+        state["done"].append(name + " " + path)
+        return await method(self, path, *args, **kwargs)
+
+    setattr(zarr.storage.LocalStore, name, wrapped)
+
+
+for name in ("set", "delete", "delete_dir"):
+    watch(name)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class KillPoint:
+    """Where a watched extraction dies (see ``_KILL_AT``) and what the store holds then."""
+
+    name: str
+    phase: str  # "create", or the key of the unit being committed
+    op: str
+    key: str
+    after: tuple[str, ...]  # operations (regexes) done in this phase before it dies
+    committed: int  # units committed when it died, of 12
+    armed: bool  # a write was under way: its journal is armed until a writer rolls it back
+
+
+_MARKER = "m/base/_journal/zarr\\.json"  # written last to arm a write, deleted first to commit it
+_JOURNAL = "m/base/_journal"
+# Each chain kills an extraction at its first point, then kills the rerun (--resume once a unit
+# is committed) at the next point, and so on; a last rerun completes the run. The 4th of the 12
+# units is en/3, the last zh/3.
+KILL_CHAINS = {
+    "create": (
+        # the run's arrays are being made under an armed "create" journal
+        KillPoint(
+            "arrays", "create", "set", "m/base/n_active/zarr\\.json", (f"set {_MARKER}",),
+            committed=0, armed=True,
+        ),
+        # the run is made and its journal deleted, the consolidated metadata not yet updated
+        KillPoint(
+            "unconsolidated", "create", "set", "zarr\\.json", (f"delete_dir {_JOURNAL}",),
+            committed=0, armed=False,
+        ),
+    ),
+    "commit": (
+        # the journal is armed, n_active and n_tokens are written, the moments not
+        KillPoint(
+            "some-arrays", "en/3", "set", "m/base/act_sum/c/.*",
+            (f"set {_MARKER}", "set m/base/n_active/c/.*", "set m/base/n_tokens/c/.*"),
+            committed=3, armed=True,
+        ),
+        # every array but the last (seq_n_tokens) written
+        KillPoint(
+            "all-but-one-array", "en/3", "set", "m/base/seq_n_tokens/c/.*",
+            (f"set {_MARKER}", "set m/base/act_sqsum/c/.*", "set m/base/seq_n_active/c/.*"),
+            committed=3, armed=True,
+        ),
+        # every array and the run's attributes (which name the unit) written, journal armed
+        KillPoint(
+            "attributes-written", "en/3", "delete", _MARKER,
+            ("set m/base/seq_n_tokens/c/.*", "set m/base/zarr\\.json"),
+            committed=3, armed=True,
+        ),
+        # the journal's marker deleted (the commit point passed), the rest of it not
+        KillPoint(
+            "journal-deleted", "en/3", "delete_dir", _JOURNAL, (f"delete {_MARKER}",),
+            committed=4, armed=False,
+        ),
+    ),
+    "last": (
+        # the last unit's arrays and attributes written, its journal armed
+        KillPoint(
+            "attributes-written", "zh/3", "delete", _MARKER,
+            ("set m/base/seq_n_tokens/c/.*", "set m/base/zarr\\.json"),
+            committed=11, armed=True,
+        ),
+        # the journal's marker deleted (the commit point passed), the rest of it not
+        KillPoint(
+            "journal-deleted", "zh/3", "delete_dir", _JOURNAL, (f"delete {_MARKER}",),
+            committed=12, armed=False,
+        ),
+    ),
+    "last-unconsolidated": (
+        # the last unit committed, the consolidated metadata not yet updated
+        KillPoint(
+            "unconsolidated", "zh/3", "set", "zarr\\.json", (f"delete_dir {_JOURNAL}",),
+            committed=12, armed=False,
+        ),
+    ),
+}  # fmt: skip
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chain", list(KILL_CHAINS.values()), ids=list(KILL_CHAINS))
+def test_killed_anywhere_resume_is_bit_exact(
+    tmp_path: Path,
+    llama: Path,
+    data: Path,
+    reference: Path,
+    chain: tuple[KillPoint, ...],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Killed anywhere, even inside a commit, a rerun redoes exactly the uncommitted units."""
+    store = tmp_path / "killed.zarr"
+    command = _cli_command(llama, data, store)
+    units = [f"{lang}/{i}" for lang in TEXTS for i in range(4)]  # in commit order
+    committed, armed = 0, False  # what the last killed process left
+    for point in chain:
+        where = tmp_path / f"{point.name}.json"
+        spec = json.dumps([str(where), point.phase, point.op, point.key, point.after])
+        resume = ["--resume"] if committed else []
+        killed = subprocess.run(
+            [sys.executable, "-c", _KILL_AT, spec, *command[3:], *resume],
+            capture_output=True,
+            text=True,
+        )
+        # it rolled back the write the process before it left armed ...
+        assert ("rolling back an interrupted" in killed.stderr) == armed, killed.stderr
+        # ... and died by SIGKILL at the point asked for
+        assert killed.returncode == -signal.SIGKILL, (point.name, killed.stderr)
+        died = json.loads(where.read_text())
+        assert (died["phase"], died["op"]) == (point.phase, point.op)
+        assert re.fullmatch(point.key, died["key"])
+        for done in point.after:
+            assert any(re.fullmatch(done, op) for op in died["done"]), (point.name, done, died)
+        committed, armed = point.committed, point.armed
+
+        # `langneurons validate` names a write left armed
+        code, _, err = _cli(capsys, "validate", store)
+        if armed:
+            assert code == 1, point.name
+            assert (
+                "run 'm/base': interrupted write (journal present); run `langneurons repair" in err
+            )
+        else:
+            assert (code, err) == (0, ""), point.name
+        if committed:
+            # a rerun without --resume is refused, naming the committed units (run on a copy, so
+            # that the next process finds the store as the killed one left it)
+            copy = tmp_path / f"{point.name}.zarr"
+            shutil.copytree(store, copy)
+            code, _, err = _cli(capsys, *_cli_command(llama, data, copy)[3:])
+            assert code == 1, point.name
+            assert f"already holds {committed} of this command's units" in err, point.name
+            # ... and, like any writer, it rolled back the dead write first
+            assert open_store(copy).committed_units("m/base") == set(units[:committed])
+
+    resumed = subprocess.run(
+        [*command, *(["--resume"] if committed else [])], capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert ("rolling back an interrupted" in resumed.stderr) == armed, resumed.stderr
+    assert f"extracted {12 - committed} unit(s) ({committed} already done)" in resumed.stdout
+    _assert_same_store(store, reference)
+    assert open_store(store).validate() == []
 
 
 @pytest.mark.parametrize(

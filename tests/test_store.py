@@ -556,6 +556,9 @@ open_store({str(path)!r}, mode="r+").merge_counts("m", unit_counts(full, "en", [
         path / "m" / "_journal" / "zarr.json"
     ).exists()
     assert store.committed_units("m") == {"en/0"}
+    assert store.repair() == []  # nothing to roll back; the leftovers are only removed
+    assert not (path / "m" / "_journal").exists()
+    assert store.committed_units("m") == {"en/0"}
     store.merge_counts("m", unit_counts(full, "en", [1]), provenance={"unit": "en/1"})
     assert not (path / "m" / "_journal").exists()
     ds = store.open_run("m")
