@@ -45,8 +45,18 @@ demo-import: venv
 	$(VENV)/bin/langneurons identify $(DEMO_OUT)-import/store.zarr --run tiny/base
 	$(VENV)/bin/langneurons info $(DEMO_OUT)-import/store.zarr
 
+# every benchmarks/*.py script (not the _*.py helpers), then one table of their headline rows;
+# `make bench BENCH_ARGS=--quick` for a smoke test at small sizes
+BENCH_ARGS ?=
 bench: venv
-	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@out=$$(mktemp -d); trap 'rm -rf "$$out"' EXIT; failed=""; \
+	for script in benchmarks/[!_]*.py; do \
+		echo "== $$script $(BENCH_ARGS)"; \
+		$(PY) $$script $(BENCH_ARGS) --json "$$out/$$(basename $$script .py).json" \
+			|| failed="$$failed $$script"; \
+	done; \
+	$(PY) benchmarks/_table.py "$$out"/*.json; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) $(DEMO_OUT)-import build dist *.egg-info

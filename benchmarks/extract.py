@@ -8,7 +8,8 @@
    size and padded to the longest sequence in the batch, as the reference code does). Target: at
    least 1.8x fewer. The unpadded ratio (2P + R) / (P + R) is printed too.
 
-All numbers are measured in one run of this script.
+All numbers are measured in one run of this script. ``--quick`` times one repeat instead of
+three; ``--json OUT`` also writes the headline rows for ``make bench``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _table import peak_rss_mib, row, write_rows
 
 
 def main() -> None:
@@ -31,7 +33,11 @@ def main() -> None:
     parser.add_argument("--unit-size", type=int, default=32)
     parser.add_argument("--reference-batch-size", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one timed repeat (smoke test)")
+    parser.add_argument("--json", type=Path, help="write the headline rows here (make bench)")
     args = parser.parse_args()
+    if args.quick:
+        args.repeat = 1
 
     import torch
 
@@ -133,6 +139,32 @@ def main() -> None:
     print(f"{'token positions, langneurons one pass':<46}{ours_positions:>12,}")
     print(f"{'ratio reference / ours (target >= 1.8)':<46}{ref_positions / ours_positions:>12.3f}")
     print(f"{'unpadded ratio (2P + R) / (P + R)':<46}{ref_real / ours_real:>12.3f}")
+    peak = peak_rss_mib()
+    write_rows(
+        args.json,
+        [
+            row(
+                "extract",
+                "tiny llama: extract vs bare forward",
+                t_ours,
+                unit="s",
+                baseline=t_bare,
+                peak_mib=peak,
+                peak_of="VmHWM",
+                note="target <= 1.15x; peak: whole process",
+            ),
+            row(
+                "extract",
+                "token positions: one pass vs two-pass reference",
+                ours_positions,
+                unit="tokens",
+                baseline=ref_positions,
+                peak_mib=peak,
+                peak_of="VmHWM",
+                note=f"reference / ours = {ref_positions / ours_positions:.2f} (target >= 1.8)",
+            ),
+        ],
+    )
 
 
 def _timed(fn: object) -> float:

@@ -10,6 +10,7 @@ Usage::
 
     python benchmarks/identify.py            # 7B and 70B sizes
     python benchmarks/identify.py --quick    # a small size, for a smoke test
+    python benchmarks/identify.py --json OUT # also write the headline rows for `make bench`
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from _table import row, write_rows
 
 from langneurons.analysis.identify import identify
 
@@ -120,6 +123,9 @@ def peak_mib(fn: Callable[[], Any]) -> float:
 def bench(n_layers: int, n_neurons: int, repeat: int, loop_layers: int) -> dict[str, Any]:
     """Time the three calls and the research loop at one model size; print as it goes."""
     label = f"{n_layers} x {n_neurons} neurons x {len(LANGUAGES)} languages"
+    tag = {(32, 14336): "7B", (80, 28672): "70B"}.get(
+        (n_layers, n_neurons), f"{n_layers}x{n_neurons}"
+    )
     print(f"\n== {label} ==", flush=True)
     t0 = time.perf_counter()
     run = synthetic_run(n_layers, n_neurons)
@@ -157,6 +163,8 @@ def bench(n_layers: int, n_neurons: int, repeat: int, loop_layers: int) -> dict[
     )
     return {
         "label": label,
+        "tag": tag,
+        "loop_layers": loop_layers,
         "rows": rows,
         "loop": {"fixed lambda (0.05)": loop_pass, "automatic lambda": loop_pass * n_evals},
     }
@@ -169,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed repeats (best is kept)")
     parser.add_argument("--loop-layers", type=int, default=2, help="layers timed in the loop")
     parser.add_argument("--skip-70b", action="store_true", help="only the 7B size")
+    parser.add_argument("--json", type=Path, help="write the headline rows here (make bench)")
     args = parser.parse_args(argv)
 
     sizes = [(4, 2048)] if args.quick else [(32, 14336)]
@@ -192,6 +201,29 @@ def main(argv: list[str] | None = None) -> int:
             "\n70B / 7B time ratio:",
             ", ".join(f"{name} {large[name][0] / small[name][0]:.1f}" for name in small),
         )
+    table = []
+    for res in results:
+        for name, (seconds, peak, _) in res["rows"].items():
+            loop = res["loop"].get(name)
+            note = "no baseline"
+            if loop is not None:
+                note = (
+                    f"baseline: research per-neuron loop (extrapolated from "
+                    f"{res['loop_layers']} layers)"
+                )
+            table.append(
+                row(
+                    "identify",
+                    f"{res['tag']} {name}",
+                    seconds,
+                    unit="s",
+                    baseline=loop,
+                    peak_mib=peak,
+                    peak_of="tracemalloc",
+                    note=note,
+                )
+            )
+    write_rows(args.json, table)
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         f"process max RSS (resource.getrusage ru_maxrss, includes the synthetic runs): "

@@ -18,6 +18,7 @@ Usage::
     python benchmarks/stats.py            # the full size (several minutes on 2 cores)
     python benchmarks/stats.py --quick    # a small size, for a smoke test
     python benchmarks/stats.py --keep DIR # build (or reuse) the store in DIR and keep it
+    python benchmarks/stats.py --json OUT # also write the headline rows for `make bench`
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import _table
 import numpy as np
 
 LANGUAGES = ["en", "zh", "de", "fr", "es", "ja", "ru", "ar", "sw", "th"]
@@ -211,6 +213,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small size (smoke test)")
     parser.add_argument("--keep", type=Path, help="build the store here (reused if present)")
+    parser.add_argument("--json", type=Path, help="write the headline rows here (make bench)")
     parser.add_argument("--child", choices=["tests", "boot"], help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--boot", type=int, default=0, help=argparse.SUPPRESS)
@@ -273,6 +276,43 @@ def main() -> None:
         print(
             f"{rows[0][1]['n_significant']} of {rows[0][1]['n_tests']} tests significant; "
             f"bootstrap mean Jaccard per language {large['jaccard_mean']}"
+        )
+        tag = "7B" if (size["layers"], size["neurons"]) == (32, 14336) else "quick"
+        tests = rows[0][1]
+        _table.write_rows(
+            args.json,
+            [
+                _table.row(
+                    "stats",
+                    f"{tag} tests + FDR: peak RSS vs raw data",
+                    tests["maxrss_mib"],
+                    unit="MiB",
+                    baseline=raw / 2**20,
+                    peak_mib=tests["maxrss_mib"],
+                    peak_of="VmHWM",
+                    note=f"{tests['seconds']:.0f} s",
+                ),
+                _table.row(
+                    "stats",
+                    f"{tag} bootstrap B={b1} vs B={b0}: time",
+                    large["seconds"],
+                    unit="s",
+                    baseline=small["seconds"],
+                    peak_mib=large["maxrss_mib"],
+                    peak_of="VmHWM",
+                    note=f"replicates x{b1 / b0:.0f}; {per_rep:.2f} s per replicate",
+                ),
+                _table.row(
+                    "stats",
+                    f"{tag} bootstrap B={b1} vs B={b0}: peak RSS",
+                    large["maxrss_mib"],
+                    unit="MiB",
+                    baseline=small["maxrss_mib"],
+                    peak_mib=large["maxrss_mib"],
+                    peak_of="VmHWM",
+                    note="memory must not grow with B",
+                ),
+            ],
         )
     finally:
         if tmp is not None:

@@ -8,6 +8,7 @@ format users have today: one ``torch.save`` file per language and role,
 Prints seconds and bytes on disk for both, and the ratios (ours / torch.save), measured in one run
 (writes timed once, reads as the best of three: the first read also pays one-time imports; both
 reads copy the data into memory, since torch.load may map files lazily).
+``--json OUT`` also writes the headline rows for ``make bench``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _table import peak_rss_mib, row, write_rows
 
 from langneurons.store import Counts, RunMetadata, create_store, open_store
 
@@ -58,6 +60,7 @@ def main() -> None:
     parser.add_argument("--neurons", type=int, default=14336)
     parser.add_argument("--languages", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="a small run (4 x 1024 x 3)")
+    parser.add_argument("--json", type=Path, help="write the headline rows here (make bench)")
     args = parser.parse_args()
     if args.quick:
         args.layers, args.neurons, args.languages = 4, 1024, 3
@@ -132,6 +135,31 @@ def main() -> None:
         )
     else:
         print("torch not installed: baseline skipped (pip install 'langneurons[extract]')")
+    tag = "7B" if (args.layers, args.neurons) == (32, 14336) else f"{args.layers}x{args.neurons}"
+    peak = peak_rss_mib()
+    baseline = (pt_size, pt_write, pt_read) if torch is not None else (None, None, None)
+    write_rows(
+        args.json,
+        [
+            row(
+                "store",
+                f"{tag} {what}: zarr vs torch.save",
+                value,
+                unit=unit,
+                baseline=base,
+                peak_mib=peak,
+                peak_of="VmHWM",
+                note="peak: whole process",
+            )
+            for what, unit, value, base in zip(
+                ("size on disk", "write", "read"),
+                ("MiB", "s", "s"),
+                (ours_size / 2**20, ours_write, ours_read),
+                (baseline[0] / 2**20 if baseline[0] else None, *baseline[1:]),
+                strict=True,
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":
