@@ -81,10 +81,35 @@ def _upper_tail(
     return z, p
 
 
+_BLOCK_BYTES = 32 << 20  # working memory of one block of layers (about a dozen float64 arrays)
+
+
+def _by_layers(
+    shape: tuple[int, int, int], compute: Any, temporaries: int = 16
+) -> dict[str, FloatArray]:
+    """Gather ``compute(l0, l1)`` (arrays on ``[language, l, neuron]``) over blocks of layers.
+
+    The results land in ``[layer, neuron, language]`` arrays allocated once, so the peak is the
+    result itself plus one block's temporaries, not a dozen full-size intermediates. Every
+    operation is elementwise or over languages, so the values do not depend on the blocks.
+    """
+    k, n_layers, n_neurons = shape
+    step = max(1, _BLOCK_BYTES // max(1, temporaries * k * n_neurons * 8))
+    out: dict[str, FloatArray] = {}
+    for l0 in range(0, n_layers, step):
+        l1 = min(n_layers, l0 + step)
+        for name, value in compute(l0, l1).items():
+            if name not in out:
+                out[name] = np.empty((n_layers, n_neurons, k), dtype=np.float64)
+            out[name][l0:l1] = np.moveaxis(value, 0, -1)
+    return out
+
+
 def _binomial(run: xr.Dataset, roles: tuple[str, ...]) -> dict[str, FloatArray]:
     """Pooled two-proportion z-test per (language, neuron) on token counts (independent tokens).
 
     ``z = (p_k - p_r) / sqrt(p (1 - p) (1/n_k + 1/n_r))`` with the pooled ``p = sum x / sum n``.
+    Returns arrays on ``[layer, neuron, language]``.
     """
     counts = xr.Dataset(
         {
@@ -92,28 +117,31 @@ def _binomial(run: xr.Dataset, roles: tuple[str, ...]) -> dict[str, FloatArray]:
             "n": run["n_tokens"].sel({ROLE: list(roles)}).sum(ROLE),
         }
     ).compute()
-    x = np.asarray(counts["x"].transpose(LANGUAGE, LAYER, NEURON).values, dtype=np.float64)
+    x_all = np.asarray(counts["x"].transpose(LANGUAGE, LAYER, NEURON).values, dtype=np.float64)
     n = np.asarray(counts["n"].values, dtype=np.float64)
     _check_tokens(n, [str(v) for v in run[LANGUAGE].values], roles)
-    x_rest = x.sum(axis=0) - x
     n_rest = n.sum() - n
-    rate = x / n[:, None, None]
-    rate_rest = x_rest / n_rest[:, None, None]
-    pooled = x.sum(axis=0) / n.sum()
-    var = pooled * (1.0 - pooled) * (1.0 / n + 1.0 / n_rest)[:, None, None]
-    effect = rate - rate_rest
-    z, p = _upper_tail(effect, var)
-    se = np.sqrt(var)
-    df = np.full_like(z, np.inf)
-    return {
-        "rate": rate,
-        "rate_rest": rate_rest,
-        "effect": effect,
-        "se": se,
-        "z": z,
-        "p": p,
-        "df": df,
-    }
+
+    def block(l0: int, l1: int) -> dict[str, FloatArray]:
+        x = x_all[:, l0:l1]
+        x_rest = x.sum(axis=0) - x
+        rate = x / n[:, None, None]
+        rate_rest = x_rest / n_rest[:, None, None]
+        pooled = x.sum(axis=0) / n.sum()
+        var = pooled * (1.0 - pooled) * (1.0 / n + 1.0 / n_rest)[:, None, None]
+        effect = rate - rate_rest
+        z, p = _upper_tail(effect, var)
+        return {
+            "rate": rate,
+            "rate_rest": rate_rest,
+            "effect": effect,
+            "se": np.sqrt(var),
+            "z": z,
+            "p": p,
+            "df": np.full_like(z, np.inf),
+        }
+
+    return _by_layers(x_all.shape, block)
 
 
 def _cluster(run: xr.Dataset, role: str) -> tuple[dict[str, FloatArray], dict[str, int]]:
@@ -122,54 +150,56 @@ def _cluster(run: xr.Dataset, role: str) -> tuple[dict[str, FloatArray], dict[st
     Own language: :math:`V_k = c_k \sum_i (a_i - \hat P_k t_i)^2 / T_k^2`, :math:`c = n/(n-1)`.
     Rest (languages as strata, sequences as clusters, common ratio :math:`R`):
     :math:`V_r = \sum_{j \ne k} c_j \sum_{i \in j} (d_i - \bar d_j)^2 / T_r^2` with
-    :math:`d_i = a_i - R t_i`, expanded into per-language sums.
+    :math:`d_i = a_i - R t_i`, expanded into per-language sums. Returns arrays on
+    ``[layer, neuron, language]``.
     """
     design = _design(run, role, "method='cluster'", "method='binomial'")
     sums = _cluster_sums(run, design).compute()
-    a = np.asarray(sums["A"].transpose(LANGUAGE, LAYER, NEURON).values)
-    s2 = np.asarray(sums["S2"].transpose(LANGUAGE, LAYER, NEURON).values)
-    sat = np.asarray(sums["SAT"].transpose(LANGUAGE, LAYER, NEURON).values)
+    a_all = np.asarray(sums["A"].transpose(LANGUAGE, LAYER, NEURON).values)
+    s2_all = np.asarray(sums["S2"].transpose(LANGUAGE, LAYER, NEURON).values)
+    sat_all = np.asarray(sums["SAT"].transpose(LANGUAGE, LAYER, NEURON).values)
     t = np.asarray(sums["T"].values)
     stt = np.asarray(sums["STT"].values)
+    del sums
     _check_tokens(t, design.languages, design.roles)
     n = design.counts.astype(np.float64)
     c = n / (n - 1.0)
     col = (slice(None), None, None)
-
-    rate = a / t[col]
-    var_own = c[col] * np.maximum(s2 - 2.0 * rate * sat + rate * rate * stt[col], 0.0)
-    var_own /= (t * t)[col]
-
-    # stratified pieces: U0 = c S2 - c/n A^2, U1 = c SAT - c/n A T, U2 = c STT - c/n T^2
-    u0 = c[col] * s2 - (c / n)[col] * a * a
-    u1 = c[col] * sat - (c / n)[col] * a * t[col]
-    u2 = c * stt - (c / n) * t * t
-    a_rest = a.sum(axis=0) - a
     t_rest = t.sum() - t
-    rate_rest = a_rest / t_rest[col]
-    resid = (u0.sum(axis=0) - u0) - 2.0 * rate_rest * (u1.sum(axis=0) - u1)
-    resid += rate_rest * rate_rest * (u2.sum() - u2)[col]
-    var_rest = np.maximum(resid, 0.0) / (t_rest * t_rest)[col]
-
-    effect = rate - rate_rest
-    var = var_own + var_rest
+    u2 = c * stt - (c / n) * t * t  # stratified pieces, see below
     # Welch-Satterthwaite: own language n_k - 1, the rest sum_j (n_j - 1) degrees of freedom
     df_own = (n - 1.0)[col]
     df_rest = ((n - 1.0).sum() - (n - 1.0))[col]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = var * var / (var_own * var_own / df_own + var_rest * var_rest / df_rest)
-    z, p = _upper_tail(effect, var, df)
-    se = np.sqrt(var)
-    stats = {
-        "rate": rate,
-        "rate_rest": rate_rest,
-        "effect": effect,
-        "se": se,
-        "z": z,
-        "p": p,
-        "df": np.where(var > 0, df, np.inf),
-    }
-    return stats, design.n_per_language()
+
+    def block(l0: int, l1: int) -> dict[str, FloatArray]:
+        a, s2, sat = a_all[:, l0:l1], s2_all[:, l0:l1], sat_all[:, l0:l1]
+        rate = a / t[col]
+        var_own = c[col] * np.maximum(s2 - 2.0 * rate * sat + rate * rate * stt[col], 0.0)
+        var_own /= (t * t)[col]
+        # stratified pieces: U0 = c S2 - c/n A^2, U1 = c SAT - c/n A T, U2 = c STT - c/n T^2
+        u0 = c[col] * s2 - (c / n)[col] * a * a
+        u1 = c[col] * sat - (c / n)[col] * a * t[col]
+        a_rest = a.sum(axis=0) - a
+        rate_rest = a_rest / t_rest[col]
+        resid = (u0.sum(axis=0) - u0) - 2.0 * rate_rest * (u1.sum(axis=0) - u1)
+        resid += rate_rest * rate_rest * (u2.sum() - u2)[col]
+        var_rest = np.maximum(resid, 0.0) / (t_rest * t_rest)[col]
+        effect = rate - rate_rest
+        var = var_own + var_rest
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df = var * var / (var_own * var_own / df_own + var_rest * var_rest / df_rest)
+        z, p = _upper_tail(effect, var, df)
+        return {
+            "rate": rate,
+            "rate_rest": rate_rest,
+            "effect": effect,
+            "se": np.sqrt(var),
+            "z": z,
+            "p": p,
+            "df": np.where(var > 0, df, np.inf),
+        }
+
+    return _by_layers(a_all.shape, block), design.n_per_language()
 
 
 def _check_tokens(totals: NDArray[Any], languages: list[str], roles: tuple[str, ...]) -> None:
@@ -275,7 +305,7 @@ def language_preference_tests(
         stats, extra["n_sequences"] = _cluster(run, role_)
     else:
         stats = _binomial(run, _roles(role_))
-    p = np.moveaxis(stats.pop("p"), 0, -1)  # [layer, neuron, language]
+    p = stats.pop("p")  # [layer, neuron, language], contiguous: reshape is a view
     reject, q, _, _ = multipletests(
         p.reshape(-1), alpha=alpha_, method=correction_, is_sorted=False, returnsorted=False
     )
@@ -286,12 +316,12 @@ def language_preference_tests(
         "p": (dims, p),
         "q": (dims, np.asarray(q, dtype=np.float64).reshape(p.shape)),
         "significant": (dims, significant),
-        "effect": (dims, np.moveaxis(stats["effect"], 0, -1)),
-        "statistic": (dims, np.moveaxis(stats["z"], 0, -1)),
-        "df": (dims, np.moveaxis(stats["df"], 0, -1)),
-        "se": (dims, np.moveaxis(stats["se"], 0, -1)),
-        "rate": (dims, np.moveaxis(stats["rate"], 0, -1)),
-        "rate_rest": (dims, np.moveaxis(stats["rate_rest"], 0, -1)),
+        "effect": (dims, stats["effect"]),
+        "statistic": (dims, stats["z"]),
+        "df": (dims, stats["df"]),
+        "se": (dims, stats["se"]),
+        "rate": (dims, stats["rate"]),
+        "rate_rest": (dims, stats["rate_rest"]),
     }
     attrs: dict[str, Any] = {
         "method": used,
