@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -57,21 +56,6 @@ QUICK: dict[str, Any] = {
     "boot": [5, 50],
     "block": 5,  # at this size the default block would hold all the replicates at once
 }
-
-
-def maxrss_mib() -> float:
-    """Peak resident memory of this process in MiB.
-
-    ``VmHWM`` from ``/proc/self/status`` where available: unlike ``ru_maxrss``, which Linux
-    carries over from the parent across ``fork`` + ``exec``, it belongs to this process alone.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def language_rates(
@@ -171,7 +155,7 @@ def child(args: argparse.Namespace) -> None:
     from langneurons.store import open_store
 
     run = open_store(args.store).open_run(RUN)
-    before = maxrss_mib()
+    before = _table.peak_rss_mib()
     if args.trace:
         tracemalloc.start()
     t0 = time.perf_counter()
@@ -192,7 +176,7 @@ def child(args: argparse.Namespace) -> None:
     if args.trace:
         out["traced_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
-    out["maxrss_mib"] = maxrss_mib()
+    out["maxrss_mib"] = _table.peak_rss_mib()
     out["baseline_mib"] = before
     print(json.dumps(out))
 
@@ -241,7 +225,7 @@ def main() -> None:
     try:
         if not (store / "zarr.json").exists():
             seconds = build(store, size)
-            print(f"built in {seconds:.1f} s (builder peak RSS {maxrss_mib():.0f} MiB)")
+            print(f"built in {seconds:.1f} s (builder peak RSS {_table.peak_rss_mib():.0f} MiB)")
         else:
             print(f"reusing {store}")
         rows: list[tuple[str, dict[str, Any]]] = []
