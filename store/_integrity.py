@@ -78,7 +78,7 @@ def crc_ok(data: bytes | np.ndarray) -> bool:
     raw = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
     if raw.size < 4:
         return False
-    computed = np.uint32(google_crc32c.value(raw[:-4].tobytes())).tobytes()
+    computed = np.uint32(google_crc32c.value(raw[:-4])).tobytes()  # no copy of the chunk
     return computed == raw[-4:].tobytes()
 
 
@@ -88,7 +88,7 @@ def _has_crc(meta: Mapping[str, Any]) -> bool:
 
 
 class CheckedStore(WrapperStore[Store]):
-    """A read-only view of a store whose chunk reads are checked and pinned to one state.
+    """A view of a store whose chunk reads are checked and, optionally, pinned to one state.
 
     Parameters
     ----------
@@ -162,8 +162,14 @@ class CheckedStore(WrapperStore[Store]):
 
 
 def _changed(group: str) -> RunChangedError:
+    parts = group.split("/")
+    what = f"run {group!r}"
+    for i, part in enumerate(parts):
+        if i > 0 and part in schema.RESULT_GROUPS:
+            what = f"result {'/'.join(parts[i:])} of run {'/'.join(parts[:i])!r}"
+            break
     return RunChangedError(
-        f"{group!r} changed while it was being read (a writer committed to it or is writing); "
+        f"{what} changed while it was being read (a writer committed to it or is writing); "
         "open it again to read the new state"
     )
 

@@ -344,6 +344,24 @@ def test_reader_during_writes_sees_one_committed_state_or_is_told(tmp_path: Path
     np.testing.assert_array_equal(final.n_active.values, states[-1])
 
 
+def test_a_lazy_reader_is_told_when_its_run_or_result_changes(tmp_path: Path) -> None:
+    path = _store(tmp_path / "s.zarr")
+    store = open_store(path, mode="r+")
+    run = store.open_run("m/base")
+    result = store.open_result("m/base", "identification", "t")
+    store.merge_counts("m/base", make_counts(["en"], sequences=2, moments=True, seed=9))
+    with pytest.raises(RunChangedError, match=r"^run 'm/base' changed while it was being read"):
+        run.n_active.load()
+    store.save_result("m/base", "identification", "t", identify(store.open_run("m/base"), **KW))
+    with pytest.raises(
+        RunChangedError, match=r"^result identification/t of run 'm/base' changed while"
+    ):
+        result.load()
+    # opened again, both read the new state
+    assert store.open_run("m/base").n_tokens.sel(language="en").values.sum() > 0
+    store.open_result("m/base", "identification", "t").load()
+
+
 def test_concurrent_writers_of_different_runs(tmp_path: Path) -> None:
     path = tmp_path / "s.zarr"
     create_store(path)
