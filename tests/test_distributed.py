@@ -69,10 +69,15 @@ def test_local_cluster_with_processes_matches_threads(run_path: Path) -> None:
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
-        on_cluster = {name: f(_runs(run_path, True)) for name, f in ANALYSES.items()}
+        on_cluster = {}
+        for name, f in ANALYSES.items():
+            with distributed.get_task_stream(client) as stream:
+                on_cluster[name] = f(_runs(run_path, True))
+            assert stream.data, f"{name} ran nothing on the cluster"
         # the lazily opened store arrays travel to the worker processes too
-        lazy = language_preference_tests(_runs(run_path, False)[0], method="cluster")
-        assert client.run(lambda: 1)  # the workers were there throughout
+        with distributed.get_task_stream(client) as stream:
+            lazy = language_preference_tests(_runs(run_path, False)[0], method="cluster")
+        assert stream.data
     for name in ANALYSES:
         xr.testing.assert_identical(threaded[name], on_cluster[name])
     xr.testing.assert_identical(threaded["language_preference_tests"], lazy)
