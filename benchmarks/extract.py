@@ -107,8 +107,12 @@ def main() -> None:
 
         bare()  # warm-up
         ours()
-        t_bare = min(_timed(bare) for _ in range(args.repeat))
-        t_ours = min(_timed(ours) for _ in range(args.repeat))
+        # alternate the two, so that a drift in the machine's speed affects both alike
+        times: dict[str, list[float]] = {"bare": [], "ours": []}
+        for _ in range(args.repeat):
+            times["bare"].append(_timed(bare))
+            times["ours"].append(_timed(ours))
+        t_bare, t_ours = min(times["bare"]), min(times["ours"])
 
         # -- 2. tokens processed: one pass over prompt + response vs the two-pass reference
         ours_positions = sum(max(encoded[i].length for i in b) * len(b) for b in batches)
