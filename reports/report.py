@@ -191,6 +191,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+
+def _units_summary(units: list[str]) -> str:
+    """``"12: en/0 ... zh/3"`` for the unit keys of a folded write-log entry."""
+    if not units:
+        return ""
+    if len(units) <= 3:
+        return f"{len(units)}: " + ", ".join(units)
+    return f"{len(units)}: {units[0]} ... {units[-1]}"
+
 def _json(value: Any, indent: int | None = None) -> str:
     """Compact (or indented) JSON of attributes; NaN written as NaN."""
     seps = (", ", ": ") if indent is None else (",", ": ")
@@ -526,10 +535,11 @@ class _Builder:
                     ", ".join(map(str, w.get("languages", []))),
                     w.get("sequences", ""),
                     _json(w.get("provenance", {})),
+                    _units_summary(w.get("units", [])),
                 ]
                 for i, w in enumerate(writes)
             ]
-            columns = ["#", "time", "action", "languages", "sequences", "provenance"]
+            columns = ["#", "time", "action", "languages", "sequences", "provenance", "units"]
             prov.blocks.append(_Table(self.slugs(run, "writes"), "Writes", columns, wrows))
         tokens = self.section(f"{run}: token totals", 3)
         trows = []

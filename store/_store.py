@@ -482,7 +482,7 @@ class ActivationStore:
                 self._apply(run, group, counts, merge=merge, undo=undo)
                 writes = list(group.attrs.get("writes", []))  # type: ignore[arg-type]
                 action = "merged" if merge else "added"
-                writes.append(_write_record(action, counts, provenance or {}))
+                _log_write(writes, _write_record(action, counts, provenance or {}))
                 group.attrs.update({"updated": schema.now_iso(), "writes": writes})
             except BaseException:
                 self._recover(run)
@@ -492,8 +492,7 @@ class ActivationStore:
 
     @staticmethod
     def _units(group: zarr.Group) -> set[str]:
-        writes: Any = group.attrs.get("writes", [])
-        return {w["provenance"]["unit"] for w in writes if "unit" in w.get("provenance", {})}
+        return _units_of(group.attrs.get("writes", []))
 
     def committed_units(self, run: str) -> set[str]:
         """Unit keys (``provenance={"unit": ...}``) of every write committed to a run.
@@ -512,10 +511,7 @@ class ActivationStore:
                 before = journal.attrs.get("attrs")
                 if journal.attrs.get("op") == "create" or not isinstance(before, dict):
                     return set()
-                writes: Any = before.get("writes", [])
-                return {
-                    w["provenance"]["unit"] for w in writes if "unit" in w.get("provenance", {})
-                }
+                return _units_of(before.get("writes", []))
             return self._units(self._group(run))
 
     def _plan(
@@ -1098,6 +1094,50 @@ def _write_record(action: str, counts: Counts, provenance: Mapping[str, Any]) ->
         "sequences": len(counts.seq_language or []),
         "provenance": dict(provenance),
     }
+
+
+def _log_write(writes: list[Any], record: dict[str, Any]) -> None:
+    """Append a write to a run's log, folding a run of unit writes into one entry.
+
+    Writes with ``provenance={"unit": KEY, ...}`` (extraction commits a unit at a time) that
+    follow one another with the same action and other provenance become a single entry with
+    ``units`` (the keys in commit order), ``first`` and ``time`` (of the first and the last),
+    the union of their ``languages`` and the sum of their ``sequences``, so the log grows by
+    a key, not by an entry, per unit.
+    """
+    provenance = dict(record["provenance"])
+    unit = provenance.pop("unit", None)
+    if unit is None:
+        writes.append(record)
+        return
+    last = writes[-1] if writes else None
+    if (
+        isinstance(last, dict)
+        and "units" in last
+        and last.get("action") == record["action"]
+        and last.get("provenance") == provenance
+    ):
+        new = [x for x in record["languages"] if x not in last["languages"]]
+        writes[-1] = {  # a new dict: the log's entries may be shared with the run's metadata
+            **last,
+            "units": [*last["units"], unit],
+            "languages": [*last["languages"], *new],
+            "sequences": int(last.get("sequences", 0)) + int(record["sequences"]),
+            "time": record["time"],
+        }
+        return
+    writes.append({**record, "provenance": provenance, "first": record["time"], "units": [unit]})
+
+
+def _units_of(writes: Any) -> set[str]:
+    """Unit keys in a write log (folded entries, and single entries of older logs)."""
+    out: set[str] = set()
+    for w in writes or []:
+        out.update(w.get("units", []))
+        unit = w.get("provenance", {}).get("unit")
+        if unit is not None:
+            out.add(unit)
+    return out
 
 
 # ---------------------------------------------------------------------- node helpers

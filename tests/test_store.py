@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from langneurons.errors import (
+    AlreadyWrittenError,
     InterruptedWriteError,
     InvalidNameError,
     NotAStoreError,
@@ -444,6 +445,23 @@ def test_writes_are_recorded_with_provenance(tmp_path: Path) -> None:
     assert [w["action"] for w in writes] == ["created", "added", "merged"]
     assert writes[1]["languages"] == ["fr"] and writes[1]["provenance"] == {"files": ["a.pt"]}
     assert writes[2]["provenance"] == {"files": ["b.pt"]}
+
+
+def test_unit_writes_fold_into_one_log_entry(tmp_path: Path) -> None:
+    """Extraction commits one unit at a time; the log grows by a key per unit, not an entry."""
+    path = tmp_path / "s.zarr"
+    store, full = _slotted_store(path)
+    for row, key in [(0, "en/0"), (1, "en/1"), (3, "de/0")]:  # rows: en 0-2, de 3-5
+        store.merge_counts("m", unit_counts(full, key[:2], [row]), provenance={"unit": key})
+    store.merge_counts("m", make_counts(["fr"], sequences=1, moments=True), provenance={"x": 1})
+    store.merge_counts("m", unit_counts(full, "de", [4]), provenance={"unit": "de/1"})
+    writes = store.open_run("m").attrs["writes"]
+    assert [w.get("units") for w in writes] == [["en/0", "en/1", "de/0"], None, ["de/1"]]
+    assert writes[0]["languages"] == ["en", "de"] and writes[0]["sequences"] == 3
+    assert writes[0]["first"] <= writes[0]["time"] and writes[0]["provenance"] == {}
+    assert store.committed_units("m") == {"en/0", "en/1", "de/0", "de/1"}
+    with pytest.raises(AlreadyWrittenError, match="unit 'en/1' is already committed"):
+        store.merge_counts("m", unit_counts(full, "en", [1]), provenance={"unit": "en/1"})
 
 
 def _slotted_store(path: Path) -> tuple[object, Counts]:
