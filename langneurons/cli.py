@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -520,6 +521,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = " ".join(str(exc).split())
         click.echo(f"langneurons: error: {message}", err=True)
+        # a read that failed inside zarr's concurrent fetches leaves sibling fetches pending;
+        # asyncio would report each of them at exit, after the one line that says what is wrong
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
         return EXIT_ERROR
     return int(result) if isinstance(result, int) else 0
 

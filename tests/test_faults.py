@@ -108,11 +108,17 @@ def test_damaged_chunk_is_named_by_validate_and_every_reader(
         assert message.startswith(expected), message
         assert "restore it from a copy" in message and "\n" not in message
     assert not (tmp_path / "out.zip").exists()
-    # the command line says the same in one line, exit 1
-    code, out, err = _cli(capsys, "validate", path)
-    assert code == 1 and err.strip() == f"invalid: {expected}"
-    code, out, err = _cli(capsys, *command, "--name", "x")
-    assert code == 1 and err.count("\n") == 1 and expected in err, err
+
+    # the command line, in a process of its own, says the same in one line, exit 1
+    def langneurons(*args: object) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "langneurons", *map(str, args)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=300)
+
+    proc = langneurons("validate", path)
+    assert proc.returncode == 1 and proc.stderr.strip() == f"invalid: {expected}"
+    proc = langneurons(*command, "--name", "x")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"langneurons: error: {expected}"), proc.stderr
     assert store.results("m/base", "identification") == ["t"]  # nothing new was saved
 
 
