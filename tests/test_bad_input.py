@@ -155,9 +155,11 @@ def _import(
 _OK = b'{"language": "en", "prompt": "a", "response": "b", "id": "1"}\n'
 
 
-def _extract(data: bytes, *extra: str):
+def _extract(data: bytes, *extra: str, config: dict[str, Any] | None = None):
     def args(tmp: Path) -> list[object]:
         (tmp / "empty").mkdir(exist_ok=True)
+        if config is not None:
+            (tmp / "empty" / "config.json").write_text(json.dumps(config))
         (tmp / "data.jsonl").write_bytes(data)
         return ["extract", "--model", tmp / "empty", "--data", tmp / "data.jsonl",
                 "--store", tmp / "new.zarr", "--run", "r", *extra]  # fmt: skip
@@ -234,6 +236,10 @@ CLI = [
      r"model directory '.*empty' has no config.json; point --model to a directory saved"),
     ("GGUF file missing", _extract(_OK, "--gguf-file", "m.gguf"), 1,
      r"GGUF file '.*m.gguf' does not exist; check --model DIR and --gguf-file FILE"),
+    ("model code without --trust-remote-code", _extract(_OK, config={"model_type": "llama",
+     "auto_map": {"AutoModelForCausalLM": "modeling_custom.CustomModel"}}), 1,
+     r"model '.*empty' ships its own code \(auto_map in config.json\); rerun with "
+     r"--trust-remote-code if you trust it"),
     # parameters
     ("shard out of range", _extract(_OK, "--shard", "5/2"), 1,
      r"--shard 5/2 is out of range; use I/N with 0 <= I < N"),
