@@ -191,7 +191,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-
 def _units_summary(units: list[str]) -> str:
     """``"12: en/0 ... zh/3"`` for the unit keys of a folded write-log entry."""
     if not units:
@@ -199,6 +198,7 @@ def _units_summary(units: list[str]) -> str:
     if len(units) <= 3:
         return f"{len(units)}: " + ", ".join(units)
     return f"{len(units)}: {units[0]} ... {units[-1]}"
+
 
 def _json(value: Any, indent: int | None = None) -> str:
     """Compact (or indented) JSON of attributes; NaN written as NaN."""
