@@ -27,6 +27,7 @@ from langneurons.store import schema
 from langneurons.store._store import (
     ActivationStore,
     _arr,
+    _chunk_rows,
     _init_store,
     _labels,
     _local_path,
@@ -171,7 +172,5 @@ def _copy_blocks(src: zarr.Array, dst: zarr.Array) -> None:
     """Copy ``src`` into ``dst`` (same shape) one chunk row of ``dst`` at a time."""
     if src.shape != dst.shape:
         raise StoreValidationError(f"{src.path} has shape {src.shape}, expected {dst.shape}")
-    step = dst.chunks[0]
-    for start in range(0, src.shape[0], step):
-        stop = min(start + step, src.shape[0])
-        dst[start:stop] = np.asarray(src[start:stop])
+    for rows in _chunk_rows(dst):
+        dst[rows] = np.asarray(src[rows])

@@ -767,22 +767,18 @@ class ActivationStore:
     def _unfinished_results(self) -> list[str]:
         """Hidden ``.NAME.tmp`` groups a killed ``save_result`` left behind."""
 
-        async def _scan(prefix: str) -> list[str]:
-            return [k async for k in self._zstore.list_dir(prefix)]
+        async def _keys(prefix: str) -> list[str]:
+            return [k async for k in self._zstore.list_prefix(prefix)]
 
-        out = []
+        out = set()
         for run in self.runs():
             for kind in schema.RESULT_GROUPS:
-                base = f"{run}/{kind}"
-                stack = [base]
-                while stack:
-                    here = stack.pop()
-                    for child in zarr.core.sync.sync(_scan(here + "/")):
-                        if child.startswith(".") and child.endswith(".tmp"):
-                            out.append(f"{here}/{child}")
-                        elif child != "zarr.json" and "/" not in child:
-                            if self._exists(f"{here}/{child}/zarr.json"):
-                                stack.append(f"{here}/{child}")
+                for key in zarr.core.sync.sync(_keys(f"{run}/{kind}/")):
+                    parts = key.split("/")
+                    for i, part in enumerate(parts):
+                        if part.startswith(".") and part.endswith(".tmp"):
+                            out.add("/".join(parts[: i + 1]))
+                            break
         return sorted(out)
 
     def delete_run(self, run: str) -> None:
@@ -1060,12 +1056,17 @@ def _check_member(src: Path, info: zipfile.ZipInfo) -> None:
         raise InvalidNameError(f"{str(src)!r}: member {name!r} is a link; refusing the archive")
 
 
-def _fill_zeros(arr: zarr.Array) -> None:
-    """Write zeros to every chunk of ``arr``, one chunk row at a time."""
+def _chunk_rows(arr: zarr.Array) -> Iterator[slice]:
+    """Slices of ``arr`` along its first axis, one row of chunks each (bounded memory)."""
     step = arr.chunks[0]
     for start in range(0, arr.shape[0], step):
-        stop = min(start + step, arr.shape[0])
-        arr[start:stop] = np.zeros((stop - start, *arr.shape[1:]), dtype=arr.dtype)
+        yield slice(start, min(start + step, arr.shape[0]))
+
+
+def _fill_zeros(arr: zarr.Array) -> None:
+    """Write zeros to every chunk of ``arr``, one chunk row at a time."""
+    for rows in _chunk_rows(arr):
+        arr[rows] = np.zeros((rows.stop - rows.start, *arr.shape[1:]), dtype=arr.dtype)
 
 
 def _unicode_labels(ds: xr.Dataset) -> xr.Dataset:
