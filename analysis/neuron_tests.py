@@ -105,6 +105,27 @@ def _by_layers(
     return out
 
 
+def _statistics(
+    rate: FloatArray, rate_rest: FloatArray, var: FloatArray, df: FloatArray | None = None
+) -> dict[str, FloatArray]:
+    """The test's outputs from the two rates and the variance of their difference.
+
+    ``df``: degrees of freedom of a Student t reference (inf where ``var`` is 0); ``None``
+    for the normal reference (df inf throughout).
+    """
+    effect = rate - rate_rest
+    z, p = _upper_tail(effect, var, df)
+    return {
+        "rate": rate,
+        "rate_rest": rate_rest,
+        "effect": effect,
+        "se": np.sqrt(var),
+        "z": z,
+        "p": p,
+        "df": np.full_like(z, np.inf) if df is None else np.where(var > 0, df, np.inf),
+    }
+
+
 def _binomial(run: xr.Dataset, roles: tuple[str, ...]) -> dict[str, FloatArray]:
     """Pooled two-proportion z-test per (language, neuron) on token counts (independent tokens).
 
@@ -129,17 +150,7 @@ def _binomial(run: xr.Dataset, roles: tuple[str, ...]) -> dict[str, FloatArray]:
         rate_rest = x_rest / n_rest[:, None, None]
         pooled = x.sum(axis=0) / n.sum()
         var = pooled * (1.0 - pooled) * (1.0 / n + 1.0 / n_rest)[:, None, None]
-        effect = rate - rate_rest
-        z, p = _upper_tail(effect, var)
-        return {
-            "rate": rate,
-            "rate_rest": rate_rest,
-            "effect": effect,
-            "se": np.sqrt(var),
-            "z": z,
-            "p": p,
-            "df": np.full_like(z, np.inf),
-        }
+        return _statistics(rate, rate_rest, var)
 
     return _by_layers(x_all.shape, block)
 
@@ -184,20 +195,10 @@ def _cluster(run: xr.Dataset, role: str) -> tuple[dict[str, FloatArray], dict[st
         resid = (u0.sum(axis=0) - u0) - 2.0 * rate_rest * (u1.sum(axis=0) - u1)
         resid += rate_rest * rate_rest * (u2.sum() - u2)[col]
         var_rest = np.maximum(resid, 0.0) / (t_rest * t_rest)[col]
-        effect = rate - rate_rest
         var = var_own + var_rest
         with np.errstate(divide="ignore", invalid="ignore"):
             df = var * var / (var_own * var_own / df_own + var_rest * var_rest / df_rest)
-        z, p = _upper_tail(effect, var, df)
-        return {
-            "rate": rate,
-            "rate_rest": rate_rest,
-            "effect": effect,
-            "se": np.sqrt(var),
-            "z": z,
-            "p": p,
-            "df": np.where(var > 0, df, np.inf),
-        }
+        return _statistics(rate, rate_rest, var, df)
 
     return _by_layers(a_all.shape, block), design.n_per_language()
 
