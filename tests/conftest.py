@@ -15,6 +15,7 @@ from langneurons.store import Counts
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+V1_ZIP = Path(__file__).parent / "data" / "store-v1.zip"  # made by langneurons 0.1 (schema 1)
 
 
 def make_counts(
@@ -116,3 +117,36 @@ def write_reference_files(
             {"total_tokens": 60, "over_zero": torch.from_numpy(prefix.astype(np.int64))},
             directory / f"prefix.activation.{lang}.t.pt",
         )
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    """Run the command line in-process: exit code, stdout, stderr."""
+    from langneurons.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def v1_store(tmp: Path) -> Path:
+    """A schema-version-1 store directory, unpacked from the one langneurons 0.1 wrote."""
+    import zipfile
+
+    path = tmp / "old.zarr"
+    with zipfile.ZipFile(V1_ZIP) as zf:
+        zf.extractall(path)
+    return path
+
+
+def other_version_store(path: Path, version: int = 99) -> Path:
+    """A new, empty store whose root claims another schema version."""
+    import json
+
+    from langneurons.store import create_store
+
+    create_store(path)
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"]["langneurons"]["schema_version"] = version
+    meta.pop("consolidated_metadata", None)
+    (path / "zarr.json").write_text(json.dumps(meta))
+    return path

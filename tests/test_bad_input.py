@@ -22,33 +22,23 @@ import xarray as xr
 import zarr
 
 from langneurons import errors
-from langneurons.cli import main
 from langneurons.store import Counts, create_store, import_zip, migrate_store, open_store
 
-from .conftest import make_counts, write_reference_files
+from .conftest import (
+    V1_ZIP,
+    make_counts,
+    other_version_store,
+    run_cli,
+    v1_store,
+    write_reference_files,
+)
 
 torch = pytest.importorskip("torch")
 
 LANGS = ["en", "de", "fr"]
-V1_ZIP = Path(__file__).parent / "data" / "store-v1.zip"
 
 
 # --------------------------------------------------------------------------- input builders
-def _other_version_store(tmp: Path) -> Path:
-    path = tmp / "v99.zarr"
-    create_store(path)
-    meta = json.loads((path / "zarr.json").read_text())
-    meta["attributes"]["langneurons"]["schema_version"] = 99
-    meta.pop("consolidated_metadata", None)
-    (path / "zarr.json").write_text(json.dumps(meta))
-    return path
-
-
-def _v1_store(tmp: Path) -> Path:
-    path = tmp / "old.zarr"
-    with zipfile.ZipFile(V1_ZIP) as zf:
-        zf.extractall(path)
-    return path
 
 
 def _not_a_store(tmp: Path) -> Path:
@@ -175,9 +165,10 @@ CLI = [
      r"store '.*missing.zarr' does not exist; check the path"),
     ("directory that is not a store", lambda t: ["info", _not_a_store(t)], 1,
      r"'.*dir' is not a Zarr v3 store \(no zarr.json\)"),
-    ("store of a newer schema version", lambda t: ["validate", _other_version_store(t)], 1,
+    ("store of a newer schema version",
+     lambda t: ["validate", other_version_store(t / "v99.zarr")], 1,
      r"has schema version 99 but this langneurons reads version 2; install the langneurons"),
-    ("store of an older schema version", lambda t: ["info", _v1_store(t)], 1,
+    ("store of an older schema version", lambda t: ["info", v1_store(t)], 1,
      r"has schema version 1, older than version 2 .*; upgrade it with `langneurons migrate "),
     ("migrating a current store", lambda t: ["migrate", _store(t)], 1,
      r"already has schema version 2; nothing to migrate"),
@@ -268,12 +259,6 @@ CLI = [
 ]  # fmt: skip
 
 
-def _cli(capsys: pytest.CaptureFixture[str], argv: list[object]) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {
         str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
@@ -294,7 +279,7 @@ def test_cli_bad_input(
     argv = args(tmp_path)
     capsys.readouterr()
     before = _snapshot(tmp_path)
-    code, out, err = _cli(capsys, argv)
+    code, out, err = run_cli(capsys, *argv)
     assert code == exit_code, (label, out, err)
     assert "Traceback" not in err
     assert re.search(message, err), (label, err)

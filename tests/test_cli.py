@@ -11,27 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from langneurons.cli import main
 from langneurons.store import open_store
 
-from .conftest import write_reference_files
+from .conftest import run_cli, write_reference_files
 
 torch = pytest.importorskip("torch")
 
 LANGS = ["en", "de", "fr"]
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture
 def imported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     write_reference_files(tmp_path / "pt", LANGS)
     store = tmp_path / "s.zarr"
-    code, out, err = _cli(
+    code, out, err = run_cli(
         capsys, "import", "njunlp", tmp_path / "pt", "--tag", "t", "--languages", ",".join(LANGS),
         "--store", store, "--run", "m/base", "--model", "toy",
     )  # fmt: skip
@@ -42,13 +35,13 @@ def imported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
 
 
 def test_import_info_validate(imported: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _cli(capsys, "info", imported)
+    code, out, _ = run_cli(capsys, "info", imported)
     assert code == 0 and "run m/base" in out and "3 layers x 8 neurons" in out
-    code, out, _ = _cli(capsys, "info", imported, "--json")
+    code, out, _ = run_cli(capsys, "info", imported, "--json")
     data = json.loads(out)
     assert data["runs"]["m/base"]["languages"] == LANGS
     assert data["runs"]["m/base"]["attrs"]["provenance"]["format"] == "njunlp"
-    code, out, _ = _cli(capsys, "validate", imported)
+    code, out, _ = run_cli(capsys, "validate", imported)
     assert (code, out.strip()) == (0, f"ok: 1 run(s) valid in {imported}")
 
 
@@ -56,7 +49,7 @@ def test_identify_json_mask_export_and_import(
     imported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     mask_file = tmp_path / "mask.pt"
-    code, out, err = _cli(
+    code, out, err = run_cli(
         capsys, "identify", imported, "--run", "m/base", "--top-rate", "0.2", "--bar", "0.8",
         "--lambda-range", "0,2", "--json", "--export-mask", mask_file,
     )  # fmt: skip
@@ -73,24 +66,24 @@ def test_identify_json_mask_export_and_import(
     store = open_store(imported)
     saved = store.open_result("m/base", "identification", "ternary")
     assert saved.attrs["lambda"] == data["lambda"]
-    code, out, err = _cli(
+    code, out, err = run_cli(
         capsys, "import", "mask", mask_file, "--store", imported, "--run", "m/base",
         "--name", "exported",
     )  # fmt: skip
     assert code == 0, err
     back = store.open_result("m/base", "identification", "exported")
     np.testing.assert_array_equal(back["mask"].values, saved["mask"].values)
-    code, out, _ = _cli(capsys, "info", imported)
+    code, out, _ = run_cli(capsys, "info", imported)
     assert "identification exported, ternary" in out
 
 
 def test_identify_lape_and_fixed_lambda(imported: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _cli(capsys, "identify", imported, "--run", "m/base", "--method", "lape",
+    code, out, err = run_cli(capsys, "identify", imported, "--run", "m/base", "--method", "lape",
                           "--top-rate", "0.2", "--name", "lape-test")  # fmt: skip
     assert code == 0, err
     assert re.match(r"lape: [1-5] neurons selected \(tau 0\.\d+\)\n", out)
     assert "saved at m/base/identification/lape-test" in out
-    code, out, err = _cli(capsys, "identify", imported, "--run", "m/base", "--lambda", "0.01",
+    code, out, err = run_cli(capsys, "identify", imported, "--run", "m/base", "--lambda", "0.01",
                           "--top-rate", "0.2", "--json")  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["lambda"] == 0.01

@@ -16,15 +16,11 @@ from langneurons.extract.corpus import builtin_corpus, write_records  # noqa: E4
 from langneurons.extract.tiny import tiny_model  # noqa: E402
 from langneurons.store import open_store  # noqa: E402
 
+from .conftest import run_cli  # noqa: E402
+
 pytestmark = pytest.mark.requires_torch
 
 LANGS = ["en", "zh", "de", "sw"]
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +66,7 @@ def test_extract_then_identify(
     assert info["attrs"]["provenance"]["method"] == "extracted"
     assert info["attrs"]["hook_point"] == "model.layers.{i}.mlp.act_fn"
     assert info["attrs"]["activation"] == "silu"
-    code, out, err = _cli(
+    code, out, err = run_cli(
         capsys, "identify", store, "--run", "tiny/base", "--top-rate", "0.1", "--json"
     )
     assert code == 0, err
@@ -83,7 +79,7 @@ def test_ablate_and_deactivation_stats(
 ) -> None:
     store = pipeline["store"]
     assert (
-        _cli(
+        run_cli(
             capsys,
             "identify",
             store,
@@ -98,7 +94,7 @@ def test_ablate_and_deactivation_stats(
         )[0]
         == 0
     )
-    code, out, err = _cli(
+    code, out, err = run_cli(
         capsys,
         "ablate",
         "--model",
@@ -126,7 +122,7 @@ def test_ablate_and_deactivation_stats(
     assert np.isfinite(ablation.nll.values).all() and (ablation.nll.values > 0).all()
     assert np.isnan(ablation.control_nll.sel(deactivated="none").values).all()
     # switching off no neurons changes nothing: the "none" row is the unhooked model
-    code, out, err = _cli(
+    code, out, err = run_cli(
         capsys,
         "stats",
         "deactivation",
@@ -149,7 +145,7 @@ def test_stats_stages_and_compare(
     pipeline: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = pipeline["store"]
-    code, out, err = _cli(
+    code, out, err = run_cli(
         capsys,
         "stats",
         "stages",
@@ -165,7 +161,7 @@ def test_stats_stages_and_compare(
     assert code == 0, err
     stages = json.loads(out)["stages"]
     assert len(stages["variables"]["stage_label"]["values"]) == 4
-    code, out, err = _cli(
+    code, out, err = run_cli(
         capsys,
         "compare",
         "runs",
@@ -186,7 +182,7 @@ def test_stats_stages_and_compare(
     assert code == 0, err
     for part in ("types", "overlap", "transitions", "mcnemar", "type_change", "spontaneous"):
         assert f"{part}: saved at tiny/aligned/compare/vs-tiny_base/{part}" in out
-    code, out, err = _cli(
+    code, out, err = run_cli(
         capsys,
         "compare",
         "checkpoints",
@@ -205,7 +201,7 @@ def test_stats_stages_and_compare(
 def test_resume_refused_for_other_model(
     pipeline: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = _cli(
+    code, _, err = run_cli(
         capsys,
         "extract",
         "--model",
@@ -231,12 +227,12 @@ def test_resume_refused_for_other_model(
 
 def test_report_command(pipeline: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     store, out = pipeline["store"], pipeline["root"] / "report"
-    assert _cli(capsys, "identify", store, "--run", "tiny/aligned", "--top-rate", "0.1")[0] == 0
-    code, printed, err = _cli(capsys, "report", store, "--out", out, "--runs", "tiny/aligned")
+    assert run_cli(capsys, "identify", store, "--run", "tiny/aligned", "--top-rate", "0.1")[0] == 0
+    code, printed, err = run_cli(capsys, "report", store, "--out", out, "--runs", "tiny/aligned")
     assert code == 0, err
     assert printed.strip() == f"wrote {out / 'report.html'}"
     html = (out / "report.html").read_text()
     assert "tiny/aligned" in html and "data:image/png;base64," in html
-    code, _, err = _cli(capsys, "report", store, "--out", out, "--runs", "tiny/nope")
+    code, _, err = run_cli(capsys, "report", store, "--out", out, "--runs", "tiny/nope")
     assert code == 1 and "run 'tiny/nope' is not in store" in err
     assert (out / "report.html").exists()  # the earlier report is still there

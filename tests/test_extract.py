@@ -18,7 +18,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from langneurons.cli import main  # noqa: E402
 from langneurons.errors import (  # noqa: E402
     InputFormatError,
     ParameterError,
@@ -35,6 +34,8 @@ from langneurons.extract.engine import (  # noqa: E402
 )
 from langneurons.extract.tiny import tiny_model  # noqa: E402
 from langneurons.store import open_store  # noqa: E402
+
+from .conftest import run_cli  # noqa: E402
 
 pytestmark = pytest.mark.requires_torch
 
@@ -447,12 +448,6 @@ KILL_CHAINS = {
 }  # fmt: skip
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("chain", list(KILL_CHAINS.values()), ids=list(KILL_CHAINS))
 def test_killed_anywhere_resume_is_bit_exact(
@@ -489,7 +484,7 @@ def test_killed_anywhere_resume_is_bit_exact(
         committed, armed = point.committed, point.armed
 
         # `langneurons validate` names a write left armed
-        code, _, err = _cli(capsys, "validate", store)
+        code, _, err = run_cli(capsys, "validate", store)
         if armed:
             assert code == 1, point.name
             assert (
@@ -502,7 +497,7 @@ def test_killed_anywhere_resume_is_bit_exact(
             # that the next process finds the store as the killed one left it)
             copy = tmp_path / f"{point.name}.zarr"
             shutil.copytree(store, copy)
-            code, _, err = _cli(capsys, *_cli_command(llama, data, copy)[3:])
+            code, _, err = run_cli(capsys, *_cli_command(llama, data, copy)[3:])
             assert code == 1, point.name
             assert f"already holds {committed} of this command's units" in err, point.name
             # ... and, like any writer, it rolled back the dead write first

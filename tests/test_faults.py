@@ -17,7 +17,6 @@ import pytest
 import xarray as xr
 
 from langneurons.analysis import identify, language_preference_tests
-from langneurons.cli import main
 from langneurons.errors import (
     CorruptStoreError,
     InvalidNameError,
@@ -26,10 +25,9 @@ from langneurons.errors import (
 )
 from langneurons.store import create_store, import_zip, migrate_store, open_store
 
-from .conftest import make_counts
+from .conftest import V1_ZIP, make_counts, run_cli, v1_store
 
 TESTS = Path(__file__).parent
-V1_ZIP = TESTS / "data" / "store-v1.zip"  # written by langneurons 0.1 (schema version 1)
 KW: dict[str, Any] = {"top_rate": 0.2, "lam_range": (0.0, 2.0)}
 
 
@@ -46,12 +44,6 @@ def _flip(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x10
     path.write_bytes(bytes(data))
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ------------------------------------------------------------------ damaged chunk files
@@ -151,17 +143,12 @@ def test_all_zero_chunks_are_written(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ older schema versions
-def _v1_directory(tmp_path: Path) -> Path:
-    path = tmp_path / "old.zarr"
-    with zipfile.ZipFile(V1_ZIP) as zf:
-        zf.extractall(path)
-    return path
 
 
 def test_older_store_is_refused_with_the_migration_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _v1_directory(tmp_path)
+    path = v1_store(tmp_path)
     message = (
         f"store '{path}' has schema version 1, older than version 2 that this langneurons "
         f"reads; upgrade it with `langneurons migrate {path}`"
@@ -170,14 +157,14 @@ def test_older_store_is_refused_with_the_migration_command(
         open_store(path)
     assert str(info.value) == message
     for args in (["info", path], ["validate", path], ["identify", path, "--run", "toy/base"]):
-        code, _, err = _cli(capsys, *args)
+        code, _, err = run_cli(capsys, *args)
         assert (code, err.strip()) == (1, f"langneurons: error: {message}")
 
 
 def test_migration_in_place_keeps_every_value(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _v1_directory(tmp_path)
+    path = v1_store(tmp_path)
     import zarr
 
     old_store = zarr.storage.LocalStore(path, read_only=True)
@@ -185,7 +172,7 @@ def test_migration_in_place_keeps_every_value(
     old_result = xr.open_zarr(
         old_store, group="toy/base/identification/ternary", consolidated=False
     ).load()
-    code, out, err = _cli(capsys, "migrate", path)
+    code, out, err = run_cli(capsys, "migrate", path)
     assert code == 0, err
     backup = tmp_path / "old.zarr.schema1.bak"
     assert out.splitlines() == [
@@ -208,7 +195,7 @@ def test_migration_in_place_keeps_every_value(
     for name, var in old_result.variables.items():
         np.testing.assert_array_equal(result[name].values, var.values)
     # migrating again is refused: nothing to do
-    code, _, err = _cli(capsys, "migrate", path)
+    code, _, err = run_cli(capsys, "migrate", path)
     assert code == 1 and "already has schema version 2; nothing to migrate" in err
 
 
@@ -223,7 +210,7 @@ def test_migration_from_a_zip_to_a_new_path_and_failure_leaves_nothing(
     with pytest.raises(InvalidNameError, match="cannot migrate zip .* in place"):
         migrate_store(V1_ZIP)
     # a migration that fails half-way leaves the original as it was and no temporary files
-    path = _v1_directory(tmp_path / "x")
+    path = v1_store(tmp_path / "x")
     before = sorted(str(p.relative_to(path)) for p in path.rglob("*"))
     from langneurons.store import _migrate
 
@@ -408,9 +395,9 @@ for i in range(8):
 # ------------------------------------------------------------------ shared zips
 def test_export_and_import_zip_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     path = _store(tmp_path / "s.zarr")
-    code, out, err = _cli(capsys, "export", path, tmp_path / "s.zip")
+    code, out, err = run_cli(capsys, "export", path, tmp_path / "s.zip")
     assert code == 0, err
-    code, out, err = _cli(capsys, "import", "zip", tmp_path / "s.zip", "--store",
+    code, out, err = run_cli(capsys, "import", "zip", tmp_path / "s.zip", "--store",
                           tmp_path / "back.zarr")  # fmt: skip
     assert (code, out.strip()) == (0, f"unpacked 1 run(s) into {tmp_path / 'back.zarr'}")
     back = open_store(tmp_path / "back.zarr", mode="r+")

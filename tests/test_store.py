@@ -30,7 +30,7 @@ from langneurons.errors import (
 )
 from langneurons.store import Counts, RunMetadata, create_store, open_store, schema
 
-from .conftest import make_counts, run_python, unit_counts
+from .conftest import make_counts, other_version_store, run_python, unit_counts
 
 
 def _store_with_run(path: Path | str, langs=("en", "de"), **kw) -> tuple[object, Counts]:
@@ -203,12 +203,7 @@ def test_zarr_store_that_is_not_langneurons(tmp_path: Path) -> None:
 
 
 def test_other_schema_version(tmp_path: Path) -> None:
-    path = tmp_path / "s.zarr"
-    create_store(path)
-    meta = json.loads((path / "zarr.json").read_text())
-    meta["attributes"]["langneurons"]["schema_version"] = 99
-    meta.pop("consolidated_metadata", None)
-    (path / "zarr.json").write_text(json.dumps(meta))
+    path = other_version_store(tmp_path / "s.zarr")
     with pytest.raises(SchemaVersionError, match="schema version 99 but this langneurons reads"):
         open_store(path)
 
