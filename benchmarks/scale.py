@@ -32,17 +32,15 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from _table import row, write_rows
-from stats import RUN, build
+from stats import RUN, build, work_store
 
 FULL: dict[str, Any] = {
     "layers": 80,
@@ -210,14 +208,8 @@ def main() -> None:
     )
     if raw_mib <= limit_mib:
         print("  (the raw data fit under the limit: a smoke test, not an out-of-core run)")
-    tmp = None
-    if args.keep is not None:
-        store = args.keep
-    else:
-        tmp = tempfile.mkdtemp(prefix="langneurons-bench-scale-")
-        store = Path(tmp) / "store.zarr"
     failed: list[str] = []
-    try:
+    with work_store(args.keep, "langneurons-bench-scale-") as store:
         if not (store / "zarr.json").exists():
             seconds = build(store, size, piece=16)
             disk = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
@@ -302,9 +294,6 @@ def main() -> None:
                 )
             )
         write_rows(args.json, rows)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     if failed:
         sys.exit(f"failed under the memory limit: {', '.join(failed)}")
 

@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +195,20 @@ def measure(
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+@contextlib.contextmanager
+def work_store(keep: Path | None, prefix: str) -> Iterator[Path]:
+    """The store to build or reuse: ``keep`` when given, else one in a temporary folder that is
+    removed afterwards."""
+    if keep is not None:
+        yield keep
+        return
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield Path(tmp) / "store.zarr"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small size (smoke test)")
@@ -216,13 +232,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs",
         flush=True,
     )
-    tmp = None
-    if args.keep is not None:
-        store = args.keep
-    else:
-        tmp = tempfile.mkdtemp(prefix="langneurons-bench-")
-        store = Path(tmp) / "store.zarr"
-    try:
+    with work_store(args.keep, "langneurons-bench-") as store:
         if not (store / "zarr.json").exists():
             seconds = build(store, size)
             print(f"built in {seconds:.1f} s (builder peak RSS {_table.peak_rss_mib():.0f} MiB)")
@@ -298,9 +308,6 @@ def main() -> None:
                 ),
             ],
         )
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
