@@ -49,14 +49,19 @@ def write_empty_chunks() -> Any:
     return zarr.config.set({"array.write_empty_chunks": True})
 
 
+def owner(group: str) -> str:
+    """Name a run or result group: ``run 'm/base'`` or ``result identification/x of run 'm'``."""
+    parts = group.split("/")
+    for i, part in enumerate(parts):
+        if i > 0 and part in schema.RESULT_GROUPS:
+            return f"result {'/'.join(parts[i:])} of run {'/'.join(parts[:i])!r}"
+    return f"run {group!r}"
+
+
 def describe(array_path: str) -> str:
     """Name an array: ``run 'm/base', array 'n_active'``, or the result it belongs to."""
-    parts = array_path.split("/")
-    for i, part in enumerate(parts[:-1]):
-        if i > 0 and part in schema.RESULT_GROUPS:
-            result = "/".join(parts[i:-1])
-            return f"result {result} of run {'/'.join(parts[:i])!r}, array {parts[-1]!r}"
-    return f"run {'/'.join(parts[:-1])!r}, array {parts[-1]!r}"
+    group, name = array_path.rsplit("/", 1)
+    return f"{owner(group)}, array {name!r}"
 
 
 def damage_error(array_path: str, problems: list[str]) -> CorruptStoreError:
@@ -162,14 +167,8 @@ class CheckedStore(WrapperStore[Store]):
 
 
 def _changed(group: str) -> RunChangedError:
-    parts = group.split("/")
-    what = f"run {group!r}"
-    for i, part in enumerate(parts):
-        if i > 0 and part in schema.RESULT_GROUPS:
-            what = f"result {'/'.join(parts[i:])} of run {'/'.join(parts[:i])!r}"
-            break
     return RunChangedError(
-        f"{what} changed while it was being read (a writer committed to it or is writing); "
+        f"{owner(group)} changed while it was being read (a writer committed to it or is writing); "
         "open it again to read the new state"
     )
 
