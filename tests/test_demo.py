@@ -46,10 +46,57 @@ def test_demo_refuses_a_foreign_directory(
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     code = main(["demo", "--out", str(tmp_path / "mine")])
     assert code == 1
-    assert (
-        "exists and is not an earlier demo output; choose another --out" in capsys.readouterr().err
-    )
+    assert "is not empty and holds no earlier demo output" in capsys.readouterr().err
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_demo_never_deletes_a_users_folder_that_holds_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the newcomer's case: a working folder with a notebook and a store of its own
+    work = tmp_path / "work"
+    (work / "notebooks").mkdir(parents=True)
+    (work / "notebooks" / "analysis.ipynb").write_text("{}")
+    (work / "store.zarr").mkdir()
+    (work / "store.zarr" / "zarr.json").write_text("{}")
+    before = sorted(p.relative_to(work) for p in work.rglob("*"))
+    code = main(["demo", "--out", str(work)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "is not empty and holds no earlier demo output; choose an empty or new folder" in err
+    assert sorted(p.relative_to(work) for p in work.rglob("*")) == before
+    assert (work / "notebooks" / "analysis.ipynb").read_text() == "{}"
+
+
+def test_an_earlier_demo_loses_only_its_own_entries(tmp_path: Path) -> None:
+    from langneurons.demo import DEMO_ENTRIES, MARKER, _clear_earlier_demo
+
+    out = tmp_path / "demo"
+    (out / "store.zarr" / "run").mkdir(parents=True)
+    (out / "report").mkdir()
+    (out / "report" / "report.html").write_text("old")
+    (out / "corpus.jsonl").write_text("old")
+    (out / "notes.md").write_text("mine")
+    (out / "mine").mkdir()
+    (out / "mine" / "data.csv").write_text("mine")
+    # a tampered marker naming the user's files is not obeyed: only demo entries are removed
+    (out / MARKER).write_text(json.dumps({"entries": [*DEMO_ENTRIES, "notes.md", "mine", ".."]}))
+    _clear_earlier_demo(out)
+    assert sorted(p.name for p in out.iterdir()) == ["mine", "notes.md"]
+    assert (out / "mine" / "data.csv").read_text() == "mine"
+
+
+def test_demo_uses_an_empty_folder_and_refuses_a_file(tmp_path: Path) -> None:
+    from langneurons.demo import _clear_earlier_demo
+    from langneurons.errors import ParameterError
+
+    (tmp_path / "empty").mkdir()
+    _clear_earlier_demo(tmp_path / "empty")
+    _clear_earlier_demo(tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ParameterError, match="is a file; choose a folder for the demo"):
+        _clear_earlier_demo(tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "x"
 
 
 def test_gemma_demo_says_how_to_install(
