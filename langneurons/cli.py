@@ -37,10 +37,17 @@ def _split_languages(value: str | None) -> list[str]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
-@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No progress bars or progress lines (answers still print)."
+)
 @click.version_option(package_name="langneurons")
-def cli(debug: bool, verbose: bool) -> None:
+def cli(debug: bool, verbose: bool, quiet: bool) -> None:
     """langneurons: find and compare language neurons in multilingual LLMs."""
+    from langneurons import _progress
+
+    # long work shows a bar on a terminal, one line per step otherwise (logs, CI), or nothing
+    _progress.configure("quiet" if quiet else "auto")
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not (verbose or debug):
@@ -469,7 +476,12 @@ def report(store: str, out: str, runs: str | None, title: str | None) -> None:
 
 
 @cli.command()
-@click.option("--out", default="demo-out", show_default=True, help="Output directory (replaced).")
+@click.option(
+    "--out",
+    default="demo-out",
+    show_default=True,
+    help="Output folder: new, empty, or an earlier demo's (only its own entries are replaced).",
+)
 @click.option(
     "--model",
     type=click.Choice(["tiny", "gemma3-270m"]),
