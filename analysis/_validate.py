@@ -1,9 +1,12 @@
-"""Parameter checks shared by the analysis modules (one-line ParameterError messages)."""
+"""Checks shared by the analysis modules: parameters (one-line ParameterError messages), labels."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from numbers import Integral, Real
+
+import numpy as np
+from numpy.typing import NDArray
 
 from langneurons.errors import ParameterError
 
@@ -28,3 +31,20 @@ def check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, Integral) and not isinstance(value, bool) and int(value) >= minimum:
         return int(value)
     raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def as_labels(values: object) -> NDArray[np.str_]:
+    """String labels as numpy unicode (``<U``), whatever their dtype or backing.
+
+    Labels arrive as ``<U`` from ``open_run``, as NumPy ``StringDType`` from plain
+    ``xr.open_zarr``, as object arrays of str, or as bytes; dask-backed or in memory.
+    """
+    arr = np.asarray(getattr(values, "values", values))
+    if arr.dtype.kind == "U":
+        return arr
+    if arr.dtype.kind == "T":  # StringDType casts to unicode only with an explicit width
+        return arr.astype(f"U{max(1, int(np.strings.str_len(arr).max(initial=0)))}")
+    if arr.dtype.kind == "S":
+        return np.strings.decode(arr, "utf-8")
+    items = [x.decode() if isinstance(x, bytes) else str(x) for x in arr.ravel().tolist()]
+    return np.array(items, dtype=np.str_).reshape(arr.shape)

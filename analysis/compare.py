@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from statsmodels.stats.contingency_tables import cochrans_q as _sm_cochrans_q
 from statsmodels.stats.contingency_tables import mcnemar as _sm_mcnemar
 
+from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.errors import ParameterError
 
 from . import _kernels as kern
@@ -107,7 +108,7 @@ def _mask_rows(result: xr.Dataset, languages: Sequence[str]) -> NDArray[np.bool_
 
 def _types(result: xr.Dataset) -> NDArray[np.str_]:
     """``neuron_type`` flattened layer-major, as a numpy string array."""
-    return _flat(result["neuron_type"]).astype(str)
+    return _as_labels(_flat(result["neuron_type"]))
 
 
 def _check_language(language: object, available: Sequence[str], where: str) -> str:
@@ -262,7 +263,7 @@ def overlap(a: xr.Dataset, b: xr.Dataset) -> xr.Dataset:
 
 def _type_codes(result: xr.Dataset, name: str) -> NDArray[np.int64]:
     """``neuron_type`` as codes into :data:`TRANSITION_TYPES`, shaped ``[layer, neuron]``."""
-    names = np.asarray(result["neuron_type"].transpose(LAYER, NEURON).values).astype(str)
+    names = _as_labels(result["neuron_type"].transpose(LAYER, NEURON))
     codes = np.full(names.shape, -1, dtype=np.int64)
     for i, t in enumerate(TRANSITION_TYPES):
         codes[names == t] = i
@@ -841,7 +842,7 @@ def language_overlap(result: xr.Dataset) -> xr.DataArray:
         ``jaccard[language, other]``; NaN where both masks are empty.
     """
     mask = result["mask"].transpose("language", ...)
-    langs = [str(x) for x in mask["language"].values]
+    langs = _as_labels(mask["language"]).tolist()
     rows = np.asarray(mask.values).reshape(len(langs), -1).astype(np.int64)
     both = rows @ rows.T
     size = rows.sum(axis=1)

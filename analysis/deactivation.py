@@ -28,6 +28,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
+from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.errors import InputFormatError
 
 from .distributions import _check_int, _check_seed
@@ -62,8 +63,8 @@ def _check_ablation(ablation: object) -> xr.Dataset:
     for dim in (DEACTIVATED, EVALUATED):
         if dim not in ablation.coords:
             raise InputFormatError(f"ablation has no {dim!r} coordinate (language labels)")
-    deactivated = [str(x) for x in ablation[DEACTIVATED].values]
-    evaluated = [str(x) for x in ablation[EVALUATED].values]
+    deactivated = _as_labels(ablation[DEACTIVATED]).tolist()
+    evaluated = _as_labels(ablation[EVALUATED]).tolist()
     if NONE not in deactivated:
         raise InputFormatError(
             f"ablation.deactivated has no {NONE!r} row (the unablated baseline); got {deactivated}"
@@ -178,8 +179,8 @@ def deactivation_effects(ablation: xr.Dataset, *, n_perm: int = 10000, seed: int
     n_perm = _check_int("n_perm", n_perm, 1)
     seed = _check_seed(seed)
     ds = _check_ablation(ablation)
-    deactivated = [str(x) for x in ds[DEACTIVATED].values]
-    evaluated = [str(x) for x in ds[EVALUATED].values]
+    deactivated = _as_labels(ds[DEACTIVATED]).tolist()
+    evaluated = _as_labels(ds[EVALUATED]).tolist()
     langs = [d for d in deactivated if d != NONE]
     k = len(evaluated)
     nll = ds["nll"].transpose(DEACTIVATED, EVALUATED)

@@ -25,6 +25,7 @@ import xarray as xr
 from numpy.typing import NDArray
 from statsmodels.stats.multitest import multipletests
 
+from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.analysis._validate import check_int as _check_int
 from langneurons.analysis._validate import check_open_unit
 from langneurons.errors import NoValidLambdaError, ParameterError
@@ -109,7 +110,7 @@ def _same_grid(a: xr.Dataset, b: xr.Dataset, names: tuple[str, str]) -> None:
 
 def _languages(ds: xr.Dataset) -> list[str]:
     """Language labels of a run or result, in order."""
-    return [str(x) for x in ds[LANGUAGE].values] if LANGUAGE in ds.coords else []
+    return _as_labels(ds[LANGUAGE]).tolist() if LANGUAGE in ds.coords else []
 
 
 def _same_languages(a: xr.Dataset, b: xr.Dataset, names: tuple[str, str]) -> None:
@@ -204,11 +205,11 @@ class _SequenceBootstrap:
             )
         self.languages = _languages(run)
         self.roles = list(roles)
-        stored = [str(r) for r in run[ROLE].values]
+        stored = _as_labels(run[ROLE]).tolist()
         absent = [r for r in self.roles if r not in stored]
         if absent:
             raise ParameterError(f"{name} has no role {absent[0]!r} (roles: {stored})")
-        seq_language = np.asarray(run["seq_language"].values).astype(str)
+        seq_language = _as_labels(run["seq_language"])
         groups = [np.flatnonzero(seq_language == lang) for lang in self.languages]
         empty = [lang for lang, g in zip(self.languages, groups, strict=True) if g.size == 0]
         if empty:
@@ -229,7 +230,7 @@ class _SequenceBootstrap:
         self.active = active.reshape(active.shape[0], -1)
         self.tokens = np.asarray(seq["seq_n_tokens"].transpose(SEQUENCE, ROLE).values)
         self.coords = {
-            LANGUAGE: run[LANGUAGE].values,
+            LANGUAGE: np.asarray(self.languages),
             ROLE: np.asarray(self.roles),
             LAYER: run[LAYER].values,
             NEURON: run[NEURON].values,
@@ -377,10 +378,20 @@ def _check_types(types: object) -> tuple[str, ...]:
 
 def _type_counts(result: xr.Dataset, types: Sequence[str]) -> NDArray[np.int64]:
     """``[layer, type]`` counts of an in-memory identification result."""
-    kind = np.asarray(result["neuron_type"].transpose(LAYER, NEURON).values).astype(str)
+    kind = _as_labels(result["neuron_type"].transpose(LAYER, NEURON))
     general = np.asarray(result["general"].transpose(LAYER, NEURON).values, dtype=bool)
     cols = [(general if t == "general" else kind == t).sum(axis=1) for t in types]
     return np.stack(cols, axis=1).astype(np.int64)
+
+
+def _is_type(neuron_type: xr.DataArray, name: str) -> xr.DataArray:
+    """``neuron_type == name`` whatever the labels' string dtype (lazy when dask-backed)."""
+    return xr.apply_ufunc(
+        lambda labels: _as_labels(labels) == name,
+        neuron_type,
+        dask="parallelized",
+        output_dtypes=[np.bool_],
+    )
 
 
 def type_table(identification: xr.Dataset, *, types: Sequence[str] = TYPES) -> xr.DataArray:
@@ -414,7 +425,7 @@ def type_table(identification: xr.Dataset, *, types: Sequence[str] = TYPES) -> x
     ds = _require_result(identification, "identification", ("neuron_type", "general"))
     cols = []
     for t in types_:
-        flag = ds["general"].astype(bool) if t == "general" else ds["neuron_type"] == t
+        flag = ds["general"].astype(bool) if t == "general" else _is_type(ds["neuron_type"], t)
         cols.append(flag.sum(NEURON, dtype=np.int64).rename(None))
     table = xr.concat(cols, dim=TYPE, coords="minimal", compat="override", join="exact")
     table = table.assign_coords({TYPE: list(types_)}).transpose(LAYER, TYPE)
@@ -528,10 +539,11 @@ def compare_type_distributions(
             f"base and aligned must have the same layers; base has {tb.sizes[LAYER]}, aligned "
             f"has {ta.sizes[LAYER]} (or their layer coordinates differ)"
         )
-    if [str(t) for t in tb[TYPE].values] != [str(t) for t in ta[TYPE].values]:
+    type_labels = _as_labels(tb[TYPE]).tolist()
+    if type_labels != _as_labels(ta[TYPE]).tolist():
         raise ParameterError(
-            f"base and aligned must count the same types; got {list(tb[TYPE].values)} and "
-            f"{list(ta[TYPE].values)}"
+            f"base and aligned must count the same types; got {type_labels} and "
+            f"{_as_labels(ta[TYPE]).tolist()}"
         )
     counts = np.stack([tb.values, ta.values]).astype(np.float64)  # [run, layer, type]
     n_layers, n_types = counts.shape[1:]
@@ -551,7 +563,7 @@ def compare_type_distributions(
     attrs: dict[str, Any] = {
         "test": "chi-square test of homogeneity (Pearson, no continuity correction)",
         "residuals": "adjusted standardised residuals (Haberman 1973)",
-        "types": [str(t) for t in tb[TYPE].values],
+        "types": type_labels,
         "n_cells_used": int((counts.reshape(2, -1).sum(axis=0) > 0).sum()),
     }
     if note:
@@ -572,7 +584,7 @@ def compare_type_distributions(
             "layer_cramers_v": ((LAYER,), layer_v),
             "layer_dof": ((LAYER,), layer_dof),
         },
-        coords={RUN: ["base", "aligned"], LAYER: tb[LAYER].values, TYPE: tb[TYPE].values},
+        coords={RUN: ["base", "aligned"], LAYER: tb[LAYER].values, TYPE: type_labels},
         attrs=attrs,
     )
 

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from scipy import special
 from statsmodels.stats.multitest import multipletests
 
+from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.errors import ParameterError
 
 from .uncertainty import (
@@ -140,7 +141,7 @@ def _binomial(run: xr.Dataset, roles: tuple[str, ...]) -> dict[str, FloatArray]:
     ).compute()
     x_all = np.asarray(counts["x"].transpose(LANGUAGE, LAYER, NEURON).values, dtype=np.float64)
     n = np.asarray(counts["n"].values, dtype=np.float64)
-    _check_tokens(n, [str(v) for v in run[LANGUAGE].values], roles)
+    _check_tokens(n, _as_labels(run[LANGUAGE]).tolist(), roles)
     n_rest = n.sum() - n
 
     def block(l0: int, l1: int) -> dict[str, FloatArray]:
@@ -341,9 +342,8 @@ def language_preference_tests(
         },
         **extra,
     }
-    return xr.Dataset(
-        data, coords={c: run[c].values for c in (LAYER, NEURON, LANGUAGE)}, attrs=attrs
-    )
+    coords = {LAYER: run[LAYER].values, NEURON: run[NEURON].values, LANGUAGE: languages}
+    return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
 def _jaccard(overlap: NDArray[Any], a: NDArray[Any], b: NDArray[Any]) -> NDArray[np.float64]:
@@ -416,7 +416,8 @@ def compare_with_identification(tests: xr.Dataset, identification: xr.Dataset) -
     for dim in dims:
         a, b = np.asarray(fdr[dim].values), np.asarray(rule[dim].values)
         if dim == LANGUAGE:
-            same = sorted(a.astype(str).tolist()) == sorted(b.astype(str).tolist())
+            a, b = _as_labels(a), _as_labels(b)
+            same = sorted(a.tolist()) == sorted(b.tolist())
         else:
             same = a.shape == b.shape and bool(np.array_equal(a, b))
         if not same:
@@ -424,7 +425,8 @@ def compare_with_identification(tests: xr.Dataset, identification: xr.Dataset) -
                 f"tests and identification cover different {dim}s ({a.tolist()[:5]}... vs "
                 f"{b.tolist()[:5]}...); compare results of the same run"
             )
-    rule = rule.sel({LANGUAGE: fdr[LANGUAGE].values})
+    languages = _as_labels(fdr[LANGUAGE])
+    rule = rule.assign_coords({LANGUAGE: _as_labels(rule[LANGUAGE])}).sel({LANGUAGE: languages})
     f = np.asarray(fdr.values, dtype=np.bool_)
     r = np.asarray(rule.values, dtype=np.bool_)
     n_f = f.sum(axis=(0, 1)).astype(np.int64)
@@ -457,7 +459,7 @@ def compare_with_identification(tests: xr.Dataset, identification: xr.Dataset) -
             attrs.get("role"),
             attrs["identification_role"],
         )
-    return xr.Dataset(data, coords={LANGUAGE: fdr[LANGUAGE].values}, attrs=attrs)
+    return xr.Dataset(data, coords={LANGUAGE: languages}, attrs=attrs)
 
 
 __all__ = ["language_preference_tests", "compare_with_identification", "TestMethod", "Correction"]

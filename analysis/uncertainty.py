@@ -28,6 +28,7 @@ import xarray as xr
 from numpy.typing import NDArray
 from scipy import special
 
+from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.analysis._validate import check_choice as _check_choice
 from langneurons.analysis._validate import check_int as _check_int
 from langneurons.analysis._validate import check_open_unit as _check_open_unit
@@ -87,13 +88,13 @@ def _check_run(run: object, role: str, *, min_languages: int = 1) -> list[str]:
         raise ParameterError(f"run must be an xarray.Dataset, got {type(run).__name__}")
     _require(run, "n_active", (LANGUAGE, ROLE, LAYER, NEURON), "iuf")
     _require(run, "n_tokens", (LANGUAGE, ROLE), "iuf")
-    stored = [str(r) for r in run[ROLE].values]
+    stored = _as_labels(run[ROLE]).tolist()
     for r in _roles(role):
         if r not in stored:
             raise StoreValidationError(
                 f"run has no role {r!r} (roles: {stored}); the run breaks the schema"
             )
-    languages = [str(x) for x in run[LANGUAGE].values]
+    languages = _as_labels(run[LANGUAGE]).tolist()
     if len(languages) < min_languages:
         raise ParameterError(
             f"this needs at least {min_languages} languages, the run has {len(languages)}"
@@ -107,7 +108,7 @@ def _check_run(run: object, role: str, *, min_languages: int = 1) -> list[str]:
 
 def _role_view(var: xr.DataArray, roles: tuple[str, ...]) -> xr.DataArray:
     """``var`` restricted to ``roles`` with basic (slice) indexing, so stores read it fast."""
-    stored = [str(r) for r in var[ROLE].values]
+    stored = _as_labels(var[ROLE]).tolist()
     if sorted(stored) == sorted(roles):
         return var
     i = stored.index(roles[0]) if len(roles) == 1 else -1
@@ -170,9 +171,9 @@ def _design(
         raise StoreValidationError(
             "run has seq_n_active but no seq_language[sequence]; the run breaks the schema"
         )
-    languages = [str(x) for x in run[LANGUAGE].values]
+    languages = _as_labels(run[LANGUAGE]).tolist()
     # sequences of languages not in the run (dropped with run.sel(language=...)) are not used
-    labels = np.asarray(run["seq_language"].values).astype(str)
+    labels = _as_labels(run["seq_language"])
     members = tuple(np.flatnonzero(labels == lang).astype(np.intp) for lang in languages)
     for lang, m in zip(languages, members, strict=True):
         if m.size < minimum:
@@ -237,7 +238,7 @@ def _cluster_sums(run: xr.Dataset, design: _Design) -> xr.Dataset:
         )
     out = xr.concat(parts, dim=LANGUAGE, coords="minimal", compat="override", join="override")
     out = out.drop_vars([c for c in out.coords if SEQUENCE in out[c].dims])
-    return out.assign_coords({LANGUAGE: run[LANGUAGE].values})
+    return out.assign_coords({LANGUAGE: design.languages})
 
 
 def _in_memory(var: xr.DataArray) -> bool:
@@ -576,7 +577,9 @@ def activation_probability(
                 out = out.compute()
         else:
             out = _bootstrap(run, design, n_boot_, seed_, ci_)
-    out = out.assign_coords({c: run[c].values for c in (LANGUAGE, LAYER, NEURON)})
+    out = out.assign_coords(
+        {LANGUAGE: _as_labels(run[LANGUAGE]), LAYER: run[LAYER].values, NEURON: run[NEURON].values}
+    )
     out = out.transpose(LAYER, NEURON, LANGUAGE)
     out.attrs = attrs
     return out
