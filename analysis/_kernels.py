@@ -180,6 +180,20 @@ def select_smallest(score: FloatArray, k: int) -> BoolArray:
     return chosen.reshape(score.shape)
 
 
+def lambda_holds(
+    h: FloatArray,
+    maxp: FloatArray,
+    all_k: BoolArray,
+    k: int,
+    lam: float,
+    normaliser: float,
+) -> bool:
+    """The automatic-lambda condition at ``lam``: no selected neuron is in all K languages."""
+    flat_h = h.reshape(-1)
+    score = ternary_score(flat_h, maxp.reshape(-1), lam, normaliser, out=np.empty_like(flat_h))
+    return not bool(select_smallest(score, k)[np.flatnonzero(all_k.reshape(-1))].any())
+
+
 def search_lambda(
     h: FloatArray,
     maxp: FloatArray,

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, Literal, get_args
@@ -24,9 +25,11 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
+from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.analysis._validate import check_choice as _choice
 from langneurons.errors import (
     InputFormatError,
+    LambdaAtBoundWarning,
     NoValidLambdaError,
     ParameterError,
     StoreValidationError,
@@ -70,6 +73,11 @@ class _Params:
     lam: float | None  # None: automatic
     lam_range: tuple[float, float]
     eps: float
+    lam_widen: int = 0
+
+
+#: How many times ``lam_widen`` may double the top of the lambda range at most (x1024).
+MAX_LAMBDA_WIDEN = 10
 
 
 def _real(value: object) -> float | None:
@@ -96,6 +104,7 @@ def _check_params(
     lam: object,
     lam_range: object,
     eps: object,
+    lam_widen: object = 0,
 ) -> _Params:
     """Validate every parameter at the boundary (one-line ParameterError messages)."""
     method_ = _choice("method", method, tuple(_RULES))
@@ -120,6 +129,15 @@ def _check_params(
     eps_ = _real(eps)
     if eps_ is None or not 0 < eps_ < math.inf:
         raise ParameterError(f"eps must be a finite number > 0, got {eps!r}")
+    if (
+        not isinstance(lam_widen, int)
+        or isinstance(lam_widen, bool)
+        or not 0 <= lam_widen <= MAX_LAMBDA_WIDEN
+    ):
+        raise ParameterError(
+            f"lam_widen must be an integer from 0 to {MAX_LAMBDA_WIDEN} (doublings of the top "
+            f"of lam_range), got {lam_widen!r}"
+        )
     return _Params(
         method=method_,
         role=role_,
@@ -129,6 +147,7 @@ def _check_params(
         lam=lam_,
         lam_range=(lo, hi),
         eps=eps_,
+        lam_widen=lam_widen,
     )
 
 
@@ -191,7 +210,8 @@ def _probabilities(run: object, role: str) -> _Inputs:
         raise ParameterError(f"run must be an xarray.Dataset, got {type(run).__name__}")
     _require_variable(run, "n_active", (LANGUAGE, ROLE, LAYER, NEURON))
     _require_variable(run, "n_tokens", (LANGUAGE, ROLE))
-    languages = [str(x) for x in run[LANGUAGE].values]
+    labels = _as_labels(run[LANGUAGE])
+    languages = labels.tolist()
     if not languages:
         raise ParameterError(
             "the run has no languages (its language dimension is empty); "
@@ -205,7 +225,7 @@ def _probabilities(run: object, role: str) -> _Inputs:
         raise ParameterError(
             f"the run has no neurons (layer={run.sizes[LAYER]}, neuron={run.sizes[NEURON]})"
         )
-    stored = [str(r) for r in run[ROLE].values]
+    stored = _as_labels(run[ROLE]).tolist()
     roles = STORED_ROLES if role == "all" else (role,)
     for r in roles:
         if r not in stored:
@@ -237,7 +257,7 @@ def _probabilities(run: object, role: str) -> _Inputs:
         )
     p = np.divide(n_active, n_tokens[:, None, None], dtype=np.float64)
     coords = {
-        LANGUAGE: run[LANGUAGE].values,
+        LANGUAGE: labels,
         LAYER: run[LAYER].values,
         NEURON: run[NEURON].values,
     }
@@ -303,11 +323,29 @@ def _ternary(inputs: _Inputs, params: _Params) -> _Selection:
     normaliser = kern.norm_max(k_lang)
     k = _n_top(h.size, params.top_rate)
     trace: list[tuple[float, bool]] = []
+    bound: dict[str, Any] = {}
     if params.lam is None:
         lo, hi = params.lam_range
-        best, trace = kern.search_lambda(
-            h, maxp, shared_by == k_lang, k, lo, hi, params.eps, normaliser
-        )
+        all_k = shared_by == k_lang
+        # lam_widen: while the condition still holds at the top of the range, double the top
+        # (the spec's search on the range the user gave is kept when lam_widen is 0)
+        widened = 0
+        while (
+            widened < params.lam_widen
+            and hi > 0
+            and kern.lambda_holds(h, maxp, all_k, k, hi, normaliser)
+        ):
+            hi, widened = hi * 2, widened + 1
+        best, trace = kern.search_lambda(h, maxp, all_k, k, lo, hi, params.eps, normaliser)
+        # the condition held at the top of the range searched (the spec evaluates it second):
+        # the largest lambda may lie above the range
+        at_bound = best is not None and len(trace) > 1 and trace[1] == (hi, True)
+        bound = {
+            "lam_widen": params.lam_widen,
+            "lambda_widened": widened,
+            "lam_range_searched": [float(lo), float(hi)],
+            "lambda_at_bound": bool(at_bound),
+        }
         if best is None:
             raise NoValidLambdaError(
                 f"no lambda in [{lo!r}, {hi!r}] (eps {params.eps!r}) leaves every selected "
@@ -325,6 +363,7 @@ def _ternary(inputs: _Inputs, params: _Params) -> _Selection:
         "eps": params.eps,
         "lambda": float(lam),
         "lambda_search": [[float(x), bool(ok)] for x, ok in trace],
+        **bound,
         "n_top": k,
     }
     return _Selection(score, selected, tau, shared_by, attrs)
@@ -367,6 +406,7 @@ def identify(
     lam: float | Literal["auto"] = "auto",
     lam_range: tuple[float, float] = (0.0, 0.2),
     eps: float = 1e-3,
+    lam_widen: int = 0,
 ) -> xr.Dataset:
     r"""Identify language neurons with the ternary rule or LAPE.
 
@@ -410,6 +450,12 @@ def identify(
         Ternary, automatic lambda: the search interval ``(lo, hi)``.
     eps : float > 0
         Ternary, automatic lambda: the bisection stops when ``hi - lo <= eps``.
+    lam_widen : int, 0 to 10
+        Ternary, automatic lambda: while the condition still holds at the top of ``lam_range``,
+        double the top, at most this many times, before the search (0, the default, searches
+        ``lam_range`` exactly as the spec does). When the condition holds at the top of the
+        range finally searched, the largest lambda may lie above it: ``attrs["lambda_at_bound"]``
+        is True and a :class:`~langneurons.errors.LambdaAtBoundWarning` says what to do.
 
     Returns
     -------
@@ -438,10 +484,34 @@ def identify(
     Tang et al. (2024), "Language-Specific Neurons: The Key to Multilingual Capabilities in
     Large Language Models", ACL. Zhang et al. (2025), the ternary rule with entropy and lambda.
     """
-    params = _check_params(method, role, top_rate, bar, filter_rate, lam, lam_range, eps)
+    params = _check_params(method, role, top_rate, bar, filter_rate, lam, lam_range, eps, lam_widen)
     inputs = _probabilities(run, params.role)
     chosen = _RULES[params.method](inputs, params)
-    return _result(inputs, params, chosen)
+    result = _result(inputs, params, chosen)
+    if result.attrs.get("lambda_at_bound"):
+        warnings.warn(LambdaAtBoundWarning(lambda_bound_message(result.attrs)), stacklevel=2)
+    return result
+
+
+def lambda_bound_message(attrs: Mapping[str, Any]) -> str:
+    """One line saying that the automatic lambda ended at the top of its range, and what to do."""
+    lo, hi = attrs["lam_range_searched"]
+    widened = int(attrs.get("lambda_widened", 0))
+    head = (
+        f"the automatic lambda {attrs['lambda']:.6g} ended at the top of its search range "
+        f"[{lo:.6g}, {hi:.6g}]"
+    )
+    if widened >= int(attrs.get("lam_widen", 0)) and widened > 0:
+        return (
+            f"{head} after doubling its top {widened} time(s): no selected neuron is general at "
+            "any lambda tried, so the condition does not determine lambda on these counts; "
+            "choose one with --lambda"
+        )
+    return (
+        f"{head}: the condition still holds there, so the largest lambda may lie above it; "
+        f"widen the range (--lambda-range {lo:g},{2 * hi:g}) or let it grow "
+        f"(--lambda-widen {MAX_LAMBDA_WIDEN})"
+    )
 
 
 def _result(inputs: _Inputs, params: _Params, chosen: _Selection) -> xr.Dataset:

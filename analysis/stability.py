@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
+from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.errors import NoValidLambdaError, ParameterError, StoreValidationError
 
 from .identify import Method, identify, summary
@@ -62,6 +63,7 @@ IDENTIFY_KWARGS: tuple[str, ...] = (
     "lam",
     "lam_range",
     "eps",
+    "lam_widen",
 )
 #: Identification attributes recorded with the result (the parameters of the rule).
 _RULE_ATTRS: tuple[str, ...] = (
@@ -136,7 +138,7 @@ class _Tally:
         self.values = {
             name: np.full((n_boot, *shape), np.nan) for name, (_, shape) in shapes.items()
         }
-        self.languages = [str(x) for x in full[LANGUAGE].values]
+        self.languages = _as_labels(full[LANGUAGE]).tolist()
 
     @staticmethod
     def counts(result: xr.Dataset, languages: list[str]) -> dict[str, Any]:
@@ -289,7 +291,7 @@ def bootstrap_identification(
         block_ = int(max(1, min(n_boot_, _BLOCK_BYTES // max(1, k_lang * n_cells * 4))))
     seeds = _replicate_seeds(seed_, n_boot_)
     tally = _Tally(full, n_boot_, method_)
-    coords = {c: run[c].values for c in (LANGUAGE, LAYER, NEURON)}
+    coords = {LANGUAGE: design.languages, LAYER: run[LAYER].values, NEURON: run[NEURON].values}
     failures: dict[str, int] = {}
     for b0 in range(0, n_boot_, block_):
         b1 = min(b0 + block_, n_boot_)

@@ -71,8 +71,18 @@ class MissingDependencyError(LangneuronsError, ImportError):
     """An optional dependency (an extra) is needed for this operation."""
 
 
+class LangneuronsWarning(UserWarning):
+    """Base class of langneurons' warnings (the CLI prints these as one line)."""
+
+
+class LambdaAtBoundWarning(LangneuronsWarning):
+    """The automatic lambda ended at the top of its search range: the largest may lie above."""
+
+
 __all__ = [
     "LangneuronsError",
+    "LangneuronsWarning",
+    "LambdaAtBoundWarning",
     "StoreNotFoundError",
     "NotAStoreError",
     "SchemaVersionError",
