@@ -52,16 +52,104 @@ def _scalars(ds: xr.Dataset) -> list[str]:
     return lines
 
 
-def emit(results: dict[str, tuple[xr.Dataset, str]], as_json: bool) -> None:
-    """Print results (name -> (dataset, saved path)) as JSON or as a short text summary."""
+def emit(results: dict[str, tuple[xr.Dataset, str | None]], as_json: bool) -> None:
+    """Print results (name -> (dataset, where saved)) as JSON or as their headline tables."""
+    from langneurons._cli_tables import headline
+
     if as_json:
         data = {name: to_jsonable(ds, path) for name, (ds, path) in results.items()}
         click.echo(json.dumps(data, indent=2))
         return
     for name, (ds, path) in results.items():
-        click.echo(f"{name}: saved at {path}")
-        for line in _scalars(ds):
+        click.echo(f"{name}: " + (f"saved at {path}" if path else "not saved (--no-save)"))
+        for line in headline(name, ds):
             click.echo(line)
+
+
+def results_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where an analysis saves its results: the store itself, another store, or nowhere."""
+    options = [
+        click.option(
+            "--results-store",
+            default=None,
+            metavar="PATH",
+            help="Save results in this writable store (made if missing) instead of STORE; "
+            "for read-only stores: a shared zip, a read-only folder or bucket.",
+        ),
+        click.option("--no-save", is_flag=True, help="Print the results without saving them."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+class Target:
+    """The store an analysis reads, and where its results go (``--results-store``/``--no-save``).
+
+    Without either option, results are saved in the analysed store itself; a store that cannot
+    be written (a zip, an ``http(s)://`` URL, a folder without write permission) is refused up
+    front with the two options named, before anything is computed.
+    """
+
+    def __init__(self, store: str, results_store: str | None = None, no_save: bool = False):
+        from langneurons.errors import ParameterError
+        from langneurons.store import create_store, open_store
+
+        if results_store and no_save:
+            raise ParameterError("--results-store and --no-save exclude each other; choose one")
+        self.url, self.no_save = store, no_save
+        if results_store or no_save:
+            self.source = open_store(store)
+        else:
+            why = _read_only_reason(store)
+            if why:
+                raise ParameterError(
+                    f"store {store!r} is read-only ({why}); save the results in a writable store "
+                    "with --results-store PATH, or print them without saving with --no-save"
+                )
+            self.source = open_store(store, mode="r+")
+        self.results = create_store(results_store, exist_ok=True) if results_store else self.source
+        self.results_url = results_store
+
+    def open_run(self, run: str) -> xr.Dataset:
+        return self.source.open_run(run)
+
+    def open_result(self, run: str, kind: str, name: str) -> xr.Dataset:
+        """A saved result: from the results store first, then from the analysed store."""
+        if self.results is not self.source:
+            try:
+                return self.results.open_result(run, kind, name)
+            except LookupError:
+                pass
+        return self.source.open_result(run, kind, name)
+
+    def save(self, run: str, kind: str, name: str, ds: xr.Dataset) -> str | None:
+        """Save a result; return where (None with --no-save)."""
+        if self.no_save:
+            return None
+        if self.results is not self.source:
+            self.results.link_run(run, self.source)
+            return f"{self.results.save_result(run, kind, name, ds)} in {self.results_url}"
+        return self.source.save_result(run, kind, name, ds)
+
+
+def _read_only_reason(store: str) -> str | None:
+    """Why a store cannot take results, or None when it can."""
+    import os
+    from pathlib import Path
+
+    if store.endswith(".zip"):
+        return "a zip file"
+    if store.startswith(("http://", "https://")):
+        return "an HTTP URL"
+    path = (
+        Path(store.removeprefix("file://"))
+        if "://" not in store or store.startswith("file://")
+        else None
+    )
+    if path is not None and path.is_dir() and not os.access(path, os.W_OK):
+        return "no write permission"
+    return None
 
 
 def identify_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,6 +170,13 @@ def identify_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--lambda", "lam", default="auto", show_default=True),
         click.option("--lambda-range", default="0.0,0.2", show_default=True),
         click.option("--eps", type=float, default=1e-3, show_default=True),
+        click.option(
+            "--lambda-widen",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Double the top of --lambda-range up to N times while the condition holds there.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -100,13 +195,16 @@ def identify_kwargs(params: dict[str, Any]) -> dict[str, Any]:
         "lam": _parse_lambda(params.pop("lam")),
         "lam_range": _parse_range(params.pop("lambda_range")),
         "eps": params.pop("eps"),
+        "lam_widen": params.pop("lambda_widen"),
     }
 
 
 def _only(kwargs: dict[str, Any], method: str) -> dict[str, Any]:
     """Drop the parameters a rule does not take (LAPE has no lambda)."""
     if method == "lape":
-        return {k: v for k, v in kwargs.items() if k not in ("lam", "lam_range", "eps")}
+        return {
+            k: v for k, v in kwargs.items() if k not in ("lam", "lam_range", "eps", "lam_widen")
+        }
     return {k: v for k, v in kwargs.items() if k != "filter_rate"}
 
 
@@ -125,6 +223,7 @@ def register(cli: click.Group) -> None:
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--name", default="stages", show_default=True)
     @click.option("--json", "as_json", is_flag=True)
+    @results_options
     @identify_options
     def stats_stages(
         store: str,
@@ -134,24 +233,25 @@ def register(cli: click.Group) -> None:
         seed: int,
         name: str,
         as_json: bool,
+        results_store: str | None,
+        no_save: bool,
         method: str,
         **params: Any,
     ) -> None:
         """Four-stage partition of the layers with bootstrap intervals on the boundaries."""
         from langneurons.analysis.stages import bootstrap_stages
-        from langneurons.store import open_store
 
-        opened = open_store(store, mode="r+")
+        target = Target(store, results_store, no_save)
         kwargs = _only(identify_kwargs(params), method)
         ds = bootstrap_stages(
-            opened.open_run(run),
+            target.open_run(run),
             n_stages=n_stages,
             n_boot=n_boot,
             seed=seed,
             method=method,
             **kwargs,
         )
-        emit({"stages": (ds, opened.save_result(run, "stats", name, ds))}, as_json)
+        emit({"stages": (ds, target.save(run, "stats", name, ds))}, as_json)
 
     @stats.command("deactivation")
     @click.argument("store")
@@ -161,18 +261,26 @@ def register(cli: click.Group) -> None:
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--name", default="deactivation", show_default=True)
     @click.option("--json", "as_json", is_flag=True)
+    @results_options
     def stats_deactivation(
-        store: str, run: str, ablation: str, n_perm: int, seed: int, name: str, as_json: bool
+        store: str,
+        run: str,
+        ablation: str,
+        n_perm: int,
+        seed: int,
+        name: str,
+        as_json: bool,
+        results_store: str | None,
+        no_save: bool,
     ) -> None:
         """Diagonal dominance of deactivation damage against random-neuron controls."""
         from langneurons.analysis.deactivation import deactivation_effects
-        from langneurons.store import open_store
 
-        opened = open_store(store, mode="r+")
+        target = Target(store, results_store, no_save)
         ds = deactivation_effects(
-            opened.open_result(run, "ablation", ablation), n_perm=n_perm, seed=seed
+            target.open_result(run, "ablation", ablation), n_perm=n_perm, seed=seed
         )
-        emit({"deactivation": (ds, opened.save_result(run, "stats", name, ds))}, as_json)
+        emit({"deactivation": (ds, target.save(run, "stats", name, ds))}, as_json)
 
     @stats.command("probability")
     @click.argument("store")
@@ -189,6 +297,7 @@ def register(cli: click.Group) -> None:
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--name", default="probability", show_default=True)
     @click.option("--json", "as_json", is_flag=True)
+    @results_options
     def stats_probability(
         store: str,
         run: str,
@@ -199,16 +308,17 @@ def register(cli: click.Group) -> None:
         seed: int,
         name: str,
         as_json: bool,
+        results_store: str | None,
+        no_save: bool,
     ) -> None:
         """Activation probabilities with confidence intervals."""
         from langneurons.analysis.uncertainty import activation_probability
-        from langneurons.store import open_store
 
-        opened = open_store(store, mode="r+")
+        target = Target(store, results_store, no_save)
         ds = activation_probability(
-            opened.open_run(run), role=role, method=method, ci=ci, n_boot=n_boot, seed=seed
+            target.open_run(run), role=role, method=method, ci=ci, n_boot=n_boot, seed=seed
         )
-        emit({"probability": (ds, opened.save_result(run, "stats", name, ds))}, as_json)
+        emit({"probability": (ds, target.save(run, "stats", name, ds))}, as_json)
 
     @stats.command("tests")
     @click.argument("store")
@@ -231,6 +341,7 @@ def register(cli: click.Group) -> None:
     )
     @click.option("--name", default="tests", show_default=True)
     @click.option("--json", "as_json", is_flag=True)
+    @results_options
     def stats_tests(
         store: str,
         run: str,
@@ -241,25 +352,26 @@ def register(cli: click.Group) -> None:
         identification: str | None,
         name: str,
         as_json: bool,
+        results_store: str | None,
+        no_save: bool,
     ) -> None:
         """Per-neuron, per-language tests of higher activation, with FDR control."""
         from langneurons.analysis.neuron_tests import (
             compare_with_identification,
             language_preference_tests,
         )
-        from langneurons.store import open_store
 
-        opened = open_store(store, mode="r+")
+        target = Target(store, results_store, no_save)
         ds = language_preference_tests(
-            opened.open_run(run), role=role, method=method, correction=correction, alpha=alpha
+            target.open_run(run), role=role, method=method, correction=correction, alpha=alpha
         )
-        results = {"tests": (ds, opened.save_result(run, "stats", name, ds))}
+        results = {"tests": (ds, target.save(run, "stats", name, ds))}
         if identification:
-            ident = opened.open_result(run, "identification", identification)
+            ident = target.open_result(run, "identification", identification)
             versus = compare_with_identification(ds, ident)
             if not isinstance(versus, xr.Dataset):
                 versus = xr.Dataset(attrs=_clean(versus))
-            path = opened.save_result(run, "stats", f"{name}-vs-{identification}", versus)
+            path = target.save(run, "stats", f"{name}-vs-{identification}", versus)
             results["versus_identification"] = (versus, path)
         emit(results, as_json)
 
@@ -270,6 +382,7 @@ def register(cli: click.Group) -> None:
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--name", default=None, help="Default: stability-METHOD.")
     @click.option("--json", "as_json", is_flag=True)
+    @results_options
     @identify_options
     def stats_stability(
         store: str,
@@ -278,19 +391,20 @@ def register(cli: click.Group) -> None:
         seed: int,
         name: str | None,
         as_json: bool,
+        results_store: str | None,
+        no_save: bool,
         method: str,
         **params: Any,
     ) -> None:
         """Bootstrap the whole identification over sequences: selection frequency, Jaccard, CIs."""
         from langneurons.analysis.stability import bootstrap_identification
-        from langneurons.store import open_store
 
-        opened = open_store(store, mode="r+")
+        target = Target(store, results_store, no_save)
         kwargs = _only(identify_kwargs(params), method)
         ds = bootstrap_identification(
-            opened.open_run(run), method, n_boot=n_boot, seed=seed, **kwargs
+            target.open_run(run), method, n_boot=n_boot, seed=seed, **kwargs
         )
-        path = opened.save_result(run, "stats", name or f"stability-{method}", ds)
+        path = target.save(run, "stats", name or f"stability-{method}", ds)
         emit({"stability": (ds, path)}, as_json)
 
     @cli.group()
@@ -311,6 +425,7 @@ def register(cli: click.Group) -> None:
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--name", default=None, help="Default: vs-BASE (slashes become '_').")
     @click.option("--json", "as_json", is_flag=True)
+    @results_options
     @identify_options
     def compare_runs(
         store: str,
@@ -322,6 +437,8 @@ def register(cli: click.Group) -> None:
         seed: int,
         name: str | None,
         as_json: bool,
+        results_store: str | None,
+        no_save: bool,
         method: str,
         **params: Any,
     ) -> None:
@@ -330,11 +447,10 @@ def register(cli: click.Group) -> None:
         from langneurons.analysis import distributions as dist
         from langneurons.analysis.identify import identify
         from langneurons.cli import _split_languages
-        from langneurons.store import open_store
 
-        opened = open_store(store, mode="r+")
+        target = Target(store, results_store, no_save)
         kwargs = _only(identify_kwargs(params), method)
-        base_run, aligned_run = opened.open_run(base), opened.open_run(aligned)
+        base_run, aligned_run = target.open_run(base), target.open_run(aligned)
         a = identify(base_run, method, **kwargs)
         b = identify(aligned_run, method, **kwargs)
         prefix = name or f"vs-{base.replace('/', '_')}"
@@ -364,7 +480,7 @@ def register(cli: click.Group) -> None:
                 **kwargs,
             )
         results = {
-            part: (ds, opened.save_result(aligned, "compare", f"{prefix}/{part}", ds))
+            part: (ds, target.save(aligned, "compare", f"{prefix}/{part}", ds))
             for part, ds in parts.items()
         }
         emit(results, as_json)
@@ -375,6 +491,7 @@ def register(cli: click.Group) -> None:
     @click.option("--labels", default=None, help="Comma-separated labels (default: the runs).")
     @click.option("--name", default="checkpoints", show_default=True)
     @click.option("--json", "as_json", is_flag=True)
+    @results_options
     @identify_options
     def compare_checkpoints(
         store: str,
@@ -382,6 +499,8 @@ def register(cli: click.Group) -> None:
         labels: str | None,
         name: str,
         as_json: bool,
+        results_store: str | None,
+        no_save: bool,
         method: str,
         **params: Any,
     ) -> None:
@@ -389,26 +508,35 @@ def register(cli: click.Group) -> None:
         from langneurons.analysis import compare as cmp
         from langneurons.analysis.identify import identify
         from langneurons.cli import _split_languages
-        from langneurons.store import open_store
 
-        opened = open_store(store, mode="r+")
+        target = Target(store, results_store, no_save)
         kwargs = _only(identify_kwargs(params), method)
         names = _split_languages(runs_)
-        results_ = [identify(opened.open_run(r), method, **kwargs) for r in names]
+        results_ = [identify(target.open_run(r), method, **kwargs) for r in names]
         tags = _split_languages(labels) if labels else names
         parts = {
             "trajectories": cmp.trajectories(results_, tags),
             "cochran_q": cmp.cochran_q(results_, labels=tags),
         }
         out = {
-            part: (ds, opened.save_result(names[-1], "compare", f"{name}/{part}", ds))
+            part: (ds, target.save(names[-1], "compare", f"{name}/{part}", ds))
             for part, ds in parts.items()
         }
         emit(out, as_json)
 
     @cli.command()
-    @click.option("--model", required=True, help="Model directory or .gguf file.")
+    @click.option(
+        "--model",
+        required=True,
+        help="The run's model: directory, .gguf file, or Hugging Face id in the local cache.",
+    )
     @click.option("--gguf-file", default=None)
+    @click.option("--revision", default=None, help="Branch, tag or commit of a Hugging Face id.")
+    @click.option(
+        "--allow-download",
+        is_flag=True,
+        help="Download a Hugging Face id that is not in the local cache.",
+    )
     @click.option("--store", "store_url", required=True)
     @click.option("--run", required=True)
     @click.option("--identification", required=True, help="A saved identification of the run.")
@@ -430,10 +558,17 @@ def register(cli: click.Group) -> None:
     @click.option("--hook-module", default=None)
     @click.option("--trust-remote-code", is_flag=True)
     @click.option("--name", default=None, help="Default: the identification's name.")
+    @click.option(
+        "--resume",
+        is_flag=True,
+        help="Complete an interrupted ablation of that name (same parameters).",
+    )
     @click.option("--json", "as_json", is_flag=True)
     def ablate(
         model: str,
         gguf_file: str | None,
+        revision: str | None,
+        allow_download: bool,
         store_url: str,
         run: str,
         identification: str,
@@ -449,9 +584,14 @@ def register(cli: click.Group) -> None:
         hook_module: str | None,
         trust_remote_code: bool,
         name: str | None,
+        resume: bool,
         as_json: bool,
     ) -> None:
-        """Deactivate each language's neurons and measure every language's perplexity."""
+        """Deactivate each language's neurons and measure every language's perplexity.
+
+        Each finished (deactivated set, language) unit is saved as it finishes; --resume
+        completes a killed run with the same result an uninterrupted one gives.
+        """
         from langneurons.cli import _split_languages
         from langneurons.extract.ablation import ablate as run_ablate
 
@@ -473,6 +613,9 @@ def register(cli: click.Group) -> None:
             hook_module=hook_module,
             trust_remote_code=trust_remote_code,
             name=name,
+            resume=resume,
+            revision=revision,
+            allow_download=allow_download,
         )
         path = f"{run}/ablation/{name or identification}"
         if as_json:

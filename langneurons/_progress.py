@@ -8,8 +8,9 @@ shows only where logging is configured to show it.
 The modes:
 
 - ``bar``: a tqdm bar on stderr (items or tokens done, rate, ETA);
-- ``lines``: one plain line on stderr per step of work (at most one every ``interval`` seconds, and
-  always the last), for logs of batch jobs and CI;
+- ``lines``: one plain line on stderr per step of work, at most one every ``interval`` seconds
+  (the first one interval after the start, so quick work prints nothing; the last always once
+  a line was printed), for logs of batch jobs and CI;
 - ``log``: the same lines as ``INFO`` log records;
 - ``quiet``: nothing.
 - ``auto``: ``bar`` when stderr is a terminal, ``lines`` otherwise.
@@ -80,8 +81,10 @@ class Task:
         self.status = ""
         self.mode = current_mode()
         self.started = time.monotonic()
-        self._last_line = -float("inf")
+        # the first line comes one interval after the start: quick work prints nothing
+        self._last_line = self.started
         self._last_done = -1.0
+        self._printed = False
         self._bar: Any = None
         if self.mode == "bar":
             from tqdm.auto import tqdm
@@ -135,7 +138,7 @@ class Task:
         return " ".join(parts[:1]) + " " + ", ".join(parts[1:])
 
     def _line(self, now: float) -> None:
-        self._last_line, self._last_done = now, self.done
+        self._last_line, self._last_done, self._printed = now, self.done, True
         text = self.line()
         if self.mode == "log":
             log.info("%s", text)
@@ -148,7 +151,9 @@ class Task:
         if self._bar is not None:
             self._bar.close()
         elif self.mode in ("lines", "log") and self.done > 0 and self.done != self._last_done:
-            self._line(time.monotonic())
+            now = time.monotonic()
+            if self._printed or now - self.started >= _state["interval"]:
+                self._line(now)
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from langneurons._cli_analysis import Target, results_options
 from langneurons._cli_analysis import register as register_analysis
 from langneurons.errors import LangneuronsError
 
@@ -23,10 +24,31 @@ log = logging.getLogger("langneurons")
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+_SHOWN: set[str] = set()  # warnings printed by this process
 
 
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """langneurons' own warnings as one line on stderr; others as Python prints them."""
+    from langneurons.errors import LangneuronsWarning
+
+    if issubclass(category, LangneuronsWarning):
+        text = " ".join(str(message).split())
+        if text not in _SHOWN:  # once per command, however many replicates repeat it
+            _SHOWN.add(text)
+            click.echo(f"langneurons: warning: {text}", err=True)
+        return
+    warnings._showwarning_orig(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
 
 
 def _split_languages(value: str | None) -> list[str]:
@@ -47,7 +69,14 @@ def cli(debug: bool, verbose: bool, quiet: bool) -> None:
     from langneurons import _progress
 
     # long work shows a bar on a terminal, one line per step otherwise (logs, CI), or nothing
-    _progress.configure("quiet" if quiet else "auto")
+    interval = float(os.environ.get("LANGNEURONS_PROGRESS_INTERVAL", "5") or 5)
+    _progress.configure("quiet" if quiet else "auto", interval=interval)
+    from langneurons.errors import LangneuronsWarning
+
+    # langneurons' warnings: each distinct one printed once per command, as one line
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("always", LangneuronsWarning)
+    _SHOWN.clear()
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not (verbose or debug):
@@ -76,7 +105,7 @@ def info(store: str, as_json: bool) -> None:
         return
     click.echo(f"store {data['store']} (schema version {data['schema_version']})")
     if not data["runs"]:
-        click.echo("  no runs")
+        click.echo("  no runs" + (" with counts" if data.get("results_only") else ""))
     for run, entry in data["runs"].items():
         attrs = entry["attrs"]
         prov = attrs.get("provenance", {})
@@ -94,6 +123,11 @@ def info(store: str, as_json: bool) -> None:
             click.echo(
                 f"    {lang:<8} prompt {tokens['prompt']:>12,}  response {tokens['response']:>12,}"
             )
+        for kind, names in entry.get("results", {}).items():
+            click.echo(f"  {kind:<10} {', '.join(names)}")
+    for run, entry in data.get("results_only", {}).items():
+        source = entry["results_of"]
+        click.echo(f"results of run {run} (counts in {source.get('store')})")
         for kind, names in entry.get("results", {}).items():
             click.echo(f"  {kind:<10} {', '.join(names)}")
 
@@ -262,8 +296,21 @@ def import_mask(file: str, store_url: str, run: str, name: str) -> None:
 
 # --------------------------------------------------------------------------- extraction
 @cli.command()
-@click.option("--model", required=True, help="Model directory (save_pretrained) or .gguf file.")
+@click.option(
+    "--model",
+    required=True,
+    help="Model directory (save_pretrained), .gguf file, or Hugging Face id (org/name) in the "
+    "local Hugging Face cache.",
+)
 @click.option("--gguf-file", default=None, help="GGUF file inside --model.")
+@click.option(
+    "--revision", default=None, help="Branch, tag or commit of a Hugging Face id (default main)."
+)
+@click.option(
+    "--allow-download",
+    is_flag=True,
+    help="Download a Hugging Face id that is not in the local cache.",
+)
 @click.option("--data", required=True, help="JSONL records, MAPO-style JSON, or 'builtin'.")
 @click.option("--store", "store_url", required=True, help="Store path or URL.")
 @click.option("--run", required=True, help="Run path inside the store, e.g. gemma3-270m/base.")
@@ -301,6 +348,8 @@ def import_mask(file: str, store_url: str, run: str, name: str) -> None:
 def extract(
     model: str,
     gguf_file: str | None,
+    revision: str | None,
+    allow_download: bool,
     data: str,
     store_url: str,
     run: str,
@@ -343,6 +392,8 @@ def extract(
         max_new_tokens=max_new_tokens,
         trust_remote_code=trust_remote_code,
         unit_size=unit_size,
+        revision=revision,
+        allow_download=allow_download,
     )
     if as_json:
         _echo_json(report)
@@ -407,9 +458,18 @@ def _parse_range(value: str) -> tuple[float, float]:
     help="LO,HI searched by the automatic lambda.",
 )
 @click.option("--eps", type=float, default=1e-3, show_default=True)
+@click.option(
+    "--lambda-widen",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Double the top of --lambda-range up to N times (at most 10) while the automatic "
+    "lambda's condition still holds there.",
+)
 @click.option("--name", default=None, help="Result name (default: the method).")
 @click.option("--export-mask", default=None, help="Also write the LAPE mask file format here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@results_options
 def identify(
     store: str,
     run: str,
@@ -421,17 +481,20 @@ def identify(
     lam: str,
     lambda_range: str,
     eps: float,
+    lambda_widen: int,
     name: str | None,
     export_mask: str | None,
     as_json: bool,
+    results_store: str | None,
+    no_save: bool,
 ) -> None:
     """Identify language neurons in a run and save the result into the store."""
+    from langneurons._cli_tables import identification
     from langneurons.analysis.identify import identify as run_identify
     from langneurons.analysis.identify import masks_to_lists, summary
-    from langneurons.store import open_store
 
-    opened = open_store(store, mode="r+")
-    ds = opened.open_run(run)
+    target = Target(store, results_store, no_save)
+    ds = target.open_run(run)
     result = run_identify(
         ds,
         method,
@@ -442,8 +505,9 @@ def identify(
         lam=_parse_lambda(lam),
         lam_range=_parse_range(lambda_range),
         eps=eps,
+        **({"lam_widen": lambda_widen} if method == "ternary" else {}),
     )
-    path = opened.save_result(run, "identification", name or method, result)
+    path = target.save(run, "identification", name or method, result)
     if export_mask:
         from langneurons.extract._torchio import save_mask
 
@@ -452,12 +516,12 @@ def identify(
     if as_json:
         _echo_json({**data, "saved": path, "mask_file": export_mask})
         return
-    lam_text = f", lambda {data['lambda']:.6g}" if data.get("lambda") is not None else ""
-    click.echo(f"{method}: {data['selected']} neurons selected (tau {data['tau']:.6g}{lam_text})")
-    click.echo(f"saved at {path}" + (f"; mask written to {export_mask}" if export_mask else ""))
-    click.echo(f"{'language':<10}{'specific':>10}{'related':>10}{'mask':>10}")
-    for lang, row in data["per_language"].items():
-        click.echo(f"{lang:<10}{row['specific']:>10}{row['related']:>10}{row['mask']:>10}")
+    click.echo(
+        (f"saved at {path}" if path else "not saved (--no-save)")
+        + (f"; mask written to {export_mask}" if export_mask else "")
+    )
+    for line in identification(result):
+        click.echo(line)
 
 
 @cli.command()

@@ -36,6 +36,8 @@ import zarr.storage
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 
+from langneurons._fs import apply_umask
+from langneurons._progress import progress
 from langneurons.errors import (
     AlreadyWrittenError,
     InterruptedWriteError,
@@ -173,6 +175,81 @@ class ActivationStore:
             return False
         return meta.get("node_type") == "group" and "schema_version" in meta.get("attributes", {})
 
+    def _linked(self, run: str) -> dict[str, Any] | None:
+        """The ``results_of`` attribute of a results-only group (None when there is none)."""
+        raw = self._raw(f"{run}/zarr.json")
+        if raw is None:
+            return None
+        try:
+            attrs = json.loads(raw).get("attributes", {})
+        except ValueError:
+            return None
+        linked = attrs.get(schema.RESULTS_OF)
+        return dict(linked) if isinstance(linked, dict) else None
+
+    def linked_runs(self) -> dict[str, dict[str, Any]]:
+        """Results-only groups (made by :meth:`link_run`): run path -> where its counts live."""
+        root = self._root()
+        out: dict[str, dict[str, Any]] = {}
+        with _quiet():
+            for path, node in root.members(max_depth=None):
+                linked = node.attrs.get(schema.RESULTS_OF) if isinstance(node, zarr.Group) else None
+                if isinstance(linked, dict):
+                    out[path] = dict(linked)
+        return dict(sorted(out.items()))
+
+    def link_run(self, run: str, source: ActivationStore) -> str:
+        """Make ``run`` of this store hold the results of ``run`` of ``source`` (counts stay there).
+
+        This is how a read-only store (a shared zip, a read-only folder or bucket) is analysed:
+        the results are saved here, under a results-only group that names the source store and
+        the run's identity (model, corpus hash, creation time). Linking again to the same run is a
+        no-op; a group linked to another run, or a run with counts of its own, is refused.
+        """
+        self._require_writable()
+        run = source._check_run(run)
+        attrs = source.run_metadata(run).to_attrs()
+        identity = {
+            "store": source.url,
+            "run": run,
+            "model": attrs.get("model", ""),
+            "corpus_hash": attrs.get("corpus_hash", ""),
+            "created": attrs.get("created", ""),
+        }
+        with self._lock():
+            if self._is_run(run):
+                if self.url == source.url:
+                    return run
+                raise RunExistsError(
+                    f"store {self.url!r} has a run {run!r} with counts of its own; save the "
+                    f"results of {source.url!r} in another --results-store"
+                )
+            linked = self._linked(run)
+            if linked is not None:
+                same = all(
+                    linked.get(k) == identity[k] for k in ("model", "corpus_hash", "created")
+                )
+                if not same:
+                    raise RunExistsError(
+                        f"{self.url!r} holds results of another run {run!r} (from "
+                        f"{linked.get('store')!r}, created {linked.get('created')!r}); choose "
+                        "another --results-store"
+                    )
+                if linked.get("store") == identity["store"]:
+                    return run
+            with _quiet():
+                group = self._root(consolidated=False).require_group(run)
+                group.attrs[schema.RESULTS_OF] = identity
+            self._consolidate()
+        return run
+
+    def _check_target(self, run: str) -> str:
+        """A run, or a results-only group, that results may be saved under or read from."""
+        run = schema.check_name(run)
+        if self._linked(run) is not None:
+            return run
+        return self._check_run(run)
+
     def _check_run(self, run: str) -> str:
         run = schema.check_name(run)
         if not self._is_run(run):
@@ -220,7 +297,7 @@ class ActivationStore:
                     pinned, group=run, consolidated=True, chunks=chunks, zarr_format=3
                 )
             schema.RunMetadata.from_attrs(ds.attrs, where=f"run {run!r}")
-            ds = _unicode_labels(ds)
+            ds = _described(_unicode_labels(ds))
         return ds
 
     def languages(self, run: str) -> list[str]:
@@ -415,6 +492,8 @@ class ActivationStore:
                         dimension_names=[schema.SEQUENCE],
                         compressors=text,
                     )
+            for name, arr in group.arrays():
+                arr.attrs.update(schema.VARIABLE_ATTRS.get(name, {}))
 
     def _preallocate(
         self,
@@ -815,7 +894,7 @@ class ActivationStore:
             for n, var in data.variables.items()
         }
         with self._lock():
-            run = self._check_run(run)
+            run = self._check_target(run)
             path = f"{run}/{kind}/{name}"
             parent, leaf = path.rsplit("/", 1)
             tmp = f"{parent}/.{leaf}.tmp"
@@ -854,8 +933,8 @@ class ActivationStore:
         zarr.core.sync.sync(_copy())
 
     def results(self, run: str, kind: str) -> list[str]:
-        """Names of results of one kind saved under a run."""
-        run = self._check_run(run)
+        """Names of results of one kind saved under a run (or a results-only group)."""
+        run = self._check_target(run)
         root = self._root(consolidated=False)  # the files, not a summary a crash left stale
         if f"{run}/{kind}" not in root:
             return []
@@ -870,7 +949,7 @@ class ActivationStore:
 
     def open_result(self, run: str, kind: str, name: str) -> xr.Dataset:
         """Open a saved result."""
-        run = self._check_run(run)
+        run = self._check_target(run)
         if name not in self.results(run, kind):
             raise RunNotFoundError(
                 f"no {kind} result {name!r} under run {run!r} (have: "
@@ -902,6 +981,9 @@ class ActivationStore:
             checked = self._group(name, checked=True)
             with _quiet():
                 problems.extend(f"run {name!r}: {p}" for p in _validate_run(checked))
+        if run is None:  # the saved results of results-only groups carry checksums too
+            for name in self.linked_runs():
+                problems.extend(self._damage(name))
         return problems
 
     def _damage(self, run: str, *, verify: bool = True) -> list[str]:
@@ -948,6 +1030,12 @@ class ActivationStore:
                 if names:
                     entry.setdefault("results", {})[kind] = names
             out["runs"][run] = entry
+        for run, linked in self.linked_runs().items():
+            results = {kind: self.results(run, kind) for kind in schema.RESULT_GROUPS}
+            out.setdefault("results_only", {})[run] = {
+                "results_of": linked,
+                "results": {kind: names for kind, names in results.items() if names},
+            }
         return out
 
     # ------------------------------------------------------------------ sharing
@@ -974,21 +1062,30 @@ class ActivationStore:
             fd, tmp = tempfile.mkstemp(suffix=".zip.tmp", dir=dest.parent)
             os.close(fd)
             try:
-                with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-                    for key, data in self._iter_items():
+                keys = self._keys()
+                with (
+                    zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf,
+                    progress("export", total=len(keys), unit="file") as task,
+                ):
+                    for key, data in self._iter_items(keys):
                         zf.writestr(key, data)
+                        task.update()
+                apply_umask(tmp)  # mkstemp makes it private; an export is an ordinary file
                 os.replace(tmp, dest)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return dest
 
-    def _iter_items(self) -> Iterator[tuple[str, bytes]]:
-        async def _keys() -> list[str]:
+    def _keys(self) -> list[str]:
+        async def _list() -> list[str]:
             return sorted([k async for k in self._zstore.list()])
 
+        return list(zarr.core.sync.sync(_list()))
+
+    def _iter_items(self, keys: list[str] | None = None) -> Iterator[tuple[str, bytes]]:
         proto = default_buffer_prototype()
-        for key in zarr.core.sync.sync(_keys()):
+        for key in self._keys() if keys is None else keys:
             buf = zarr.core.sync.sync(self._checked.get(key, prototype=proto))
             if buf is not None:
                 yield key, buf.to_bytes()
@@ -1019,19 +1116,22 @@ def import_zip(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Act
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
         try:
             root = tmp.resolve()
-            for info in members:
-                if info.is_dir():
-                    continue
-                target = (tmp / info.filename).resolve()
-                if root not in target.parents:  # belt and braces after _check_member
-                    raise InvalidNameError(f"zip member {info.filename!r} escapes the store")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(info) as fh, open(target, "wb") as out:
-                    shutil.copyfileobj(fh, out)
+            with progress("import zip", total=len(members), unit="file") as task:
+                for info in members:
+                    task.update()
+                    if info.is_dir():
+                        continue
+                    target = (tmp / info.filename).resolve()
+                    if root not in target.parents:  # belt and braces after _check_member
+                        raise InvalidNameError(f"zip member {info.filename!r} escapes the store")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(info) as fh, open(target, "wb") as out:
+                        shutil.copyfileobj(fh, out)
             unpacked = open_store(tmp)
             problems = unpacked.validate()
             if problems:
                 raise StoreValidationError(f"{str(src)!r} holds an invalid store: {problems[0]}")
+            apply_umask(tmp)  # mkdtemp makes it private; the store is an ordinary folder
             os.rename(tmp, dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -1067,6 +1167,15 @@ def _fill_zeros(arr: zarr.Array) -> None:
     """Write zeros to every chunk of ``arr``, one chunk row at a time."""
     for rows in _chunk_rows(arr):
         arr[rows] = np.zeros((rows.stop - rows.start, *arr.shape[1:]), dtype=arr.dtype)
+
+
+def _described(ds: xr.Dataset) -> xr.Dataset:
+    """Variables with their CF-style attributes (runs written before they were stored too)."""
+    for name, attrs in schema.VARIABLE_ATTRS.items():
+        if name in ds.variables:
+            for key, value in attrs.items():
+                ds[name].attrs.setdefault(key, value)
+    return ds
 
 
 def _unicode_labels(ds: xr.Dataset) -> xr.Dataset:

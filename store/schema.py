@@ -54,6 +54,9 @@ Role = Literal["prompt", "response"]
 
 # reserved group names inside a run (never valid run-path components)
 JOURNAL: Final = "_journal"
+#: Attribute of a results-only group: the results of a run whose counts live in another store
+#: (``--results-store``); ``{"store": URL, "run": RUN, "model", "corpus_hash", "created"}``.
+RESULTS_OF: Final = "results_of"
 RESULT_GROUPS: Final = ("identification", "stats", "compare", "ablation")
 RESERVED_NAMES: Final = frozenset({JOURNAL, *RESULT_GROUPS})
 
@@ -88,6 +91,54 @@ VARIABLES: Final[dict[str, VariableSpec]] = {
         VariableSpec("seq_language", (SEQUENCE,), "T", None, "sequences"),
         VariableSpec("seq_id", (SEQUENCE,), "T", None, "sequences"),
     )
+}
+#: CF-style attributes of each variable (``long_name``, ``units``, ``description``), written with
+#: the arrays so that plain xarray, netCDF tools and dataset viewers describe them.
+VARIABLE_ATTRS: Final[dict[str, dict[str, str]]] = {
+    LANGUAGE: {"long_name": "language", "description": "language label (e.g. an ISO 639 code)"},
+    ROLE: {"long_name": "token role", "description": "prompt or response tokens"},
+    LAYER: {"long_name": "decoder layer", "units": "1", "description": "0-based layer index"},
+    NEURON: {
+        "long_name": "MLP neuron",
+        "units": "1",
+        "description": "0-based index of the MLP activation output within its layer",
+    },
+    "n_active": {
+        "long_name": "active token count",
+        "units": "tokens",
+        "description": "counted tokens of the language and role on which the neuron's "
+        "activation is > 0",
+    },
+    "n_tokens": {
+        "long_name": "token count",
+        "units": "tokens",
+        "description": "counted tokens of the language and role (the denominator of n_active)",
+    },
+    "act_sum": {
+        "long_name": "sum of activations",
+        "units": "activation",
+        "description": "sum of the neuron's activation over the counted tokens",
+    },
+    "act_sqsum": {
+        "long_name": "sum of squared activations",
+        "units": "activation^2",
+        "description": "sum of the neuron's squared activation over the counted tokens",
+    },
+    "seq_n_active": {
+        "long_name": "active token count per sequence",
+        "units": "tokens",
+        "description": "tokens of one sequence and role on which the neuron's activation is > 0",
+    },
+    "seq_n_tokens": {
+        "long_name": "token count per sequence",
+        "units": "tokens",
+        "description": "counted tokens of one sequence and role",
+    },
+    "seq_language": {"long_name": "language of the sequence"},
+    "seq_id": {
+        "long_name": "item id of the sequence",
+        "description": "pairs parallel items across languages",
+    },
 }
 REQUIRED: Final = tuple(n for n, v in VARIABLES.items() if v.group in ("required", "coordinate"))
 MOMENTS: Final = ("act_sum", "act_sqsum")

@@ -81,7 +81,10 @@ def test_identify_lape_and_fixed_lambda(imported: Path, capsys: pytest.CaptureFi
     code, out, err = run_cli(capsys, "identify", imported, "--run", "m/base", "--method", "lape",
                           "--top-rate", "0.2", "--name", "lape-test")  # fmt: skip
     assert code == 0, err
-    assert re.match(r"lape: [1-5] neurons selected \(tau 0\.\d+\)\n", out)
+    assert re.search(
+        r"\n  lape: [1-5] neurons selected \(\d+ of them assigned to no language\), tau 0\.\d+\n",
+        out,
+    )
     assert "saved at m/base/identification/lape-test" in out
     code, out, err = run_cli(capsys, "identify", imported, "--run", "m/base", "--lambda", "0.01",
                           "--top-rate", "0.2", "--json")  # fmt: skip

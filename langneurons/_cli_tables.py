@@ -1,0 +1,246 @@
+"""The headline of each analysis result as a short plain-text table (what a paper would quote).
+
+The CLI prints these; ``--json`` prints the full summary instead. Each table reads a result
+Dataset's variables and attributes only (nothing is recomputed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+Lines = list[str]
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    """A number in few characters: integers as they are, floats to ``digits`` significant digits."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        if value.is_integer() and abs(value) < 1e9:
+            return f"{int(value):,}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _interval(
+    ds: xr.Dataset, base: str, index: dict[str, Any] | None = None, estimate: str = "estimate"
+) -> str | None:
+    """``estimate [lower, upper]`` of variables ``base_estimate``/``_lower``/``_upper``."""
+    names = [f"{base}_{estimate}", f"{base}_lower", f"{base}_upper"]
+    if not all(n in ds.variables for n in names):
+        return None
+    est, lo, hi = (ds[n].sel(index or {}).values.item() for n in names)
+    return f"{_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> Lines:
+    """Columns padded to their widest cell; the first column left-aligned, the rest right."""
+    cells = [[str(h) for h in header]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    out = []
+    for r in cells:
+        first = r[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
+        out.append(indent + "  ".join([first, *rest]).rstrip())
+    return out
+
+
+def _labels(ds: xr.Dataset, dim: str) -> list[str]:
+    return [str(x) for x in np.asarray(ds[dim].values).tolist()]
+
+
+def _scalars(ds: xr.Dataset, names: Sequence[str] | None = None) -> Lines:
+    chosen = names or [n for n, v in ds.data_vars.items() if v.ndim == 0]
+    rows = [[n, ds[n].values.item()] for n in chosen if n in ds.data_vars and ds[n].ndim == 0]
+    return table(["statistic", "value"], rows) if rows else []
+
+
+def inference_line(attrs: dict[str, Any]) -> Lines:
+    """Say whether the p-values and intervals are inference or descriptive, when attrs tell."""
+    kind = attrs.get("inference")
+    if kind is None:
+        assumption = str(attrs.get("assumption", ""))
+        if "independent tokens" in assumption:
+            kind = "descriptive"
+    if kind is None:
+        return [f"  assumes {attrs['assumption']}"] if "assumption" in attrs else []
+    return [f"  inference: {kind}" + (f" ({attrs['assumption']})" if "assumption" in attrs else "")]
+
+
+# --------------------------------------------------------------------------- per kind
+def identification(ds: xr.Dataset) -> Lines:
+    """lambda, tau, selected, unassigned, and the per-language specific / related / mask sizes."""
+    a = ds.attrs
+    per_layer = a.get("per_layer", {})
+    unassigned = sum(per_layer.get("unassigned", []))
+    general = sum(per_layer.get("general", []))
+    head = f"  {a.get('method')}: {_fmt(a.get('n_selected'))} neurons selected"
+    head += f" ({_fmt(unassigned)} of them assigned to no language)"
+    head += f", tau {_fmt(a.get('tau'), 6)}"
+    if a.get("lambda") is not None:
+        head += f", lambda {_fmt(a.get('lambda'), 6)}"
+        if a.get("lambda_at_bound"):
+            head += " (at the top of its search range)"
+    lines = [head, f"  general neurons (above tau in every language): {_fmt(general)}"]
+    rows = [
+        [lang, row["specific"], row["related"], row["mask"]]
+        for lang, row in a.get("per_language", {}).items()
+    ]
+    return lines + table(["language", "specific", "related", "mask"], rows)
+
+
+def stages(ds: xr.Dataset) -> Lines:
+    """Each stage's layer range, boundary interval, and mean type profile."""
+    header = ["stage", "layers", "start CI"]
+    types = _labels(ds, "type") if "type" in ds.dims else []
+    header += [f"mean {t}" for t in types]
+    rows = []
+    for i, name in enumerate(_labels(ds, "stage")):
+        start, end = int(ds["start"].values[i]), int(ds["end"].values[i])
+        ci = "-"
+        if "start_low" in ds and "start_high" in ds and i > 0:
+            lo, hi = ds["start_low"].values[i], ds["start_high"].values[i]
+            ci = f"[{_fmt(float(lo))}, {_fmt(float(hi))}]"
+        layers = f"{start}-{end}" if end != start else f"{start}"
+        means = [float(ds["stage_mean"].values[i, j]) for j in range(len(types))]
+        rows.append([name, layers, ci, *means])
+    lines = [f"  {len(rows)} stages over {ds.sizes.get('layer', '?')} layers"]
+    lines += table(header, rows)
+    if "objective" in ds:
+        lines.append(f"  objective (within-stage sum of squares) {_fmt(ds['objective'].item())}")
+    return lines
+
+
+def stability(ds: xr.Dataset) -> Lines:
+    """Selection and per-language Jaccard with intervals; lambda, tau and selected with theirs."""
+    lines = []
+    for name in ("n_selected", "lambda", "tau"):
+        text = _interval(ds, name)
+        if text is not None:
+            lines.append(f"  {name:<11} {text}")
+    a = ds.attrs
+    lines.append(
+        f"  replicates {_fmt(a.get('n_ok'))} of {_fmt(a.get('n_boot'))} "
+        f"({_fmt(a.get('ci'))} {a.get('interval', 'percentile')} intervals)"
+    )
+    if "language" in ds.dims:
+        rows = []
+        for lang in _labels(ds, "language"):
+            idx = {"language": lang}
+            rows.append(
+                [
+                    lang,
+                    _interval(ds, "specific", idx) or "-",
+                    _interval(ds, "mask_size", idx) or "-",
+                    _interval(ds, "jaccard", idx, estimate="mean") or "-",
+                ]
+            )
+        lines += table(["language", "specific", "mask size", "Jaccard of mask: mean [CI]"], rows)
+    return lines
+
+
+def tests(ds: xr.Dataset) -> Lines:
+    """The number of significant neuron x language tests, per language."""
+    a = ds.attrs
+    lines = [
+        f"  {a.get('method')} test, {a.get('correction')} at {_fmt(a.get('alpha'))}: "
+        f"{_fmt(int(ds['significant'].sum()))} of {_fmt(int(ds['significant'].size))} "
+        "neuron x language tests significant"
+    ]
+    lines += inference_line(dict(a))
+    if "language" in ds["significant"].dims:
+        other = [d for d in ds["significant"].dims if d != "language"]
+        counts = ds["significant"].sum(other).values
+        rows = [[lang, int(c)] for lang, c in zip(_labels(ds, "language"), counts, strict=True)]
+        if "effect" in ds:
+            sig = ds["significant"]
+            effect = ds["effect"].where(sig).median(other, skipna=True).values
+            rows = [[*r, float(e)] for r, e in zip(rows, effect, strict=True)]
+            lines += table(["language", "significant", "median effect"], rows)
+        else:
+            lines += table(["language", "significant"], rows)
+    return lines
+
+
+def probability(ds: xr.Dataset) -> Lines:
+    """Median activation probability and interval width per language."""
+    a = ds.attrs
+    lines = [f"  method {a.get('method')}, {_fmt(a.get('ci'))} intervals"]
+    lines += inference_line(dict(a))
+    names = [n for n in ("p", "estimate", "probability") if n in ds.data_vars]
+    lows = [n for n in ("lower", "low", "ci_lower") if n in ds.data_vars]
+    highs = [n for n in ("upper", "high", "ci_upper") if n in ds.data_vars]
+    if names and lows and highs and "language" in ds[names[0]].dims:
+        p = ds[names[0]]
+        other = [d for d in p.dims if d != "language"]
+        width = (ds[highs[0]] - ds[lows[0]]).median(other).values
+        median = p.median(other).values
+        rows = [
+            [lang, float(m), float(w)]
+            for lang, m, w in zip(_labels(ds, "language"), median, width, strict=True)
+        ]
+        lines += table(["language", "median P", "median CI width"], rows)
+    return lines
+
+
+def deactivation(ds: xr.Dataset) -> Lines:
+    """Per deactivated language: dominance, against controls, and the overall tests."""
+    lines = []
+    if "dominance" in ds and "deactivated" in ds.dims:
+        rows = []
+        for i, lang in enumerate(_labels(ds, "deactivated")):
+            row = [lang, float(ds["dominance"].values[i])]
+            for name in ("control_mean", "z", "pvalue_control", "n_controls"):
+                row.append(ds[name].values[i].item() if name in ds else "-")
+            rows.append(row)
+        lines += table(
+            ["deactivated", "dominance", "controls mean", "z", "p vs controls", "controls"], rows
+        )
+    lines += _scalars(ds, ["mean_dominance", "pvalue_control_mean", "pvalue_permutation"])
+    return lines
+
+
+def generic(ds: xr.Dataset) -> Lines:
+    """Scalars, then small one-dimensional variables side by side by their dimension."""
+    lines = _scalars(ds)
+    by_dim: dict[str, list[str]] = {}
+    for name, var in ds.data_vars.items():
+        if var.ndim == 1 and var.size <= 30 and var.dtype.kind in "biuf":
+            by_dim.setdefault(str(var.dims[0]), []).append(str(name))
+    for dim, names in by_dim.items():
+        names = names[:6]
+        labels = _labels(ds, dim) if dim in ds.coords else [str(i) for i in range(ds.sizes[dim])]
+        rows = [[lab, *(ds[n].values[i].item() for n in names)] for i, lab in enumerate(labels)]
+        lines += table([dim, *names], rows)
+    return lines
+
+
+#: The table of each result, by its ``result_kind``/analysis: (match on name, printer).
+PRINTERS: dict[str, Callable[[xr.Dataset], Lines]] = {
+    "identification": identification,
+    "stages": stages,
+    "stability": stability,
+    "tests": tests,
+    "probability": probability,
+    "deactivation": deactivation,
+}
+
+
+def headline(label: str, ds: xr.Dataset) -> Lines:
+    """The table for a result of one kind (``label`` names the analysis), generic otherwise."""
+    printer = PRINTERS.get(label, generic)
+    try:
+        return printer(ds)
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+        return generic(ds)  # a result of an older shape: still print what it has
