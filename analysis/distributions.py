@@ -25,6 +25,7 @@ import xarray as xr
 from numpy.typing import NDArray
 from statsmodels.stats.multitest import multipletests
 
+from langneurons._progress import progress
 from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.analysis._validate import check_int as _check_int
 from langneurons.analysis._validate import check_open_unit
@@ -303,14 +304,16 @@ def _bootstrap(
         return out, 0
     sampler = _SequenceBootstrap(run, name, _roles_for(identify_kwargs))
     failed = 0
-    for b in range(n_boot):
-        replicate = sampler.sample(rng)
-        try:
-            result = identify(replicate, method, **identify_kwargs)
-        except NoValidLambdaError:
-            failed += 1
-            continue
-        out[b] = statistic(result)
+    with progress(f"bootstrap {name}", total=n_boot, unit="replicate") as task:
+        for b in range(n_boot):
+            replicate = sampler.sample(rng)
+            task.update()
+            try:
+                result = identify(replicate, method, **identify_kwargs)
+            except NoValidLambdaError:
+                failed += 1
+                continue
+            out[b] = statistic(result)
     if failed:
         log.info("%s: %d of %d bootstrap replicates found no valid lambda", name, failed, n_boot)
     if failed == n_boot:

@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
+from langneurons._progress import progress
 from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.errors import NoValidLambdaError, ParameterError, StoreValidationError
 
@@ -293,11 +294,12 @@ def bootstrap_identification(
     tally = _Tally(full, n_boot_, method_)
     coords = {LANGUAGE: design.languages, LAYER: run[LAYER].values, NEURON: run[NEURON].values}
     failures: dict[str, int] = {}
-    for b0 in range(0, n_boot_, block_):
-        b1 = min(b0 + block_, n_boot_)
-        # one block at a time, in a function so that its counts are freed before the next
-        _run_block(reader, design, tokens, seeds, b0, b1, rule, rule_kwargs, tally, failures)
-        log.info("bootstrap_identification: %d of %d replicates done", b1, n_boot_)
+    with progress("bootstrap identification", total=n_boot_, unit="replicate") as task:
+        for b0 in range(0, n_boot_, block_):
+            b1 = min(b0 + block_, n_boot_)
+            # one block at a time, in a function so that its counts are freed before the next
+            _run_block(reader, design, tokens, seeds, b0, b1, rule, rule_kwargs, tally, failures)
+            task.update(b1 - b0)
     n_ok = int(tally.ok.sum())
     if n_ok == 0:
         raise NoValidLambdaError(

@@ -278,3 +278,20 @@ def test_progress_task_lines() -> None:
     _progress.configure("log")
     with pytest.raises(ValueError, match="progress mode 'loud' is not one of"):
         _progress.configure("loud")  # type: ignore[arg-type]
+
+
+def test_bootstraps_report_progress_per_replicate(
+    shared: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LANGNEURONS_PROGRESS_INTERVAL", "0")
+    code, _, err = run_cli(capsys, "stats", "stability", shared["store"], "--run", RUN,
+                           "--n-boot", "3", "--top-rate", "0.1", "--no-save")  # fmt: skip
+    assert code == 0
+    assert "[bootstrap identification] 3/3 replicate (100%)" in err
+    code, _, err = run_cli(capsys, "stats", "stages", shared["store"], "--run", RUN,
+                           "--n-boot", "3", "--top-rate", "0.1", "--no-save")  # fmt: skip
+    assert code == 0
+    assert "[bootstrap run] 3/3 replicate (100%)" in err
+    from langneurons import _progress
+
+    _progress.configure("log")
