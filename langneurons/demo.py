@@ -79,6 +79,35 @@ def _clear_earlier_demo(out: Path) -> None:
     marker.unlink()
 
 
+def _summary(store: Any, runs: list[str], base_run: str) -> list[str]:
+    """The demo's headline: each run's identification, the base run's stages and stability."""
+    from langneurons._cli_tables import stability, stages, table
+
+    rows = []
+    for run in runs:
+        for method in ("ternary", "lape"):
+            a = store.open_result(run, "identification", method).attrs
+            per_layer = a["per_layer"]
+            rows.append(
+                [
+                    run,
+                    method,
+                    a.get("lambda", "-") if a.get("lambda") is not None else "-",
+                    a["tau"],
+                    a["n_selected"],
+                    *(sum(per_layer[t]) for t in ("specific", "related", "general", "unassigned")),
+                ]
+            )
+    header = ["run", "rule", "lambda", "tau", "selected", "specific", "related", "general"]
+    lines = ["", "[demo] summary: language neurons per run and rule"]
+    lines += table([*header, "unassigned"], rows)
+    lines += ["", f"[demo] four stages of {base_run} (bootstrap intervals on the boundaries)"]
+    lines += stages(store.open_result(base_run, "stats", "stages"))
+    lines += ["", f"[demo] stability of the ternary rule on {base_run}"]
+    lines += stability(store.open_result(base_run, "stats", "stability-ternary"))
+    return [*lines, ""]
+
+
 def _perturbed_copy(loaded: Any, scale: float, seed: int) -> Any:
     """The same model with its MLP gate weights nudged: a stand-in second checkpoint."""
     import copy
@@ -243,6 +272,8 @@ def run_demo(
     done = step("report")
     html = write_report(store_path, out / "report")
     done()
+    for line in _summary(store, list(runs), base_run):
+        echo(line)
     total = round(time.perf_counter() - started, 1)
     echo(f"[demo] done in {total} s: store {store_path}, report {html}")
     return {

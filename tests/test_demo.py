@@ -22,6 +22,11 @@ def test_demo_writes_store_and_report(tmp_path: Path, capsys: pytest.CaptureFixt
     printed = capsys.readouterr().out
     assert code == 0
     assert f"report {out / 'report' / 'report.html'}" in printed
+    # the headline, not only where it was saved
+    assert "[demo] summary: language neurons per run and rule" in printed
+    assert "tiny-llama/perturbed     lape" in printed
+    assert "[demo] four stages of tiny-llama/base" in printed and "vocabulary output" in printed
+    assert "Jaccard of mask: mean [CI]" in printed
     store = open_store(out / "store.zarr")
     assert store.runs() == ["tiny-llama/base", "tiny-llama/perturbed"]
     assert store.validate() == []
