@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
-import xarray as xr
+
+if TYPE_CHECKING:  # numpy, xarray and the rooms are imported inside the commands that need them
+    import xarray as xr
 
 # Variables larger than this are saved in the store but left out of --json output.
 JSON_MAX_SIZE = 20_000
@@ -37,19 +38,11 @@ def _clean(value: Any) -> Any:
         return [_clean(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    import numpy as np
+
     if isinstance(value, np.generic):
         return _clean(value.item())
     return value
-
-
-def _scalars(ds: xr.Dataset) -> list[str]:
-    lines = []
-    for name, var in ds.data_vars.items():
-        if var.ndim == 0:
-            value = var.values.item()
-            text = f"{value:.6g}" if isinstance(value, float) else str(value)
-            lines.append(f"  {name:<28} {text}")
-    return lines
 
 
 def emit(results: dict[str, tuple[xr.Dataset, str | None]], as_json: bool) -> None:
@@ -369,6 +362,8 @@ def register(cli: click.Group) -> None:
         if identification:
             ident = target.open_result(run, "identification", identification)
             versus = compare_with_identification(ds, ident)
+            import xarray as xr
+
             if not isinstance(versus, xr.Dataset):
                 versus = xr.Dataset(attrs=_clean(versus))
             path = target.save(run, "stats", f"{name}-vs-{identification}", versus)

@@ -61,7 +61,7 @@ def _labels(ds: xr.Dataset, dim: str) -> list[str]:
 
 
 def _scalars(ds: xr.Dataset, names: Sequence[str] | None = None) -> Lines:
-    chosen = names or [n for n, v in ds.data_vars.items() if v.ndim == 0]
+    chosen = names or [str(n) for n, v in ds.data_vars.items() if v.ndim == 0]
     rows = [[n, ds[n].values.item()] for n in chosen if n in ds.data_vars and ds[n].ndim == 0]
     return table(["statistic", "value"], rows) if rows else []
 

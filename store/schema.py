@@ -59,6 +59,9 @@ JOURNAL: Final = "_journal"
 RESULTS_OF: Final = "results_of"
 RESULT_GROUPS: Final = ("identification", "stats", "compare", "ablation")
 RESERVED_NAMES: Final = frozenset({JOURNAL, *RESULT_GROUPS})
+#: Names Zarr gives its own metadata files (v3 and v2, consolidated included): a run or result
+#: component of one of these names would overwrite or hide a node's metadata.
+ZARR_KEYS: Final = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +167,7 @@ def check_name(name: str, what: str = "run") -> str:
             raise InvalidNameError(
                 f"{what} name {name!r} contains {part!r}; use plain components such as 'model/base'"
             )
-        if part in RESERVED_NAMES:
+        if part in RESERVED_NAMES or part.lower() in ZARR_KEYS:
             raise InvalidNameError(
                 f"{what} name {name!r} uses the reserved component {part!r}; choose another name"
             )
@@ -226,7 +229,7 @@ class RunMetadata:
 
     def to_attrs(self) -> dict[str, Any]:
         """JSON-serialisable attributes for the run group."""
-        from langneurons import __version__
+        from langneurons._version import __version__
 
         out = dataclasses.asdict(self)
         out["provenance"] = dict(self.provenance)

@@ -1,0 +1,71 @@
+"""Start-up of the command line: ``langneurons --help`` and ``import langneurons`` against a bare
+``python -c pass``, each the median of several fresh processes (target: under 5x).
+
+``--json OUT`` also writes the headline rows for ``make bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _table import row, write_rows  # noqa: E402
+
+TARGET = 5.0
+
+
+def wall(argv: list[str], repeat: int) -> float:
+    """Median wall time of ``repeat`` fresh processes running ``argv``."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--quick", action="store_true", help="3 processes each")
+    parser.add_argument("--json", type=Path, help="write the headline rows here (make bench)")
+    args = parser.parse_args()
+    repeat = 3 if args.quick else args.repeat
+    py = sys.executable
+    # alternate so that a busy moment of the machine hits both alike
+    bare = wall([py, "-c", "pass"], repeat)
+    measures = {
+        "langneurons --help": [py, "-m", "langneurons", "--help"],
+        "import langneurons": [py, "-c", "import langneurons"],
+        "import langneurons.errors": [py, "-c", "import langneurons.errors"],
+    }
+    results = {name: wall(argv, repeat) for name, argv in measures.items()}
+    bare = min(bare, wall([py, "-c", "pass"], repeat))
+    print(f"{'command':<30}{'median s':>10}{'x python -c pass':>18}")
+    print(f"{'python -c pass':<30}{bare:>10.3f}{1.0:>18.2f}")
+    for name, seconds in results.items():
+        print(f"{name:<30}{seconds:>10.3f}{seconds / bare:>18.2f}")
+    write_rows(
+        args.json,
+        [
+            row(
+                "startup",
+                f"{name} vs python -c pass",
+                seconds,
+                unit="s",
+                baseline=bare,
+                note=f"target < {TARGET:g}x; median of {repeat} processes",
+            )
+            for name, seconds in results.items()
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
