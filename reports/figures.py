@@ -12,6 +12,11 @@ style is applied inside :func:`matplotlib.rc_context`), so they are safe on a he
 machine, in notebooks and inside other programs. Neuron types have one colour-blind-safe
 colour each throughout (Okabe & Ito 2008): :data:`TYPE_COLORS`.
 
+Conventions a reviewer can rely on: general neurons (counted over all neurons) get their own
+panel, never the axis of the specific and related ones (counted over the selected neurons);
+legends sit outside the axes; heatmap cells read three significant digits; SVG text stays text
+(``svg.fonttype`` ``"none"``, set only while a figure is drawn and saved).
+
 References
 ----------
 Okabe & Ito (2008), "Color Universal Design (CUD): how to make figures and presentations that
@@ -100,11 +105,27 @@ _STYLE: Final[dict[str, Any]] = {
     "axes.prop_cycle": cycler(color=list(RUN_COLORS)),
     "figure.dpi": 100.0,
     "svg.hashsalt": "langneurons",
+    "svg.fonttype": "none",
 }
 _GRID: Final[dict[str, Any]] = {"color": "#000000", "alpha": 0.12, "linewidth": 0.6}
 _NAN_COLOR: Final = "#EEEEEE"
 _MAX_ANNOTATED: Final = 400  # heatmap cells up to which values are written in the cells
 _IDENTIFICATION_VARS: Final = ("neuron_type", "general")
+#: What "none" and "unassigned" mean, for captions and legends.
+TYPE_NOTE: Final = (
+    "none: not selected by the rule; unassigned: selected, but above tau in no language"
+)
+_GENERAL_LABEL: Final = "general neurons\n(of all neurons)"
+#: Legend entries: what each type counts.
+_TYPE_LABELS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "specific": "specific (selected, 1 language)",
+        "related": "related (selected, 2..K-1 languages)",
+        "general": "general (any neuron, all K languages)",
+        "unassigned": "unassigned (selected, no language)",
+        "none": "none (not selected)",
+    }
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -260,7 +281,15 @@ def _heatmap(
         aspect="auto",
         interpolation="nearest",
     )
-    ax.set_xticks(range(len(cols)), labels=list(cols), rotation=45 if len(cols) > 6 else 0)
+    # labels side by side need room: long or many labels are slanted, so they never overlap
+    slanted = len(cols) > 6 or max((len(str(c)) for c in cols), default=0) > 8
+    ax.set_xticks(
+        range(len(cols)),
+        labels=list(cols),
+        rotation=35 if slanted else 0,
+        ha="right" if slanted else "center",
+        rotation_mode="anchor",
+    )
     ax.set_yticks(range(len(rows)), labels=list(rows))
     ax.set_xlabel(col_label)
     ax.set_ylabel(row_label)
@@ -279,16 +308,55 @@ def _heatmap(
         _figure_of(ax).colorbar(image, ax=ax, shrink=0.85, label=colorbar)
 
 
-def _fmt(value: float, digits: int = 2) -> str:
-    """A float for a cell annotation ("–" for NaN)."""
-    return "–" if not np.isfinite(value) else f"{value:.{digits}f}"
+def significant(value: float, digits: int = 3, *, sign: bool = False) -> str:
+    """``value`` to ``digits`` significant digits, trailing zeros kept ("–" for NaN).
+
+    ``significant(0.0512) == "0.0512"``, ``significant(1.0) == "1.00"``,
+    ``significant(1456.7) == "1457"``; small effects stay visible (``0.000123``).
+    """
+    value = float(value)
+    if not math.isfinite(value):
+        return "–"
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = max(digits - 1 - magnitude, 0)
+    return f"{value:{'+' if sign else ''}.{decimals}f}"
+
+
+def _fmt(value: float) -> str:
+    """A float for a cell annotation: three significant digits ("–" for NaN)."""
+    return significant(value)
+
+
+def _legend_outside(
+    fig: Figure,
+    ax: Axes,
+    handles: Sequence[Any],
+    new: bool,
+    *,
+    where: Literal["upper", "lower"] = "upper",
+    x: float = 1.02,
+    **kwargs: Any,
+) -> None:
+    """A legend that never covers data: right of the figure's axes (new) or right of ``ax``."""
+    if new:
+        fig.legend(handles=list(handles), loc=cast(Any, f"outside right {where}"), **kwargs)
+    else:
+        ax.legend(
+            handles=list(handles),
+            loc=cast(Any, f"{where} left"),
+            bbox_to_anchor=(x, 1.0 if where == "upper" else 0.0),
+            borderaxespad=0,
+            **kwargs,
+        )
 
 
 # --------------------------------------------------------------------------- layer types
 
 
-def _stage_bands(ax: Axes, stages: xr.Dataset) -> list[str]:
-    """Shade alternate stages, number them at the top, draw boundary intervals; return names."""
+def _stage_bands(ax: Axes, stages: xr.Dataset, *, labels: bool = True) -> list[str]:
+    """Shade alternate stages; with ``labels``, number them and draw boundary intervals on top."""
     st = _require(stages, "stages", ("start", "end"), "a stages result (bootstrap_stages)")
     names = _labels(st, "stage") if "stage" in st.dims else []
     starts = _values(st["start"]).astype(np.float64)
@@ -301,9 +369,11 @@ def _stage_bands(ax: Axes, stages: xr.Dataset) -> list[str]:
             ax.axvspan(s - 0.5, e + 0.5, color="#000000", alpha=0.06, lw=0, zorder=0)
         if i > 0:
             ax.axvline(s - 0.5, color="#666666", lw=0.8, ls=":", zorder=1)
+        if not labels:
+            continue
         ax.text((s + e) / 2, 0.98, str(i + 1), transform=trans, ha="center", va="top", fontsize=8)
         if i > 0 and low is not None and high is not None and np.isfinite([low[i], high[i]]).all():
-            y = 0.91 - 0.045 * ((i - 1) % 3)  # staggered, so neighbouring intervals stay apart
+            y = 0.88 - 0.05 * ((i - 1) % 2)  # staggered, so neighbouring intervals stay apart
             ax.plot(
                 [low[i] - 0.5, high[i] - 0.5],
                 [y, y],
@@ -326,6 +396,53 @@ def _per_panel(value: object, n: int, name: str) -> list[xr.Dataset | None]:
     raise ParameterError(f"{name} must be None, one Dataset, or {n} Datasets/None (one per panel)")
 
 
+def _run_panels(
+    ax: AxesArg, n: int, split: bool
+) -> tuple[Figure, list[tuple[Axes, Axes | None]], bool]:
+    """Per run: the panel of selected types and the panel of general neurons (or None)."""
+    if ax is None:
+        ncols = min(n, 3)
+        nrows = math.ceil(n / ncols)
+        rows = 2 if split else 1
+        fig = Figure(
+            figsize=(3.6 * ncols + 2.6, (4.3 if split else 3.0) * nrows + 0.4), layout="constrained"
+        )
+        grid = np.asarray(
+            fig.subplots(
+                nrows * rows,
+                ncols,
+                squeeze=False,
+                sharex="col",
+                sharey="row",
+                gridspec_kw={"height_ratios": [2.2, 1.0] * nrows if split else None},
+            )
+        )
+        pairs: list[tuple[Axes, Axes | None]] = []
+        for i in range(nrows * ncols):
+            r, c = divmod(i, ncols)
+            top, bottom = grid[r * rows, c], (grid[r * rows + 1, c] if split else None)
+            if i < n:
+                pairs.append((top, bottom))
+            else:
+                top.remove()
+                if bottom is not None:
+                    bottom.remove()
+        return fig, pairs, True
+    given = [ax] if isinstance(ax, Axes) else list(ax)
+    if not all(isinstance(a, Axes) for a in given) or len(given) not in {n, 2 * n}:
+        raise ParameterError(
+            f"ax must be {n} or {2 * n} matplotlib Axes for this figure (one per result, or "
+            f"two per result: selected types, then general), got {ax!r}"
+        )
+    if len(given) == 2 * n and split:
+        pairs = [(given[2 * i], given[2 * i + 1]) for i in range(n)]
+    elif split:  # one Axes per result: general neurons on a second y axis at the right
+        pairs = [(a, a.twinx()) for a in given]
+    else:
+        pairs = [(a, None) for a in given[:n]]
+    return _figure_of(given[0]), pairs, False
+
+
 @_styled
 def layer_types(
     results: xr.Dataset | Sequence[xr.Dataset] | Mapping[str, xr.Dataset],
@@ -335,10 +452,13 @@ def layer_types(
     *,
     types: Sequence[str] = LAYER_TYPES,
 ) -> Figure:
-    """Layer-wise counts of language-specific, -related and general neurons, one panel per run.
+    """Layer-wise counts of language-specific, -related and general neurons, one column per run.
 
     The counts are :func:`langneurons.analysis.type_table` of each result (Zhang et al. 2025,
-    the layer-wise distribution of neuron types).
+    the layer-wise distribution of neuron types). Specific, related and unassigned neurons are
+    counted among the rule's selected neurons (a few per layer); general neurons are counted
+    over **all** neurons (above tau in every language; often many more), so they get their own
+    panel below, with its own y axis, instead of flattening the others.
 
     Parameters
     ----------
@@ -351,7 +471,8 @@ def layer_types(
         every panel, or one per panel: alternate stages are shaded and numbered, and the
         bootstrap interval of each boundary is drawn at the top.
     ax : Axes or sequence of Axes, optional
-        One Axes per result to draw on; default: a new figure.
+        Two Axes per result (selected types, then general), or one per result (general
+        neurons then use a second y axis on its right); default: a new figure.
     types : sequence of str
         Types to draw (default specific, related, general; "unassigned" is also allowed).
 
@@ -361,41 +482,64 @@ def layer_types(
     """
     named = _named(results, labels, "results", _IDENTIFICATION_VARS, "an identification result")
     panel_stages = _per_panel(stages, len(named), "stages")
-    n = len(named)
-    ncols = min(n, 3)
-    nrows = math.ceil(n / ncols)
-    fig, axes, new = _axes(
-        ax, n, figsize=(3.8 * ncols + 1.9, 3.0 * nrows + 0.4), ncols=ncols, sharey=True
-    )
+    selected_types = [t for t in types if t != "general"]
+    has_general = "general" in types
+    split = has_general and bool(selected_types)
+    fig, pairs, new = _run_panels(ax, len(named), split)
     stage_names: list[str] = []
-    top, headroom = 0.0, 1.1
-    for (label, result), st, a in zip(named, panel_stages, axes, strict=True):
+    top_max, general_max, headroom = 0.0, 0.0, 1.1
+    for (label, result), st, (a, g) in zip(named, panel_stages, pairs, strict=True):
         table = type_table(result, types=types).compute()
         layers = _values(table["layer"])
         for t in types:
-            a.plot(
+            target = g if (t == "general" and g is not None) else a
+            values = _values(table.sel(type=t))
+            target.plot(
                 layers,
-                _values(table.sel(type=t)),
+                values,
                 color=TYPE_COLORS[t],
                 marker=TYPE_MARKERS[t],
                 ms=3.5,
                 lw=1.4,
                 label=t,
             )
-        top = max(top, float(np.nanmax(_values(table), initial=0.0)))
+            if target is g:
+                general_max = max(general_max, float(np.nanmax(values, initial=0.0)))
+            else:
+                top_max = max(top_max, float(np.nanmax(values, initial=0.0)))
         if st is not None:
             stage_names = _stage_bands(a, st)
-            headroom = 1.45  # room for stage numbers and intervals
-        a.yaxis.set_major_locator(MaxNLocator(integer=True))
-        a.set_xlabel("layer")
-        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if g is not None and g is not a and new:
+                _stage_bands(g, st, labels=False)
+            headroom = 1.5  # room for stage numbers and intervals
+        for panel in (a, g):
+            if panel is None:
+                continue
+            panel.yaxis.set_major_locator(MaxNLocator(integer=True))
+            panel.xaxis.set_major_locator(MaxNLocator(integer=True))
         _style_axes(a)
         _title(a, label)
-    for a in axes:  # the panels share y: one limit that fits every panel
-        a.set_ylim(0, max(top, 1.0) * headroom)
-    axes[0].set_ylabel("neurons")
+        if g is not None and new:
+            _style_axes(g)
+            g.set_xlabel("layer")
+        else:
+            a.set_xlabel("layer")
+    for a, g in pairs:  # panels of a row share y: one limit that fits every panel
+        a.set_ylim(0, max(top_max, 1.0) * headroom)
+        if g is not None:
+            g.set_ylim(0, max(general_max, 1.0) * 1.15)
+    first_top, first_general = pairs[0]
+    first_top.set_ylabel("selected neurons" if split else "neurons")
+    if first_general is not None:
+        if new:
+            first_general.set_ylabel(_GENERAL_LABEL)
+        for _, g in pairs:
+            if g is not None and not new:
+                g.set_ylabel(_GENERAL_LABEL, color=TYPE_COLORS["general"])
+                g.spines["right"].set_visible(True)
     handles = [
-        Line2D([], [], color=TYPE_COLORS[t], marker=TYPE_MARKERS[t], ms=4, label=t) for t in types
+        Line2D([], [], color=TYPE_COLORS[t], marker=TYPE_MARKERS[t], ms=4, label=_TYPE_LABELS[t])
+        for t in types
     ]
     stage_handles = [
         Patch(facecolor="none", edgecolor="none", label=f"{i + 1}  {name}")
@@ -408,53 +552,18 @@ def layer_types(
                 handles=stage_handles, loc="outside right lower", title="stage", handlelength=0
             )
     else:
-        axes[-1].legend(handles=handles + stage_handles, loc="best")
+        twin = pairs[-1][1] is not None
+        _legend_outside(fig, pairs[-1][0], handles + stage_handles, False, x=1.25 if twin else 1.02)
     return fig
 
 
 # --------------------------------------------------------------------------- two-run changes
 
 
-@_styled
-def type_change(
-    change_result: xr.Dataset, ax: AxesArg = None, *, types: Sequence[str] | None = None
-) -> Figure:
-    """Per-layer change of each neuron type between two runs, with bootstrap intervals.
-
-    Draws ``change[layer, type]`` of :func:`langneurons.analysis.type_change` (aligned minus
-    base) with its percentile interval ``change_low .. change_high`` as a vertical bar at each
-    layer, and, in a second panel, the change over all layers (``total_change`` with its
-    interval). Percentile intervals need not contain the point estimate; they are drawn as
-    they are.
-
-    Parameters
-    ----------
-    change_result : Dataset
-        A :func:`~langneurons.analysis.type_change` result.
-    ax : Axes or sequence of 2 Axes, optional
-        One Axes (per-layer panel only) or two (per layer, total); default: a new figure.
-    types : sequence of str, optional
-        Types to draw (default: all of the result's).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    ds = _require(
-        change_result,
-        "change_result",
-        ("change", "change_low", "change_high"),
-        "a type_change result",
-    )
-    types_ = _labels(ds, "type") if types is None else [str(t) for t in types]
-    unknown = [t for t in types_ if t not in _labels(ds, "type")]
-    if unknown:
-        raise ParameterError(f"types {unknown} are not in the result ({_labels(ds, 'type')})")
-    has_total = all(v in ds for v in ("total_change", "total_change_low", "total_change_high"))
-    counts = (2, 1) if has_total else (1,)
-    fig, axes, _ = _axes(ax, counts, figsize=(8.0, 3.4), width_ratios=[3, 1] if has_total else None)
-    a = axes[0]
-    layers = _values(ds["layer"]).astype(np.float64)
+def _change_panel(
+    a: Axes, ds: xr.Dataset, types_: Sequence[str], layers: NDArray[np.float64]
+) -> None:
+    """Per-layer change of ``types_`` with interval bars, dodged around each layer."""
     width = 0.6 / max(len(types_), 1)
     for i, t in enumerate(types_):
         x = layers + (i - (len(types_) - 1) / 2) * width
@@ -472,9 +581,105 @@ def type_change(
             label=t,
         )
     a.axhline(0, color="#000000", lw=0.8)
-    a.set_xlabel("layer")
-    a.set_ylabel("change in neurons (aligned − base)")
     a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _style_axes(a)
+
+
+def _total_panel(b: Axes, ds: xr.Dataset, types_: Sequence[str]) -> None:
+    """Change over all layers of ``types_`` with its interval."""
+    for i, t in enumerate(types_):
+        sel = ds.sel(type=t)
+        b.vlines(
+            i,
+            float(sel["total_change_low"].values),
+            float(sel["total_change_high"].values),
+            color=TYPE_COLORS[t],
+            lw=2.0,
+        )
+        b.plot(
+            i, float(sel["total_change"].values), marker=TYPE_MARKERS[t], ms=6, color=TYPE_COLORS[t]
+        )
+    b.axhline(0, color="#000000", lw=0.8)
+    b.set_xticks(range(len(types_)), labels=list(types_), rotation=90 if len(types_) > 1 else 0)
+    b.set_xlim(-0.6, len(types_) - 0.4)
+    _style_axes(b)
+
+
+@_styled
+def type_change(
+    change_result: xr.Dataset,
+    ax: AxesArg = None,
+    *,
+    types: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+) -> Figure:
+    """Per-layer change of each neuron type between two runs, with bootstrap intervals.
+
+    Draws ``change[layer, type]`` of :func:`langneurons.analysis.type_change` (second run minus
+    first) with its percentile interval ``change_low .. change_high`` as a vertical bar at each
+    layer, and, in a narrower panel, the change over all layers (``total_change`` with its
+    interval). Specific, related and unassigned neurons are counted among the selected neurons;
+    general neurons over all neurons, so on a new figure they get their own row of panels (their
+    changes are often much larger). Percentile intervals need not contain the point estimate;
+    they are drawn as they are.
+
+    Parameters
+    ----------
+    change_result : Dataset
+        A :func:`~langneurons.analysis.type_change` result.
+    ax : Axes or sequence of 2 Axes, optional
+        One Axes (per-layer panel only) or two (per layer, total), all types together; default:
+        a new figure (general neurons in a row of their own).
+    types : sequence of str, optional
+        Types to draw (default: all of the result's).
+    labels : sequence of 2 str, optional
+        Names of the two runs (first, second), e.g. the run names; default "base", "aligned".
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    ds = _require(
+        change_result,
+        "change_result",
+        ("change", "change_low", "change_high"),
+        "a type_change result",
+    )
+    types_ = _labels(ds, "type") if types is None else [str(t) for t in types]
+    unknown = [t for t in types_ if t not in _labels(ds, "type")]
+    if unknown:
+        raise ParameterError(f"types {unknown} are not in the result ({_labels(ds, 'type')})")
+    if labels is not None and (isinstance(labels, str) or len(labels) != 2):
+        raise ParameterError(f"labels must be 2 names (first run, second run), got {labels!r}")
+    first, second = (str(x) for x in labels) if labels is not None else ("base", "aligned")
+    has_total = all(v in ds for v in ("total_change", "total_change_low", "total_change_high"))
+    selected = [t for t in types_ if t != "general"]
+    split = ax is None and "general" in types_ and bool(selected)
+    layers = _values(ds["layer"]).astype(np.float64)
+    if split:
+        fig = Figure(figsize=(9.2, 5.2), layout="constrained")
+        grid = np.asarray(
+            fig.subplots(
+                2,
+                2 if has_total else 1,
+                squeeze=False,
+                gridspec_kw={
+                    "height_ratios": [2.0, 1.0],
+                    "width_ratios": [3, 1] if has_total else None,
+                },
+            )
+        )
+        grid[1, 0].sharex(grid[0, 0])
+        grid[0, 0].tick_params(labelbottom=False)
+        rows = [(grid[0, 0], grid[0, 1] if has_total else None, selected)]
+        rows.append((grid[1, 0], grid[1, 1] if has_total else None, ["general"]))
+        new = True
+    else:
+        counts = (2, 1) if has_total else (1,)
+        fig, axes, new = _axes(
+            ax, counts, figsize=(8.0, 3.4), width_ratios=[3, 1] if has_total else None
+        )
+        rows = [(axes[0], axes[1] if len(axes) > 1 else None, types_)]
     level = ds.attrs.get("ci")
     boots = ds.attrs.get("n_boot")
     interval = (
@@ -482,32 +687,40 @@ def type_change(
         if level is not None
         else "interval"
     )
-    _title(a, f"Change per layer ({interval})")
-    a.legend(loc="best", title="neuron type")
-    _style_axes(a)
-    if len(axes) > 1:
-        b = axes[1]
-        for i, t in enumerate(types_):
-            sel = ds.sel(type=t)
-            b.vlines(
-                i,
-                float(sel["total_change_low"].values),
-                float(sel["total_change_high"].values),
-                color=TYPE_COLORS[t],
-                lw=2.0,
+    for i, (a, b, row_types) in enumerate(rows):
+        _change_panel(a, ds, row_types, layers)
+        if split:
+            general = row_types == ["general"]
+            a.set_ylabel("general neurons\n(of all)" if general else "selected neurons")
+        else:
+            a.set_ylabel(f"change in neurons\n({second} − {first})")
+        if i == len(rows) - 1:
+            a.set_xlabel(f"layer (bars: {interval})" if split else "layer")
+        if i == 0:
+            _title(
+                a,
+                f"Change {second} − {first}, per layer"
+                if split
+                else f"Change per layer ({interval})",
             )
-            b.plot(
-                i,
-                float(sel["total_change"].values),
-                marker=TYPE_MARKERS[t],
-                ms=6,
-                color=TYPE_COLORS[t],
-            )
-        b.axhline(0, color="#000000", lw=0.8)
-        b.set_xticks(range(len(types_)), labels=types_, rotation=30)
-        b.set_xlim(-0.6, len(types_) - 0.4)
-        _title(b, "All layers")
-        _style_axes(b)
+        if b is not None:
+            _total_panel(b, ds, row_types)
+            if i == 0:
+                _title(b, "All layers")
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=TYPE_COLORS[t],
+            marker=TYPE_MARKERS[t],
+            ls="none",
+            ms=4,
+            label=_TYPE_LABELS.get(t, t),
+        )
+        for t in types_
+    ]
+    last = rows[0][1] if rows[0][1] is not None else rows[0][0]
+    _legend_outside(fig, last, handles, new, title="neuron type")
     return fig
 
 
@@ -597,11 +810,11 @@ def shared_by(
         a.set_yscale("log")
     a.set_xticks(bins)
     a.set_xlabel("N (languages with P > tau)")
-    a.set_ylabel("fraction of neurons" if fraction else "neurons")
-    _title(a, "Neurons shared by N languages")
-    if len(names) > 1 or names[0]:
-        a.legend(loc="best")
+    a.set_ylabel("fraction of all neurons" if fraction else "neurons (of all)")
+    _title(a, "All neurons by the number of languages N with P > tau")
     _style_axes(a)
+    if len(names) > 1 or names[0]:
+        _legend_outside(fig, axes[-1], a.get_legend_handles_labels()[0], new)
     if has_change and len(axes) > 1 and change is not None:
         b = axes[1]
         b.vlines(
@@ -651,21 +864,22 @@ def per_language(result: xr.Dataset, ax: AxesArg = None) -> Figure:
     spec = np.array([int(per[k].get("specific", 0)) for k in per], dtype=np.float64)
     rel = np.array([int(per[k].get("related", 0)) for k in per], dtype=np.float64)
     mask = np.array([int(per[k].get("mask", 0)) for k in per], dtype=np.float64)
-    fig, axes, _ = _axes(ax, 1, figsize=(max(4.0, 0.55 * len(langs) + 2.5), 3.2))
+    fig, axes, new = _axes(ax, 1, figsize=(max(4.0, 0.55 * len(langs) + 3.5), 3.2))
     a = axes[0]
     x = np.arange(len(langs))
     a.bar(x, spec, color=TYPE_COLORS["specific"], label="specific", width=0.7)
     a.bar(x, rel, bottom=spec, color=TYPE_COLORS["related"], label="related", width=0.7)
-    a.plot(x, mask, ls="none", marker="_", ms=14, mew=2, color="#000000", label="mask (all)")
+    mask_label = "mask (selected, P > tau)"
+    a.plot(x, mask, ls="none", marker="_", ms=14, mew=2, color="#000000", label=mask_label)
     a.set_xticks(x, labels=langs, rotation=45 if len(langs) > 8 else 0)
     a.set_xlabel("language")
     a.set_ylabel("neurons")
     a.margins(y=0.1)
     a.yaxis.set_major_locator(MaxNLocator(integer=True))
     method = ds.attrs.get("method")
-    _title(a, "Neurons per language" + (f" ({method})" if method else ""))
-    a.legend(loc="best")
+    _title(a, "Selected neurons per language" + (f" ({method})" if method else ""))
     _style_axes(a)
+    _legend_outside(fig, a, a.get_legend_handles_labels()[0], new)
     return fig
 
 
@@ -773,7 +987,10 @@ def overlap_matrix(
     values = _values(matrix).astype(np.float64)
     rows, cols = _labels(matrix, str(matrix.dims[0])), _labels(matrix, str(matrix.dims[1]))
     side = max(len(rows), len(cols))
-    fig, axes, _ = _axes(ax, 1, figsize=(max(3.6, 0.5 * side + 2.4), max(3.0, 0.42 * side + 1.6)))
+    longest = max((len(x) for x in rows + cols), default=0)  # room for long labels (run names)
+    width = max(4.2, 0.5 * side + 2.4 + 0.06 * longest, 0.075 * len(title or default_title) + 1.6)
+    height = max(3.0, 0.42 * side + 1.6 + 0.05 * longest)
+    fig, axes, _ = _axes(ax, 1, figsize=(width, height))
     a = axes[0]
     text = np.vectorize(_fmt, otypes=[object])(values)
     same = matrix.dims[1] == "other"
@@ -794,11 +1011,15 @@ def overlap_matrix(
 
 
 @_styled
-def transitions(transition_result: xr.Dataset, ax: AxesArg = None) -> Figure:
+def transitions(
+    transition_result: xr.Dataset, ax: AxesArg = None, *, labels: Sequence[str] | None = None
+) -> Figure:
     """How neurons change type between two runs (:func:`~langneurons.analysis.transition_table`).
 
     Cells are coloured by the row fraction (share of the neurons of each type in the first run
-    that have each type in the second) and labelled with the counts.
+    that have each type in the second) and labelled with the counts of neurons. Every neuron
+    has one type in each run: "none" (not selected by the rule), "unassigned" (selected, but
+    above tau in no language), or specific, related, general.
 
     Parameters
     ----------
@@ -806,12 +1027,17 @@ def transitions(transition_result: xr.Dataset, ax: AxesArg = None) -> Figure:
         A transition table result (``count``, ``fraction`` on ``[from_type, to_type]``).
     ax : Axes, optional
         The Axes to draw on; default: a new figure.
+    labels : sequence of 2 str, optional
+        Names of the two runs (rows, columns), e.g. the run names; default "run a", "run b".
 
     Returns
     -------
     matplotlib.figure.Figure
     """
     ds = _require(transition_result, "transition_result", ("count",), "a transition table")
+    if labels is not None and (isinstance(labels, str) or len(labels) != 2):
+        raise ParameterError(f"labels must be 2 names (rows' run, columns' run), got {labels!r}")
+    first, second = (str(x) for x in labels) if labels is not None else ("run a", "run b")
     count = ds["count"].transpose("from_type", "to_type")
     counts = _values(count).astype(np.float64)
     if "fraction" in ds:
@@ -819,7 +1045,7 @@ def transitions(transition_result: xr.Dataset, ax: AxesArg = None) -> Figure:
     else:
         total = counts.sum(axis=1, keepdims=True)
         frac = np.where(total > 0, counts / np.where(total > 0, total, 1), np.nan)
-    fig, axes, _ = _axes(ax, 1, figsize=(5.2, 4.0))
+    fig, axes, _ = _axes(ax, 1, figsize=(5.6, 4.4))
     _heatmap(
         axes[0],
         frac,
@@ -828,9 +1054,9 @@ def transitions(transition_result: xr.Dataset, ax: AxesArg = None) -> Figure:
         cmap="viridis",
         norm=Normalize(0.0, 1.0),
         text=counts.astype(np.int64),
-        colorbar="fraction of the row",
-        row_label="type in the first run",
-        col_label="type in the second run",
+        colorbar="fraction of the row's neurons",
+        row_label=f"type in {first}",
+        col_label=f"type in {second}\n\n" + TYPE_NOTE.replace("; ", "\n"),
     )
     _title(axes[0], "Type transitions (cells: neurons)")
     return fig
@@ -892,10 +1118,10 @@ def deactivation_heatmap(
         finite = np.isfinite(cd).any(axis=-1)
         control = np.full(damage.shape, np.nan)
         control[finite] = np.exp(np.nanmean(cd[finite], axis=-1))
-    fig, axes, _ = _axes(
+    fig, axes, new = _axes(
         ax,
         (2, 1),
-        figsize=(max(7.5, 0.75 * len(cols) + 5.5), max(3.2, 0.45 * len(rows) + 1.6)),
+        figsize=(max(8.5, 0.85 * len(cols) + 6.0), max(3.4, 0.5 * len(rows) + 1.8)),
         width_ratios=[max(len(cols), 2), 2],
     )
     a = axes[0]
@@ -903,9 +1129,9 @@ def deactivation_heatmap(
     lim = lim if lim > 0 else 1.0
     text = np.empty(damage.shape, dtype=object)
     for (i, j), r in np.ndenumerate(ratio):
-        cell = f"{(r - 1) * 100:+.0f}%" if np.isfinite(r) else "–"
+        cell = f"{significant((float(r) - 1) * 100, sign=True)}%" if np.isfinite(r) else "–"
         if control is not None and np.isfinite(control[i, j]):
-            cell += f"\nctrl {(control[i, j] - 1) * 100:+.0f}%"
+            cell += f"\nctrl {significant((float(control[i, j]) - 1) * 100, sign=True)}%"
         text[i, j] = cell
     _heatmap(
         a,
@@ -924,7 +1150,7 @@ def deactivation_heatmap(
             a.add_patch(
                 Rectangle((cols.index(d) - 0.5, i - 0.5), 1, 1, fill=False, ec="#000000", lw=1.5)
             )
-    _title(a, "Perplexity change vs no deactivation")
+    _title(a, "Perplexity change vs no deactivation (cells: %; ctrl: random sets)")
     if len(axes) > 1:
         b = axes[1]
         dom = _values(effects["dominance"]).astype(np.float64)
@@ -963,8 +1189,8 @@ def deactivation_heatmap(
         b.set_ylim(len(rows) - 0.5, -0.5)
         b.set_xlabel("diagonal dominance (Δ NLL)")
         _title(b, "Own-language damage")
-        b.legend(loc="best", fontsize=7)
         _style_axes(b, grid="x")
+        _legend_outside(fig, b, b.get_legend_handles_labels()[0], new, where="lower", fontsize=7)
     return fig
 
 
@@ -1004,19 +1230,10 @@ def stability(stability_result: xr.Dataset, ax: AxesArg = None) -> Figure:
     never = int((freq == 0).sum())
     a.hist(freq[freq > 0], bins=np.linspace(0, 1, 21).tolist(), color=OKABE_ITO["blue"], alpha=0.85)
     a.set_xlim(0, 1)
-    a.set_xlabel("selection frequency")
-    a.set_ylabel("neurons")
+    a.set_xlabel(f"selection frequency\n({never} of {freq.size} neurons never selected, not shown)")
+    a.set_ylabel("neurons selected at least once")
     boots = ds.attrs.get("n_ok", ds.attrs.get("n_boot"))
     _title(a, f"Selected in ≥1 of {boots} replicates" if boots else "Selection frequency")
-    a.text(
-        0.98,
-        0.95,
-        f"{never} of {freq.size} never selected",
-        transform=a.transAxes,
-        ha="right",
-        va="top",
-        fontsize=7,
-    )
     _style_axes(a)
     jac = ds["jaccard"].transpose("replicate", "language")
     values = _values(jac).astype(np.float64)
@@ -1038,6 +1255,7 @@ def stability(stability_result: xr.Dataset, ax: AxesArg = None) -> Figure:
     )
     b.plot(np.arange(1, len(langs) + 1), means, "D", color=TYPE_COLORS["specific"], ms=4)
     b.set_ylim(0, 1.05)
+    b.set_xlabel("language (box: replicates; diamond: mean)")
     b.set_ylabel("Jaccard with full-data mask")
     _title(b, "Mask stability per language")
     if len(langs) > 8:
@@ -1068,7 +1286,7 @@ def qvalues(tests_result: xr.Dataset, ax: AxesArg = None) -> Figure:
     ds = _require(
         tests_result, "tests_result", ("q", "significant"), "a language_preference_tests result"
     )
-    fig, axes, _ = _axes(ax, 2, figsize=(8.0, 3.2))
+    fig, axes, new = _axes(ax, 2, figsize=(9.0, 3.3))
     a, b = axes
     bins = np.linspace(0, 1, 21).tolist()
     if "p" in ds:
@@ -1089,10 +1307,9 @@ def qvalues(tests_result: xr.Dataset, ax: AxesArg = None) -> Figure:
     a.set_yscale("log")
     a.set_xlim(0, 1)
     a.set_xlabel("value")
-    a.set_ylabel("tests")
+    a.set_ylabel("tests (neuron × language)")
     correction = ds.attrs.get("correction")
     _title(a, "p and q values" + (f" ({correction})" if correction else ""))
-    a.legend(loc="best")
     _style_axes(a)
     per = ds.attrs.get("n_significant_per_language")
     if isinstance(per, Mapping) and per:
@@ -1105,14 +1322,22 @@ def qvalues(tests_result: xr.Dataset, ax: AxesArg = None) -> Figure:
         langs = _labels(total, "language")
         counts = _values(total).astype(np.int64)
     bars = b.bar(range(len(langs)), counts, color=OKABE_ITO["bluish green"], width=0.7)
-    b.bar_label(bars, fontsize=7)
+    # labels side by side need about 0.6 em per character: turn them upright when crowded
+    widest = max((len(f"{c:d}") for c in counts.tolist()), default=1)
+    crowded = len(langs) * (widest + 1) * 0.6 * 7 / 72 > 3.2
+    b.bar_label(bars, fontsize=7, rotation=90 if crowded else 0, padding=2)
     b.yaxis.set_major_locator(MaxNLocator(integer=True))
     b.set_xticks(range(len(langs)), labels=langs, rotation=45 if len(langs) > 8 else 0)
     b.set_xlabel("language")
-    b.set_ylabel("significant neurons")
-    b.margins(y=0.15)
+    b.set_ylabel("neurons significant for the language")
+    b.margins(y=0.25 if crowded else 0.15)
     _title(b, "Significant per language")
     _style_axes(b)
+    handles = a.get_legend_handles_labels()[0]
+    if new:  # below both panels: it explains the left one, and covers neither
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+    else:
+        _legend_outside(fig, a, handles, new)
     return fig
 
 
@@ -1159,7 +1384,7 @@ def save(
         "pdf": {"CreationDate": None},
     }
     out = []
-    with mpl.rc_context({"svg.hashsalt": "langneurons", "svg.fonttype": "path"}):
+    with mpl.rc_context({"svg.hashsalt": "langneurons", "svg.fonttype": "none"}):
         for fmt in formats:
             target = base.with_name(f"{base.name}.{fmt}")
             fig.savefig(target, format=fmt, dpi=dpi, metadata=metadata[fmt], facecolor="white")

@@ -7,9 +7,15 @@ ablation) and writes, into one folder:
 - ``report.md``: the same content in Markdown, figures linked from ``figures/``;
 - ``tables/*.csv``: every table of the report;
 - ``figures/*.svg`` and ``figures/*.png``: every figure;
-- ``report.qmd`` (Quarto) and ``report.ipynb`` (Jupyter): sources that rebuild the same
-  figures from the store through the public API (``langneurons.open_store`` and
-  :mod:`langneurons.reports.figures`), parameterised by the store path.
+- ``report.qmd`` (Quarto) and ``report.ipynb`` (Jupyter): places to continue from, which open
+  the store, the runs and the saved results, show the key tables and rebuild the figures
+  through the public API, parameterised by the store path.
+
+The report leads with the answer: a summary per run and per comparison (headline numbers,
+each marked inference or descriptive, and the key figures); parameters, provenance and full
+tables follow as an appendix. Paths are written relative to the report folder, so the folder
+can be moved and shared together with its store. Tables are sorted deterministically: the same
+store gives the same table bytes.
 
 Each figure is described once, as a call of a :mod:`~langneurons.reports.figures` function on
 results loaded from the store; the report executes that call and the sources print it, so
@@ -19,16 +25,11 @@ both draw the same thing. Results are recognised by the variables they hold (a r
 
 from __future__ import annotations
 
-import base64
-import csv
 import dataclasses
 import datetime as _dt
-import html
 import json
 import logging
-import math
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -36,11 +37,30 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
 import xarray as xr
 
+from langneurons._progress import progress
 from langneurons.errors import LangneuronsError, ParameterError, RunNotFoundError
+from langneurons.reports import _summary as summ
 from langneurons.reports import figures
+from langneurons.reports._blocks import (
+    Call,
+    Code,
+    Fig,
+    Items,
+    Load,
+    Para,
+    Pre,
+    Ref,
+    Section,
+    Slugs,
+    Table,
+    json_text,
+    plain,
+)
+from langneurons.reports._paths import PathView
+from langneurons.reports._render import html_page, markdown, write_csv
+from langneurons.reports._sources import notebook, qmd, source_cells
 from langneurons.store import ActivationStore, open_store
 
 log = logging.getLogger(__name__)
@@ -54,46 +74,49 @@ _MAX_CELLS: Final = 5000  # largest 2-D table
 _COUNT_ATTRS: Final = ("per_language", "per_layer", "appear", "shared_by_n")
 _RESULT_KINDS: Final = ("stats", "compare", "ablation")
 
-
-# --------------------------------------------------------------------------- figure calls
-
-
-@dataclasses.dataclass(frozen=True)
-class _Load:
-    """A saved result, loaded with ``store.open_result``."""
-
-    run: str
-    kind: str
-    name: str
-
-
-@dataclasses.dataclass(frozen=True)
-class _Call:
-    """A call of a :mod:`figures` function; arguments may hold :class:`_Load` references."""
-
-    func: str
-    args: tuple[Any, ...] = ()
-    kwargs: tuple[tuple[str, Any], ...] = ()
-
-    def code(self) -> str:
-        """The call as Python source, with ``store`` and ``figures`` in scope."""
-        parts = [_code(a) for a in self.args] + [f"{k}={_code(v)}" for k, v in self.kwargs]
-        one_line = f"figures.{self.func}({', '.join(parts)})"
-        if len(one_line) <= 96:
-            return one_line
-        inner = "".join(f"    {p},\n" for p in parts)
-        return f"figures.{self.func}(\n{inner})"
-
-
-def _code(value: Any) -> str:
-    """Python source of a call argument."""
-    if isinstance(value, _Load):
-        return f"store.open_result({value.run!r}, {value.kind!r}, {value.name!r})"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_code(v) for v in value) + "]"
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return repr(value)
-    raise TypeError(f"cannot write {type(value).__name__} as a figure argument")
+#: What each figure counts, for its caption.
+_CAPTIONS: Final[Mapping[str, str]] = {
+    "layer_types": (
+        "Specific (1 language) and related (2..K-1 languages) neurons are counted among the "
+        "rule's selected neurons, per layer (upper panels); general neurons (above tau in all K "
+        "languages) are counted over all neurons (lower panels, own axis). Shaded bands and "
+        "numbers: stages; bars at the top: bootstrap intervals of the stage boundaries."
+    ),
+    "per_language": (
+        "Selected neurons assigned to each language (P > tau there), split into specific and "
+        "related; black tick: the language's whole mask."
+    ),
+    "overlap_matrix": (
+        "Jaccard index |A ∩ B| / |A ∪ B| of the neuron sets named on the axes; grey cells: "
+        "both sets empty."
+    ),
+    "shared_by": "All neurons, by the number N of languages in which P > tau.",
+    "type_change": (
+        "Change in the number of neurons of each type, per layer and over all layers (second "
+        "run minus first), with bootstrap percentile intervals from resampling sequences; "
+        "specific, related, unassigned: of the selected neurons; general: of all neurons."
+    ),
+    "transitions": (
+        "Every neuron's type in the first run (rows) and in the second (columns); cells: "
+        "neurons, colour: fraction of the row. none: not selected by the rule; unassigned: "
+        "selected, but above tau in no language."
+    ),
+    "deactivation_heatmap": (
+        "Cells: perplexity change (%) on the evaluated language (columns) when the row "
+        "language's neurons are switched off, and below it the mean over random sets of the "
+        "same size in the same layers (ctrl). Right: own-language damage minus the mean damage "
+        "on the other languages, against the same for each random set, with the control p-value."
+    ),
+    "stability": (
+        "Left: neurons selected in at least one bootstrap replicate (sequences resampled within "
+        "each language), by the fraction of replicates that selected them. Right: per language, "
+        "the Jaccard index of each replicate's mask with the full-data mask."
+    ),
+    "qvalues": (
+        "Left: p- and FDR q-values of all (neuron, language) tests; right: neurons significant "
+        "for each language at the FDR level."
+    ),
+}
 
 
 class _Loader:
@@ -101,94 +124,20 @@ class _Loader:
 
     def __init__(self, store: ActivationStore) -> None:
         self.store = store
-        self._cache: dict[_Load, xr.Dataset] = {}
+        self._cache: dict[Load, xr.Dataset] = {}
 
-    def __call__(self, ref: _Load) -> xr.Dataset:
+    def __call__(self, ref: Load) -> xr.Dataset:
         if ref not in self._cache:
             self._cache[ref] = self.store.open_result(ref.run, ref.kind, ref.name)
         return self._cache[ref]
 
     def resolve(self, value: Any) -> Any:
         """A call argument with every reference replaced by its Dataset."""
-        if isinstance(value, _Load):
+        if isinstance(value, Load):
             return self(value)
         if isinstance(value, (list, tuple)):
             return [self.resolve(v) for v in value]
         return value
-
-
-# --------------------------------------------------------------------------- report model
-
-
-@dataclasses.dataclass
-class _Para:
-    text: str
-
-
-@dataclasses.dataclass
-class _Pre:
-    text: str
-
-
-@dataclasses.dataclass
-class _Table:
-    slug: str
-    title: str
-    columns: list[str]
-    rows: list[list[Any]]
-
-
-@dataclasses.dataclass
-class _Fig:
-    slug: str
-    title: str
-    call: _Call
-    png: bytes | None = None
-    error: str | None = None
-
-
-_Block = _Para | _Pre | _Table | _Fig
-
-
-@dataclasses.dataclass
-class _Section:
-    anchor: str
-    title: str
-    level: int
-    blocks: list[_Block] = dataclasses.field(default_factory=list)
-
-
-class _Slugs:
-    """Unique file-name-safe slugs."""
-
-    def __init__(self) -> None:
-        self._used: set[str] = set()
-
-    def __call__(self, *parts: str) -> str:
-        base = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")[:90] or "item"
-        slug, i = base, 2
-        while slug in self._used:
-            slug, i = f"{base}-{i}", i + 1
-        self._used.add(slug)
-        return slug
-
-
-# --------------------------------------------------------------------------- value formatting
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays as Python values (for JSON and cells)."""
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
 
 
 def _units_summary(units: list[str]) -> str:
@@ -200,43 +149,6 @@ def _units_summary(units: list[str]) -> str:
     return f"{len(units)}: {units[0]} ... {units[-1]}"
 
 
-def _json(value: Any, indent: int | None = None) -> str:
-    """Compact (or indented) JSON of attributes; NaN written as NaN."""
-    seps = (", ", ": ") if indent is None else (",", ": ")
-    return json.dumps(_plain(value), indent=indent, separators=seps, sort_keys=False, default=str)
-
-
-def _cell(value: Any) -> str:
-    """A value as table text."""
-    value = _plain(value)
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return "NaN" if math.isnan(value) else f"{value:.6g}"
-    if isinstance(value, str):
-        return value
-    return _json(value)
-
-
-def _csv_cell(value: Any) -> str:
-    """A value for CSV: full precision floats, JSON for nested values."""
-    value = _plain(value)
-    if isinstance(value, float):
-        return "NaN" if math.isnan(value) else repr(value)
-    if isinstance(value, (list, dict)):
-        return _json(value)
-    return _cell(value)
-
-
-def _is_number(value: Any) -> bool:
-    value = _plain(value)
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 # --------------------------------------------------------------------------- result kinds
 
 
@@ -244,78 +156,116 @@ def _is_number(value: Any) -> bool:
 class _Context:
     """What a figure builder knows: the result, where it is saved, the run's other results."""
 
-    load: _Load
+    load: Load
     ds: xr.Dataset
     identifications: dict[str, xr.Dataset]
+    pair: tuple[str, str] | None = None  # (first run, second run) of a comparison
 
 
-FigureBuilder = Callable[[_Context], list[tuple[str, _Call]]]
+FigureBuilder = Callable[[_Context], list[tuple[str, Call]]]
 
 
 @dataclasses.dataclass(frozen=True)
 class _Kind:
-    """A kind of result, recognised by its variables (and dimensions)."""
+    """A kind of result, recognised by its variables (and dimensions).
+
+    ``key`` names the variables of its key table in the sources (filtered to those present);
+    ``key_dims`` picks every variable with exactly these dimensions instead; ``key_attr`` a
+    mapping in the attributes (e.g. counts per language).
+    """
 
     label: str
     needs: tuple[str, ...]
     dims: tuple[str, ...] = ()
     figures: FigureBuilder | None = None
+    key: tuple[str, ...] = ()
+    key_dims: tuple[str, ...] | None = None
+    key_attr: str | None = None
 
     def matches(self, ds: xr.Dataset) -> bool:
         return all(v in ds.variables for v in self.needs) and all(d in ds.dims for d in self.dims)
 
 
-def _one(title: str, func: str) -> FigureBuilder:
-    """A builder drawing ``figures.func(result)``."""
-    return lambda ctx: [(title, _Call(func, (ctx.load,)))]
+def _one(title: str, func: str, *, labelled: bool = False) -> FigureBuilder:
+    """A builder drawing ``figures.func(result)`` (with the two runs' names when ``labelled``)."""
+
+    def build(ctx: _Context) -> list[tuple[str, Call]]:
+        kwargs: tuple[tuple[str, Any], ...] = ()
+        if labelled and ctx.pair is not None:
+            kwargs = (("labels", list(ctx.pair)),)
+        return [(title, Call(func, (ctx.load,), kwargs))]
+
+    return build
 
 
-def _stage_figures(ctx: _Context) -> list[tuple[str, _Call]]:
+def _stage_call(run: str, name: str, stages: Load) -> Call:
+    """Stages drawn over the layer-type counts of identification ``name`` of ``run``."""
+    ref = Load(run, "identification", name)
+    return Call("layer_types", ([ref],), (("labels", [f"{run} · {name}"]), ("stages", stages)))
+
+
+def _stage_figures(ctx: _Context) -> list[tuple[str, Call]]:
     """Stages drawn over the layer-type counts of a saved identification with the same rule."""
     method = ctx.ds.attrs.get("method")
-    for name, ident in ctx.identifications.items():
+    for name, ident in sorted(ctx.identifications.items()):
         if ident.attrs.get("method") == method:
-            ref = _Load(ctx.load.run, "identification", name)
-            call = _Call(
-                "layer_types", ([ref],), (("labels", [f"{ref.run} · {name}"]), ("stages", ctx.load))
-            )
+            call = _stage_call(ctx.load.run, name, ctx.load)
             return [(f"Stages over the neuron types of identification {name}", call)]
     return []
 
 
 _KINDS: Final[tuple[_Kind, ...]] = (
     _Kind(
-        "stage boundaries (bootstrap_stages)", ("stage_label", "start", "end"), (), _stage_figures
+        "stage boundaries (bootstrap_stages)",
+        ("stage_label", "start", "end"),
+        (),
+        _stage_figures,
+        key=("start", "end", "length", "start_low", "start_high", "start_mode_fraction"),
     ),
     _Kind(
         "per-layer change of neuron types between two runs (type_change)",
         ("change", "change_low", "change_high"),
         ("layer", "type"),
-        _one("Change of neuron types per layer", "type_change"),
+        _one("Change of neuron types per layer", "type_change", labelled=True),
+        key=(
+            "total_base",
+            "total_aligned",
+            "total_change",
+            "total_change_low",
+            "total_change_high",
+        ),
     ),
     _Kind(
         "change of the shared-by-N histogram between two runs (shared_by_change)",
         ("base", "aligned", "change"),
         ("n_shared",),
-        _one("Neurons shared by N languages, before and after", "shared_by"),
+        _one("Neurons shared by N languages, before and after", "shared_by", labelled=True),
+        key=("base", "aligned", "change", "change_low", "change_high"),
     ),
     _Kind(
         "overlap of two runs' neuron sets (overlap)",
         ("jaccard", "type_jaccard"),
         ("language", "set"),
         _one("Overlap of the neuron sets of the two runs", "overlap_matrix"),
+        key=("type_n_a", "type_n_b", "type_n_both", "type_jaccard"),
     ),
     _Kind(
         "type transitions between two runs (transition_table)",
         ("count",),
         ("from_type", "to_type"),
-        _one("Type transitions", "transitions"),
+        _one("Type transitions", "transitions", labelled=True),
+        key=("count",),
     ),
     _Kind(
         "chi-square comparison of type distributions (compare_type_distributions)",
         ("residual", "cramers_v"),
+        key=("statistic", "dof", "pvalue", "cramers_v", "n"),
     ),
-    _Kind("McNemar test of membership (mcnemar)", ("table", "n_a_only")),
+    _Kind(
+        "McNemar test of membership (mcnemar)",
+        ("table", "n_a_only"),
+        key=("statistic", "pvalue", "n_a_only", "n_b_only", "n_both", "n_neither"),
+    ),
     _Kind("Cochran's Q over checkpoints (cochran_q)", ("n_discordant", "proportion")),
     _Kind("counts over checkpoints (trajectories)", ("layer_types", "n_selected"), ("checkpoint",)),
     _Kind("spontaneous alignment (spontaneous_alignment)", ("trained", "difference")),
@@ -324,6 +274,7 @@ _KINDS: Final[tuple[_Kind, ...]] = (
         ("damage", "dominance"),
         (),
         _one("Deactivation damage against random controls", "deactivation_heatmap"),
+        key=("ppl_ratio",),
     ),
     _Kind(
         "deactivation experiment (ablation)",
@@ -333,12 +284,14 @@ _KINDS: Final[tuple[_Kind, ...]] = (
             "Perplexity change when each language's neurons are switched off",
             "deactivation_heatmap",
         ),
+        key=("ppl",),
     ),
     _Kind(
         "per-neuron language preference tests (language_preference_tests)",
         ("q", "significant"),
         (),
         _one("p and q values", "qvalues"),
+        key_attr="n_significant_per_language",
     ),
     _Kind(
         "FDR-significant neurons against an identification (compare_with_identification)",
@@ -349,6 +302,7 @@ _KINDS: Final[tuple[_Kind, ...]] = (
         ("selection_frequency", "jaccard"),
         (),
         _one("Identification stability", "stability"),
+        key_dims=("language",),
     ),
     _Kind(
         "activation probabilities with intervals (activation_probability)", ("p", "lower", "upper")
@@ -365,113 +319,310 @@ def _kind_of(ds: xr.Dataset) -> _Kind | None:
 
 
 def _variable_tables(
-    ds: xr.Dataset, slugs: _Slugs, prefix: str, title: str
-) -> tuple[list[_Table], list[str]]:
-    """Tables of a result's small variables; and the names of those left out."""
-    tables: list[_Table] = []
+    ds: xr.Dataset, slugs: Slugs, prefix: str, title: str
+) -> tuple[list[Table], list[str]]:
+    """Tables of a result's small variables (sorted by name); and the names of those left out."""
+    tables: list[Table] = []
     omitted: list[str] = []
     scalars: list[list[Any]] = []
     by_dim: dict[str, list[str]] = {}
     two_d: dict[tuple[str, str], list[str]] = {}
     index = set(ds.indexes)
-    candidates = list(ds.data_vars) + [c for c in ds.coords if c not in index]
+    candidates = sorted(str(n) for n in ds.data_vars) + sorted(
+        str(c) for c in ds.coords if c not in index
+    )
     for name in candidates:
         var = ds[name]
         dims = [str(d) for d in var.dims]
         if var.ndim == 0:
-            scalars.append([str(name), var.values.item()])
+            scalars.append([name, var.values.item()])
         elif SKIP_DIMS & set(dims) or var.ndim > 2:
             omitted.append(f"{name}[{', '.join(dims)}]")
         elif var.ndim == 1 and var.size <= _MAX_ROWS:
-            by_dim.setdefault(dims[0], []).append(str(name))
+            by_dim.setdefault(dims[0], []).append(name)
         elif var.ndim == 2 and var.size <= _MAX_CELLS:
-            two_d.setdefault((dims[0], dims[1]), []).append(str(name))
+            two_d.setdefault((dims[0], dims[1]), []).append(name)
         else:
             omitted.append(f"{name}[{', '.join(dims)}]")
     if scalars:
         tables.append(
-            _Table(slugs(prefix, "scalars"), f"{title}: scalars", ["variable", "value"], scalars)
+            Table(slugs(prefix, "scalars"), f"{title}: scalars", ["variable", "value"], scalars)
         )
-    for dim, names in by_dim.items():
+    for dim in sorted(by_dim):
+        names = by_dim[dim]
         coord = _coord(ds, dim)
-        columns = {n: np.asarray(ds[n].values).tolist() for n in names}
+        columns = {n: plain(ds[n].values) for n in names}
         rows = [[c] + [columns[n][i] for n in names] for i, c in enumerate(coord)]
-        tables.append(_Table(slugs(prefix, "by", dim), f"{title}: by {dim}", [dim, *names], rows))
-    for (d0, d1), names in two_d.items():
+        tables.append(Table(slugs(prefix, "by", dim), f"{title}: by {dim}", [dim, *names], rows))
+    for d0, d1 in sorted(two_d):
+        names = two_d[(d0, d1)]
         c0, c1 = _coord(ds, d0), _coord(ds, d1)
         if len(names) == 1:  # one variable: a matrix, rows d0 and columns d1
-            values = np.asarray(ds[names[0]].transpose(d0, d1).values)
-            rows = [[c] + values[i].tolist() for i, c in enumerate(c0)]
+            values = plain(ds[names[0]].transpose(d0, d1).values)
+            rows = [[c] + values[i] for i, c in enumerate(c0)]
             header = [f"{d0} \\ {d1}", *[str(c) for c in c1]]
             label = f"{title}: {names[0]}[{d0}, {d1}]"
-            tables.append(_Table(slugs(prefix, names[0]), label, header, rows))
+            tables.append(Table(slugs(prefix, names[0]), label, header, rows))
             continue
-        arrays = [np.asarray(ds[n].transpose(d0, d1).values) for n in names]
+        arrays = [plain(ds[n].transpose(d0, d1).values) for n in names]
         rows = [
-            [a, b] + [arr[i, j] for arr in arrays]
+            [a, b] + [arr[i][j] for arr in arrays]
             for i, a in enumerate(c0)
             for j, b in enumerate(c1)
         ]
         label = f"{title}: by {d0} and {d1}"
-        tables.append(_Table(slugs(prefix, "by", d0, d1), label, [d0, d1, *names], rows))
+        tables.append(Table(slugs(prefix, "by", d0, d1), label, [d0, d1, *names], rows))
     return tables, omitted
 
 
 def _coord(ds: xr.Dataset, dim: str) -> list[Any]:
     """A dimension's labels (positions when it has no coordinate)."""
     if dim in ds.coords:
-        return [_plain(x) for x in np.asarray(ds[dim].values).tolist()]
+        return list(plain(ds[dim].values))
     return list(range(ds.sizes[dim]))
 
 
 def _attrs_table(
     attrs: Mapping[str, Any], slug: str, title: str, skip: Sequence[str] = ()
-) -> _Table:
-    """Parameters and other attributes, one row each."""
-    rows = [[str(k), v] for k, v in attrs.items() if k not in skip]
-    return _Table(slug, title, ["attribute", "value"], rows)
+) -> Table:
+    """Parameters and other attributes, one row each, sorted by name."""
+    rows = [[str(k), attrs[k]] for k in sorted(attrs, key=str) if k not in skip]
+    return Table(slug, title, ["attribute", "value"], rows)
+
+
+def _key_codes(ref: Load, ds: xr.Dataset, kind: _Kind | None) -> list[Code]:
+    """Notebook cells that open a result and show its key table(s) as pandas objects."""
+    opener = f"res = {ref.code()}"
+    what = kind.label if kind else "a saved result"
+    if kind is not None and kind.key_attr and isinstance(ds.attrs.get(kind.key_attr), Mapping):
+        source = f"{opener}\npd.Series(res.attrs[{kind.key_attr!r}], name={kind.key_attr!r})"
+        return [Code(source + ".to_frame()", f"{what}: {kind.key_attr}")]
+    if kind is not None and kind.key_dims is not None:
+        names = sorted(str(n) for n, v in ds.data_vars.items() if v.dims == kind.key_dims)
+    elif kind is not None:
+        names = [n for n in kind.key if n in ds.variables]
+    else:
+        names = []
+    if not names:
+        return [Code(f"{opener}\nres", what, "open")]
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for n in names:
+        groups.setdefault(tuple(str(d) for d in ds[n].dims), []).append(n)
+    codes = []
+    for i, (dims, group) in enumerate(groups.items()):
+        head = f"{opener}\n" if i == 0 else ""
+        if len(dims) == 2 and len(group) == 1:
+            expr = f"res[{group[0]!r}].to_pandas()"
+        elif len(dims) <= 1:
+            expr = f"res[{group!r}].to_pandas()"
+        else:
+            expr = f"res[{group!r}].to_dataframe()"
+        codes.append(Code(head + expr, f"{what}: {', '.join(group)}"))
+    return codes
 
 
 # --------------------------------------------------------------------------- building
 
 
+def _compare_groups(store: ActivationStore, runs: list[str]) -> list[tuple[str, str, str | None]]:
+    """Comparisons saved under the runs: (run, name prefix, the other run or None)."""
+    out = []
+    for run in runs:
+        prefixes = sorted({name.split("/", 1)[0] for name in store.results(run, "compare")})
+        for prefix in prefixes:
+            out.append((run, prefix, _other_run(prefix, run, store.runs())))
+    return out
+
+
+def _other_run(prefix: str, run: str, available: list[str]) -> str | None:
+    """The base run a compare prefix names (``vs-BASE``, slashes written as ``_``)."""
+    if not prefix.startswith("vs-"):
+        return None
+    tag = prefix[3:]
+    exact = [r for r in available if r != run and r.replace("/", "_") == tag]
+    if exact:
+        return exact[0]
+    tail = [r for r in available if r != run and r.rsplit("/", 1)[-1] == tag]
+    return tail[0] if len(tail) == 1 else None
+
+
 class _Builder:
     """Collect the sections of a report (data and figure calls; nothing drawn yet)."""
 
-    def __init__(self, store: ActivationStore, runs: list[str], location: str) -> None:
+    def __init__(self, store: ActivationStore, runs: list[str], store_shown: str) -> None:
         self.store = store
         self.runs = runs
-        self.location = location
-        self.slugs = _Slugs()  # tables
-        self.fig_slugs = _Slugs()
-        self.anchors = _Slugs()
-        self.sections: list[_Section] = []
+        self.store_shown = store_shown
+        self.slugs = Slugs()  # tables
+        self.fig_slugs = Slugs()
+        self.anchors = Slugs()
+        self.sections: list[Section] = []
         self.info = store.info()
         self.loader = _Loader(store)
+        self.placed: dict[str, Fig] = {}  # figure calls already in the report, by their code
+        self.comparisons = _compare_groups(store, runs)
 
-    def section(self, title: str, level: int) -> _Section:
-        sec = _Section(self.anchors("sec", title), title, level)
+    def section(self, title: str, level: int, *, summary: bool = False) -> Section:
+        sec = Section(self.anchors("sec", title), title, level, summary=summary)
         self.sections.append(sec)
         return sec
 
-    def figure(self, sec: _Section, title: str, call: _Call) -> None:
-        sec.blocks.append(_Fig(self.fig_slugs(sec.title, call.func), title, call))
+    def figure(self, sec: Section, title: str, call: Call) -> None:
+        """A figure, or a pointer to it where the same call is already in the report."""
+        code = call.code()
+        if code in self.placed:
+            sec.blocks.append(Ref(self.placed[code]))
+            return
+        caption = _CAPTIONS.get(call.func, "")
+        fig = Fig(self.fig_slugs(sec.title, call.func), title, call, caption)
+        self.placed[code] = fig
+        sec.blocks.append(fig)
 
-    def build(self) -> list[_Section]:
+    def identifications(self, run: str) -> dict[str, xr.Dataset]:
+        return {
+            name: self.loader(Load(run, "identification", name))
+            for name in self.store.results(run, "identification")
+        }
+
+    def build(self) -> list[Section]:
+        self.summary()
         self.overview()
-        for run in self.runs:
-            self.run(run)
-        self.across_runs()
+        for i, run in enumerate(self.runs):
+            self.run(run, _letter(i + 1))
+        self.across_runs(_letter(len(self.runs) + 1))
         return self.sections
 
-    # ---------------------------------------------------------------- overview
-    def overview(self) -> None:
-        from langneurons import __version__
+    # ---------------------------------------------------------------- summary
+    def summary(self) -> None:
+        sec = self.section("Summary", 2, summary=True)
+        sec.blocks.append(Para(summ.intro()))
+        in_comparison = {r for run, _, other in self.comparisons for r in (run, other) if other}
+        for run in self.runs:
+            self.run_summary(run, show_types=run not in in_comparison)
+        for run, prefix, other in self.comparisons:
+            self.comparison_summary(run, prefix, other)
 
-        sec = self.section("Overview", 2)
+    def _stages(self, run: str) -> dict[str, Load]:
+        """Saved stages results of a run, by identification rule (the first of each)."""
+        out: dict[str, Load] = {}
+        for name in self.store.results(run, "stats"):
+            ref = Load(run, "stats", name)
+            ds = self.loader(ref)
+            if "stage_label" in ds and "start" in ds:
+                out.setdefault(str(ds.attrs.get("method", "")), ref)
+        return out
+
+    def run_summary(self, run: str, *, show_types: bool) -> None:
+        sec = self.section(f"Run {run}", 3, summary=True)
+        lines: list[str] = []
+        warnings: list[str] = []
+        idents = self.identifications(run)
+        for name, ident in idents.items():
+            lines.append(summ.identification_line(name, ident))
+            warning = summ.lambda_warning(ident.attrs)
+            if warning:
+                warnings.append(f"{run} · identification {name}: {warning}")
+        figs: list[tuple[str, Call]] = []
+        stages = self._stages(run)
+        for name in self.store.results(run, "stats"):
+            ref = Load(run, "stats", name)
+            ds = self.loader(ref)
+            kind = _kind_of(ds)
+            label = kind.label if kind else ""
+            if label.endswith("(bootstrap_stages)"):
+                lines.append(summ.stages_line(ds))
+            elif label.endswith("(bootstrap_identification)"):
+                lines.append(summ.stability_line(ds))
+            elif label.endswith("(language_preference_tests)"):
+                lines.append(summ.tests_line(ds))
+        if show_types and idents:
+            name = _primary(idents, stages)
+            method = str(idents[name].attrs.get("method", ""))
+            if method in stages:
+                call = _stage_call(run, name, stages[method])
+            else:
+                call = Call(
+                    "layer_types",
+                    ([Load(run, "identification", name)],),
+                    (("labels", [f"{run} · {name}"]),),
+                )
+            figs.append((f"Neuron types per layer ({run} · {name})", call))
+        for name in self.store.results(run, "ablation"):
+            ref = Load(run, "ablation", name)
+            ds = self.loader(ref)
+            try:
+                from langneurons.analysis.deactivation import deactivation_effects
+
+                effects = ds if "damage" in ds else deactivation_effects(ds, n_perm=1000)
+                lines.append(summ.deactivation_line(ds, effects))
+            except (LangneuronsError, KeyError, ValueError) as exc:
+                lines.append(f"Deactivation {name}: could not be summarised ({exc}).")
+            figs.append(
+                (
+                    f"Deactivation: perplexity change ({run} · {name})",
+                    Call("deactivation_heatmap", (ref,)),
+                )
+            )
+        for text in warnings:
+            sec.blocks.append(Para(text, "warning"))
+        sec.blocks.append(Items(lines or ["No saved results: see the appendix."]))
+        for title, call in figs:
+            self.figure(sec, title, call)
+
+    def comparison_summary(self, run: str, prefix: str, other: str | None) -> None:
+        first = other or "the first run"
+        sec = self.section(f"{run} vs {other or prefix}", 3, summary=True)
+        lines: list[str] = []
+        names = [n for n in self.store.results(run, "compare") if n.split("/", 1)[0] == prefix]
+        results = {n: self.loader(Load(run, "compare", n)) for n in names}
+        method = next(
+            (str(ds.attrs["method"]) for ds in results.values() if "method" in ds.attrs), None
+        )
+        figs: list[tuple[str, Call]] = []
+        if other is not None:
+            a_idents, b_idents = self.identifications(other), self.identifications(run)
+            common = [n for n in a_idents if n in b_idents]
+            for name in common:
+                lines.append(summ.totals_line(name, other, run, a_idents[name], b_idents[name]))
+            chosen = [n for n in common if a_idents[n].attrs.get("method") == method] or common
+            if chosen:
+                pair = [r for r in self.runs if r in (other, run)]
+                if len(pair) == 2:
+                    call = self._across_call(chosen[0], pair)
+                    figs.append((f"Neuron types per layer ({chosen[0]})", call))
+        for name, ds in results.items():
+            kind = _kind_of(ds)
+            if kind is not None:
+                lines += summ.lines_of(kind.label, ds)
+                if kind.label.endswith("(type_change)"):
+                    ref = Load(run, "compare", name)
+                    kwargs = (("labels", [first, run]),) if other else ()
+                    figs.append(
+                        ("Change of neuron types per layer", Call("type_change", (ref,), kwargs))
+                    )
+        sec.blocks.append(Items(lines or ["No summary lines: see the appendix."]))
+        for title, call in figs:
+            self.figure(sec, title, call)
+
+    def _across_call(self, name: str, runs: list[str]) -> Call:
+        """Neuron types per layer of identification ``name`` in ``runs``, with their stages."""
+        refs = [Load(r, "identification", name) for r in runs]
+        stage_refs = [
+            self._stages(r.run).get(str(self.loader(r).attrs.get("method"))) for r in refs
+        ]
+        kwargs: list[tuple[str, Any]] = [("labels", list(runs))]
+        if any(s is not None for s in stage_refs):
+            kwargs.append(("stages", stage_refs))
+        return Call("layer_types", (refs,), tuple(kwargs))
+
+    # ---------------------------------------------------------------- appendix
+    def overview(self) -> None:
+        from langneurons._version import __version__
+
+        sec = self.section("Appendix A. Store and runs", 2)
         sec.blocks.append(
-            _Para(
-                f"Store {self.location} (schema version {self.info['schema_version']}), "
+            Para(
+                f"Store {self.store_shown} (schema version {self.info['schema_version']}), "
                 f"{len(self.runs)} run(s) reported; written by langneurons {__version__}."
             )
         )
@@ -479,7 +630,8 @@ class _Builder:
         for run in self.runs:
             entry = self.info["runs"][run]
             results = "; ".join(
-                f"{kind}: {', '.join(names)}" for kind, names in entry.get("results", {}).items()
+                f"{kind}: {', '.join(sorted(names))}"
+                for kind, names in sorted(entry.get("results", {}).items())
             )
             attrs = entry["attrs"]
             rows.append(
@@ -494,14 +646,20 @@ class _Builder:
                 ]
             )
         columns = ["run", "model", "revision", "layers", "neurons", "languages", "results"]
-        sec.blocks.append(_Table(self.slugs("runs"), "Runs", columns, rows))
+        sec.blocks.append(Table(self.slugs("runs"), "Runs", columns, rows))
 
-    # ---------------------------------------------------------------- one run
-    def run(self, run: str) -> None:
+    def run(self, run: str, letter: str) -> None:
         entry = self.info["runs"][run]
         meta = self.store.run_metadata(run)
         attrs = entry["attrs"]
-        self.section(f"Run {run}", 2)
+        top = self.section(f"Appendix {letter}. Run {run}", 2)
+        top.blocks.append(
+            Code(
+                f"run = store.open_run({run!r})\nrun",
+                f"The run {run} (lazy xarray Dataset)",
+                "open",
+            )
+        )
         prov = self.section(f"{run}: provenance", 3)
         rows: list[list[Any]] = [
             ["model", meta.model],
@@ -518,13 +676,13 @@ class _Builder:
             ["layers x neurons", f"{entry['layers']} x {entry['neurons']}"],
             ["languages", ", ".join(entry["languages"])],
             ["sequences", entry.get("sequences", "none")],
-            ["optional arrays", ", ".join(entry["optional"]) or "none"],
+            ["optional arrays", ", ".join(sorted(entry["optional"])) or "none"],
         ]
         prov.blocks.append(
-            _Table(self.slugs(run, "provenance"), "Run attributes", ["attribute", "value"], rows)
+            Table(self.slugs(run, "provenance"), "Run attributes", ["attribute", "value"], rows)
         )
-        prov.blocks.append(_Para("Provenance:"))
-        prov.blocks.append(_Pre(_json(dict(meta.provenance), indent=2)))
+        prov.blocks.append(Para("Provenance:"))
+        prov.blocks.append(Pre(json_text(dict(meta.provenance), indent=2)))
         writes = attrs.get("writes") or []
         if writes:
             wrows = [
@@ -534,13 +692,13 @@ class _Builder:
                     w.get("action", ""),
                     ", ".join(map(str, w.get("languages", []))),
                     w.get("sequences", ""),
-                    _json(w.get("provenance", {})),
+                    json_text(w.get("provenance", {})),
                     _units_summary(w.get("units", [])),
                 ]
                 for i, w in enumerate(writes)
             ]
             columns = ["#", "time", "action", "languages", "sequences", "provenance", "units"]
-            prov.blocks.append(_Table(self.slugs(run, "writes"), "Writes", columns, wrows))
+            prov.blocks.append(Table(self.slugs(run, "writes"), "Writes", columns, wrows))
         tokens = self.section(f"{run}: token totals", 3)
         trows = []
         totals = {"prompt": 0, "response": 0}
@@ -551,45 +709,45 @@ class _Builder:
             trows.append([lang, p, r, p + r])
         trows.append(["all", totals["prompt"], totals["response"], sum(totals.values())])
         tokens.blocks.append(
-            _Table(
+            Table(
                 self.slugs(run, "tokens"),
                 "Counted tokens per language and role",
                 ["language", "prompt", "response", "total"],
                 trows,
             )
         )
-        identifications = {
-            name: self.loader(_Load(run, "identification", name))
-            for name in self.store.results(run, "identification")
-        }
+        identifications = self.identifications(run)
         for name, ident in identifications.items():
             self.identification(run, name, ident)
         for kind in _RESULT_KINDS:
             for name in self.store.results(run, kind):
-                self.result(_Load(run, kind, name), identifications)
-
-    def _stages(self, run: str) -> dict[str, _Load]:
-        """Saved stages results of a run, by identification rule (the first of each)."""
-        out: dict[str, _Load] = {}
-        for name in self.store.results(run, "stats"):
-            ref = _Load(run, "stats", name)
-            ds = self.loader(ref)
-            if "stage_label" in ds and "start" in ds:
-                out.setdefault(str(ds.attrs.get("method", "")), ref)
-        return out
+                self.result(Load(run, kind, name), identifications)
 
     def identification(self, run: str, name: str, ds: xr.Dataset) -> None:
         sec = self.section(f"{run}: identification {name}", 3)
         attrs = ds.attrs
-        ref = _Load(run, "identification", name)
+        ref = Load(run, "identification", name)
         sec.blocks.append(
-            _Para(
+            Para(
                 f"Method {attrs.get('method', '?')}: {attrs.get('n_selected', '?')} neurons "
-                f"selected, tau {_cell(attrs.get('tau'))}"
-                + (f", lambda {_cell(attrs['lambda'])}" if "lambda" in attrs else "")
+                f"selected, tau {summ.num(attrs.get('tau'), 6)}"
+                + (f", lambda {summ.num(attrs['lambda'], 6)}" if "lambda" in attrs else "")
                 + f". Saved at {run}/identification/{name}."
             )
         )
+        warning = summ.lambda_warning(attrs)
+        if warning:
+            sec.blocks.append(Para(warning, "warning"))
+        sec.blocks.append(
+            Code(
+                f"res = {ref.code()}\ntype_table(res).to_pandas()",
+                f"Neurons per layer and type ({summ.TYPE_COUNTS})",
+            )
+        )
+        if attrs.get("per_language"):
+            sec.blocks.append(
+                Code('pd.DataFrame(res.attrs["per_language"]).T', "Selected neurons per language")
+            )
         sec.blocks.append(
             _attrs_table(
                 attrs,
@@ -605,24 +763,25 @@ class _Builder:
                 for lang, c in per_lang.items()
             ]
             sec.blocks.append(
-                _Table(
+                Table(
                     self.slugs(run, "identification", name, "per-language"),
-                    "Per language",
+                    "Per language (selected neurons)",
                     ["language", "specific", "related", "mask"],
                     rows,
                 )
             )
         per_layer = attrs.get("per_layer") or {}
         if per_layer:
-            types = list(per_layer)
+            types = [t for t in figures.TYPE_COLORS if t in per_layer]
+            types += sorted(t for t in per_layer if t not in types)
             n_layers = len(next(iter(per_layer.values())))
             layers = _coord(ds, "layer") if "layer" in ds.dims else list(range(n_layers))
             rows = [[layers[i]] + [per_layer[t][i] for t in types] for i in range(n_layers)]
             rows.append(["all"] + [sum(per_layer[t]) for t in types])
             sec.blocks.append(
-                _Table(
+                Table(
                     self.slugs(run, "identification", name, "per-layer"),
-                    "Per layer",
+                    f"Per layer ({summ.TYPE_COUNTS})",
                     ["layer", *types],
                     rows,
                 )
@@ -635,7 +794,7 @@ class _Builder:
             if isinstance(hist, Sequence) and not isinstance(hist, str):
                 rows = [[i, c] for i, c in enumerate(hist)]
                 sec.blocks.append(
-                    _Table(
+                    Table(
                         self.slugs(run, "identification", name, key),
                         label,
                         [column, "neurons"],
@@ -643,24 +802,25 @@ class _Builder:
                     )
                 )
         # stages are drawn over these counts in the stages result's own section
-        call = _Call("layer_types", ([ref],), (("labels", [f"{run} · {name}"]),))
+        call = Call("layer_types", ([ref],), (("labels", [f"{run} · {name}"]),))
         self.figure(sec, "Neuron types per layer", call)
-        self.figure(sec, "Specific and related neurons per language", _Call("per_language", (ref,)))
+        self.figure(sec, "Specific and related neurons per language", Call("per_language", (ref,)))
         if "mask" in ds:
-            self.figure(sec, "Overlap of the languages' masks", _Call("overlap_matrix", (ref,)))
+            self.figure(sec, "Overlap of the languages' masks", Call("overlap_matrix", (ref,)))
         if "shared_by_n" in attrs:
             self.figure(
                 sec,
                 "Neurons shared by N languages",
-                _Call("shared_by", ([ref],), (("labels", [run]),)),
+                Call("shared_by", ([ref],), (("labels", [run]),)),
             )
 
-    def result(self, ref: _Load, identifications: dict[str, xr.Dataset]) -> None:
+    def result(self, ref: Load, identifications: dict[str, xr.Dataset]) -> None:
         ds = self.loader(ref)
         kind = _kind_of(ds)
         sec = self.section(f"{ref.run}: {ref.kind} {ref.name}", 3)
         label = kind.label if kind else "a result langneurons does not recognise"
-        sec.blocks.append(_Para(f"Saved at {ref.run}/{ref.kind}/{ref.name}: {label}."))
+        sec.blocks.append(Para(f"Saved at {ref.run}/{ref.kind}/{ref.name}: {label}."))
+        sec.blocks.extend(_key_codes(ref, ds, kind))
         prefix = f"{ref.run}-{ref.kind}-{ref.name}"
         if ds.attrs:
             sec.blocks.append(_attrs_table(ds.attrs, self.slugs(prefix, "attrs"), "Attributes"))
@@ -668,29 +828,32 @@ class _Builder:
         sec.blocks.extend(tables)
         if omitted:
             sec.blocks.append(
-                _Para(
+                Para(
                     "Not tabulated (per neuron, per replicate or too large; read them with "
                     f"store.open_result): {', '.join(omitted)}."
                 )
             )
         if kind is not None and kind.figures is not None:
-            for title, call in kind.figures(_Context(ref, ds, identifications)):
+            pair = None
+            if ref.kind == "compare":
+                other = _other_run(ref.name.split("/", 1)[0], ref.run, self.store.runs())
+                pair = (other, ref.run) if other else None
+            for title, call in kind.figures(_Context(ref, ds, identifications, pair)):
                 self.figure(sec, title, call)
 
-    # ---------------------------------------------------------------- across runs
-    def across_runs(self) -> None:
+    def across_runs(self, letter: str) -> None:
         if len(self.runs) < 2:
             return
         names: dict[str, list[str]] = {}
         for run in self.runs:
             for name in self.store.results(run, "identification"):
                 names.setdefault(name, []).append(run)
-        groups = {name: runs for name, runs in names.items() if len(runs) >= 2}
+        groups = {name: runs for name, runs in sorted(names.items()) if len(runs) >= 2}
         if not groups:
             return
-        self.section("Across runs", 2)
+        self.section(f"Appendix {letter}. Across runs", 2)
         for name, runs in groups.items():
-            refs = [_Load(run, "identification", name) for run in runs]
+            refs = [Load(run, "identification", name) for run in runs]
             loaded = [self.loader(r) for r in refs]
             first = loaded[0]
             same = [
@@ -702,6 +865,7 @@ class _Builder:
                 == sorted(first.attrs.get("languages", []))
             ]
             sec = self.section(f"Identification {name} across runs", 3)
+            types = [t for t in figures.TYPE_COLORS if t != "none"]
             rows = []
             for r, ds in zip(refs, loaded, strict=True):
                 per_layer = ds.attrs.get("per_layer", {})
@@ -712,51 +876,70 @@ class _Builder:
                         ds.attrs.get("n_selected"),
                         ds.attrs.get("tau"),
                         ds.attrs.get("lambda"),
-                        *[sum(per_layer.get(t, [])) for t in figures.TYPE_COLORS if t != "none"],
+                        *[sum(per_layer.get(t, [])) for t in types],
                     ]
                 )
-            columns = ["run", "method", "selected", "tau", "lambda", "specific", "related"]
-            columns += ["general", "unassigned"]
-            sec.blocks.append(_Table(self.slugs("across", name), "Totals", columns, rows))
+            columns = ["run", "method", "selected", "tau", "lambda", *types]
+            sec.blocks.append(
+                Table(self.slugs("across", name), f"Totals ({summ.TYPE_COUNTS})", columns, rows)
+            )
+            listing = ", ".join(repr(r) for r in runs)
+            sec.blocks.append(
+                Code(
+                    f"pd.DataFrame({{run: store.open_result(run, 'identification', {name!r})"
+                    f".attrs['n_selected'] for run in [{listing}]}}, index=['selected'])",
+                    f"Selected neurons of identification {name} in each run",
+                )
+            )
             if len(same) < 2:
-                sec.blocks.append(_Para("The runs differ in shape or languages; no joint figures."))
+                sec.blocks.append(Para("The runs differ in shape or languages; no joint figures."))
                 continue
             if len(same) < len(refs):
                 left = ", ".join(r.run for r in refs if r not in same)
-                sec.blocks.append(_Para(f"Left out of the joint figures (other shape): {left}."))
+                sec.blocks.append(Para(f"Left out of the joint figures (other shape): {left}."))
             labels = [r.run for r in same]
-            stage_refs = [
-                self._stages(r.run).get(str(self.loader(r).attrs.get("method"))) for r in same
-            ]
-            kwargs: list[tuple[str, Any]] = [("labels", labels)]
-            if any(s is not None for s in stage_refs):
-                kwargs.append(("stages", stage_refs))
-            self.figure(
-                sec,
-                f"Neuron types per layer ({name})",
-                _Call("layer_types", (same,), tuple(kwargs)),
-            )
+            self.figure(sec, f"Neuron types per layer ({name})", self._across_call(name, labels))
             self.figure(
                 sec,
                 f"Overlap of the selected neurons between runs ({name})",
-                _Call("overlap_matrix", (same,), (("labels", labels),)),
+                Call("overlap_matrix", (same,), (("labels", labels),)),
             )
             self.figure(
                 sec,
                 f"Neurons shared by N languages ({name})",
-                _Call("shared_by", (same,), (("labels", labels),)),
+                Call("shared_by", (same,), (("labels", labels),)),
             )
+
+
+def _letter(i: int) -> str:
+    """Appendix letters: A, B, ..., Z, then AA, AB, ..."""
+    out = ""
+    i += 1  # appendix A is the store overview; runs start at B
+    while i > 0:
+        i, rest = divmod(i - 1, 26)
+        out = chr(ord("A") + rest) + out
+    return out
+
+
+def _primary(idents: Mapping[str, xr.Dataset], stages: Mapping[str, Load]) -> str:
+    """The identification a run's summary draws: one with stages, else ternary, else the first."""
+    names = sorted(idents)
+    for name in names:
+        if str(idents[name].attrs.get("method", "")) in stages:
+            return name
+    ternary = [n for n in names if idents[n].attrs.get("method") == "ternary"]
+    return (ternary or names)[0]
 
 
 # --------------------------------------------------------------------------- drawing
 
 
-def _draw(sections: list[_Section], loader: _Loader, folder: Path) -> None:
+def _draw(sections: list[Section], loader: _Loader, folder: Path) -> None:
     """Execute every figure call; save SVG and PNG; keep the PNG bytes for the HTML."""
-    for sec in sections:
-        for block in sec.blocks:
-            if not isinstance(block, _Fig):
-                continue
+    blocks = [b for sec in sections for b in sec.blocks if isinstance(b, Fig)]
+    with progress("report", total=len(blocks), unit="figure") as task:
+        for block in blocks:
+            task.note(block.slug)
             call = block.call
             try:
                 args = [loader.resolve(a) for a in call.args]
@@ -765,281 +948,27 @@ def _draw(sections: list[_Section], loader: _Loader, folder: Path) -> None:
             except (LangneuronsError, KeyError, ValueError) as exc:  # a result it cannot draw
                 log.warning("figure %s could not be drawn: %s", block.slug, exc)
                 block.error = str(exc)
+                task.update()
                 continue
             paths = figures.save(fig, folder / block.slug, ("svg", "png"))
             block.png = paths[1].read_bytes()
+            task.update()
 
 
-# --------------------------------------------------------------------------- rendering
-
-_CSS: Final = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
-margin:0;color:#1b1b1b;background:#fff;line-height:1.45}
-header,main,footer{max-width:1100px;margin:0 auto;padding:0 1.5rem}
-header{padding-top:1.5rem;border-bottom:1px solid #ddd}
-h1{font-size:1.6rem;margin:.2rem 0 .6rem}h2{font-size:1.3rem;margin-top:2.2rem;
-border-bottom:2px solid #0072B2;padding-bottom:.2rem}h3{font-size:1.08rem;margin-top:1.6rem}
-nav ul{columns:2;font-size:.88rem;padding-left:1.2rem}nav li.l3{margin-left:1rem}
-a{color:#0072B2}
-.table-wrap{overflow-x:auto;margin:.6rem 0 1rem}
-table{border-collapse:collapse;font-size:.82rem;font-variant-numeric:tabular-nums}
-caption{text-align:left;font-weight:600;padding:.2rem 0}
-th,td{border:1px solid #d6d6d6;padding:.18rem .5rem;vertical-align:top;text-align:left;
-max-width:38rem;overflow-wrap:anywhere}
-th{background:#f3f3f3}td.num{text-align:right}
-.file{color:#666;font-size:.75rem;margin:.1rem 0 0}
-pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:.78rem}
-figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.85rem;color:#444}
-.note{color:#8a3b00}
-footer{color:#666;font-size:.8rem;padding:2rem 1.5rem}
-"""
-
-
-def _html(sections: list[_Section], title: str, subtitle: str) -> str:
-    esc = html.escape
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        "<header>",
-        f"<h1>{esc(title)}</h1>",
-        f"<p>{esc(subtitle)}</p>",
-        "<nav><ul>",
-    ]
+def _relative(sections: list[Section], view: PathView) -> None:
+    """Rewrite absolute local paths in every block relative to the report folder."""
     for sec in sections:
-        out.append(
-            f'<li class="l{sec.level}"><a href="#{esc(sec.anchor)}">{esc(sec.title)}</a></li>'
-        )
-    out += ["</ul></nav>", "</header>", "<main>"]
-    for sec in sections:
-        out.append(f'<section id="{esc(sec.anchor)}">')
-        out.append(f"<h{sec.level}>{esc(sec.title)}</h{sec.level}>")
         for block in sec.blocks:
-            out.append(_html_block(block))
-        out.append("</section>")
-    out += [
-        "</main>",
-        f"<footer>{esc(subtitle)}. Rebuild the figures with report.qmd or report.ipynb; "
-        "tables are in tables/, figures in figures/.</footer>",
-        "</body>",
-        "</html>",
-    ]
-    return "\n".join(out) + "\n"
-
-
-def _html_block(block: _Block) -> str:
-    esc = html.escape
-    if isinstance(block, _Para):
-        return f"<p>{esc(block.text)}</p>"
-    if isinstance(block, _Pre):
-        return f"<pre>{esc(block.text)}</pre>"
-    if isinstance(block, _Table):
-        head = "".join(f"<th>{esc(c)}</th>" for c in block.columns)
-        body = []
-        for row in block.rows:
-            cells = "".join(
-                f'<td class="num">{esc(_cell(v))}</td>'
-                if _is_number(v)
-                else f"<td>{esc(_cell(v))}</td>"
-                for v in row
-            )
-            body.append(f"<tr>{cells}</tr>")
-        return (
-            f'<div class="table-wrap" id="tab-{esc(block.slug)}"><table>'
-            f"<caption>{esc(block.title)}</caption><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>"
-            f'<p class="file">tables/{esc(block.slug)}.csv</p></div>'
-        )
-    if block.png is None:
-        reason = block.error or "not drawn"
-        return f'<p class="note">Figure “{esc(block.title)}” could not be drawn: {esc(reason)}</p>'
-    data = base64.b64encode(block.png).decode("ascii")
-    return (
-        f'<figure id="fig-{esc(block.slug)}"><img src="data:image/png;base64,{data}" '
-        f'alt="{esc(block.title)}"><figcaption>{esc(block.title)} '
-        f'<span class="file">(figures/{esc(block.slug)}.svg, .png)</span></figcaption></figure>'
-    )
-
-
-def _md_text(text: str) -> str:
-    """Text for Markdown, with markup characters shown as they are."""
-    return html.escape(text, quote=False)
-
-
-def _md_cell(value: Any) -> str:
-    text = _md_text(_cell(value)).replace("\\", "\\\\")
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _markdown(sections: list[_Section], title: str, subtitle: str) -> str:
-    out = [f"# {title}", "", subtitle, ""]
-    for sec in sections:
-        out += ["#" * sec.level + " " + sec.title, ""]
-        for block in sec.blocks:
-            if isinstance(block, _Para):
-                out += [_md_text(block.text), ""]
-            elif isinstance(block, _Pre):
-                out += ["```json", block.text, "```", ""]
-            elif isinstance(block, _Table):
-                out += [f"**{block.title}** (`tables/{block.slug}.csv`)", ""]
-                out.append("| " + " | ".join(_md_cell(c) for c in block.columns) + " |")
-                out.append(
-                    "|" + "|".join("---:" if _is_number(v) else "---" for v in _align(block)) + "|"
-                )
-                out += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in block.rows]
-                out.append("")
-            elif block.png is not None:
-                out += [
-                    f"![{block.title}](figures/{block.slug}.png)",
-                    "",
-                    f"*{block.title}* ([SVG](figures/{block.slug}.svg))",
-                    "",
-                ]
-            else:
-                out += [f"> Figure “{block.title}” could not be drawn: {block.error}", ""]
-    return "\n".join(out) + "\n"
-
-
-def _align(table: _Table) -> list[Any]:
-    """A sample value per column (the first row's) to choose the alignment."""
-    first = table.rows[0] if table.rows else []
-    return [first[i] if i < len(first) else "" for i in range(len(table.columns))]
-
-
-def _write_csv(table: _Table, folder: Path) -> None:
-    with open(folder / f"{table.slug}.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow([str(c) for c in table.columns])
-        writer.writerows([[_csv_cell(v) for v in row] for row in table.rows])
-
-
-# --------------------------------------------------------------------------- sources
-
-_SETUP: Final = """\
-%matplotlib inline
-import langneurons
-from langneurons.reports import figures
-
-store = langneurons.open_store(STORE)"""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Cell:
-    """A cell of the sources: markdown, or code (``label``: "parameters", "setup" or a slug)."""
-
-    kind: str
-    source: str
-    label: str = ""
-    caption: str = ""
-
-
-def _source_cells(sections: list[_Section], location: str) -> list[_Cell]:
-    """The cells of the sources: parameters, setup, then headings and one cell per figure."""
-    cells = [
-        _Cell("code", f"STORE = {location!r}", "parameters"),
-        _Cell("code", _SETUP, "setup"),
-    ]
-    parent: _Section | None = None  # a level-2 heading, written before its first figure
-    for sec in sections:
-        if sec.level <= 2:
-            parent = sec
-        drawn = [b for b in sec.blocks if isinstance(b, _Fig) and b.png is not None]
-        if not drawn:
-            continue
-        if parent is not None and parent is not sec:
-            cells.append(_Cell("markdown", "#" * parent.level + " " + parent.title))
-        parent = None
-        cells.append(_Cell("markdown", "#" * sec.level + " " + sec.title))
-        for block in drawn:
-            cells.append(_Cell("code", block.call.code(), block.slug, block.title))
-    return cells
-
-
-def _notebook(cells: list[_Cell], title: str) -> dict[str, Any]:
-    """An nbformat 4.5 notebook (written without the nbformat package)."""
-    out = [
-        {
-            "cell_type": "markdown",
-            "id": "title",
-            "metadata": {},
-            "source": f"# {title}\n\nRebuilds the report's figures from the store. Set `STORE` "
-            "in the next cell (tagged `parameters`, for papermill) to point elsewhere.",
-        }
-    ]
-    for i, c in enumerate(cells):
-        cell: dict[str, Any] = {
-            "cell_type": c.kind,
-            "id": f"cell-{i}",
-            "metadata": {"tags": ["parameters"]} if c.label == "parameters" else {},
-            "source": c.source,
-        }
-        if c.kind == "code":
-            cell.update(execution_count=None, outputs=[])
-        out.append(cell)
-    return {
-        "cells": out,
-        "metadata": {
-            "kernelspec": {
-                "display_name": "Python 3 (ipykernel)",
-                "language": "python",
-                "name": "python3",
-            },
-            "language_info": {"name": "python"},
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-
-
-def _qmd(cells: list[_Cell], title: str, location: str) -> str:
-    """A Quarto document; ``params`` and the parameters cell hold the store path."""
-    out = [
-        "---",
-        f"title: {json.dumps(title)}",
-        "format:",
-        "  html:",
-        "    embed-resources: true",
-        "    toc: true",
-        "jupyter: python3",
-        "params:",
-        f"  STORE: {json.dumps(location)}",
-        "---",
-        "",
-        "Rebuilds the report's figures from the store: "
-        "`quarto render report.qmd -P STORE:/path/to/store.zarr`.",
-        "",
-    ]
-    for c in cells:
-        if c.kind == "markdown":
-            out += [c.source, ""]
-            continue
-        out.append("```{python}")
-        if c.label == "parameters":
-            out.append("#| tags: [parameters]")
-        elif c.label != "setup":
-            out += [f"#| label: fig-{c.label}", f"#| fig-cap: {json.dumps(c.caption)}"]
-        out += [c.source, "```", ""]
-    return "\n".join(out)
+            if isinstance(block, (Para, Pre)):
+                block.text = view.text(block.text)
+            elif isinstance(block, Items):
+                block.lines = [view.text(line) for line in block.lines]
+            elif isinstance(block, Table):
+                block.title = view.text(block.title)
+                block.rows = [[view.value(plain(v)) for v in row] for row in block.rows]
 
 
 # --------------------------------------------------------------------------- public API
-
-
-def _location(store: ActivationStore) -> str:
-    """The store's URL, absolute for local paths (the sources reopen it from anywhere)."""
-    url = store.url
-    if url.startswith("file://"):
-        return str(Path(url[len("file://") :]).resolve())
-    if "://" in url:
-        return url
-    return str(Path(url).resolve())
 
 
 def _check_out_dir(out: Path) -> None:
@@ -1077,13 +1006,22 @@ def write_report(
 ) -> Path:
     """Write a report of a store's runs and saved results; return the HTML path.
 
-    For every run (or those given): its provenance (model, revision, hook point, activation,
-    dtype, corpus and hash, tool version, creation time, provenance and every write), token
-    totals per language and role, every saved identification with its parameters and count
-    tables (per language, per layer, appear, shared-by-N) and figures, and every saved stats,
-    compare and ablation result (its attributes, tables of its small variables, and the
-    figure that fits its kind). With two or more runs, identifications of the same name are
-    also compared across runs.
+    The report opens with a summary per run and per comparison: the headline numbers (lambda,
+    tau, selected neurons, types, stages with their layer ranges, stability, tests, the strongest
+    deactivation effects, what changed between runs), each marked as inference (sequences as
+    the sampled unit) or descriptive, a warning when an automatic lambda ended at the top of
+    its search range, and the key figures. The appendix follows: for every run (or those
+    given) its provenance (model, revision, hook point, activation, dtype, corpus and hash, tool
+    version, creation time, provenance and every write), token totals per language and role,
+    every saved identification with its parameters and count tables and figures, and every
+    saved stats, compare and ablation result (its attributes, tables of its small variables,
+    and the figure that fits its kind); with two or more runs, identifications of the same name
+    compared across runs.
+
+    Local paths (the store, files named in provenance and results) are written relative to
+    ``out_dir`` where they share a folder with it, so the report folder can be moved and shared
+    together with its store; the sources' ``STORE`` parameter is such a relative path. Tables
+    are sorted deterministically: the same store gives the same tables, byte for byte.
 
     The report is assembled in a temporary folder next to ``out_dir`` and moved into place
     when complete, so a failure leaves nothing half-written. An existing ``out_dir`` is
@@ -1095,7 +1033,8 @@ def write_report(
         An open store, or its path/URL (opened read-only).
     out_dir : str or path
         Folder to write: ``report.html`` (self-contained), ``report.md``, ``tables/*.csv``,
-        ``figures/*.svg`` and ``*.png``, ``report.qmd`` and ``report.ipynb``.
+        ``figures/*.svg`` and ``*.png``, ``report.qmd`` and ``report.ipynb`` (which open the
+        store, runs and results, show the key tables and rebuild the figures).
     runs : sequence of str, optional
         Runs to report (default: all).
     title : str, optional
@@ -1137,14 +1076,16 @@ def write_report(
             )
     out = Path(out_dir)
     _check_out_dir(out)
-    location = _location(opened)
+    view = PathView(out, opened.url)
+    location = view.store
     title = title or "langneurons report"
     now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
-    from langneurons import __version__
+    from langneurons._version import __version__
 
     subtitle = f"Store {location}; written {now} by langneurons {__version__}"
     builder = _Builder(opened, chosen, location)
     sections = builder.build()
+    _relative(sections, view)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -1155,14 +1096,14 @@ def write_report(
         _draw(sections, builder.loader, tmp / "figures")
         for sec in sections:
             for block in sec.blocks:
-                if isinstance(block, _Table):
-                    _write_csv(block, tmp / "tables")
-        (tmp / "report.html").write_text(_html(sections, title, subtitle), encoding="utf-8")
-        (tmp / "report.md").write_text(_markdown(sections, title, subtitle), encoding="utf-8")
-        cells = _source_cells(sections, location)
-        (tmp / "report.qmd").write_text(_qmd(cells, title, location), encoding="utf-8")
-        notebook = _notebook(cells, title)
-        (tmp / "report.ipynb").write_text(json.dumps(notebook, indent=1) + "\n", encoding="utf-8")
+                if isinstance(block, Table):
+                    write_csv(block, tmp / "tables")
+        (tmp / "report.html").write_text(html_page(sections, title, subtitle), encoding="utf-8")
+        (tmp / "report.md").write_text(markdown(sections, title, subtitle), encoding="utf-8")
+        cells = source_cells(sections, location)
+        (tmp / "report.qmd").write_text(qmd(cells, title, location), encoding="utf-8")
+        book = notebook(cells, title)
+        (tmp / "report.ipynb").write_text(json.dumps(book, indent=1) + "\n", encoding="utf-8")
         marker = {"store": location, "runs": chosen, "written": now, "langneurons": __version__}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         _replace(tmp, out)

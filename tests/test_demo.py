@@ -41,7 +41,9 @@ def test_demo_writes_store_and_report(tmp_path: Path, capsys: pytest.CaptureFixt
     assert list((report / "figures").glob("*.svg")) and list((report / "tables").glob("*.csv"))
     notebook = json.loads((report / "report.ipynb").read_text())
     parameters = [c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", [])]
-    assert str(out / "store.zarr") in "".join(parameters[0]["source"])
+    # relative to the report folder, so the folder moves with its store
+    assert "STORE = '../store.zarr'" in "".join(parameters[0]["source"])
+    assert str(tmp_path) not in (report / "report.ipynb").read_text()
 
 
 def test_demo_refuses_a_foreign_directory(

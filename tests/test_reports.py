@@ -23,6 +23,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import xarray as xr
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import langneurons as ln
@@ -144,18 +145,26 @@ def _check_layer_types(fig: Figure) -> None:
     panels = [a for a in fig.axes if a.get_title(loc="left") in ("base", "aligned")]
     assert len(panels) == 2
     for a in panels:
-        # three type lines, plus a boundary interval per stage boundary
-        assert len(a.lines) >= 3
+        # specific and related lines, plus a boundary interval per stage boundary
+        assert len(a.lines) >= 2
         assert len(a.patches) >= 2  # shaded stages
         assert {t.get_text() for t in a.texts} >= {"1", "2", "3", "4"}
+        assert a.get_ylabel() in ("selected neurons", "")
+    # general neurons (counted over all neurons) have panels and a y axis of their own
+    general = [a for a in fig.axes if a not in panels]
+    assert len(general) == 2 and "general" in general[0].get_ylabel()
+    assert all([ln.get_label() for ln in a.lines].count("general") == 1 for a in general)
     assert len(fig.legends) == 2  # types, stages
 
 
 def _check_type_change(fig: Figure) -> None:
-    main = fig.axes[0]
-    assert len(main.collections) == 4  # one interval bar set per type
-    assert len(main.lines) >= 4
-    assert len(fig.axes[1].collections) == 4  # totals
+    # selected types (specific, related, unassigned) above, general (of all neurons) below
+    main, total, general, general_total = fig.axes
+    assert len(main.collections) == 3  # one interval bar set per type
+    assert len(main.lines) >= 3
+    assert len(total.collections) == 3  # totals
+    assert len(general.collections) == 1 and len(general_total.collections) == 1
+    assert "aligned − base" in main.get_title(loc="left")
 
 
 def _check_shared_by(fig: Figure) -> None:
@@ -180,6 +189,15 @@ def _cells(n: int) -> Callable[[Figure], None]:
     return check
 
 
+def _check_transitions(fig: Figure) -> None:
+    _cells(25)(fig)
+    heat = fig.axes[0]
+    assert heat.get_ylabel() == "type in m/base"  # the run names, not "first/second run"
+    assert heat.get_xlabel().startswith("type in m/aligned")
+    assert "none: not selected" in heat.get_xlabel()  # none vs unassigned defined
+    assert "unassigned: selected, but above tau in no language" in heat.get_xlabel()
+
+
 def _check_deactivation(fig: Figure) -> None:
     heat, dominance = fig.axes[0], fig.axes[1]
     assert len(heat.texts) == K * K
@@ -201,8 +219,8 @@ def _check_qvalues(fig: Figure) -> None:
 
 Case = tuple[Callable[[dict[str, xr.Dataset]], Figure], int, Callable[[Figure], None]]
 CASES: dict[str, Case] = {
-    "layer_types": (_layer_types, 2, _check_layer_types),
-    "type_change": (lambda r: figures.type_change(r["type_change"]), 2, _check_type_change),
+    "layer_types": (_layer_types, 4, _check_layer_types),
+    "type_change": (lambda r: figures.type_change(r["type_change"]), 4, _check_type_change),
     "shared_by": (
         lambda r: figures.shared_by({"base": r["base"], "aligned": r["aligned"]}),
         1,
@@ -217,12 +235,18 @@ CASES: dict[str, Case] = {
     # heatmaps: the heatmap and its colour bar
     "overlap_languages": (lambda r: figures.overlap_matrix(r["base"]), 2, _cells(K * K)),
     "overlap_runs": (
-        lambda r: figures.overlap_matrix([r["base"], r["aligned"], r["base"]], ["a", "b", "c"]),
+        lambda r: figures.overlap_matrix(
+            [r["base"], r["aligned"], r["base"]], ["model/base", "model/aligned", "model/base-2"]
+        ),
         2,
         _cells(9),
     ),
     "overlap_result": (lambda r: figures.overlap_matrix(r["overlap"]), 2, _cells(K * 3)),
-    "transitions": (lambda r: figures.transitions(r["transitions"]), 2, _cells(25)),
+    "transitions": (
+        lambda r: figures.transitions(r["transitions"], labels=["m/base", "m/aligned"]),
+        2,
+        _check_transitions,
+    ),
     # heatmap, dominance, colour bar
     "deactivation": (lambda r: figures.deactivation_heatmap(r["ablation"]), 3, _check_deactivation),
     "deactivation_effects": (
@@ -252,9 +276,42 @@ def test_figure(case: str, res: dict[str, xr.Dataset], tmp_path: Path) -> None:
     assert [p.name for p in paths] == [f"{case}.svg", f"{case}.png"]
     svg, png = (p.read_bytes() for p in paths)
     assert svg.startswith(b"<?xml") and b"<svg" in svg
+    assert b"<text" in svg  # text stays text (svg.fonttype "none"), searchable and editable
+    assert_no_overlaps(fig)
     assert png.startswith(PNG_MAGIC)
     image = matplotlib.image.imread(io.BytesIO(png))
     assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0.01
+
+
+def assert_no_overlaps(fig: Figure) -> None:
+    """Legends lie outside every Axes; the texts drawn in one Axes never overlap each other."""
+    FigureCanvasAgg(fig).draw()
+    boxes = [a.get_window_extent() for a in fig.axes]
+    own = [a.get_legend() for a in fig.axes]
+    legends = list(fig.legends) + [legend for legend in own if legend is not None]
+    for legend in legends:
+        box = legend.get_window_extent()
+        for a, axbox in zip(fig.axes, boxes, strict=True):
+            assert not box.overlaps(axbox), (legend.get_texts()[0].get_text(), a.get_title())
+    for a in fig.axes:
+        ticks = [t.get_window_extent() for t in a.get_xticklabels() if t.get_text().strip()]
+        for first, second in zip(ticks, ticks[1:], strict=False):
+            assert not first.overlaps(second), (a.get_title(loc="left"), first, second)
+        texts = [t.get_window_extent() for t in a.texts if t.get_text().strip()]
+        for i, first in enumerate(texts):
+            for second in texts[i + 1 :]:
+                assert not first.overlaps(second), (a.get_title(loc="left"), first, second)
+
+
+def test_significant_digits() -> None:
+    assert figures.significant(0.0512) == "0.0512"
+    assert figures.significant(1.0) == "1.00"
+    assert figures.significant(1456.7) == "1457"
+    assert figures.significant(0.000123456) == "0.000123"
+    assert figures.significant(0.0042, sign=True) == "+0.00420"
+    assert figures.significant(-0.5, sign=True) == "-0.500"
+    assert figures.significant(float("nan")) == "–"
+    assert figures.significant(0.0) == "0"
 
 
 @pytest.mark.skipif(not HAS_STABILITY or not HAS_TESTS, reason="analysis modules missing")
@@ -273,6 +330,11 @@ def test_figures_draw_on_given_axes(res: dict[str, xr.Dataset]) -> None:
     axes = fig2.subplots(1, 2)
     assert figures.layer_types([res["base"], res["aligned"]], ax=list(axes)) is fig2
     assert [a.get_title(loc="left") for a in axes] == ["result 1", "result 2"]
+    assert len(fig2.axes) == 4  # general neurons on a second y axis of each panel
+    fig4 = Figure()
+    four = list(fig4.subplots(2, 2).T.ravel())  # per result: selected types, then general
+    assert figures.layer_types([res["base"], res["aligned"]], ax=four) is fig4
+    assert len(fig4.axes) == 4 and all(a.lines for a in four)
     fig3 = Figure()
     one = fig3.subplots()
     assert figures.type_change(res["type_change"], ax=one) is fig3  # main panel only
@@ -288,8 +350,10 @@ def test_figure_input_errors(res: dict[str, xr.Dataset], tmp_path: Path) -> None
         figures.layer_types(xr.Dataset())
     with pytest.raises(ParameterError, match=r"^labels must be 2 names \(one per result\)"):
         figures.layer_types([res["base"], res["aligned"]], labels=["x"])
-    with pytest.raises(ParameterError, match=r"^ax must be 2 matplotlib Axes for this figure"):
+    with pytest.raises(ParameterError, match=r"^ax must be 2 or 4 matplotlib Axes for this figure"):
         figures.layer_types([res["base"], res["aligned"]], ax=Figure().subplots())
+    with pytest.raises(ParameterError, match=r"^labels must be 2 names \(rows' run, columns'"):
+        figures.transitions(res["transitions"], labels=["a"])
     with pytest.raises(ParameterError, match=r"^stages must be None, one Dataset, or 2"):
         figures.layer_types([res["base"], res["aligned"]], stages=[res["stages"]])
     with pytest.raises(InputFormatError, match=r"^ablation.deactivated has no 'none' row"):
@@ -312,7 +376,7 @@ def test_language_overlap_is_the_jaccard_of_the_masks(res: dict[str, xr.Dataset]
         (round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
         for t in fig.axes[0].texts
     }
-    assert texts[(i, j)] == f"{both / union:.2f}"
+    assert texts[(i, j)] == figures.significant(both / union)  # three significant digits
     assert texts[(i, i)] == "1.00"
 
 
@@ -358,12 +422,19 @@ def build_store(path: Path) -> Path:
                 dtype="float32",
                 corpus="flores & co",
                 corpus_hash="sha256:0123",
-                provenance={"method": "extracted", "command": "<script>alert(1)</script>"},
+                provenance={
+                    "method": "extracted",
+                    "command": "<script>alert(1)</script>",
+                    "source": str(path.parent / "activations" / f"run{i}.pt"),
+                },
             ),
         )
     base, aligned = store.open_run("m/base"), store.open_run("m/aligned")
     for run, ds in (("m/base", base), ("m/aligned", aligned)):
-        store.save_result(run, "identification", "ternary", identify(ds, **KW))
+        result = identify(ds, **KW)
+        if run == "m/base":  # as identify() records an automatic lambda at its range's top
+            result.attrs.update(lambda_at_bound=True, lam_range_searched=[0.0, 0.2])
+        store.save_result(run, "identification", "ternary", result)
         store.save_result(run, "stats", "stages", bootstrap_stages(ds, n_boot=3, **KW))
     ib, ia = identify(base, **KW), identify(aligned, **KW)
     parts = {
@@ -376,7 +447,9 @@ def build_store(path: Path) -> Path:
     }
     for part, ds in parts.items():
         store.save_result("m/aligned", "compare", f"vs-base/{part}", ds)
-    store.save_result("m/base", "ablation", "ternary", ablation(LANGS))
+    abl = ablation(LANGS)
+    abl.attrs["data"] = str(path.parent / "eval.jsonl")  # a local path, shown relative
+    store.save_result("m/base", "ablation", "ternary", abl)
     if HAS_TESTS:
         from langneurons.analysis.neuron_tests import language_preference_tests
 
@@ -508,6 +581,74 @@ def test_report_html_is_self_contained_and_escaped(report: Path) -> None:
     assert "| language | prompt | response | total |" in md
 
 
+@pytest.mark.slow
+def test_report_leads_with_the_summary(report: Path) -> None:
+    text = (report / "report.html").read_text(encoding="utf-8")
+    h2 = re.findall(r"<h2>([^<]+)</h2>", text)
+    assert h2[0] == "Summary" and h2[1].startswith("Appendix A.")
+    assert all(title.startswith("Appendix") for title in h2[1:])
+    summary = text[text.index("<h2>Summary</h2>") : text.index("<h2>Appendix A.")]
+    for needle in (
+        "Run m/base",
+        "m/aligned vs m/base",  # the comparison saved under m/aligned as vs-base/*
+        "lambda",
+        "tau",
+        "neurons selected",
+        "Stages (ternary counts): 1 ",
+        "Change over all layers",
+        "strongest own-language perplexity changes",
+        "Inference (sequences are the sampled unit)",
+        "Descriptive",
+    ):
+        assert needle in summary, needle
+    # the automatic lambda of m/base ended at the top of its range: a warning line says so
+    assert re.search(
+        r'<p class="warning">m/base · identification ternary: the automatic lambda', summary
+    )
+    assert "<img" in summary  # the key figures come with the summary, not pages later
+    md = (report / "report.md").read_text(encoding="utf-8")
+    assert md.index("## Summary") < md.index("## Appendix A.") < md.index("Run attributes")
+    assert "> **Warning:** m/base · identification ternary: the automatic lambda" in md
+
+
+@pytest.mark.slow
+def test_report_paths_are_relative(report: Path) -> None:
+    root = str(report.parent)
+    for path in [report / n for n in ("report.html", "report.md", "report.qmd", "report.ipynb")]:
+        text = path.read_text(encoding="utf-8")
+        assert root not in text, path.name  # no absolute local (tmp) path anywhere
+    for path in (report / "tables").glob("*.csv"):
+        assert root not in path.read_text(encoding="utf-8"), path.name
+    assert root not in (report / MARKER).read_text(encoding="utf-8")
+    html_text = (report / "report.html").read_text(encoding="utf-8")
+    assert "Store ../store.zarr;" in html_text
+    assert "../activations/run0.pt" in html_text and "../eval.jsonl" in html_text
+
+
+@pytest.mark.slow
+def test_report_tables_are_deterministic(report: Path) -> None:
+    # a second report beside the first (so that relative paths are the same), then removed
+    again = write_report(report.parent / "store.zarr", report.parent / "again").parent
+    try:
+        _same_tables(report, again)
+    finally:
+        shutil.rmtree(again)
+
+
+def _same_tables(report: Path, again: Path) -> None:
+    first = {p.name: p.read_bytes() for p in (report / "tables").glob("*.csv")}
+    second = {p.name: p.read_bytes() for p in (again / "tables").glob("*.csv")}
+    assert first == second
+    for name in ("report.md", "report.ipynb", "report.qmd"):  # identical but for the date
+        strip = re.compile(r"written \S+ by")
+        a = strip.sub("", (report / name).read_text(encoding="utf-8"))
+        b = strip.sub("", (again / name).read_text(encoding="utf-8"))
+        assert a == b, name
+    svgs = sorted((report / "figures").glob("*.svg"))
+    assert all(p.read_bytes() == (again / "figures" / p.name).read_bytes() for p in svgs)
+    assert all(b"<text" in p.read_bytes() for p in svgs)
+
+
 def _code_cells(qmd: str) -> list[str]:
     return re.findall(r"```\{python\}\n(.*?)```", qmd, flags=re.S)
 
@@ -515,102 +656,179 @@ def _code_cells(qmd: str) -> list[str]:
 @pytest.mark.slow
 def test_report_qmd_uses_the_public_api(report: Path) -> None:
     qmd = (report / "report.qmd").read_text(encoding="utf-8")
-    store = str((report.parent / "store.zarr").resolve())
     header = qmd.split("---", 2)[1]
-    assert "params:" in header and f"STORE: {json.dumps(store)}" in header
+    assert "params:" in header and 'STORE: "../store.zarr"' in header  # relative to the report
     assert "jupyter: python3" in header
     cells = _code_cells(qmd)
-    assert cells[0] == f"#| tags: [parameters]\nSTORE = {store!r}\n"
+    assert cells[0] == "#| tags: [parameters]\nSTORE = '../store.zarr'\n"
     assert "import langneurons\n" in cells[1]
     assert "store = langneurons.open_store(STORE)" in cells[1]
     assert "from langneurons.reports import figures" in cells[1]
-    figure_cells = cells[2:]
+    figure_cells = [c for c in cells if c.startswith("#| label: fig-")]
     assert len(figure_cells) == len(list((report / "figures").glob("*.png")))
     for cell in figure_cells:
         label, caption, *_ = cell.splitlines()
         assert re.fullmatch(r"#\| label: fig-[a-z0-9-]+", label)
         assert caption.startswith("#| fig-cap: ")
+    tables = [c for c in cells if c.startswith("#| tags: [table]")]
+    assert len(tables) >= 8
+    assert any("store.open_run('m/base')" in c for c in cells)
     code = "\n".join(
         line for cell in cells for line in cell.splitlines() if not line.startswith("#|")
     )
     imports = re.findall(r"^\s*(?:from|import) .*$", code, flags=re.M)
-    assert sorted(imports) == ["from langneurons.reports import figures", "import langneurons"]
+    assert sorted(imports) == [
+        "from langneurons.analysis import type_table",
+        "from langneurons.reports import figures",
+        "import langneurons",
+        "import pandas as pd",
+    ]
     calls = re.findall(r"\b((?:[A-Za-z_][\w]*\.)+[A-Za-z_]\w*)\(", code)
     public = set(figures.__all__)
+    allowed = {
+        "store.open_result",
+        "store.open_run",
+        "store.runs",
+        "langneurons.open_store",
+        "pd.DataFrame",
+        "pd.Series",
+    }
     for call in calls:
         head, _, func = call.rpartition(".")
-        assert (head == "figures" and func in public) or call in (
-            "store.open_result",
-            "langneurons.open_store",
-        ), call
+        assert (head == "figures" and func in public) or call in allowed, call
     assert "_" not in "".join(re.findall(r"figures\.(_\w+)", code))
 
 
-@pytest.mark.slow
-def test_report_notebook_runs(
-    report: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _run_notebook(
+    path: Path, workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """Execute a notebook offline with this interpreter's kernel; return it."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
-    nb = nbformat.read(report / "report.ipynb", as_version=4)
+    nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code[0].metadata["tags"] == ["parameters"]
-    store = str((report.parent / "store.zarr").resolve())
-    assert code[0].source == f"STORE = {store!r}"
     # a kernel spec named python3 that runs this interpreter (the venv's), found first
     spec = tmp_path / "jupyter" / "kernels" / "python3"
-    spec.mkdir(parents=True)
+    spec.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     (spec / "kernel.json").write_text(
         json.dumps({"argv": argv, "display_name": "langneurons tests", "language": "python"})
     )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    work = tmp_path / "work"
-    work.mkdir()
     client = nbclient.NotebookClient(
-        nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(work)}}
+        nb, kernel_name="python3", timeout=180, resources={"metadata": {"path": str(workdir)}}
     )
     client.execute()
+    return nb
+
+
+@pytest.mark.slow
+def test_report_notebook_runs_where_the_report_moves(
+    report: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the report folder moves together with its store: the relative STORE still finds it
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(report.parent / "store.zarr", moved / "store.zarr")
+    shutil.copytree(report, moved / "out")
+    nb = _run_notebook(moved / "out" / "report.ipynb", moved / "out", tmp_path, monkeypatch)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code[0].metadata["tags"] == ["parameters"]
+    assert code[0].source == "STORE = '../store.zarr'"
     outputs = [o for c in code for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == len(code) - 2 == len(list((report / "figures").glob("*.png")))
+    assert len(images) == len(list((report / "figures").glob("*.png")))
     for o in images:
         assert base64.b64decode(o["data"]["image/png"]).startswith(PNG_MAGIC)
+    # the run and the key tables are shown: every table cell has a DataFrame (or Series) output
+    tables = [c for c in code if "table" in c.metadata.get("tags", [])]
+    assert len(tables) >= 8
+    for cell in tables:
+        shown = [o for o in cell.outputs if o.output_type == "execute_result"]
+        assert shown, cell.source
+        data = shown[0]["data"]
+        assert "text/html" in data or "text/plain" in data, cell.source
+    html_tables = [c for c in tables if "<table" in c.outputs[0]["data"].get("text/html", "")]
+    assert len(html_tables) >= len(tables) // 2  # pandas DataFrames, shown as tables
+    opened = [c for c in code if "open" in c.metadata.get("tags", [])]
+    assert opened and all(c.outputs for c in opened)
+    assert any("xarray.Dataset" in str(c.outputs[0]["data"]) for c in opened)
+    # the summary is the notebook's opening too
+    first_md = [c.source for c in nb.cells if c.cell_type == "markdown"][1]
+    assert first_md.startswith("## Summary")
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(CHROMIUM), *CHROMIUM_ARGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
 def test_report_renders_in_chromium(report: Path, tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
-    proc = subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            "--window-size=1200,2000",
-            (report / "report.html").resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    url = (report / "report.html").resolve().as_uri()
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,2000", url)
     image = matplotlib.image.imread(shot)
     assert image.shape[:2] == (2000, 1200)
     assert image[..., :3].std() > 0.05  # not a blank page
     assert (image[..., :3].mean(axis=-1) < 0.5).mean() > 0.005  # dark pixels: text
     embedded_pngs((report / "report.html").read_text(encoding="utf-8"))  # no broken image
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+def test_every_figure_renders_in_chromium(report: Path, tmp_path: Path) -> None:
+    # every SVG of the report, decoded and laid out by the browser (text as <text>)
+    svgs = sorted((report / "figures").glob("*.svg"))
+    page = tmp_path / "figures.html"
+    images = "".join(
+        f'<figure><img src="{p.resolve().as_uri()}" style="max-width:1100px"></figure>'
+        for p in svgs
+    )
+    script = (
+        "<script>window.addEventListener('load', () => {"
+        "const out = [...document.images].map(i => [i.naturalWidth, i.naturalHeight]);"
+        "document.body.setAttribute('data-sizes', JSON.stringify(out));});</script>"
+    )
+    page.write_text(f"<!DOCTYPE html><html><body>{images}{script}</body></html>")
+    proc = chromium(
+        tmp_path,
+        "--allow-file-access-from-files",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.as_uri(),
+    )
+    found = re.search(r'data-sizes="([^"]+)"', proc.stdout)
+    assert found, proc.stdout[-500:]
+    sizes = json.loads(found.group(1).replace("&quot;", '"'))
+    assert len(sizes) == len(svgs)
+    assert all(w > 200 and h > 150 for w, h in sizes), list(
+        zip([p.name for p in svgs], sizes, strict=True)
+    )
+    shot = tmp_path / "figures.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,6000", page.as_uri())
+    image = matplotlib.image.imread(shot)
+    assert image[..., :3].std() > 0.05
 
 
 # --------------------------------------------------------------------------- errors, atomicity
@@ -692,6 +910,8 @@ def test_report_without_saved_results(tmp_path: Path) -> None:
     assert not list((tmp_path / "out" / "figures").iterdir())
     nb = json.loads((tmp_path / "out" / "report.ipynb").read_text())
     sources = [c["source"] for c in nb["cells"] if c["cell_type"] == "code"]
-    assert len(sources) == 2 and sources[0].startswith("STORE = ")
+    assert sources[0] == "STORE = '../bare.zarr'"
+    assert sources[2] == "run = store.open_run('bare')\nrun"  # the run, to continue from
+    assert len(sources) == 3
     shutil.rmtree(tmp_path / "out")
     assert os.listdir(tmp_path) == ["bare.zarr"]
