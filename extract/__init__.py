@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from langneurons.extract.ablation import ablate
 from langneurons.extract.corpus import BUILTIN_LANGUAGES, Record, builtin_corpus, read_records
-from langneurons.extract.engine import extract, load_model
+from langneurons.extract.engine import LoadedModel, extract, from_pretrained_objects, load_model
 from langneurons.extract.tiny import tiny_model
 
 __all__ = [
     "BUILTIN_LANGUAGES",
+    "LoadedModel",
     "Record",
     "ablate",
     "builtin_corpus",
     "extract",
+    "from_pretrained_objects",
     "load_model",
     "read_records",
     "tiny_model",

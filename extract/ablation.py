@@ -13,27 +13,32 @@ store at ``RUN/ablation/NAME``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from langneurons.errors import ParameterError
+from langneurons.errors import ParameterError, RunExistsError
 from langneurons.extract import corpus as _corpus
 from langneurons.extract._torchio import require_torch
 from langneurons.extract.engine import (
+    Encoded,
     LoadedModel,
+    as_loaded,
     bucket_batches,
     encode,
-    load_model,
     load_records,
     pad_batch,
+    reporting,
 )
-from langneurons.store import open_store
+from langneurons.store import open_store, schema
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +81,25 @@ def response_nll(
     batch_tokens: int,
     max_length: int,
     chat_template: bool,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[float, int]:
     """Summed negative log-likelihood of the response tokens, and their number."""
-    torch = require_torch()
     encoded = [
         encode(r, loaded.tokenizer, chat_template=chat_template, max_length=max_length)
         for r in records
     ]
+    return _summed_nll(loaded, encoded, batch_tokens=batch_tokens, on_batch=on_batch)
+
+
+def _summed_nll(
+    loaded: LoadedModel,
+    encoded: Sequence[Encoded],
+    *,
+    batch_tokens: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[float, int]:
+    """Summed response NLL of tokenized records; ``on_batch`` gets each batch's token count."""
+    torch = require_torch()
     pad = int(loaded.tokenizer.pad_token_id or 0)
     # full-vocabulary logits are tokens x vocab floats: keep a batch's under LOGITS_BUDGET
     vocab = int(loaded.model.config.get_text_config().vocab_size)
@@ -105,6 +122,8 @@ def response_nll(
             nll = torch.nn.functional.cross_entropy(predicted, truth, reduction="sum")
             total += float(nll.double())
             count += int(chosen.sum())
+            if on_batch is not None:
+                on_batch(int(attention.sum()))
     return total, count
 
 
@@ -120,8 +139,78 @@ def random_control(
     return out
 
 
+# --------------------------------------------------------------------------- the experiment
+NONE = "none"  # the deactivated label of the unablated baseline
+
+#: What a resumed ablation must share with the one it completes (its result records them).
+_CHECKED = (
+    "identification",
+    "mask_sha256",
+    "corpus_hash",
+    "evaluated",
+    "controls",
+    "seed",
+    "chat_template",
+    "max_length",
+    "batch_tokens",
+)
+_MODEL_CHECKED = ("dtype", "hook_point", "config_sha256")  # the most telling first
+_WHAT = {
+    "mask_sha256": "identification mask",
+    "corpus_hash": "data",
+    "evaluated": "set of evaluated languages",
+    "config_sha256": "model",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unit:
+    """One deactivated set (a language's, or one of its random controls) on one language."""
+
+    row: int  # the deactivated label
+    variant: int  # 0: the language's set; c + 1: its random control c
+    column: int  # the evaluated language
+
+
+def _plan(labels: Sequence[str], n_evaluated: int, controls: int) -> list[_Unit]:
+    """Every unit, in the order they run: per label its set, then each control; languages inner."""
+    return [
+        _Unit(d, v, e)
+        for d, label in enumerate(labels)
+        for v in range(1 + (controls if label != NONE else 0))
+        for e in range(n_evaluated)
+    ]
+
+
+def _mask_sha256(mask: np.ndarray, languages: Sequence[str]) -> str:
+    digest = hashlib.sha256(json.dumps([list(languages), list(mask.shape)]).encode())
+    digest.update(np.ascontiguousarray(mask, dtype=bool).tobytes())
+    return digest.hexdigest()
+
+
+def _recorded(attrs: dict[str, Any], evaluated: Sequence[str]) -> dict[str, Any]:
+    """The parameters a saved (partial or complete) ablation was made with, as plain JSON."""
+    out = {key: attrs.get(key) for key in _CHECKED if key != "evaluated"}
+    out["evaluated"] = [str(x) for x in evaluated]
+    model = attrs.get("model")
+    if not isinstance(model, dict):
+        model = {}
+    out |= {key: model.get(key) for key in _MODEL_CHECKED}
+    return dict(json.loads(json.dumps(out, default=str)))
+
+
+def _check_same(run: str, name: str, theirs: dict[str, Any], ours: dict[str, Any]) -> None:
+    for key, value in ours.items():
+        if theirs.get(key) != value:
+            raise ParameterError(
+                f"ablation {name!r} of run {run!r} was made with a different "
+                f"{_WHAT.get(key, key)} ({key} {theirs.get(key)!r} != {value!r}); resume it with "
+                "the same parameters, or choose another --name"
+            )
+
+
 def ablate(
-    model: str | os.PathLike[str],
+    model: str | os.PathLike[str] | LoadedModel | Any,
     store: str | os.PathLike[str],
     run: str,
     identification: str,
@@ -139,16 +228,58 @@ def ablate(
     hook_module: str | None = None,
     trust_remote_code: bool = False,
     name: str | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
     loaded: LoadedModel | None = None,
+    tokenizer: Any = None,
+    revision: str | None = None,
+    allow_download: bool = False,
 ) -> xr.Dataset:
     """Deactivate each language's neurons in turn and measure every language's response NLL.
 
-    Returns the Dataset (also saved under ``RUN/ablation/NAME``, NAME defaulting to the
-    identification's name) with ``nll[deactivated, evaluated]``, ``ppl``,
-    ``control_nll[deactivated, evaluated, control]`` (NaN for ``none``), ``n_neurons``.
+    The work is split into units: one deactivated set (``none``, a language's set, or one of its
+    ``controls`` random sets) evaluated on one language. Each finished unit is saved at once
+    at ``RUN/ablation/NAME`` as a *partial* result (variables ``unit_nll`` and ``unit_done``,
+    attributes ``units_done`` and ``units_total``), so a killed ablation loses at most the unit
+    it was running: ``resume=True`` skips the saved units and gives the result an uninterrupted
+    run gives, bit for bit. The random controls are drawn from ``seed`` in a fixed order,
+    whatever was done before. The finished result replaces the partial one.
+
+    Parameters
+    ----------
+    model, gguf_file, revision, allow_download, tokenizer
+        The run's model: a path, a Hugging Face id, or a model in memory (see
+        :func:`langneurons.extract.engine.extract`).
+    identification
+        A saved identification of ``run`` whose per-language ``mask`` is switched off.
+    data
+        Evaluation records; their response tokens are scored.
+    languages
+        Evaluate (and deactivate) only these languages.
+    controls, seed
+        Random sets per language (same count per layer, drawn from the layer's other neurons).
+    name
+        Where the result is saved (``RUN/ablation/NAME``; default: the identification's name).
+    resume
+        Complete an interrupted ablation of that name (or return a finished one). Without it
+        an existing ablation of that name is refused. The identification (and its mask), data,
+        evaluated languages, controls, seed, chat template, lengths and model must be the same.
+    progress
+        ``False``: report none; otherwise as :mod:`langneurons._progress` is configured (tokens
+        of the units still to do; the status names the unit).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``nll[deactivated, evaluated]`` (mean NLL per response token), ``ppl``,
+        ``control_nll[deactivated, evaluated, control]`` (NaN for ``none``), ``n_neurons``.
     """
-    if not isinstance(controls, int) or controls < 0:
+    if not isinstance(controls, int) or isinstance(controls, bool) or controls < 0:
         raise ParameterError(f"controls must be a non-negative integer, got {controls!r}")
+    for key, value in (("batch_tokens", batch_tokens), ("max_length", max_length)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ParameterError(f"{key} must be a positive integer, got {value!r}")
+    name = schema.check_name(name or identification, "result")
     opened = open_store(store, mode="r+")
     result = opened.open_result(run, "identification", identification)
     if "mask" not in result:
@@ -161,62 +292,135 @@ def ablate(
         if unknown:
             raise ParameterError(f"language {unknown[0]!r} is not in the evaluation data")
         evaluated = [x for x in evaluated if x in set(languages)]
-    if loaded is None:
-        loaded = load_model(
-            model,
-            gguf_file=gguf_file,
-            device=device,
-            dtype=dtype,
-            hook_module=hook_module,
-            trust_remote_code=trust_remote_code,
+    mask = np.asarray(result["mask"].values, dtype=bool)  # [language, layer, neuron]
+    attrs: dict[str, Any] = {
+        "identification": identification,
+        "mask_sha256": _mask_sha256(mask, mask_langs),
+        "data": str(data),
+        "corpus_hash": _corpus.corpus_hash(records),
+        "controls": controls,
+        "seed": seed,
+        "chat_template": chat_template,
+        "max_length": max_length,
+        "batch_tokens": batch_tokens,
+        "model": {},
+        "control_rule": "same count per layer, drawn from the layer's neurons outside the set",
+    }
+    # an earlier ablation of this name: refused without --resume, checked (before the model is
+    # loaded, then its identity after) with it
+    earlier: xr.Dataset | None = None
+    if name in opened.results(run, "ablation"):
+        earlier = opened.open_result(run, "ablation", name).load()
+    partial = earlier is not None and "unit_done" in earlier
+    if earlier is not None and not resume:
+        if partial:
+            raise RunExistsError(
+                f"ablation {name!r} of run {run!r} was interrupted after "
+                f"{earlier.attrs.get('units_done', '?')} of "
+                f"{earlier.attrs.get('units_total', '?')} units; pass --resume to complete it, "
+                "or choose another --name"
+            )
+        raise RunExistsError(
+            f"ablation {name!r} of run {run!r} already exists; choose another --name, or pass "
+            "--resume to reuse it"
         )
+    theirs = _recorded(earlier.attrs, earlier.evaluated.values) if earlier is not None else {}
+    ours = _recorded(attrs, evaluated)
+    if earlier is not None:
+        _check_same(run, name, theirs, {k: v for k, v in ours.items() if k in _CHECKED})
+    loaded = as_loaded(
+        model,
+        tokenizer,
+        loaded,
+        gguf_file=gguf_file,
+        device=device,
+        dtype=dtype,
+        hook_module=hook_module,
+        trust_remote_code=trust_remote_code,
+        revision=revision,
+        allow_download=allow_download,
+    )
     run_ds = opened.open_run(run)
     if (run_ds.sizes["layer"], run_ds.sizes["neuron"]) != (loaded.n_layers, loaded.plan.neurons):
         raise ParameterError(
             f"run {run!r} has {run_ds.sizes['layer']} x {run_ds.sizes['neuron']} neurons but the "
             f"model has {loaded.n_layers} x {loaded.plan.neurons}; ablate with the run's model"
         )
-    mask = np.asarray(result["mask"].values, dtype=bool)  # [language, layer, neuron]
+    attrs["model"] = loaded.identity
+    if earlier is not None:
+        _check_same(run, name, theirs, _recorded(attrs, evaluated))
+        if not partial:
+            log.info("ablation %r of run %r is complete; nothing to do", name, run)
+            return earlier
     # each evaluated language's own set is switched off in turn (its diagonal needs both)
-    sets: dict[str, dict[int, np.ndarray]] = {"none": {}} | {
+    sets: dict[str, dict[int, np.ndarray]] = {NONE: {}} | {
         lang: {layer: np.flatnonzero(mask[k, layer]) for layer in range(mask.shape[1])}
         for k, lang in enumerate(mask_langs)
         if lang in evaluated
     }
-    by_lang = {lang: [r for r in records if r.language == lang] for lang in evaluated}
-
-    def evaluate(neurons: dict[int, np.ndarray]) -> list[float]:
-        with deactivate(loaded, neurons):
-            out = []
-            for lang in evaluated:
-                total, count = response_nll(
-                    loaded,
-                    by_lang[lang],
-                    batch_tokens=batch_tokens,
-                    max_length=max_length,
-                    chat_template=chat_template,
-                )
-                out.append(total / count if count else math.nan)
-            return out
-
-    rng = np.random.default_rng(seed)
     labels = list(sets)
-    nll = np.full((len(labels), len(evaluated)), np.nan)
-    control = np.full((len(labels), len(evaluated), controls), np.nan)
-    sizes = np.zeros(len(labels), dtype=np.int64)
-    for d, label in enumerate(labels):
-        neurons = sets[label]
-        sizes[d] = sum(len(v) for v in neurons.values())
-        log.info("deactivating %s (%d neurons)", label, sizes[d])
-        nll[d] = evaluate(neurons)
-        if label != "none":
-            for c in range(controls):
-                control[d, :, c] = evaluate(random_control(neurons, loaded.plan.neurons, rng))
+    # the random controls, always drawn in the same order, so a resumed run draws the same sets
+    rng = np.random.default_rng(seed)
+    drawn = {
+        (d, c + 1): random_control(sets[label], loaded.plan.neurons, rng)
+        for d, label in enumerate(labels)
+        if label != NONE
+        for c in range(controls)
+    }
+    units = _plan(labels, len(evaluated), controls)
+    values = np.full((len(labels), len(evaluated), controls + 1), np.nan)
+    done = np.zeros(values.shape, dtype=bool)
+    if earlier is not None:  # a partial ablation with the same parameters: keep its units
+        values = np.array(earlier["unit_nll"].values, dtype=np.float64)
+        done = np.array(earlier["unit_done"].values, dtype=bool)
+    todo = [u for u in units if not done[u.row, u.column, u.variant]]
+    if len(todo) < len(units):
+        log.info(
+            "resuming ablation %r of run %r: %d of %d units already done",
+            name,
+            run,
+            len(units) - len(todo),
+            len(units),
+        )
+    by_lang = {
+        lang: [
+            encode(r, loaded.tokenizer, chat_template=chat_template, max_length=max_length)
+            for r in records
+            if r.language == lang
+        ]
+        for lang in evaluated
+    }
+    tokens = {lang: sum(e.length for e in enc) for lang, enc in by_lang.items()}
+    total = sum(tokens[evaluated[u.column]] for u in todo)
+    with reporting("ablate", total, "tok", progress) as task:
+        for k, unit in enumerate(todo, 1):
+            label, lang = labels[unit.row], evaluated[unit.column]
+            if unit.variant == 0:
+                neurons, what = sets[label], label
+            else:
+                neurons = drawn[(unit.row, unit.variant)]
+                what = f"{label} control {unit.variant}/{controls}"
+            task.note(f"off {what}, on {lang} (unit {k}/{len(todo)})")
+            with deactivate(loaded, neurons):
+                nll, count = _summed_nll(
+                    loaded, by_lang[lang], batch_tokens=batch_tokens, on_batch=task.update
+                )
+            values[unit.row, unit.column, unit.variant] = nll / count if count else math.nan
+            done[unit.row, unit.column, unit.variant] = True
+            if k < len(todo):
+                opened.save_result(
+                    run,
+                    "ablation",
+                    name,
+                    _partial(values, done, labels, evaluated, attrs, len(units)),
+                )
+    sizes = np.array([sum(len(v) for v in sets[label].values()) for label in labels], np.int64)
+    nll_table = values[:, :, 0]
     ds = xr.Dataset(
         {
-            "nll": (("deactivated", "evaluated"), nll),
-            "ppl": (("deactivated", "evaluated"), np.exp(nll)),
-            "control_nll": (("deactivated", "evaluated", "control"), control),
+            "nll": (("deactivated", "evaluated"), nll_table),
+            "ppl": (("deactivated", "evaluated"), np.exp(nll_table)),
+            "control_nll": (("deactivated", "evaluated", "control"), values[:, :, 1:]),
             "n_neurons": (("deactivated",), sizes),
         },
         coords={
@@ -224,17 +428,41 @@ def ablate(
             "evaluated": np.array(evaluated, dtype=object),
             "control": np.arange(controls),
         },
+        attrs=attrs,
+    )
+    # the finished result replaces the partial one
+    opened.save_result(run, "ablation", name, ds)
+    return ds
+
+
+def _partial(
+    values: np.ndarray,
+    done: np.ndarray,
+    labels: Sequence[str],
+    evaluated: Sequence[str],
+    attrs: dict[str, Any],
+    n_units: int,
+) -> xr.Dataset:
+    """The finished units of an unfinished ablation, with its parameters.
+
+    Its variables are not those of an ablation result (``nll``, ``control_nll``), so no reader
+    takes it for a finished one.
+    """
+    return xr.Dataset(
+        {
+            "unit_nll": (("deactivated", "evaluated", "variant"), values.copy()),
+            "unit_done": (("deactivated", "evaluated", "variant"), done.copy()),
+        },
+        coords={
+            "deactivated": np.array(labels, dtype=object),
+            "evaluated": np.array(evaluated, dtype=object),
+            "variant": np.arange(values.shape[2]),
+        },
         attrs={
-            "identification": identification,
-            "data": str(data),
-            "corpus_hash": _corpus.corpus_hash(records),
-            "controls": controls,
-            "seed": seed,
-            "chat_template": chat_template,
-            "max_length": max_length,
-            "model": loaded.identity,
-            "control_rule": "same count per layer, drawn from the layer's neurons outside the set",
+            **attrs,
+            "status": "partial: complete it with `langneurons ablate ... --resume`",
+            "units_done": int(done.sum()),
+            "units_total": n_units,
+            "variant_meaning": "0: the language's set; c + 1: its random control c",
         },
     )
-    opened.save_result(run, "ablation", name or identification, ds)
-    return ds

@@ -16,20 +16,21 @@ so merging units in any order gives bit-identical stores.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
 import json
 import logging
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from langneurons._progress import Task, progress
 from langneurons.errors import (
     AlreadyWrittenError,
     InputFormatError,
@@ -37,6 +38,7 @@ from langneurons.errors import (
     RunExistsError,
     StoreValidationError,
 )
+from langneurons.extract import _hub
 from langneurons.extract import corpus as _corpus
 from langneurons.extract._torchio import require_torch
 from langneurons.store import Counts, RunMetadata, create_store, schema
@@ -65,9 +67,32 @@ class LoadedModel:
         return int(self.plan.n_layers)
 
 
-def _model_source(model: str | os.PathLike[str], gguf_file: str | None) -> tuple[str, str | None]:
-    """Where to load from: a directory (or hub-style id) and an optional GGUF file name in it."""
-    path = Path(model)
+def _model_source(
+    model: str | os.PathLike[str],
+    gguf_file: str | None,
+    *,
+    revision: str | None = None,
+    allow_download: bool = False,
+    trust_remote_code: bool = False,
+) -> tuple[str, str | None, _hub.Snapshot | None]:
+    """Where to load from: a directory, an optional GGUF file name in it, and the Hub snapshot."""
+    snapshot = None
+    if _hub.is_hub_id(model):
+        snapshot = _hub.resolve(
+            str(model),
+            revision=revision,
+            allow_download=allow_download,
+            gguf_file=gguf_file,
+            trust_remote_code=trust_remote_code,
+        )
+        path = snapshot.path
+    elif revision is not None:
+        raise ParameterError(
+            f"--revision {revision!r} applies to Hugging Face ids (org/name), not to the local "
+            f"path {str(model)!r}; drop --revision"
+        )
+    else:
+        path = Path(model)
     if gguf_file is None and path.suffix == ".gguf":
         path, gguf_file = path.parent, path.name
     if gguf_file is not None:
@@ -76,18 +101,18 @@ def _model_source(model: str | os.PathLike[str], gguf_file: str | None) -> tuple
             raise InputFormatError(
                 f"GGUF file {str(target)!r} does not exist; check --model DIR and --gguf-file FILE"
             )
-        return str(target.parent), target.name
+        return str(target.parent), target.name, snapshot
     if not path.exists():
         raise InputFormatError(
-            f"model {str(model)!r} does not exist; give a directory saved with save_pretrained "
-            "(models are not downloaded at run time)"
+            f"model {str(model)!r} does not exist; give a directory saved with save_pretrained, "
+            "a .gguf file, or a Hugging Face id (org/name)"
         )
     if not (path / "config.json").is_file():
         raise InputFormatError(
-            f"model directory {str(model)!r} has no config.json; point --model to a directory "
+            f"model directory {str(path)!r} has no config.json; point --model to a directory "
             "saved with save_pretrained, or give --gguf-file"
         )
-    return str(path), None
+    return str(path), None, snapshot
 
 
 def _resolve_device(device: str) -> str:
@@ -120,14 +145,39 @@ def load_model(
     dtype: str = "auto",
     hook_module: str | None = None,
     trust_remote_code: bool = False,
+    revision: str | None = None,
+    allow_download: bool = False,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer from disk and find its neuron modules."""
+    """Load a causal LM and its tokenizer and find its neuron modules.
+
+    Parameters
+    ----------
+    model
+        A directory saved with ``save_pretrained``, a ``.gguf`` file (or a directory with
+        ``gguf_file``), or a Hugging Face id ``org/name``. An id is looked up in the local
+        Hugging Face cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
+        ``~/.cache/huggingface/hub``); it is downloaded only with ``allow_download=True`` and
+        never while ``HF_HUB_OFFLINE`` is set.
+    revision
+        A branch, tag or commit of a Hugging Face id (default ``main``).
+    allow_download
+        Download an id that is not cached (only the config, tokenizer and weight files).
+    trust_remote_code
+        Allow a model that ships its own code (``auto_map`` in its config) to run it.
+
+    The identity records the model as given and, for an id, the snapshot folder and its commit
+    (``snapshot``, ``revision``).
+    """
     torch = require_torch()
     import transformers
 
-    from langneurons.extract.architectures import resolve
-
-    source, gguf = _model_source(model, gguf_file)
+    source, gguf, snapshot = _model_source(
+        model,
+        gguf_file,
+        revision=revision,
+        allow_download=allow_download,
+        trust_remote_code=trust_remote_code,
+    )
     device = _resolve_device(device)
     dtype = _resolve_dtype(dtype, device)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
@@ -137,7 +187,7 @@ def load_model(
         config = json.loads((Path(source) / "config.json").read_text())
         if config.get("auto_map") and not trust_remote_code:
             raise ParameterError(
-                f"model {source!r} ships its own code (auto_map in config.json); rerun with "
+                f"model {str(model)!r} ships its own code (auto_map in config.json); rerun with "
                 "--trust-remote-code if you trust it"
             )
     try:
@@ -148,20 +198,123 @@ def load_model(
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputFormatError(f"cannot load model {str(model)!r}: {first}") from exc
-    loaded = loaded.to(torch.device(device)).eval()
+    return _finish(
+        loaded.to(torch.device(device)),
+        tokenizer,
+        device=torch.device(device),
+        dtype=dtype,
+        name=str(model),
+        gguf_file=gguf or "",
+        hook_module=hook_module,
+        revision=snapshot.commit if snapshot else None,
+        snapshot=str(snapshot.path) if snapshot else "",
+    )
+
+
+def from_pretrained_objects(
+    model: Any, tokenizer: Any, *, hook_module: str | None = None, name: str | None = None
+) -> LoadedModel:
+    """Wrap a model and tokenizer already in memory for :func:`extract` and ``ablate``.
+
+    Parameters
+    ----------
+    model
+        A ``transformers`` causal LM (``PreTrainedModel``), on the device and in the dtype it
+        should run in; it is switched to eval mode.
+    tokenizer
+        Its tokenizer; a tokenizer without a pad token gets the end-of-sequence token as one.
+    hook_module
+        Activation module pattern for an architecture that is not registered.
+    name
+        The model name recorded with the run (default: the config's ``_name_or_path``).
+
+    Returns
+    -------
+    LoadedModel
+        Pass it as ``model`` (or ``loaded=``) to :func:`extract` or ``ablate``. The counts are
+        those of the same model loaded from a path; the run's identity (config hash, hook point,
+        dtype) is the same, so either may resume the other's run.
+
+    Examples
+    --------
+    >>> model = AutoModelForCausalLM.from_pretrained("my-model")  # doctest: +SKIP
+    >>> tok = AutoTokenizer.from_pretrained("my-model")  # doctest: +SKIP
+    >>> extract(model, "data.jsonl", "store.zarr", "m/base", tokenizer=tok)  # doctest: +SKIP
+    """
+    torch = require_torch()
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise ParameterError(
+            f"model must be a transformers PreTrainedModel (or a path or id), got "
+            f"{type(model).__name__}"
+        )
+    if tokenizer is None or not callable(tokenizer):
+        raise ParameterError(
+            "a model object needs its tokenizer: pass tokenizer=..., got "
+            f"{type(tokenizer).__name__}"
+        )
+    config = model.config
+    first = next(iter(model.parameters()))
+    return _finish(
+        model,
+        tokenizer,
+        device=first.device,
+        dtype=str(first.dtype).removeprefix("torch."),
+        name=name or str(getattr(config, "_name_or_path", "") or type(model).__name__),
+        gguf_file="",
+        hook_module=hook_module,
+        revision=None,
+        snapshot="",
+    )
+
+
+def _finish(
+    model: Any,
+    tokenizer: Any,
+    *,
+    device: Any,
+    dtype: str,
+    name: str,
+    gguf_file: str,
+    hook_module: str | None,
+    revision: str | None,
+    snapshot: str,
+) -> LoadedModel:
+    """Eval mode, a pad token, the neuron modules and the identity of a loaded model."""
+    from langneurons.extract.architectures import resolve
+
+    model = model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    plan = resolve(loaded, hook_module)
-    config_text = loaded.config.to_json_string(use_diff=False)
+    plan = resolve(model, hook_module)
+    config_text = model.config.to_json_string(use_diff=False)
     identity = {
-        "model": str(model),
-        "gguf_file": gguf or "",
+        "model": name,
+        "gguf_file": gguf_file,
         "model_type": plan.model_type,
         "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
         "hook_point": plan.hook_point,
         "dtype": dtype,
+        "revision": revision or str(getattr(model.config, "_commit_hash", "") or ""),
+        "snapshot": snapshot,
     }
-    return LoadedModel(loaded, tokenizer, plan, torch.device(device), dtype, identity)
+    return LoadedModel(model, tokenizer, plan, device, dtype, identity)
+
+
+def as_loaded(
+    model: Any, tokenizer: Any = None, loaded: LoadedModel | None = None, **load: Any
+) -> LoadedModel:
+    """A :class:`LoadedModel` from a path or id, a model object (with ``tokenizer``), or as is."""
+    if loaded is not None:
+        return loaded
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, str | os.PathLike):
+        if tokenizer is not None:
+            raise ParameterError(
+                "tokenizer= goes with a model object; a model path or id loads its own tokenizer"
+            )
+        return load_model(model, **load)
+    return from_pretrained_objects(model, tokenizer, hook_module=load.get("hook_module"))
 
 
 # --------------------------------------------------------------------------- tokenization
@@ -407,7 +560,7 @@ def parse_shard(text: str | tuple[int, int]) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- the command
 def extract(
-    model: str | os.PathLike[str],
+    model: str | os.PathLike[str] | LoadedModel | Any,
     data: str | os.PathLike[str],
     store: str | os.PathLike[str],
     run: str,
@@ -429,13 +582,22 @@ def extract(
     unit_size: int = 32,
     progress: bool | None = None,
     loaded: LoadedModel | None = None,
+    tokenizer: Any = None,
+    revision: str | None = None,
+    allow_download: bool = False,
 ) -> dict[str, Any]:
     """Extract activation counts of ``model`` on ``data`` into ``store`` under ``run``.
 
     Parameters
     ----------
     model, gguf_file
-        A directory saved with ``save_pretrained`` (or holding ``gguf_file``), or a ``.gguf`` path.
+        A directory saved with ``save_pretrained`` (or holding ``gguf_file``), a ``.gguf`` path,
+        or a Hugging Face id ``org/name`` found in the local cache (see :func:`load_model`); or a
+        model already in memory: a ``transformers`` causal LM with its ``tokenizer=``, or a
+        :class:`LoadedModel` (see :func:`from_pretrained_objects`).
+    revision, allow_download
+        For a Hugging Face id: the branch, tag or commit, and whether a model that is not cached
+        may be downloaded (default: refused, naming both fixes).
     data
         JSONL records ``{"language", "prompt", "response", "id"}`` or the reference pipeline's
         MAPO-style JSON (see :func:`langneurons.extract.corpus.read_records`), or ``"builtin"``
@@ -453,6 +615,11 @@ def extract(
     generate, max_new_tokens
         Generate missing responses greedily first; the completed records are saved next to the
         store and extracted.
+    progress
+        ``False``: report no progress. ``None`` (or ``True``): report it as
+        ``langneurons._progress.configure`` chose (the command line: a bar on a terminal, a
+        line per step otherwise; a script: ``INFO`` records of the ``langneurons.progress``
+        logger), counting the tokens of the units still to do and naming the current unit.
 
     Returns
     -------
@@ -472,15 +639,18 @@ def extract(
     records = load_records(data, require_response=not generate)
     all_languages = list(dict.fromkeys(r.language for r in records))
     chosen = _choose_languages(all_languages, languages)
-    if loaded is None:
-        loaded = load_model(
-            model,
-            gguf_file=gguf_file,
-            device=device,
-            dtype=dtype,
-            hook_module=hook_module,
-            trust_remote_code=trust_remote_code,
-        )
+    loaded = as_loaded(
+        model,
+        tokenizer,
+        loaded,
+        gguf_file=gguf_file,
+        device=device,
+        dtype=dtype,
+        hook_module=hook_module,
+        trust_remote_code=trust_remote_code,
+        revision=revision,
+        allow_download=allow_download,
+    )
     if generate:
         records = generate_missing(
             loaded, records, store, run, max_new_tokens=max_new_tokens, chat_template=chat_template
@@ -546,16 +716,22 @@ def extract(
     # (at most one commit in flight; a failure in either is raised here after the other
     # settles). On the CPU the writer would compete with torch's threads, so it commits inline.
     overlap = loaded.device.type == "cuda"
-    with _progress(total_tokens, progress) as bar, ThreadPoolExecutor(1) as writer:
+    if report["units_skipped"]:
+        log.info("resuming run %r: %d of %d units already done", run, len(mine_done), len(units))
+    with (
+        reporting("extract", total_tokens, "tok", progress) as task,
+        ThreadPoolExecutor(1) as writer,
+    ):
         pending: Future[None] | None = None
         try:
-            for unit in todo:
+            for n, unit in enumerate(todo, 1):
+                task.note(f"unit {unit.key} ({n}/{len(todo)})")
                 sums = count_unit(
                     loaded,
                     [encoded[i] for i in unit.positions],
                     batch_tokens=batch_tokens,
                     per_sequence=per_sequence,
-                    on_batch=bar,
+                    on_batch=task.update,
                 )
                 counts = _unit_counts(unit, records, sums, per_sequence)
                 if pending is not None:
@@ -641,7 +817,7 @@ def _open_or_create_run(
     if run not in opened.runs():
         meta = RunMetadata(
             model=str(identity["model"]),
-            revision=str(getattr(loaded.model.config, "_commit_hash", "") or ""),
+            revision=str(identity.get("revision") or ""),
             hook_point=loaded.plan.hook_point,
             activation=loaded.plan.activation or "",
             dtype=loaded.dtype,
@@ -671,7 +847,10 @@ def _open_or_create_run(
         raise StoreValidationError(
             f"run {run!r} was not made by `langneurons extract`; extract into another --run"
         )
-    for key in _IDENTITY_KEYS:
+    checked = [*_IDENTITY_KEYS]
+    if theirs.get("revision") and identity.get("revision"):
+        checked.append("revision")  # both know which commit of a Hub model they used
+    for key in checked:
         if theirs.get(key) != identity.get(key):
             what = "data" if key == "corpus_hash" else "model" if key == "config_sha256" else key
             raise StoreValidationError(
@@ -682,23 +861,26 @@ def _open_or_create_run(
     return opened
 
 
-class _progress:
-    """A tqdm bar over tokens (quiet when stderr is not a terminal); callable with a count."""
+class _Silent:
+    """A progress task that shows nothing (``progress=False``)."""
 
-    def __init__(self, total: int, enabled: bool | None) -> None:
-        from tqdm.auto import tqdm
+    def update(self, n: float = 1) -> None:
+        """Nothing to show."""
 
-        disable = (not sys.stderr.isatty()) if enabled is None else not enabled
-        self.bar = tqdm(total=total, unit="tok", unit_scale=True, disable=disable, desc="extract")
+    def note(self, status: str) -> None:
+        """Nothing to show."""
 
-    def __enter__(self) -> _progress:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.bar.close()
-
-    def __call__(self, n: int) -> None:
-        self.bar.update(n)
+@contextlib.contextmanager
+def reporting(
+    desc: str, total: float | None, unit: str, enabled: bool | None = None
+) -> Iterator[Task | _Silent]:
+    """:func:`langneurons._progress.progress`, or a silent task when ``enabled`` is False."""
+    if enabled is False:
+        yield _Silent()
+        return
+    with progress(desc, total=total, unit=unit) as task:
+        yield task
 
 
 # --------------------------------------------------------------------------- generation

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from langneurons._progress import progress
 from langneurons.errors import (
     InputFormatError,
     ParameterError,
@@ -79,6 +80,11 @@ def _check_total(value: Any, key: str, path: Path) -> int:
         )
     if value < 0:
         raise InputFormatError(f"{path}: {key!r} is {value}; token totals must be >= 0")
+    if value > np.iinfo(np.int64).max:
+        raise InputFormatError(
+            f"{path}: {key!r} is {value}, above the int64 limit {np.iinfo(np.int64).max}; "
+            "check the file: no real token total is this large"
+        )
     return int(value)
 
 
@@ -217,41 +223,47 @@ def read_njunlp(
     clamped: dict[str, int] = {}
     clamped_above: dict[str, int] = {}
     clamped_tokens: dict[str, int] = {}
-    for i, lang in enumerate(langs):
-        full, prefix = pairs[lang]
-        total_full, oz_full = _read_stats(full, "total_tokens")
-        total_prefix, oz_prefix = _read_stats(prefix, "total_tokens")
-        files += [full.name, prefix.name]
-        if oz_prefix.shape != oz_full.shape:
-            raise InputFormatError(
-                f"{prefix.name} has over_zero of shape {oz_prefix.shape} but {full.name} has "
-                f"{oz_full.shape}; both files of language {lang!r} must come from the same model"
-            )
-        _check_same_shape(shapes, lang, oz_full.shape)
-        if n_active is None:
-            n_active = np.zeros((k, 2, *oz_full.shape), dtype=np.int64)
-        diff = oz_full - oz_prefix
-        raw_tokens = total_full - total_prefix
-        tokens = max(raw_tokens, 1)
-        clamped[lang] = int((diff < 0).sum())
-        clamped_above[lang] = int((diff > tokens).sum())
-        if raw_tokens < 1:
-            clamped_tokens[lang] = raw_tokens
-        n_active[i, 0] = oz_prefix
-        n_active[i, 1] = np.clip(diff, 0, tokens)
-        n_tokens[i] = (total_prefix, tokens)
-        source_tokens[lang] = {"full": total_full, "prefix": total_prefix}
-        if clamped[lang] or clamped_above[lang] or lang in clamped_tokens:
-            log.info(
-                "%s: clamped %d negative and %d too-large response counts (response tokens %d "
-                "from %d - %d)",
-                lang,
-                clamped[lang],
-                clamped_above[lang],
-                tokens,
-                total_full,
-                total_prefix,
-            )
+    with progress("import njunlp", total=2 * k, unit="file") as task:
+        for i, lang in enumerate(langs):
+            full, prefix = pairs[lang]
+            task.note(full.name)
+            total_full, oz_full = _read_stats(full, "total_tokens")
+            task.update(1)
+            task.note(prefix.name)
+            total_prefix, oz_prefix = _read_stats(prefix, "total_tokens")
+            task.update(1)
+            files += [full.name, prefix.name]
+            if oz_prefix.shape != oz_full.shape:
+                raise InputFormatError(
+                    f"{prefix.name} has over_zero of shape {oz_prefix.shape} but {full.name} has "
+                    f"{oz_full.shape}; both files of language {lang!r} must come from the same "
+                    "model"
+                )
+            _check_same_shape(shapes, lang, oz_full.shape)
+            if n_active is None:
+                n_active = np.zeros((k, 2, *oz_full.shape), dtype=np.int64)
+            diff = oz_full - oz_prefix
+            raw_tokens = total_full - total_prefix
+            tokens = max(raw_tokens, 1)
+            clamped[lang] = int((diff < 0).sum())
+            clamped_above[lang] = int((diff > tokens).sum())
+            if raw_tokens < 1:
+                clamped_tokens[lang] = raw_tokens
+            n_active[i, 0] = oz_prefix
+            n_active[i, 1] = np.clip(diff, 0, tokens)
+            n_tokens[i] = (total_prefix, tokens)
+            source_tokens[lang] = {"full": total_full, "prefix": total_prefix}
+            if clamped[lang] or clamped_above[lang] or lang in clamped_tokens:
+                log.info(
+                    "%s: clamped %d negative and %d too-large response counts (response tokens %d "
+                    "from %d - %d)",
+                    lang,
+                    clamped[lang],
+                    clamped_above[lang],
+                    tokens,
+                    total_full,
+                    total_prefix,
+                )
     assert n_active is not None  # langs is non-empty
     counts = Counts(languages=langs, n_active=n_active, n_tokens=n_tokens)
     report: dict[str, Any] = {
@@ -325,13 +337,16 @@ def read_lape(files: Sequence[PathLike], languages: Sequence[str]) -> tuple[Coun
     shapes: dict[str, tuple[int, ...]] = {}
     n_active: np.ndarray | None = None
     n_tokens = np.zeros((k, 2), dtype=np.int64)
-    for i, (lang, path) in enumerate(zip(langs, paths, strict=True)):
-        total, over_zero = _read_stats(path, "n")
-        _check_same_shape(shapes, lang, over_zero.shape)
-        if n_active is None:
-            n_active = np.zeros((k, 2, *over_zero.shape), dtype=np.int64)
-        n_active[i, 1] = over_zero
-        n_tokens[i, 1] = total
+    with progress("import lape", total=k, unit="file") as task:
+        for i, (lang, path) in enumerate(zip(langs, paths, strict=True)):
+            task.note(path.name)
+            total, over_zero = _read_stats(path, "n")
+            task.update(1)
+            _check_same_shape(shapes, lang, over_zero.shape)
+            if n_active is None:
+                n_active = np.zeros((k, 2, *over_zero.shape), dtype=np.int64)
+            n_active[i, 1] = over_zero
+            n_tokens[i, 1] = total
     assert n_active is not None  # langs is non-empty
     counts = Counts(languages=langs, n_active=n_active, n_tokens=n_tokens)
     report: dict[str, Any] = {

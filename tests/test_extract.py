@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -326,6 +327,7 @@ def test_kill_and_resume_is_bit_exact(
 _KILL_AT = """
 import json, os, re, signal, sys
 from pathlib import Path
+from typing import Any
 
 import zarr.storage
 
@@ -728,3 +730,78 @@ def test_response_nll_matches_a_per_sequence_computation(llama: Path, data: Path
     assert off != pytest.approx(total, rel=1e-9)
     again, _ = response_nll(loaded, records, batch_tokens=64, max_length=1024, chat_template=True)
     assert again == pytest.approx(total, rel=1e-9)
+
+
+# ------------------------------------------------------------------ models already in memory
+def test_model_objects_count_like_the_path(tmp_path: Path, llama: Path, data: Path) -> None:
+    import transformers
+
+    from langneurons.extract.engine import from_pretrained_objects
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(llama, dtype=torch.float32)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(llama)
+    common = {"device": "cpu", "dtype": "float32", "per_sequence": True, "progress": False}
+    extract(llama, data, tmp_path / "path.zarr", "r", **common)
+    extract(model, data, tmp_path / "objects.zarr", "r", tokenizer=tokenizer, **common)
+    loaded = from_pretrained_objects(model, tokenizer, name="my-model")
+    extract(loaded, data, tmp_path / "loaded.zarr", "r", **common)
+    want = open_store(tmp_path / "path.zarr").open_run("r").load()
+    for store in ("objects.zarr", "loaded.zarr"):
+        got = open_store(tmp_path / store).open_run("r").load()
+        for name in want.data_vars:
+            assert got[name].values.tobytes() == want[name].values.tobytes(), (store, name)
+    assert open_store(tmp_path / "loaded.zarr").run_metadata("r").model == "my-model"
+    # the same identity: objects resume a run the path started, and the other way round
+    report = extract(model, data, tmp_path / "path.zarr", "r", tokenizer=tokenizer, resume=True,
+                     **common)  # fmt: skip
+    assert report["units_skipped"] == 3 and report["units_done"] == 0
+    with pytest.raises(ParameterError, match=r"a model object needs its tokenizer: pass "):
+        extract(model, data, tmp_path / "x.zarr", "r", progress=False)
+    with pytest.raises(ParameterError, match=r"tokenizer= goes with a model object"):
+        extract(llama, data, tmp_path / "x.zarr", "r", tokenizer=tokenizer, progress=False)
+    with pytest.raises(ParameterError, match=r"model must be a transformers PreTrainedModel"):
+        from_pretrained_objects(object(), tokenizer)
+    assert not (tmp_path / "x.zarr").exists()
+
+
+# ------------------------------------------------------------------ progress
+@pytest.fixture
+def progress_lines() -> Any:
+    """Progress shown as plain lines into a buffer (every update), reset afterwards."""
+    import io
+
+    from langneurons import _progress
+
+    buffer = io.StringIO()
+    _progress.configure("lines", interval=0.0, stream=buffer)
+    yield buffer
+    _progress.configure("log")
+
+
+def test_extract_progress_counts_the_work_left(
+    tmp_path: Path, llama: Path, data: Path, progress_lines: Any
+) -> None:
+    store = tmp_path / "s.zarr"
+    common = {"device": "cpu", "dtype": "float32", "unit_size": 2}
+    extract(llama, data, store, "r", languages=["en"], progress=False, **common)
+    assert progress_lines.getvalue() == ""  # progress=False shows nothing
+    report = extract(llama, data, store, "r", resume=True, **common)
+    lines = progress_lines.getvalue().splitlines()
+    assert lines and all(line.startswith("[extract] ") for line in lines)
+    # the total counts the tokens of the 4 units still to do (de, zh), not the 2 done (en)
+    tokens = report["tokens"]["prompt"] + report["tokens"]["response"]
+    assert report["units_skipped"] == 2 and report["units_done"] == 4
+    assert re.match(rf"\[extract\] {tokens}/{tokens} tok \(100%\), ", lines[-1]), lines[-1]
+    assert lines[0].endswith("unit de/0 (1/4)") and lines[-1].endswith("unit zh/1 (4/4)")
+
+
+def test_import_progress_per_file(tmp_path: Path, progress_lines: Any) -> None:
+    from langneurons.extract.importers import read_lape
+
+    for lang in ("en", "de"):
+        torch.save({"n": 5, "over_zero": torch.zeros((2, 3), dtype=torch.int64)},
+                   tmp_path / f"{lang}.pt")  # fmt: skip
+    read_lape([tmp_path / "en.pt", tmp_path / "de.pt"], ["en", "de"])
+    lines = progress_lines.getvalue().splitlines()
+    assert lines[0].startswith("[import lape] 1/2 file (50%)") and lines[0].endswith("en.pt")
+    assert lines[-1].startswith("[import lape] 2/2 file (100%)") and lines[-1].endswith("de.pt")

@@ -1,0 +1,326 @@
+"""Ablation is resumable per (deactivated set, language) unit, and resumes bit for bit."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import xarray as xr
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from langneurons.analysis import identify  # noqa: E402
+from langneurons.errors import ParameterError, RunExistsError  # noqa: E402
+from langneurons.extract import ablation  # noqa: E402
+from langneurons.extract.ablation import ablate  # noqa: E402
+from langneurons.extract.engine import extract  # noqa: E402
+from langneurons.extract.tiny import tiny_model  # noqa: E402
+from langneurons.store import open_store  # noqa: E402
+
+from .conftest import run_cli  # noqa: E402
+from .test_extract import write_data  # noqa: E402
+
+pytestmark = pytest.mark.requires_torch
+
+LANGS = ["en", "de"]  # evaluated: labels none, en, de; 1 control -> 3 * 2 + 2 * 2 = 10 units
+UNITS = 10
+OPTIONS: dict[str, Any] = {
+    "languages": LANGS,
+    "controls": 1,
+    "seed": 3,
+    "batch_tokens": 64,
+    "device": "cpu",
+    "dtype": "float32",
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny model, its data, and a store with a run, an identification and a finished
+    ablation ``ref`` made in one go."""
+    root = tmp_path_factory.mktemp("ablation")
+    model = tiny_model("llama", seed=1, path=root / "model")
+    data = write_data(root / "data.jsonl", n_items=2)
+    store = root / "store.zarr"
+    extract(model, data, store, "r", device="cpu", dtype="float32", progress=False)
+    opened = open_store(store, mode="r+")
+    opened.save_result("r", "identification", "lape", identify(opened.open_run("r"), "lape",
+                                                               top_rate=0.1))  # fmt: skip
+    ablate(model, store, "r", "lape", data, name="ref", **OPTIONS)
+    return {"model": model, "data": data, "store": store}
+
+
+@pytest.fixture
+def store(setup: dict[str, Path], tmp_path: Path) -> Path:
+    """A copy of the module's store, for a test to change."""
+    copy = tmp_path / "store.zarr"
+    shutil.copytree(setup["store"], copy)
+    return copy
+
+
+def _reference(setup: dict[str, Path]) -> xr.Dataset:
+    return open_store(setup["store"]).open_result("r", "ablation", "ref").load()
+
+
+def assert_bit_identical(got: xr.Dataset, want: xr.Dataset) -> None:
+    """Every variable and coordinate byte for byte; attributes equal but for the save stamps."""
+    assert sorted(got.variables) == sorted(want.variables)
+    for name in want.variables:
+        a, b = got[name].values, want[name].values
+        assert a.shape == b.shape, name
+        if a.dtype.kind in "OU" or b.dtype.kind in "OU":  # labels: object in memory, str read
+            assert [str(x) for x in a.tolist()] == [str(x) for x in b.tolist()], name
+        else:
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
+    stamps = ("result_saved", "result_token", "result_name", "result_kind")
+    strip = lambda attrs: {k: v for k, v in attrs.items() if k not in stamps}  # noqa: E731
+    assert json.dumps(strip(got.attrs), sort_keys=True, default=str) == json.dumps(
+        strip(want.attrs), sort_keys=True, default=str
+    )
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None) -> list[int]:
+    """Count the units evaluated; raise inside the one numbered ``fail_at`` (1-based)."""
+    calls: list[int] = []
+    original = ablation._summed_nll
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if fail_at is not None and len(calls) == fail_at:
+            raise RuntimeError("interrupted")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ablation, "_summed_nll", counted)
+    return calls
+
+
+def _interrupt(
+    setup: dict[str, Path], store: Path, after: int, monkeypatch: pytest.MonkeyPatch, **kw: Any
+) -> None:
+    """Run ablation ``x`` until it fails inside unit ``after + 1``."""
+    with monkeypatch.context() as patch:
+        _counting(patch, fail_at=after + 1)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            ablate(setup["model"], store, "r", "lape", setup["data"], name="x", **{**OPTIONS, **kw})
+
+
+@pytest.mark.parametrize("after", [1, 5, UNITS - 1])
+def test_interrupted_and_resumed_is_bit_exact(
+    setup: dict[str, Path], store: Path, after: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _interrupt(setup, store, after, monkeypatch)
+    opened = open_store(store)
+    assert opened.results("r", "ablation") == ["ref", "x"]
+    partial = opened.open_result("r", "ablation", "x")
+    assert "nll" not in partial and partial.attrs["status"].startswith("partial")
+    assert (partial.attrs["units_done"], partial.attrs["units_total"]) == (after, UNITS)
+    assert int(partial.unit_done.sum()) == after
+    # without --resume it is refused, and nothing changes
+    with pytest.raises(
+        RunExistsError,
+        match=rf"^ablation 'x' of run 'r' was interrupted after {after} of {UNITS} units; pass "
+        r"--resume to complete it, or choose another --name$",
+    ):
+        ablate(setup["model"], store, "r", "lape", setup["data"], name="x", **OPTIONS)
+    calls = _counting(monkeypatch)
+    got = ablate(setup["model"], store, "r", "lape", setup["data"], name="x", resume=True,
+                 **OPTIONS)  # fmt: skip
+    assert len(calls) == UNITS - after  # only the units still to do
+    want = _reference(setup)
+    assert_bit_identical(got, want)
+    saved = open_store(store).open_result("r", "ablation", "x").load()
+    assert_bit_identical(saved, want)
+    # the finished result replaced the partial one
+    assert open_store(store).results("r", "ablation") == ["ref", "x"]
+    assert "unit_done" not in saved
+    assert open_store(store).validate() == []
+
+
+def test_a_finished_ablation_is_refused_or_reused(
+    setup: dict[str, Path], store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(
+        RunExistsError,
+        match=r"^ablation 'ref' of run 'r' already exists; choose another --name, or pass "
+        r"--resume to reuse it$",
+    ):
+        ablate(setup["model"], store, "r", "lape", setup["data"], name="ref", **OPTIONS)
+    calls = _counting(monkeypatch)
+    got = ablate(setup["model"], store, "r", "lape", setup["data"], name="ref", resume=True,
+                 **OPTIONS)  # fmt: skip
+    assert calls == []
+    assert_bit_identical(got, _reference(setup))
+    with pytest.raises(ParameterError, match=r"made with a different seed \(seed 3 != 4\)"):
+        ablate(setup["model"], store, "r", "lape", setup["data"], name="ref", resume=True,
+               **{**OPTIONS, "seed": 4})  # fmt: skip
+
+
+def _other_data(setup: dict[str, Path]) -> Path:
+    return write_data(setup["data"].parent / "other.jsonl", n_items=1)
+
+
+# (label, changed option, pinned message)
+CHANGED: list[tuple[str, Callable[[dict[str, Path]], dict[str, Any]], str]] = [
+    ("seed", lambda s: {"seed": 4}, r"a different seed \(seed 3 != 4\)"),
+    ("controls", lambda s: {"controls": 2}, r"a different controls \(controls 1 != 2\)"),
+    ("data", lambda s: {"data": _other_data(s)},
+     r"a different data \(corpus_hash 'sha256:[0-9a-f]+' != 'sha256:[0-9a-f]+'\)"),
+    ("languages", lambda s: {"languages": ["en"]},
+     r"a different set of evaluated languages \(evaluated \['en', 'de'\] != \['en'\]\)"),
+    ("identification", lambda s: {"identification": "lape2"},
+     r"a different identification \(identification 'lape' != 'lape2'\)"),
+    ("batch tokens", lambda s: {"batch_tokens": 32},
+     r"a different batch_tokens \(batch_tokens 64 != 32\)"),
+    ("dtype", lambda s: {"dtype": "bfloat16"},
+     r"a different dtype \(dtype 'float32' != 'bfloat16'\)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("label", "change", "message"), CHANGED, ids=[c[0] for c in CHANGED])
+def test_resume_with_other_parameters_is_refused(
+    setup: dict[str, Path],
+    store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    label: str,
+    change: Callable[[dict[str, Path]], dict[str, Any]],
+    message: str,
+) -> None:
+    _interrupt(setup, store, 3, monkeypatch)
+    opened = open_store(store, mode="r+")
+    other = identify(opened.open_run("r"), "lape", top_rate=0.2)
+    opened.save_result("r", "identification", "lape2", other)
+    kwargs = {**OPTIONS, "data": setup["data"], "identification": "lape", **change(setup)}
+    data, ident = kwargs.pop("data"), kwargs.pop("identification")
+    with pytest.raises(ParameterError) as info:
+        ablate(setup["model"], store, "r", ident, data, name="x", resume=True, **kwargs)
+    text = str(info.value)
+    assert re.fullmatch(
+        rf"ablation 'x' of run 'r' was made with {message}; resume it with the same "
+        r"parameters, or choose another --name",
+        text,
+    ), text
+    partial = open_store(store).open_result("r", "ablation", "x")
+    assert partial.attrs["units_done"] == 3  # nothing changed
+
+
+def test_parameters_are_checked_before_the_model_is_loaded(
+    setup: dict[str, Path], store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _interrupt(setup, store, 2, monkeypatch)
+    missing = setup["model"].parent / "no-such-model"
+    with pytest.raises(ParameterError, match=r"a different seed \(seed 3 != 5\)"):
+        ablate(missing, store, "r", "lape", setup["data"], name="x", resume=True,
+               **{**OPTIONS, "seed": 5})  # fmt: skip
+
+
+def test_memory_store_resumes(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "memory://ablation-resume.zarr"
+    extract(setup["model"], setup["data"], url, "r", device="cpu", dtype="float32",
+            progress=False)  # fmt: skip
+    opened = open_store(url, mode="r+")
+    opened.save_result("r", "identification", "lape", identify(opened.open_run("r"), "lape",
+                                                               top_rate=0.1))  # fmt: skip
+    _interrupt(setup, url, 4, monkeypatch)  # type: ignore[arg-type]
+    assert open_store(url).results("r", "ablation") == ["x"]
+    assert "unit_done" in open_store(url).open_result("r", "ablation", "x")
+    got = ablate(setup["model"], url, "r", "lape", setup["data"], name="x", resume=True,
+                 **OPTIONS)  # fmt: skip
+    want = _reference(setup)
+    assert_bit_identical(got, want)
+    assert open_store(url).results("r", "ablation") == ["x"]
+
+
+def test_progress_counts_the_units_still_to_do(
+    setup: dict[str, Path], store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _interrupt(setup, store, 6, monkeypatch)
+    seen: dict[str, Any] = {"updates": 0, "notes": []}
+
+    class Task:
+        def update(self, n: float = 1) -> None:
+            seen["updates"] += n
+
+        def note(self, status: str) -> None:
+            seen["notes"].append(status)
+
+    @contextlib.contextmanager
+    def fake(desc: str, total: float | None = None, unit: str = "it") -> Any:
+        seen.update(desc=desc, total=total, unit=unit)
+        yield Task()
+
+    monkeypatch.setattr("langneurons.extract.engine.progress", fake)
+    ablate(setup["model"], store, "r", "lape", setup["data"], name="x", resume=True,
+           **{**OPTIONS, "progress": None})  # fmt: skip
+    assert (seen["desc"], seen["unit"]) == ("ablate", "tok")
+    assert seen["total"] == seen["updates"] > 0
+    # the last 4 units: de's set on en and de, then de's control on en and de
+    assert seen["notes"] == [
+        "off de, on en (unit 1/4)",
+        "off de, on de (unit 2/4)",
+        "off de control 1/1, on en (unit 3/4)",
+        "off de control 1/1, on de (unit 4/4)",
+    ]
+
+
+# ------------------------------------------------------------------ a real kill
+_KILL_AFTER = """
+import os, signal, sys
+from langneurons.cli import main
+from langneurons.store._store import ActivationStore
+
+after = int(sys.argv[1])
+original = ActivationStore.save_result
+saved = []
+
+
+def save_result(self, run, kind, name, result):
+    path = original(self, run, kind, name, result)
+    if "unit_done" in result:  # a partial result
+        saved.append(name)
+        if len(saved) == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return path
+
+
+ActivationStore.save_result = save_result
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_killed_process_resumes_bit_exact(
+    setup: dict[str, Path], store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "--quiet", "ablate", "--model", setup["model"], "--store", store, "--run", "r",
+        "--identification", "lape", "--data", setup["data"], "--languages", ",".join(LANGS),
+        "--controls", "1", "--seed", "3", "--batch-tokens", "64", "--device", "cpu",
+        "--dtype", "float32", "--name", "x",
+    ]  # fmt: skip
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILL_AFTER, "4", *map(str, args)], capture_output=True, text=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    partial = open_store(store).open_result("r", "ablation", "x")
+    assert partial.attrs["units_done"] == 4
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1
+    assert err.strip() == (
+        "langneurons: error: ablation 'x' of run 'r' was interrupted after 4 of 10 units; pass "
+        "--resume to complete it, or choose another --name"
+    )
+    code, out, err = run_cli(capsys, *args, "--resume")
+    assert code == 0, err
+    assert "ablation saved at r/ablation/x" in out
+    assert_bit_identical(open_store(store).open_result("r", "ablation", "x").load(),
+                         _reference(setup))  # fmt: skip
