@@ -46,6 +46,13 @@ def _check_ablation(ablation: object) -> xr.Dataset:
             f"ablation must be an xarray.Dataset (deactivation results), got "
             f"{type(ablation).__name__}"
         )
+    if "unit_done" in ablation.data_vars and "nll" not in ablation.data_vars:
+        a = ablation.attrs
+        raise InputFormatError(
+            f"ablation {a.get('result_name', '')!r} is unfinished ({a.get('units_done', '?')} "
+            f"of {a.get('units_total', '?')} units); complete it with `langneurons ablate ... "
+            "--resume` first"
+        )
     expected = {
         "nll": (DEACTIVATED, EVALUATED),
         "control_nll": (DEACTIVATED, EVALUATED, CONTROL),

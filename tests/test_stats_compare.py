@@ -1016,3 +1016,21 @@ def test_deactivation_bad_inputs() -> None:
         deactivation_effects(bad)
     with pytest.raises(ParameterError, match=r"^n_perm must be an integer >= 1, got 0$"):
         deactivation_effects(abl, n_perm=0)
+
+
+def test_an_unfinished_ablation_is_named_as_such() -> None:
+    import xarray as xr
+
+    from langneurons.analysis.deactivation import deactivation_effects
+    from langneurons.errors import InputFormatError
+
+    partial = xr.Dataset(
+        {"unit_done": (("deactivated", "evaluated", "variant"), [[[True, False]]])},
+        attrs={"result_name": "ternary", "units_done": 1, "units_total": 2, "status": "partial"},
+    )
+    with pytest.raises(InputFormatError) as info:
+        deactivation_effects(partial)
+    assert str(info.value) == (
+        "ablation 'ternary' is unfinished (1 of 2 units); complete it with `langneurons ablate "
+        "... --resume` first"
+    )
