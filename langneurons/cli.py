@@ -155,10 +155,15 @@ def repair(store: str) -> None:
     """Roll back writes that were interrupted (a killed import or extraction)."""
     from langneurons.store import open_store
 
-    rolled = open_store(store, mode="r+", any_version=True).repair()
+    done = open_store(store, mode="r+", any_version=True).repair_report()
+    rolled = list(done.rolled_back)
     click.echo(
         f"rolled back {len(rolled)} interrupted write(s)" + (f": {rolled}" if rolled else "")
     )
+    if done.removed:
+        click.echo(
+            f"removed {len(done.removed)} leftover(s) of killed writes: {', '.join(done.removed)}"
+        )
 
 
 @cli.command()

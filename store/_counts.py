@@ -11,6 +11,8 @@ import numpy as np
 from langneurons.errors import StoreValidationError
 from langneurons.store import schema
 
+INT64_MAX: int = int(np.iinfo(np.int64).max)  # every count and token total is stored as int64
+
 
 @dataclasses.dataclass
 class Counts:
@@ -38,8 +40,8 @@ class Counts:
 
     def __post_init__(self) -> None:
         self.languages = [schema.check_language(x) for x in self.languages]
-        self.n_active = np.asarray(self.n_active)
-        self.n_tokens = np.asarray(self.n_tokens)
+        self.n_active = _as_counts("n_active", self.n_active)
+        self.n_tokens = _as_counts("n_tokens", self.n_tokens)
         self.validate()
 
     @property
@@ -74,7 +76,10 @@ class Counts:
             raise StoreValidationError("n_tokens holds negative token totals; totals must be >= 0")
         if self.n_active.min(initial=0) < 0:
             raise StoreValidationError("n_active holds negative counts; counts must be >= 0")
+        _check_int64("n_tokens", self.n_tokens, self.languages)
+        _check_int64("n_active", self.n_active, self.languages)
         _check_not_above("n_active", self.n_active, self.n_tokens, self.languages)
+        check_token_total(self.n_tokens, self.languages)
         for name in schema.MOMENTS:
             arr = getattr(self, name)
             if (arr is None) != (self.act_sum is None):
@@ -100,8 +105,8 @@ class Counts:
     def _validate_sequences(self) -> None:
         assert self.seq_n_active is not None and self.seq_n_tokens is not None
         assert self.seq_language is not None and self.seq_id is not None
-        self.seq_n_active = np.asarray(self.seq_n_active)
-        self.seq_n_tokens = np.asarray(self.seq_n_tokens)
+        self.seq_n_active = _as_counts("seq_n_active", self.seq_n_active)
+        self.seq_n_tokens = _as_counts("seq_n_tokens", self.seq_n_tokens)
         _check_int("seq_n_active", self.seq_n_active, 4)
         _check_int("seq_n_tokens", self.seq_n_tokens, 2)
         s = len(self.seq_language)
@@ -131,6 +136,13 @@ class Counts:
             )
         if self.seq_n_active.min(initial=0) < 0 or self.seq_n_tokens.min(initial=0) < 0:
             raise StoreValidationError("per-sequence counts must be >= 0")
+        _check_int64("seq_n_tokens", self.seq_n_tokens, self.seq_id)
+        _check_int64("seq_n_active", self.seq_n_active, self.seq_id)
+        if total(self.seq_n_tokens) > INT64_MAX:  # then their sums per language could wrap
+            raise StoreValidationError(
+                f"seq_n_tokens adds up to {total(self.seq_n_tokens)}, above the int64 limit "
+                f"{INT64_MAX}; check the input: no real token total is this large"
+            )
         _check_not_above("seq_n_active", self.seq_n_active, self.seq_n_tokens, self.seq_id)
         # per-sequence counts must add up to the per-language totals they refine
         lang_index = {x: i for i, x in enumerate(self.languages)}
@@ -165,6 +177,61 @@ class Counts:
         return Counts(**kwargs)
 
 
+def _as_counts(name: str, value: Any) -> np.ndarray:
+    """An array of counts; Python integers beyond int64 are refused, not kept as objects."""
+    arr = np.asarray(value)
+    if arr.dtype.kind == "O" and all(
+        isinstance(x, int | np.integer) and not isinstance(x, bool) for x in arr.ravel()
+    ):
+        big = [int(x) for x in arr.ravel() if not -INT64_MAX - 1 <= int(x) <= INT64_MAX]
+        if big:
+            raise StoreValidationError(
+                f"{name} holds {big[0]}, beyond the int64 limit {INT64_MAX}; check the input: "
+                "no real count is this large"
+            )
+        arr = arr.astype(np.int64)
+    return arr
+
+
+def total(arr: np.ndarray) -> int:
+    """The exact sum of a non-negative integer array, as a Python int (never wraps around)."""
+    flat = np.asarray(arr).ravel()
+    if float(flat.sum(dtype=np.float64)) < 2.0**62:  # far below int64's limit: exact in int64
+        return int(flat.sum(dtype=np.int64))
+    return sum(int(x) for x in flat)
+
+
+def check_token_total(
+    n_tokens: np.ndarray, languages: Sequence[str], subject: str = "n_tokens adds up to"
+) -> None:
+    """Refuse token totals ``[language, role]`` whose sum exceeds int64.
+
+    Analyses add totals over roles (``role="all"``) and languages (the other languages' pooled
+    probability), so the whole sum must fit where each total is stored: in int64.
+    """
+    tokens = np.asarray(n_tokens)
+    if total(tokens) <= INT64_MAX:
+        return
+    i, r = (int(x) for x in np.unravel_index(int(np.argmax(tokens)), tokens.shape))
+    raise StoreValidationError(
+        f"{subject} {total(tokens)} over languages and roles, above the int64 "
+        f"limit {INT64_MAX} (largest: {languages[i]!r} role {schema.ROLES[r]!r}, "
+        f"{int(tokens[i, r])}); check the input: no real token total is this large"
+    )
+
+
+def _check_int64(name: str, arr: np.ndarray, labels: Sequence[str]) -> None:
+    """Refuse counts ``[row, role, ...]`` (unsigned input) that do not fit in int64."""
+    if arr.dtype.kind != "u" or arr.size == 0 or int(arr.max()) <= INT64_MAX:
+        return
+    i, r = np.argwhere(arr > INT64_MAX)[0][:2]
+    value = int(arr[(i, r)].max()) if arr.ndim > 2 else int(arr[i, r])
+    raise StoreValidationError(
+        f"{name} for {labels[i]!r} role {schema.ROLES[r]!r} is {value}, above the int64 limit "
+        f"{INT64_MAX}; check the input: no real count is this large"
+    )
+
+
 def _check_int(name: str, arr: np.ndarray, ndim: int) -> None:
     if arr.dtype.kind not in "iu":
         raise StoreValidationError(f"{name} has dtype {arr.dtype}; counts must be integers")
@@ -175,6 +242,8 @@ def _check_int(name: str, arr: np.ndarray, ndim: int) -> None:
 def _check_not_above(
     name: str, active: np.ndarray, tokens: np.ndarray, labels: Sequence[str]
 ) -> None:
+    if active.dtype == np.uint64:  # compared with int64, numpy would round both to float64
+        active = active.astype(np.int64)  # exact: checked against int64's limit before
     above = active > tokens[:, :, None, None]
     if above.any():
         i, r = np.argwhere(above.any(axis=(2, 3)))[0]

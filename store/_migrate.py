@@ -23,7 +23,7 @@ import zarr
 import zarr.storage
 
 from langneurons.errors import InterruptedWriteError, InvalidNameError, StoreValidationError
-from langneurons.store import schema
+from langneurons.store import _leftovers, schema
 from langneurons.store._store import (
     ActivationStore,
     _arr,
@@ -87,8 +87,8 @@ def migrate_store(
         raise InvalidNameError("migration writes local directories; give a local path")
     if dest is not None and target.exists():
         raise InvalidNameError(f"destination {str(target)!r} already exists; choose a new path")
-    work = target.parent / f".{target.name}.migrate-{os.getpid()}.tmp"
-    shutil.rmtree(work, ignore_errors=True)
+    _leftovers.clean_next_to(target, "migrate")
+    work = _leftovers.tmp_path(target, "migrate")
     try:
         _init_store(zarr.storage.LocalStore(work, read_only=False))
         new = open_store(work, mode="r+")
@@ -163,7 +163,7 @@ def _copy(old: ActivationStore, new: ActivationStore, version: int) -> tuple[int
                     result = xr.open_zarr(
                         old._zstore, group=f"{run}/{kind}/{name}", consolidated=False, chunks={}
                     )
-                new.save_result(run, kind, name, result)
+                new._save_result(run, kind, name, result, nest_check=False)
                 n_results += 1
     return len(runs), n_results
 

@@ -13,7 +13,9 @@ committed shapes throughout.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import hashlib
 import io
 import json
 import logging
@@ -48,8 +50,8 @@ from langneurons.errors import (
     StoreNotFoundError,
     StoreValidationError,
 )
-from langneurons.store import _integrity, schema
-from langneurons.store._counts import Counts
+from langneurons.store import _integrity, _leftovers, schema
+from langneurons.store._counts import INT64_MAX, Counts, check_token_total, total
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,14 @@ def _local_path(url: str) -> Path | None:
     if "://" in url:
         return None
     return Path(url)
+
+
+@dataclasses.dataclass(frozen=True)
+class Repaired:
+    """What :meth:`ActivationStore.repair_report` did."""
+
+    rolled_back: tuple[str, ...]  # runs whose interrupted write was rolled back
+    removed: tuple[str, ...]  # leftovers removed, as paths inside the store
 
 
 class ActivationStore:
@@ -209,12 +219,24 @@ class ActivationStore:
         self._require_writable()
         run = source._check_run(run)
         attrs = source.run_metadata(run).to_attrs()
+        counts = source.open_run(run)
+        # what tells this run from another of the same name: its counts' shape, languages and
+        # token totals, with its model, corpus and creation time (made in the same second by the
+        # same code, two runs still differ in their totals)
+        shape = {
+            "languages": [str(x) for x in counts[schema.LANGUAGE].values],
+            "layers": int(counts.sizes[schema.LAYER]),
+            "neurons": int(counts.sizes[schema.NEURON]),
+            "n_tokens": np.asarray(counts["n_tokens"].values).tolist(),
+        }
+        digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
         identity = {
             "store": source.url,
             "run": run,
             "model": attrs.get("model", ""),
             "corpus_hash": attrs.get("corpus_hash", ""),
             "created": attrs.get("created", ""),
+            "counts_sha256": digest,
         }
         with self._lock():
             if self._is_run(run):
@@ -226,9 +248,8 @@ class ActivationStore:
                 )
             linked = self._linked(run)
             if linked is not None:
-                same = all(
-                    linked.get(k) == identity[k] for k in ("model", "corpus_hash", "created")
-                )
+                keys = ("model", "corpus_hash", "created", "counts_sha256")
+                same = all(linked.get(k) == identity[k] for k in keys)
                 if not same:
                     raise RunExistsError(
                         f"{self.url!r} holds results of another run {run!r} (from "
@@ -624,6 +645,17 @@ class ActivationStore:
                 f"language {first!r} is already in run {run!r}; merge shards with merge_counts "
                 "(CLI: --merge) or choose another run"
             )
+        # token totals (and the sums analyses take of them) must still fit in int64 afterwards
+        after = _read(group, "n_tokens").astype(object)  # Python ints: exact sums
+        added = []
+        for j, lang in enumerate(counts.languages):
+            if lang in existing:
+                after[existing[lang]] += counts.n_tokens[j].astype(object)
+            else:
+                added.append(counts.n_tokens[j].astype(object))
+        after = np.concatenate([after.reshape(-1, 2), np.array(added, dtype=object).reshape(-1, 2)])
+        labels = [*current, *(x for x in counts.languages if x not in existing)]
+        check_token_total(after, labels, f"run {run!r}: this write would make n_tokens add up to")
         if has_seq and counts.seq_index is not None:
             index = np.asarray(counts.seq_index, dtype=np.intp)
             n_seq = _arr(group, "seq_n_active").shape[0]
@@ -833,15 +865,32 @@ class ActivationStore:
         return True
 
     def repair(self) -> list[str]:
-        """Roll back every interrupted write; returns the runs that were repaired."""
+        """Roll back every interrupted write; returns the runs that were repaired.
+
+        Leftovers of killed writes are removed too; :meth:`repair_report` also says which.
+        """
+        return list(self.repair_report().rolled_back)
+
+    def repair_report(self) -> Repaired:
+        """Roll back every interrupted write and remove every leftover of a killed one.
+
+        Leftovers are the hidden ``.NAME.tmp`` groups of killed result saves and any folder
+        under a group that is no Zarr node (no ``zarr.json``) and holds only Zarr's files: the
+        remains of a killed delete or write. A folder holding other files is left alone.
+        """
         self._require_writable()
         with self._lock():
             rolled = self._recover_all()
-            for leftover in self._unfinished_results():
-                log.warning("removing the unfinished result %s", leftover)
+            ours, foreign = zarr.core.sync.sync(_leftovers.orphans(self._zstore))
+            found = sorted({*self._unfinished_results(), *ours})
+            removed = [p for p in found if not any(p.startswith(q + "/") for q in found)]
+            for leftover in removed:
+                log.warning("removing %s, left by a write that was killed", leftover)
                 self._delete_group(leftover)
+            for path in foreign:
+                log.warning("leaving %s: no Zarr node, but it holds files of others", path)
             self._consolidate()
-        return rolled
+        return Repaired(tuple(rolled), tuple(removed))
 
     def _unfinished_results(self) -> list[str]:
         """Hidden ``.NAME.tmp`` groups a killed ``save_result`` left behind."""
@@ -850,7 +899,7 @@ class ActivationStore:
             return [k async for k in self._zstore.list_prefix(prefix)]
 
         out = set()
-        for run in self.runs():
+        for run in [*self.runs(), *self.linked_runs()]:
             for kind in schema.RESULT_GROUPS:
                 for key in zarr.core.sync.sync(_keys(f"{run}/{kind}/")):
                     parts = key.split("/")
@@ -873,8 +922,17 @@ class ActivationStore:
         """Save an analysis result Dataset at ``RUN/KIND/NAME``, replacing one of that name.
 
         The result is written to a fresh group and only then swapped in, so a reader sees the old
-        result or the new one, never a partial write.
+        result or the new one, never a partial write. A name that would contain another result
+        (``lape`` when ``lape/sub`` exists) or nest inside one (``lape/sub`` when ``lape``
+        exists) is refused, since saving it would delete or hide the other; results that share a
+        folder (``vs-base/types``, ``vs-base/overlap``) are fine.
         """
+        return self._save_result(run, kind, name, result, nest_check=True)
+
+    def _save_result(
+        self, run: str, kind: str, name: str, result: xr.Dataset, *, nest_check: bool
+    ) -> str:
+        """:meth:`save_result`; ``nest_check=False`` copies results that already nest (migrate)."""
         self._require_writable()
         if kind not in schema.RESULT_GROUPS:
             raise InvalidNameError(f"result kind {kind!r} is not one of {schema.RESULT_GROUPS}")
@@ -895,10 +953,14 @@ class ActivationStore:
         }
         with self._lock():
             run = self._check_target(run)
+            if nest_check:
+                self._check_nesting(run, kind, name)
             path = f"{run}/{kind}/{name}"
             parent, leaf = path.rsplit("/", 1)
             tmp = f"{parent}/.{leaf}.tmp"
+            old = f"{parent}/.{leaf}~old.tmp"  # '~' is in no name: never another result's
             self._delete_group(tmp)
+            self._delete_group(old)
             with _quiet():
                 root = self._root(consolidated=False)
                 root.require_group(parent)
@@ -911,10 +973,28 @@ class ActivationStore:
                     encoding=encoding,
                     write_empty_chunks=True,
                 )
-                self._delete_group(path)
+                if self._path is not None and (self._path / path).is_dir():
+                    os.replace(self._path / path, self._path / old)  # never half deleted
+                else:
+                    self._delete_group(path)
                 self._move(tmp, path)
             self._consolidate()
+            self._delete_group(old)
         return path
+
+    def _check_nesting(self, run: str, kind: str, name: str) -> None:
+        """Refuse a result name that would contain, or nest inside, another saved result."""
+        for other in self.results(run, kind):
+            if other.startswith(name + "/"):
+                raise InvalidNameError(
+                    f"{kind} result {name!r} would contain the existing result {other!r} of run "
+                    f"{run!r}; choose another --name"
+                )
+            if name.startswith(other + "/"):
+                raise InvalidNameError(
+                    f"{kind} result {name!r} would nest inside the existing result {other!r} of "
+                    f"run {run!r}; choose another --name"
+                )
 
     def _move(self, src: str, dst: str) -> None:
         if self._path is not None:
@@ -967,23 +1047,30 @@ class ActivationStore:
     # ------------------------------------------------------------------ checks
     def validate(self, run: str | None = None) -> list[str]:
         """Check runs against the schema; return the problems found (empty when valid)."""
+        return [problem for _, problem in self._problems(run)]
+
+    def _problems(self, run: str | None = None) -> list[tuple[bool, str]]:
+        """``validate``'s problems, each with whether it is damage (a missing or bad chunk)."""
         runs = [self._check_run(run)] if run is not None else self.runs()
         problems = [
-            f"run {path!r}: interrupted write (journal present); run `langneurons repair "
-            f"{self.url}`"
+            (
+                False,
+                f"run {path!r}: interrupted write (journal present); run `langneurons repair "
+                f"{self.url}`",
+            )
             for path in self._interrupted_runs()
         ]
         for name in runs:
             damage = self._damage(name)
             if damage:
-                problems.extend(damage)
+                problems.extend((True, p) for p in damage)
                 continue
             checked = self._group(name, checked=True)
             with _quiet():
-                problems.extend(f"run {name!r}: {p}" for p in _validate_run(checked))
+                problems.extend((False, f"run {name!r}: {p}") for p in _validate_run(checked))
         if run is None:  # the saved results of results-only groups carry checksums too
             for name in self.linked_runs():
-                problems.extend(self._damage(name))
+                problems.extend((True, p) for p in self._damage(name))
         return problems
 
     def _damage(self, run: str, *, verify: bool = True) -> list[str]:
@@ -1048,18 +1135,18 @@ class ActivationStore:
         dest = Path(dest)
         if dest.suffix != ".zip":
             raise InvalidNameError(f"export target {str(dest)!r} must end in .zip")
-        dest.parent.mkdir(parents=True, exist_ok=True)
         with self._lock(exclusive=False):
             if self._interrupted_runs():
                 raise InterruptedWriteError(
                     f"store {self.url!r} holds an interrupted write; run `langneurons repair "
                     f"{self.url}` before exporting"
                 )
-            for run in self.runs():
-                missing = self._damage(run, verify=False)  # checksums are checked as it copies
-                if missing:
-                    raise _integrity.damage_error_line(missing[0], len(missing))
-            fd, tmp = tempfile.mkstemp(suffix=".zip.tmp", dir=dest.parent)
+            self._check_valid("export")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _leftovers.clean_next_to(dest, "export")
+            fd, tmp = tempfile.mkstemp(
+                prefix=_leftovers.tmp_prefix(dest, "export"), suffix=".tmp", dir=dest.parent
+            )
             os.close(fd)
             try:
                 keys = self._keys()
@@ -1076,6 +1163,21 @@ class ActivationStore:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return dest
+
+    def _check_valid(self, action: str) -> None:
+        """Raise the first problem ``validate`` finds, as one line, before ``action``."""
+        problems = self._problems()
+        if not problems:
+            return
+        damage, first = problems[0]
+        if damage:
+            n = sum(1 for d, _ in problems if d)
+            raise _integrity.damage_error_line(first, n)
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise StoreValidationError(
+            f"store {self.url!r} is invalid: {first}{more}; refusing to {action} it (`langneurons "
+            "validate STORE` lists every problem)"
+        )
 
     def _keys(self) -> list[str]:
         async def _list() -> list[str]:
@@ -1113,7 +1215,12 @@ def import_zip(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Act
         if "zarr.json" not in {m.filename for m in members}:
             raise NotAStoreError(f"{str(src)!r} holds no zarr.json; it is not a store export")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        _leftovers.clean_next_to(dest, "import")
+        tmp = Path(
+            tempfile.mkdtemp(
+                prefix=_leftovers.tmp_prefix(dest, "import"), suffix=".tmp", dir=dest.parent
+            )
+        )
         try:
             root = tmp.resolve()
             with progress("import zip", total=len(members), unit="file") as task:
@@ -1342,6 +1449,8 @@ def _validate_run(group: zarr.Group) -> list[str]:
     tokens = _read(group, "n_tokens")
     if (tokens < 0).any():
         problems.append("n_tokens holds negative totals")
+    elif total(tokens) > INT64_MAX:
+        problems.append(f"n_tokens adds up to {total(tokens)}, above the int64 limit {INT64_MAX}")
     problems.extend(_check_counts(group, "n_active", tokens, langs))
     if "act_sqsum" in present:
         import dask.array as da
@@ -1480,7 +1589,8 @@ def create_store(url: str | os.PathLike[str], *, exist_ok: bool = True) -> Activ
     # Local stores are built next to their path and renamed into place, so a concurrent
     # creator never sees a half-made store; the loser of the race opens the winner's.
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    _leftovers.clean_next_to(path, "create")
+    tmp = _leftovers.tmp_path(path, "create")
     try:
         _init_store(zarr.storage.LocalStore(tmp, read_only=False))
         try:

@@ -256,6 +256,18 @@ CLI = [
      2, r"Invalid value for '--role': 'both' is not one of 'response', 'prompt', 'all'"),
     ("missing required option (usage)", lambda t: ["identify", _store(t)], 2,
      r"Missing option '--run'"),
+    # Hugging Face ids and resumable ablations
+    ("Hugging Face id not in the cache",
+     lambda t: ["extract", "--model", "langneurons-tests/absent", *_extract(_OK)(t)[3:]], 1,
+     r"model 'langneurons-tests/absent' is not a local path and not in the Hugging Face cache "
+     r"\(looked in .*models--langneurons-tests--absent\); pass --allow-download to download it, "
+     r"or give a local directory saved with save_pretrained"),
+    ("finished ablation without --resume", lambda t: _ablate(t, "nll"), 1,
+     r"ablation 'lape' of run 'r' already exists; choose another --name, or pass --resume to "
+     r"reuse it"),
+    ("interrupted ablation without --resume", lambda t: _ablate(t, "unit_done"), 1,
+     r"ablation 'lape' of run 'r' was interrupted after 3 of 10 units; pass --resume to "
+     r"complete it, or choose another --name"),
 ]  # fmt: skip
 
 
@@ -343,6 +355,9 @@ API: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
      r"corpus file '.*none.jsonl' does not exist; give the path of a JSON lines"),
     ("model path missing", lambda t: _load_model(t / "none"), errors.InputFormatError,
      r"model '.*none' does not exist; give a directory saved with save_pretrained"),
+    ("revision of a local model path", lambda t: _load_model(t / "none", revision="v2"),
+     errors.ParameterError, r"--revision 'v2' applies to Hugging Face ids \(org/name\), not to "
+     r"the local path '.*none'; drop --revision"),
 ]  # fmt: skip
 
 
@@ -370,10 +385,10 @@ def _records(path: Path) -> object:
     return read_records(path)
 
 
-def _load_model(path: Path) -> object:
+def _load_model(path: Path, **kw: Any) -> object:
     from langneurons.extract.engine import load_model
 
-    return load_model(str(path))
+    return load_model(str(path), **kw)
 
 
 @pytest.mark.parametrize(("label", "call", "error", "message"), API, ids=[a[0] for a in API])
@@ -395,3 +410,17 @@ def test_api_bad_input(
 def test_the_table_is_large_enough() -> None:
     assert len(CLI) + len(API) >= 25
     assert len({c[0] for c in CLI} | {a[0] for a in API}) == len(CLI) + len(API)
+
+
+def _ablate(tmp: Path, variable: str) -> list[object]:
+    """`ablate` into a store holding an ablation of that name: finished (``nll``) or partial
+    (``unit_done``)."""
+    from langneurons.analysis import identify
+
+    store = open_store(_store(tmp), mode="r+")
+    store.save_result("r", "identification", "lape", identify(store.open_run("r"), "lape"))
+    done = xr.Dataset({variable: (("deactivated", "evaluated"), np.zeros((1, 1)))})
+    store.save_result("r", "ablation", "lape", done.assign_attrs(units_done=3, units_total=10))
+    (tmp / "data.jsonl").write_bytes(_OK)
+    return ["ablate", "--model", tmp / "empty", "--store", tmp / "imp.zarr", "--run", "r",
+            "--identification", "lape", "--data", tmp / "data.jsonl"]  # fmt: skip

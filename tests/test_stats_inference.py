@@ -644,7 +644,8 @@ def test_methods_needing_sequences_name_the_fix(stored: dict[str, Any]) -> None:
         (
             lambda r: bootstrap_identification(r, top_rat=0.1),
             "bootstrap_identification got an unknown identification parameter 'top_rat'; it "
-            "passes only role, top_rate, bar, filter_rate, lam, lam_range, eps, lam_widen to identify()",
+            "passes only role, top_rate, bar, filter_rate, lam, lam_range, eps, lam_widen to "
+            "identify()",
         ),
         (lambda r: bootstrap_identification(r, bar=2), "bar must be in (0, 1], got 2"),
         (

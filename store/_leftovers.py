@@ -1,0 +1,134 @@
+"""What a killed langneurons process leaves behind, and how it is recognised and removed.
+
+Next to a destination: exports, ``import zip``, migrations and new stores are assembled next to
+their destination and renamed into place. Their temporary names say whose they are,
+``.DEST.langneurons-OP-PID-XXXX.tmp``, so that a process killed before the rename leaves
+something recognisable; the next operation of the same kind to the same destination removes it
+once it is older than the current process and its writer is gone (:func:`clean_next_to`).
+
+Inside a store: folders under a group that are no Zarr node (no ``zarr.json``) and hold only
+Zarr's own files are the remains of a delete or a write that was killed (:func:`orphans`);
+``repair`` removes them. Nothing else is ever removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import time
+import uuid
+from pathlib import Path
+
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+
+log = logging.getLogger(__name__)
+
+_STARTED = time.time()  # anything older was not made by this process
+_TAG = "langneurons"
+
+
+def tmp_prefix(dest: Path, op: str) -> str:
+    """The start of this process's temporary names for ``op`` next to ``dest``."""
+    return f".{dest.name}.{_TAG}-{op}-{os.getpid()}-"
+
+
+def tmp_path(dest: Path, op: str) -> Path:
+    """A fresh temporary path for ``op`` next to ``dest`` (not created)."""
+    return dest.parent / f"{tmp_prefix(dest, op)}{uuid.uuid4().hex[:8]}.tmp"
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def clean_next_to(dest: Path, op: str) -> list[Path]:
+    """Remove what a killed ``op`` to ``dest`` left next to it; return what was removed.
+
+    Only entries named ``.DEST.langneurons-OP-PID-*.tmp`` whose process ``PID`` is gone and that
+    were last modified before this process started are removed: never a running operation's
+    files, never anything else.
+    """
+    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.{_TAG}-{re.escape(op)}-(\d+)-[^/]*\.tmp$")
+    try:
+        entries = list(os.scandir(dest.parent))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None:
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if info.st_mtime >= _STARTED or _alive(int(match[1])) or stat.S_ISLNK(info.st_mode):
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+        log.warning("removed %s, left by a langneurons %s that was killed", entry.path, op)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _zarr_file(parts: list[str]) -> bool:
+    """Whether a key (relative to an orphaned folder) is a file Zarr or the journal writes."""
+    if parts[-1] in ("zarr.json", "undo.npz"):
+        return True
+    if "c" in parts:  # a chunk: ARRAY/c/0/1/... (ARRAY/c for a 0-d array)
+        return all(p.isdigit() for p in parts[parts.index("c") + 1 :])
+    return False
+
+
+async def orphans(store: Store) -> tuple[list[str], list[str]]:
+    """Folders under a group that are no Zarr node: ``(ours, foreign)``.
+
+    ``ours`` hold only Zarr's files (or nothing): the remains of a killed delete or write.
+    ``foreign`` hold other files too and are left alone.
+    """
+    proto = default_buffer_prototype()
+    ours: list[str] = []
+    foreign: list[str] = []
+
+    async def walk(group: str) -> None:
+        children = sorted([c async for c in store.list_dir(group)])
+        for child in children:
+            path = f"{group}/{child}" if group else child
+            if await store.exists(path):
+                continue  # a file
+            raw = await store.get(f"{path}/zarr.json", proto)
+            if raw is not None:
+                if _is_group(raw.to_bytes()):
+                    await walk(path)
+                continue  # an array, or a node we cannot read: never touched
+            keys = [k async for k in store.list_prefix(path + "/")]
+            rest = [k[len(path) + 1 :].split("/") for k in keys]
+            (ours if all(_zarr_file(p) for p in rest) else foreign).append(path)
+
+    await walk("")
+    return ours, foreign
+
+
+def _is_group(raw: bytes) -> bool:
+    """Whether a ``zarr.json`` describes a group."""
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(meta, dict) and meta.get("node_type") == "group"
