@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from langneurons.store import schema
+from langneurons.store._attrs import decode as decode_attrs
 from langneurons.store._counts import Counts
 from langneurons.store._migrate import Migration, migrate_store
 from langneurons.store._store import ActivationStore, create_store, import_zip, open_store
 from langneurons.store.schema import SCHEMA_VERSION, RunMetadata
 
 __all__ = [
+    "decode_attrs",
     "SCHEMA_VERSION",
     "ActivationStore",
     "Counts",

@@ -23,7 +23,7 @@ import zarr
 import zarr.storage
 
 from langneurons.errors import InterruptedWriteError, InvalidNameError, StoreValidationError
-from langneurons.store import _leftovers, schema
+from langneurons.store import _attrs, _leftovers, schema
 from langneurons.store._store import (
     ActivationStore,
     _arr,
@@ -150,11 +150,13 @@ def _copy(old: ActivationStore, new: ActivationStore, version: int) -> tuple[int
                 if name in group:
                     _copy_blocks(_arr(group, name), _arr(target, name))
             target.attrs.update(
-                {
-                    **attrs,  # provenance, tool version, creation and write history, unchanged
-                    "schema_version": schema.SCHEMA_VERSION,
-                    "migrated": {"from": version, "time": schema.now_iso()},
-                }
+                _attrs.encode(
+                    {
+                        **attrs,  # provenance, tool version, creation and write history
+                        "schema_version": schema.SCHEMA_VERSION,
+                        "migrated": {"from": version, "time": schema.now_iso()},
+                    }
+                )
             )
             new._consolidate()
         for kind in schema.RESULT_GROUPS:

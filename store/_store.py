@@ -50,7 +50,7 @@ from langneurons.errors import (
     StoreNotFoundError,
     StoreValidationError,
 )
-from langneurons.store import _integrity, _leftovers, schema
+from langneurons.store import _attrs, _integrity, _leftovers, schema
 from langneurons.store._counts import INT64_MAX, Counts, check_token_total, total
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class ActivationStore:
             attrs = json.loads(raw).get("attributes", {})
         except ValueError:
             return None
-        linked = attrs.get(schema.RESULTS_OF)
+        linked = _attrs.value(attrs, schema.RESULTS_OF)
         return dict(linked) if isinstance(linked, dict) else None
 
     def linked_runs(self) -> dict[str, dict[str, Any]]:
@@ -203,7 +203,11 @@ class ActivationStore:
         out: dict[str, dict[str, Any]] = {}
         with _quiet():
             for path, node in root.members(max_depth=None):
-                linked = node.attrs.get(schema.RESULTS_OF) if isinstance(node, zarr.Group) else None
+                linked = (
+                    _attrs.value(node.attrs, schema.RESULTS_OF)
+                    if isinstance(node, zarr.Group)
+                    else None
+                )
                 if isinstance(linked, dict):
                     out[path] = dict(linked)
         return dict(sorted(out.items()))
@@ -260,7 +264,7 @@ class ActivationStore:
                     return run
             with _quiet():
                 group = self._root(consolidated=False).require_group(run)
-                group.attrs[schema.RESULTS_OF] = identity
+                group.attrs.update(_attrs.encode({schema.RESULTS_OF: identity}))
             self._consolidate()
         return run
 
@@ -319,6 +323,9 @@ class ActivationStore:
                 )
             schema.RunMetadata.from_attrs(ds.attrs, where=f"run {run!r}")
             ds = _described(_unicode_labels(ds))
+            # nested attributes as JSON text, as stored (older runs stored them nested): every
+            # attribute is then a string or a number, and ds.to_netcdf() can carry them
+            ds.attrs = _attrs.encode(ds.attrs)
         return ds
 
     def languages(self, run: str) -> list[str]:
@@ -411,7 +418,7 @@ class ActivationStore:
                 if counts is not None:
                     self._apply(run, group, counts, merge=False)
                     attrs["writes"] = [_write_record("created", counts, attrs["provenance"])]
-                group.attrs.update(attrs)
+                group.attrs.update(_attrs.encode(attrs))
             except BaseException:
                 self._recover(run)
                 raise
@@ -580,10 +587,10 @@ class ActivationStore:
             )
             try:
                 self._apply(run, group, counts, merge=merge, undo=undo)
-                writes = list(group.attrs.get("writes", []))  # type: ignore[arg-type]
+                writes = list(_attrs.value(group.attrs, "writes", []))
                 action = "merged" if merge else "added"
                 _log_write(writes, _write_record(action, counts, provenance or {}))
-                group.attrs.update({"updated": schema.now_iso(), "writes": writes})
+                group.attrs.update(_attrs.encode({"updated": schema.now_iso(), "writes": writes}))
             except BaseException:
                 self._recover(run)
                 raise
@@ -592,7 +599,7 @@ class ActivationStore:
 
     @staticmethod
     def _units(group: zarr.Group) -> set[str]:
-        return _units_of(group.attrs.get("writes", []))
+        return _units_of(_attrs.value(group.attrs, "writes", []))
 
     def committed_units(self, run: str) -> set[str]:
         """Unit keys (``provenance={"unit": ...}``) of every write committed to a run.
@@ -611,7 +618,7 @@ class ActivationStore:
                 before = journal.attrs.get("attrs")
                 if journal.attrs.get("op") == "create" or not isinstance(before, dict):
                     return set()
-                return _units_of(before.get("writes", []))
+                return _units_of(_attrs.value(before, "writes", []))
             return self._units(self._group(run))
 
     def _plan(
@@ -1108,7 +1115,7 @@ class ActivationStore:
                     for i, lang in enumerate(langs)
                 },
                 "optional": [n for n in (*schema.MOMENTS, *schema.SEQUENCES) if n in group],
-                "attrs": dict(group.attrs),
+                "attrs": _attrs.decode(dict(group.attrs)),
             }
             if "seq_n_active" in group:
                 entry["sequences"] = int(_arr(group, "seq_n_active").shape[0])

@@ -244,6 +244,9 @@ class RunMetadata:
         if version is None:
             raise StoreValidationError(f"{where} has no schema_version attribute; it is not a run")
         check_version(version, where)
+        from langneurons.store._attrs import decode
+
+        attrs = decode(attrs)  # provenance is stored as JSON text (nested in older runs)
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: attrs[k] for k in fields if k in attrs}
         prov = kwargs.get("provenance", {})

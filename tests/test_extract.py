@@ -34,7 +34,7 @@ from langneurons.extract.engine import (  # noqa: E402
     plan_units,
 )
 from langneurons.extract.tiny import tiny_model  # noqa: E402
-from langneurons.store import open_store  # noqa: E402
+from langneurons.store import decode_attrs, open_store  # noqa: E402
 
 from .conftest import run_cli  # noqa: E402
 
@@ -275,7 +275,7 @@ def _assert_same_store(a: Path, b: Path) -> None:
     assert open_store(a).committed_units("m/base") == open_store(b).committed_units("m/base")
     for path in (a, b):
         # what a reader sees lists every committed unit once: none lost, none written twice
-        writes = open_store(path).open_run("m/base").attrs["writes"]
+        writes = decode_attrs(open_store(path).open_run("m/base").attrs)["writes"]
         units = [u for w in writes for u in w.get("units", [])]
         assert len(units) == len(set(units)), units
         assert set(units) == open_store(path).committed_units("m/base")

@@ -28,7 +28,7 @@ from langneurons.errors import (
     StoreNotFoundError,
     StoreValidationError,
 )
-from langneurons.store import Counts, RunMetadata, create_store, open_store, schema
+from langneurons.store import Counts, RunMetadata, create_store, decode_attrs, open_store, schema
 
 from .conftest import make_counts, other_version_store, run_python, unit_counts
 
@@ -436,7 +436,7 @@ def test_writes_are_recorded_with_provenance(tmp_path: Path) -> None:
     store, _ = _store_with_run(tmp_path / "s.zarr")
     store.add_languages("model/base", make_counts(["fr"], seed=3), provenance={"files": ["a.pt"]})
     store.merge_counts("model/base", make_counts(["fr"], seed=4), provenance={"files": ["b.pt"]})
-    writes = store.open_run("model/base").attrs["writes"]
+    writes = decode_attrs(store.open_run("model/base").attrs)["writes"]
     assert [w["action"] for w in writes] == ["created", "added", "merged"]
     assert writes[1]["languages"] == ["fr"] and writes[1]["provenance"] == {"files": ["a.pt"]}
     assert writes[2]["provenance"] == {"files": ["b.pt"]}
@@ -450,7 +450,7 @@ def test_unit_writes_fold_into_one_log_entry(tmp_path: Path) -> None:
         store.merge_counts("m", unit_counts(full, key[:2], [row]), provenance={"unit": key})
     store.merge_counts("m", make_counts(["fr"], sequences=1, moments=True), provenance={"x": 1})
     store.merge_counts("m", unit_counts(full, "de", [4]), provenance={"unit": "de/1"})
-    writes = store.open_run("m").attrs["writes"]
+    writes = decode_attrs(store.open_run("m").attrs)["writes"]
     assert [w.get("units") for w in writes] == [["en/0", "en/1", "de/0"], None, ["de/1"]]
     assert writes[0]["languages"] == ["en", "de"] and writes[0]["sequences"] == 3
     assert writes[0]["first"] <= writes[0]["time"] and writes[0]["provenance"] == {}
@@ -577,3 +577,55 @@ open_store({str(path)!r}, mode="r+").merge_counts("m", unit_counts(full, "en", [
     ds = store.open_run("m")
     np.testing.assert_array_equal(ds.seq_n_active.values[:2], np.asarray(full.seq_n_active)[:2])
     assert store.validate() == []
+
+
+def test_an_opened_run_is_self_describing_and_writes_to_netcdf(tmp_path: Path) -> None:
+    """Variables carry CF attributes; nested run attributes are JSON text that netCDF can carry."""
+    import xarray as xr
+
+    path = tmp_path / "s.zarr"
+    counts = make_counts(["en", "de"], layers=2, neurons=5, sequences=3, moments=True)
+    store = create_store(path)
+    store.create_run("m/base", n_layers=2, n_neurons=5, sequences=True, moments=True, counts=counts,
+                     metadata=RunMetadata(model="toy", provenance={"method": "imported"}))  # fmt: skip
+    store.merge_counts("m/base", make_counts(["en"], layers=2, neurons=5, sequences=1, seed=5,
+                                             moments=True), provenance={"files": ["a.pt"]})  # fmt: skip
+    for ds in (store.open_run("m/base"), xr.open_zarr(path, group="m/base")):
+        for name in ("n_active", "n_tokens", "act_sum", "layer", "neuron", "seq_n_active"):
+            assert {"long_name", "description"} <= set(ds[name].attrs), name
+        assert ds["n_active"].attrs["units"] == "tokens"
+        assert all(isinstance(v, str | int | float) for v in ds.attrs.values()), ds.attrs
+        out = tmp_path / f"run-{len(list(tmp_path.glob('*.nc')))}.nc"
+        ds.to_netcdf(out)
+        back = xr.open_dataset(out).load()
+        np.testing.assert_array_equal(back["n_active"].values, ds["n_active"].values)
+        np.testing.assert_array_equal(back["seq_n_active"].values, ds["seq_n_active"].values)
+        assert back["n_active"].attrs["long_name"] == "active token count"
+        attrs = decode_attrs(back.attrs)  # our readers decode the JSON text
+        assert attrs["provenance"] == {"method": "imported"}
+        assert [w["action"] for w in attrs["writes"]] == ["created", "merged"]
+        assert attrs["writes"][1]["provenance"] == {"files": ["a.pt"]}
+    # the readers that hand out structure decode it
+    assert store.run_metadata("m/base").provenance == {"method": "imported"}
+    assert store.info()["runs"]["m/base"]["attrs"]["writes"][1]["provenance"] == {"files": ["a.pt"]}
+    assert store.validate() == []
+
+
+def test_runs_with_nested_attributes_on_disk_still_read(tmp_path: Path) -> None:
+    """Runs written before the JSON text (nested attributes on disk) read as before."""
+    import zarr
+
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    store.create_run("m", n_layers=3, n_neurons=7, counts=make_counts(["en", "de"]),
+                     metadata=RunMetadata(provenance={"method": "imported"}))  # fmt: skip
+    group = zarr.open_group(path, path="m", mode="r+")
+    decoded = decode_attrs(dict(group.attrs))
+    group.attrs.update({"provenance": decoded["provenance"], "writes": decoded["writes"]})
+    zarr.consolidate_metadata(path)
+    again = open_store(path, mode="r+")
+    assert again.run_metadata("m").provenance == {"method": "imported"}
+    again.merge_counts("m", make_counts(["en"], seed=2), provenance={"files": ["b.pt"]})
+    writes = decode_attrs(again.open_run("m").attrs)["writes"]
+    assert [w["action"] for w in writes] == ["created", "merged"]
+    assert again.validate() == []
