@@ -317,7 +317,12 @@ def test_validate_finds_duplicate_languages_and_bad_dtype(tmp_path: Path) -> Non
     group.create_array(
         "n_tokens", shape=(2, 2), dtype="float64", dimension_names=["language", "role"]
     )
-    assert store.validate() == ["run 'model/base': n_tokens has dtype float64; expected int64"]
+    # a rewritten array breaks the metadata schema: its dtype, and it has no checksum codec
+    assert store.validate() == [
+        "run 'model/base', array 'n_tokens': has data type 'float64'; the schema requires int64 "
+        "(in its zarr.json)",
+        "run 'model/base', array 'n_tokens': has no crc32c checksum codec (in its zarr.json)",
+    ]
 
 
 def test_importing_langneurons_does_not_import_torch() -> None:
@@ -586,10 +591,17 @@ def test_an_opened_run_is_self_describing_and_writes_to_netcdf(tmp_path: Path) -
     path = tmp_path / "s.zarr"
     counts = make_counts(["en", "de"], layers=2, neurons=5, sequences=3, moments=True)
     store = create_store(path)
-    store.create_run("m/base", n_layers=2, n_neurons=5, sequences=True, moments=True, counts=counts,
-                     metadata=RunMetadata(model="toy", provenance={"method": "imported"}))  # fmt: skip
-    store.merge_counts("m/base", make_counts(["en"], layers=2, neurons=5, sequences=1, seed=5,
-                                             moments=True), provenance={"files": ["a.pt"]})  # fmt: skip
+    store.create_run(
+        "m/base",
+        n_layers=2,
+        n_neurons=5,
+        sequences=True,
+        moments=True,
+        counts=counts,
+        metadata=RunMetadata(model="toy", provenance={"method": "imported"}),
+    )
+    more = make_counts(["en"], layers=2, neurons=5, sequences=1, seed=5, moments=True)
+    store.merge_counts("m/base", more, provenance={"files": ["a.pt"]})
     for ds in (store.open_run("m/base"), xr.open_zarr(path, group="m/base")):
         for name in ("n_active", "n_tokens", "act_sum", "layer", "neuron", "seq_n_active"):
             assert {"long_name", "description"} <= set(ds[name].attrs), name
