@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -234,15 +235,18 @@ def ablate(
     tokenizer: Any = None,
     revision: str | None = None,
     allow_download: bool = False,
+    checkpoint_seconds: float = 10.0,
 ) -> xr.Dataset:
     """Deactivate each language's neurons in turn and measure every language's response NLL.
 
     The work is split into units: one deactivated set (``none``, a language's set, or one of its
-    ``controls`` random sets) evaluated on one language. Each finished unit is saved at once
-    at ``RUN/ablation/NAME`` as a *partial* result (variables ``unit_nll`` and ``unit_done``,
-    attributes ``units_done`` and ``units_total``), so a killed ablation loses at most the unit
-    it was running: ``resume=True`` skips the saved units and gives the result an uninterrupted
-    run gives, bit for bit. The random controls are drawn from ``seed`` in a fixed order,
+    ``controls`` random sets) evaluated on one language. Finished units are saved at
+    ``RUN/ablation/NAME`` as a *partial* result (variables ``unit_nll`` and ``unit_done``,
+    attributes ``units_done`` and ``units_total``) after the first unit that ends at least
+    ``checkpoint_seconds`` (default 10; 0 saves after every unit) after the previous save, so a
+    killed ablation loses at most that much finished work and the unit it was running:
+    ``resume=True`` skips the saved units and gives the result an uninterrupted run gives, bit
+    for bit. The random controls are drawn from ``seed`` in a fixed order,
     whatever was done before. The finished result replaces the partial one.
 
     Parameters
@@ -392,6 +396,9 @@ def ablate(
     }
     tokens = {lang: sum(e.length for e in enc) for lang, enc in by_lang.items()}
     total = sum(tokens[evaluated[u.column]] for u in todo)
+    if not isinstance(checkpoint_seconds, int | float) or not checkpoint_seconds >= 0:
+        raise ParameterError(f"checkpoint_seconds must be >= 0, got {checkpoint_seconds!r}")
+    last_save = time.monotonic()
     with reporting("ablate", total, "tok", progress) as task:
         for k, unit in enumerate(todo, 1):
             label, lang = labels[unit.row], evaluated[unit.column]
@@ -407,13 +414,16 @@ def ablate(
                 )
             values[unit.row, unit.column, unit.variant] = nll / count if count else math.nan
             done[unit.row, unit.column, unit.variant] = True
-            if k < len(todo):
+            # finished units are saved at most every checkpoint_seconds: a kill loses at most
+            # that much work, and tiny units do not spend their time saving
+            if k < len(todo) and time.monotonic() - last_save >= checkpoint_seconds:
                 opened.save_result(
                     run,
                     "ablation",
                     name,
                     _partial(values, done, labels, evaluated, attrs, len(units)),
                 )
+                last_save = time.monotonic()
     sizes = np.array([sum(len(v) for v in sets[label].values()) for label in labels], np.int64)
     nll_table = values[:, :, 0]
     ds = xr.Dataset(

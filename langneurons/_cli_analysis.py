@@ -70,6 +70,11 @@ def results_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "for read-only stores: a shared zip, a read-only folder or bucket.",
         ),
         click.option("--no-save", is_flag=True, help="Print the results without saving them."),
+        click.option(
+            "--allow-incomplete",
+            is_flag=True,
+            help="Analyse a run whose extraction has not committed every unit (refused otherwise).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -84,13 +89,20 @@ class Target:
     front with the two options named, before anything is computed.
     """
 
-    def __init__(self, store: str, results_store: str | None = None, no_save: bool = False):
+    def __init__(
+        self,
+        store: str,
+        results_store: str | None = None,
+        no_save: bool = False,
+        allow_incomplete: bool = False,
+    ):
         from langneurons.errors import ParameterError
         from langneurons.store import create_store, open_store
 
         if results_store and no_save:
             raise ParameterError("--results-store and --no-save exclude each other; choose one")
         self.url, self.no_save = store, no_save
+        self.allow_incomplete = allow_incomplete
         if results_store or no_save:
             self.source = open_store(store)
         else:
@@ -105,7 +117,7 @@ class Target:
         self.results_url = results_store
 
     def open_run(self, run: str) -> xr.Dataset:
-        return self.source.open_run(run)
+        return self.source.open_run(run, allow_incomplete=self.allow_incomplete)
 
     def open_result(self, run: str, kind: str, name: str) -> xr.Dataset:
         """A saved result: from the results store first, then from the analysed store."""
@@ -228,13 +240,14 @@ def register(cli: click.Group) -> None:
         as_json: bool,
         results_store: str | None,
         no_save: bool,
+        allow_incomplete: bool,
         method: str,
         **params: Any,
     ) -> None:
         """Four-stage partition of the layers with bootstrap intervals on the boundaries."""
         from langneurons.analysis.stages import bootstrap_stages
 
-        target = Target(store, results_store, no_save)
+        target = Target(store, results_store, no_save, allow_incomplete)
         kwargs = _only(identify_kwargs(params), method)
         ds = bootstrap_stages(
             target.open_run(run),
@@ -265,11 +278,12 @@ def register(cli: click.Group) -> None:
         as_json: bool,
         results_store: str | None,
         no_save: bool,
+        allow_incomplete: bool,
     ) -> None:
         """Diagonal dominance of deactivation damage against random-neuron controls."""
         from langneurons.analysis.deactivation import deactivation_effects
 
-        target = Target(store, results_store, no_save)
+        target = Target(store, results_store, no_save, allow_incomplete)
         ds = deactivation_effects(
             target.open_result(run, "ablation", ablation), n_perm=n_perm, seed=seed
         )
@@ -303,11 +317,12 @@ def register(cli: click.Group) -> None:
         as_json: bool,
         results_store: str | None,
         no_save: bool,
+        allow_incomplete: bool,
     ) -> None:
         """Activation probabilities with confidence intervals."""
         from langneurons.analysis.uncertainty import activation_probability
 
-        target = Target(store, results_store, no_save)
+        target = Target(store, results_store, no_save, allow_incomplete)
         ds = activation_probability(
             target.open_run(run), role=role, method=method, ci=ci, n_boot=n_boot, seed=seed
         )
@@ -347,6 +362,7 @@ def register(cli: click.Group) -> None:
         as_json: bool,
         results_store: str | None,
         no_save: bool,
+        allow_incomplete: bool,
     ) -> None:
         """Per-neuron, per-language tests of higher activation, with FDR control."""
         from langneurons.analysis.neuron_tests import (
@@ -354,7 +370,7 @@ def register(cli: click.Group) -> None:
             language_preference_tests,
         )
 
-        target = Target(store, results_store, no_save)
+        target = Target(store, results_store, no_save, allow_incomplete)
         ds = language_preference_tests(
             target.open_run(run), role=role, method=method, correction=correction, alpha=alpha
         )
@@ -388,13 +404,14 @@ def register(cli: click.Group) -> None:
         as_json: bool,
         results_store: str | None,
         no_save: bool,
+        allow_incomplete: bool,
         method: str,
         **params: Any,
     ) -> None:
         """Bootstrap the whole identification over sequences: selection frequency, Jaccard, CIs."""
         from langneurons.analysis.stability import bootstrap_identification
 
-        target = Target(store, results_store, no_save)
+        target = Target(store, results_store, no_save, allow_incomplete)
         kwargs = _only(identify_kwargs(params), method)
         ds = bootstrap_identification(
             target.open_run(run), method, n_boot=n_boot, seed=seed, **kwargs
@@ -434,6 +451,7 @@ def register(cli: click.Group) -> None:
         as_json: bool,
         results_store: str | None,
         no_save: bool,
+        allow_incomplete: bool,
         method: str,
         **params: Any,
     ) -> None:
@@ -443,7 +461,7 @@ def register(cli: click.Group) -> None:
         from langneurons.analysis.identify import identify
         from langneurons.cli import _split_languages
 
-        target = Target(store, results_store, no_save)
+        target = Target(store, results_store, no_save, allow_incomplete)
         kwargs = _only(identify_kwargs(params), method)
         base_run, aligned_run = target.open_run(base), target.open_run(aligned)
         a = identify(base_run, method, **kwargs)
@@ -496,6 +514,7 @@ def register(cli: click.Group) -> None:
         as_json: bool,
         results_store: str | None,
         no_save: bool,
+        allow_incomplete: bool,
         method: str,
         **params: Any,
     ) -> None:
@@ -504,7 +523,7 @@ def register(cli: click.Group) -> None:
         from langneurons.analysis.identify import identify
         from langneurons.cli import _split_languages
 
-        target = Target(store, results_store, no_save)
+        target = Target(store, results_store, no_save, allow_incomplete)
         kwargs = _only(identify_kwargs(params), method)
         names = _split_languages(runs_)
         results_ = [identify(target.open_run(r), method, **kwargs) for r in names]
@@ -558,6 +577,13 @@ def register(cli: click.Group) -> None:
         is_flag=True,
         help="Complete an interrupted ablation of that name (same parameters).",
     )
+    @click.option(
+        "--checkpoint-seconds",
+        type=float,
+        default=10.0,
+        show_default=True,
+        help="Save finished units at most this often (0: after every unit).",
+    )
     @click.option("--json", "as_json", is_flag=True)
     def ablate(
         model: str,
@@ -580,11 +606,12 @@ def register(cli: click.Group) -> None:
         trust_remote_code: bool,
         name: str | None,
         resume: bool,
+        checkpoint_seconds: float,
         as_json: bool,
     ) -> None:
         """Deactivate each language's neurons and measure every language's perplexity.
 
-        Each finished (deactivated set, language) unit is saved as it finishes; --resume
+        Finished (deactivated set, language) units are saved every --checkpoint-seconds; --resume
         completes a killed run with the same result an uninterrupted one gives.
         """
         from langneurons.cli import _split_languages
@@ -609,6 +636,7 @@ def register(cli: click.Group) -> None:
             trust_remote_code=trust_remote_code,
             name=name,
             resume=resume,
+            checkpoint_seconds=checkpoint_seconds,
             revision=revision,
             allow_download=allow_download,
         )

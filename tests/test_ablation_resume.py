@@ -35,6 +35,7 @@ pytestmark = pytest.mark.requires_torch
 LANGS = ["en", "de"]  # evaluated: labels none, en, de; 1 control -> 3 * 2 + 2 * 2 = 10 units
 UNITS = 10
 OPTIONS: dict[str, Any] = {
+    "checkpoint_seconds": 0,  # save after every unit, so tests can stop after any of them
     "languages": LANGS,
     "controls": 1,
     "seed": 3,
@@ -305,7 +306,7 @@ def test_killed_process_resumes_bit_exact(
         "--quiet", "ablate", "--model", setup["model"], "--store", store, "--run", "r",
         "--identification", "lape", "--data", setup["data"], "--languages", ",".join(LANGS),
         "--controls", "1", "--seed", "3", "--batch-tokens", "64", "--device", "cpu",
-        "--dtype", "float32", "--name", "x",
+        "--dtype", "float32", "--name", "x", "--checkpoint-seconds", "0",
     ]  # fmt: skip
     killed = subprocess.run(
         [sys.executable, "-c", _KILL_AFTER, "4", *map(str, args)], capture_output=True, text=True
