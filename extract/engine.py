@@ -666,7 +666,12 @@ def extract(
         "per_sequence": per_sequence,
         "moment_grid": MOMENT_GRID,
     }
-    opened = _open_or_create_run(store, run, loaded, records, all_languages, identity, max_length)
+    # every unit of the whole corpus (all shards, all languages): the run is complete when each
+    # is committed, and readers refuse it until then
+    planned = [u.key for u in plan_units(records, all_languages, unit_size)]
+    opened = _open_or_create_run(
+        store, run, loaded, records, all_languages, identity, max_length, planned
+    )
     # A process killed inside a commit leaves its journal armed, possibly after it recorded its
     # unit in the run's attributes; roll such writes back (and refresh consolidated metadata a
     # killed writer left stale) before reading which units are committed, or that unit is
@@ -811,6 +816,7 @@ def _open_or_create_run(
     all_languages: list[str],
     identity: dict[str, Any],
     max_length: int,
+    planned: list[str],
 ) -> Any:
     opened = create_store(store)
     n_neurons = loaded.plan.neurons or _probe_neurons(loaded)
@@ -838,6 +844,7 @@ def _open_or_create_run(
                 seq_dtype=str(schema.seq_dtype_for(max_length)),
                 languages=all_languages,
                 sequence_labels=labels if per_sequence else None,
+                planned_units=planned,
             )
             return opened
         except RunExistsError:

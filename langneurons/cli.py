@@ -115,6 +115,8 @@ def info(store: str, as_json: bool) -> None:
         )
         click.echo(f"  shape      {entry['layers']} layers x {entry['neurons']} neurons")
         click.echo(f"  made       {prov.get('method', '?')} {prov.get('format', '')}".rstrip())
+        if "incomplete" in entry:
+            click.echo(f"  status     {entry['incomplete']}")
         click.echo(f"  optional   {', '.join(entry['optional']) or 'none'}")
         if "sequences" in entry:
             click.echo(f"  sequences  {entry['sequences']}")
@@ -125,6 +127,8 @@ def info(store: str, as_json: bool) -> None:
             )
         for kind, names in entry.get("results", {}).items():
             click.echo(f"  {kind:<10} {', '.join(names)}")
+    for line in data.get("unreadable", []):
+        click.echo(f"note: {line}")
     for run, entry in data.get("results_only", {}).items():
         source = entry["results_of"]
         click.echo(f"results of run {run} (counts in {source.get('store')})")
@@ -141,6 +145,8 @@ def validate(store: str, run: str | None) -> None:
 
     opened = open_store(store)
     problems = opened.validate(run)
+    for note in opened.notes(run):
+        click.echo(f"note: {note}")
     if problems:
         for problem in problems:
             click.echo(f"invalid: {problem}", err=True)
@@ -492,13 +498,14 @@ def identify(
     as_json: bool,
     results_store: str | None,
     no_save: bool,
+    allow_incomplete: bool,
 ) -> None:
     """Identify language neurons in a run and save the result into the store."""
     from langneurons._cli_tables import identification
     from langneurons.analysis.identify import identify as run_identify
     from langneurons.analysis.identify import masks_to_lists, summary
 
-    target = Target(store, results_store, no_save)
+    target = Target(store, results_store, no_save, allow_incomplete)
     ds = target.open_run(run)
     result = run_identify(
         ds,

@@ -55,6 +55,10 @@ class RunChangedError(LangneuronsError, RuntimeError):
     """A run (or result) changed while it was being read; open it again."""
 
 
+class IncompleteRunError(LangneuronsError, RuntimeError):
+    """An extraction planned units that are not all committed; an analysis would see part of it."""
+
+
 class InputFormatError(LangneuronsError, ValueError):
     """An input file (activation, mask, corpus) has the wrong structure."""
 
@@ -94,6 +98,7 @@ __all__ = [
     "InterruptedWriteError",
     "CorruptStoreError",
     "RunChangedError",
+    "IncompleteRunError",
     "InputFormatError",
     "ParameterError",
     "NoValidLambdaError",

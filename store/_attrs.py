@@ -2,9 +2,9 @@
 
 netCDF (and most dataset tools) accept only numbers, strings and flat lists of them as attributes,
 so ``ds.to_netcdf()`` fails on a run whose attributes hold mappings. A run group's nested
-attributes (``provenance``, ``writes``, ``migrated``, and ``results_of`` of a results-only
-group) are written as JSON text, and every langneurons reader decodes them; runs written before
-this keep their nested form on disk, and readers accept both.
+attributes (``provenance``, ``writes``, ``migrated``, ``planned_units``, and ``results_of`` of
+a results-only group) are written as JSON text, and every langneurons reader decodes them; runs
+written before this keep their nested form on disk, and readers accept both.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 #: Run-group attributes that hold nested data, stored as JSON text.
-JSON_ATTRS: tuple[str, ...] = ("provenance", "writes", "results_of", "migrated")
+JSON_ATTRS: tuple[str, ...] = ("provenance", "writes", "results_of", "migrated", "planned_units")
 
 
 def encode(attrs: Mapping[str, Any]) -> dict[str, Any]:

@@ -47,11 +47,13 @@ from langneurons.errors import (
     NotAStoreError,
     RunExistsError,
     RunNotFoundError,
+    SchemaVersionError,
     StoreNotFoundError,
     StoreValidationError,
 )
-from langneurons.store import _attrs, _integrity, _leftovers, schema
+from langneurons.store import _attrs, _integrity, _leftovers, _metadata, _plan, schema
 from langneurons.store._counts import INT64_MAX, Counts, check_token_total, total
+from langneurons.store._plan import units_of
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +225,7 @@ class ActivationStore:
         self._require_writable()
         run = source._check_run(run)
         attrs = source.run_metadata(run).to_attrs()
-        counts = source.open_run(run)
+        counts = source.open_run(run, allow_incomplete=True)  # only its shape and totals
         # what tells this run from another of the same name: its counts' shape, languages and
         # token totals, with its model, corpus and creation time (made in the same second by the
         # same code, two runs still differ in their totals)
@@ -278,12 +280,40 @@ class ActivationStore:
     def _check_run(self, run: str) -> str:
         run = schema.check_name(run)
         if not self._is_run(run):
+            self._check_unreadable(run)
             known = ", ".join(self.runs()) or "none"
             raise RunNotFoundError(
                 f"run {run!r} is not in store {self.url!r} (runs: {known}); "
                 "list them with `langneurons info STORE`"
             )
         return run
+
+    def _check_unreadable(self, run: str) -> None:
+        """Raise the reason ``run``, which is not a readable run, still looks like one."""
+        if self._raw(f"{run}/zarr.json") is None:
+            cons = _metadata.consolidated(self._raw) or {}
+            if run in cons or self._has_keys(run):
+                raise _integrity.damage_error_line(f"run {run!r} has no zarr.json")
+        elif run in self.unreadable_groups():
+            raise RunNotFoundError(
+                f"{_unreadable(run)}; list the runs with `langneurons info STORE`"
+            )
+
+    def unreadable_groups(self) -> list[str]:
+        """Groups that hold a run's count arrays but no ``schema_version`` attribute, sorted."""
+        cons = _metadata.consolidated(self._raw) or {}
+        out = set()
+        for key, meta in cons.items():
+            parent, _, name = key.rpartition("/")
+            if name not in ("n_active", "n_tokens") or not isinstance(meta, dict):
+                continue
+            hidden = any(p.startswith(".") or p in schema.RESERVED_NAMES for p in parent.split("/"))
+            group = cons.get(parent)
+            creating = f"{parent}/{schema.JOURNAL}" in cons  # an interrupted create: named apart
+            if parent and not hidden and not creating and isinstance(group, dict):
+                if "schema_version" not in (group.get("attributes") or {}):
+                    out.add(parent)
+        return sorted(out)
 
     # ------------------------------------------------------------------ reading
     def run_metadata(self, run: str) -> schema.RunMetadata:
@@ -292,7 +322,9 @@ class ActivationStore:
         attrs = dict(_grp(self._root(), run).attrs)
         return schema.RunMetadata.from_attrs(attrs, where=f"run {run!r}")
 
-    def open_run(self, run: str, *, chunks: Any = None) -> xr.Dataset:
+    def open_run(
+        self, run: str, *, chunks: Any = None, allow_incomplete: bool = False
+    ) -> xr.Dataset:
         """Open a run as a lazy :class:`xarray.Dataset` (arrays are read when used).
 
         The Dataset is pinned to the run's state when opened: a chunk read after a writer has
@@ -306,6 +338,9 @@ class ActivationStore:
         chunks
             Passed to :func:`xarray.open_zarr`: ``None`` reads lazily without dask (analyses
             stream such arrays chunk by chunk), ``{}`` gives dask arrays of the store's chunks.
+        allow_incomplete
+            Open a run whose extraction has not committed every planned unit (otherwise
+            IncompleteRunError, naming a missing unit and how to complete the run).
         """
         run = self._check_run(run)
         with self._lock(exclusive=False):
@@ -314,6 +349,9 @@ class ActivationStore:
                     f"run {run!r} holds an interrupted write; run `langneurons repair "
                     f"{self.url}` to roll it back"
                 )
+            damaged = self._metadata_damage(run)
+            if damaged:
+                raise _integrity.damage_error_line(damaged[0], len(damaged))
             pinned = _integrity.CheckedStore(
                 self._zstore, pins={run: self._raw(f"{run}/zarr.json") or b""}, runs=[run]
             )
@@ -322,6 +360,8 @@ class ActivationStore:
                     pinned, group=run, consolidated=True, chunks=chunks, zarr_format=3
                 )
             schema.RunMetadata.from_attrs(ds.attrs, where=f"run {run!r}")
+            if not allow_incomplete:
+                _plan.check_complete(run, ds.attrs)
             ds = _described(_unicode_labels(ds))
             # nested attributes as JSON text, as stored (older runs stored them nested): every
             # attribute is then a string or a number, and ds.to_netcdf() can carry them
@@ -347,6 +387,7 @@ class ActivationStore:
         counts: Counts | None = None,
         languages: Sequence[str] | None = None,
         sequence_labels: tuple[Sequence[str], Sequence[str]] | None = None,
+        planned_units: Sequence[str] | None = None,
     ) -> str:
         """Create a run, optionally writing its first counts in the same atomic step.
 
@@ -359,9 +400,17 @@ class ActivationStore:
         sequence_labels
             ``(seq_language, seq_id)`` of sequence slots to create up front (needs
             ``sequences=True``); counts then name their slots with ``Counts.seq_index``.
+        planned_units
+            Unit keys (``provenance={"unit": KEY}`` of later writes) that make the run complete,
+            recorded as the ``planned_units`` attribute: until each is committed the run is
+            incomplete and :meth:`open_run` refuses it. None (the default): complete as written.
         """
         self._require_writable()
         run = schema.check_name(run)
+        if planned_units is not None:
+            planned_units = [str(u) for u in planned_units]
+            if len(set(planned_units)) != len(planned_units):
+                raise StoreValidationError("planned_units holds a unit key twice; each unit once")
         if n_layers < 1 or n_neurons < 1:
             raise StoreValidationError(
                 f"a run needs at least one layer and one neuron (got {n_layers} x {n_neurons})"
@@ -415,6 +464,8 @@ class ActivationStore:
                 self._create_arrays(group, n_layers, n_neurons, moments, sequences, seq_dtype)
                 self._preallocate(group, languages, sequence_labels)
                 attrs = meta.to_attrs()
+                if planned_units is not None:
+                    attrs[_plan.PLANNED_UNITS] = planned_units
                 if counts is not None:
                     self._apply(run, group, counts, merge=False)
                     attrs["writes"] = [_write_record("created", counts, attrs["provenance"])]
@@ -599,7 +650,7 @@ class ActivationStore:
 
     @staticmethod
     def _units(group: zarr.Group) -> set[str]:
-        return _units_of(_attrs.value(group.attrs, "writes", []))
+        return units_of(_attrs.value(group.attrs, "writes", []))
 
     def committed_units(self, run: str) -> set[str]:
         """Unit keys (``provenance={"unit": ...}``) of every write committed to a run.
@@ -618,7 +669,7 @@ class ActivationStore:
                 before = journal.attrs.get("attrs")
                 if journal.attrs.get("op") == "create" or not isinstance(before, dict):
                     return set()
-                return _units_of(_attrs.value(before, "writes", []))
+                return units_of(_attrs.value(before, "writes", []))
             return self._units(self._group(run))
 
     def _plan(
@@ -1056,6 +1107,17 @@ class ActivationStore:
         """Check runs against the schema; return the problems found (empty when valid)."""
         return [problem for _, problem in self._problems(run)]
 
+    def notes(self, run: str | None = None) -> list[str]:
+        """What ``validate`` reports without failing: runs whose extraction is incomplete."""
+        runs = [self._check_run(run)] if run is not None else self.runs()
+        root = self._root()
+        out = []
+        for name in runs:
+            incomplete = _plan.incompleteness(_grp(root, name).attrs)
+            if incomplete is not None:
+                out.append(f"run {name!r}: {incomplete}")
+        return out
+
     def _problems(self, run: str | None = None) -> list[tuple[bool, str]]:
         """``validate``'s problems, each with whether it is damage (a missing or bad chunk)."""
         runs = [self._check_run(run)] if run is not None else self.runs()
@@ -1067,18 +1129,34 @@ class ActivationStore:
             )
             for path in self._interrupted_runs()
         ]
+        cons = _metadata.consolidated(self._raw)
+        if run is None:
+            problems.extend((False, _unreadable(g)) for g in self.unreadable_groups())
         for name in runs:
-            damage = self._damage(name)
+            if self._raw(f"{name}/zarr.json") is None:
+                problems.append((True, f"run {name!r} has no zarr.json"))
+                continue
+            damage = self._metadata_damage(name, cons) or self._damage(name)
             if damage:
                 problems.extend((True, p) for p in damage)
                 continue
             checked = self._group(name, checked=True)
+            try:
+                schema.RunMetadata.from_attrs(dict(checked.attrs), where=f"run {name!r}")
+            except (StoreValidationError, SchemaVersionError) as exc:
+                problems.append((False, str(exc)))
+                continue
             with _quiet():
                 problems.extend((False, f"run {name!r}: {p}") for p in _validate_run(checked))
         if run is None:  # the saved results of results-only groups carry checksums too
             for name in self.linked_runs():
                 problems.extend((True, p) for p in self._damage(name))
         return problems
+
+    def _metadata_damage(self, run: str, cons: dict[str, Any] | None = None) -> list[str]:
+        """Each way the metadata of a run's arrays breaks the schema (metadata reads only)."""
+        found = _metadata.problems(self._raw, run, cons)
+        return [f"{_integrity.describe(f'{run}/{name}')}: {p}" for name, p in found]
 
     def _damage(self, run: str, *, verify: bool = True) -> list[str]:
         """Chunks of a run's arrays (results included) that are missing or fail their checksum."""
@@ -1117,6 +1195,9 @@ class ActivationStore:
                 "optional": [n for n in (*schema.MOMENTS, *schema.SEQUENCES) if n in group],
                 "attrs": _attrs.decode(dict(group.attrs)),
             }
+            incomplete = _plan.incompleteness(group.attrs)
+            if incomplete is not None:
+                entry["incomplete"] = incomplete
             if "seq_n_active" in group:
                 entry["sequences"] = int(_arr(group, "seq_n_active").shape[0])
             for kind in schema.RESULT_GROUPS:
@@ -1124,6 +1205,9 @@ class ActivationStore:
                 if names:
                     entry.setdefault("results", {})[kind] = names
             out["runs"][run] = entry
+        unreadable = [_unreadable(g) for g in self.unreadable_groups()]
+        if unreadable:
+            out["unreadable"] = unreadable
         for run, linked in self.linked_runs().items():
             results = {kind: self.results(run, kind) for kind in schema.RESULT_GROUPS}
             out.setdefault("results_only", {})[run] = {
@@ -1353,17 +1437,6 @@ def _log_write(writes: list[Any], record: dict[str, Any]) -> None:
     writes.append({**record, "provenance": provenance, "first": record["time"], "units": [unit]})
 
 
-def _units_of(writes: Any) -> set[str]:
-    """Unit keys in a write log (folded entries, and single entries of older logs)."""
-    out: set[str] = set()
-    for w in writes or []:
-        out.update(w.get("units", []))
-        unit = w.get("provenance", {}).get("unit")
-        if unit is not None:
-            out.add(unit)
-    return out
-
-
 # ---------------------------------------------------------------------- node helpers
 class _CachedGroup:
     """A group whose children are looked up once (each lookup otherwise re-reads metadata)."""
@@ -1415,6 +1488,12 @@ def _grp(group: zarr.Group, name: str) -> zarr.Group:
 
 
 # ---------------------------------------------------------------------- validation helpers
+def _unreadable(group: str) -> str:
+    """Why a group with a run's count arrays is not listed among the runs."""
+    what = "holds run arrays but no schema_version attribute"
+    return f"group {group!r} {what}; it is not a readable run"
+
+
 def _validate_run(group: zarr.Group) -> list[str]:
     problems: list[str] = []
     try:

@@ -257,6 +257,16 @@ class RunMetadata:
 
 def check_version(version: object, where: str = "store", url: str | None = None) -> None:
     """Raise SchemaVersionError unless ``version`` is one this release reads."""
+    if isinstance(version, bool) or not isinstance(version, int):
+        found = (
+            f"the string {version!r}"
+            if isinstance(version, str)
+            else f"a {type(version).__name__} ({version!r})"
+        )
+        raise SchemaVersionError(
+            f"{where}: schema_version must be the integer {SCHEMA_VERSION}, found {found}; the "
+            "attribute is damaged: restore the store from a copy"
+        )
     if version == SCHEMA_VERSION:
         return
     if version in MIGRATES_FROM:
