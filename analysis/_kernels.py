@@ -14,7 +14,7 @@ bit and selections match exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -180,45 +180,43 @@ def select_smallest(score: FloatArray, k: int) -> BoolArray:
     return chosen.reshape(score.shape)
 
 
-def lambda_holds(
+def lambda_condition(
     h: FloatArray,
     maxp: FloatArray,
     all_k: BoolArray,
     k: int,
-    lam: float,
     normaliser: float,
-) -> bool:
-    """The automatic-lambda condition at ``lam``: no selected neuron is in all K languages."""
-    flat_h = h.reshape(-1)
-    score = ternary_score(flat_h, maxp.reshape(-1), lam, normaliser, out=np.empty_like(flat_h))
-    return not bool(select_smallest(score, k)[np.flatnonzero(all_k.reshape(-1))].any())
-
-
-def search_lambda(
-    h: FloatArray,
-    maxp: FloatArray,
-    all_k: BoolArray,
-    k: int,
-    lo: float,
-    hi: float,
-    eps: float,
-    normaliser: float,
-) -> tuple[float | None, list[tuple[float, bool]]]:
-    """Rule 1 automatic lambda: the spec's bisection, returning ``(best, trace)``.
+) -> Callable[[float], bool]:
+    """The automatic-lambda condition ``ok(lam)``, its arrays flattened and its buffer made once.
 
     ``ok(lam)``: none of the ``k`` lowest-score neurons is above tau in all K languages
-    (``all_k``). ``hi`` being ok does not stop the loop (reference behaviour). ``best`` is None
-    when no evaluated lambda is ok. ``trace`` lists ``(lam, ok)`` in evaluation order.
+    (``all_k``).
     """
     flat_h = h.reshape(-1)
     flat_maxp = maxp.reshape(-1)
     watched = np.flatnonzero(all_k.reshape(-1))
     buf = np.empty_like(flat_h)
-    trace: list[tuple[float, bool]] = []
 
     def ok(lam: float) -> bool:
         score = ternary_score(flat_h, flat_maxp, lam, normaliser, out=buf)
-        good = not bool(select_smallest(score, k)[watched].any())
+        return not bool(select_smallest(score, k)[watched].any())
+
+    return ok
+
+
+def search_lambda(
+    holds: Callable[[float], bool], lo: float, hi: float, eps: float
+) -> tuple[float | None, list[tuple[float, bool]]]:
+    """Rule 1 automatic lambda: the spec's bisection, returning ``(best, trace)``.
+
+    ``holds`` is :func:`lambda_condition`. ``hi`` being ok does not stop the loop (reference
+    behaviour). ``best`` is None when no evaluated lambda is ok. ``trace`` lists ``(lam, ok)`` in
+    evaluation order.
+    """
+    trace: list[tuple[float, bool]] = []
+
+    def ok(lam: float) -> bool:
+        good = holds(lam)
         trace.append((lam, good))
         return good
 

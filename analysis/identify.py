@@ -326,17 +326,13 @@ def _ternary(inputs: _Inputs, params: _Params) -> _Selection:
     bound: dict[str, Any] = {}
     if params.lam is None:
         lo, hi = params.lam_range
-        all_k = shared_by == k_lang
+        holds = kern.lambda_condition(h, maxp, shared_by == k_lang, k, normaliser)
         # lam_widen: while the condition still holds at the top of the range, double the top
         # (the spec's search on the range the user gave is kept when lam_widen is 0)
         widened = 0
-        while (
-            widened < params.lam_widen
-            and hi > 0
-            and kern.lambda_holds(h, maxp, all_k, k, hi, normaliser)
-        ):
+        while widened < params.lam_widen and hi > 0 and holds(hi):
             hi, widened = hi * 2, widened + 1
-        best, trace = kern.search_lambda(h, maxp, all_k, k, lo, hi, params.eps, normaliser)
+        best, trace = kern.search_lambda(holds, lo, hi, params.eps)
         # the condition held at the top of the range searched (the spec evaluates it second):
         # the largest lambda may lie above the range
         at_bound = best is not None and len(trace) > 1 and trace[1] == (hi, True)
