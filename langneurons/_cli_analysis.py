@@ -115,6 +115,7 @@ class Target:
             self.source = open_store(store, mode="r+")
         self.results = create_store(results_store, exist_ok=True) if results_store else self.source
         self.results_url = results_store
+        self._linked: set[str] = set()  # runs linked in the results store by this command
 
     def open_run(self, run: str) -> xr.Dataset:
         return self.source.open_run(run, allow_incomplete=self.allow_incomplete)
@@ -133,7 +134,9 @@ class Target:
         if self.no_save:
             return None
         if self.results is not self.source:
-            self.results.link_run(run, self.source)
+            if run not in self._linked:  # once per run, not once per saved part
+                self.results.link_run(run, self.source)
+                self._linked.add(run)
             return f"{self.results.save_result(run, kind, name, ds)} in {self.results_url}"
         return self.source.save_result(run, kind, name, ds)
 
