@@ -6,31 +6,18 @@ Dataset's variables and attributes only (nothing is recomputed).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from langneurons._format import num
+
 Lines = list[str]
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    """A number in few characters: integers as they are, floats to ``digits`` significant digits."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "-"
-        if value.is_integer() and abs(value) < 1e9:
-            return f"{int(value):,}"
-        return f"{value:.{digits}g}"
-    return str(value)
+_fmt = num
 
 
 def _interval(

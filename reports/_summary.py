@@ -16,7 +16,8 @@ from typing import Any, cast
 import numpy as np
 import xarray as xr
 
-from langneurons.reports.figures import significant
+from langneurons._format import num as _num
+from langneurons._format import significant
 
 #: How each kind of count is described.
 TYPE_COUNTS = "specific, related, unassigned: of the selected neurons; general: of all neurons"
@@ -24,19 +25,7 @@ TYPE_COUNTS = "specific, related, unassigned: of the selected neurons; general: 
 
 def num(value: Any, digits: int = 3) -> str:
     """A number for a sentence: integers as they are, floats to ``digits`` significant digits."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "n/a"
-        if value.is_integer() and abs(value) < 1e6:
-            return f"{int(value):,}"
-        return significant(value, digits)
-    return str(value)
+    return _num(value, digits, missing="n/a", keep_zeros=True, whole_below=1e6)
 
 
 def signed(value: Any) -> str:

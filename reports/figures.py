@@ -45,6 +45,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 from numpy.typing import NDArray
 
+from langneurons._format import significant
 from langneurons.analysis.compare import language_overlap
 from langneurons.analysis.deactivation import deactivation_effects
 from langneurons.analysis.distributions import type_table
@@ -306,22 +307,6 @@ def _heatmap(
             ax.text(j, i, str(label), ha="center", va="center", fontsize=7, color=color)
     if colorbar is not None:
         _figure_of(ax).colorbar(image, ax=ax, shrink=0.85, label=colorbar)
-
-
-def significant(value: float, digits: int = 3, *, sign: bool = False) -> str:
-    """``value`` to ``digits`` significant digits, trailing zeros kept ("–" for NaN).
-
-    ``significant(0.0512) == "0.0512"``, ``significant(1.0) == "1.00"``,
-    ``significant(1456.7) == "1457"``; small effects stay visible (``0.000123``).
-    """
-    value = float(value)
-    if not math.isfinite(value):
-        return "–"
-    if value == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(value)))
-    decimals = max(digits - 1 - magnitude, 0)
-    return f"{value:{'+' if sign else ''}.{decimals}f}"
 
 
 def _fmt(value: float) -> str:

@@ -37,20 +37,23 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
+from langneurons import names
 from langneurons.errors import InvalidNameError, SchemaVersionError, StoreValidationError
 
 SCHEMA_VERSION: Final = 2
 MIGRATES_FROM: Final = (1,)  # older versions `langneurons migrate` rewrites
 STORE_ATTR: Final = "langneurons"  # root attribute holding {"schema_version": ..., "kind": "store"}
 
-# dimensions
-LANGUAGE: Final = "language"
-ROLE: Final = "role"
-LAYER: Final = "layer"
-NEURON: Final = "neuron"
-SEQUENCE: Final = "sequence"
-ROLES: Final = ("prompt", "response")
-Role = Literal["prompt", "response"]
+# dimensions and roles: the shared vocabulary (langneurons.names), re-exported as the schema's
+LANGUAGE, ROLE, LAYER, NEURON, SEQUENCE = (
+    names.LANGUAGE,
+    names.ROLE,
+    names.LAYER,
+    names.NEURON,
+    names.SEQUENCE,
+)
+ROLES: Final = names.ROLES
+Role = names.Role
 
 # reserved group names inside a run (never valid run-path components)
 JOURNAL: Final = "_journal"
@@ -75,8 +78,8 @@ class VariableSpec:
     group: Literal["required", "moments", "sequences", "coordinate"]
 
 
-COUNT_DIMS: Final = (LANGUAGE, ROLE, LAYER, NEURON)
-SEQ_DIMS: Final = (SEQUENCE, ROLE, LAYER, NEURON)
+COUNT_DIMS: Final = names.COUNT_DIMS
+SEQ_DIMS: Final = names.SEQ_DIMS
 
 VARIABLES: Final[dict[str, VariableSpec]] = {
     v.name: v
