@@ -2,7 +2,7 @@
 
 A report is built as data first (:class:`Section` holding blocks), then drawn and rendered by
 :mod:`~langneurons.reports._render` (HTML, Markdown, CSV) and
-:mod:`~langneurons.reports._sources` (Quarto, Jupyter). Nothing here touches a store.
+:mod:`~langneurons.reports._notebook` (Quarto, Jupyter). Nothing here touches a store.
 """
 
 from __future__ import annotations
@@ -31,8 +31,27 @@ class Load:
 
 
 @dataclasses.dataclass(frozen=True)
+class Derive:
+    """A derived result: a public function (see :mod:`~langneurons.reports.derived`) of loads.
+
+    ``func`` is the name the sources call it by (``"language_overlap"``,
+    ``"derived.run_overlap"``); the report obtains it once through ``derived.DERIVATIONS``.
+    """
+
+    func: str
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def code(self) -> str:
+        """The call as Python source, with ``store`` and the function in scope."""
+        parts = [code_of(a) for a in self.args] + [f"{k}={code_of(v)}" for k, v in self.kwargs]
+        return f"{self.func}({', '.join(parts)})"
+
+
+@dataclasses.dataclass(frozen=True)
 class Call:
-    """A call of a :mod:`~langneurons.reports.figures` function; arguments may hold loads."""
+    """A call of a :mod:`~langneurons.reports.figures` function; arguments may hold loads and
+    derived results."""
 
     func: str
     args: tuple[Any, ...] = ()
@@ -50,7 +69,7 @@ class Call:
 
 def code_of(value: Any) -> str:
     """Python source of a call argument."""
-    if isinstance(value, Load):
+    if isinstance(value, (Load, Derive)):
         return value.code()
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(code_of(v) for v in value) + "]"
@@ -199,6 +218,7 @@ __all__ = [
     "Block",
     "Call",
     "Code",
+    "Derive",
     "Fig",
     "Items",
     "Load",

@@ -27,11 +27,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import langneurons as ln
+from langneurons._format import significant
 from langneurons.analysis import (
     bootstrap_stages,
     compare_type_distributions,
     deactivation_effects,
     identify,
+    language_overlap,
     mcnemar,
     overlap,
     shared_by_change,
@@ -39,7 +41,7 @@ from langneurons.analysis import (
     type_change,
 )
 from langneurons.errors import InputFormatError, ParameterError, RunNotFoundError
-from langneurons.reports import figures, write_report
+from langneurons.reports import derived, figures, write_report
 from langneurons.reports.report import MARKER
 
 from .conftest import make_counts, run_python
@@ -233,10 +235,17 @@ CASES: dict[str, Case] = {
     ),
     "per_language": (lambda r: figures.per_language(r["base"]), 1, _check_per_language),
     # heatmaps: the heatmap and its colour bar
-    "overlap_languages": (lambda r: figures.overlap_matrix(r["base"]), 2, _cells(K * K)),
+    "overlap_languages": (
+        lambda r: figures.overlap_matrix(language_overlap(r["base"])),
+        2,
+        _cells(K * K),
+    ),
     "overlap_runs": (
         lambda r: figures.overlap_matrix(
-            [r["base"], r["aligned"], r["base"]], ["model/base", "model/aligned", "model/base-2"]
+            derived.run_overlap(
+                [r["base"], r["aligned"], r["base"]],
+                ["model/base", "model/aligned", "model/base-2"],
+            )
         ),
         2,
         _cells(9),
@@ -248,7 +257,6 @@ CASES: dict[str, Case] = {
         _check_transitions,
     ),
     # heatmap, dominance, colour bar
-    "deactivation": (lambda r: figures.deactivation_heatmap(r["ablation"]), 3, _check_deactivation),
     "deactivation_effects": (
         lambda r: figures.deactivation_heatmap(deactivation_effects(r["ablation"])),
         3,
@@ -304,14 +312,14 @@ def assert_no_overlaps(fig: Figure) -> None:
 
 
 def test_significant_digits() -> None:
-    assert figures.significant(0.0512) == "0.0512"
-    assert figures.significant(1.0) == "1.00"
-    assert figures.significant(1456.7) == "1457"
-    assert figures.significant(0.000123456) == "0.000123"
-    assert figures.significant(0.0042, sign=True) == "+0.00420"
-    assert figures.significant(-0.5, sign=True) == "-0.500"
-    assert figures.significant(float("nan")) == "–"
-    assert figures.significant(0.0) == "0"
+    assert significant(0.0512) == "0.0512"
+    assert significant(1.0) == "1.00"
+    assert significant(1456.7) == "1457"
+    assert significant(0.000123456) == "0.000123"
+    assert significant(0.0042, sign=True) == "+0.00420"
+    assert significant(-0.5, sign=True) == "-0.500"
+    assert significant(float("nan")) == "–"
+    assert significant(0.0) == "0"
 
 
 @pytest.mark.skipif(not HAS_STABILITY or not HAS_TESTS, reason="analysis modules missing")
@@ -338,7 +346,8 @@ def test_figures_draw_on_given_axes(res: dict[str, xr.Dataset]) -> None:
     fig3 = Figure()
     one = fig3.subplots()
     assert figures.type_change(res["type_change"], ax=one) is fig3  # main panel only
-    assert figures.deactivation_heatmap(res["ablation"], ax=Figure().subplots()) is not None
+    effects = deactivation_effects(res["ablation"])
+    assert figures.deactivation_heatmap(effects, ax=Figure().subplots()) is not None
 
 
 def test_figure_input_errors(res: dict[str, xr.Dataset], tmp_path: Path) -> None:
@@ -356,19 +365,37 @@ def test_figure_input_errors(res: dict[str, xr.Dataset], tmp_path: Path) -> None
         figures.transitions(res["transitions"], labels=["a"])
     with pytest.raises(ParameterError, match=r"^stages must be None, one Dataset, or 2"):
         figures.layer_types([res["base"], res["aligned"]], stages=[res["stages"]])
-    with pytest.raises(InputFormatError, match=r"^ablation.deactivated has no 'none' row"):
-        figures.deactivation_heatmap(res["ablation"].sel(deactivated=LANGS))
+    with pytest.raises(
+        InputFormatError,
+        match=r"^effects is an ablation result; pass its effects: deactivation_heatmap\("
+        r"langneurons\.analysis\.deactivation_effects\(ablation\)\)",
+    ):
+        figures.deactivation_heatmap(res["ablation"])
     with pytest.raises(InputFormatError, match=r"^result has no attrs\['per_language'\]"):
         figures.per_language(res["stages"])
+    with pytest.raises(
+        InputFormatError,
+        match=r"^matrix_or_result is an identification result; pass the Jaccard index of its "
+        r"languages' masks: overlap_matrix\(langneurons\.analysis\.language_overlap\(result\)\)",
+    ):
+        figures.overlap_matrix(res["base"])
+    with pytest.raises(
+        ParameterError,
+        match=r"^matrix_or_result is a collection of results; pass their run-by-run Jaccard "
+        r"matrix: overlap_matrix\(langneurons\.reports\.derived\.run_overlap\(",
+    ):
+        figures.overlap_matrix([res["base"], res["aligned"]])
     with pytest.raises(ParameterError, match=r"^give at least 2 results to compare runs"):
-        figures.overlap_matrix([res["base"]])
+        derived.run_overlap([res["base"]])
+    with pytest.raises(InputFormatError, match=r"^result has no attrs\['per_layer'\]"):
+        figures.layer_types(res["base"].assign_attrs(per_layer=None))
     with pytest.raises(ParameterError, match=r"^formats must be among svg, png, pdf"):
         figures.save(Figure(), tmp_path / "x", ("jpg",))
 
 
 def test_language_overlap_is_the_jaccard_of_the_masks(res: dict[str, xr.Dataset]) -> None:
     result = res["base"]
-    fig = figures.overlap_matrix(result)
+    fig = figures.overlap_matrix(language_overlap(result))
     mask = result["mask"].values.reshape(K, -1)
     i, j = 0, 3
     both, union = (mask[i] & mask[j]).sum(), (mask[i] | mask[j]).sum()
@@ -376,8 +403,19 @@ def test_language_overlap_is_the_jaccard_of_the_masks(res: dict[str, xr.Dataset]
         (round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
         for t in fig.axes[0].texts
     }
-    assert texts[(i, j)] == figures.significant(both / union)  # three significant digits
+    assert texts[(i, j)] == significant(both / union)  # three significant digits
     assert texts[(i, i)] == "1.00"
+
+
+def test_deprecated_figure_inputs_warn(res: dict[str, xr.Dataset]) -> None:
+    with pytest.warns(DeprecationWarning, match=r"langneurons\._format\.significant"):
+        assert figures.significant(1.0) == "1.00"
+    effects = deactivation_effects(res["ablation"])
+    with pytest.warns(DeprecationWarning, match=r"^deactivation_heatmap ignores n_perm and seed"):
+        figures.deactivation_heatmap(effects, n_perm=10)
+    matrix = language_overlap(res["base"])
+    with pytest.warns(DeprecationWarning, match=r"^overlap_matrix ignores labels"):
+        figures.overlap_matrix(matrix, labels=LANGS)
 
 
 def test_svg_is_reproducible(res: dict[str, xr.Dataset], tmp_path: Path) -> None:
@@ -663,7 +701,7 @@ def test_report_qmd_uses_the_public_api(report: Path) -> None:
     assert cells[0] == "#| tags: [parameters]\nSTORE = '../store.zarr'\n"
     assert "import langneurons\n" in cells[1]
     assert "store = langneurons.open_store(STORE)" in cells[1]
-    assert "from langneurons.reports import figures" in cells[1]
+    assert "from langneurons.reports import derived, figures" in cells[1]
     figure_cells = [c for c in cells if c.startswith("#| label: fig-")]
     assert len(figure_cells) == len(list((report / "figures").glob("*.png")))
     for cell in figure_cells:
@@ -678,14 +716,15 @@ def test_report_qmd_uses_the_public_api(report: Path) -> None:
     )
     imports = re.findall(r"^\s*(?:from|import) .*$", code, flags=re.M)
     assert sorted(imports) == [
-        "from langneurons.analysis import type_table",
-        "from langneurons.reports import figures",
+        "from langneurons.analysis import deactivation_effects, language_overlap, type_table",
+        "from langneurons.reports import derived, figures",
         "import langneurons",
         "import pandas as pd",
     ]
     calls = re.findall(r"\b((?:[A-Za-z_][\w]*\.)+[A-Za-z_]\w*)\(", code)
     public = set(figures.__all__)
     allowed = {
+        "derived.run_overlap",
         "store.open_result",
         "store.open_run",
         "store.runs",

@@ -2,7 +2,8 @@
 
 Both open the store (``langneurons.open_store``), the runs (``store.open_run``) and the saved
 results (``store.open_result``), show the key tables as pandas DataFrames, and rebuild the
-report's figures through :mod:`langneurons.reports.figures`; nothing is recomputed. The store
+report's figures through :mod:`langneurons.reports.figures`, with the few results no command
+saves derived by the same public calls as the report's (:mod:`langneurons.reports.derived`). The store
 path is a parameter (``STORE``, tagged ``parameters`` for papermill; ``params`` for Quarto)
 whose default is relative to the report folder, the working directory of both.
 """
@@ -19,8 +20,8 @@ SETUP: Final = """\
 %matplotlib inline
 import pandas as pd
 import langneurons
-from langneurons.analysis import type_table
-from langneurons.reports import figures
+from langneurons.analysis import deactivation_effects, language_overlap, type_table
+from langneurons.reports import derived, figures
 
 store = langneurons.open_store(STORE)
 store.runs()"""
@@ -81,7 +82,8 @@ def notebook(cells: list[Cell], title: str) -> dict[str, Any]:
     """An nbformat 4.5 notebook (written without the nbformat package)."""
     intro = (
         f"# {title}\n\nA place to continue from: opens the store, its runs and saved results, "
-        "shows the key tables and rebuilds the report's figures (nothing is recomputed). "
+        "shows the key tables and rebuilds the report's figures (the few results no command "
+        "saves are derived by the same public calls the report made). "
         "`STORE` (next cell, tagged `parameters` for papermill) is relative to this folder; "
         "set it to another path or URL to point elsewhere."
     )
