@@ -16,6 +16,7 @@ from typing import Any, Final
 import xarray as xr
 
 from langneurons.errors import LangneuronsError
+from langneurons.names import LAYER, NEURON
 from langneurons.reports import _summary as summ
 from langneurons.reports import figures
 from langneurons.reports._blocks import (
@@ -399,7 +400,7 @@ class Builder:
             types = [t for t in figures.TYPE_COLORS if t in per_layer]
             types += sorted(t for t in per_layer if t not in types)
             n_layers = len(next(iter(per_layer.values())))
-            layers = coord_labels(ds, "layer") if "layer" in ds.dims else list(range(n_layers))
+            layers = coord_labels(ds, LAYER) if LAYER in ds.dims else list(range(n_layers))
             rows = [[layers[i]] + [per_layer[t][i] for t in types] for i in range(n_layers)]
             rows.append(["all"] + [sum(per_layer[t]) for t in types])
             sec.blocks.append(
@@ -484,8 +485,8 @@ class Builder:
             same = [
                 r
                 for r, ds in zip(refs, loaded, strict=True)
-                if ds.sizes.get("layer") == first.sizes.get("layer")
-                and ds.sizes.get("neuron") == first.sizes.get("neuron")
+                if ds.sizes.get(LAYER) == first.sizes.get(LAYER)
+                and ds.sizes.get(NEURON) == first.sizes.get(NEURON)
                 and sorted(ds.attrs.get("languages", []))
                 == sorted(first.attrs.get("languages", []))
             ]

@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 
 from langneurons.errors import InputFormatError, ParameterError
+from langneurons.names import LANGUAGE, LAYER
 from langneurons.reports._fig_base import (
     TYPE_COLORS,
     TYPE_LABELS,
@@ -141,7 +142,7 @@ def type_change(
     has_total = all(v in ds for v in ("total_change", "total_change_low", "total_change_high"))
     selected = [t for t in types_ if t != "general"]
     split = ax is None and "general" in types_ and bool(selected)
-    layers = as_array(ds["layer"]).astype(np.float64)
+    layers = as_array(ds[LAYER]).astype(np.float64)
     if split:
         fig = Figure(figsize=(9.2, 5.2), layout="constrained")
         grid = np.asarray(
@@ -229,7 +230,7 @@ def _refuse_raw(obj: object) -> None:
 
 def _matrix_title(matrix: xr.DataArray) -> str:
     """The default title of a Jaccard matrix, by what it compares."""
-    if matrix.dims == ("language", "other"):
+    if matrix.dims == (LANGUAGE, "other"):
         return "Jaccard index between languages' masks"
     if matrix.dims == ("run", "other") and "neuron_set" in matrix.attrs:
         language = matrix.attrs.get("language")
@@ -294,7 +295,7 @@ def overlap_matrix(
             stacklevel=3,
         )
     if isinstance(obj, xr.Dataset) and "jaccard" in obj and "set" in obj["jaccard"].dims:
-        matrix = obj["jaccard"].transpose("language", "set")
+        matrix = obj["jaccard"].transpose(LANGUAGE, "set")
         default_title = "Jaccard index between the two runs' sets"
     elif isinstance(obj, xr.DataArray) and obj.ndim == 2:
         matrix = obj

@@ -18,6 +18,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from langneurons.errors import InputFormatError
+from langneurons.names import LANGUAGE
 from langneurons.reports._fig_base import (
     OKABE_ITO,
     TYPE_COLORS,
@@ -221,11 +222,11 @@ def stability(stability_result: xr.Dataset, ax: AxesArg = None) -> Figure:
     boots = ds.attrs.get("n_ok", ds.attrs.get("n_boot"))
     set_title(a, f"Selected in ≥1 of {boots} replicates" if boots else "Selection frequency")
     style_axes(a)
-    jac = ds["jaccard"].transpose("replicate", "language")
+    jac = ds["jaccard"].transpose("replicate", LANGUAGE)
     values = as_array(jac).astype(np.float64)
     if "ok" in ds:
         values = values[as_array(ds["ok"]).astype(bool)]
-    langs = labels_of(jac, "language")
+    langs = labels_of(jac, LANGUAGE)
     data = [col[np.isfinite(col)] for col in values.T]
     b.boxplot(
         data,

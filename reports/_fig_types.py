@@ -22,6 +22,7 @@ from matplotlib.transforms import blended_transform_factory
 from numpy.typing import NDArray
 
 from langneurons.errors import InputFormatError, ParameterError
+from langneurons.names import LAYER
 from langneurons.reports._fig_base import (
     GENERAL_LABEL,
     IDENTIFICATION_VARS,
@@ -154,8 +155,8 @@ def _layer_counts(
         )
     counts = {t: np.asarray(per_layer[t], dtype=np.float64) for t in types}
     n = len(next(iter(counts.values())))
-    if "layer" in result.coords and result.sizes["layer"] == n:
-        layers = as_array(result["layer"]).astype(np.float64)
+    if LAYER in result.coords and result.sizes[LAYER] == n:
+        layers = as_array(result[LAYER]).astype(np.float64)
     else:
         layers = np.arange(n, dtype=np.float64)
     return layers, counts

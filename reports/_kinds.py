@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import xarray as xr
 
+from langneurons.names import LANGUAGE, LAYER
 from langneurons.reports._blocks import Call, Derive, Load
 from langneurons.reports.derived import DEACTIVATION_N_PERM
 
@@ -147,7 +148,7 @@ KINDS: Final[tuple[Kind, ...]] = (
     Kind(
         "per-layer change of neuron types between two runs (type_change)",
         ("change", "change_low", "change_high"),
-        ("layer", "type"),
+        (LAYER, "type"),
         _one("Change of neuron types per layer", "type_change", labelled=True),
         key=(
             "total_base",
@@ -167,7 +168,7 @@ KINDS: Final[tuple[Kind, ...]] = (
     Kind(
         "overlap of two runs' neuron sets (overlap)",
         ("jaccard", "type_jaccard"),
-        ("language", "set"),
+        (LANGUAGE, "set"),
         _one("Overlap of the neuron sets of the two runs", "overlap_matrix"),
         key=("type_n_a", "type_n_b", "type_n_both", "type_jaccard"),
     ),
@@ -221,7 +222,7 @@ KINDS: Final[tuple[Kind, ...]] = (
         ("selection_frequency", "jaccard"),
         (),
         _one("Identification stability", "stability"),
-        key_dims=("language",),
+        key_dims=(LANGUAGE,),
     ),
     Kind(
         "activation probabilities with intervals (activation_probability)", ("p", "lower", "upper")

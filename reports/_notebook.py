@@ -3,9 +3,9 @@
 Both open the store (``langneurons.open_store``), the runs (``store.open_run``) and the saved
 results (``store.open_result``), show the key tables as pandas DataFrames, and rebuild the
 report's figures through :mod:`langneurons.reports.figures`, with the few results no command
-saves derived by the same public calls as the report's (:mod:`langneurons.reports.derived`). The store
-path is a parameter (``STORE``, tagged ``parameters`` for papermill; ``params`` for Quarto)
-whose default is relative to the report folder, the working directory of both.
+saves derived by the same public calls as the report's (:mod:`langneurons.reports.derived`).
+The store path is a parameter (``STORE``, tagged ``parameters`` for papermill; ``params`` for
+Quarto) whose default is relative to the report folder, the working directory of both.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import xarray as xr
 
 from langneurons._format import num as _num
 from langneurons._format import significant
+from langneurons.names import LANGUAGE, LAYER, NEURON
 
 #: How each kind of count is described.
 TYPE_COUNTS = "specific, related, unassigned: of the selected neurons; general: of all neurons"
@@ -95,9 +96,9 @@ def lambda_warning(attrs: Mapping[str, Any]) -> str | None:
 def identification_line(name: str, ds: xr.Dataset) -> str:
     """Selected neurons, tau, lambda, types, and the languages with the most neurons."""
     a = ds.attrs
-    total = int(ds.sizes.get("layer", 0) * ds.sizes.get("neuron", 0))
+    total = int(ds.sizes.get(LAYER, 0) * ds.sizes.get(NEURON, 0))
     types = type_totals(ds)
-    k = len(a.get("languages") or []) or ds.sizes.get("language", 0)
+    k = len(a.get("languages") or []) or ds.sizes.get(LANGUAGE, 0)
     method = str(a.get("method", "?"))
     head = f"Identification {name}" + (f" ({method})" if method != name else "")
     head += f": {num(a.get('n_selected'))}"
@@ -164,9 +165,9 @@ def stability_line(ds: xr.Dataset) -> str:
             parts.append(f"{label} {num(lo)}–{num(hi)}")
     if parts:
         head += f": {num(float(ci) * 100) if ci else '?'}% intervals " + ", ".join(parts)
-    if "jaccard_mean" in ds.variables and "language" in ds.coords:
+    if "jaccard_mean" in ds.variables and LANGUAGE in ds.coords:
         values = np.asarray(ds["jaccard_mean"].values, dtype=np.float64)
-        langs = [str(x) for x in np.asarray(ds["language"].values)]
+        langs = [str(x) for x in np.asarray(ds[LANGUAGE].values)]
         finite = [(v, lang) for v, lang in zip(values, langs, strict=True) if math.isfinite(v)]
         if finite:
             lowest = sorted(finite)[:3]
@@ -264,10 +265,10 @@ def type_change_line(ds: xr.Dataset) -> str:
             f" ({num(float(ci) * 100)}% bootstrap interval, {ds.attrs.get('n_boot')} replicates)"
         )
     head += ": " + ", ".join(parts) if parts else ""
-    low = ds["change_low"].transpose("layer", "type").values
-    high = ds["change_high"].transpose("layer", "type").values
-    layers = [str(x) for x in np.asarray(ds["layer"].values)]
-    change = ds["change"].transpose("layer", "type").values
+    low = ds["change_low"].transpose(LAYER, "type").values
+    high = ds["change_high"].transpose(LAYER, "type").values
+    layers = [str(x) for x in np.asarray(ds[LAYER].values)]
+    change = ds["change"].transpose(LAYER, "type").values
     clear = [
         f"{types[j]} at layer {layers[i]} ({signed(float(change[i, j]))})"
         for i in range(len(layers))

@@ -11,11 +11,12 @@ from typing import Any, Final
 
 import xarray as xr
 
+from langneurons.names import NEURON, SEQUENCE
 from langneurons.reports._blocks import Code, Load, Slugs, Table, plain
 from langneurons.reports._kinds import Kind
 
 #: Dimensions whose variables are distributions or per-neuron arrays, never tabulated.
-SKIP_DIMS: Final = frozenset({"replicate", "permutation", "control", "neuron", "sequence"})
+SKIP_DIMS: Final = frozenset({"replicate", "permutation", "control", NEURON, SEQUENCE})
 _MAX_ROWS: Final = 500  # longest 1-D table
 _MAX_CELLS: Final = 5000  # largest 2-D table
 

@@ -27,6 +27,7 @@ import xarray as xr
 from langneurons.analysis.compare import language_overlap, overlap
 from langneurons.analysis.deactivation import deactivation_effects
 from langneurons.errors import InputFormatError, ParameterError
+from langneurons.names import LANGUAGE
 
 #: Permutations of the label test when a report derives the effects of an ablation.
 DEACTIVATION_N_PERM: Final = 1000
@@ -114,7 +115,7 @@ def _jaccard(ov: xr.Dataset, neuron_set: str, language: str | None) -> float:
                 "per-language sets need language="
             )
         return float(ov["type_jaccard"].sel(type=neuron_set).values)
-    if language not in _labels(ov, "language"):
+    if language not in _labels(ov, LANGUAGE):
         raise ParameterError(f"language {language!r} is not in both results")
     if neuron_set not in _labels(ov, "set"):
         raise ParameterError(
