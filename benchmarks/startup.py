@@ -1,5 +1,7 @@
-"""Start-up of the command line: ``langneurons --help`` and ``import langneurons`` against a bare
-``python -c pass``, each the median of several fresh processes (target: under 5x).
+"""Start-up of the command line: ``langneurons --help``, ``langneurons info STORE`` and
+``import langneurons`` against a bare ``python -c pass``, each the median of several fresh
+processes (target: under 5x for the imports and ``--help``; ``info`` reads a small store's
+metadata and two arrays per run, without zarr or xarray: target under 15x).
 
 ``--json OUT`` also writes the headline rows for ``make bench``.
 """
@@ -10,6 +12,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _table import row, write_rows  # noqa: E402
 
 TARGET = 5.0
+TARGETS = {"langneurons info STORE": 15.0}
 
 
 def wall(argv: list[str], repeat: int) -> float:
@@ -30,6 +34,24 @@ def wall(argv: list[str], repeat: int) -> float:
     return statistics.median(times)
 
 
+def small_store(path: Path) -> Path:
+    """A store of two runs, ten languages, per-sequence counts and one saved result."""
+    import numpy as np
+
+    from langneurons.analysis import identify
+    from langneurons.store import Counts, create_store
+
+    rng = np.random.default_rng(0)
+    langs = ["en", "de", "fr", "es", "ru", "zh", "ja", "ar", "sw", "hi"]
+    store = create_store(path)
+    for run in ("m/base", "m/aligned"):
+        tokens = rng.integers(100, 1000, size=(len(langs), 2))
+        active = (rng.random((len(langs), 2, 4, 64)) * tokens[:, :, None, None]).astype(np.int64)
+        store.create_run(run, n_layers=4, n_neurons=64, counts=Counts(langs, active, tokens))
+    store.save_result("m/base", "identification", "ternary", identify(store.open_run("m/base")))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=9)
@@ -38,10 +60,13 @@ def main() -> None:
     args = parser.parse_args()
     repeat = 3 if args.quick else args.repeat
     py = sys.executable
+    tmp = tempfile.TemporaryDirectory()
+    store = small_store(Path(tmp.name) / "s.zarr")
     # alternate so that a busy moment of the machine hits both alike
     bare = wall([py, "-c", "pass"], repeat)
     measures = {
         "langneurons --help": [py, "-m", "langneurons", "--help"],
+        "langneurons info STORE": [py, "-m", "langneurons", "info", str(store)],
         "import langneurons": [py, "-c", "import langneurons"],
         "import langneurons.errors": [py, "-c", "import langneurons.errors"],
     }
@@ -60,11 +85,12 @@ def main() -> None:
                 seconds,
                 unit="s",
                 baseline=bare,
-                note=f"target < {TARGET:g}x; median of {repeat} processes",
+                note=f"target < {TARGETS.get(name, TARGET):g}x; median of {repeat} processes",
             )
             for name, seconds in results.items()
         ],
     )
+    tmp.cleanup()
 
 
 if __name__ == "__main__":

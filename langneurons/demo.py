@@ -2,7 +2,9 @@
 
 Builds (or loads) a model, extracts prompt and response counts with per-sequence counts, identifies
 language neurons with both rules, runs the statistics (stages, stability, neuron tests, a
-deactivation experiment, a comparison of two checkpoints) and writes the report.
+deactivation experiment, a comparison of two checkpoints) and writes the report. The comparison
+is :func:`langneurons.workflows.compare_runs`, saved as ``langneurons compare runs`` saves it
+(``compare/vs-MODEL_base/PART`` under the perturbed run).
 
 ``tiny`` (default) uses a small random-init Llama built offline, and a second checkpoint made by
 perturbing its MLP weights, so the comparison has something to compare; ``gemma3-270m`` uses the
@@ -81,7 +83,7 @@ def _clear_earlier_demo(out: Path) -> None:
 
 def _summary(store: Any, runs: list[str], base_run: str) -> list[str]:
     """The demo's headline: each run's identification, the base run's stages and stability."""
-    from langneurons._cli_tables import stability, stages, table
+    from langneurons.cli._tables import stability, stages, table
 
     rows = []
     for run in runs:
@@ -141,8 +143,10 @@ def run_demo(
     """
     if model not in ("tiny", "gemma3-270m"):
         raise ParameterError(f"--model {model!r} is not one of tiny, gemma3-270m")
+    from langneurons import workflows
     from langneurons.analysis import identify
     from langneurons.analysis.neuron_tests import language_preference_tests
+    from langneurons.analysis.params import IdentifyParams
     from langneurons.analysis.stability import bootstrap_identification
     from langneurons.analysis.stages import bootstrap_stages
     from langneurons.extract.ablation import ablate
@@ -217,15 +221,13 @@ def run_demo(
     base_run = f"{name}/base"
     ds = store.open_run(base_run)
     done = step("statistics")
-    store.save_result(
-        base_run, "stats", "stages", bootstrap_stages(ds, n_boot=n_boot, seed=0, top_rate=top_rate)
+    params = IdentifyParams(method="ternary", top_rate=top_rate)
+    stages = workflows.with_params(bootstrap_stages, ds, params=params, n_boot=n_boot, seed=0)
+    store.save_result(base_run, "stats", "stages", stages)
+    stability = workflows.with_params(
+        bootstrap_identification, ds, params=params, n_boot=n_boot, seed=0
     )
-    store.save_result(
-        base_run,
-        "stats",
-        "stability-ternary",
-        bootstrap_identification(ds, "ternary", n_boot=n_boot, seed=0, top_rate=top_rate),
-    )
+    store.save_result(base_run, "stats", "stability-ternary", stability)
     store.save_result(base_run, "stats", "tests", language_preference_tests(ds))
     done()
 
@@ -247,26 +249,15 @@ def run_demo(
     done()
 
     done = step("compare checkpoints")
-    from langneurons.analysis import compare as cmp
-    from langneurons.analysis import distributions as dist
-
     other = f"{name}/perturbed"
-    a = store.open_result(base_run, "identification", "ternary")
-    b = store.open_result(other, "identification", "ternary")
-    parts = {
-        "types": dist.compare_type_distributions(a, b),
-        "overlap": cmp.overlap(a, b),
-        "transitions": cmp.transition_table(a, b),
-        "type_change": dist.type_change(
-            store.open_run(base_run),
-            store.open_run(other),
-            n_boot=n_boot,
-            seed=0,
-            top_rate=top_rate,
-        ),
-    }
-    for part, result in parts.items():
-        store.save_result(other, "compare", f"vs-base/{part}", result)
+    parts = workflows.compare_runs(
+        store.open_run(base_run),
+        store.open_run(other),
+        params,
+        n_boot=n_boot,
+        seed=0,
+    )
+    workflows.save_parts(store.save_result, other, workflows.comparison_name(base_run), parts)
     done()
 
     done = step("report")

@@ -295,3 +295,57 @@ def test_bootstraps_report_progress_per_replicate(
     from langneurons import _progress
 
     _progress.configure("log")
+
+
+# --------------------------------------------------------------------------- workflows
+def test_compare_runs_is_one_workflow_with_one_name(
+    shared: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from langneurons import workflows
+    from langneurons.analysis.params import IdentifyParams
+
+    path = shared["store"]
+    store = open_store(path, mode="r+")
+    counts = make_counts(LANGS, layers=4, neurons=30, seed=3, sequences=6)
+    store.create_run("m/aligned", n_layers=4, n_neurons=30, sequences=True, counts=counts)
+    code, out, err = run_cli(
+        capsys, "compare", "runs", path, "--base", RUN, "--aligned", "m/aligned",
+        "--top-rate", "0.1", "--n-boot", "3", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    printed = json.loads(out)
+    assert list(printed) == ["types", "overlap", "transitions", "mcnemar", "type_change",
+                             "shared_by_change"]  # fmt: skip
+    assert printed["types"]["saved"] == "m/aligned/compare/vs-m_base/types"
+    # the library workflow gives what the command saved
+    parts = workflows.compare_runs(
+        store.open_run(RUN), store.open_run("m/aligned"), IdentifyParams(top_rate=0.1), n_boot=3
+    )
+    saved = workflows.open_comparison(store, "m/aligned", RUN)
+    assert set(saved) == set(parts)
+    for part, ds in parts.items():
+        xr.testing.assert_equal(saved[part].load(), ds)  # the store adds result_* attrs
+    # a comparison the 0.1 demo saved as vs-base/PART is still found
+    store.save_result("m/aligned", "compare", "vs-base/types", parts["types"])
+    assert workflows.find_comparison(store, "m/aligned", "tiny/base") == "vs-base"
+    assert workflows.find_comparison(store, "m/aligned", RUN) == "vs-m_base"
+    assert workflows.find_comparison(store, "m/aligned", "m/other") is None
+    assert workflows.comparison_name("a/b/c") == "vs-a_b_c"
+
+
+def test_with_params_passes_params_to_functions_that_take_it() -> None:
+    from langneurons.analysis.params import IdentifyParams
+    from langneurons.workflows import with_params
+
+    params = IdentifyParams(method="lape", top_rate=0.2)
+
+    def new(run: object, *, params: IdentifyParams, n_boot: int = 1) -> object:
+        return ("new", params, n_boot)
+
+    def old(run: object, method: str = "ternary", *, n_boot: int = 1, **kw: object) -> object:
+        return ("old", method, n_boot, kw)
+
+    assert with_params(new, None, params=params, n_boot=2) == ("new", params, 2)
+    kind, method, n_boot, kw = with_params(old, None, params=params, n_boot=2)  # type: ignore[misc]
+    assert (kind, method, n_boot) == ("old", "lape", 2)
+    assert kw == {"role": "response", "top_rate": 0.2, "bar": 0.95, "filter_rate": 0.95}

@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from langneurons import workflows  # noqa: E402
 from langneurons.cli import main  # noqa: E402
 from langneurons.store import open_store  # noqa: E402
 
@@ -34,7 +35,11 @@ def test_demo_writes_store_and_report(tmp_path: Path, capsys: pytest.CaptureFixt
     assert store.results(base, "identification") == ["lape", "ternary"]
     assert set(store.results(base, "stats")) == {"stages", "stability-ternary", "tests"}
     assert store.results(base, "ablation") == ["ternary"]
-    assert "vs-base/type_change" in store.results("tiny-llama/perturbed", "compare")
+    # the comparison is saved as `langneurons compare runs` saves it: vs-BASE, '_' for '/'
+    compared = store.results("tiny-llama/perturbed", "compare")
+    assert {"vs-tiny-llama_base/type_change", "vs-tiny-llama_base/mcnemar"} <= set(compared)
+    parts = workflows.open_comparison(store, "tiny-llama/perturbed", base)
+    assert "type_change" in parts
     report = out / "report"
     for name in ("report.html", "report.md", "report.qmd", "report.ipynb"):
         assert (report / name).stat().st_size > 1000

@@ -1,0 +1,135 @@
+"""The ``langneurons`` command line.
+
+Every command maps onto the Python API; errors print one line (``langneurons: error: ...``) and exit
+non-zero, with a traceback only under ``--debug``.
+
+One module per group of commands (``store``, ``extract``, ``analysis``, ``compare``), the options
+they share in ``_options``; each command imports the rooms it needs when it runs, so
+``langneurons --help`` and ``langneurons info`` load neither xarray, zarr nor scipy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from langneurons.cli import analysis as _analysis
+from langneurons.cli import compare as _compare
+from langneurons.cli import extract as _extract
+from langneurons.cli import store as _store
+from langneurons.cli._options import EXIT_ERROR, EXIT_USAGE
+from langneurons.errors import LangneuronsError, LangneuronsWarning
+
+__all__ = ["EXIT_ERROR", "EXIT_USAGE", "cli", "main"]
+
+log = logging.getLogger("langneurons")
+
+_SHOWN: set[str] = set()  # warnings printed by this process
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """langneurons' own warnings as one line on stderr; others as Python prints them."""
+    if issubclass(category, LangneuronsWarning):
+        text = " ".join(str(message).split())
+        if text not in _SHOWN:  # once per command, however many replicates repeat it
+            _SHOWN.add(text)
+            click.echo(f"langneurons: warning: {text}", err=True)
+        return
+    warnings._showwarning_orig(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No progress bars or progress lines (answers still print)."
+)
+@click.version_option(package_name="langneurons")
+def cli(debug: bool, verbose: bool, quiet: bool) -> None:
+    """langneurons: find and compare language neurons in multilingual LLMs."""
+    from langneurons import _progress
+
+    # long work shows a bar on a terminal, one line per step otherwise (logs, CI), or nothing
+    interval = float(os.environ.get("LANGNEURONS_PROGRESS_INTERVAL", "5") or 5)
+    _progress.configure("quiet" if quiet else "auto", interval=interval)
+    # langneurons' warnings: each distinct one printed once per command, as one line
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("always", LangneuronsWarning)
+    _SHOWN.clear()
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not (verbose or debug):
+        # the CLI owns the terminal: no model-loading bars or notices from transformers
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # third-party bars (e.g. GGUF de-quantisation); langneurons' own bars set `disable`
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        transformers = sys.modules.get("transformers")
+        if transformers is not None:  # already imported (e.g. main() called in-process)
+            transformers.utils.logging.disable_progress_bar()
+            transformers.utils.logging.set_verbosity_error()
+
+
+for _command in (
+    # store
+    _store.info,
+    _store.validate,
+    _store.repair,
+    _store.export,
+    _store.migrate,
+    _store.import_,
+    # models
+    _extract.extract,
+    _extract.ablate,
+    _extract.demo,
+    # analysis
+    _analysis.identify,
+    _analysis.stats,
+    _compare.compare,
+    _analysis.report,
+):
+    cli.add_command(_command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code (errors print one line unless --debug)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        result = cli.main(args=args, prog_name="langneurons", standalone_mode=False)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_ERROR
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_ERROR
+    except (LangneuronsError, PermissionError, FileNotFoundError, NotADirectoryError) as exc:
+        if debug:
+            raise
+        message = " ".join(str(exc).split())
+        click.echo(f"langneurons: error: {message}", err=True)
+        # a read that failed inside zarr's concurrent fetches leaves sibling fetches pending;
+        # asyncio would report each of them at exit, after the one line that says what is wrong
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+        return EXIT_ERROR
+    return int(result) if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Analysis commands: ``identify``, the ``stats`` group, and ``report``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from langneurons.cli._options import (
+    Target,
+    echo_json,
+    identify_options,
+    identify_params,
+    results_options,
+    split_list,
+)
+
+
+@click.command()
+@click.argument("store")
+@click.option("--run", required=True, help="Run path inside the store.")
+@identify_options
+@click.option("--name", default=None, help="Result name (default: the method).")
+@click.option("--export-mask", default=None, help="Also write the LAPE mask file format here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@results_options
+def identify(
+    store: str,
+    run: str,
+    name: str | None,
+    export_mask: str | None,
+    as_json: bool,
+    results_store: str | None,
+    no_save: bool,
+    allow_incomplete: bool,
+    **options: Any,
+) -> None:
+    """Identify language neurons in a run and save the result into the store."""
+    from langneurons.analysis.identify import identify as run_identify
+    from langneurons.analysis.identify import masks_to_lists, summary
+    from langneurons.cli._tables import identification
+
+    params = identify_params(options)
+    target = Target(store, results_store, no_save, allow_incomplete)
+    ds = target.open_run(run)
+    result = run_identify(ds, params.method, **params.keywords())
+    path = target.save(run, "identification", name or params.method, result)
+    if export_mask:
+        from langneurons.cli._masks import save_mask
+
+        save_mask(export_mask, masks_to_lists(result))
+    data = summary(result)
+    if as_json:
+        echo_json({**data, "saved": path, "mask_file": export_mask})
+        return
+    click.echo(
+        (f"saved at {path}" if path else "not saved (--no-save)")
+        + (f"; mask written to {export_mask}" if export_mask else "")
+    )
+    for line in identification(result):
+        click.echo(line)
+
+
+@click.command()
+@click.argument("store")
+@click.option("--out", required=True, help="Output directory (an earlier report is replaced).")
+@click.option("--runs", default=None, help="Comma-separated runs to report (default all).")
+@click.option("--title", default=None, help="Report title.")
+def report(store: str, out: str, runs: str | None, title: str | None) -> None:
+    """Write an HTML report (with Markdown, CSV, figures, .qmd and .ipynb) of STORE."""
+    from langneurons.reports import write_report
+    from langneurons.store import open_store
+
+    html = write_report(open_store(store), out, runs=split_list(runs) or None, title=title)
+    click.echo(f"wrote {html}")
+
+
+# --------------------------------------------------------------------------- stats
+@click.group()
+def stats() -> None:
+    """Statistics on one run, saved under RUN/stats/NAME."""
+
+
+@stats.command("stages")
+@click.argument("store")
+@click.option("--run", required=True)
+@click.option("--n-stages", type=int, default=4, show_default=True)
+@click.option("--n-boot", type=int, default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", default="stages", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@results_options
+@identify_options
+def stats_stages(
+    store: str,
+    run: str,
+    n_stages: int,
+    n_boot: int,
+    seed: int,
+    name: str,
+    as_json: bool,
+    results_store: str | None,
+    no_save: bool,
+    allow_incomplete: bool,
+    **options: Any,
+) -> None:
+    """Four-stage partition of the layers with bootstrap intervals on the boundaries."""
+    from langneurons.analysis.stages import bootstrap_stages
+    from langneurons.cli._output import emit
+    from langneurons.workflows import with_params
+
+    params = identify_params(options)
+    target = Target(store, results_store, no_save, allow_incomplete)
+    ds = with_params(
+        bootstrap_stages,
+        target.open_run(run),
+        params=params,
+        n_stages=n_stages,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    emit({"stages": (ds, target.save(run, "stats", name, ds))}, as_json)
+
+
+@stats.command("deactivation")
+@click.argument("store")
+@click.option("--run", required=True)
+@click.option("--ablation", required=True, help="Name of a saved `langneurons ablate` result.")
+@click.option("--n-perm", type=int, default=10000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", default="deactivation", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@results_options
+def stats_deactivation(
+    store: str,
+    run: str,
+    ablation: str,
+    n_perm: int,
+    seed: int,
+    name: str,
+    as_json: bool,
+    results_store: str | None,
+    no_save: bool,
+    allow_incomplete: bool,
+) -> None:
+    """Diagonal dominance of deactivation damage against random-neuron controls."""
+    from langneurons.analysis.deactivation import deactivation_effects
+    from langneurons.cli._output import emit
+
+    target = Target(store, results_store, no_save, allow_incomplete)
+    ds = deactivation_effects(
+        target.open_result(run, "ablation", ablation), n_perm=n_perm, seed=seed
+    )
+    emit({"deactivation": (ds, target.save(run, "stats", name, ds))}, as_json)
+
+
+@stats.command("probability")
+@click.argument("store")
+@click.option("--run", required=True)
+@click.option("--role", type=click.Choice(["response", "prompt", "all"]), default="response")
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "bootstrap", "cluster", "wilson"]),
+    default="auto",
+    show_default=True,
+)
+@click.option("--ci", type=float, default=0.95, show_default=True)
+@click.option("--n-boot", type=int, default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", default="probability", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@results_options
+def stats_probability(
+    store: str,
+    run: str,
+    role: str,
+    method: str,
+    ci: float,
+    n_boot: int,
+    seed: int,
+    name: str,
+    as_json: bool,
+    results_store: str | None,
+    no_save: bool,
+    allow_incomplete: bool,
+) -> None:
+    """Activation probabilities with confidence intervals."""
+    from langneurons.analysis.uncertainty import activation_probability
+    from langneurons.cli._output import emit
+
+    target = Target(store, results_store, no_save, allow_incomplete)
+    ds = activation_probability(
+        target.open_run(run), role=role, method=method, ci=ci, n_boot=n_boot, seed=seed
+    )
+    emit({"probability": (ds, target.save(run, "stats", name, ds))}, as_json)
+
+
+@stats.command("tests")
+@click.argument("store")
+@click.option("--run", required=True)
+@click.option("--role", type=click.Choice(["response", "prompt", "all"]), default="response")
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "cluster", "binomial"]),
+    default="auto",
+    show_default=True,
+)
+@click.option(
+    "--correction", type=click.Choice(["fdr_bh", "fdr_by"]), default="fdr_bh", show_default=True
+)
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+@click.option(
+    "--identification",
+    default=None,
+    help="Compare the significant neurons with this saved identification.",
+)
+@click.option("--name", default="tests", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@results_options
+def stats_tests(
+    store: str,
+    run: str,
+    role: str,
+    method: str,
+    correction: str,
+    alpha: float,
+    identification: str | None,
+    name: str,
+    as_json: bool,
+    results_store: str | None,
+    no_save: bool,
+    allow_incomplete: bool,
+) -> None:
+    """Per-neuron, per-language tests of higher activation, with FDR control."""
+    from langneurons.analysis.neuron_tests import (
+        compare_with_identification,
+        language_preference_tests,
+    )
+    from langneurons.cli._output import clean, emit
+
+    target = Target(store, results_store, no_save, allow_incomplete)
+    ds = language_preference_tests(
+        target.open_run(run), role=role, method=method, correction=correction, alpha=alpha
+    )
+    results = {"tests": (ds, target.save(run, "stats", name, ds))}
+    if identification:
+        ident = target.open_result(run, "identification", identification)
+        versus = compare_with_identification(ds, ident)
+        import xarray as xr
+
+        if not isinstance(versus, xr.Dataset):
+            versus = xr.Dataset(attrs=clean(versus))
+        path = target.save(run, "stats", f"{name}-vs-{identification}", versus)
+        results["versus_identification"] = (versus, path)
+    emit(results, as_json)
+
+
+@stats.command("stability")
+@click.argument("store")
+@click.option("--run", required=True)
+@click.option("--n-boot", type=int, default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", default=None, help="Default: stability-METHOD.")
+@click.option("--json", "as_json", is_flag=True)
+@results_options
+@identify_options
+def stats_stability(
+    store: str,
+    run: str,
+    n_boot: int,
+    seed: int,
+    name: str | None,
+    as_json: bool,
+    results_store: str | None,
+    no_save: bool,
+    allow_incomplete: bool,
+    **options: Any,
+) -> None:
+    """Bootstrap the whole identification over sequences: selection frequency, Jaccard, CIs."""
+    from langneurons.analysis.stability import bootstrap_identification
+    from langneurons.cli._output import emit
+    from langneurons.workflows import with_params
+
+    params = identify_params(options)
+    target = Target(store, results_store, no_save, allow_incomplete)
+    ds = with_params(
+        bootstrap_identification, target.open_run(run), params=params, n_boot=n_boot, seed=seed
+    )
+    path = target.save(run, "stats", name or f"stability-{params.method}", ds)
+    emit({"stability": (ds, path)}, as_json)

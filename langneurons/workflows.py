@@ -1,0 +1,202 @@
+"""Workflows: several analyses run together, the way the command line and the demo run them.
+
+``compare_runs`` compares a base run with an aligned (or any later) run; ``compare_checkpoints``
+follows an ordered series of runs. Both return their parts as ``{part: Dataset}`` and save
+nothing; :func:`save_parts` saves them under one naming rule:
+
+- a comparison with base run ``BASE`` is saved under the compared run, in ``compare/``, as
+  ``vs-BASE/PART`` with the slashes of ``BASE`` written as ``_`` (``vs-mistral-7b_base/types``);
+- a checkpoint series is saved under its last run as ``NAME/PART`` (``checkpoints/trajectories``).
+
+The demo of langneurons 0.1 saved its comparison as ``vs-base/PART`` (the last part of the base
+run's path); :func:`find_comparison` and :func:`open_comparison` read that name too.
+
+Imports nothing heavy until called.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from langneurons.names import SEQ_N_ACTIVE
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from langneurons.analysis.params import IdentifyParams
+    from langneurons.store import ActivationStore
+
+T = TypeVar("T")
+
+#: Every result name of a comparison with a base run starts with this.
+COMPARE_PREFIX = "vs-"
+
+#: The parts :func:`compare_runs` returns (``type_change``, ``shared_by_change`` need per-sequence
+#: counts in both runs; ``spontaneous`` needs the trained languages).
+COMPARE_PARTS: tuple[str, ...] = (
+    "types",
+    "overlap",
+    "transitions",
+    "mcnemar",
+    "type_change",
+    "shared_by_change",
+    "spontaneous",
+)
+
+
+def comparison_name(base: str) -> str:
+    """The name a comparison with run ``base`` is saved under: ``vs-BASE``, ``_`` for ``/``.
+
+    >>> comparison_name("mistral-7b/base")
+    'vs-mistral-7b_base'
+    """
+    return COMPARE_PREFIX + base.replace("/", "_")
+
+
+def _names_read(base: str) -> list[str]:
+    """The names a comparison with ``base`` may be saved under: the rule's, then the 0.1 demo's."""
+    return list(dict.fromkeys([comparison_name(base), COMPARE_PREFIX + base.rsplit("/", 1)[-1]]))
+
+
+def find_comparison(store: ActivationStore, run: str, base: str) -> str | None:
+    """The name under which ``run``'s comparison with ``base`` is saved, or None when none is."""
+    prefixes = {name.split("/", 1)[0] for name in store.results(run, "compare")}
+    return next((name for name in _names_read(base) if name in prefixes), None)
+
+
+def open_comparison(store: ActivationStore, run: str, base: str) -> dict[str, xr.Dataset]:
+    """The saved parts of ``run``'s comparison with ``base`` (empty when there is none)."""
+    prefix = find_comparison(store, run, base)
+    if prefix is None:
+        return {}
+    names = [n for n in store.results(run, "compare") if n.startswith(prefix + "/")]
+    return {n[len(prefix) + 1 :]: store.open_result(run, "compare", n) for n in names}
+
+
+def save_parts(
+    save: Callable[[str, str, str, xr.Dataset], T],
+    run: str,
+    name: str,
+    parts: Mapping[str, xr.Dataset],
+) -> dict[str, tuple[xr.Dataset, T]]:
+    """Save each part as ``compare/NAME/PART`` of ``run`` with ``save(run, kind, name, ds)``.
+
+    ``save`` is :meth:`ActivationStore.save_result` or anything with its signature (the command
+    line's results target); the result is ``{part: (dataset, what save returned)}``.
+    """
+    return {part: (ds, save(run, "compare", f"{name}/{part}", ds)) for part, ds in parts.items()}
+
+
+def rule_keywords(params: IdentifyParams) -> dict[str, Any]:
+    """``params`` as the loose keywords its rule takes (LAPE has no lambda, ternary no filter)."""
+    out = params.keywords()
+    drop = ("lam", "lam_range", "eps", "lam_widen") if params.method == "lape" else ("filter_rate",)
+    return {k: v for k, v in out.items() if k not in drop}
+
+
+def with_params(func: Callable[..., T], *args: Any, params: IdentifyParams, **kw: Any) -> T:
+    """Call an analysis that re-runs the identification, with ``params``.
+
+    As ``func(*args, params=params, **kw)`` when ``func`` takes ``params=``; otherwise with
+    ``method=`` and the rule's loose keywords, as those functions took them before.
+    """
+    if "params" in inspect.signature(func).parameters:
+        return func(*args, params=params, **kw)
+    return func(*args, method=params.method, **kw, **rule_keywords(params))
+
+
+def _params(params: IdentifyParams | None) -> IdentifyParams:
+    from langneurons.analysis.params import IdentifyParams
+
+    return IdentifyParams() if params is None else params
+
+
+def compare_runs(
+    base_run: xr.Dataset,
+    aligned_run: xr.Dataset,
+    params: IdentifyParams | None = None,
+    *,
+    trained_languages: Sequence[str] | None = None,
+    n_boot: int = 200,
+    n_perm: int = 10000,
+    seed: int = 0,
+) -> dict[str, xr.Dataset]:
+    """Identify language neurons in two runs with the same parameters and compare them.
+
+    Parameters
+    ----------
+    base_run, aligned_run : xarray.Dataset
+        Two runs (``ActivationStore.open_run``) of the same model shape and languages.
+    params : IdentifyParams, optional
+        The identification of both runs (default ``IdentifyParams()``).
+    trained_languages : sequence of str, optional
+        The languages the aligned model was trained on: adds the ``spontaneous`` test.
+    n_boot, n_perm, seed
+        Bootstrap replicates (0: no bootstrap parts), permutations of the spontaneous-alignment
+        test, and the seed of both.
+
+    Returns
+    -------
+    dict of str to xarray.Dataset
+        ``types`` (:func:`~langneurons.analysis.compare_type_distributions`), ``overlap``,
+        ``transitions``, ``mcnemar``; with per-sequence counts in both runs and ``n_boot > 0``
+        also ``type_change`` and ``shared_by_change``; with ``trained_languages``,
+        ``spontaneous`` (bootstrap intervals only with per-sequence counts).
+    """
+    from langneurons.analysis import compare as cmp
+    from langneurons.analysis import distributions as dist
+    from langneurons.analysis.identify import identify
+
+    params = _params(params)
+    a = identify(base_run, params.method, **params.keywords())
+    b = identify(aligned_run, params.method, **params.keywords())
+    parts: dict[str, xr.Dataset] = {
+        "types": dist.compare_type_distributions(a, b),
+        "overlap": cmp.overlap(a, b),
+        "transitions": cmp.transition_table(a, b),
+        "mcnemar": cmp.mcnemar(a, b),
+    }
+    has_seq = SEQ_N_ACTIVE in base_run and SEQ_N_ACTIVE in aligned_run
+    if has_seq and n_boot > 0:
+        for name, func in (
+            ("type_change", dist.type_change),
+            ("shared_by_change", dist.shared_by_change),
+        ):
+            parts[name] = with_params(
+                func, base_run, aligned_run, params=params, n_boot=n_boot, seed=seed
+            )
+    if trained_languages:
+        parts["spontaneous"] = with_params(
+            cmp.spontaneous_alignment,
+            base_run,
+            aligned_run,
+            list(trained_languages),
+            params=params,
+            n_boot=n_boot if has_seq else 0,
+            n_perm=n_perm,
+            seed=seed,
+        )
+    return parts
+
+
+def compare_checkpoints(
+    runs: Sequence[xr.Dataset],
+    labels: Sequence[str],
+    params: IdentifyParams | None = None,
+) -> dict[str, xr.Dataset]:
+    """Identify language neurons in an ordered series of runs and follow every count along it.
+
+    Returns ``trajectories`` (:func:`~langneurons.analysis.trajectories`) and ``cochran_q``
+    (:func:`~langneurons.analysis.cochran_q`), with ``labels`` naming the runs in order.
+    """
+    from langneurons.analysis import compare as cmp
+    from langneurons.analysis.identify import identify
+
+    params = _params(params)
+    results = [identify(run, params.method, **params.keywords()) for run in runs]
+    return {
+        "trajectories": cmp.trajectories(results, list(labels)),
+        "cochran_q": cmp.cochran_q(results, labels=list(labels)),
+    }
