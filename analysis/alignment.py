@@ -18,12 +18,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from langneurons.analysis._kernels import centred_pvalue, percentile_interval
-from langneurons.analysis._resample import (
-    Cluster,
-    bootstrap_attrs,
-    bootstrap_runs,
-    identification_attrs,
-)
+from langneurons.analysis._resample import Cluster
 from langneurons.analysis._validate import (
     check_int,
     check_open_unit,
@@ -34,6 +29,7 @@ from langneurons.analysis._validate import (
 from langneurons.errors import ParameterError
 from langneurons.names import LANGUAGE
 
+from .bootstrap import bootstrap_attrs, bootstrap_runs, identification_attrs
 from .identify import identify
 from .params import IdentifyParams, Method, resolve_params
 from .type_tables import mask_rows, neuron_types

@@ -23,17 +23,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from langneurons.analysis._resample import (
-    Cluster,
-    Resampler,
-    identified_replicates,
-    resampling_note,
-)
+from langneurons.analysis._resample import Cluster, Resampler, resampling_note
 from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.analysis._validate import check_dataset, check_int, check_open_unit
 from langneurons.errors import NoValidLambdaError
 from langneurons.names import LANGUAGE, LAYER, NEURON
 
+from .bootstrap import identified_replicates
 from .identify import identify, summary
 from .params import IdentifyParams, Method, resolve_params
 from .uncertainty import INDEPENDENT_SEQUENCES

@@ -20,12 +20,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from langneurons.analysis._resample import (
-    Cluster,
-    bootstrap_attrs,
-    bootstrap_runs,
-    identification_attrs,
-)
+from langneurons.analysis._resample import Cluster
 from langneurons.analysis._validate import (
     check_dataset,
     check_int,
@@ -37,6 +32,7 @@ from langneurons.analysis._validate import (
 from langneurons.errors import ParameterError
 from langneurons.names import LAYER, NEURON
 
+from .bootstrap import bootstrap_attrs, bootstrap_runs, identification_attrs
 from .identify import identify
 from .params import IdentifyParams, Method, resolve_params
 from .type_tables import type_counts

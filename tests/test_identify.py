@@ -14,8 +14,8 @@ import xarray as xr
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from langneurons.analysis import _kernels as kern
 from langneurons.analysis import IdentifyParams
+from langneurons.analysis import _kernels as kern
 from langneurons.analysis.identify import (
     SUMMARY_KEYS,
     identify,

@@ -471,7 +471,7 @@ def test_tiny_tiles_give_the_same_results(
 def test_failed_replicates_are_recorded_and_left_out(
     stored: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from langneurons.analysis import _resample
+    from langneurons.analysis import bootstrap
     from langneurons.errors import NoValidLambdaError
 
     calls = {"n": 0}
@@ -482,7 +482,7 @@ def test_failed_replicates_are_recorded_and_left_out(
             raise NoValidLambdaError("no lambda")
         return identify(run, *args, **kwargs)
 
-    monkeypatch.setattr(_resample, "identify", flaky)
+    monkeypatch.setattr(bootstrap, "identify", flaky)
     kwargs: dict[str, Any] = dict(n_boot=4, seed=1, params=P)
     res = bootstrap_identification(stored["numpy"], **kwargs)
     assert res["ok"].values.tolist() == [True, False, True, True]
@@ -496,7 +496,7 @@ def test_failed_replicates_are_recorded_and_left_out(
     def broken(run: xr.Dataset, *args: Any, **kwargs: Any) -> xr.Dataset:
         raise NoValidLambdaError("no lambda")
 
-    monkeypatch.setattr(_resample, "identify", broken)
+    monkeypatch.setattr(bootstrap, "identify", broken)
     with pytest.raises(NoValidLambdaError) as info:
         bootstrap_identification(stored["numpy"], **kwargs)
     assert str(info.value) == (
