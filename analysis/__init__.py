@@ -20,11 +20,18 @@ from langneurons.analysis.distributions import (
     type_change,
     type_table,
 )
-from langneurons.analysis.identify import identify, masks_from_lists, masks_to_lists, summary
+from langneurons.analysis.identify import (
+    identify,
+    masks_from_lists,
+    masks_to_lists,
+    select,
+    summary,
+)
 from langneurons.analysis.neuron_tests import (
     compare_with_identification,
     language_preference_tests,
 )
+from langneurons.analysis.params import IdentifyParams
 from langneurons.analysis.stability import bootstrap_identification
 from langneurons.analysis.stages import (
     FOUR_STAGES,
@@ -46,12 +53,14 @@ __all__ = [
     "cochran_q",
     "compare_type_distributions",
     "deactivation_effects",
+    "IdentifyParams",
     "identify",
     "masks_from_lists",
     "masks_to_lists",
     "mcnemar",
     "overlap",
     "segment_stages",
+    "select",
     "shared_by_change",
     "spontaneous_alignment",
     "stage_profile",

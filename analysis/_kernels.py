@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -258,3 +259,41 @@ def classify(n_above: IntArray, selected: BoolArray, k: int) -> NDArray[np.int8]
 def histogram(values: IntArray, k: int) -> list[int]:
     """Counts of each value 0..K, as a list of Python ints of length K + 1."""
     return [int(c) for c in np.bincount(values.reshape(-1), minlength=k + 1)]
+
+
+# --------------------------------------------------------------------------- bootstrap summaries
+
+
+def percentile_interval(boot: NDArray[np.float64], ci: float) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Percentile interval over axis 0, ignoring failed (NaN) replicates; NaN when none."""
+    shape = boot.shape[1:]
+    valid = ~np.isnan(boot).all(axis=0) if boot.shape[0] else np.zeros(shape, dtype=bool)
+    low = np.full(shape, np.nan)
+    high = np.full(shape, np.nan)
+    if valid.any():
+        q = np.nanpercentile(boot[:, valid], [50 * (1 - ci), 50 * (1 + ci)], axis=0)
+        low[valid], high[valid] = q[0], q[1]
+    return low, high
+
+
+def centred_pvalue(boot: NDArray[np.float64], point: NDArray[Any]) -> NDArray[np.float64]:
+    """Two-sided bootstrap p-value of ``point == 0`` by centring (Hall & Wilson 1991).
+
+    ``p = (1 + #{|t*_b - t| >= |t|}) / (1 + B)`` over the B valid replicates; NaN when B = 0.
+    """
+    point = np.asarray(point, dtype=np.float64)
+    ok = ~np.isnan(boot)
+    n = ok.sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        extreme = ((np.abs(boot - point) >= np.abs(point) - 1e-12) & ok).sum(axis=0)
+    return np.where(n > 0, (1.0 + extreme) / (1.0 + n), np.nan)
+
+
+def bootstrap_se(boot: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Bootstrap standard error (sample SD over valid replicates); NaN with fewer than 2."""
+    ok = ~np.isnan(boot)
+    n = ok.sum(axis=0)
+    filled = np.where(ok, boot, 0.0)
+    mean = filled.sum(axis=0) / np.maximum(n, 1)
+    ss = (np.where(ok, boot - mean, 0.0) ** 2).sum(axis=0)
+    return np.where(n > 1, np.sqrt(ss / np.maximum(n - 1, 1)), np.nan)

@@ -1,14 +1,23 @@
-"""Checks shared by the analysis modules: parameters (one-line ParameterError messages), labels."""
+"""Checks shared by the analysis modules, in one place.
+
+Parameter checks (one-line :class:`~langneurons.errors.ParameterError` messages naming the
+parameter, the value and what is allowed), the structural checks of runs and results
+(:class:`~langneurons.errors.StoreValidationError` for a run that breaks the schema), string
+labels whatever their dtype, and the one cleaner that makes values JSON-ready for ``attrs``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
+import xarray as xr
 from numpy.typing import NDArray
 
-from langneurons.errors import ParameterError
+from langneurons.errors import ParameterError, StoreValidationError
+from langneurons.names import ALL_TYPES, LANGUAGE, LAYER, NEURON, ROLE, ROLES
 
 
 def check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
@@ -48,3 +57,130 @@ def as_labels(values: object) -> NDArray[np.str_]:
         return np.strings.decode(arr, "utf-8")
     items = [x.decode() if isinstance(x, bytes) else str(x) for x in arr.ravel().tolist()]
     return np.array(items, dtype=np.str_).reshape(arr.shape)
+
+
+def check_seed(seed: object) -> int:
+    """A random seed: an integer >= 0 (recorded with the result)."""
+    return check_int("seed", seed, 0)
+
+
+def check_dataset(obj: object, name: str, what: str = "an xarray.Dataset") -> xr.Dataset:
+    """``obj`` when it is a Dataset, else a ParameterError naming the argument."""
+    if not isinstance(obj, xr.Dataset):
+        raise ParameterError(f"{name} must be {what}, got {type(obj).__name__}")
+    return obj
+
+
+def require_variable(
+    run: xr.Dataset, name: str, dims: Sequence[str], kinds: str = "iuf"
+) -> xr.DataArray:
+    """``run[name]`` after checking it exists with exactly these dims and a dtype in ``kinds``."""
+    expected = f"{name}[{', '.join(dims)}]"
+    if name not in run.data_vars:
+        raise StoreValidationError(f"run has no variable {name!r}; expected {expected}")
+    var = run[name]
+    if set(var.dims) != set(dims):
+        raise StoreValidationError(
+            f"{name} has dims {tuple(var.dims)}, expected {expected}; the run breaks the schema"
+        )
+    if var.dtype.kind not in kinds:
+        raise StoreValidationError(
+            f"{name} has dtype {var.dtype}, expected integer counts; the run breaks the schema"
+        )
+    return var
+
+
+def require_roles(run: xr.Dataset, roles: Sequence[str]) -> list[str]:
+    """The run's stored roles, after checking it has every one of ``roles``."""
+    stored = as_labels(run[ROLE]).tolist()
+    for r in roles:
+        if r not in stored:
+            raise StoreValidationError(
+                f"run has no role {r!r} (roles: {stored}); the run breaks the schema"
+            )
+    return stored
+
+
+def stored_roles(role: str) -> tuple[str, ...]:
+    """The stored roles whose counts a ``role`` parameter reads (``"all"``: both, summed)."""
+    return tuple(ROLES) if role == "all" else (role,)
+
+
+def require_result(obj: object, name: str, variables: Sequence[str]) -> xr.Dataset:
+    """``obj`` after checking it is an identification result with these variables."""
+    what = "an identification result (the Dataset returned by identify())"
+    if not isinstance(obj, xr.Dataset):
+        raise ParameterError(f"{name} must be {what}, got {type(obj).__name__}")
+    missing = [v for v in variables if v not in obj.variables]
+    if missing:
+        raise ParameterError(f"{name} must be {what}; it lacks variables {missing}")
+    return obj
+
+
+def languages_of(ds: xr.Dataset) -> list[str]:
+    """Language labels of a run or result, in order (empty without a language coordinate)."""
+    return as_labels(ds[LANGUAGE]).tolist() if LANGUAGE in ds.coords else []
+
+
+def same_grid(a: xr.Dataset, b: xr.Dataset, names: tuple[str, str]) -> None:
+    """ParameterError unless ``a`` and ``b`` have the same layer x neuron grid."""
+    na, nb = names
+    shape_a = (a.sizes.get(LAYER, 0), a.sizes.get(NEURON, 0))
+    shape_b = (b.sizes.get(LAYER, 0), b.sizes.get(NEURON, 0))
+    if shape_a != shape_b:
+        raise ParameterError(
+            f"{na} and {nb} must have the same layer x neuron shape; {na} has "
+            f"{shape_a[0]} x {shape_a[1]}, {nb} has {shape_b[0]} x {shape_b[1]}"
+        )
+    for dim in (LAYER, NEURON):
+        if dim in a.coords and dim in b.coords:
+            if not np.array_equal(np.asarray(a[dim].values), np.asarray(b[dim].values)):
+                raise ParameterError(
+                    f"{na} and {nb} must cover the same {dim}s; their {dim} coordinates differ"
+                )
+
+
+def same_languages(a: xr.Dataset, b: xr.Dataset, names: tuple[str, str]) -> None:
+    """ParameterError unless ``a`` and ``b`` hold the same set of languages."""
+    la, lb = languages_of(a), languages_of(b)
+    if set(la) != set(lb):
+        only_a = [x for x in la if x not in lb]
+        only_b = [x for x in lb if x not in la]
+        raise ParameterError(
+            f"{names[0]} and {names[1]} must have the same languages; only in {names[0]}: "
+            f"{only_a}, only in {names[1]}: {only_b}"
+        )
+
+
+def check_runs(base: object, aligned: object) -> tuple[xr.Dataset, xr.Dataset]:
+    """A (base, aligned) pair of runs: Datasets on one grid with the same languages."""
+    b = check_dataset(base, "base_run", "an xarray.Dataset (a run)")
+    a = check_dataset(aligned, "aligned_run", "an xarray.Dataset (a run)")
+    same_grid(b, a, ("base_run", "aligned_run"))
+    same_languages(b, a, ("base_run", "aligned_run"))
+    return b, a
+
+
+def check_types(types: object) -> tuple[str, ...]:
+    """A non-empty sequence of distinct neuron-type names (of :data:`ALL_TYPES`)."""
+    if isinstance(types, str) or not isinstance(types, Sequence) or not types:
+        raise ParameterError(f"types must be a non-empty sequence of type names, got {types!r}")
+    out = tuple(types)
+    bad = [t for t in out if t not in ALL_TYPES]
+    if bad or len(set(out)) != len(out):
+        allowed = ", ".join(repr(t) for t in ALL_TYPES)
+        raise ParameterError(f"types must be distinct names among {allowed}, got {list(out)!r}")
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with tuples as lists and numpy scalars as Python scalars (for ``attrs``)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -6,8 +6,9 @@
 - :func:`mcnemar`, :func:`cochran_q`: paired tests of per-neuron membership between two runs, or
   over an ordered series of checkpoints.
 - :func:`trajectories`: every count of a series of results on a ``checkpoint`` dimension.
-- :func:`spontaneous_alignment`: do languages that were not trained in multilingual alignment
-  gain language neurons like the trained ones?
+- :func:`spontaneous_alignment` (in :mod:`~langneurons.analysis.alignment`, re-exported here): do
+  languages that were not trained in multilingual alignment gain language neurons like the
+  trained ones?
 
 All functions take identification results (Datasets returned by
 :func:`~langneurons.analysis.identify.identify`, numpy- or dask-backed; results saved in the
@@ -16,7 +17,6 @@ store work too) or runs, and return xarray Datasets with JSON-serialisable ``att
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -29,43 +29,19 @@ from statsmodels.stats.contingency_tables import cochrans_q as _sm_cochrans_q
 from statsmodels.stats.contingency_tables import mcnemar as _sm_mcnemar
 
 from langneurons.analysis._validate import as_labels as _as_labels
+from langneurons.analysis._validate import languages_of as _languages
+from langneurons.analysis._validate import require_result, same_grid
 from langneurons.errors import ParameterError
+from langneurons.names import LANGUAGE, LAYER, NEURON, TYPES
 
 from . import _kernels as kern
-from .distributions import (
-    LANGUAGE,
-    LAYER,
-    N_SHARED,
-    NEURON,
-    REPLICATE,
-    TYPE,
-    TYPES,
-    _bootstrap_pair,
-    _centred_pvalue,
-    _check_ci,
-    _check_int,
-    _check_runs,
-    _check_seed,
-    _common_attrs,
-    _identification_attrs,
-    _interval,
-    _languages,
-    _require_result,
-    _same_grid,
-    _spawn,
-    _type_counts,
-)
-from .identify import Method, identify
+from .alignment import spontaneous_alignment
+from .type_tables import mask_rows as _mask_rows
+from .type_tables import neuron_types as _types
+from .type_tables import type_counts
 
-CHECKPOINT, SET, FROM, TO, COUNT, GROUP = (
-    "checkpoint",
-    "set",
-    "from_type",
-    "to_type",
-    "count",
-    "group",
-)
-N_ASSIGNED = "n_assigned"
+CHECKPOINT, SET, FROM, TO = "checkpoint", "set", "from_type", "to_type"
+TYPE, N_SHARED, N_ASSIGNED = "type", "n_shared", "n_assigned"
 
 #: Per-language neuron sets compared by :func:`overlap`.
 LANGUAGE_SETS: tuple[str, ...] = ("mask", "specific", "related")
@@ -73,8 +49,6 @@ LANGUAGE_SETS: tuple[str, ...] = ("mask", "specific", "related")
 TYPE_SETS: tuple[str, ...] = ("selected", "specific", "related", "general", "unassigned")
 #: Type names in the order of :func:`transition_table` (not selected first).
 TRANSITION_TYPES: tuple[str, ...] = kern.TYPE_NAMES
-#: Counts per language followed by :func:`spontaneous_alignment`.
-ALIGNMENT_COUNTS: tuple[str, ...] = ("specific", "related")
 
 _RESULT_VARS = ("selected", "mask", "neuron_type", "general")
 
@@ -84,31 +58,20 @@ _RESULT_VARS = ("selected", "mask", "neuron_type", "general")
 
 def _load(result: object, name: str, variables: Sequence[str] = _RESULT_VARS) -> xr.Dataset:
     """Validate an identification result and bring the needed variables into memory."""
-    ds = _require_result(result, name, variables)
+    ds = require_result(result, name, variables)
     return ds[list(variables)].compute().assign_attrs(ds.attrs)
 
 
 def _pair(a: object, b: object, variables: Sequence[str] = _RESULT_VARS) -> tuple[xr.Dataset, ...]:
     """Two validated in-memory results on the same layer x neuron grid."""
     da, db = _load(a, "a", variables), _load(b, "b", variables)
-    _same_grid(da, db, ("a", "b"))
+    same_grid(da, db, ("a", "b"))
     return da, db
 
 
 def _flat(arr: xr.DataArray) -> NDArray[Any]:
     """A ``[layer, neuron]`` variable flattened layer-major."""
     return np.asarray(arr.transpose(LAYER, NEURON).values).reshape(-1)
-
-
-def _mask_rows(result: xr.Dataset, languages: Sequence[str]) -> NDArray[np.bool_]:
-    """``mask`` rows ``[language, M]`` for these languages, layer-major."""
-    mask = result["mask"].transpose(LANGUAGE, LAYER, NEURON).sel({LANGUAGE: list(languages)})
-    return np.asarray(mask.values, dtype=bool).reshape(len(languages), -1)
-
-
-def _types(result: xr.Dataset) -> NDArray[np.str_]:
-    """``neuron_type`` flattened layer-major, as a numpy string array."""
-    return _as_labels(_flat(result["neuron_type"]))
 
 
 def _check_language(language: object, available: Sequence[str], where: str) -> str:
@@ -137,7 +100,7 @@ def _results_list(
         )
     loaded = [_load(r, f"results[{i}]", variables) for i, r in enumerate(results)]
     for i, r in enumerate(loaded[1:], start=1):
-        _same_grid(loaded[0], r, ("results[0]", f"results[{i}]"))
+        same_grid(loaded[0], r, ("results[0]", f"results[{i}]"))
     return loaded
 
 
@@ -554,7 +517,7 @@ def trajectories(results: Sequence[xr.Dataset], labels: Sequence[str] | None = N
         spec.append((rows & (kinds == "specific")).sum(axis=1))
         rel.append((rows & (kinds == "related")).sum(axis=1))
         msk.append(rows.sum(axis=1))
-        layer_types.append(_type_counts(r, TYPES))
+        layer_types.append(type_counts(r, TYPES))
         m = _flat(r["n_assigned"]).astype(np.int64)[selected]
         appear.append(np.bincount(m, minlength=k + 1)[: k + 1])
         s = _flat(r["shared_by"]).astype(np.int64)
@@ -587,236 +550,6 @@ def trajectories(results: Sequence[xr.Dataset], labels: Sequence[str] | None = N
     )
 
 
-# --------------------------------------------------------------------------- spontaneous alignment
-
-
-def _language_counts(result: xr.Dataset, languages: Sequence[str]) -> NDArray[np.int64]:
-    """``[language, count]``: specific and related neurons of each language."""
-    kinds = _types(result)
-    rows = _mask_rows(result, languages)
-    return np.stack([(rows & (kinds == c)).sum(axis=1) for c in ALIGNMENT_COUNTS], axis=1).astype(
-        np.int64
-    )
-
-
-def _check_trained(trained: object, languages: Sequence[str]) -> list[str]:
-    """Validate the trained languages against the runs' languages."""
-    names = [trained] if isinstance(trained, str) else trained
-    if not isinstance(names, Sequence) or not all(isinstance(x, str) for x in names):
-        raise ParameterError(
-            f"trained_languages must be a sequence of language names, got {trained!r}"
-        )
-    if not names:
-        raise ParameterError("trained_languages is empty; name at least one trained language")
-    out = list(names)
-    dup = sorted({x for x in out if out.count(x) > 1})
-    if dup:
-        raise ParameterError(f"trained_languages names {dup[0]!r} more than once")
-    unknown = [x for x in out if x not in languages]
-    if unknown:
-        raise ParameterError(
-            f"trained_languages has {unknown[0]!r}, which is not a language of the runs "
-            f"(languages: {', '.join(languages)})"
-        )
-    if len(out) == len(languages):
-        raise ParameterError(
-            "every language of the runs is in trained_languages; spontaneous alignment needs at "
-            "least one untrained language"
-        )
-    return out
-
-
-def _label_sets(
-    k: int, n_trained: int, n_perm: int, rng: np.random.Generator
-) -> tuple[NDArray[np.bool_], bool]:
-    """Trained-label assignments: all of them when there are at most ``n_perm``, else random."""
-    total = math.comb(k, n_trained)
-    if total <= n_perm:
-        out = np.zeros((total, k), dtype=bool)
-        for i, combo in enumerate(itertools.combinations(range(k), n_trained)):
-            out[i, list(combo)] = True
-        return out, True
-    picks = np.argsort(rng.random((n_perm, k)), axis=1)[:, :n_trained]
-    out = np.zeros((n_perm, k), dtype=bool)
-    np.put_along_axis(out, picks, True, axis=1)
-    return out, False
-
-
-def _group_difference(
-    change: NDArray[np.float64], trained: NDArray[np.bool_]
-) -> NDArray[np.float64]:
-    """Mean change of trained minus untrained languages: ``change[..., language, count]``.
-
-    ``trained`` is ``[language]`` or ``[assignment, language]`` (then the result gains a
-    leading assignment axis).
-    """
-    t = trained.astype(np.float64)
-    u = 1.0 - t
-    mean_t = np.einsum("...l,lc->...c", t / t.sum(axis=-1, keepdims=True), change)
-    mean_u = np.einsum("...l,lc->...c", u / u.sum(axis=-1, keepdims=True), change)
-    return np.asarray(mean_t - mean_u)
-
-
-def spontaneous_alignment(
-    base_run: xr.Dataset,
-    aligned_run: xr.Dataset,
-    trained_languages: Sequence[str],
-    *,
-    method: Method = "ternary",
-    n_boot: int = 200,
-    n_perm: int = 10000,
-    seed: int = 0,
-    ci: float = 0.95,
-    **identify_kwargs: Any,
-) -> xr.Dataset:
-    r"""Do untrained languages gain language neurons like the trained ones after alignment?
-
-    For each language k, the change of its specific and related neuron counts from the base
-    run to the aligned run (multilingual alignment trained on ``trained_languages`` only),
-    :math:`\Delta_{k,c} = c^{aligned}_k - c^{base}_k`. With trained set :math:`\mathcal{T}`
-    and untrained set :math:`\mathcal{U}`, the statistic is the difference of mean changes
-
-    .. math:: D_c = \bar\Delta_{\mathcal{T},c} - \bar\Delta_{\mathcal{U},c}.
-
-    "Spontaneous multilingual alignment" (untrained languages moving like trained ones) means
-    :math:`D \approx 0` with :math:`\bar\Delta_{\mathcal{U}} \neq 0`.
-
-    - Intervals: bootstrap percentiles of every :math:`\Delta_k`, group mean and :math:`D`,
-      resampling each run's sequences within language independently and re-running the
-      identification per replicate (as in
-      :func:`~langneurons.analysis.distributions.type_change`); ``boot_pvalue`` is the
-      two-sided bootstrap test of :math:`D = 0` by centring (Hall & Wilson 1991).
-    - Permutation test over the language labels (``perm_pvalue``): under the null that the
-      trained / untrained labels are exchangeable, every assignment of
-      :math:`|\mathcal{T}|` of the K languages as "trained" is equally likely;
-      :math:`p = \#\{|D_\pi| \ge |D|\} / \binom{K}{|\mathcal{T}|}` over all assignments when
-      there are at most ``n_perm`` (exact), else
-      :math:`(1 + \#\{|D_\pi| \ge |D|\}) / (1 + n_{perm})` over random ones. Its resolution is
-      limited by K: the smallest possible exact p is :math:`1 / \binom{K}{|\mathcal{T}|}`.
-
-    A small p means untrained languages do **not** move like the trained ones.
-
-    Parameters
-    ----------
-    base_run, aligned_run : xarray.Dataset
-        Runs with the same grid and languages (per-sequence counts needed when ``n_boot > 0``).
-    trained_languages : sequence of str
-        Languages used in the alignment training (a single name is accepted).
-    method : {"ternary", "lape"}
-        Identification rule.
-    n_boot : int >= 0
-        Bootstrap replicates per run.
-    n_perm : int >= 1
-        Most label assignments of the permutation test.
-    seed : int >= 0
-        Seed; the base bootstrap, aligned bootstrap and permutations use independent streams.
-    ci : float in (0, 1)
-        Level of the percentile intervals.
-    **identify_kwargs
-        Passed to :func:`~langneurons.analysis.identify.identify`.
-
-    Returns
-    -------
-    xarray.Dataset
-        On ``[language, count]`` (count: "specific", "related"): ``base``, ``aligned``,
-        ``change``, ``change_low``, ``change_high``; ``boot_change[replicate, language,
-        count]``; ``trained[language]``; ``mean_change``, ``mean_change_low``,
-        ``mean_change_high`` on ``[group, count]`` (group: "trained", "untrained");
-        ``difference``, ``difference_low``, ``difference_high``, ``perm_pvalue``,
-        ``boot_pvalue`` on ``[count]``. ``attrs``: trained and untrained languages, method,
-        ``identify_kwargs``, ``n_boot``, ``n_perm``, ``n_assignments``, ``permutation``
-        ("exact" or "random"), ``seed``, ``ci``, failed replicate counts, tau / lambda.
-
-    Raises
-    ------
-    ParameterError
-        Trained languages empty, repeated or not in the runs; no untrained language; runs of
-        different shapes or languages; bad parameters; ``n_boot > 0`` without per-sequence
-        counts.
-
-    References
-    ----------
-    Zhang et al. (2025), spontaneous multilingual alignment of untrained languages; Good
-    (2005), Permutation, Parametric and Bootstrap Tests of Hypotheses; Hall & Wilson (1991).
-    """
-    base_run, aligned_run = _check_runs(base_run, aligned_run)
-    langs = _languages(base_run)
-    trained = _check_trained(trained_languages, langs)
-    n_boot = _check_int("n_boot", n_boot, 0)
-    n_perm = _check_int("n_perm", n_perm, 1)
-    seed = _check_seed(seed)
-    ci = _check_ci(ci)
-    res_b = identify(base_run, method, **identify_kwargs)
-    res_a = identify(aligned_run, method, **identify_kwargs)
-    cb, ca = _language_counts(res_b, langs), _language_counts(res_a, langs)
-    change = (ca - cb).astype(np.float64)
-    is_trained = np.array([x in trained for x in langs])
-    rng_b, rng_a, rng_p = _spawn(seed, 3)
-
-    def stat(result: xr.Dataset) -> NDArray[np.int64]:
-        return _language_counts(result, langs)
-
-    shape = (len(langs), len(ALIGNMENT_COUNTS))
-    boot_b, fail_b, boot_a, fail_a = _bootstrap_pair(
-        base_run, aligned_run, n_boot, (rng_b, rng_a), method, identify_kwargs, stat, shape
-    )
-    boot = boot_a - boot_b
-    low, high = _interval(boot, ci)
-    mean = np.stack([change[is_trained].mean(axis=0), change[~is_trained].mean(axis=0)])
-    boot_mean = np.stack(
-        [boot[:, is_trained].mean(axis=1), boot[:, ~is_trained].mean(axis=1)], axis=1
-    )  # [replicate, group, count]
-    mean_low, mean_high = _interval(boot_mean, ci)
-    diff = mean[0] - mean[1]
-    boot_diff = boot_mean[:, 0] - boot_mean[:, 1]
-    diff_low, diff_high = _interval(boot_diff, ci)
-    assignments, exact = _label_sets(len(langs), len(trained), n_perm, rng_p)
-    perm = _group_difference(change, assignments)  # [assignment, count]
-    extreme = (np.abs(perm) >= np.abs(diff) - 1e-9).sum(axis=0)
-    n_assign = assignments.shape[0]
-    perm_p = extreme / n_assign if exact else (1.0 + extreme) / (1.0 + n_assign)
-    attrs = _common_attrs(str(res_b.attrs["method"]), n_boot, seed, ci, identify_kwargs)
-    attrs.update(
-        trained_languages=trained,
-        untrained_languages=[x for x in langs if x not in trained],
-        n_perm=n_perm,
-        n_assignments=int(n_assign),
-        permutation="exact" if exact else "random",
-        statistic="difference of mean change (aligned minus base), trained minus untrained",
-        n_failed_base=fail_b,
-        n_failed_aligned=fail_a,
-        **_identification_attrs(res_b, "base"),
-        **_identification_attrs(res_a, "aligned"),
-    )
-    lc, gc = (LANGUAGE, COUNT), (GROUP, COUNT)
-    return xr.Dataset(
-        {
-            "base": (lc, cb),
-            "aligned": (lc, ca),
-            "change": (lc, (ca - cb).astype(np.int64)),
-            "change_low": (lc, low),
-            "change_high": (lc, high),
-            "boot_change": ((REPLICATE, LANGUAGE, COUNT), boot),
-            "trained": ((LANGUAGE,), is_trained),
-            "mean_change": (gc, mean),
-            "mean_change_low": (gc, mean_low),
-            "mean_change_high": (gc, mean_high),
-            "difference": ((COUNT,), diff),
-            "difference_low": ((COUNT,), diff_low),
-            "difference_high": ((COUNT,), diff_high),
-            "perm_pvalue": ((COUNT,), perm_p.astype(np.float64)),
-            "boot_pvalue": ((COUNT,), _centred_pvalue(boot_diff, diff)),
-        },
-        coords={
-            LANGUAGE: np.asarray(langs, dtype=str),
-            COUNT: list(ALIGNMENT_COUNTS),
-            GROUP: ["trained", "untrained"],
-            REPLICATE: np.arange(n_boot),
-        },
-        attrs=attrs,
-    )
-
-
 __all__ = [
     "language_overlap",
     "overlap",
@@ -841,8 +574,8 @@ def language_overlap(result: xr.Dataset) -> xr.DataArray:
     DataArray
         ``jaccard[language, other]``; NaN where both masks are empty.
     """
-    mask = result["mask"].transpose("language", ...)
-    langs = _as_labels(mask["language"]).tolist()
+    mask = result["mask"].transpose(LANGUAGE, ...)
+    langs = _as_labels(mask[LANGUAGE]).tolist()
     rows = np.asarray(mask.values).reshape(len(langs), -1).astype(np.int64)
     both = rows @ rows.T
     size = rows.sum(axis=1)
@@ -851,7 +584,7 @@ def language_overlap(result: xr.Dataset) -> xr.DataArray:
         jac = np.where(union > 0, both / np.where(union > 0, union, 1), np.nan)
     return xr.DataArray(
         jac,
-        dims=("language", "other"),
-        coords={"language": langs, "other": langs},
+        dims=(LANGUAGE, "other"),
+        coords={LANGUAGE: langs, "other": langs},
         name="jaccard",
     )

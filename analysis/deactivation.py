@@ -29,9 +29,9 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from langneurons.analysis._validate import as_labels as _as_labels
+from langneurons.analysis._validate import check_int as _check_int
+from langneurons.analysis._validate import check_seed as _check_seed
 from langneurons.errors import InputFormatError
-
-from .distributions import _check_int, _check_seed
 
 DEACTIVATED, EVALUATED, CONTROL, PERMUTATION = "deactivated", "evaluated", "control", "permutation"
 NONE = "none"

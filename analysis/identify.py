@@ -14,34 +14,30 @@ in :mod:`langneurons.analysis._kernels`.
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Real
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from langneurons.analysis._validate import as_labels as _as_labels
-from langneurons.analysis._validate import check_choice as _choice
+from langneurons.analysis._validate import require_roles, require_variable, stored_roles
 from langneurons.errors import (
-    InputFormatError,
     LambdaAtBoundWarning,
     NoValidLambdaError,
     ParameterError,
     StoreValidationError,
 )
+from langneurons.names import LANGUAGE, LAYER, N_ACTIVE, N_TOKENS, NEURON, ROLE
 
 from . import _kernels as kern
+from .masks import masks_from_lists, masks_to_lists
+from .params import DEFAULTS, MAX_LAMBDA_WIDEN, IdentifyParams, Method
 
-Method = Literal["ternary", "lape"]
 Role = Literal["response", "prompt", "all"]
-
-LANGUAGE, ROLE, LAYER, NEURON = "language", "role", "layer", "neuron"
-STORED_ROLES: tuple[str, ...] = ("prompt", "response")
 
 #: Keys of :func:`summary`, in order.
 SUMMARY_KEYS: tuple[str, ...] = (
@@ -58,99 +54,6 @@ SUMMARY_KEYS: tuple[str, ...] = (
 _CORRUPT = "the store is corrupt — run `langneurons validate`"
 
 
-# --------------------------------------------------------------------------- parameters
-
-
-@dataclass(frozen=True)
-class _Params:
-    """Validated parameters of one identification."""
-
-    method: str
-    role: str
-    top_rate: float
-    bar: float
-    filter_rate: float
-    lam: float | None  # None: automatic
-    lam_range: tuple[float, float]
-    eps: float
-    lam_widen: int = 0
-
-
-#: How many times ``lam_widen`` may double the top of the lambda range at most (x1024).
-MAX_LAMBDA_WIDEN = 10
-
-
-def _real(value: object) -> float | None:
-    """``float(value)`` for a real number other than a bool; None for anything else."""
-    if isinstance(value, Real) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def _rate(name: str, value: object) -> float:
-    """Validate a rate in (0, 1]."""
-    x = _real(value)
-    if x is None or not 0.0 < x <= 1.0:  # NaN fails too
-        raise ParameterError(f"{name} must be in (0, 1], got {value!r}")
-    return x
-
-
-def _check_params(
-    method: object,
-    role: object,
-    top_rate: object,
-    bar: object,
-    filter_rate: object,
-    lam: object,
-    lam_range: object,
-    eps: object,
-    lam_widen: object = 0,
-) -> _Params:
-    """Validate every parameter at the boundary (one-line ParameterError messages)."""
-    method_ = _choice("method", method, tuple(_RULES))
-    role_ = _choice("role", role, get_args(Role))
-    rates = {
-        name: _rate(name, value)
-        for name, value in (("top_rate", top_rate), ("bar", bar), ("filter_rate", filter_rate))
-    }
-    lam_: float | None = None  # None: automatic
-    if not (isinstance(lam, str) and lam == "auto"):
-        lam_ = _real(lam)
-        if lam_ is None or not 0 <= lam_ < math.inf:
-            raise ParameterError(f"lam must be 'auto' or a finite number >= 0, got {lam!r}")
-    pair = list(lam_range) if isinstance(lam_range, (tuple, list)) else []
-    bounds = [_real(x) for x in pair]
-    lo, hi = (bounds[0], bounds[1]) if len(bounds) == 2 else (None, None)
-    if lo is None or hi is None or not 0 <= lo <= hi < math.inf:
-        raise ParameterError(
-            f"lam_range must be a pair (lo, hi) of finite numbers with 0 <= lo <= hi, "
-            f"got {lam_range!r}"
-        )
-    eps_ = _real(eps)
-    if eps_ is None or not 0 < eps_ < math.inf:
-        raise ParameterError(f"eps must be a finite number > 0, got {eps!r}")
-    if (
-        not isinstance(lam_widen, int)
-        or isinstance(lam_widen, bool)
-        or not 0 <= lam_widen <= MAX_LAMBDA_WIDEN
-    ):
-        raise ParameterError(
-            f"lam_widen must be an integer from 0 to {MAX_LAMBDA_WIDEN} (doublings of the top "
-            f"of lam_range), got {lam_widen!r}"
-        )
-    return _Params(
-        method=method_,
-        role=role_,
-        top_rate=rates["top_rate"],
-        bar=rates["bar"],
-        filter_rate=rates["filter_rate"],
-        lam=lam_,
-        lam_range=(lo, hi),
-        eps=eps_,
-        lam_widen=lam_widen,
-    )
-
-
 # --------------------------------------------------------------------------- inputs
 
 
@@ -160,23 +63,6 @@ class _Inputs:
 
     p: xr.DataArray  # float64, numpy-backed, dims (language, layer, neuron), C-contiguous
     languages: list[str]
-
-
-def _require_variable(run: xr.Dataset, name: str, dims: tuple[str, ...]) -> xr.DataArray:
-    """Return ``run[name]`` after checking it exists with exactly these dims and a numeric dtype."""
-    expected = f"{name}[{', '.join(dims)}]"
-    if name not in run.data_vars:
-        raise StoreValidationError(f"run has no variable {name!r}; expected {expected}")
-    var = run[name]
-    if set(var.dims) != set(dims):
-        raise StoreValidationError(
-            f"{name} has dims {tuple(var.dims)}, expected {expected}; the run breaks the schema"
-        )
-    if var.dtype.kind not in "iuf":
-        raise StoreValidationError(
-            f"{name} has dtype {var.dtype}, expected integer counts; the run breaks the schema"
-        )
-    return var
 
 
 def _check_counts(
@@ -208,8 +94,8 @@ def _probabilities(run: object, role: str) -> _Inputs:
     """Validate the run and return ``P = n_active / n_tokens`` for the role, in memory."""
     if not isinstance(run, xr.Dataset):
         raise ParameterError(f"run must be an xarray.Dataset, got {type(run).__name__}")
-    _require_variable(run, "n_active", (LANGUAGE, ROLE, LAYER, NEURON))
-    _require_variable(run, "n_tokens", (LANGUAGE, ROLE))
+    require_variable(run, N_ACTIVE, (LANGUAGE, ROLE, LAYER, NEURON))
+    require_variable(run, N_TOKENS, (LANGUAGE, ROLE))
     labels = _as_labels(run[LANGUAGE])
     languages = labels.tolist()
     if not languages:
@@ -225,13 +111,8 @@ def _probabilities(run: object, role: str) -> _Inputs:
         raise ParameterError(
             f"the run has no neurons (layer={run.sizes[LAYER]}, neuron={run.sizes[NEURON]})"
         )
-    stored = _as_labels(run[ROLE]).tolist()
-    roles = STORED_ROLES if role == "all" else (role,)
-    for r in roles:
-        if r not in stored:
-            raise StoreValidationError(
-                f"run has no role {r!r} (roles: {stored}); the run breaks the schema"
-            )
+    roles = stored_roles(role)
+    require_roles(run, roles)
     # One compute pass for dask-backed runs; numpy-backed runs are only viewed, not copied.
     parts: dict[str, xr.DataArray] = {}
     for r in roles:
@@ -308,12 +189,19 @@ class _Selection:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Saved:
+    """What a saved identification gives a re-selection: its score ``[layer, neuron]``."""
+
+    score: NDArray[np.float64]
+
+
 def _n_top(n_neurons: int, top_rate: float) -> int:
     """``round(L*N*top_rate)``, the number of neurons a rule selects."""
     return round(n_neurons * top_rate)
 
 
-def _ternary(inputs: _Inputs, params: _Params) -> _Selection:
+def _ternary(inputs: _Inputs, params: IdentifyParams, saved: _Saved | None) -> _Selection:
     """Rule 1 (Zhang et al. 2025): ternary score with entropy and lambda."""
     p = inputs.p
     k_lang = len(inputs.languages)
@@ -324,7 +212,7 @@ def _ternary(inputs: _Inputs, params: _Params) -> _Selection:
     k = _n_top(h.size, params.top_rate)
     trace: list[tuple[float, bool]] = []
     bound: dict[str, Any] = {}
-    if params.lam is None:
+    if params.auto_lambda:
         lo, hi = params.lam_range
         holds = kern.lambda_condition(h, maxp, shared_by == k_lang, k, normaliser)
         # lam_widen: while the condition still holds at the top of the range, double the top
@@ -350,11 +238,12 @@ def _ternary(inputs: _Inputs, params: _Params) -> _Selection:
             )
         lam = best
     else:
-        lam = params.lam
-    score = kern.ternary_score(h, maxp, lam, normaliser)
+        lam = float(params.lam)
+    # a fixed lambda's score does not depend on top_rate or bar: a saved one is reused as is
+    score = saved.score if saved is not None else kern.ternary_score(h, maxp, lam, normaliser)
     selected = kern.select_smallest(score, k)
     attrs: dict[str, Any] = {
-        "lam_requested": "auto" if params.lam is None else params.lam,
+        "lam_requested": params.lam,
         "lam_range": list(params.lam_range),
         "eps": params.eps,
         "lambda": float(lam),
@@ -365,11 +254,14 @@ def _ternary(inputs: _Inputs, params: _Params) -> _Selection:
     return _Selection(score, selected, tau, shared_by, attrs)
 
 
-def _lape(inputs: _Inputs, params: _Params) -> _Selection:
+def _lape(inputs: _Inputs, params: IdentifyParams, saved: _Saved | None) -> _Selection:
     """Rule 2 (Tang et al. 2024): LAPE entropy, filtered neurons never selected."""
     p = inputs.p
     tau_filter, tau = _tau(p, [("filter_rate", params.filter_rate), ("bar", params.bar)])
-    (entropy,) = _over_language(kern.lape_entropy, p, tau_filter)
+    if saved is not None:  # the score depends on filter_rate only, which select() keeps
+        entropy = saved.score
+    else:
+        (entropy,) = _over_language(kern.lape_entropy, p, tau_filter)
     (shared_by,) = _over_language(kern.count_above, p, tau, dtypes=(np.int64,))
     k = _n_top(entropy.size, params.top_rate)
     finite = int(np.count_nonzero(np.isfinite(entropy)))
@@ -382,7 +274,7 @@ def _lape(inputs: _Inputs, params: _Params) -> _Selection:
     return _Selection(entropy, selected, tau, shared_by, attrs)
 
 
-_RULES: dict[str, Callable[[_Inputs, _Params], _Selection]] = {
+_RULES: dict[str, Callable[[_Inputs, IdentifyParams, _Saved | None], _Selection]] = {
     "ternary": _ternary,
     "lape": _lape,
 }
@@ -393,16 +285,16 @@ _RULES: dict[str, Callable[[_Inputs, _Params], _Selection]] = {
 
 def identify(
     run: xr.Dataset,
-    method: Method = "ternary",
+    method: Method = DEFAULTS.method,
     *,
-    role: Role = "response",
-    top_rate: float = 0.01,
-    bar: float = 0.95,
-    filter_rate: float = 0.95,
-    lam: float | Literal["auto"] = "auto",
-    lam_range: tuple[float, float] = (0.0, 0.2),
-    eps: float = 1e-3,
-    lam_widen: int = 0,
+    role: Role = DEFAULTS.role,
+    top_rate: float = DEFAULTS.top_rate,
+    bar: float = DEFAULTS.bar,
+    filter_rate: float = DEFAULTS.filter_rate,
+    lam: float | Literal["auto"] = DEFAULTS.lam,
+    lam_range: tuple[float, float] = DEFAULTS.lam_range,
+    eps: float = DEFAULTS.eps,
+    lam_widen: int = DEFAULTS.lam_widen,
 ) -> xr.Dataset:
     r"""Identify language neurons with the ternary rule or LAPE.
 
@@ -460,8 +352,9 @@ def identify(
         "unassigned" for selected neurons, "none" otherwise), ``n_assigned`` (m, 0 when not
         selected), ``general`` and ``shared_by`` (over all neurons) on ``[layer, neuron]``;
         ``assigned[layer, neuron, language]`` and ``mask[language, layer, neuron]`` (selected
-        and :math:`P > \tau`). The parameters, ``tau``, ``lambda`` and all counts are in
-        ``attrs`` (JSON-serialisable; see :func:`summary`).
+        and :math:`P > \tau`); ``probability[language, layer, neuron]`` (:math:`P`, kept so
+        that :func:`select` can re-select without the counts). The parameters, ``tau``,
+        ``lambda`` and all counts are in ``attrs`` (JSON-serialisable; see :func:`summary`).
 
     Raises
     ------
@@ -480,13 +373,95 @@ def identify(
     Tang et al. (2024), "Language-Specific Neurons: The Key to Multilingual Capabilities in
     Large Language Models", ACL. Zhang et al. (2025), the ternary rule with entropy and lambda.
     """
-    params = _check_params(method, role, top_rate, bar, filter_rate, lam, lam_range, eps, lam_widen)
-    inputs = _probabilities(run, params.role)
-    chosen = _RULES[params.method](inputs, params)
+    params = IdentifyParams(
+        method, role, top_rate, bar, filter_rate, lam, lam_range, eps, lam_widen
+    )
+    return _identify(_probabilities(run, params.role), params, None)
+
+
+def _identify(inputs: _Inputs, params: IdentifyParams, saved: _Saved | None) -> xr.Dataset:
+    """Score and select with one rule; warn when the automatic lambda ended at its bound."""
+    chosen = _RULES[params.method](inputs, params, saved)
     result = _result(inputs, params, chosen)
     if result.attrs.get("lambda_at_bound"):
-        warnings.warn(LambdaAtBoundWarning(lambda_bound_message(result.attrs)), stacklevel=2)
+        warnings.warn(LambdaAtBoundWarning(lambda_bound_message(result.attrs)), stacklevel=3)
     return result
+
+
+def params_of(identification: xr.Dataset) -> IdentifyParams:
+    """The :class:`IdentifyParams` an identification result was made with (from its attrs)."""
+    attrs = getattr(identification, "attrs", None) or {}
+    missing = [k for k in ("method", "role", "top_rate", "bar") if k not in attrs]
+    if missing:
+        raise ParameterError(
+            f"identification must be a Dataset returned by identify(); it lacks attrs {missing}"
+        )
+    values: dict[str, Any] = {k: attrs[k] for k in ("method", "role", "top_rate", "bar")}
+    for key, attr in (
+        ("filter_rate", "filter_rate"),
+        ("lam", "lam_requested"),
+        ("lam_range", "lam_range"),
+        ("eps", "eps"),
+        ("lam_widen", "lam_widen"),
+    ):
+        if attr in attrs:
+            values[key] = attrs[attr]
+    if "lam_range" in values:
+        values["lam_range"] = tuple(values["lam_range"])
+    return IdentifyParams.from_mapping(values)
+
+
+def select(
+    identification: xr.Dataset,
+    *,
+    top_rate: float | None = None,
+    bar: float | None = None,
+) -> xr.Dataset:
+    r"""Select again from a saved identification, at another ``top_rate`` or ``bar``.
+
+    Score, then select: the rule's score and the activation probabilities are kept in the
+    result (``score``, ``probability``), so a new selection reads no counts. The result is
+    exactly ``identify(run, method, top_rate=top_rate, bar=bar, ...)`` with the other
+    parameters of the saved identification. With a fixed ``lam`` (ternary) or LAPE, the saved
+    score is reused and only the selection, :math:`\tau` and the assignment change; with
+    ``lam="auto"`` the largest valid lambda depends on ``top_rate``, so it is searched again
+    from the saved probabilities.
+
+    Parameters
+    ----------
+    identification : xarray.Dataset
+        A result of :func:`identify` (or :func:`select`), in memory, dask-backed or opened from
+        a store; it must hold ``probability`` (results saved before it was recorded do not:
+        run :func:`identify` again).
+    top_rate, bar : float in (0, 1], optional
+        The new parameters (None: the saved ones).
+
+    Returns
+    -------
+    xarray.Dataset
+        As :func:`identify`.
+    """
+    base = params_of(identification)
+    missing = [v for v in ("probability", "score") if v not in identification.variables]
+    if missing:
+        raise ParameterError(
+            f"identification lacks {missing}, so it cannot be re-selected (it was saved before "
+            "identify() recorded its probabilities); run identify() on the run again"
+        )
+    changes = {k: v for k, v in (("top_rate", top_rate), ("bar", bar)) if v is not None}
+    params = base.replace(**changes)
+    prob = identification["probability"].transpose(LANGUAGE, LAYER, NEURON)
+    p = np.ascontiguousarray(np.asarray(prob.values, dtype=np.float64))
+    labels = _as_labels(prob[LANGUAGE])
+    coords = {LANGUAGE: labels, LAYER: prob[LAYER].values, NEURON: prob[NEURON].values}
+    inputs = _Inputs(
+        xr.DataArray(p, dims=(LANGUAGE, LAYER, NEURON), coords=coords), labels.tolist()
+    )
+    saved = None
+    if not params.auto_lambda or params.method == "lape":
+        score = identification["score"].transpose(LAYER, NEURON).values
+        saved = _Saved(np.asarray(score, dtype=np.float64))
+    return _identify(inputs, params, saved)
 
 
 def lambda_bound_message(attrs: Mapping[str, Any]) -> str:
@@ -510,7 +485,7 @@ def lambda_bound_message(attrs: Mapping[str, Any]) -> str:
     )
 
 
-def _result(inputs: _Inputs, params: _Params, chosen: _Selection) -> xr.Dataset:
+def _result(inputs: _Inputs, params: IdentifyParams, chosen: _Selection) -> xr.Dataset:
     """Assemble the result Dataset: assignment, types, counts and attributes."""
     p = inputs.p
     languages = inputs.languages
@@ -563,6 +538,7 @@ def _result(inputs: _Inputs, params: _Params, chosen: _Selection) -> xr.Dataset:
             "n_assigned": (lnd, m.astype(np.int64)),
             "general": (lnd, general),
             "shared_by": (lnd, chosen.shared_by),
+            "probability": ((LANGUAGE, LAYER, NEURON), p.values),
         },
         coords={c: p[c].values for c in (LANGUAGE, LAYER, NEURON)},
         attrs=attrs,
@@ -612,115 +588,14 @@ def summary(result: xr.Dataset) -> dict[str, Any]:
     return copy.deepcopy(out)
 
 
-# --------------------------------------------------------------------------- LAPE mask lists
-
-
-def masks_to_lists(result: xr.Dataset) -> list[list[NDArray[np.int64]]]:
-    """Per-language masks in the LAPE mask-file structure, without torch.
-
-    Parameters
-    ----------
-    result : xarray.Dataset
-        An :func:`identify` result or any neuron-set Dataset with a boolean
-        ``mask[language, layer, neuron]`` whose ``layer`` and ``neuron`` coordinates are
-        ``0..L-1`` and ``0..N-1`` (the file indexes layers and neurons by position in the
-        whole model).
-
-    Returns
-    -------
-    list of list of numpy.ndarray
-        One entry per language (in the Dataset's order), each a list with one sorted int64
-        array of neuron indices per layer (empty where none). ``torch.save`` of this list with
-        each array wrapped in ``torch.from_numpy`` is the LAPE mask file (Tang et al. 2024).
-    """
-    if not isinstance(result, xr.Dataset) or "mask" not in result.data_vars:
-        raise InputFormatError("masks_to_lists needs a Dataset with mask[language, layer, neuron]")
-    mask = result["mask"]
-    if set(mask.dims) != {LANGUAGE, LAYER, NEURON} or mask.dtype != np.bool_:
-        raise InputFormatError(
-            f"mask must be a bool array over (language, layer, neuron), got dims "
-            f"{tuple(mask.dims)} dtype {mask.dtype}"
-        )
-    for dim in (LAYER, NEURON):
-        values = np.asarray(result[dim].values)
-        if not np.array_equal(values, np.arange(values.size)):
-            raise InputFormatError(
-                f"{dim} coordinate must be 0..{values.size - 1} to export a LAPE mask list "
-                f"(one entry per {dim} of the whole model); select whole models only"
-            )
-    data = np.asarray(mask.transpose(LANGUAGE, LAYER, NEURON).values)
-    return [[np.flatnonzero(layer).astype(np.int64) for layer in lang] for lang in data]
-
-
-def masks_from_lists(
-    lists: Sequence[Sequence[ArrayLike]],
-    languages: Sequence[str],
-    n_layers: int,
-    n_neurons: int,
-) -> xr.Dataset:
-    """Build a neuron-set Dataset from the LAPE mask-file structure, without torch.
-
-    Parameters
-    ----------
-    lists : sequence of sequence of array_like
-        One entry per language, each one 1-D integer index array per layer (e.g. the loaded
-        LAPE mask file with tensors converted by ``.numpy()``).
-    languages : sequence of str
-        The language of each entry, in order.
-    n_layers, n_neurons : int
-        The model's layer count and neurons per layer.
-
-    Returns
-    -------
-    xarray.Dataset
-        ``mask[language, layer, neuron]`` (bool), coordinates ``language``, ``layer``
-        (0..L-1) and ``neuron`` (0..N-1).
-
-    Raises
-    ------
-    InputFormatError
-        Lengths do not match ``languages`` / ``n_layers``, or an index array is not 1-D
-        integers in ``[0, n_neurons)``.
-    """
-    names = [str(x) for x in languages]
-    if len(set(names)) != len(names) or not names:
-        raise InputFormatError(f"languages must be distinct and non-empty, got {names}")
-    for name, value in (("n_layers", n_layers), ("n_neurons", n_neurons)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise InputFormatError(f"{name} must be an integer >= 0, got {value!r}")
-    if len(lists) != len(names):
-        raise InputFormatError(
-            f"mask list has {len(lists)} language entries but {len(names)} languages were given"
-        )
-    mask = np.zeros((len(names), n_layers, n_neurons), dtype=np.bool_)
-    for i, (name, per_layer) in enumerate(zip(names, lists, strict=True)):
-        if len(per_layer) != n_layers:
-            raise InputFormatError(
-                f"mask list entry for language {name!r} has {len(per_layer)} layers, "
-                f"expected {n_layers}"
-            )
-        for layer, indices in enumerate(per_layer):
-            idx = np.asarray(indices)
-            where = f"language {name!r} layer {layer}"
-            if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
-                raise InputFormatError(
-                    f"mask indices for {where} must be a 1-D integer array, "
-                    f"got shape {idx.shape} dtype {idx.dtype}"
-                )
-            if idx.size and (idx.min() < 0 or idx.max() >= n_neurons):
-                raise InputFormatError(
-                    f"mask indices for {where} must be in [0, {n_neurons}), "
-                    f"got {int(idx.min())}..{int(idx.max())}"
-                )
-            mask[i, layer, idx.astype(np.int64)] = True
-    return xr.Dataset(
-        {"mask": ((LANGUAGE, LAYER, NEURON), mask)},
-        coords={
-            LANGUAGE: np.array(names),
-            LAYER: np.arange(n_layers),
-            NEURON: np.arange(n_neurons),
-        },
-    )
-
-
-__all__ = ["identify", "summary", "masks_to_lists", "masks_from_lists", "Method", "Role"]
+__all__ = [
+    "identify",
+    "select",
+    "params_of",
+    "summary",
+    "masks_to_lists",
+    "masks_from_lists",
+    "IdentifyParams",
+    "Method",
+    "Role",
+]

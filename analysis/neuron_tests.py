@@ -22,25 +22,13 @@ from numpy.typing import NDArray
 from scipy import special
 from statsmodels.stats.multitest import multipletests
 
+from langneurons.analysis._resample import cluster_sums, design, has_sequences
 from langneurons.analysis._validate import as_labels as _as_labels
+from langneurons.analysis._validate import check_choice, check_open_unit, stored_roles
 from langneurons.errors import ParameterError
+from langneurons.names import LANGUAGE, LAYER, NEURON, ROLE
 
-from .uncertainty import (
-    INDEPENDENT_SEQUENCES,
-    INDEPENDENT_TOKENS,
-    LANGUAGE,
-    LAYER,
-    NEURON,
-    ROLE,
-    Role,
-    _check_choice,
-    _check_open_unit,
-    _check_run,
-    _cluster_sums,
-    _design,
-    _roles,
-    has_sequences,
-)
+from .uncertainty import INDEPENDENT_SEQUENCES, INDEPENDENT_TOKENS, Role, check_count_run
 
 log = logging.getLogger(__name__)
 
@@ -165,16 +153,22 @@ def _cluster(run: xr.Dataset, role: str) -> tuple[dict[str, FloatArray], dict[st
     :math:`d_i = a_i - R t_i`, expanded into per-language sums. Returns arrays on
     ``[layer, neuron, language]``.
     """
-    design = _design(run, role, "method='cluster'", "method='binomial'")
-    sums = _cluster_sums(run, design).compute()
+    design_ = design(
+        run,
+        role,
+        "method='cluster'",
+        fix="extract with --per-sequence (per-sequence counts make the sequence the sampled "
+        "unit), or use method='binomial' (assumes independent tokens)",
+    )
+    sums = cluster_sums(run, design_).compute()
     a_all = np.asarray(sums["A"].transpose(LANGUAGE, LAYER, NEURON).values)
     s2_all = np.asarray(sums["S2"].transpose(LANGUAGE, LAYER, NEURON).values)
     sat_all = np.asarray(sums["SAT"].transpose(LANGUAGE, LAYER, NEURON).values)
     t = np.asarray(sums["T"].values)
     stt = np.asarray(sums["STT"].values)
     del sums
-    _check_tokens(t, design.languages, design.roles)
-    n = design.counts.astype(np.float64)
+    _check_tokens(t, design_.languages, design_.roles)
+    n = design_.counts.astype(np.float64)
     c = n / (n - 1.0)
     col = (slice(None), None, None)
     t_rest = t.sum() - t
@@ -201,7 +195,7 @@ def _cluster(run: xr.Dataset, role: str) -> tuple[dict[str, FloatArray], dict[st
             df = var * var / (var_own * var_own / df_own + var_rest * var_rest / df_rest)
         return _statistics(rate, rate_rest, var, df)
 
-    return _by_layers(a_all.shape, block), design.n_per_language()
+    return _by_layers(a_all.shape, block), design_.n_per_language()
 
 
 def _check_tokens(totals: NDArray[Any], languages: list[str], roles: tuple[str, ...]) -> None:
@@ -294,11 +288,11 @@ def language_preference_tests(
     3rd ed., sec. 3.1 (two-proportion z-test). Welch (1947), Biometrika 34; Satterthwaite
     (1946), Biometrics Bulletin 2.
     """
-    role_ = _check_choice("role", role, get_args(Role))
-    method_ = _check_choice("method", method, get_args(TestMethod))
-    correction_ = _check_choice("correction", correction, get_args(Correction))
-    alpha_ = _check_open_unit("alpha", alpha)
-    languages = _check_run(run, role_, min_languages=2)
+    role_ = check_choice("role", role, get_args(Role))
+    method_ = check_choice("method", method, get_args(TestMethod))
+    correction_ = check_choice("correction", correction, get_args(Correction))
+    alpha_ = check_open_unit("alpha", alpha)
+    languages = check_count_run(run, role_, min_languages=2)
     used = method_
     if method_ == "auto":
         used = "cluster" if has_sequences(run) else "binomial"
@@ -306,7 +300,7 @@ def language_preference_tests(
     if used == "cluster":
         stats, extra["n_sequences"] = _cluster(run, role_)
     else:
-        stats = _binomial(run, _roles(role_))
+        stats = _binomial(run, stored_roles(role_))
     p = stats.pop("p")  # [layer, neuron, language], contiguous: reshape is a view
     reject, q, _, _ = multipletests(
         p.reshape(-1), alpha=alpha_, method=correction_, is_sorted=False, returnsorted=False

@@ -3,14 +3,38 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from collections.abc import Mapping
+from numbers import Real
 from typing import Any, Literal
 
+from langneurons.analysis._validate import check_choice
 from langneurons.errors import ParameterError
+from langneurons.names import ROLES
 
 Method = Literal["ternary", "lape"]
-#: Most doublings of the automatic lambda's range :func:`identify` will try.
+#: The identification rules, in the order error messages list them.
+METHODS: tuple[str, ...] = ("ternary", "lape")
+#: The roles an identification reads (``"all"`` sums both stored roles).
+READ_ROLES: tuple[str, ...] = ("response", "prompt", "all")
+#: Most doublings of the automatic lambda's range :func:`identify` will try (x1024).
 MAX_LAMBDA_WIDEN = 10
+
+
+def _real(value: object) -> float | None:
+    """``float(value)`` for a real number other than a bool; None for anything else."""
+    if isinstance(value, Real) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _rate(name: str, value: object) -> float:
+    """A rate in (0, 1]."""
+    x = _real(value)
+    if x is None or not 0.0 < x <= 1.0:  # NaN fails too
+        raise ParameterError(f"{name} must be in (0, 1], got {value!r}")
+    return x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +43,8 @@ class IdentifyParams:
 
     The functions that re-run the identification (bootstraps, type change, stages,
     spontaneous alignment) take one of these as ``params=`` instead of loose keywords, so a
-    default is written once, here, and a typo is an error where it is made.
+    default is written once, here, and a bad value is an error where it is made (the same
+    one-line :class:`~langneurons.errors.ParameterError` as :func:`identify` gives).
 
     >>> IdentifyParams(top_rate=0.02).replace(method="lape").method
     'lape'
@@ -36,12 +61,51 @@ class IdentifyParams:
     lam_widen: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in ("ternary", "lape"):
-            raise ParameterError(f"method must be 'ternary' or 'lape', got {self.method!r}")
-        if self.role not in ("response", "prompt", "all"):
-            raise ParameterError(f"role must be 'response', 'prompt' or 'all', got {self.role!r}")
-        lo_hi = tuple(self.lam_range)
-        object.__setattr__(self, "lam_range", (float(lo_hi[0]), float(lo_hi[1])))
+        # validated in field order, so the first bad field is the one reported
+        check_choice("method", self.method, METHODS)
+        check_choice("role", self.role, READ_ROLES)
+        for name in ("top_rate", "bar", "filter_rate"):
+            object.__setattr__(self, name, _rate(name, getattr(self, name)))
+        if not (isinstance(self.lam, str) and self.lam == "auto"):
+            lam = _real(self.lam)
+            if lam is None or not 0 <= lam < math.inf:
+                raise ParameterError(
+                    f"lam must be 'auto' or a finite number >= 0, got {self.lam!r}"
+                )
+            object.__setattr__(self, "lam", lam)
+        pair = list(self.lam_range) if isinstance(self.lam_range, (tuple, list)) else []
+        bounds = [_real(x) for x in pair]
+        lo, hi = (bounds[0], bounds[1]) if len(bounds) == 2 else (None, None)
+        if lo is None or hi is None or not 0 <= lo <= hi < math.inf:
+            raise ParameterError(
+                f"lam_range must be a pair (lo, hi) of finite numbers with 0 <= lo <= hi, "
+                f"got {self.lam_range!r}"
+            )
+        object.__setattr__(self, "lam_range", (lo, hi))
+        eps = _real(self.eps)
+        if eps is None or not 0 < eps < math.inf:
+            raise ParameterError(f"eps must be a finite number > 0, got {self.eps!r}")
+        object.__setattr__(self, "eps", eps)
+        widen = self.lam_widen
+        if (
+            not isinstance(widen, int)
+            or isinstance(widen, bool)
+            or not 0 <= widen <= MAX_LAMBDA_WIDEN
+        ):
+            raise ParameterError(
+                f"lam_widen must be an integer from 0 to {MAX_LAMBDA_WIDEN} (doublings of the top "
+                f"of lam_range), got {widen!r}"
+            )
+
+    @property
+    def auto_lambda(self) -> bool:
+        """Whether lambda is searched (``lam="auto"``)."""
+        return isinstance(self.lam, str)
+
+    @property
+    def stored_roles(self) -> tuple[str, ...]:
+        """The stored roles whose counts this identification reads."""
+        return tuple(ROLES) if self.role == "all" else (self.role,)
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
@@ -74,3 +138,51 @@ class IdentifyParams:
         out = dataclasses.asdict(self)
         out["lam_range"] = list(self.lam_range)
         return out
+
+
+#: The defaults, for the signatures that spell the parameters out (:func:`identify`).
+DEFAULTS = IdentifyParams()
+
+
+def resolve_params(
+    params: object,
+    legacy: Mapping[str, Any],
+    *,
+    method: object = None,
+    where: str,
+) -> IdentifyParams:
+    """The parameters of a function that re-runs the identification.
+
+    ``params`` is the new ``params=`` argument; ``legacy`` the deprecated ``**identify_kwargs``
+    (a :class:`DeprecationWarning`, for one release); ``method`` the function's own ``method``
+    argument (None: the one in ``params``).
+    """
+    if params is not None and not isinstance(params, IdentifyParams):
+        raise ParameterError(
+            f"{where} takes params=IdentifyParams(...), got {type(params).__name__}"
+        )
+    if legacy:
+        if params is not None:
+            raise ParameterError(
+                f"{where} got both params= and identification keywords "
+                f"({', '.join(sorted(legacy))}); put them all in params=IdentifyParams(...)"
+            )
+        warnings.warn(
+            f"{where}(..., {', '.join(f'{k}=...' for k in legacy)}) is deprecated; pass "
+            f"params=IdentifyParams({', '.join(f'{k}=...' for k in legacy)}) instead (the "
+            "keywords will be removed in the next release)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        params = IdentifyParams.from_mapping(legacy, where=where)
+    out = params if isinstance(params, IdentifyParams) else DEFAULTS
+    if method is not None and method != out.method:
+        if params is not None and not legacy and out.method != DEFAULTS.method:
+            raise ParameterError(
+                f"{where} got method={method!r} and params.method={out.method!r}; give one"
+            )
+        out = out.replace(method=method)
+    return out
+
+
+__all__ = ["IdentifyParams", "Method", "METHODS", "MAX_LAMBDA_WIDEN", "DEFAULTS", "resolve_params"]

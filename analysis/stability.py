@@ -18,54 +18,28 @@ products while every sum stays below 2**24, float64 otherwise), so results depen
 from __future__ import annotations
 
 import logging
-from typing import Any, cast, get_args
+from typing import Any
 
 import numpy as np
 import xarray as xr
-from numpy.typing import NDArray
 
-from langneurons._progress import progress
+from langneurons.analysis._resample import Cluster, Resampler, resampling_note
 from langneurons.analysis._validate import as_labels as _as_labels
-from langneurons.errors import NoValidLambdaError, ParameterError, StoreValidationError
+from langneurons.analysis._validate import check_dataset, check_int, check_open_unit
+from langneurons.errors import NoValidLambdaError
+from langneurons.names import LANGUAGE, LAYER, NEURON
 
-from .identify import Method, identify, summary
-from .uncertainty import (
-    INDEPENDENT_SEQUENCES,
-    LANGUAGE,
-    LAYER,
-    NEURON,
-    ROLE,
-    Role,
-    _check_choice,
-    _check_int,
-    _check_open_unit,
-    _column_step,
-    _contiguous,
-    _Design,
-    _design,
-    _exact_dtype,
-    _Reader,
-    _replicate_seeds,
-    _replicate_tokens,
-    _replicate_weights,
-    _seq_tokens,
-    _summed,
-)
+from .bootstrap import identified_replicates
+from .identify import identify, summary
+from .params import IdentifyParams, Method, resolve_params
+from .uncertainty import INDEPENDENT_SEQUENCES
 
 log = logging.getLogger(__name__)
 
 REPLICATE = "replicate"
-#: Keyword arguments passed through to :func:`~.identify.identify`.
-IDENTIFY_KWARGS: tuple[str, ...] = (
-    "role",
-    "top_rate",
-    "bar",
-    "filter_rate",
-    "lam",
-    "lam_range",
-    "eps",
-    "lam_widen",
-)
+#: Keyword arguments passed through to :func:`~.identify.identify` (deprecated: the fields of
+#: :class:`~langneurons.analysis.params.IdentifyParams`, method excluded).
+IDENTIFY_KWARGS: tuple[str, ...] = tuple(f for f in IdentifyParams.fields() if f != "method")
 #: Identification attributes recorded with the result (the parameters of the rule).
 _RULE_ATTRS: tuple[str, ...] = (
     "top_rate",
@@ -76,36 +50,6 @@ _RULE_ATTRS: tuple[str, ...] = (
     "eps",
     "n_top",
 )
-
-_BLOCK_BYTES = 256 << 20  # replicate counts held at once when block=None
-
-
-def _replicate_counts(
-    reader: _Reader, weights: NDArray[np.int64], design: _Design, dtype: type
-) -> NDArray[Any]:
-    """Weighted counts ``[replicate, language, layer * neuron]``: ``sum_i w_bi a_i`` per language.
-
-    One pass over ``seq_n_active`` in chunk-aligned tiles; each tile's sequences of language
-    ``k`` contribute ``W[:, rows] @ counts[rows]`` (a BLAS product on exact integers).
-    """
-    n_rep = weights.shape[0]
-    n_cells = reader.n_layers * reader.n_neurons
-    out: NDArray[Any] = np.zeros((n_rep, len(design.languages), n_cells), dtype=dtype)
-    for seqs, layers, block in reader.tiles(all_sequences=False):
-        offset = layers.start * reader.n_neurons
-        n_cols = block.shape[2]
-        local = design.language_of[seqs]
-        for k in np.unique(local[local >= 0]):
-            rows = np.flatnonzero(local == k).astype(np.intp)
-            w: NDArray[Any] = weights[:, seqs.start + rows].astype(dtype)
-            tile_rows = _contiguous(rows)
-            step = _column_step(n_cols, max(n_rep, rows.size))
-            for c0 in range(0, n_cols, step):
-                cols = slice(c0, min(c0 + step, n_cols))
-                x = _summed(block, tile_rows, cols, dtype)
-                out[:, k, offset + cols.start : offset + cols.stop] += w @ x
-        del block, x  # free this tile before the next one is read
-    return out
 
 
 class _Tally:
@@ -176,25 +120,16 @@ class _Tally:
         self.values["jaccard"][b] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def _check_kwargs(identify_kwargs: dict[str, Any]) -> str:
-    """Reject keywords identify() does not take; return the validated role."""
-    unknown = sorted(set(identify_kwargs) - set(IDENTIFY_KWARGS))
-    if unknown:
-        raise ParameterError(
-            f"bootstrap_identification got an unknown identification parameter {unknown[0]!r}; "
-            f"it passes only {', '.join(IDENTIFY_KWARGS)} to identify()"
-        )
-    return _check_choice("role", identify_kwargs.get("role", "response"), get_args(Role))
-
-
 def bootstrap_identification(
     run: xr.Dataset,
-    method: Method = "ternary",
+    method: Method | None = None,
     *,
+    params: IdentifyParams | None = None,
     n_boot: int = 200,
     seed: int = 0,
     block: int | None = None,
     ci: float = 0.95,
+    cluster: Cluster = "sequence",
     **identify_kwargs: Any,
 ) -> xr.Dataset:
     r"""Bootstrap an identification over sequences, re-running the whole rule per replicate.
@@ -219,8 +154,8 @@ def bootstrap_identification(
     run : xarray.Dataset
         A run with per-sequence counts (numpy- or dask-backed, or opened lazily from a store;
         identical results).
-    method : {"ternary", "lape"}
-        The identification rule.
+    method : {"ternary", "lape"}, optional
+        The identification rule (default: ``params.method``).
     n_boot : int >= 2
         Number of replicates :math:`B`.
     seed : int >= 0
@@ -232,9 +167,14 @@ def bootstrap_identification(
         not change the result.
     ci : float in (0, 1)
         Level of the percentile intervals.
+    params : IdentifyParams, optional
+        The identification's parameters (``role``, ``top_rate``, ``bar``, ``lam``, ...), for
+        the point estimate and every replicate; default ``IdentifyParams()``.
+    cluster : {"sequence", "item"}
+        What a replicate draws: sequences within each language (default), or items (every
+        sequence of a ``seq_id``, in all languages at once).
     **identify_kwargs
-        ``role``, ``top_rate``, ``bar``, ``filter_rate``, ``lam``, ``lam_range``, ``eps``, as
-        for :func:`~.identify.identify`.
+        Deprecated: the loose identification keywords (use ``params=``).
 
     Returns
     -------
@@ -258,8 +198,8 @@ def bootstrap_identification(
         A parameter is out of range or unknown; the run has no per-sequence counts (extract
         with ``--per-sequence``) or a language has fewer than 2 sequences.
     StoreValidationError
-        The run breaks the schema, or its per-sequence token totals disagree with
-        ``n_tokens``.
+        The run breaks the schema, or its per-sequence counts disagree with ``n_tokens`` or
+        ``n_active``.
     NoValidLambdaError
         The full-data identification has no valid lambda, or no replicate has one.
 
@@ -270,36 +210,27 @@ def bootstrap_identification(
     sec. 3.8 (clustered and stratified resampling). Meinshausen & Buehlmann (2010),
     "Stability selection", JRSS B 72 (selection frequencies).
     """
-    n_boot_ = _check_int("n_boot", n_boot, 2)
-    seed_ = _check_int("seed", seed, 0)
-    block_ = None if block is None else _check_int("block", block, 1)
-    ci_ = _check_open_unit("ci", ci)
-    role = _check_kwargs(identify_kwargs)
-    rule_kwargs = {k: v for k, v in identify_kwargs.items() if k != "role"}
-    if not isinstance(run, xr.Dataset):
-        raise ParameterError(f"run must be an xarray.Dataset, got {type(run).__name__}")
-    design = _design(run, role, "bootstrap_identification")
-    full = identify(run, method, role=cast(Role, role), **rule_kwargs)  # validates the rest
-    method_ = str(full.attrs["method"])
-    rule = cast(Method, method_)
-    tokens = _seq_tokens(run, design)
-    _check_totals(run, design, tokens)
-
-    reader = _Reader(run, design)
-    k_lang = len(design.languages)
-    n_cells = reader.n_layers * reader.n_neurons
-    if block_ is None:
-        block_ = int(max(1, min(n_boot_, _BLOCK_BYTES // max(1, k_lang * n_cells * 4))))
-    seeds = _replicate_seeds(seed_, n_boot_)
-    tally = _Tally(full, n_boot_, method_)
-    coords = {LANGUAGE: design.languages, LAYER: run[LAYER].values, NEURON: run[NEURON].values}
+    params_ = resolve_params(
+        params, identify_kwargs, method=method, where="bootstrap_identification"
+    )
+    n_boot_ = check_int("n_boot", n_boot, 2)
+    seed_ = check_int("seed", seed, 0)
+    block_ = None if block is None else check_int("block", block, 1)
+    ci_ = check_open_unit("ci", ci)
+    run = check_dataset(run, "run")
+    sampler = Resampler(run, params_.role, "bootstrap_identification", fix=_FIX, cluster=cluster)
+    full = identify(run, params_.method, **params_.keywords())
+    d = sampler.design
+    tally = _Tally(full, n_boot_, params_.method)
+    coords = {LANGUAGE: d.languages, LAYER: run[LAYER].values, NEURON: run[NEURON].values}
     failures: dict[str, int] = {}
-    with progress("bootstrap identification", total=n_boot_, unit="replicate") as task:
-        for b0 in range(0, n_boot_, block_):
-            b1 = min(b0 + block_, n_boot_)
-            # one block at a time, in a function so that its counts are freed before the next
-            _run_block(reader, design, tokens, seeds, b0, b1, rule, rule_kwargs, tally, failures)
-            task.update(b1 - b0)
+    for b, _, result in identified_replicates(
+        [sampler], params_, seed_, n_boot_, block=block_, label="bootstrap identification"
+    ):
+        if isinstance(result, str):
+            failures[result] = failures.get(result, 0) + 1
+        else:
+            tally.add(b, result)
     n_ok = int(tally.ok.sum())
     if n_ok == 0:
         raise NoValidLambdaError(
@@ -308,76 +239,25 @@ def bootstrap_identification(
         )
     if failures:
         log.warning("bootstrap_identification: %d replicates failed: %s", n_boot_ - n_ok, failures)
-    return _assemble(full, tally, design, coords, n_boot_, seed_, ci_, role, failures)
+    return _assemble(full, tally, sampler, coords, n_boot_, seed_, ci_, params_, failures)
 
 
-def _run_block(
-    reader: _Reader,
-    design: _Design,
-    tokens: NDArray[np.int64],
-    seeds: list[np.random.SeedSequence],
-    b0: int,
-    b1: int,
-    rule: Method,
-    rule_kwargs: dict[str, Any],
-    tally: _Tally,
-    failures: dict[str, int],
-) -> None:
-    """Build replicates ``b0..b1-1`` in one pass over the data and identify each of them."""
-    weights = _replicate_weights(seeds[b0:b1], design)
-    rep_tokens = _replicate_tokens(weights, tokens, design)
-    dtype = _exact_dtype(int(rep_tokens.max(initial=0)))
-    counts = _replicate_counts(reader, weights, design, dtype)
-    k_lang = len(design.languages)
-    var = reader.var
-    coords = {LANGUAGE: design.languages, LAYER: var[LAYER].values, NEURON: var[NEURON].values}
-    for j in range(b1 - b0):
-        if not (rep_tokens[j] > 0).all():
-            failures["no tokens"] = failures.get("no tokens", 0) + 1
-            continue
-        replicate = xr.Dataset(
-            {
-                "n_active": (
-                    (LANGUAGE, ROLE, LAYER, NEURON),
-                    counts[j].reshape(k_lang, 1, reader.n_layers, reader.n_neurons),
-                ),
-                "n_tokens": ((LANGUAGE, ROLE), rep_tokens[j][:, None]),
-            },
-            coords={**coords, ROLE: ["response"]},
-        )
-        try:
-            result = identify(replicate, rule, role="response", **rule_kwargs)
-        except NoValidLambdaError:
-            failures["no valid lambda"] = failures.get("no valid lambda", 0) + 1
-            continue
-        tally.add(b0 + j, result)
-
-
-def _check_totals(run: xr.Dataset, design: _Design, tokens: NDArray[np.int64]) -> None:
-    """StoreValidationError when per-sequence token totals disagree with ``n_tokens``."""
-    stored = run["n_tokens"].sel({ROLE: list(design.roles)}).sum(ROLE).values
-    summed = np.array([tokens[m].sum() for m in design.members], dtype=np.int64)
-    bad = np.flatnonzero(np.asarray(stored, dtype=np.int64) != summed)
-    if bad.size:
-        lang = design.languages[int(bad[0])]
-        raise StoreValidationError(
-            f"seq_n_tokens of language {lang!r} sum to {int(summed[bad[0]])} but n_tokens holds "
-            f"{int(np.asarray(stored)[bad[0]])}; the store is corrupt — run `langneurons validate`"
-        )
+_FIX = "extract with --per-sequence (per-sequence counts make the sequence the sampled unit)"
 
 
 def _assemble(
     full: xr.Dataset,
     tally: _Tally,
-    design: _Design,
+    sampler: Resampler,
     coords: dict[str, Any],
     n_boot: int,
     seed: int,
     ci: float,
-    role: str,
+    params: IdentifyParams,
     failures: dict[str, int],
 ) -> xr.Dataset:
     """The result Dataset: frequencies, per-replicate counts, intervals and attributes."""
+    design = sampler.design
     k_lang = len(design.languages)
     ok = tally.ok
     n_ok = int(ok.sum())
@@ -397,7 +277,7 @@ def _assemble(
         if name in estimate:
             data[f"{name}_estimate"] = (dims, np.asarray(estimate[name], dtype=np.float64))
     data["jaccard_mean"] = ((LANGUAGE,), tally.values["jaccard"][ok].mean(axis=0))
-    attrs: dict[str, Any] = {"method": str(full.attrs["method"]), "role": role}
+    attrs: dict[str, Any] = {"method": params.method, "role": params.role}
     attrs.update({key: full.attrs[key] for key in _RULE_ATTRS if key in full.attrs})
     attrs.update(
         {
@@ -408,8 +288,9 @@ def _assemble(
             "n_ok": n_ok,
             "n_failed": n_boot - n_ok,
             "failures": {str(k): int(v) for k, v in failures.items()},
-            "resampling": "sequences with replacement within each language "
-            "(multinomial weights; SeedSequence(seed).spawn(n_boot) per replicate)",
+            "resampling": resampling_note(sampler.units.cluster),
+            "cluster": sampler.units.cluster,
+            "identify_params": params.to_attrs(),
             "assumption": INDEPENDENT_SEQUENCES,
             "n_sequences": design.n_per_language(),
             "languages": list(design.languages),

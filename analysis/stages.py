@@ -20,27 +20,24 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from langneurons.errors import ParameterError
-
-from .distributions import (
-    LAYER,
-    REPLICATE,
-    RESAMPLING,
-    TYPE,
-    _bootstrap,
-    _check_ci,
-    _check_int,
-    _check_seed,
-    _check_types,
-    _identification_attrs,
-    _jsonable,
-    _require_result,
-    _spawn,
-    _type_counts,
+from langneurons.analysis._resample import Cluster
+from langneurons.analysis._validate import (
+    check_dataset,
+    check_int,
+    check_open_unit,
+    check_seed,
+    check_types,
+    require_result,
 )
-from .identify import Method, identify
+from langneurons.errors import ParameterError
+from langneurons.names import LAYER, NEURON
 
-STAGE, FEATURE, N_STAGES = "stage", "feature", "n_stages"
+from .bootstrap import bootstrap_attrs, bootstrap_runs, identification_attrs
+from .identify import identify
+from .params import IdentifyParams, Method, resolve_params
+from .type_tables import type_counts
+
+STAGE, FEATURE, N_STAGES, TYPE, REPLICATE = "stage", "feature", "n_stages", "type", "replicate"
 
 #: Names of the four stages, in layer order.
 FOUR_STAGES: tuple[str, ...] = (
@@ -184,7 +181,7 @@ def segment_stages(
         raise ParameterError(f"dim must be a dimension name (str), got {dim!r}")
     prof, feature = _check_profile(profile, dim)
     n_layers = prof.sizes[dim]
-    n_stages = _check_int("n_stages", n_stages, 1)
+    n_stages = check_int("n_stages", n_stages, 1)
     if n_stages > n_layers:
         raise ParameterError(
             f"n_stages={n_stages} is larger than the number of layers ({n_layers}); every stage "
@@ -293,10 +290,10 @@ def stage_profile(
         raise ParameterError(
             f"normalize must be one of 'type', 'layer', 'neurons', 'none', got {normalize!r}"
         )
-    types_ = _check_types(types)
-    ds = _require_result(identification, "identification", ("neuron_type", "general"))
-    counts = _type_counts(ds, types_).astype(np.float64)
-    values = _normalise(counts, normalize, ds.sizes["neuron"])
+    types_ = check_types(types)
+    ds = require_result(identification, "identification", ("neuron_type", "general"))
+    counts = type_counts(ds, types_).astype(np.float64)
+    values = _normalise(counts, normalize, ds.sizes[NEURON])
     return xr.DataArray(
         values,
         dims=(LAYER, TYPE),
@@ -326,16 +323,18 @@ def bootstrap_stages(
     n_boot: int = 200,
     seed: int = 0,
     ci: float = 0.95,
-    method: Method = "ternary",
+    method: Method | None = None,
+    params: IdentifyParams | None = None,
     types: Sequence[str] = PROFILE_TYPES,
     normalize: Normalize = "type",
     names: Sequence[str] | None = None,
+    cluster: Cluster = "sequence",
     **identify_kwargs: Any,
 ) -> xr.Dataset:
     r"""Stage boundaries of a run with bootstrap intervals.
 
     The point estimate is ``segment_stages(stage_profile(identify(run, method,
-    **identify_kwargs)), n_stages)``. Each of ``n_boot`` replicates resamples the run's
+    **params.keywords())), n_stages)``. Each of ``n_boot`` replicates resamples the run's
     sequences with replacement within each language, re-runs the identification on the summed
     counts, rebuilds the profile and re-segments it. Intervals are percentiles of the
     replicate boundaries taken as observed values (the inverted empirical CDF, so they are
@@ -354,14 +353,18 @@ def bootstrap_stages(
         Seed of the resampling.
     ci : float in (0, 1)
         Level of the percentile intervals.
-    method : {"ternary", "lape"}
-        Identification rule.
+    method : {"ternary", "lape"}, optional
+        Identification rule (default: ``params.method``).
+    params : IdentifyParams, optional
+        The identification's parameters (default ``IdentifyParams()``).
     types, normalize
         Passed to :func:`stage_profile`.
     names : sequence of str, optional
         Passed to :func:`segment_stages`.
+    cluster : {"sequence", "item"}
+        What a replicate draws: sequences within each language, or items (``seq_id``).
     **identify_kwargs
-        Passed to :func:`~langneurons.analysis.identify.identify`.
+        Deprecated: the loose identification keywords (use ``params=``).
 
     Returns
     -------
@@ -371,7 +374,7 @@ def bootstrap_stages(
         ``start_mode_fraction``; ``boot_start[replicate, stage]`` (NaN where a replicate
         found no valid lambda); ``stage_probability[layer, stage]`` (fraction of replicates
         putting the layer in each stage) and ``agreement[layer]`` (fraction agreeing with the
-        point estimate). ``attrs`` add the method, ``identify_kwargs``, ``n_boot``, ``seed``,
+        point estimate). ``attrs`` add the method, ``identify_params``, ``n_boot``, ``seed``,
         ``ci``, the profile's parameters and ``n_failed``.
 
     Raises
@@ -386,18 +389,18 @@ def bootstrap_stages(
     ----------
     Efron & Tibshirani (1993), An Introduction to the Bootstrap; Bellman (1961).
     """
-    if not isinstance(run, xr.Dataset):
-        raise ParameterError(f"run must be an xarray.Dataset, got {type(run).__name__}")
-    n_boot = _check_int("n_boot", n_boot, 0)
-    seed = _check_seed(seed)
-    ci = _check_ci(ci)
-    n_stages = _check_int("n_stages", n_stages, 1)
+    params_ = resolve_params(params, identify_kwargs, method=method, where="bootstrap_stages")
+    run = check_dataset(run, "run")
+    n_boot = check_int("n_boot", n_boot, 0)
+    seed = check_seed(seed)
+    ci = check_open_unit("ci", ci)
+    n_stages = check_int("n_stages", n_stages, 1)
     if n_stages > run.sizes.get(LAYER, 0):
         raise ParameterError(
             f"n_stages={n_stages} is larger than the number of layers "
             f"({run.sizes.get(LAYER, 0)}); every stage needs at least one layer"
         )
-    result = identify(run, method, **identify_kwargs)
+    result = identify(run, params_.method, **params_.keywords())
     point = segment_stages(
         stage_profile(result, types=types, normalize=normalize), n_stages, names=names
     )
@@ -409,16 +412,15 @@ def bootstrap_stages(
         )
         return np.asarray(seg["start_index"].values, dtype=np.int64)
 
-    (rng,) = _spawn(seed, 1)
-    boot, failed = _bootstrap(
-        run,
-        name="run",
-        n_boot=n_boot,
-        rng=rng,
-        method=method,
-        identify_kwargs=identify_kwargs,
-        statistic=stat,
-        shape=(n_stages,),
+    ((boot, failed),) = bootstrap_runs(
+        [(run, "run")],
+        params_,
+        seed,
+        n_boot,
+        stat,
+        (n_stages,),
+        what="bootstrap_stages with n_boot > 0",
+        cluster=cluster,
     )
     coord = np.asarray(point[LAYER].values)
     alpha = (1 - ci) / 2
@@ -455,18 +457,13 @@ def bootstrap_stages(
         stage_probability=((LAYER, STAGE), prob),
         agreement=((LAYER,), agreement),
     ).assign_coords({REPLICATE: np.arange(n_boot)})
+    out.attrs.update(bootstrap_attrs(params_, n_boot, seed, ci, cluster, False))
     out.attrs.update(
-        method=str(result.attrs["method"]),
-        identify_kwargs=_jsonable(dict(identify_kwargs)),
-        n_boot=n_boot,
-        seed=seed,
-        ci=ci,
         interval="percentile (inverted empirical CDF)",
-        resampling=RESAMPLING,
-        profile_types=list(_check_types(types)),
+        profile_types=list(check_types(types)),
         normalize=normalize,
         n_failed=failed,
-        **_identification_attrs(result, "run"),
+        **identification_attrs(result, "run"),
     )
     return out
 

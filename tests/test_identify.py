@@ -14,12 +14,15 @@ import xarray as xr
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from langneurons.analysis import IdentifyParams
 from langneurons.analysis import _kernels as kern
 from langneurons.analysis.identify import (
     SUMMARY_KEYS,
     identify,
     masks_from_lists,
     masks_to_lists,
+    params_of,
+    select,
     summary,
 )
 from langneurons.errors import (
@@ -470,6 +473,7 @@ def test_result_structure_and_attrs() -> None:
         "n_assigned",
         "general",
         "shared_by",
+        "probability",
     }
     assert result["assigned"].dims == ("layer", "neuron", "language")
     assert result["mask"].dims == ("language", "layer", "neuron")
@@ -691,3 +695,65 @@ def test_quantile_matches_sorting(values: list[float], q: float) -> None:
     rank = round(flat.size * q)
     assume(rank >= 1)
     assert kern.quantile_thresholds(flat, [q]) == [float(np.sort(flat)[rank - 1])]
+
+
+# --------------------------------------------------------------------------- score, then select
+
+
+@pytest.mark.parametrize(
+    ("method", "fixed"),
+    [("ternary", {"lam": 0.05}), ("lape", {}), ("ternary", {"lam_range": (0, 2)})],
+    ids=["ternary-fixed-lam", "lape", "ternary-auto-lam"],
+)
+def test_select_equals_identify_at_another_rate(method: str, fixed: dict[str, Any]) -> None:
+    run = random_run(seed=7)
+    first = identify(run, method, top_rate=0.05, bar=0.9, **fixed)  # type: ignore[arg-type]
+    for top_rate, bar in ((0.1, None), (0.02, 0.8), (0.05, 0.9)):
+        again = select(first, top_rate=top_rate, bar=bar)
+        direct = identify(
+            run,
+            method,  # type: ignore[arg-type]
+            top_rate=top_rate,
+            bar=0.9 if bar is None else bar,
+            **fixed,
+        )
+        assert_same_result(again, direct)
+
+
+def test_select_from_a_lazy_saved_result() -> None:
+    run = random_run(seed=8)
+    lazy = identify(run, "lape", top_rate=0.05).chunk()
+    again = select(lazy, top_rate=0.1)
+    assert_same_result(again, identify(run, "lape", top_rate=0.1))
+    assert params_of(lazy) == IdentifyParams(method="lape", top_rate=0.05)
+
+
+def test_select_refuses_results_without_probabilities() -> None:
+    result = identify(random_run(seed=1), top_rate=0.1).drop_vars("probability")
+    with pytest.raises(ParameterError, match=r"^identification lacks \['probability'\]"):
+        select(result, top_rate=0.2)
+    with pytest.raises(ParameterError, match=r"^top_rate must be in \(0, 1\], got 2$"):
+        select(identify(random_run(seed=1), top_rate=0.1), top_rate=2)
+
+
+def test_identify_params_is_the_one_place_of_the_defaults() -> None:
+    import inspect
+
+    signature = inspect.signature(identify).parameters
+    defaults = IdentifyParams()
+    for name in IdentifyParams.fields():
+        assert signature[name].default == getattr(defaults, name), name
+    with pytest.raises(ParameterError, match=r"^top_rate must be in \(0, 1\], got 0$"):
+        IdentifyParams(top_rate=0)
+    with pytest.raises(ParameterError, match=r"^lam_widen must be an integer from 0 to 10"):
+        IdentifyParams(lam_widen=11)
+    with pytest.raises(ParameterError, match=r"unknown identification parameter 'top'"):
+        IdentifyParams.from_mapping({"top": 0.1})
+    params = IdentifyParams(top_rate=1, lam=0, lam_range=[0, 1])  # type: ignore[arg-type]
+    assert params.top_rate == 1.0 and params.lam == 0.0 and params.lam_range == (0.0, 1.0)
+    assert json.loads(json.dumps(params.to_attrs())) == params.to_attrs()
+    run = random_run(seed=2)
+    assert_same_result(
+        identify(run, "lape", **IdentifyParams(top_rate=0.1).keywords()),
+        identify(run, "lape", top_rate=0.1),
+    )

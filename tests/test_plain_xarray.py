@@ -34,6 +34,7 @@ from langneurons.analysis import (
     mcnemar,
     overlap,
     segment_stages,
+    select,
     shared_by_change,
     spontaneous_alignment,
     stage_profile,
@@ -180,6 +181,8 @@ CASES: dict[str, Callable[[Inputs], Any]] = {
     "identify[lape, all roles]": lambda d: identify(d["base"], "lape", role="all"),
     "identify[language subset]": lambda d: identify(d["base"].sel(language=["fr", "en"])),
     "summary": lambda d: summary(d["ternary"]),
+    "select": lambda d: select(d["ternary"], top_rate=0.02),
+    "select[lape]": lambda d: select(d["lape"], top_rate=0.02, bar=0.9),
     "masks_to_lists": lambda d: masks_to_lists(d["lape"]),
     "masks_from_lists": lambda d: masks_from_lists(
         masks_to_lists(d["lape"]), d["lape"]["language"].values, LAYERS, NEURONS

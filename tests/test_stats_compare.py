@@ -20,6 +20,7 @@ from scipy.stats.contingency import association
 from statsmodels.stats.contingency_tables import Table, cochrans_q
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
+from langneurons.analysis import IdentifyParams as P
 from langneurons.analysis.compare import (
     cochran_q,
     mcnemar,
@@ -458,7 +459,7 @@ def layered_run(specific_layer0: int, seed: int) -> xr.Dataset:
 
 def test_type_change_detects_planted_change_and_is_zero_for_identical_runs() -> None:
     base, aligned = layered_run(2, seed=1), layered_run(7, seed=2)
-    out = type_change(base, aligned, n_boot=25, seed=3, top_rate=12 / 120)
+    out = type_change(base, aligned, n_boot=25, seed=3, params=P(top_rate=12 / 120))
     assert out["change"].sel(layer=0, type="specific").item() == 5
     assert out["change"].sel(layer=0, type="related").item() == -5
     assert out["change_low"].sel(layer=0, type="specific").item() > 0
@@ -467,9 +468,10 @@ def test_type_change_detects_planted_change_and_is_zero_for_identical_runs() -> 
     assert out["total_change"].sel(type="specific").item() == 5
     assert out["boot_change"].shape == (25, 4, 4)
     assert out.attrs["seed"] == 3 and out.attrs["n_boot"] == 25
-    assert out.attrs["identify_kwargs"] == {"top_rate": 0.1}
+    assert out.attrs["identify_params"] == P(top_rate=0.1).to_attrs()
+    assert out.attrs["cluster"] == "sequence" and out.attrs["paired"] is False
     assert_json_attrs(out)
-    same = type_change(base, base, n_boot=10, top_rate=12 / 120)
+    same = type_change(base, base, n_boot=10, params=P(top_rate=12 / 120))
     assert (same["change"].values == 0).all()
     assert (same["change_pvalue"].values == 1.0).all()
     assert (same["change_low"].values <= 0).all() and (same["change_high"].values >= 0).all()
@@ -481,7 +483,7 @@ def test_shared_by_change_planted_and_null() -> None:
         pl_b.plant([i % 4])
         pl_a.plant([i % 4, (i + 1) % 4, (i + 2) % 4])
     base, aligned = seq_run(pl_b.p, seed=1), seq_run(pl_a.p, seed=2)
-    out = shared_by_change(base, aligned, n_boot=30, bar=0.9, top_rate=0.05)
+    out = shared_by_change(base, aligned, n_boot=30, params=P(bar=0.9, top_rate=0.05))
     assert out["n_shared"].values.tolist() == [0, 1, 2, 3, 4]
     assert out["base"].sum().item() == out["aligned"].sum().item() == 200
     assert out["change"].sel(n_shared=3).item() > 0
@@ -489,13 +491,13 @@ def test_shared_by_change_planted_and_null() -> None:
     assert out["change_low"].sel(n_shared=3).item() > 0
     assert out["change_high"].sel(n_shared=1).item() < 0
     assert_json_attrs(out)
-    null = shared_by_change(base, base, n_boot=10, bar=0.9, top_rate=0.05)
+    null = shared_by_change(base, base, n_boot=10, params=P(bar=0.9, top_rate=0.05))
     assert null["tvd"].item() == 0.0 and null["tvd_pvalue"].item() == 1.0
 
 
 def test_bootstrap_changes_numpy_and_dask_and_store_agree(tmp_path: Path) -> None:
     base, aligned = layered_run(2, seed=1), layered_run(7, seed=2)
-    kw: dict[str, Any] = dict(n_boot=4, seed=5, top_rate=0.1)
+    kw: dict[str, Any] = dict(n_boot=4, seed=5, params=P(top_rate=0.1))
     xr.testing.assert_identical(
         type_change(base, aligned, **kw), type_change(chunked(base), chunked(aligned), **kw)
     )
@@ -537,20 +539,21 @@ def test_bootstrap_changes_numpy_and_dask_and_store_agree(tmp_path: Path) -> Non
 def test_bootstrap_needs_sequences() -> None:
     base = small_run(0).drop_vars(["seq_n_active", "seq_n_tokens", "seq_language", "seq_id"])
     msg = (
-        r"^base_run has no per-sequence counts \(seq_n_active, seq_n_tokens, seq_language\), so "
-        r"its sequences cannot be resampled for the bootstrap; record them at extraction "
-        r"\(create_run\(\.\.\., sequences=True\)\) or pass n_boot=0 for point estimates only$"
+        r"^type_change with n_boot > 0 needs per-sequence counts \(seq_n_active\), which "
+        r"base_run lacks; extract with --per-sequence \(create_run\(\.\.\., sequences=True\)\) "
+        r"or pass n_boot=0 for point estimates only$"
     )
     with pytest.raises(ParameterError, match=msg):
-        type_change(base, base, n_boot=2, top_rate=0.1)
-    point = type_change(base, base, n_boot=0, top_rate=0.1)
+        type_change(base, base, n_boot=2, params=P(top_rate=0.1))
+    point = type_change(base, base, n_boot=0, params=P(top_rate=0.1))
     assert np.isnan(point["change_low"].values).all() and point.sizes["replicate"] == 0
     run = small_run(0)
     no_fr = run.isel(sequence=np.flatnonzero(run["seq_language"].values != "fr"))
     with pytest.raises(
-        ParameterError, match=r"^base_run has no per-sequence counts for language 'fr'"
+        ParameterError,
+        match=r"^language 'fr' has 0 sequences; type_change with n_boot > 0 needs at least 1 per ",
     ):
-        type_change(no_fr, run, n_boot=2, top_rate=0.1)
+        type_change(no_fr, run, n_boot=2, params=P(top_rate=0.1))
 
 
 def test_two_run_bad_inputs() -> None:
@@ -809,7 +812,9 @@ def test_trajectories_shape_and_values() -> None:
 
 def test_spontaneous_alignment_detects_trained_only_gain() -> None:
     base, aligned, rate = alignment_runs(alike=False)
-    out = spontaneous_alignment(base, aligned, ["l0", "l1", "l2"], n_boot=20, top_rate=rate)
+    out = spontaneous_alignment(
+        base, aligned, ["l0", "l1", "l2"], n_boot=20, params=P(top_rate=rate)
+    )
     assert out["change"].sel(count="specific").values.tolist() == [3] * 3 + [0] * 7
     assert out["change"].sel(count="related").values.tolist() == [-6] * 3 + [0] * 7
     assert out["trained"].values.tolist() == [True] * 3 + [False] * 7
@@ -826,7 +831,9 @@ def test_spontaneous_alignment_detects_trained_only_gain() -> None:
 
 def test_spontaneous_alignment_all_languages_alike() -> None:
     base, aligned, rate = alignment_runs(alike=True)
-    out = spontaneous_alignment(base, aligned, ["l0", "l1", "l2"], n_boot=20, top_rate=rate)
+    out = spontaneous_alignment(
+        base, aligned, ["l0", "l1", "l2"], n_boot=20, params=P(top_rate=rate)
+    )
     assert out["change"].sel(count="specific").values.tolist() == [1] * 10
     assert out["difference"].values.tolist() == [0.0, 0.0]
     assert out["perm_pvalue"].values.tolist() == [1.0, 1.0]
@@ -834,7 +841,7 @@ def test_spontaneous_alignment_all_languages_alike() -> None:
     assert out["mean_change"].sel(group="untrained", count="specific").item() == 1.0
     # random label assignments when there are more than n_perm
     rand = spontaneous_alignment(
-        base, aligned, ["l0", "l1", "l2"], n_boot=0, n_perm=50, top_rate=rate
+        base, aligned, ["l0", "l1", "l2"], n_boot=0, n_perm=50, params=P(top_rate=rate)
     )
     assert rand.attrs["permutation"] == "random" and rand.attrs["n_assignments"] == 50
     assert rand["perm_pvalue"].values.tolist() == [1.0, 1.0]
@@ -842,7 +849,7 @@ def test_spontaneous_alignment_all_languages_alike() -> None:
 
 def test_spontaneous_alignment_numpy_and_dask_agree_and_errors() -> None:
     base, aligned, rate = alignment_runs(alike=False)
-    kw: dict[str, Any] = dict(n_boot=3, seed=2, top_rate=rate)
+    kw: dict[str, Any] = dict(n_boot=3, seed=2, params=P(top_rate=rate))
     xr.testing.assert_identical(
         spontaneous_alignment(base, aligned, ["l0"], **kw),
         spontaneous_alignment(chunked(base), chunked(aligned), ["l0"], **kw),
@@ -904,7 +911,7 @@ def test_stage_profile_normalisations() -> None:
 
 def test_bootstrap_stages_on_planted_run() -> None:
     run, rate = staged_run(1)
-    kw: dict[str, Any] = dict(types=["specific", "related"], top_rate=rate)
+    kw: dict[str, Any] = dict(types=["specific", "related"], params=P(top_rate=rate))
     out = bootstrap_stages(run, n_boot=12, seed=1, **kw)
     assert out["start_index"].values.tolist() == [0, 2, 5, 7]
     assert out["stage"].values.tolist() == list(FOUR_STAGES)

@@ -19,7 +19,7 @@ import pytest
 import xarray as xr
 from statsmodels.stats.proportion import proportion_confint, proportions_ztest
 
-from langneurons.analysis import uncertainty
+from langneurons.analysis import IdentifyParams, _resample
 from langneurons.analysis.identify import identify
 from langneurons.analysis.neuron_tests import (
     compare_with_identification,
@@ -33,6 +33,8 @@ from langneurons.store import create_store, open_store
 from .conftest import make_counts
 
 LANGS = ["en", "de", "fr"]
+#: the identification parameters of the bootstrap tests
+P = IdentifyParams(top_rate=0.1, lam_range=(0, 2))
 NO_SEQ_FIX = (
     "needs per-sequence counts (seq_n_active), which this run lacks; extract with "
     "--per-sequence (per-sequence counts make the sequence the sampled unit)"
@@ -310,7 +312,7 @@ def test_language_subsets_use_only_their_sequences(stored: dict[str, Any]) -> No
         partial(activation_probability, method="cluster"),
         partial(activation_probability, method="bootstrap", n_boot=20),
         partial(language_preference_tests, method="cluster"),
-        partial(bootstrap_identification, n_boot=4, top_rate=0.1, lam_range=(0, 2)),
+        partial(bootstrap_identification, n_boot=4, params=P),
     ):
         xr.testing.assert_identical(fn(sub), fn(alone))
         xr.testing.assert_identical(fn(stored["dask"].sel(language=["fr", "en"])), fn(alone))
@@ -358,8 +360,10 @@ def test_bootstrap_replicate_is_identify_on_resampled_counts(stored: dict[str, A
     """Replicate b equals identify() on counts rebuilt by hand from its multinomial weights."""
     run = stored["numpy"]
     kwargs: dict[str, Any] = dict(top_rate=0.1, lam_range=(0, 2), role="all")
-    res = bootstrap_identification(run, "ternary", n_boot=6, seed=9, **kwargs)
-    design = uncertainty._design(run, "all", "test")
+    res = bootstrap_identification(
+        run, "ternary", n_boot=6, seed=9, params=IdentifyParams(**kwargs)
+    )
+    design = _resample.design(run, "all", "test")
     seeds = np.random.SeedSequence(9).spawn(6)
     seq = run["seq_n_active"].sum("role").values.astype(np.int64)
     tok = run["seq_n_tokens"].sum("role").values.astype(np.int64)
@@ -393,7 +397,9 @@ def test_bootstrap_replicate_is_identify_on_resampled_counts(stored: dict[str, A
 
 
 def test_bootstrap_result_contents(stored: dict[str, Any]) -> None:
-    res = bootstrap_identification(stored["numpy"], "lape", n_boot=10, top_rate=0.1, ci=0.8)
+    res = bootstrap_identification(
+        stored["numpy"], "lape", n_boot=10, params=IdentifyParams(top_rate=0.1), ci=0.8
+    )
     assert res.sizes["replicate"] == 10 and "lambda" not in res
     assert res["selection_frequency"].dims == ("layer", "neuron")
     assert res["mask_frequency"].dims == ("language", "layer", "neuron")
@@ -414,7 +420,7 @@ def test_bootstrap_result_contents(stored: dict[str, Any]) -> None:
 
 def test_bootstrap_seed_reproducible_independent_of_block(stored: dict[str, Any]) -> None:
     run = stored["numpy"]
-    kwargs: dict[str, Any] = dict(n_boot=7, seed=3, top_rate=0.1, lam_range=(0, 2))
+    kwargs: dict[str, Any] = dict(n_boot=7, seed=3, params=P)
     first = bootstrap_identification(run, **kwargs, block=1)
     for block in (3, 7, None):
         xr.testing.assert_identical(first, bootstrap_identification(run, **kwargs, block=block))
@@ -431,12 +437,12 @@ def test_float64_fallback_gives_the_same_counts(
 ) -> None:
     """Weighted counts use float32 only below 2**24; forcing float64 changes nothing."""
     run = stored["numpy"]
-    kwargs: dict[str, Any] = dict(n_boot=5, seed=2, top_rate=0.1, lam_range=(0, 2))
+    kwargs: dict[str, Any] = dict(n_boot=5, seed=2, params=P)
     fast = bootstrap_identification(run, **kwargs)
     boot = activation_probability(run, method="bootstrap", n_boot=30)
-    assert uncertainty._exact_dtype(2**24 - 1) is np.float32
-    monkeypatch.setattr(uncertainty, "EXACT_FLOAT32", 1)
-    assert uncertainty._exact_dtype(2) is np.float64
+    assert _resample.exact_dtype(2**24 - 1) is np.float32
+    monkeypatch.setattr(_resample, "EXACT_FLOAT32", 1)
+    assert _resample.exact_dtype(2) is np.float64
     xr.testing.assert_identical(fast, bootstrap_identification(run, **kwargs))
     xr.testing.assert_identical(boot, activation_probability(run, method="bootstrap", n_boot=30))
 
@@ -445,7 +451,7 @@ def test_tiny_tiles_give_the_same_results(
     stored: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Tiles split below the store's chunks and narrow products change nothing (exact sums)."""
-    kwargs: dict[str, Any] = dict(n_boot=5, seed=2, top_rate=0.1, lam_range=(0, 2))
+    kwargs: dict[str, Any] = dict(n_boot=5, seed=2, params=P)
     expected = {
         name: (
             bootstrap_identification(run, **kwargs),
@@ -453,9 +459,9 @@ def test_tiny_tiles_give_the_same_results(
         )
         for name, run in backings(stored)
     }
-    monkeypatch.setattr(uncertainty, "_TILE_BYTES", 300)
-    monkeypatch.setattr(uncertainty, "_WORK_BYTES", 200)
-    assert len(uncertainty._groups([0, 8, 12], 3)) == 5
+    monkeypatch.setattr(_resample, "TILE_BYTES", 300)
+    monkeypatch.setattr(_resample, "WORK_BYTES", 200)
+    assert len(_resample._groups([0, 8, 12], 3)) == 5
     for name, run in backings(stored):
         boot, ap = expected[name]
         xr.testing.assert_identical(boot, bootstrap_identification(run, **kwargs))
@@ -465,19 +471,19 @@ def test_tiny_tiles_give_the_same_results(
 def test_failed_replicates_are_recorded_and_left_out(
     stored: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from langneurons.analysis import stability
+    from langneurons.analysis import bootstrap
     from langneurons.errors import NoValidLambdaError
 
     calls = {"n": 0}
 
     def flaky(run: xr.Dataset, *args: Any, **kwargs: Any) -> xr.Dataset:
         calls["n"] += 1
-        if calls["n"] == 3:  # call 1 is the full data, so replicate 1 fails
+        if calls["n"] == 2:  # the replicates only: replicate 1 fails
             raise NoValidLambdaError("no lambda")
         return identify(run, *args, **kwargs)
 
-    monkeypatch.setattr(stability, "identify", flaky)
-    kwargs: dict[str, Any] = dict(n_boot=4, seed=1, top_rate=0.1, lam_range=(0, 2))
+    monkeypatch.setattr(bootstrap, "identify", flaky)
+    kwargs: dict[str, Any] = dict(n_boot=4, seed=1, params=P)
     res = bootstrap_identification(stored["numpy"], **kwargs)
     assert res["ok"].values.tolist() == [True, False, True, True]
     assert res.attrs["n_failed"] == 1 and res.attrs["failures"] == {"no valid lambda": 1}
@@ -488,11 +494,9 @@ def test_failed_replicates_are_recorded_and_left_out(
     assert float(res["selection_frequency"].sum()) == pytest.approx(12)
 
     def broken(run: xr.Dataset, *args: Any, **kwargs: Any) -> xr.Dataset:
-        if "seq_n_active" in run:
-            return identify(run, *args, **kwargs)
         raise NoValidLambdaError("no lambda")
 
-    monkeypatch.setattr(stability, "identify", broken)
+    monkeypatch.setattr(bootstrap, "identify", broken)
     with pytest.raises(NoValidLambdaError) as info:
         bootstrap_identification(stored["numpy"], **kwargs)
     assert str(info.value) == (
@@ -508,7 +512,9 @@ def test_bootstrap_memory_does_not_grow_with_replicates() -> None:
 
     def peak(n_boot: int) -> int:
         tracemalloc.start()
-        bootstrap_identification(run, "lape", n_boot=n_boot, block=5, top_rate=0.05)
+        bootstrap_identification(
+            run, "lape", n_boot=n_boot, block=5, params=IdentifyParams(top_rate=0.05)
+        )
         size = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return size
@@ -534,8 +540,7 @@ def test_numpy_dask_and_store_backed_identical(stored: dict[str, Any]) -> None:
                 method=rule,
                 n_boot=6,
                 block=4,
-                top_rate=0.1,
-                lam_range=(0, 2),
+                params=P,
             ),
             stored,
         )
@@ -572,7 +577,7 @@ def test_results_save_to_the_store(stored: dict[str, Any]) -> None:
     results = {
         "probability": activation_probability(run),
         "tests": language_preference_tests(run),
-        "boot": bootstrap_identification(run, n_boot=4, top_rate=0.1, lam_range=(0, 2)),
+        "boot": bootstrap_identification(run, n_boot=4, params=P),
     }
     results["comparison"] = compare_with_identification(
         results["tests"], identify(run, top_rate=0.1, lam_range=(0, 2))
@@ -642,12 +647,13 @@ def test_methods_needing_sequences_name_the_fix(stored: dict[str, Any]) -> None:
             "n_boot must be an integer >= 2, got True",
         ),
         (
-            lambda r: bootstrap_identification(r, top_rat=0.1),
-            "bootstrap_identification got an unknown identification parameter 'top_rat'; it "
-            "passes only role, top_rate, bar, filter_rate, lam, lam_range, eps, lam_widen to "
-            "identify()",
+            lambda r: bootstrap_identification(r, params={"top_rate": 0.1}),
+            "bootstrap_identification takes params=IdentifyParams(...), got dict",
         ),
-        (lambda r: bootstrap_identification(r, bar=2), "bar must be in (0, 1], got 2"),
+        (
+            lambda r: bootstrap_identification(r, params=IdentifyParams(bar=2)),
+            "bar must be in (0, 1], got 2",
+        ),
         (
             lambda r: bootstrap_identification(r, method="entropy"),
             "method must be one of 'ternary', 'lape', got 'entropy'",
@@ -685,7 +691,7 @@ def test_too_few_sequences_and_bad_stores(stored: dict[str, Any]) -> None:
         language_preference_tests(stray)
     skewed = run.assign(seq_n_tokens=run["seq_n_tokens"] + 1)
     with pytest.raises(StoreValidationError, match="seq_n_tokens of language 'en' sum to"):
-        bootstrap_identification(skewed, n_boot=2, top_rate=0.1, lam_range=(0, 2))
+        bootstrap_identification(skewed, n_boot=2, params=P)
     with pytest.raises(ParameterError, match="tests and identification cover different layers"):
         compare_with_identification(
             language_preference_tests(run), identify(run.isel(layer=[0, 1]), top_rate=0.2)

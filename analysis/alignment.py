@@ -1,0 +1,288 @@
+"""Spontaneous multilingual alignment: do untrained languages gain neurons like trained ones?
+
+:func:`spontaneous_alignment` compares the change of each language's specific and related
+neuron counts from a base run to an aligned run between the languages the alignment was trained
+on and the others, with bootstrap intervals over sequences (:mod:`~.analysis._resample`) and a
+permutation test over the language labels.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from numpy.typing import NDArray
+
+from langneurons.analysis._kernels import centred_pvalue, percentile_interval
+from langneurons.analysis._resample import Cluster
+from langneurons.analysis._validate import (
+    check_int,
+    check_open_unit,
+    check_runs,
+    check_seed,
+    languages_of,
+)
+from langneurons.errors import ParameterError
+from langneurons.names import LANGUAGE
+
+from .bootstrap import bootstrap_attrs, bootstrap_runs, identification_attrs
+from .identify import identify
+from .params import IdentifyParams, Method, resolve_params
+from .type_tables import mask_rows, neuron_types
+
+COUNT, GROUP, REPLICATE = "count", "group", "replicate"
+#: Counts per language followed by :func:`spontaneous_alignment`.
+ALIGNMENT_COUNTS: tuple[str, ...] = ("specific", "related")
+
+
+def _language_counts(result: xr.Dataset, languages: Sequence[str]) -> NDArray[np.int64]:
+    """``[language, count]``: specific and related neurons of each language."""
+    kinds = neuron_types(result)
+    rows = mask_rows(result, languages)
+    return np.stack([(rows & (kinds == c)).sum(axis=1) for c in ALIGNMENT_COUNTS], axis=1).astype(
+        np.int64
+    )
+
+
+def _check_trained(trained: object, languages: Sequence[str]) -> list[str]:
+    """Validate the trained languages against the runs' languages."""
+    names = [trained] if isinstance(trained, str) else trained
+    if not isinstance(names, Sequence) or not all(isinstance(x, str) for x in names):
+        raise ParameterError(
+            f"trained_languages must be a sequence of language names, got {trained!r}"
+        )
+    if not names:
+        raise ParameterError("trained_languages is empty; name at least one trained language")
+    out = list(names)
+    dup = sorted({x for x in out if out.count(x) > 1})
+    if dup:
+        raise ParameterError(f"trained_languages names {dup[0]!r} more than once")
+    unknown = [x for x in out if x not in languages]
+    if unknown:
+        raise ParameterError(
+            f"trained_languages has {unknown[0]!r}, which is not a language of the runs "
+            f"(languages: {', '.join(languages)})"
+        )
+    if len(out) == len(languages):
+        raise ParameterError(
+            "every language of the runs is in trained_languages; spontaneous alignment needs at "
+            "least one untrained language"
+        )
+    return out
+
+
+def _label_sets(
+    k: int, n_trained: int, n_perm: int, rng: np.random.Generator
+) -> tuple[NDArray[np.bool_], bool]:
+    """Trained-label assignments: all of them when there are at most ``n_perm``, else random."""
+    total = math.comb(k, n_trained)
+    if total <= n_perm:
+        out = np.zeros((total, k), dtype=bool)
+        for i, combo in enumerate(itertools.combinations(range(k), n_trained)):
+            out[i, list(combo)] = True
+        return out, True
+    picks = np.argsort(rng.random((n_perm, k)), axis=1)[:, :n_trained]
+    out = np.zeros((n_perm, k), dtype=bool)
+    np.put_along_axis(out, picks, True, axis=1)
+    return out, False
+
+
+def _group_difference(
+    change: NDArray[np.float64], trained: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """Mean change of trained minus untrained languages: ``change[..., language, count]``.
+
+    ``trained`` is ``[language]`` or ``[assignment, language]`` (then the result gains a
+    leading assignment axis).
+    """
+    t = trained.astype(np.float64)
+    u = 1.0 - t
+    mean_t = np.einsum("...l,lc->...c", t / t.sum(axis=-1, keepdims=True), change)
+    mean_u = np.einsum("...l,lc->...c", u / u.sum(axis=-1, keepdims=True), change)
+    return np.asarray(mean_t - mean_u)
+
+
+def spontaneous_alignment(
+    base_run: xr.Dataset,
+    aligned_run: xr.Dataset,
+    trained_languages: Sequence[str],
+    *,
+    method: Method | None = None,
+    params: IdentifyParams | None = None,
+    n_boot: int = 200,
+    n_perm: int = 10000,
+    seed: int = 0,
+    ci: float = 0.95,
+    cluster: Cluster = "sequence",
+    paired: bool = False,
+    **identify_kwargs: Any,
+) -> xr.Dataset:
+    r"""Do untrained languages gain language neurons like the trained ones after alignment?
+
+    For each language k, the change of its specific and related neuron counts from the base
+    run to the aligned run (multilingual alignment trained on ``trained_languages`` only),
+    :math:`\Delta_{k,c} = c^{aligned}_k - c^{base}_k`. With trained set :math:`\mathcal{T}`
+    and untrained set :math:`\mathcal{U}`, the statistic is the difference of mean changes
+
+    .. math:: D_c = \bar\Delta_{\mathcal{T},c} - \bar\Delta_{\mathcal{U},c}.
+
+    "Spontaneous multilingual alignment" (untrained languages moving like trained ones) means
+    :math:`D \approx 0` with :math:`\bar\Delta_{\mathcal{U}} \neq 0`.
+
+    - Intervals: bootstrap percentiles of every :math:`\Delta_k`, group mean and :math:`D`,
+      resampling each run's sequences within language independently and re-running the
+      identification per replicate (as in
+      :func:`~langneurons.analysis.distributions.type_change`); ``boot_pvalue`` is the
+      two-sided bootstrap test of :math:`D = 0` by centring (Hall & Wilson 1991).
+    - Permutation test over the language labels (``perm_pvalue``): under the null that the
+      trained / untrained labels are exchangeable, every assignment of
+      :math:`|\mathcal{T}|` of the K languages as "trained" is equally likely;
+      :math:`p = \#\{|D_\pi| \ge |D|\} / \binom{K}{|\mathcal{T}|}` over all assignments when
+      there are at most ``n_perm`` (exact), else
+      :math:`(1 + \#\{|D_\pi| \ge |D|\}) / (1 + n_{perm})` over random ones. Its resolution is
+      limited by K: the smallest possible exact p is :math:`1 / \binom{K}{|\mathcal{T}|}`.
+
+    A small p means untrained languages do **not** move like the trained ones.
+
+    Parameters
+    ----------
+    base_run, aligned_run : xarray.Dataset
+        Runs with the same grid and languages (per-sequence counts needed when ``n_boot > 0``).
+    trained_languages : sequence of str
+        Languages used in the alignment training (a single name is accepted).
+    method : {"ternary", "lape"}, optional
+        Identification rule (default: ``params.method``).
+    params : IdentifyParams, optional
+        The identification's parameters (default ``IdentifyParams()``).
+    n_boot : int >= 0
+        Bootstrap replicates per run.
+    n_perm : int >= 1
+        Most label assignments of the permutation test.
+    seed : int >= 0
+        Seed; the base bootstrap, aligned bootstrap and permutations use independent streams.
+    ci : float in (0, 1)
+        Level of the percentile intervals.
+    cluster, paired
+        What a replicate draws, and whether both runs draw together (see
+        :func:`~langneurons.analysis.distributions.type_change`).
+    **identify_kwargs
+        Deprecated: the loose identification keywords (use ``params=``).
+
+    Returns
+    -------
+    xarray.Dataset
+        On ``[language, count]`` (count: "specific", "related"): ``base``, ``aligned``,
+        ``change``, ``change_low``, ``change_high``; ``boot_change[replicate, language,
+        count]``; ``trained[language]``; ``mean_change``, ``mean_change_low``,
+        ``mean_change_high`` on ``[group, count]`` (group: "trained", "untrained");
+        ``difference``, ``difference_low``, ``difference_high``, ``perm_pvalue``,
+        ``boot_pvalue`` on ``[count]``. ``attrs``: trained and untrained languages, method,
+        ``identify_params``, ``n_boot``, ``n_perm``, ``n_assignments``, ``permutation``
+        ("exact" or "random"), ``seed``, ``ci``, failed replicate counts, tau / lambda.
+
+    Raises
+    ------
+    ParameterError
+        Trained languages empty, repeated or not in the runs; no untrained language; runs of
+        different shapes or languages; bad parameters; ``n_boot > 0`` without per-sequence
+        counts.
+
+    References
+    ----------
+    Zhang et al. (2025), spontaneous multilingual alignment of untrained languages; Good
+    (2005), Permutation, Parametric and Bootstrap Tests of Hypotheses; Hall & Wilson (1991).
+    """
+    params_ = resolve_params(params, identify_kwargs, method=method, where="spontaneous_alignment")
+    base_run, aligned_run = check_runs(base_run, aligned_run)
+    langs = languages_of(base_run)
+    trained = _check_trained(trained_languages, langs)
+    n_boot = check_int("n_boot", n_boot, 0)
+    n_perm = check_int("n_perm", n_perm, 1)
+    seed = check_seed(seed)
+    ci = check_open_unit("ci", ci)
+    kw = params_.keywords()
+    res_b = identify(base_run, params_.method, **kw)
+    res_a = identify(aligned_run, params_.method, **kw)
+    cb, ca = _language_counts(res_b, langs), _language_counts(res_a, langs)
+    change = (ca - cb).astype(np.float64)
+    is_trained = np.array([x in trained for x in langs])
+    # the permutations draw from a stream of their own, apart from the replicates'
+    rng_p = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2**32 - 1,)))
+
+    def stat(result: xr.Dataset) -> NDArray[np.int64]:
+        return _language_counts(result, langs)
+
+    shape = (len(langs), len(ALIGNMENT_COUNTS))
+    (boot_b, fail_b), (boot_a, fail_a) = bootstrap_runs(
+        [(base_run, "base_run"), (aligned_run, "aligned_run")],
+        params_,
+        seed,
+        n_boot,
+        stat,
+        shape,
+        what="spontaneous_alignment with n_boot > 0",
+        cluster=cluster,
+        paired=paired,
+    )
+    boot = boot_a - boot_b
+    low, high = percentile_interval(boot, ci)
+    mean = np.stack([change[is_trained].mean(axis=0), change[~is_trained].mean(axis=0)])
+    boot_mean = np.stack(
+        [boot[:, is_trained].mean(axis=1), boot[:, ~is_trained].mean(axis=1)], axis=1
+    )  # [replicate, group, count]
+    mean_low, mean_high = percentile_interval(boot_mean, ci)
+    diff = mean[0] - mean[1]
+    boot_diff = boot_mean[:, 0] - boot_mean[:, 1]
+    diff_low, diff_high = percentile_interval(boot_diff, ci)
+    assignments, exact = _label_sets(len(langs), len(trained), n_perm, rng_p)
+    perm = _group_difference(change, assignments)  # [assignment, count]
+    extreme = (np.abs(perm) >= np.abs(diff) - 1e-9).sum(axis=0)
+    n_assign = assignments.shape[0]
+    perm_p = extreme / n_assign if exact else (1.0 + extreme) / (1.0 + n_assign)
+    attrs = bootstrap_attrs(params_, n_boot, seed, ci, cluster, paired)
+    attrs.update(
+        trained_languages=trained,
+        untrained_languages=[x for x in langs if x not in trained],
+        n_perm=n_perm,
+        n_assignments=int(n_assign),
+        permutation="exact" if exact else "random",
+        statistic="difference of mean change (aligned minus base), trained minus untrained",
+        n_failed_base=fail_b,
+        n_failed_aligned=fail_a,
+        **identification_attrs(res_b, "base"),
+        **identification_attrs(res_a, "aligned"),
+    )
+    lc, gc = (LANGUAGE, COUNT), (GROUP, COUNT)
+    return xr.Dataset(
+        {
+            "base": (lc, cb),
+            "aligned": (lc, ca),
+            "change": (lc, (ca - cb).astype(np.int64)),
+            "change_low": (lc, low),
+            "change_high": (lc, high),
+            "boot_change": ((REPLICATE, LANGUAGE, COUNT), boot),
+            "trained": ((LANGUAGE,), is_trained),
+            "mean_change": (gc, mean),
+            "mean_change_low": (gc, mean_low),
+            "mean_change_high": (gc, mean_high),
+            "difference": ((COUNT,), diff),
+            "difference_low": ((COUNT,), diff_low),
+            "difference_high": ((COUNT,), diff_high),
+            "perm_pvalue": ((COUNT,), perm_p.astype(np.float64)),
+            "boot_pvalue": ((COUNT,), centred_pvalue(boot_diff, diff)),
+        },
+        coords={
+            LANGUAGE: np.asarray(langs, dtype=str),
+            COUNT: list(ALIGNMENT_COUNTS),
+            GROUP: ["trained", "untrained"],
+            REPLICATE: np.arange(n_boot),
+        },
+        attrs=attrs,
+    )
+
+
+__all__ = ["spontaneous_alignment", "ALIGNMENT_COUNTS"]

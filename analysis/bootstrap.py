@@ -1,0 +1,206 @@
+"""Re-running an identification on bootstrap replicates of one or two runs.
+
+The replicates come from the one resampling engine, :mod:`~langneurons.analysis._resample`
+(its design, random stream and policy on inconsistent totals); this module identifies each of
+them with the same :class:`~langneurons.analysis.params.IdentifyParams` as the point estimate
+and collects a statistic of every replicate, for :mod:`~langneurons.analysis.stability`,
+:mod:`~langneurons.analysis.stages`, :mod:`~langneurons.analysis.distributions` and
+:mod:`~langneurons.analysis.alignment`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from numpy.typing import NDArray
+
+from langneurons._progress import progress
+from langneurons.analysis._resample import (
+    CLUSTERS,
+    Resampler,
+    draw_weights,
+    exact_dtype,
+    replicate_seeds,
+    resampling_note,
+)
+from langneurons.analysis._validate import check_choice
+from langneurons.errors import NoValidLambdaError
+
+from .identify import identify
+from .params import IdentifyParams
+
+log = logging.getLogger(__name__)
+
+BLOCK_BYTES = 256 << 20  # replicate counts held at once when block=None
+
+
+#: Why a replicate has no identification.
+NO_TOKENS, NO_LAMBDA = "no tokens", "no valid lambda"
+
+
+def identified_replicates(
+    samplers: Sequence[Resampler],
+    params: IdentifyParams,
+    seed: int,
+    n_boot: int,
+    *,
+    paired: bool = False,
+    block: int | None = None,
+    label: str = "bootstrap",
+) -> Iterator[tuple[int, int, xr.Dataset | str]]:
+    """``(replicate, run, identify(replicate) or why it failed)`` for every replicate and run.
+
+    Replicates are built ``block`` at a time (default: as many as fit in ``BLOCK_BYTES``), each
+    block in one pass over every run's ``seq_n_active``; the first block also sums every
+    sequence once, to check the counts against ``n_active``. Identification re-runs with
+    ``params`` (role: the replicate's summed roles) on every replicate; one with a language
+    that drew no tokens, or (automatic lambda) with no valid lambda, yields the reason.
+    """
+    if paired and len(samplers) > 1:
+        plans = [samplers[0].units] + [
+            s.units.onto(samplers[0].units, (samplers[0].design.name, s.design.name))
+            for s in samplers[1:]
+        ]
+    else:
+        plans = [s.units for s in samplers]
+    cells = sum(len(s.design.languages) * s.n_cells for s in samplers)
+    if block is None:
+        block = int(max(1, min(max(n_boot, 1), BLOCK_BYTES // max(1, cells * 4))))
+    seeds = replicate_seeds(seed, n_boot)
+    rule = params.replace(role="response")
+    checked = False
+    with progress(label, total=n_boot * len(samplers), unit="replicate") as task:
+        for b0 in range(0, n_boot, block):
+            b1 = min(b0 + block, n_boot)
+            weights = draw_weights(plans, seeds[b0:b1], paired=paired)
+            for r, (sampler, w) in enumerate(zip(samplers, weights, strict=True)):
+                if not checked:  # one more row: every used sequence once
+                    w = np.vstack([(sampler.design.language_of >= 0).astype(np.int64), w])
+                tokens = sampler.replicate_tokens(w)
+                dtype = exact_dtype(int(tokens.max(initial=0)))
+                counts = sampler.replicate_counts(w, dtype)
+                if not checked:
+                    sampler.check_active(counts[0])
+                    tokens, counts = tokens[1:], counts[1:]
+                for j in range(b1 - b0):
+                    task.update()
+                    if not (tokens[j] > 0).all():
+                        yield b0 + j, r, NO_TOKENS
+                        continue
+                    try:
+                        yield (
+                            b0 + j,
+                            r,
+                            identify(sampler.replicate(counts[j], tokens[j]), **_kw(rule)),
+                        )
+                    except NoValidLambdaError:
+                        yield b0 + j, r, NO_LAMBDA
+                del counts
+            checked = True
+
+
+def _kw(params: IdentifyParams) -> dict[str, Any]:
+    """``identify`` keywords of ``params``, the method included."""
+    return {"method": params.method, **params.keywords()}
+
+
+def bootstrap_statistic(
+    samplers: Sequence[Resampler],
+    params: IdentifyParams,
+    seed: int,
+    n_boot: int,
+    statistic: Any,
+    shape: tuple[int, ...],
+    *,
+    paired: bool = False,
+) -> list[tuple[NDArray[np.float64], int]]:
+    """``statistic(identify(replicate))`` ``[n_boot, *shape]`` per run, NaN where a replicate
+    failed, with each run's number of failed replicates.
+
+    Raises NoValidLambdaError when every replicate of a run failed.
+    """
+    out = [np.full((n_boot, *shape), np.nan) for _ in samplers]
+    failed = [0] * len(samplers)
+    if n_boot == 0 or not samplers:
+        return [(o, 0) for o in out]
+    label = f"bootstrap {' and '.join(s.design.name for s in samplers)}"
+    for b, r, result in identified_replicates(
+        samplers, params, seed, n_boot, paired=paired, label=label
+    ):
+        if isinstance(result, str):
+            failed[r] += 1
+        else:
+            out[r][b] = statistic(result)
+    for sampler, n_failed in zip(samplers, failed, strict=True):
+        name = sampler.design.name
+        if n_failed:
+            log.info("%s: %d of %d bootstrap replicates failed", name, n_failed, n_boot)
+        if n_failed == n_boot:
+            raise NoValidLambdaError(
+                f"identification found no valid lambda in any of the {n_boot} bootstrap "
+                f"replicates of {name}; widen lam_range or lower top_rate"
+            )
+    return list(zip(out, failed, strict=True))
+
+
+def bootstrap_runs(
+    runs: Sequence[tuple[xr.Dataset, str]],
+    params: IdentifyParams,
+    seed: int,
+    n_boot: int,
+    statistic: Any,
+    shape: tuple[int, ...],
+    *,
+    what: str,
+    cluster: str = "sequence",
+    paired: bool = False,
+) -> list[tuple[NDArray[np.float64], int]]:
+    """:func:`bootstrap_statistic` of named runs (none read when ``n_boot`` is 0)."""
+    check_choice("cluster", cluster, CLUSTERS)
+    if n_boot == 0:
+        return [(np.full((0, *shape), np.nan), 0) for _ in runs]
+    samplers = [
+        Resampler(run, params.role, what, name=name, minimum=1, cluster=cluster)
+        for run, name in runs
+    ]
+    return bootstrap_statistic(samplers, params, seed, n_boot, statistic, shape, paired=paired)
+
+
+def identification_attrs(result: xr.Dataset, prefix: str) -> dict[str, Any]:
+    """tau and lambda of one identification, keyed with a prefix (lambda omitted for LAPE)."""
+    out: dict[str, Any] = {f"{prefix}_tau": float(result.attrs["tau"])}
+    if "lambda" in result.attrs:
+        out[f"{prefix}_lambda"] = float(result.attrs["lambda"])
+    return out
+
+
+def bootstrap_attrs(
+    params: IdentifyParams, n_boot: int, seed: int, ci: float, cluster: str, paired: bool
+) -> dict[str, Any]:
+    """Parameters every bootstrap of an identification records."""
+    return {
+        "method": params.method,
+        "identify_params": params.to_attrs(),
+        "n_boot": n_boot,
+        "seed": seed,
+        "ci": ci,
+        "interval": "percentile",
+        "cluster": cluster,
+        "paired": paired,
+        "resampling": resampling_note(cluster, paired) + "; identify() re-run on every replicate",
+    }
+
+
+__all__ = [
+    "NO_TOKENS",
+    "NO_LAMBDA",
+    "identified_replicates",
+    "bootstrap_statistic",
+    "bootstrap_runs",
+    "identification_attrs",
+    "bootstrap_attrs",
+]
