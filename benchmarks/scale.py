@@ -96,6 +96,7 @@ def child(args: argparse.Namespace) -> None:
     out: dict[str, Any] = {"limit": "RLIMIT_AS", "limit_mib": args.limit_mib}
     try:
         from langneurons.analysis import (
+            IdentifyParams,
             bootstrap_identification,
             identify,
             language_preference_tests,
@@ -132,7 +133,7 @@ def child(args: argparse.Namespace) -> None:
         else:
             seconds, res = _timed(
                 lambda: bootstrap_identification(
-                    run, "ternary", n_boot=args.boot, seed=0, role="all"
+                    run, n_boot=args.boot, seed=0, params=IdentifyParams(role="all")
                 )
             )
             out.update(

@@ -222,11 +222,9 @@ def run_demo(
     ds = store.open_run(base_run)
     done = step("statistics")
     params = IdentifyParams(method="ternary", top_rate=top_rate)
-    stages = workflows.with_params(bootstrap_stages, ds, params=params, n_boot=n_boot, seed=0)
+    stages = bootstrap_stages(ds, params=params, n_boot=n_boot, seed=0)
     store.save_result(base_run, "stats", "stages", stages)
-    stability = workflows.with_params(
-        bootstrap_identification, ds, params=params, n_boot=n_boot, seed=0
-    )
+    stability = bootstrap_identification(ds, params=params, n_boot=n_boot, seed=0)
     store.save_result(base_run, "stats", "stability-ternary", stability)
     store.save_result(base_run, "stats", "tests", language_preference_tests(ds))
     done()

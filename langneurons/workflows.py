@@ -16,9 +16,8 @@ Imports nothing heavy until called.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from langneurons.names import SEQ_N_ACTIVE
 
@@ -89,24 +88,6 @@ def save_parts(
     return {part: (ds, save(run, "compare", f"{name}/{part}", ds)) for part, ds in parts.items()}
 
 
-def rule_keywords(params: IdentifyParams) -> dict[str, Any]:
-    """``params`` as the loose keywords its rule takes (LAPE has no lambda, ternary no filter)."""
-    out = params.keywords()
-    drop = ("lam", "lam_range", "eps", "lam_widen") if params.method == "lape" else ("filter_rate",)
-    return {k: v for k, v in out.items() if k not in drop}
-
-
-def with_params(func: Callable[..., T], *args: Any, params: IdentifyParams, **kw: Any) -> T:
-    """Call an analysis that re-runs the identification, with ``params``.
-
-    As ``func(*args, params=params, **kw)`` when ``func`` takes ``params=``; otherwise with
-    ``method=`` and the rule's loose keywords, as those functions took them before.
-    """
-    if "params" in inspect.signature(func).parameters:
-        return func(*args, params=params, **kw)
-    return func(*args, method=params.method, **kw, **rule_keywords(params))
-
-
 def _params(params: IdentifyParams | None) -> IdentifyParams:
     from langneurons.analysis.params import IdentifyParams
 
@@ -164,12 +145,9 @@ def compare_runs(
             ("type_change", dist.type_change),
             ("shared_by_change", dist.shared_by_change),
         ):
-            parts[name] = with_params(
-                func, base_run, aligned_run, params=params, n_boot=n_boot, seed=seed
-            )
+            parts[name] = func(base_run, aligned_run, params=params, n_boot=n_boot, seed=seed)
     if trained_languages:
-        parts["spontaneous"] = with_params(
-            cmp.spontaneous_alignment,
+        parts["spontaneous"] = cmp.spontaneous_alignment(
             base_run,
             aligned_run,
             list(trained_languages),

@@ -331,21 +331,3 @@ def test_compare_runs_is_one_workflow_with_one_name(
     assert workflows.find_comparison(store, "m/aligned", RUN) == "vs-m_base"
     assert workflows.find_comparison(store, "m/aligned", "m/other") is None
     assert workflows.comparison_name("a/b/c") == "vs-a_b_c"
-
-
-def test_with_params_passes_params_to_functions_that_take_it() -> None:
-    from langneurons.analysis.params import IdentifyParams
-    from langneurons.workflows import with_params
-
-    params = IdentifyParams(method="lape", top_rate=0.2)
-
-    def new(run: object, *, params: IdentifyParams, n_boot: int = 1) -> object:
-        return ("new", params, n_boot)
-
-    def old(run: object, method: str = "ternary", *, n_boot: int = 1, **kw: object) -> object:
-        return ("old", method, n_boot, kw)
-
-    assert with_params(new, None, params=params, n_boot=2) == ("new", params, 2)
-    kind, method, n_boot, kw = with_params(old, None, params=params, n_boot=2)  # type: ignore[misc]
-    assert (kind, method, n_boot) == ("old", "lape", 2)
-    assert kw == {"role": "response", "top_rate": 0.2, "bar": 0.95, "filter_rate": 0.95}

@@ -18,26 +18,28 @@ from langneurons.analysis import (  # noqa: E402
     language_preference_tests,
     type_change,
 )
+from langneurons.analysis.params import IdentifyParams  # noqa: E402
 from langneurons.store import create_store, open_store  # noqa: E402
 
 from .conftest import make_counts  # noqa: E402
 
 KW = {"top_rate": 0.05, "lam_range": (0.0, 2.0)}
+P = IdentifyParams(**KW)
 Runs = tuple[xr.Dataset, xr.Dataset]
 
 # every analysis that reads a run, with small but real parameters
 ANALYSES: dict[str, Callable[[Runs], xr.Dataset]] = {
     "identify": lambda r: identify(r[0], "ternary", **KW),
     "bootstrap_identification": lambda r: bootstrap_identification(
-        r[0], "ternary", n_boot=8, seed=3, **KW
+        r[0], n_boot=8, seed=3, params=P
     ),
     "language_preference_tests": lambda r: language_preference_tests(r[0], method="cluster"),
     "activation_probability (cluster)": lambda r: activation_probability(r[0], method="cluster"),
     "activation_probability (bootstrap)": lambda r: activation_probability(
         r[0], method="bootstrap", n_boot=20, seed=1
     ),
-    "bootstrap_stages": lambda r: bootstrap_stages(r[0], n_stages=2, n_boot=5, seed=2, **KW),
-    "type_change": lambda r: type_change(r[0], r[1], n_boot=5, seed=4, **KW),
+    "bootstrap_stages": lambda r: bootstrap_stages(r[0], n_stages=2, n_boot=5, seed=2, params=P),
+    "type_change": lambda r: type_change(r[0], r[1], n_boot=5, seed=4, params=P),
 }
 
 

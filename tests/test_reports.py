@@ -40,6 +40,7 @@ from langneurons.analysis import (
     transition_table,
     type_change,
 )
+from langneurons.analysis.params import IdentifyParams
 from langneurons.errors import InputFormatError, ParameterError, RunNotFoundError
 from langneurons.reports import derived, figures, write_report
 from langneurons.reports.report import MARKER
@@ -48,6 +49,7 @@ from .conftest import make_counts, run_python
 
 LANGS = ["en", "de", "fr", "zh"]
 KW: dict[str, Any] = {"top_rate": 0.1}
+P = IdentifyParams(**KW)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HAS_STABILITY = importlib.util.find_spec("langneurons.analysis.stability") is not None
 HAS_TESTS = importlib.util.find_spec("langneurons.analysis.neuron_tests") is not None
@@ -116,9 +118,9 @@ def res() -> dict[str, xr.Dataset]:
     out = {
         "base": ib,
         "aligned": ia,
-        "stages": bootstrap_stages(base, n_boot=4, **KW),
-        "type_change": type_change(base, aligned, n_boot=4, **KW),
-        "shared_by_change": shared_by_change(base, aligned, n_boot=4, **KW),
+        "stages": bootstrap_stages(base, n_boot=4, params=P),
+        "type_change": type_change(base, aligned, n_boot=4, params=P),
+        "shared_by_change": shared_by_change(base, aligned, n_boot=4, params=P),
         "overlap": overlap(ib, ia),
         "transitions": transition_table(ib, ia),
         "ablation": ablation(LANGS),
@@ -126,7 +128,7 @@ def res() -> dict[str, xr.Dataset]:
     if HAS_STABILITY:
         from langneurons.analysis.stability import bootstrap_identification
 
-        out["stability"] = bootstrap_identification(base, n_boot=4, **KW)
+        out["stability"] = bootstrap_identification(base, n_boot=4, params=P)
     if HAS_TESTS:
         from langneurons.analysis.neuron_tests import language_preference_tests
 
@@ -473,11 +475,11 @@ def build_store(path: Path) -> Path:
         if run == "m/base":  # as identify() records an automatic lambda at its range's top
             result.attrs.update(lambda_at_bound=True, lam_range_searched=[0.0, 0.2])
         store.save_result(run, "identification", "ternary", result)
-        store.save_result(run, "stats", "stages", bootstrap_stages(ds, n_boot=3, **KW))
+        store.save_result(run, "stats", "stages", bootstrap_stages(ds, n_boot=3, params=P))
     ib, ia = identify(base, **KW), identify(aligned, **KW)
     parts = {
-        "type_change": type_change(base, aligned, n_boot=3, **KW),
-        "shared_by_change": shared_by_change(base, aligned, n_boot=3, **KW),
+        "type_change": type_change(base, aligned, n_boot=3, params=P),
+        "shared_by_change": shared_by_change(base, aligned, n_boot=3, params=P),
         "overlap": overlap(ib, ia),
         "transitions": transition_table(ib, ia),
         "types": compare_type_distributions(ib, ia),
@@ -496,7 +498,7 @@ def build_store(path: Path) -> Path:
         from langneurons.analysis.stability import bootstrap_identification
 
         store.save_result(
-            "m/base", "stats", "stability", bootstrap_identification(base, n_boot=3, **KW)
+            "m/base", "stats", "stability", bootstrap_identification(base, n_boot=3, params=P)
         )
     return path
 

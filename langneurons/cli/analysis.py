@@ -107,12 +107,10 @@ def stats_stages(
     """Four-stage partition of the layers with bootstrap intervals on the boundaries."""
     from langneurons.analysis.stages import bootstrap_stages
     from langneurons.cli._output import emit
-    from langneurons.workflows import with_params
 
     params = identify_params(options)
     target = Target(store, results_store, no_save, allow_incomplete)
-    ds = with_params(
-        bootstrap_stages,
+    ds = bootstrap_stages(
         target.open_run(run),
         params=params,
         n_stages=n_stages,
@@ -279,12 +277,9 @@ def stats_stability(
     """Bootstrap the whole identification over sequences: selection frequency, Jaccard, CIs."""
     from langneurons.analysis.stability import bootstrap_identification
     from langneurons.cli._output import emit
-    from langneurons.workflows import with_params
 
     params = identify_params(options)
     target = Target(store, results_store, no_save, allow_incomplete)
-    ds = with_params(
-        bootstrap_identification, target.open_run(run), params=params, n_boot=n_boot, seed=seed
-    )
+    ds = bootstrap_identification(target.open_run(run), params=params, n_boot=n_boot, seed=seed)
     path = target.save(run, "stats", name or f"stability-{params.method}", ds)
     emit({"stability": (ds, path)}, as_json)
