@@ -687,9 +687,9 @@ def extract(
     # killed writer left stale) before reading which units are committed, or that unit is
     # skipped here and then lost when the next commit rolls it back.
     opened.repair()
-    writer = opened.writer(run)  # the run's name is checked once, here
+    run_writer = opened.writer(run)  # the run's name is checked once, here
     units = plan_units(records, chosen, unit_size, shard)
-    done = writer.committed_units()
+    done = run_writer.committed_units()
     mine_done = [u.key for u in units if u.key in done]
     if mine_done and not resume:
         raise RunExistsError(
@@ -720,7 +720,7 @@ def extract(
 
     def commit(unit: Unit, counts: Counts) -> None:
         try:
-            writer.merge_counts(counts, unit=unit.key)
+            run_writer.merge_counts(counts, unit=unit.key)
         except AlreadyWrittenError:
             log.info("unit %s was committed by another process; skipped", unit.key)
             return
