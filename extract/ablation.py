@@ -39,6 +39,7 @@ from langneurons.extract.engine import (
     pad_batch,
     reporting,
 )
+from langneurons.names import LAYER, NEURON
 from langneurons.store import open_store, schema
 
 log = logging.getLogger(__name__)
@@ -345,7 +346,8 @@ def ablate(
         allow_download=allow_download,
     )
     run_ds = opened.open_run(run)
-    if (run_ds.sizes["layer"], run_ds.sizes["neuron"]) != (loaded.n_layers, loaded.plan.neurons):
+    writer = opened.writer(run)  # the run's name is checked once, for every save below
+    if (run_ds.sizes[LAYER], run_ds.sizes[NEURON]) != (loaded.n_layers, loaded.plan.neurons):
         raise ParameterError(
             f"run {run!r} has {run_ds.sizes['layer']} x {run_ds.sizes['neuron']} neurons but the "
             f"model has {loaded.n_layers} x {loaded.plan.neurons}; ablate with the run's model"
@@ -417,8 +419,7 @@ def ablate(
             # finished units are saved at most every checkpoint_seconds: a kill loses at most
             # that much work, and tiny units do not spend their time saving
             if k < len(todo) and time.monotonic() - last_save >= checkpoint_seconds:
-                opened.save_result(
-                    run,
+                writer.save_result(
                     "ablation",
                     name,
                     _partial(values, done, labels, evaluated, attrs, len(units)),
@@ -441,7 +442,7 @@ def ablate(
         attrs=attrs,
     )
     # the finished result replaces the partial one
-    opened.save_result(run, "ablation", name, ds)
+    writer.save_result("ablation", name, ds)
     return ds
 
 

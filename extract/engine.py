@@ -41,7 +41,17 @@ from langneurons.errors import (
 from langneurons.extract import _hub
 from langneurons.extract import corpus as _corpus
 from langneurons.extract._torchio import require_torch
-from langneurons.store import Counts, RunMetadata, create_store, schema
+from langneurons.names import (
+    ACT_SQSUM,
+    ACT_SUM,
+    N_ACTIVE,
+    N_TOKENS,
+    SEQ_ID,
+    SEQ_LANGUAGE,
+    SEQ_N_ACTIVE,
+    SEQ_N_TOKENS,
+)
+from langneurons.store import ActivationStore, Counts, RunMetadata, create_store, schema
 
 log = logging.getLogger(__name__)
 
@@ -462,14 +472,14 @@ def count_unit(
             if on_batch is not None:
                 on_batch(int(attention.sum()))
     out = {
-        "n_active": acc.active.cpu().numpy(),
-        "n_tokens": tokens.sum(0).numpy(),
-        "act_sum": _to_grid(acc.total.cpu().numpy()),
-        "act_sqsum": _to_grid(acc.squares.cpu().numpy()),
-        "seq_n_tokens": tokens.numpy(),
+        N_ACTIVE: acc.active.cpu().numpy(),
+        N_TOKENS: tokens.sum(0).numpy(),
+        ACT_SUM: _to_grid(acc.total.cpu().numpy()),
+        ACT_SQSUM: _to_grid(acc.squares.cpu().numpy()),
+        SEQ_N_TOKENS: tokens.numpy(),
     }
     if acc.seq is not None:
-        out["seq_n_active"] = acc.seq.cpu().numpy()
+        out[SEQ_N_ACTIVE] = acc.seq.cpu().numpy()
     return out
 
 
@@ -677,8 +687,9 @@ def extract(
     # killed writer left stale) before reading which units are committed, or that unit is
     # skipped here and then lost when the next commit rolls it back.
     opened.repair()
+    run_writer = opened.writer(run)  # the run's name is checked once, here
     units = plan_units(records, chosen, unit_size, shard)
-    done = opened.committed_units(run)
+    done = run_writer.committed_units()
     mine_done = [u.key for u in units if u.key in done]
     if mine_done and not resume:
         raise RunExistsError(
@@ -709,7 +720,7 @@ def extract(
 
     def commit(unit: Unit, counts: Counts) -> None:
         try:
-            opened.merge_counts(run, counts, provenance={"unit": unit.key})
+            run_writer.merge_counts(counts, unit=unit.key)
         except AlreadyWrittenError:
             log.info("unit %s was committed by another process; skipped", unit.key)
             return
@@ -778,18 +789,18 @@ def _unit_counts(
     kwargs: dict[str, Any] = {}
     if per_sequence:
         kwargs = {
-            "seq_n_active": sums["seq_n_active"],
-            "seq_n_tokens": sums["seq_n_tokens"],
-            "seq_language": [unit.language] * len(unit.positions),
-            "seq_id": [records[i].id for i in unit.positions],
+            SEQ_N_ACTIVE: sums[SEQ_N_ACTIVE],
+            SEQ_N_TOKENS: sums[SEQ_N_TOKENS],
+            SEQ_LANGUAGE: [unit.language] * len(unit.positions),
+            SEQ_ID: [records[i].id for i in unit.positions],
             "seq_index": list(unit.positions),
         }
     return Counts(
         [unit.language],
-        sums["n_active"][None],
-        sums["n_tokens"][None],
-        act_sum=sums["act_sum"][None],
-        act_sqsum=sums["act_sqsum"][None],
+        sums[N_ACTIVE][None],
+        sums[N_TOKENS][None],
+        act_sum=sums[ACT_SUM][None],
+        act_sqsum=sums[ACT_SQSUM][None],
         **kwargs,
     )
 
@@ -817,7 +828,7 @@ def _open_or_create_run(
     identity: dict[str, Any],
     max_length: int,
     planned: list[str],
-) -> Any:
+) -> ActivationStore:
     opened = create_store(store)
     n_neurons = loaded.plan.neurons or _probe_neurons(loaded)
     if run not in opened.runs():

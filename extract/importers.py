@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from langneurons._deprecate import renamed_keywords
 from langneurons._progress import progress
 from langneurons.errors import (
     InputFormatError,
@@ -369,8 +370,9 @@ def _tokens_by_role(langs: Sequence[str], n_tokens: np.ndarray) -> dict[str, dic
 
 
 # ---------------------------------------------------------------------- importers
+@renamed_keywords(store_url="store")
 def import_njunlp(
-    store_url: PathLike,
+    store: PathLike,
     run: str,
     directory: PathLike,
     tag: str,
@@ -388,8 +390,9 @@ def import_njunlp(
 
     Parameters
     ----------
-    store_url
-        Store path or URL (created when missing).
+    store
+        Store path or URL (created when missing). (Named ``store_url`` before 0.2; that name
+        still works, with a DeprecationWarning.)
     run
         Run path, e.g. ``"qwen2.5-7b/base"``.
     directory, tag, languages
@@ -417,11 +420,12 @@ def import_njunlp(
         "clamped_tokens": report["clamped_tokens"],
         "roles": NJUNLP_ROLES,
     }
-    return _write(store_url, run, counts, report, provenance, model=model, merge=merge)
+    return _write(store, run, counts, report, provenance, model=model, merge=merge)
 
 
+@renamed_keywords(store_url="store")
 def import_lape(
-    store_url: PathLike,
+    store: PathLike,
     run: str,
     files: Sequence[PathLike],
     languages: Sequence[str],
@@ -437,8 +441,9 @@ def import_lape(
 
     Parameters
     ----------
-    store_url
-        Store path or URL (created when missing).
+    store
+        Store path or URL (created when missing). (Named ``store_url`` before 0.2; that name
+        still works, with a DeprecationWarning.)
     run
         Run path, e.g. ``"llama-2-7b/base"``.
     files, languages
@@ -461,7 +466,7 @@ def import_lape(
         "files": report["files"],
         "roles": LAPE_ROLES,
     }
-    return _write(store_url, run, counts, report, provenance, model=model, merge=merge)
+    return _write(store, run, counts, report, provenance, model=model, merge=merge)
 
 
 def _check_target(run: str, model: str) -> str:
@@ -472,7 +477,7 @@ def _check_target(run: str, model: str) -> str:
 
 
 def _write(
-    store_url: PathLike,
+    store: PathLike,
     run: str,
     counts: Counts,
     report: dict[str, Any],
@@ -482,29 +487,30 @@ def _write(
     merge: bool,
 ) -> dict[str, Any]:
     """Create the run with ``counts``, or add or merge them into the existing run."""
-    url = os.fspath(store_url)
+    url = os.fspath(store)
     meta = RunMetadata(model=model, dtype="unknown", hook_point="", provenance=provenance)
-    store = create_store(url)
+    opened = create_store(url)
     action = ""
-    if run not in store.runs():
+    if run not in opened.runs():
         layers, neurons = counts.shape
         try:
-            store.create_run(run, n_layers=layers, n_neurons=neurons, metadata=meta, counts=counts)
+            opened.create_run(run, n_layers=layers, n_neurons=neurons, metadata=meta, counts=counts)
             action = "created"
         except RunExistsError:  # another writer created it since we looked
             pass
     if not action:
-        existing = store.run_metadata(run).model
+        writer = opened.writer(run)
+        existing = writer.metadata().model
         if model and existing and model != existing:
             raise ParameterError(
                 f"model {model!r} differs from the model {existing!r} of run {run!r}; import into "
                 "a run of the same model or choose another run"
             )
         if merge:
-            store.merge_counts(run, counts, provenance=provenance)
+            writer.merge_counts(counts, provenance=provenance)
             action = "merged"
         else:
-            store.add_languages(run, counts, provenance=provenance)
+            writer.add_languages(counts, provenance=provenance)
             action = "added"
     log.info(
         "imported %s (%s) into %s run %s (%s)",

@@ -6,7 +6,8 @@ from langneurons.store import schema
 from langneurons.store._attrs import decode as decode_attrs
 from langneurons.store._counts import Counts
 from langneurons.store._migrate import Migration, migrate_store
-from langneurons.store._store import ActivationStore, create_store, import_zip, open_store
+from langneurons.store._open import create_store, import_zip, open_store
+from langneurons.store._store import ActivationStore, RunWriter
 from langneurons.store.schema import SCHEMA_VERSION, RunMetadata
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Counts",
     "Migration",
     "RunMetadata",
+    "RunWriter",
     "create_store",
     "import_zip",
     "migrate_store",

@@ -22,18 +22,13 @@ import xarray as xr
 import zarr
 import zarr.storage
 
+from langneurons._deprecate import renamed_keywords
 from langneurons.errors import InterruptedWriteError, InvalidNameError, StoreValidationError
-from langneurons.store import _attrs, _leftovers, schema
-from langneurons.store._store import (
-    ActivationStore,
-    _arr,
-    _chunk_rows,
-    _init_store,
-    _labels,
-    _local_path,
-    _quiet,
-    open_store,
-)
+from langneurons.names import LANGUAGE, N_ACTIVE, SEQ_ID, SEQ_LANGUAGE, SEQ_N_ACTIVE
+from langneurons.store import _attrs, _journal, _leftovers, _nodes, schema
+from langneurons.store._arrays import LANGUAGE_ROWS, SEQ_COUNTS
+from langneurons.store._open import open_store
+from langneurons.store._store import ActivationStore
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +45,22 @@ class Migration:
     backup: Path | None  # where the original was kept (in-place migration), else None
 
 
+@renamed_keywords(src="store")
 def migrate_store(
-    src: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None
+    store: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None
 ) -> Migration:
-    """Rewrite the store at ``src`` in the current schema version.
+    """Rewrite the store at ``store`` in the current schema version.
 
     Parameters
     ----------
-    src
-        A local store directory, or a ``.zip`` export (then ``dest`` is required).
+    store
+        A local store directory, or a ``.zip`` export (then ``dest`` is required). (Named
+        ``src`` before 0.2; that name still works, with a DeprecationWarning.)
     dest
         Where to write the migrated store (a new path). ``None`` migrates in place: the original
-        is renamed to ``SRC.schemaN.bak`` and kept until you delete it.
+        is renamed to ``STORE.schemaN.bak`` and kept until you delete it.
     """
+    src = store
     src_url = os.fspath(src)
     old = open_store(src_url, mode="r", any_version=True)
     version = _version(old)
@@ -72,7 +70,7 @@ def migrate_store(
         )
     if version not in schema.MIGRATES_FROM:
         schema.check_version(version, f"store {src_url!r}")  # newer or unknown: raises
-    interrupted = old._interrupted_runs()
+    interrupted = _journal.interrupted_runs(old.zarr_store)
     if interrupted:
         raise InterruptedWriteError(
             f"run {interrupted[0]!r} holds an interrupted write; run `langneurons repair "
@@ -82,7 +80,7 @@ def migrate_store(
         raise InvalidNameError(
             f"cannot migrate zip {src_url!r} in place; give a new directory as the destination"
         )
-    target = _local_path(os.fspath(dest if dest is not None else src))
+    target = _nodes.local_path(os.fspath(dest if dest is not None else src))
     if target is None:
         raise InvalidNameError("migration writes local directories; give a local path")
     if dest is not None and target.exists():
@@ -90,7 +88,7 @@ def migrate_store(
     _leftovers.clean_next_to(target, "migrate")
     work = _leftovers.tmp_path(target, "migrate")
     try:
-        _init_store(zarr.storage.LocalStore(work, read_only=False))
+        _nodes.init_store(zarr.storage.LocalStore(work, read_only=False))
         new = open_store(work, mode="r+")
         runs, results = _copy(old, new, version)
         problems = new.validate()
@@ -112,7 +110,8 @@ def migrate_store(
 
 
 def _version(store: ActivationStore) -> int:
-    root = store._root()
+    with _nodes.quiet():
+        root = zarr.open_group(store.zarr_store, mode="r")
     attrs = root.attrs.get(schema.STORE_ATTR)
     version = attrs.get("schema_version") if isinstance(attrs, dict) else None
     if not isinstance(version, int):
@@ -125,13 +124,14 @@ def _copy(old: ActivationStore, new: ActivationStore, version: int) -> tuple[int
     n_results = 0
     runs = old.runs()
     for run in runs:
-        group = old._group(run)
+        with _nodes.quiet():
+            group = zarr.open_group(old.zarr_store, path=run, mode="r", use_consolidated=False)
         attrs = dict(group.attrs)
-        n_layers, n_neurons = _arr(group, "n_active").shape[2:]
-        sequences = "seq_n_active" in group
+        n_layers, n_neurons = _nodes.arr(group, N_ACTIVE).shape[2:]
+        sequences = SEQ_N_ACTIVE in group
         labels = None
         if sequences:
-            labels = (_labels(group, "seq_language"), _labels(group, "seq_id"))
+            labels = (_nodes.labels(group, SEQ_LANGUAGE), _nodes.labels(group, SEQ_ID))
         meta = schema.RunMetadata.from_attrs({**attrs, "schema_version": schema.SCHEMA_VERSION})
         new.create_run(
             run,
@@ -140,15 +140,15 @@ def _copy(old: ActivationStore, new: ActivationStore, version: int) -> tuple[int
             metadata=meta,
             moments="act_sum" in group,
             sequences=sequences,
-            seq_dtype=str(_arr(group, "seq_n_active").dtype) if sequences else "uint16",
-            languages=_labels(group, schema.LANGUAGE),
+            seq_dtype=str(_nodes.arr(group, SEQ_N_ACTIVE).dtype) if sequences else "uint16",
+            languages=_nodes.labels(group, LANGUAGE),
             sequence_labels=labels,
         )
-        with new._lock():
-            target = new._group(run)
-            for name in ("n_active", "n_tokens", *schema.MOMENTS, "seq_n_active", "seq_n_tokens"):
+        writer = new.writer(run)
+        with writer.unjournaled() as target:  # the new store is not in place yet: no one reads
+            for name in (*LANGUAGE_ROWS, *SEQ_COUNTS):
                 if name in group:
-                    _copy_blocks(_arr(group, name), _arr(target, name))
+                    _copy_blocks(_nodes.arr(group, name), _nodes.arr(target, name))
             target.attrs.update(
                 _attrs.encode(
                     {
@@ -158,14 +158,13 @@ def _copy(old: ActivationStore, new: ActivationStore, version: int) -> tuple[int
                     }
                 )
             )
-            new._consolidate()
         for kind in schema.RESULT_GROUPS:
             for name in old.results(run, kind):
-                with _quiet():
+                with _nodes.quiet():
                     result = xr.open_zarr(
-                        old._zstore, group=f"{run}/{kind}/{name}", consolidated=False, chunks={}
+                        old.zarr_store, group=f"{run}/{kind}/{name}", consolidated=False, chunks={}
                     )
-                new._save_result(run, kind, name, result, nest_check=False)
+                writer.save_result(kind, name, result, nest_check=False)
                 n_results += 1
     return len(runs), n_results
 
@@ -174,5 +173,5 @@ def _copy_blocks(src: zarr.Array, dst: zarr.Array) -> None:
     """Copy ``src`` into ``dst`` (same shape) one chunk row of ``dst`` at a time."""
     if src.shape != dst.shape:
         raise StoreValidationError(f"{src.path} has shape {src.shape}, expected {dst.shape}")
-    for rows in _chunk_rows(dst):
+    for rows in _nodes.chunk_rows(dst):
         dst[rows] = np.asarray(src[rows])

@@ -1,4 +1,4 @@
-"""Which units an extraction planned, and which of them are committed.
+"""Which units an extraction planned, and which of them are committed (the run's write log).
 
 An extraction commits its work in units of records (``provenance={"unit": KEY}``, folded into
 the run's ``writes``). It records the keys of every unit of the whole corpus in the run's
@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from langneurons.errors import IncompleteRunError
-from langneurons.store import _attrs
+from langneurons.store import _attrs, schema
+from langneurons.store._counts import Counts
 
 #: Run attribute holding the unit keys an extraction planned (JSON text, see ``_attrs``).
 PLANNED_UNITS = "planned_units"
@@ -58,3 +59,47 @@ def check_complete(run: str, attrs: Mapping[str, Any]) -> None:
             f"run {run!r} is {what}; complete it with `langneurons extract ... --resume`, or "
             "pass --allow-incomplete to analyse what is there"
         )
+
+
+def write_record(action: str, counts: Counts, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry of a run's ``writes`` attribute: what was written, when, from where."""
+    return {
+        "time": schema.now_iso(),
+        "action": action,
+        "languages": list(counts.languages),
+        "sequences": len(counts.seq_language or []),
+        "provenance": dict(provenance),
+    }
+
+
+def log_write(writes: list[Any], record: dict[str, Any]) -> None:
+    """Append a write to a run's log, folding a run of unit writes into one entry.
+
+    Writes with ``provenance={"unit": KEY, ...}`` (extraction commits a unit at a time) that
+    follow one another with the same action and other provenance become a single entry with
+    ``units`` (the keys in commit order), ``first`` and ``time`` (of the first and the last),
+    the union of their ``languages`` and the sum of their ``sequences``, so the log grows by
+    a key, not by an entry, per unit.
+    """
+    provenance = dict(record["provenance"])
+    unit = provenance.pop("unit", None)
+    if unit is None:
+        writes.append(record)
+        return
+    last = writes[-1] if writes else None
+    if (
+        isinstance(last, dict)
+        and "units" in last
+        and last.get("action") == record["action"]
+        and last.get("provenance") == provenance
+    ):
+        new = [x for x in record["languages"] if x not in last["languages"]]
+        writes[-1] = {  # a new dict: the log's entries may be shared with the run's metadata
+            **last,
+            "units": [*last["units"], unit],
+            "languages": [*last["languages"], *new],
+            "sequences": int(last.get("sequences", 0)) + int(record["sequences"]),
+            "time": record["time"],
+        }
+        return
+    writes.append({**record, "provenance": provenance, "first": record["time"], "units": [unit]})

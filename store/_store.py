@@ -1,13 +1,23 @@
 """The activation store: a Zarr v3 hierarchy of runs, safe for concurrent writers.
 
 Writes are serialised by a lock on the store (``flock`` on the store directory for local stores,
-an in-process lock for other URLs) and made atomic by a journal: before touching a run, a writer
-records the run's previous shapes, attributes and the previous values of every slice it will
-change in ``RUN/_journal``; only when every array is written does it delete the journal and
-refresh the consolidated metadata. A writer killed in between leaves the journal behind; the next
-writer (or ``repair``) rolls the run back to its previous state, and readers refuse the run until
-then. Readers that go through the consolidated metadata (plain xarray included) see the last
-committed shapes throughout.
+an in-process lock for other URLs) and made atomic by each run's journal
+(:mod:`langneurons.store._journal`): a writer killed in the middle of a write leaves the journal
+behind, and the next writer (or ``repair``) rolls the run back to its previous state; readers
+refuse the run until then. Readers that go through the consolidated metadata (plain xarray
+included) see the last committed shapes throughout.
+
+This module holds :class:`ActivationStore` (open, read, write, results, checks) and
+:class:`RunWriter` (the writes of one run). How a run's arrays are made and written is
+:mod:`~langneurons.store._arrays`; zarr node helpers are :mod:`~langneurons.store._nodes`;
+validation is :mod:`~langneurons.store._validation`; zip files are :mod:`~langneurons.store._zip`;
+opening a URL is :mod:`~langneurons.store._open`.
+
+Why this module is over 600 lines: :class:`ActivationStore` is one public class of ~40 methods
+that all take the same lock and the same run-name checks, and the crash tests pin its private
+write steps (``_delete_group``, ``_move``, ``_consolidate``). The mechanics of each concern have
+moved out; what stays is the locking and checking around them. Splitting the class further
+(results and checks as mixins) is the next step.
 """
 
 from __future__ import annotations
@@ -16,67 +26,49 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
-import io
 import json
 import logging
 import os
-import re
-import shutil
-import tempfile
 import threading
 import uuid
-import warnings
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any
 
 import numpy as np
 import xarray as xr
 import zarr
-import zarr.storage
 from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
 
-from langneurons._fs import apply_umask
-from langneurons._progress import progress
 from langneurons.errors import (
     AlreadyWrittenError,
     InterruptedWriteError,
     InvalidNameError,
-    NotAStoreError,
     RunExistsError,
     RunNotFoundError,
     SchemaVersionError,
-    StoreNotFoundError,
     StoreValidationError,
 )
-from langneurons.store import _attrs, _integrity, _leftovers, _metadata, _plan, schema
-from langneurons.store._counts import INT64_MAX, Counts, check_token_total, total
-from langneurons.store._plan import units_of
+from langneurons.names import LANGUAGE, LAYER, N_ACTIVE, N_TOKENS, NEURON, SEQ_N_ACTIVE
+from langneurons.store import (
+    _arrays,
+    _attrs,
+    _integrity,
+    _journal,
+    _leftovers,
+    _metadata,
+    _nodes,
+    _plan,
+    _validation,
+    _zip,
+    schema,
+)
+from langneurons.store._counts import Counts
 
 log = logging.getLogger(__name__)
 
-_UNDO = "undo.npz"  # inside RUN/_journal: the values a write replaces
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence zarr's notice that consolidated metadata is not in the v3 spec (we rely on it)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata")
-        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
-        yield
-
-
-def _local_path(url: str) -> Path | None:
-    if url.startswith("file://"):
-        return Path(url[len("file://") :])
-    if "://" in url:
-        return None
-    return Path(url)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +89,7 @@ class ActivationStore:
         self.url = url
         self._zstore = zstore
         self.read_only = read_only
-        self._path = _local_path(url) if not url.endswith(".zip") else None
+        self._path = _nodes.local_path(url) if not url.endswith(".zip") else None
         # every read of data goes through the checked view: missing or damaged chunks are named
         self._checked = _integrity.CheckedStore(zstore)
 
@@ -132,19 +124,27 @@ class ActivationStore:
 
     # ------------------------------------------------------------------ groups
     def _root(self, consolidated: bool = True, *, checked: bool = False) -> zarr.Group:
-        with _quiet():
+        with _nodes.quiet():
             return zarr.open_group(
                 self._checked if checked else self._zstore,
                 mode="r" if self.read_only else "r+",
                 use_consolidated=consolidated,
             )
 
+    @property
+    def zarr_store(self) -> Store:
+        """The zarr store underneath (for this package's tools, e.g. migration, to read)."""
+        return self._zstore
+
     def _exists(self, key: str) -> bool:
-        return _exists(self._zstore, key)
+        return _nodes.exists(self._zstore, key)
+
+    def _has_keys(self, prefix: str) -> bool:
+        return _nodes.has_keys(self._zstore, prefix)
 
     def _group(self, run: str, *, checked: bool = False) -> zarr.Group:
         """A run's group (``checked``: reads go through the checked view, for data read)."""
-        with _quiet():
+        with _nodes.quiet():
             node = zarr.open_group(
                 self._checked if checked else self._zstore,
                 path=run,
@@ -154,21 +154,19 @@ class ActivationStore:
         return node
 
     def _raw(self, key: str) -> bytes | None:
-        value = zarr.core.sync.sync(self._zstore.get(key, prototype=default_buffer_prototype()))
-        return None if value is None else value.to_bytes()
+        return _nodes.raw(self._zstore, key)
 
     def _consolidate(self) -> None:
-        with _quiet():
-            zarr.consolidate_metadata(self._zstore)
+        _nodes.consolidate(self._zstore)
 
     def _delete_group(self, path: str) -> None:
-        zarr.core.sync.sync(self._zstore.delete_dir(path))
+        _nodes.delete_group(self._zstore, path)
 
     def runs(self) -> list[str]:
         """Paths of all committed runs, sorted."""
         root = self._root()
         out = []
-        with _quiet():
+        with _nodes.quiet():
             for path, node in root.members(max_depth=None):
                 if isinstance(node, zarr.Group) and "schema_version" in node.attrs:
                     out.append(path)
@@ -176,13 +174,11 @@ class ActivationStore:
 
     def _is_run(self, run: str) -> bool:
         """Whether ``run`` is a committed run (one read of its group metadata)."""
-        raw = zarr.core.sync.sync(
-            self._zstore.get(f"{run}/zarr.json", prototype=default_buffer_prototype())
-        )
+        raw = self._raw(f"{run}/zarr.json")
         if raw is None:
             return False
         try:
-            meta = json.loads(raw.to_bytes())
+            meta = json.loads(raw)
         except ValueError:
             return False
         return meta.get("node_type") == "group" and "schema_version" in meta.get("attributes", {})
@@ -203,7 +199,7 @@ class ActivationStore:
         """Results-only groups (made by :meth:`link_run`): run path -> where its counts live."""
         root = self._root()
         out: dict[str, dict[str, Any]] = {}
-        with _quiet():
+        with _nodes.quiet():
             for path, node in root.members(max_depth=None):
                 linked = (
                     _attrs.value(node.attrs, schema.RESULTS_OF)
@@ -230,10 +226,10 @@ class ActivationStore:
         # token totals, with its model, corpus and creation time (made in the same second by the
         # same code, two runs still differ in their totals)
         shape = {
-            "languages": [str(x) for x in counts[schema.LANGUAGE].values],
-            "layers": int(counts.sizes[schema.LAYER]),
-            "neurons": int(counts.sizes[schema.NEURON]),
-            "n_tokens": np.asarray(counts["n_tokens"].values).tolist(),
+            "languages": [str(x) for x in counts[LANGUAGE].values],
+            "layers": int(counts.sizes[LAYER]),
+            "neurons": int(counts.sizes[NEURON]),
+            "n_tokens": np.asarray(counts[N_TOKENS].values).tolist(),
         }
         digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
         identity = {
@@ -264,7 +260,7 @@ class ActivationStore:
                     )
                 if linked.get("store") == identity["store"]:
                     return run
-            with _quiet():
+            with _nodes.quiet():
                 group = self._root(consolidated=False).require_group(run)
                 group.attrs.update(_attrs.encode({schema.RESULTS_OF: identity}))
             self._consolidate()
@@ -296,7 +292,7 @@ class ActivationStore:
                 raise _integrity.damage_error_line(f"run {run!r} has no zarr.json")
         elif run in self.unreadable_groups():
             raise RunNotFoundError(
-                f"{_unreadable(run)}; list the runs with `langneurons info STORE`"
+                f"{_validation.unreadable(run)}; list the runs with `langneurons info STORE`"
             )
 
     def unreadable_groups(self) -> list[str]:
@@ -305,7 +301,7 @@ class ActivationStore:
         out = set()
         for key, meta in cons.items():
             parent, _, name = key.rpartition("/")
-            if name not in ("n_active", "n_tokens") or not isinstance(meta, dict):
+            if name not in (N_ACTIVE, N_TOKENS) or not isinstance(meta, dict):
                 continue
             hidden = any(p.startswith(".") or p in schema.RESERVED_NAMES for p in parent.split("/"))
             group = cons.get(parent)
@@ -318,8 +314,10 @@ class ActivationStore:
     # ------------------------------------------------------------------ reading
     def run_metadata(self, run: str) -> schema.RunMetadata:
         """The provenance attributes of a run."""
-        run = self._check_run(run)
-        attrs = dict(_grp(self._root(), run).attrs)
+        return self._run_metadata(self._check_run(run))
+
+    def _run_metadata(self, run: str) -> schema.RunMetadata:
+        attrs = dict(_nodes.grp(self._root(), run).attrs)
         return schema.RunMetadata.from_attrs(attrs, where=f"run {run!r}")
 
     def open_run(
@@ -344,7 +342,7 @@ class ActivationStore:
         """
         run = self._check_run(run)
         with self._lock(exclusive=False):
-            if self._exists(f"{run}/{schema.JOURNAL}/zarr.json"):
+            if _journal.Journal(self._zstore, run).armed():
                 raise InterruptedWriteError(
                     f"run {run!r} holds an interrupted write; run `langneurons repair "
                     f"{self.url}` to roll it back"
@@ -355,14 +353,14 @@ class ActivationStore:
             pinned = _integrity.CheckedStore(
                 self._zstore, pins={run: self._raw(f"{run}/zarr.json") or b""}, runs=[run]
             )
-            with _quiet():
+            with _nodes.quiet():
                 ds = xr.open_zarr(
                     pinned, group=run, consolidated=True, chunks=chunks, zarr_format=3
                 )
             schema.RunMetadata.from_attrs(ds.attrs, where=f"run {run!r}")
             if not allow_incomplete:
                 _plan.check_complete(run, ds.attrs)
-            ds = _described(_unicode_labels(ds))
+            ds = _nodes.described(_nodes.unicode_labels(ds))
             # nested attributes as JSON text, as stored (older runs stored them nested): every
             # attribute is then a string or a number, and ds.to_netcdf() can carry them
             ds.attrs = _attrs.encode(ds.attrs)
@@ -371,9 +369,10 @@ class ActivationStore:
     def languages(self, run: str) -> list[str]:
         """Language labels of a run, in store order."""
         run = self._check_run(run)
-        return _labels(_grp(self._root(checked=True), run), schema.LANGUAGE)
+        return _nodes.labels(_nodes.grp(self._root(checked=True), run), LANGUAGE)
 
     # ------------------------------------------------------------------ writing
+
     def create_run(
         self,
         run: str,
@@ -407,36 +406,15 @@ class ActivationStore:
         """
         self._require_writable()
         run = schema.check_name(run)
-        if planned_units is not None:
-            planned_units = [str(u) for u in planned_units]
-            if len(set(planned_units)) != len(planned_units):
-                raise StoreValidationError("planned_units holds a unit key twice; each unit once")
-        if n_layers < 1 or n_neurons < 1:
-            raise StoreValidationError(
-                f"a run needs at least one layer and one neuron (got {n_layers} x {n_neurons})"
-            )
-        if seq_dtype not in schema.SEQ_DTYPES:
-            raise StoreValidationError(
-                f"seq_dtype {seq_dtype!r} is not allowed; use one of {', '.join(schema.SEQ_DTYPES)}"
-            )
-        if languages is not None:
-            languages = [schema.check_language(x) for x in languages]
-            if len(set(languages)) != len(languages):
-                raise StoreValidationError(f"duplicate language in {languages}; each language once")
-        if sequence_labels is not None:
-            if not sequences:
-                raise StoreValidationError("sequence_labels need sequences=True")
-            seq_language, seq_id = (list(map(str, x)) for x in sequence_labels)
-            if len(seq_language) != len(seq_id):
-                raise StoreValidationError(
-                    "sequence_labels: seq_language and seq_id differ in length"
-                )
-            unknown = sorted(set(seq_language) - set(languages or []))
-            if unknown:
-                raise StoreValidationError(
-                    f"sequence_labels name language {unknown[0]!r}, which is not in languages"
-                )
-            sequence_labels = (seq_language, seq_id)
+        languages, sequence_labels, planned_units = _arrays.check_new_run(
+            n_layers=n_layers,
+            n_neurons=n_neurons,
+            sequences=sequences,
+            seq_dtype=seq_dtype,
+            languages=languages,
+            sequence_labels=sequence_labels,
+            planned_units=planned_units,
+        )
         meta = metadata or schema.RunMetadata()
         with self._lock():
             self._recover_all()
@@ -456,149 +434,33 @@ class ActivationStore:
                 # leftovers of a create that was rolled back while being deleted
                 log.warning("removing the remains of an unfinished run at %s", run)
                 self._delete_group(run)
-            with _quiet():
-                root = self._root(consolidated=False)
-                group = root.require_group(run)
-                group.create_group(schema.JOURNAL, attributes={"op": "create", "state": "armed"})
+            with _nodes.quiet():
+                group = self._root(consolidated=False).require_group(run)
+            journal = _journal.Journal(self._zstore, run)
+            journal.arm_create(group)
             try:
-                self._create_arrays(group, n_layers, n_neurons, moments, sequences, seq_dtype)
-                self._preallocate(group, languages, sequence_labels)
+                _arrays.create_arrays(group, n_layers, n_neurons, moments, sequences, seq_dtype)
+                _arrays.preallocate(group, languages, sequence_labels)
                 attrs = meta.to_attrs()
                 if planned_units is not None:
                     attrs[_plan.PLANNED_UNITS] = planned_units
                 if counts is not None:
-                    self._apply(run, group, counts, merge=False)
-                    attrs["writes"] = [_write_record("created", counts, attrs["provenance"])]
+                    plan = _arrays.plan_write(run, group, counts, merge=False)
+                    _arrays.apply(group, counts, plan)
+                    attrs["writes"] = [_plan.write_record("created", counts, attrs["provenance"])]
                 group.attrs.update(_attrs.encode(attrs))
             except BaseException:
-                self._recover(run)
+                journal.roll_back()
                 raise
-            self._commit_journal(run)
+            journal.commit()
             self._consolidate()
         log.info("created run %s (%d x %d)", run, n_layers, n_neurons)
         return run
 
-    def _create_arrays(
-        self,
-        group: zarr.Group,
-        n_layers: int,
-        n_neurons: int,
-        moments: bool,
-        sequences: bool,
-        seq_dtype: str,
-    ) -> None:
-        lc = schema.layer_chunk(n_layers, n_neurons)
-        codec = _integrity.numeric_codecs()
-        text = _integrity.string_codecs()
-        with _quiet():
-            group.create_array(
-                schema.LANGUAGE,
-                shape=(0,),
-                chunks=(64,),
-                dtype=str,
-                dimension_names=[schema.LANGUAGE],
-                compressors=text,
-            )
-            role = group.create_array(
-                schema.ROLE,
-                shape=(2,),
-                chunks=(2,),
-                dtype=str,
-                dimension_names=[schema.ROLE],
-                compressors=text,
-            )
-            role[:] = np.array(schema.ROLES)
-            for dim, size in ((schema.LAYER, n_layers), (schema.NEURON, n_neurons)):
-                arr = group.create_array(
-                    dim,
-                    shape=(size,),
-                    chunks=(size,),
-                    dtype="int64",
-                    dimension_names=[dim],
-                    compressors=codec,
-                )
-                arr[:] = np.arange(size, dtype=np.int64)
-            names = ["n_active"] + (list(schema.MOMENTS) if moments else [])
-            for name in names:
-                spec = schema.VARIABLES[name]
-                group.create_array(
-                    name,
-                    shape=(0, 2, n_layers, n_neurons),
-                    chunks=(1, 1, lc, n_neurons),
-                    dtype=spec.dtype,
-                    fill_value=0,
-                    dimension_names=list(spec.dims),
-                    compressors=codec,
-                )
-            group.create_array(
-                "n_tokens",
-                shape=(0, 2),
-                chunks=(1, 2),
-                dtype="int64",
-                fill_value=0,
-                dimension_names=[schema.LANGUAGE, schema.ROLE],
-                compressors=codec,
-            )
-            if sequences:
-                slc = schema.layer_chunk(n_layers, n_neurons, np.dtype(seq_dtype).itemsize)
-                coords: dict[str, Any] = {"coordinates": " ".join(schema.SEQ_COORDS)}
-                group.create_array(
-                    "seq_n_active",
-                    shape=(0, 2, n_layers, n_neurons),
-                    chunks=(8, 1, slc, n_neurons),
-                    dtype=seq_dtype,
-                    fill_value=0,
-                    compressors=codec,
-                    dimension_names=list(schema.SEQ_DIMS),
-                    attributes=coords,
-                )
-                group.create_array(
-                    "seq_n_tokens",
-                    shape=(0, 2),
-                    chunks=(1024, 2),
-                    dtype="int64",
-                    fill_value=0,
-                    dimension_names=[schema.SEQUENCE, schema.ROLE],
-                    attributes=coords,
-                    compressors=codec,
-                )
-                for name in schema.SEQ_COORDS:
-                    group.create_array(
-                        name,
-                        shape=(0,),
-                        chunks=(1024,),
-                        dtype=str,
-                        dimension_names=[schema.SEQUENCE],
-                        compressors=text,
-                    )
-            for name, arr in group.arrays():
-                arr.attrs.update(schema.VARIABLE_ATTRS.get(name, {}))
-
-    def _preallocate(
-        self,
-        group: zarr.Group,
-        languages: Sequence[str] | None,
-        sequence_labels: tuple[Sequence[str], Sequence[str]] | None,
-    ) -> None:
-        """Zero-count language rows and sequence slots, every chunk written (schema 2)."""
-        if languages:
-            for name in ("n_active", "n_tokens", *schema.MOMENTS):
-                if name in group:
-                    arr = _arr(group, name)
-                    arr.resize((len(languages), *arr.shape[1:]))
-                    _fill_zeros(arr)
-            labels = _arr(group, schema.LANGUAGE)
-            labels.resize((len(languages),))
-            labels[:] = np.array(list(languages), dtype=object).astype(str)
-        if sequence_labels:
-            n = len(sequence_labels[0])
-            for name in schema.SEQUENCES:
-                arr = _arr(group, name)
-                arr.resize((n, *arr.shape[1:]))
-                if name not in schema.SEQ_COORDS:
-                    _fill_zeros(arr)
-            for name, values in zip(schema.SEQ_COORDS, sequence_labels, strict=True):
-                _arr(group, name)[:] = np.array(list(values), dtype=object).astype(str)
+    def writer(self, run: str) -> RunWriter:
+        """The writes of one committed run, its name checked once (see :class:`RunWriter`)."""
+        self._require_writable()
+        return RunWriter(self, self._check_run(run))
 
     def add_languages(
         self, run: str, counts: Counts, *, provenance: Mapping[str, Any] | None = None
@@ -607,7 +469,7 @@ class ActivationStore:
 
         ``provenance`` (e.g. the source files) is recorded in the run's ``writes`` attribute.
         """
-        self._write(run, counts, merge=False, provenance=provenance)
+        self._write(self._writable_name(run), counts, merge=False, provenance=provenance)
 
     def merge_counts(
         self, run: str, counts: Counts, *, provenance: Mapping[str, Any] | None = None
@@ -616,41 +478,46 @@ class ActivationStore:
 
         Shards of one language, extracted separately, merge this way (counts are additive).
         """
-        self._write(run, counts, merge=True, provenance=provenance)
+        self._write(self._writable_name(run), counts, merge=True, provenance=provenance)
+
+    def _writable_name(self, run: str) -> str:
+        self._require_writable()
+        return schema.check_name(run)
 
     def _write(
         self, run: str, counts: Counts, *, merge: bool, provenance: Mapping[str, Any] | None
     ) -> None:
-        self._require_writable()
-        run = schema.check_name(run)
+        """Write counts to the run ``run`` (a checked name) under the lock, journaled."""
         with self._lock():
-            self._recover(run)
-            run = self._check_run(run)
-            group = _cached(self._group(run))
+            journal = _journal.Journal(self._zstore, run)
+            journal.roll_back()
+            if not self._is_run(run):  # deleted, or its create rolled back, since it was named
+                self._check_run(run)
+            group = _nodes.cached(self._group(run))
             unit = (provenance or {}).get("unit")
             if unit is not None and unit in self._units(group):
                 raise AlreadyWrittenError(
                     f"unit {unit!r} is already committed to run {run!r}; nothing was written"
                 )
             # what the write reads back (labels, the rows it adds to) is read checked
-            undo = self._journal_for(
-                run, group, _cached(self._group(run, checked=True)), counts, merge
-            )
+            checked = _nodes.cached(self._group(run, checked=True))
+            plan = _arrays.plan_write(run, checked, counts, merge)
+            old = journal.arm_write(group, checked, counts, plan)
             try:
-                self._apply(run, group, counts, merge=merge, undo=undo)
+                _arrays.apply(group, counts, plan, old)
                 writes = list(_attrs.value(group.attrs, "writes", []))
                 action = "merged" if merge else "added"
-                _log_write(writes, _write_record(action, counts, provenance or {}))
+                _plan.log_write(writes, _plan.write_record(action, counts, provenance or {}))
                 group.attrs.update(_attrs.encode({"updated": schema.now_iso(), "writes": writes}))
             except BaseException:
-                self._recover(run)
+                journal.roll_back()
                 raise
-            self._commit_journal(run)
+            journal.commit()
             self._consolidate()
 
     @staticmethod
     def _units(group: zarr.Group) -> set[str]:
-        return units_of(_attrs.value(group.attrs, "writes", []))
+        return _plan.units_of(_attrs.value(group.attrs, "writes", []))
 
     def committed_units(self, run: str) -> set[str]:
         """Unit keys (``provenance={"unit": ...}``) of every write committed to a run.
@@ -659,268 +526,28 @@ class ActivationStore:
         had already been recorded in the run's attributes (the journal holds the attributes
         as they were before it).
         """
-        run = self._check_run(run)
+        return self._committed_units(self._check_run(run))
+
+    def _committed_units(self, run: str) -> set[str]:
         with self._lock(exclusive=False):
-            if self._exists(f"{run}/{schema.JOURNAL}/zarr.json"):
-                with _quiet():
-                    journal = zarr.open_group(
-                        self._zstore, path=f"{run}/{schema.JOURNAL}", mode="r"
-                    )
-                before = journal.attrs.get("attrs")
-                if journal.attrs.get("op") == "create" or not isinstance(before, dict):
-                    return set()
-                return units_of(_attrs.value(before, "writes", []))
-            return self._units(self._group(run))
-
-    def _plan(
-        self, run: str, group: zarr.Group, counts: Counts, merge: bool
-    ) -> tuple[list[str], dict[str, int]]:
-        """Check counts against the run; return current languages and existing indices."""
-        current = _labels(group, schema.LANGUAGE)
-        layers, neurons = _arr(group, "n_active").shape[2:]
-        if counts.shape != (layers, neurons):
-            raise StoreValidationError(
-                f"counts have {counts.shape[0]} layers x {counts.shape[1]} neurons but run {run!r} "
-                f"has {layers} x {neurons}; write them to a run of the same model"
-            )
-        has_moments = "act_sum" in group
-        if counts.has_moments != has_moments:
-            want = "needs" if has_moments else "has no"
-            raise StoreValidationError(
-                f"run {run!r} {want} act_sum/act_sqsum; write counts with the same optional arrays"
-            )
-        has_seq = "seq_n_active" in group
-        if counts.has_sequences != has_seq:
-            want = "needs" if has_seq else "has no"
-            raise StoreValidationError(
-                f"run {run!r} {want} per-sequence counts; write counts with the same optional "
-                "arrays"
-            )
-        existing = {x: current.index(x) for x in counts.languages if x in current}
-        if existing and not merge:
-            first = next(iter(existing))
-            raise StoreValidationError(
-                f"language {first!r} is already in run {run!r}; merge shards with merge_counts "
-                "(CLI: --merge) or choose another run"
-            )
-        # token totals (and the sums analyses take of them) must still fit in int64 afterwards
-        after = _read(group, "n_tokens").astype(object)  # Python ints: exact sums
-        added = []
-        for j, lang in enumerate(counts.languages):
-            if lang in existing:
-                after[existing[lang]] += counts.n_tokens[j].astype(object)
-            else:
-                added.append(counts.n_tokens[j].astype(object))
-        after = np.concatenate([after.reshape(-1, 2), np.array(added, dtype=object).reshape(-1, 2)])
-        labels = [*current, *(x for x in counts.languages if x not in existing)]
-        check_token_total(after, labels, f"run {run!r}: this write would make n_tokens add up to")
-        if has_seq and counts.seq_index is not None:
-            index = np.asarray(counts.seq_index, dtype=np.intp)
-            n_seq = _arr(group, "seq_n_active").shape[0]
-            if index.max(initial=-1) >= n_seq:
-                raise StoreValidationError(
-                    f"seq_index {int(index.max())} is beyond the run's {n_seq} sequence slots"
-                )
-            for name, mine in (("seq_language", counts.seq_language), ("seq_id", counts.seq_id)):
-                stored = [str(x) for x in np.asarray(_arr(group, name).oindex[index])]
-                if stored != [str(x) for x in mine or []]:
-                    raise StoreValidationError(
-                        f"{name} of the counts does not match the run's slots at seq_index; "
-                        "write each sequence into its own slot"
-                    )
-            old = np.asarray(_arr(group, "seq_n_active").oindex[index], dtype=np.int64)
-            biggest = int((old + np.asarray(counts.seq_n_active)).max(initial=0))
-            seq_dtype = _arr(group, "seq_n_active").dtype
-            if biggest > np.iinfo(seq_dtype).max:
-                raise StoreValidationError(
-                    f"per-sequence count {biggest} overflows the run's {seq_dtype}; create the run "
-                    "with a wider seq_dtype (e.g. 'uint32')"
-                )
-        elif has_seq:
-            seq_dtype = _arr(group, "seq_n_active").dtype
-            biggest = int(np.asarray(counts.seq_n_active).max(initial=0))
-            if biggest > np.iinfo(seq_dtype).max:
-                raise StoreValidationError(
-                    f"per-sequence count {biggest} overflows the run's {seq_dtype}; create the run "
-                    "with a wider seq_dtype (e.g. 'uint32')"
-                )
-        return current, existing
-
-    def _journal_for(
-        self, run: str, group: zarr.Group, checked: zarr.Group, counts: Counts, merge: bool
-    ) -> dict[str, Any]:
-        current, existing = self._plan(run, checked, counts, merge)
-        n_seq = _arr(group, "seq_n_active").shape[0] if "seq_n_active" in group else 0
-        state: dict[str, Any] = {
-            "op": "write",
-            "state": "armed",
-            "languages": len(current),
-            "sequences": int(n_seq),
-            "attrs": dict(group.attrs),
-            "merged": sorted(existing.values()),
-        }
-        undo: dict[str, np.ndarray] = {}
-        if existing:
-            index = np.array(sorted(existing.values()), dtype=np.intp)
-            for name in ("n_active", "n_tokens", *schema.MOMENTS):
-                if name in group:
-                    undo[name] = np.asarray(_arr(checked, name).oindex[index])
-        if counts.seq_index is not None and "seq_n_active" in group:
-            index = np.asarray(counts.seq_index, dtype=np.intp)
-            for name in ("seq_n_active", "seq_n_tokens"):
-                undo[name] = np.asarray(_arr(checked, name).oindex[index])
-            state["seq_index"] = [int(i) for i in index]
-        # the undo data goes first; the group marker, written last, arms the journal
-        if self._has_keys(f"{run}/{schema.JOURNAL}"):
-            self._delete_group(f"{run}/{schema.JOURNAL}")
-        blob = io.BytesIO()
-        savez: Any = np.savez  # numpy's stubs do not type **arrays
-        savez(blob, **undo)
-        buffer = default_buffer_prototype().buffer.from_bytes(blob.getvalue())
-        zarr.core.sync.sync(self._zstore.set(f"{run}/{schema.JOURNAL}/{_UNDO}", buffer))
-        with _quiet():
-            group.create_group(schema.JOURNAL, attributes=state)
-        return {"current": current, "existing": existing, "old": undo}
-
-    def _apply(
-        self,
-        run: str,
-        group: zarr.Group,
-        counts: Counts,
-        *,
-        merge: bool,
-        undo: dict[str, Any] | None = None,
-    ) -> None:
-        if undo is None:
-            current, existing = self._plan(run, group, counts, merge)
-        else:
-            current, existing = undo["current"], undo["existing"]
-        new = [x for x in counts.languages if x not in existing]
-        k0 = len(current)
-        k1 = k0 + len(new)
-        names = ["n_active", "n_tokens"] + (list(schema.MOMENTS) if counts.has_moments else [])
-        for name in names:
-            arr = _arr(group, name)
-            data = getattr(counts, name)
-            if new:
-                arr.resize((k1, *arr.shape[1:]))
-            rows = sorted(existing.values())
-            for lang, i in existing.items():
-                j = counts.languages.index(lang)
-                old = undo["old"][name][rows.index(i)] if undo is not None else arr[i]
-                arr[i] = old + data[j]
-            for offset, lang in enumerate(new):
-                arr[k0 + offset] = data[counts.languages.index(lang)]
-        if new:
-            labels = _arr(group, schema.LANGUAGE)
-            labels.resize((k1,))
-            labels[k0:k1] = np.array(new, dtype=object).astype(str)
-        if counts.has_sequences and counts.seq_index is not None:
-            index = np.asarray(counts.seq_index, dtype=np.intp)
-            for name in ("seq_n_active", "seq_n_tokens"):
-                arr = _arr(group, name)
-                old = np.asarray(arr.oindex[index], dtype=np.int64)
-                arr.oindex[index] = (old + np.asarray(getattr(counts, name))).astype(arr.dtype)
-        elif counts.has_sequences:
-            s0 = _arr(group, "seq_n_active").shape[0]
-            s1 = s0 + len(counts.seq_language or [])
-            if s1 > s0:
-                for name in schema.SEQUENCES:
-                    arr = _arr(group, name)
-                    arr.resize((s1, *arr.shape[1:]))
-                    value = getattr(counts, name)
-                    if name in schema.SEQ_COORDS:
-                        value = np.array(value, dtype=object).astype(str)
-                    else:
-                        value = np.asarray(value).astype(arr.dtype)
-                    arr[s0:s1] = value
+            before = _journal.Journal(self._zstore, run).units_before()
+            return before if before is not None else self._units(self._group(run))
 
     # ------------------------------------------------------------------ recovery
     def _interrupted_runs(self) -> list[str]:
         """Run paths holding an armed journal (a write that never finished)."""
-        suffix = "/" + schema.JOURNAL
-        with _quiet():
-            root = self._root(consolidated=False)
-            return [
-                path[: -len(suffix)]
-                for path, node in root.members(max_depth=None)
-                if isinstance(node, zarr.Group) and path.endswith(suffix)
-            ]
+        return _journal.interrupted_runs(self._zstore)
 
     def _recover_all(self) -> list[str]:
         """Roll back every armed journal and remove the leftovers of disarmed ones."""
         rolled = self._interrupted_runs()
         for run in rolled:
-            self._recover(run)
+            _journal.Journal(self._zstore, run).roll_back()
         for run in self.runs():
-            if run not in rolled and self._has_keys(f"{run}/{schema.JOURNAL}"):
-                self._recover(run)  # a writer killed after its commit: only cleans up
+            journal = _journal.Journal(self._zstore, run)
+            if run not in rolled and journal.leftovers():
+                journal.roll_back()  # a writer killed after its commit: only cleans up
         return rolled
-
-    def _commit_journal(self, run: str) -> None:
-        """Delete the journal: its group marker first (the commit point), then the rest."""
-        zarr.core.sync.sync(self._zstore.delete(f"{run}/{schema.JOURNAL}/zarr.json"))
-        self._delete_group(f"{run}/{schema.JOURNAL}")
-
-    def _has_keys(self, prefix: str) -> bool:
-        async def _any() -> bool:
-            async for _ in self._zstore.list_prefix(prefix.rstrip("/") + "/"):
-                return True
-            return False
-
-        return bool(zarr.core.sync.sync(_any()))
-
-    def _recover(self, run: str) -> bool:
-        """Roll back an interrupted write of ``run`` (caller holds the lock).
-
-        Returns True when a write was rolled back. Leftovers of a journal whose marker is gone
-        (a writer killed while deleting it after its commit) are only cleaned up.
-        """
-        if not self._exists(f"{run}/{schema.JOURNAL}/zarr.json"):
-            if self._has_keys(f"{run}/{schema.JOURNAL}"):
-                self._delete_group(f"{run}/{schema.JOURNAL}")
-                self._consolidate()
-            return False
-        with _quiet():
-            journal = zarr.open_group(self._zstore, path=f"{run}/{schema.JOURNAL}", mode="r+")
-        state: dict[str, Any] = dict(journal.attrs)
-        undo: dict[str, np.ndarray] = {}
-        raw = zarr.core.sync.sync(
-            self._zstore.get(
-                f"{run}/{schema.JOURNAL}/{_UNDO}", prototype=default_buffer_prototype()
-            )
-        )
-        if raw is not None:
-            with np.load(io.BytesIO(raw.to_bytes())) as saved:
-                undo = {name: saved[name] for name in saved.files}
-        log.warning("rolling back an interrupted %s of run %s", state.get("op"), run)
-        if state.get("op") == "create":
-            self._delete_group(run)
-        elif state.get("state") == "armed":
-            group = self._group(run)
-            merged = np.array(state["merged"], dtype=np.intp)
-            k0, s0 = int(state["languages"]), int(state["sequences"])
-            for name in ("n_active", "n_tokens", *schema.MOMENTS):
-                if name in group:
-                    if merged.size:
-                        _arr(group, name).oindex[merged] = undo[name]
-                    arr = _arr(group, name)
-                    arr.resize((k0, *arr.shape[1:]))
-            _arr(group, schema.LANGUAGE).resize((k0,))
-            if "seq_index" in state:
-                index = np.array(state["seq_index"], dtype=np.intp)
-                for name in ("seq_n_active", "seq_n_tokens"):
-                    _arr(group, name).oindex[index] = undo[name]
-            if "seq_n_active" in group:
-                for name in schema.SEQUENCES:
-                    arr = _arr(group, name)
-                    arr.resize((s0, *arr.shape[1:]))
-            group.attrs.put(dict(state["attrs"]))
-            self._commit_journal(run)
-        else:
-            self._commit_journal(run)
-        self._consolidate()
-        return True
 
     def repair(self) -> list[str]:
         """Roll back every interrupted write; returns the runs that were repaired.
@@ -952,14 +579,10 @@ class ActivationStore:
 
     def _unfinished_results(self) -> list[str]:
         """Hidden ``.NAME.tmp`` groups a killed ``save_result`` left behind."""
-
-        async def _keys(prefix: str) -> list[str]:
-            return [k async for k in self._zstore.list_prefix(prefix)]
-
         out = set()
         for run in [*self.runs(), *self.linked_runs()]:
             for kind in schema.RESULT_GROUPS:
-                for key in zarr.core.sync.sync(_keys(f"{run}/{kind}/")):
+                for key in _nodes.keys(self._zstore, f"{run}/{kind}/"):
                     parts = key.split("/")
                     for i, part in enumerate(parts):
                         if part.startswith(".") and part.endswith(".tmp"):
@@ -988,14 +611,24 @@ class ActivationStore:
         return self._save_result(run, kind, name, result, nest_check=True)
 
     def _save_result(
-        self, run: str, kind: str, name: str, result: xr.Dataset, *, nest_check: bool
+        self,
+        run: str,
+        kind: str,
+        name: str,
+        result: xr.Dataset,
+        *,
+        nest_check: bool,
+        checked: bool = False,
     ) -> str:
-        """:meth:`save_result`; ``nest_check=False`` copies results that already nest (migrate)."""
+        """:meth:`save_result`; ``nest_check=False`` copies results that already nest (migrate).
+
+        ``checked``: ``run`` is a run's checked name (a writer's), only looked up again.
+        """
         self._require_writable()
         if kind not in schema.RESULT_GROUPS:
             raise InvalidNameError(f"result kind {kind!r} is not one of {schema.RESULT_GROUPS}")
         name = schema.check_name(name, "result")
-        data = _vlen_strings(result.drop_encoding()).assign_attrs(
+        data = _nodes.vlen_strings(result.drop_encoding()).assign_attrs(
             result_kind=kind,
             result_name=name,
             result_saved=schema.now_iso(),
@@ -1010,7 +643,8 @@ class ActivationStore:
             for n, var in data.variables.items()
         }
         with self._lock():
-            run = self._check_target(run)
+            if not (checked and self._is_run(run)):
+                run = self._check_target(run)
             if nest_check:
                 self._check_nesting(run, kind, name)
             path = f"{run}/{kind}/{name}"
@@ -1019,7 +653,7 @@ class ActivationStore:
             old = f"{parent}/.{leaf}~old.tmp"  # '~' is in no name: never another result's
             self._delete_group(tmp)
             self._delete_group(old)
-            with _quiet():
+            with _nodes.quiet():
                 root = self._root(consolidated=False)
                 root.require_group(parent)
                 data.to_zarr(
@@ -1042,7 +676,7 @@ class ActivationStore:
 
     def _check_nesting(self, run: str, kind: str, name: str) -> None:
         """Refuse a result name that would contain, or nest inside, another saved result."""
-        for other in self.results(run, kind):
+        for other in self._results(run, kind):
             if other.startswith(name + "/"):
                 raise InvalidNameError(
                     f"{kind} result {name!r} would contain the existing result {other!r} of run "
@@ -1059,26 +693,19 @@ class ActivationStore:
             os.replace(self._path / src, self._path / dst)
             return
 
-        async def _copy() -> None:
-            store = self._zstore
-            proto = default_buffer_prototype()
-            async for key in store.list_prefix(src + "/"):
-                buf = await store.get(key, prototype=proto)
-                if buf is not None:
-                    await store.set(dst + key[len(src) :], buf)
-            await store.delete_dir(src)
-
-        zarr.core.sync.sync(_copy())
+        _nodes.move(self._zstore, src, dst)
 
     def results(self, run: str, kind: str) -> list[str]:
         """Names of results of one kind saved under a run (or a results-only group)."""
-        run = self._check_target(run)
+        return self._results(self._check_target(run), kind)
+
+    def _results(self, run: str, kind: str) -> list[str]:
         root = self._root(consolidated=False)  # the files, not a summary a crash left stale
         if f"{run}/{kind}" not in root:
             return []
-        group = _grp(root, f"{run}/{kind}")
+        group = _nodes.grp(root, f"{run}/{kind}")
         names = []
-        with _quiet():
+        with _nodes.quiet():
             for path, node in group.members(max_depth=None):
                 hidden = any(part.startswith(".") for part in path.split("/"))
                 if isinstance(node, zarr.Group) and not hidden and any(node.arrays()):
@@ -1098,9 +725,9 @@ class ActivationStore:
             pinned = _integrity.CheckedStore(
                 self._zstore, pins={path: self._raw(f"{path}/zarr.json") or b""}
             )
-            with _quiet():
+            with _nodes.quiet():
                 ds = xr.open_zarr(pinned, group=path, consolidated=False)
-            return _unicode_labels(ds)
+            return _nodes.unicode_labels(ds)
 
     # ------------------------------------------------------------------ checks
     def validate(self, run: str | None = None) -> list[str]:
@@ -1113,7 +740,7 @@ class ActivationStore:
         root = self._root()
         out = []
         for name in runs:
-            incomplete = _plan.incompleteness(_grp(root, name).attrs)
+            incomplete = _plan.incompleteness(_nodes.grp(root, name).attrs)
             if incomplete is not None:
                 out.append(f"run {name!r}: {incomplete}")
         return out
@@ -1131,7 +758,7 @@ class ActivationStore:
         ]
         cons = _metadata.consolidated(self._raw)
         if run is None:
-            problems.extend((False, _unreadable(g)) for g in self.unreadable_groups())
+            problems.extend((False, _validation.unreadable(g)) for g in self.unreadable_groups())
         for name in runs:
             if self._raw(f"{name}/zarr.json") is None:
                 problems.append((True, f"run {name!r} has no zarr.json"))
@@ -1146,8 +773,10 @@ class ActivationStore:
             except (StoreValidationError, SchemaVersionError) as exc:
                 problems.append((False, str(exc)))
                 continue
-            with _quiet():
-                problems.extend((False, f"run {name!r}: {p}") for p in _validate_run(checked))
+            with _nodes.quiet():
+                problems.extend(
+                    (False, f"run {name!r}: {p}") for p in _validation.validate_run(checked)
+                )
         if run is None:  # the saved results of results-only groups carry checksums too
             for name in self.linked_runs():
                 problems.extend((True, p) for p in self._damage(name))
@@ -1161,7 +790,7 @@ class ActivationStore:
     def _damage(self, run: str, *, verify: bool = True) -> list[str]:
         """Chunks of a run's arrays (results included) that are missing or fail their checksum."""
         out: list[str] = []
-        with _quiet():
+        with _nodes.quiet():
             members = list(self._group(run).members(max_depth=None))
         for path, node in members:
             hidden = any(p.startswith(".") or p == schema.JOURNAL for p in path.split("/"))
@@ -1180,13 +809,13 @@ class ActivationStore:
         }
         root = self._root(checked=True)
         for run in self.runs():
-            group = _grp(root, run)
-            langs = _labels(group, schema.LANGUAGE)
-            tokens = _read(group, "n_tokens")
+            group = _nodes.grp(root, run)
+            langs = _nodes.labels(group, LANGUAGE)
+            tokens = _nodes.read(group, N_TOKENS)
             entry: dict[str, Any] = {
                 "languages": langs,
-                "layers": int(_arr(group, "n_active").shape[2]),
-                "neurons": int(_arr(group, "n_active").shape[3]),
+                "layers": int(_nodes.arr(group, N_ACTIVE).shape[2]),
+                "neurons": int(_nodes.arr(group, N_ACTIVE).shape[3]),
                 "roles": list(schema.ROLES),
                 "n_tokens": {
                     lang: dict(zip(schema.ROLES, map(int, tokens[i]), strict=True))
@@ -1198,14 +827,14 @@ class ActivationStore:
             incomplete = _plan.incompleteness(group.attrs)
             if incomplete is not None:
                 entry["incomplete"] = incomplete
-            if "seq_n_active" in group:
-                entry["sequences"] = int(_arr(group, "seq_n_active").shape[0])
+            if SEQ_N_ACTIVE in group:
+                entry["sequences"] = int(_nodes.arr(group, SEQ_N_ACTIVE).shape[0])
             for kind in schema.RESULT_GROUPS:
                 names = self.results(run, kind)
                 if names:
                     entry.setdefault("results", {})[kind] = names
             out["runs"][run] = entry
-        unreadable = [_unreadable(g) for g in self.unreadable_groups()]
+        unreadable = [_validation.unreadable(g) for g in self.unreadable_groups()]
         if unreadable:
             out["unreadable"] = unreadable
         for run, linked in self.linked_runs().items():
@@ -1217,6 +846,8 @@ class ActivationStore:
         return out
 
     # ------------------------------------------------------------------ sharing
+
+    # ------------------------------------------------------------------ sharing
     def export_zip(self, dest: str | os.PathLike[str]) -> Path:
         """Write the whole store to one zip file (xarray reads it through zarr's ``ZipStore``).
 
@@ -1224,8 +855,7 @@ class ActivationStore:
         nothing behind.
         """
         dest = Path(dest)
-        if dest.suffix != ".zip":
-            raise InvalidNameError(f"export target {str(dest)!r} must end in .zip")
+        _zip.check_target(dest)
         with self._lock(exclusive=False):
             if self._interrupted_runs():
                 raise InterruptedWriteError(
@@ -1233,27 +863,8 @@ class ActivationStore:
                     f"{self.url}` before exporting"
                 )
             self._check_valid("export")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            _leftovers.clean_next_to(dest, "export")
-            fd, tmp = tempfile.mkstemp(
-                prefix=_leftovers.tmp_prefix(dest, "export"), suffix=".tmp", dir=dest.parent
-            )
-            os.close(fd)
-            try:
-                keys = self._keys()
-                with (
-                    zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf,
-                    progress("export", total=len(keys), unit="file") as task,
-                ):
-                    for key, data in self._iter_items(keys):
-                        zf.writestr(key, data)
-                        task.update()
-                apply_umask(tmp)  # mkstemp makes it private; an export is an ordinary file
-                os.replace(tmp, dest)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        return dest
+            keys = _nodes.keys(self._zstore)
+            return _zip.write(dest, self._iter_items(keys), len(keys))
 
     def _check_valid(self, action: str) -> None:
         """Raise the first problem ``validate`` finds, as one line, before ``action``."""
@@ -1270,440 +881,79 @@ class ActivationStore:
             "validate STORE` lists every problem)"
         )
 
-    def _keys(self) -> list[str]:
-        async def _list() -> list[str]:
-            return sorted([k async for k in self._zstore.list()])
-
-        return list(zarr.core.sync.sync(_list()))
-
-    def _iter_items(self, keys: list[str] | None = None) -> Iterator[tuple[str, bytes]]:
-        proto = default_buffer_prototype()
-        for key in self._keys() if keys is None else keys:
-            buf = zarr.core.sync.sync(self._checked.get(key, prototype=proto))
-            if buf is not None:
-                yield key, buf.to_bytes()
+    def _iter_items(self, keys: list[str]) -> Iterator[tuple[str, bytes]]:
+        """``(key, bytes)`` of each key, read through the checked view."""
+        for key in keys:
+            data = _nodes.raw(self._checked, key)
+            if data is not None:
+                yield key, data
 
 
-def import_zip(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> ActivationStore:
-    """Unpack a zip export into a new directory store ``dest`` (which must not exist).
+class RunWriter:
+    """The writes of one committed run of a store: the run's name is checked once, here.
 
-    Every member must be a plain relative key of a Zarr store: absolute names, ``..``
-    components, backslashes, drive letters and links are refused before anything is written
-    (no zip-slip). The store is unpacked next to ``dest``, checked, and only then renamed into
-    place, so a refused or failed import leaves nothing behind.
+    Get one with :meth:`ActivationStore.writer`. Extraction commits each unit of work with one
+    :meth:`merge_counts` call; every write is atomic and serialised as the store's own are.
     """
-    src, dest = Path(src), Path(dest)
-    if dest.exists():
-        raise RunExistsError(f"{str(dest)!r} already exists; give a new path for the store")
-    try:
-        archive = zipfile.ZipFile(src)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise NotAStoreError(f"{str(src)!r} is not a zip file: {exc}") from exc
-    with archive:
-        members = archive.infolist()
-        for info in members:
-            _check_member(src, info)
-        if "zarr.json" not in {m.filename for m in members}:
-            raise NotAStoreError(f"{str(src)!r} holds no zarr.json; it is not a store export")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _leftovers.clean_next_to(dest, "import")
-        tmp = Path(
-            tempfile.mkdtemp(
-                prefix=_leftovers.tmp_prefix(dest, "import"), suffix=".tmp", dir=dest.parent
-            )
+
+    def __init__(self, store: ActivationStore, run: str) -> None:
+        self.store = store
+        self.run = run  # a committed run, checked by ActivationStore.writer
+
+    def __repr__(self) -> str:
+        return f"RunWriter({self.store.url!r}, run={self.run!r})"
+
+    def merge_counts(
+        self,
+        counts: Counts,
+        *,
+        unit: str | None = None,
+        provenance: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add counts to the run (see :meth:`ActivationStore.merge_counts`).
+
+        ``unit`` names the unit of work these counts complete (recorded as
+        ``provenance["unit"]``); a unit already committed raises AlreadyWrittenError.
+        """
+        self.store._write(self.run, counts, merge=True, provenance=_with_unit(provenance, unit))
+
+    def add_languages(self, counts: Counts, *, provenance: Mapping[str, Any] | None = None) -> None:
+        """Append new languages to the run (see :meth:`ActivationStore.add_languages`)."""
+        self.store._write(self.run, counts, merge=False, provenance=provenance)
+
+    def committed_units(self) -> set[str]:
+        """Unit keys of every write committed to the run."""
+        return self.store._committed_units(self.run)
+
+    def metadata(self) -> schema.RunMetadata:
+        """The run's provenance attributes."""
+        return self.store._run_metadata(self.run)
+
+    def save_result(
+        self, kind: str, name: str, result: xr.Dataset, *, nest_check: bool = True
+    ) -> str:
+        """Save a result under the run (see :meth:`ActivationStore.save_result`).
+
+        ``nest_check=False`` copies results that already nest (what migration needs).
+        """
+        return self.store._save_result(
+            self.run, kind, name, result, nest_check=nest_check, checked=True
         )
-        try:
-            root = tmp.resolve()
-            with progress("import zip", total=len(members), unit="file") as task:
-                for info in members:
-                    task.update()
-                    if info.is_dir():
-                        continue
-                    target = (tmp / info.filename).resolve()
-                    if root not in target.parents:  # belt and braces after _check_member
-                        raise InvalidNameError(f"zip member {info.filename!r} escapes the store")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with archive.open(info) as fh, open(target, "wb") as out:
-                        shutil.copyfileobj(fh, out)
-            unpacked = open_store(tmp)
-            problems = unpacked.validate()
-            if problems:
-                raise StoreValidationError(f"{str(src)!r} holds an invalid store: {problems[0]}")
-            apply_umask(tmp)  # mkdtemp makes it private; the store is an ordinary folder
-            os.rename(tmp, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return open_store(dest, mode="r+")
+
+    @contextlib.contextmanager
+    def unjournaled(self) -> Iterator[zarr.Group]:
+        """The run's group under the store's lock, with no journal; consolidated afterwards.
+
+        Writes here are not atomic: only for a store no one else sees yet (migration fills the
+        arrays of a store it is building).
+        """
+        with self.store._lock():
+            yield self.store._group(self.run)
+            self.store._consolidate()
 
 
-def _check_member(src: Path, info: zipfile.ZipInfo) -> None:
-    name = info.filename
-    bad = (
-        name.startswith("/")
-        or "\\" in name
-        or re.match(r"^[A-Za-z]:", name) is not None
-        or any(part in ("", ".", "..") for part in name.rstrip("/").split("/"))
-    )
-    if bad:
-        raise InvalidNameError(
-            f"{str(src)!r}: member {name!r} would escape the store (absolute, '..' or drive); "
-            "refusing the whole archive"
-        )
-    mode = (info.external_attr >> 16) & 0o170000
-    if mode == 0o120000:
-        raise InvalidNameError(f"{str(src)!r}: member {name!r} is a link; refusing the archive")
-
-
-def _chunk_rows(arr: zarr.Array) -> Iterator[slice]:
-    """Slices of ``arr`` along its first axis, one row of chunks each (bounded memory)."""
-    step = arr.chunks[0]
-    for start in range(0, arr.shape[0], step):
-        yield slice(start, min(start + step, arr.shape[0]))
-
-
-def _fill_zeros(arr: zarr.Array) -> None:
-    """Write zeros to every chunk of ``arr``, one chunk row at a time."""
-    for rows in _chunk_rows(arr):
-        arr[rows] = np.zeros((rows.stop - rows.start, *arr.shape[1:]), dtype=arr.dtype)
-
-
-def _described(ds: xr.Dataset) -> xr.Dataset:
-    """Variables with their CF-style attributes (runs written before they were stored too)."""
-    for name, attrs in schema.VARIABLE_ATTRS.items():
-        if name in ds.variables:
-            for key, value in attrs.items():
-                ds[name].attrs.setdefault(key, value)
-    return ds
-
-
-def _unicode_labels(ds: xr.Dataset) -> xr.Dataset:
-    """String coordinates and variables as numpy unicode, friendlier than StringDType for .sel."""
-    for name, var in ds.variables.items():
-        if var.dtype.kind == "T":
-            labels = np.array([str(x) for x in np.asarray(var.values).ravel()], dtype=str)
-            value = (var.dims, labels.reshape(var.shape), var.attrs)
-            ds = ds.assign_coords({name: value}) if name in ds.coords else ds.assign({name: value})
-    return ds
-
-
-def _vlen_strings(ds: xr.Dataset) -> xr.Dataset:
-    """Fixed-width unicode arrays as variable-length strings (the only string type in Zarr v3)."""
-    fixed = [name for name, var in ds.variables.items() if var.dtype.kind == "U"]
-    out = ds.assign({n: ds[n].astype(object) for n in fixed if n not in ds.coords})
-    return out.assign_coords({n: ds[n].astype(object) for n in fixed if n in ds.coords})
-
-
-def _write_record(action: str, counts: Counts, provenance: Mapping[str, Any]) -> dict[str, Any]:
-    """One entry of a run's ``writes`` attribute: what was written, when, from where."""
-    return {
-        "time": schema.now_iso(),
-        "action": action,
-        "languages": list(counts.languages),
-        "sequences": len(counts.seq_language or []),
-        "provenance": dict(provenance),
-    }
-
-
-def _log_write(writes: list[Any], record: dict[str, Any]) -> None:
-    """Append a write to a run's log, folding a run of unit writes into one entry.
-
-    Writes with ``provenance={"unit": KEY, ...}`` (extraction commits a unit at a time) that
-    follow one another with the same action and other provenance become a single entry with
-    ``units`` (the keys in commit order), ``first`` and ``time`` (of the first and the last),
-    the union of their ``languages`` and the sum of their ``sequences``, so the log grows by
-    a key, not by an entry, per unit.
-    """
-    provenance = dict(record["provenance"])
-    unit = provenance.pop("unit", None)
-    if unit is None:
-        writes.append(record)
-        return
-    last = writes[-1] if writes else None
-    if (
-        isinstance(last, dict)
-        and "units" in last
-        and last.get("action") == record["action"]
-        and last.get("provenance") == provenance
-    ):
-        new = [x for x in record["languages"] if x not in last["languages"]]
-        writes[-1] = {  # a new dict: the log's entries may be shared with the run's metadata
-            **last,
-            "units": [*last["units"], unit],
-            "languages": [*last["languages"], *new],
-            "sequences": int(last.get("sequences", 0)) + int(record["sequences"]),
-            "time": record["time"],
-        }
-        return
-    writes.append({**record, "provenance": provenance, "first": record["time"], "units": [unit]})
-
-
-# ---------------------------------------------------------------------- node helpers
-class _CachedGroup:
-    """A group whose children are looked up once (each lookup otherwise re-reads metadata)."""
-
-    def __init__(self, group: zarr.Group) -> None:
-        self._group = group
-        with _quiet():
-            self._members = dict(group.members())
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._members
-
-    def __getitem__(self, name: str) -> Any:
-        return self._members[name]
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._group, attr)
-
-
-def _cached(group: zarr.Group) -> zarr.Group:
-    """``group`` with its children cached, for the many lookups of one write."""
-    return cast(zarr.Group, _CachedGroup(group))
-
-
-def _arr(group: zarr.Group, name: str) -> zarr.Array:
-    """The array ``name`` of a group (raises StoreValidationError when it is not one)."""
-    node = group[name]
-    if not isinstance(node, zarr.Array):
-        raise StoreValidationError(f"{group.path}/{name} is not an array")
-    return node
-
-
-def _read(group: zarr.Group, name: str) -> np.ndarray:
-    """All values of the array ``name``."""
-    return np.asarray(_arr(group, name)[...])
-
-
-def _labels(group: zarr.Group, name: str) -> list[str]:
-    """A string array as a list of str."""
-    return [str(x) for x in _read(group, name)]
-
-
-def _grp(group: zarr.Group, name: str) -> zarr.Group:
-    """The subgroup ``name`` of a group."""
-    node = group[name]
-    if not isinstance(node, zarr.Group):
-        raise StoreValidationError(f"{group.path}/{name} is not a group")
-    return node
-
-
-# ---------------------------------------------------------------------- validation helpers
-def _unreadable(group: str) -> str:
-    """Why a group with a run's count arrays is not listed among the runs."""
-    what = "holds run arrays but no schema_version attribute"
-    return f"group {group!r} {what}; it is not a readable run"
-
-
-def _validate_run(group: zarr.Group) -> list[str]:
-    problems: list[str] = []
-    try:
-        schema.RunMetadata.from_attrs(dict(group.attrs))
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
-        return [str(exc)]
-    present = {name for name, _ in group.arrays()}
-    missing = [n for n in schema.REQUIRED if n not in present]
-    if missing:
-        return [f"missing arrays {missing}"]
-    sizes: dict[str, int] = {}
-    for name in sorted(present & set(schema.VARIABLES)):
-        spec = schema.VARIABLES[name]
-        arr = _arr(group, name)
-        assert isinstance(arr, zarr.Array)
-        dims = tuple(arr.metadata.dimension_names or ())  # type: ignore[union-attr]
-        if dims != spec.dims:
-            problems.append(f"{name} has dims {dims}; expected {spec.dims}")
-            continue
-        kind = np.dtype(arr.dtype).kind if not _is_string(arr) else "T"
-        if kind != spec.kind or (spec.dtype and str(arr.dtype) != spec.dtype):
-            problems.append(f"{name} has dtype {arr.dtype}; expected {spec.dtype or spec.kind}")
-        for dim, size in zip(dims, arr.shape, strict=True):
-            if sizes.setdefault(dim, size) != size:
-                problems.append(f"{name} has {size} along {dim}; other arrays have {sizes[dim]}")
-    if problems:
-        return problems
-    langs = _labels(group, schema.LANGUAGE)
-    if len(set(langs)) != len(langs):
-        problems.append(f"duplicate language labels in {langs}")
-    if any(not x for x in langs):
-        problems.append("an empty language label (an unfinished write?)")
-    if _labels(group, schema.ROLE) != list(schema.ROLES):
-        problems.append(f"role must be {list(schema.ROLES)}")
-    for dim in (schema.LAYER, schema.NEURON):
-        values = _read(group, dim)
-        if not np.array_equal(values, np.arange(len(values))):
-            problems.append(f"{dim} coordinate must be 0..{len(values) - 1}")
-    tokens = _read(group, "n_tokens")
-    if (tokens < 0).any():
-        problems.append("n_tokens holds negative totals")
-    elif total(tokens) > INT64_MAX:
-        problems.append(f"n_tokens adds up to {total(tokens)}, above the int64 limit {INT64_MAX}")
-    problems.extend(_check_counts(group, "n_active", tokens, langs))
-    if "act_sqsum" in present:
-        import dask.array as da
-
-        if bool((da.from_zarr(_arr(group, "act_sqsum")) < 0).any().compute()):
-            problems.append("act_sqsum holds negative values")
-    if "seq_n_active" in present:
-        seq_tokens = _read(group, "seq_n_tokens")
-        seq_ids = _labels(group, "seq_id")
-        problems.extend(_check_counts(group, "seq_n_active", seq_tokens, seq_ids))
-        unknown = sorted(set(_labels(group, "seq_language")) - set(langs))
-        if unknown:
-            problems.append(f"seq_language names languages not in the run: {unknown}")
-    return problems
-
-
-def _is_string(arr: zarr.Array) -> bool:
-    return np.dtype(arr.dtype).kind in "TUO"
-
-
-def _check_counts(
-    group: zarr.Group, name: str, tokens: np.ndarray, labels: Sequence[str]
-) -> list[str]:
-    import dask.array as da
-
-    active = da.from_zarr(_arr(group, name))
-    if active.shape[0] == 0:
-        return []
-    negative = (active < 0).sum(axis=(2, 3)) if active.dtype.kind == "i" else None
-    above = (active > tokens[:, :, None, None]).sum(axis=(2, 3))
-    if negative is not None:
-        negative, above = da.compute(negative, above)
-    else:
-        (above,) = da.compute(above)
-    out = []
-    if negative is not None and negative.any():
-        out.append(f"{name} holds {int(negative.sum())} negative counts")
-    for i, r in np.argwhere(above > 0):
-        out.append(
-            f"{name} exceeds n_tokens for {labels[i]!r} role {schema.ROLES[r]!r} at "
-            f"{int(above[i, r])} cells"
-        )
+def _with_unit(provenance: Mapping[str, Any] | None, unit: str | None) -> dict[str, Any]:
+    out = dict(provenance or {})
+    if unit is not None:
+        out["unit"] = unit
     return out
-
-
-# ---------------------------------------------------------------------- opening
-def _zarr_store(url: str, *, read_only: bool) -> Store:
-    if url.endswith(".zip"):
-        if not read_only:
-            raise PermissionError(f"zip store {url!r} is read-only; open it with mode='r'")
-        return zarr.core.sync.sync(zarr.storage.ZipStore.open(url, mode="r", read_only=True))
-    path = _local_path(url)
-    if path is not None:
-        return zarr.storage.LocalStore(path, read_only=read_only)
-    return zarr.storage.FsspecStore.from_url(url, read_only=read_only)
-
-
-def _exists(zstore: Store, key: str) -> bool:
-    return bool(zarr.core.sync.sync(zstore.exists(key)))
-
-
-def open_store(
-    url: str | os.PathLike[str], mode: Literal["r", "r+"] = "r", *, any_version: bool = False
-) -> ActivationStore:
-    """Open an existing langneurons store.
-
-    Parameters
-    ----------
-    url
-        A local path, ``file://`` or ``memory://`` URL (any fsspec URL zarr supports), or a
-        ``.zip`` file made by :meth:`ActivationStore.export_zip` (read-only).
-    mode
-        ``"r"`` to read, ``"r+"`` to write.
-    any_version
-        Open a store of another schema version without refusing it; only ``repair`` (whose
-        journal is the same in every version) and :func:`migrate_store` should need this.
-    """
-    url = os.fspath(url)
-    path = _local_path(url)
-    if path is not None and not path.exists():
-        raise StoreNotFoundError(
-            f"store {url!r} does not exist; check the path or create it with `langneurons import`"
-        )
-    if path is not None and path.is_file() and not url.endswith(".zip"):
-        raise NotAStoreError(f"{url!r} is a file, not a Zarr store directory")
-    try:
-        zstore = _zarr_store(url, read_only=mode == "r")
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise NotAStoreError(f"{url!r} cannot be opened as a Zarr store: {exc}") from exc
-    if not _exists(zstore, "zarr.json"):
-        if path is None and not url.endswith(".zip"):
-            raise StoreNotFoundError(f"store {url!r} does not exist (no zarr.json found)")
-        raise NotAStoreError(
-            f"{url!r} is not a Zarr v3 store (no zarr.json); point to a store made by langneurons"
-        )
-    proto = default_buffer_prototype()
-    raw = zarr.core.sync.sync(zstore.get("zarr.json", prototype=proto))
-    try:
-        meta = json.loads(raw.to_bytes()) if raw is not None else {}
-    except ValueError as exc:
-        raise NotAStoreError(f"{url!r} has an unreadable zarr.json: {exc}") from exc
-    attrs = meta.get("attributes", {}).get(schema.STORE_ATTR)
-    if meta.get("node_type") != "group" or not isinstance(attrs, dict):
-        raise NotAStoreError(
-            f"{url!r} is a Zarr store but not a langneurons store; create one with "
-            "`langneurons import` or langneurons.create_store"
-        )
-    if not any_version:
-        schema.check_version(attrs.get("schema_version"), f"store {url!r}", url)
-    return ActivationStore(url, zstore, read_only=mode == "r")
-
-
-def create_store(url: str | os.PathLike[str], *, exist_ok: bool = True) -> ActivationStore:
-    """Create an empty store, or open an existing one for writing when ``exist_ok``."""
-    url = os.fspath(url)
-    if url.endswith(".zip"):
-        raise InvalidNameError(
-            f"cannot write into zip {url!r}; create a directory store and export it"
-        )
-    path = _local_path(url)
-    if path is not None and path.is_file():
-        raise NotAStoreError(f"{url!r} is a file, not a Zarr store directory; choose a new path")
-    if path is not None and path.is_dir() and not (path / "zarr.json").exists():
-        if any(path.iterdir()):
-            raise NotAStoreError(
-                f"{url!r} is a non-empty directory that is not a Zarr store; choose a new path"
-            )
-    zstore = _zarr_store(url, read_only=False)
-    if _exists(zstore, "zarr.json"):
-        if not exist_ok:
-            raise RunExistsError(f"store {url!r} already exists; open it instead")
-        return open_store(url, mode="r+")
-    if path is None:
-        _init_store(zstore)
-        return ActivationStore(url, zstore, read_only=False)
-    # Local stores are built next to their path and renamed into place, so a concurrent
-    # creator never sees a half-made store; the loser of the race opens the winner's.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _leftovers.clean_next_to(path, "create")
-    tmp = _leftovers.tmp_path(path, "create")
-    try:
-        _init_store(zarr.storage.LocalStore(tmp, read_only=False))
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not (path / "zarr.json").exists():
-                raise
-            if not exist_ok:
-                raise RunExistsError(f"store {url!r} already exists; open it instead") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return open_store(url, mode="r+")
-
-
-def _init_store(zstore: Store) -> None:
-    """Write the root group of an empty langneurons store."""
-    with _quiet():
-        zarr.open_group(
-            zstore,
-            mode="w-",
-            zarr_format=3,
-            attributes={
-                schema.STORE_ATTR: {
-                    "schema_version": schema.SCHEMA_VERSION,
-                    "kind": "activation-store",
-                }
-            },
-        )
-        zarr.consolidate_metadata(zstore)

@@ -278,15 +278,15 @@ def test_progress_counts_the_units_still_to_do(
 _KILL_AFTER = """
 import os, signal, sys
 from langneurons.cli import main
-from langneurons.store._store import ActivationStore
+from langneurons.store import RunWriter
 
 after = int(sys.argv[1])
-original = ActivationStore.save_result
+original = RunWriter.save_result
 saved = []
 
 
-def save_result(self, run, kind, name, result):
-    path = original(self, run, kind, name, result)
+def save_result(self, kind, name, result, **kwargs):
+    path = original(self, kind, name, result, **kwargs)
     if "unit_done" in result:  # a partial result
         saved.append(name)
         if len(saved) == after:
@@ -294,7 +294,7 @@ def save_result(self, run, kind, name, result):
     return path
 
 
-ActivationStore.save_result = save_result
+RunWriter.save_result = save_result
 sys.exit(main(sys.argv[2:]))
 """
 

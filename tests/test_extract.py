@@ -332,7 +332,7 @@ from typing import Any
 import zarr.storage
 
 from langneurons.cli import main
-from langneurons.store._store import ActivationStore
+from langneurons.store import ActivationStore, RunWriter
 
 where, phase, op, key, after = json.loads(sys.argv[1])
 state = {"phase": None, "done": []}
@@ -348,7 +348,7 @@ def enter(method, phase_of):
 
 store = ActivationStore
 store.create_run = enter(store.create_run, lambda kwargs: "create")
-store.merge_counts = enter(store.merge_counts, lambda kwargs: kwargs["provenance"]["unit"])
+RunWriter.merge_counts = enter(RunWriter.merge_counts, lambda kwargs: kwargs["unit"])
 
 
 def watch(name):

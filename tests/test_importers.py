@@ -723,3 +723,11 @@ def test_importing_extract_does_not_import_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "False"
+
+
+def test_import_store_url_keyword_still_works_with_a_warning(njunlp, store_path):
+    folder, _ = njunlp
+    with pytest.warns(DeprecationWarning, match=r"import_njunlp\(store_url=...\) is deprecated"):
+        report = import_njunlp(store_url=store_path, run=RUN, directory=folder, tag=TAG,
+                               languages=["zh"])  # fmt: skip
+    assert report["action"] == "created"

@@ -556,14 +556,14 @@ import os, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from conftest import make_counts, unit_counts
 from langneurons.store import open_store
-from langneurons.store._store import ActivationStore
+from langneurons.store import _nodes
 full = make_counts(["en", "de"], sequences=3, moments=True)
-original = ActivationStore._delete_group
-def crashing(self, path):
+original = _nodes.delete_group
+def crashing(zstore, path):
     if path.endswith("_journal"):
         os._exit(9)
-    return original(self, path)
-ActivationStore._delete_group = crashing
+    return original(zstore, path)
+_nodes.delete_group = crashing
 open_store({str(path)!r}, mode="r+").merge_counts("m", unit_counts(full, "en", [0]),
                                                provenance={{"unit": "en/0"}})
 """
@@ -641,3 +641,50 @@ def test_runs_with_nested_attributes_on_disk_still_read(tmp_path: Path) -> None:
     writes = decode_attrs(again.open_run("m").attrs)["writes"]
     assert [w["action"] for w in writes] == ["created", "merged"]
     assert again.validate() == []
+
+
+# ------------------------------------------------------------------ one run's writer
+def test_a_run_writer_checks_the_name_once_and_writes_like_the_store(tmp_path: Path) -> None:
+    from langneurons.errors import RunNotFoundError
+    from langneurons.store import RunWriter
+
+    full = make_counts(["en", "de"], sequences=3, moments=True)
+    store = create_store(tmp_path / "s.zarr")
+    store.create_run(
+        "m",
+        n_layers=full.shape[0],
+        n_neurons=full.shape[1],
+        moments=True,
+        sequences=True,
+        languages=["en", "de"],
+        sequence_labels=(full.seq_language, full.seq_id),
+    )
+    writer = store.writer("m")
+    assert isinstance(writer, RunWriter) and writer.run == "m"
+    writer.merge_counts(unit_counts(full, "en", [0]), unit="en/0")
+    assert writer.committed_units() == {"en/0"} == store.committed_units("m")
+    with pytest.raises(AlreadyWrittenError, match="unit 'en/0' is already committed to run 'm'"):
+        writer.merge_counts(unit_counts(full, "en", [0]), unit="en/0")
+    assert writer.metadata() == store.run_metadata("m")
+    with pytest.raises(RunNotFoundError, match="run 'nope' is not in store"):
+        store.writer("nope")
+    with pytest.raises(PermissionError, match="open it with mode='r\\+' to write"):
+        open_store(tmp_path / "s.zarr").writer("m")
+    store.delete_run("m")  # a writer whose run is gone says so
+    with pytest.raises(RunNotFoundError, match="run 'm' is not in store"):
+        writer.merge_counts(unit_counts(full, "en", [1]), unit="en/1")
+
+
+def test_renamed_store_keywords_still_work_with_a_warning(tmp_path: Path) -> None:
+    from langneurons.store import import_zip
+
+    with pytest.warns(DeprecationWarning, match=r"create_store\(url=...\) is deprecated"):
+        create_store(url=tmp_path / "s.zarr")
+    with pytest.warns(DeprecationWarning, match=r"open_store\(url=...\) is deprecated"):
+        store = open_store(url=tmp_path / "s.zarr")
+    store.export_zip(tmp_path / "s.zip")
+    with pytest.warns(DeprecationWarning, match=r"import_zip\(dest=...\) is deprecated"):
+        import_zip(tmp_path / "s.zip", dest=tmp_path / "back.zarr")
+    assert open_store(store=tmp_path / "back.zarr").runs() == []
+    with pytest.raises(TypeError, match="got both 'url' and 'store'"):
+        open_store(url=tmp_path / "s.zarr", store=tmp_path / "s.zarr")

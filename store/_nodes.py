@@ -1,0 +1,231 @@
+"""Zarr nodes of a store: opening a URL, reading keys, and typed access to groups and arrays.
+
+The helpers every other module of the store shares (the journal, the writes, validation,
+migration, zip export), so none of them imports a private name from a sibling. Each takes the
+zarr :class:`~zarr.abc.store.Store` or group it works on; none holds state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import xarray as xr
+import zarr
+import zarr.storage
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+
+from langneurons.errors import StoreValidationError
+from langneurons.store import schema
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence zarr's notice that consolidated metadata is not in the v3 spec (we rely on it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata")
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
+        yield
+
+
+# ---------------------------------------------------------------------- URLs and keys
+def local_path(url: str) -> Path | None:
+    """The directory of a local store URL (plain path or ``file://``); None for other URLs."""
+    if url.startswith("file://"):
+        return Path(url[len("file://") :])
+    if "://" in url:
+        return None
+    return Path(url)
+
+
+def zarr_store(url: str, *, read_only: bool) -> Store:
+    """The zarr store behind a URL: a zip (read-only), a local directory, or any fsspec URL."""
+    if url.endswith(".zip"):
+        if not read_only:
+            raise PermissionError(f"zip store {url!r} is read-only; open it with mode='r'")
+        return zarr.core.sync.sync(zarr.storage.ZipStore.open(url, mode="r", read_only=True))
+    path = local_path(url)
+    if path is not None:
+        return zarr.storage.LocalStore(path, read_only=read_only)
+    return zarr.storage.FsspecStore.from_url(url, read_only=read_only)
+
+
+def exists(zstore: Store, key: str) -> bool:
+    """Whether ``key`` is in the store."""
+    return bool(zarr.core.sync.sync(zstore.exists(key)))
+
+
+def raw(zstore: Store, key: str) -> bytes | None:
+    """The bytes stored at ``key`` (None when there are none)."""
+    value = zarr.core.sync.sync(zstore.get(key, prototype=default_buffer_prototype()))
+    return None if value is None else value.to_bytes()
+
+
+def put(zstore: Store, key: str, data: bytes) -> None:
+    """Store ``data`` at ``key``."""
+    buffer = default_buffer_prototype().buffer.from_bytes(data)
+    zarr.core.sync.sync(zstore.set(key, buffer))
+
+
+def delete(zstore: Store, key: str) -> None:
+    """Delete one key."""
+    zarr.core.sync.sync(zstore.delete(key))
+
+
+def delete_group(zstore: Store, path: str) -> None:
+    """Delete every key under ``path``."""
+    zarr.core.sync.sync(zstore.delete_dir(path))
+
+
+def has_keys(zstore: Store, prefix: str) -> bool:
+    """Whether any key lies under ``prefix`` (a group, or the remains of one)."""
+
+    async def _any() -> bool:
+        async for _ in zstore.list_prefix(prefix.rstrip("/") + "/"):
+            return True
+        return False
+
+    return bool(zarr.core.sync.sync(_any()))
+
+
+def keys(zstore: Store, prefix: str = "") -> list[str]:
+    """Every key of the store (under ``prefix``), sorted."""
+
+    async def _list() -> list[str]:
+        if prefix:
+            return sorted([k async for k in zstore.list_prefix(prefix)])
+        return sorted([k async for k in zstore.list()])
+
+    return list(zarr.core.sync.sync(_list()))
+
+
+def move(zstore: Store, src: str, dst: str) -> None:
+    """Copy every key under ``src`` to ``dst``, then delete ``src`` (stores without rename)."""
+
+    async def _copy() -> None:
+        proto = default_buffer_prototype()
+        async for key in zstore.list_prefix(src + "/"):
+            buf = await zstore.get(key, prototype=proto)
+            if buf is not None:
+                await zstore.set(dst + key[len(src) :], buf)
+        await zstore.delete_dir(src)
+
+    zarr.core.sync.sync(_copy())
+
+
+def consolidate(zstore: Store) -> None:
+    """Refresh the consolidated metadata (what plain xarray and readers see)."""
+    with quiet():
+        zarr.consolidate_metadata(zstore)
+
+
+def init_store(zstore: Store) -> None:
+    """Write the root group of an empty langneurons store."""
+    with quiet():
+        zarr.open_group(
+            zstore,
+            mode="w-",
+            zarr_format=3,
+            attributes={
+                schema.STORE_ATTR: {
+                    "schema_version": schema.SCHEMA_VERSION,
+                    "kind": "activation-store",
+                }
+            },
+        )
+        zarr.consolidate_metadata(zstore)
+
+
+# ---------------------------------------------------------------------- groups and arrays
+class _CachedGroup:
+    """A group whose children are looked up once (each lookup otherwise re-reads metadata)."""
+
+    def __init__(self, group: zarr.Group) -> None:
+        self._group = group
+        with quiet():
+            self._members = dict(group.members())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._members
+
+    def __getitem__(self, name: str) -> Any:
+        return self._members[name]
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._group, attr)
+
+
+def cached(group: zarr.Group) -> zarr.Group:
+    """``group`` with its children cached, for the many lookups of one write."""
+    return cast(zarr.Group, _CachedGroup(group))
+
+
+def arr(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of a group (raises StoreValidationError when it is not one)."""
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise StoreValidationError(f"{group.path}/{name} is not an array")
+    return node
+
+
+def read(group: zarr.Group, name: str) -> np.ndarray:
+    """All values of the array ``name``."""
+    return np.asarray(arr(group, name)[...])
+
+
+def labels(group: zarr.Group, name: str) -> list[str]:
+    """A string array as a list of str."""
+    return [str(x) for x in read(group, name)]
+
+
+def grp(group: zarr.Group, name: str) -> zarr.Group:
+    """The subgroup ``name`` of a group."""
+    node = group[name]
+    if not isinstance(node, zarr.Group):
+        raise StoreValidationError(f"{group.path}/{name} is not a group")
+    return node
+
+
+def chunk_rows(array: zarr.Array) -> Iterator[slice]:
+    """Slices of ``array`` along its first axis, one row of chunks each (bounded memory)."""
+    step = array.chunks[0]
+    for start in range(0, array.shape[0], step):
+        yield slice(start, min(start + step, array.shape[0]))
+
+
+def fill_zeros(array: zarr.Array) -> None:
+    """Write zeros to every chunk of ``array``, one chunk row at a time."""
+    for rows in chunk_rows(array):
+        array[rows] = np.zeros((rows.stop - rows.start, *array.shape[1:]), dtype=array.dtype)
+
+
+# ---------------------------------------------------------------------- datasets
+def described(ds: xr.Dataset) -> xr.Dataset:
+    """Variables with their CF-style attributes (runs written before they were stored too)."""
+    for name, attrs in schema.VARIABLE_ATTRS.items():
+        if name in ds.variables:
+            for key, value in attrs.items():
+                ds[name].attrs.setdefault(key, value)
+    return ds
+
+
+def unicode_labels(ds: xr.Dataset) -> xr.Dataset:
+    """String coordinates and variables as numpy unicode, friendlier than StringDType for .sel."""
+    for name, var in ds.variables.items():
+        if var.dtype.kind == "T":
+            values = np.array([str(x) for x in np.asarray(var.values).ravel()], dtype=str)
+            value = (var.dims, values.reshape(var.shape), var.attrs)
+            ds = ds.assign_coords({name: value}) if name in ds.coords else ds.assign({name: value})
+    return ds
+
+
+def vlen_strings(ds: xr.Dataset) -> xr.Dataset:
+    """Fixed-width unicode arrays as variable-length strings (the only string type in Zarr v3)."""
+    fixed = [name for name, var in ds.variables.items() if var.dtype.kind == "U"]
+    out = ds.assign({n: ds[n].astype(object) for n in fixed if n not in ds.coords})
+    return out.assign_coords({n: ds[n].astype(object) for n in fixed if n in ds.coords})

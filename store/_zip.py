@@ -1,0 +1,119 @@
+"""A store as one zip file: writing an export, and unpacking one safely.
+
+An export is a plain zip of the store's keys (stored, not compressed: chunks are compressed
+already), which zarr's ``ZipStore`` and so xarray read as they are. Unpacking refuses any member
+that is not a plain relative key (no zip-slip). Both build their output next to the target and
+rename it into place, so a failed export or import leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from langneurons._fs import apply_umask
+from langneurons._progress import progress
+from langneurons.errors import InvalidNameError, NotAStoreError, RunExistsError
+from langneurons.store import _leftovers
+
+
+def check_target(dest: Path) -> None:
+    """An export goes to a ``.zip`` path."""
+    if dest.suffix != ".zip":
+        raise InvalidNameError(f"export target {str(dest)!r} must end in .zip")
+
+
+def write(dest: Path, items: Iterable[tuple[str, bytes]], n: int) -> Path:
+    """Write ``n`` ``(key, bytes)`` items as the zip ``dest``, atomically."""
+    check_target(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _leftovers.clean_next_to(dest, "export")
+    fd, tmp = tempfile.mkstemp(
+        prefix=_leftovers.tmp_prefix(dest, "export"), suffix=".tmp", dir=dest.parent
+    )
+    os.close(fd)
+    try:
+        with (
+            zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf,
+            progress("export", total=n, unit="file") as task,
+        ):
+            for key, data in items:
+                zf.writestr(key, data)
+                task.update()
+        apply_umask(tmp)  # mkstemp makes it private; an export is an ordinary file
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def unpack(src: Path, dest: Path, check: Callable[[Path], None]) -> None:
+    """Unpack the zip ``src`` into the new directory ``dest`` (which must not exist).
+
+    Every member must be a plain relative key of a Zarr store: absolute names, ``..``
+    components, backslashes, drive letters and links are refused before anything is written.
+    The archive is unpacked next to ``dest``, passed to ``check`` (which raises to refuse it),
+    and only then renamed into place.
+    """
+    if dest.exists():
+        raise RunExistsError(f"{str(dest)!r} already exists; give a new path for the store")
+    try:
+        archive = zipfile.ZipFile(src)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise NotAStoreError(f"{str(src)!r} is not a zip file: {exc}") from exc
+    with archive:
+        members = archive.infolist()
+        for info in members:
+            check_member(src, info)
+        if "zarr.json" not in {m.filename for m in members}:
+            raise NotAStoreError(f"{str(src)!r} holds no zarr.json; it is not a store export")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _leftovers.clean_next_to(dest, "import")
+        tmp = Path(
+            tempfile.mkdtemp(
+                prefix=_leftovers.tmp_prefix(dest, "import"), suffix=".tmp", dir=dest.parent
+            )
+        )
+        try:
+            root = tmp.resolve()
+            with progress("import zip", total=len(members), unit="file") as task:
+                for info in members:
+                    task.update()
+                    if info.is_dir():
+                        continue
+                    target = (tmp / info.filename).resolve()
+                    if root not in target.parents:  # belt and braces after check_member
+                        raise InvalidNameError(f"zip member {info.filename!r} escapes the store")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(info) as fh, open(target, "wb") as out:
+                        shutil.copyfileobj(fh, out)
+            check(tmp)
+            apply_umask(tmp)  # mkdtemp makes it private; the store is an ordinary folder
+            os.rename(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_member(src: Path, info: zipfile.ZipInfo) -> None:
+    """Refuse a member that would land outside the store, or that is a link."""
+    name = info.filename
+    bad = (
+        name.startswith("/")
+        or "\\" in name
+        or re.match(r"^[A-Za-z]:", name) is not None
+        or any(part in ("", ".", "..") for part in name.rstrip("/").split("/"))
+    )
+    if bad:
+        raise InvalidNameError(
+            f"{str(src)!r}: member {name!r} would escape the store (absolute, '..' or drive); "
+            "refusing the whole archive"
+        )
+    mode = (info.external_attr >> 16) & 0o170000
+    if mode == 0o120000:
+        raise InvalidNameError(f"{str(src)!r}: member {name!r} is a link; refusing the archive")
