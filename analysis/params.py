@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from numbers import Real
 from typing import Any, Literal
 
+from langneurons._defaults import IDENTIFY as _D
 from langneurons.analysis._validate import check_choice
 from langneurons.errors import ParameterError
 from langneurons.names import ROLES
@@ -50,15 +51,16 @@ class IdentifyParams:
     'lape'
     """
 
-    method: Method = "ternary"
-    role: Literal["response", "prompt", "all"] = "response"
-    top_rate: float = 0.01
-    bar: float = 0.95
-    filter_rate: float = 0.95
-    lam: float | Literal["auto"] = "auto"
-    lam_range: tuple[float, float] = (0.0, 0.2)
-    eps: float = 1e-3
-    lam_widen: int = 0
+    # the defaults are written once, in langneurons._defaults (the CLI shows the same)
+    method: Method = _D["method"]
+    role: Literal["response", "prompt", "all"] = _D["role"]
+    top_rate: float = _D["top_rate"]
+    bar: float = _D["bar"]
+    filter_rate: float = _D["filter_rate"]
+    lam: float | Literal["auto"] = _D["lam"]
+    lam_range: tuple[float, float] = _D["lam_range"]
+    eps: float = _D["eps"]
+    lam_widen: int = _D["lam_widen"]
 
     def __post_init__(self) -> None:
         # validated in field order, so the first bad field is the one reported

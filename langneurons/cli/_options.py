@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from langneurons._defaults import IDENTIFY as _D
+
 if TYPE_CHECKING:  # imported inside the functions that need them
     import xarray as xr
 
@@ -81,40 +83,44 @@ def identify_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--method",
             type=click.Choice(["ternary", "lape"]),
-            default="ternary",
+            default=_D["method"],
             show_default=True,
             help="ternary: entropy-lambda rule; lape: the LAPE baseline.",
         ),
         click.option(
             "--role",
             type=click.Choice(["response", "prompt", "all"]),
-            default="response",
+            default=_D["role"],
             show_default=True,
             help="Which tokens' counts to use.",
         ),
-        click.option("--top-rate", type=float, default=0.01, show_default=True),
-        click.option("--bar", type=float, default=0.95, show_default=True),
+        click.option("--top-rate", type=float, default=_D["top_rate"], show_default=True),
+        click.option("--bar", type=float, default=_D["bar"], show_default=True),
         click.option(
-            "--filter-rate", type=float, default=0.95, show_default=True, help="LAPE only."
+            "--filter-rate",
+            type=float,
+            default=_D["filter_rate"],
+            show_default=True,
+            help="LAPE only.",
         ),
         click.option(
             "--lambda",
             "lam",
-            default="auto",
+            default=_D["lam"],
             show_default=True,
             help="auto, or a fixed lambda (ternary only).",
         ),
         click.option(
             "--lambda-range",
-            default="0.0,0.2",
+            default=",".join(str(x) for x in _D["lam_range"]),
             show_default=True,
             help="LO,HI searched by the automatic lambda.",
         ),
-        click.option("--eps", type=float, default=1e-3, show_default=True),
+        click.option("--eps", type=float, default=_D["eps"], show_default=True),
         click.option(
             "--lambda-widen",
             type=int,
-            default=0,
+            default=_D["lam_widen"],
             show_default=True,
             help="Double the top of --lambda-range up to N times (at most 10) while the "
             "automatic lambda's condition still holds there.",
