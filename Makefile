@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 DEMO_OUT ?= demo-out
 
-.PHONY: venv test lint demo demo-import gemma bench clean
+.PHONY: venv test lint demo demo-import gemma bench calibration clean
 
 venv: $(VENV)/.installed
 
@@ -57,6 +57,11 @@ bench: venv
 	done; \
 	$(PY) benchmarks/_table.py "$$out"/*.json; \
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
+
+# the calibration table of every test and interval on simulated runs with known truth
+# (docs/calibration.md; about 20 minutes on 2 cores); `make bench` runs its reduced grid
+calibration: venv
+	$(PY) benchmarks/calibration.py --out docs/calibration.md
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) $(DEMO_OUT)-import build dist *.egg-info
