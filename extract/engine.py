@@ -12,35 +12,53 @@ the result does not depend on which process commits first.
 Sums of activations are accumulated in float64 per unit and rounded to multiples of
 ``MOMENT_GRID`` (2**-20) before they are committed: sums of such numbers are exact in float64,
 so merging units in any order gives bit-identical stores.
+
+This module plans the units, hands their counts to the store and checks a run's identity; the
+steps live in private modules and their public names are re-exported here: loading a model
+(``_loading``), tokenizing, batching and counting (``_counting``), generating missing responses
+(``_generate``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import inspect
-import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from langneurons._progress import Task, progress
 from langneurons.errors import (
     AlreadyWrittenError,
-    InputFormatError,
     ParameterError,
     RunExistsError,
     StoreValidationError,
 )
-from langneurons.extract import _hub
 from langneurons.extract import corpus as _corpus
-from langneurons.extract._torchio import require_torch
+from langneurons.extract._counting import (
+    MOMENT_GRID,
+    Encoded,
+    bucket_batches,
+    count_unit,
+    encode,
+    forward_kwargs,
+    pad_batch,
+    probe_neurons,
+)
+from langneurons.extract._generate import generate_missing, generated_path
+from langneurons.extract._loading import (
+    Device,
+    DType,
+    LoadedModel,
+    as_loaded,
+    from_pretrained_objects,
+    load_model,
+)
 from langneurons.names import (
     ACT_SQSUM,
     ACT_SUM,
@@ -55,473 +73,32 @@ from langneurons.store import ActivationStore, Counts, RunMetadata, create_store
 
 log = logging.getLogger(__name__)
 
-MOMENT_GRID = 2.0**-20
-Device = Literal["auto", "cpu", "cuda"]
-DType = Literal["auto", "float32", "bfloat16", "float16"]
+#: The old private name of :func:`forward_kwargs`, still imported by ``benchmarks/extract.py``.
+_forward_kwargs = forward_kwargs
 
-
-# --------------------------------------------------------------------------- model loading
-@dataclasses.dataclass
-class LoadedModel:
-    """A model, its tokenizer, where to find the neurons, and what identifies it."""
-
-    model: Any
-    tokenizer: Any
-    plan: Any  # architectures.HookPlan
-    device: Any
-    dtype: str
-    identity: dict[str, Any]
-
-    @property
-    def n_layers(self) -> int:
-        return int(self.plan.n_layers)
-
-
-def _model_source(
-    model: str | os.PathLike[str],
-    gguf_file: str | None,
-    *,
-    revision: str | None = None,
-    allow_download: bool = False,
-    trust_remote_code: bool = False,
-) -> tuple[str, str | None, _hub.Snapshot | None]:
-    """Where to load from: a directory, an optional GGUF file name in it, and the Hub snapshot."""
-    snapshot = None
-    if _hub.is_hub_id(model):
-        snapshot = _hub.resolve(
-            str(model),
-            revision=revision,
-            allow_download=allow_download,
-            gguf_file=gguf_file,
-            trust_remote_code=trust_remote_code,
-        )
-        path = snapshot.path
-    elif revision is not None:
-        raise ParameterError(
-            f"--revision {revision!r} applies to Hugging Face ids (org/name), not to the local "
-            f"path {str(model)!r}; drop --revision"
-        )
-    else:
-        path = Path(model)
-    if gguf_file is None and path.suffix == ".gguf":
-        path, gguf_file = path.parent, path.name
-    if gguf_file is not None:
-        target = path / gguf_file if not Path(gguf_file).is_absolute() else Path(gguf_file)
-        if not target.is_file():
-            raise InputFormatError(
-                f"GGUF file {str(target)!r} does not exist; check --model DIR and --gguf-file FILE"
-            )
-        return str(target.parent), target.name, snapshot
-    if not path.exists():
-        raise InputFormatError(
-            f"model {str(model)!r} does not exist; give a directory saved with save_pretrained, "
-            "a .gguf file, or a Hugging Face id (org/name)"
-        )
-    if not (path / "config.json").is_file():
-        raise InputFormatError(
-            f"model directory {str(path)!r} has no config.json; point --model to a directory "
-            "saved with save_pretrained, or give --gguf-file"
-        )
-    return str(path), None, snapshot
-
-
-def _resolve_device(device: str) -> str:
-    torch = require_torch()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ParameterError(f"--device {device!r} is not one of auto, cpu, cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError("--device cuda was asked for but no CUDA device is available")
-    return device
-
-
-def _resolve_dtype(dtype: str, device: str) -> str:
-    if dtype == "auto":
-        torch = require_torch()
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return "bfloat16"
-        return "float32"
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise ParameterError(f"--dtype {dtype!r} is not one of auto, float32, bfloat16, float16")
-    return dtype
-
-
-def load_model(
-    model: str | os.PathLike[str],
-    *,
-    gguf_file: str | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    hook_module: str | None = None,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
-    allow_download: bool = False,
-) -> LoadedModel:
-    """Load a causal LM and its tokenizer and find its neuron modules.
-
-    Parameters
-    ----------
-    model
-        A directory saved with ``save_pretrained``, a ``.gguf`` file (or a directory with
-        ``gguf_file``), or a Hugging Face id ``org/name``. An id is looked up in the local
-        Hugging Face cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
-        ``~/.cache/huggingface/hub``); it is downloaded only with ``allow_download=True`` and
-        never while ``HF_HUB_OFFLINE`` is set.
-    revision
-        A branch, tag or commit of a Hugging Face id (default ``main``).
-    allow_download
-        Download an id that is not cached (only the config, tokenizer and weight files).
-    trust_remote_code
-        Allow a model that ships its own code (``auto_map`` in its config) to run it.
-
-    The identity records the model as given and, for an id, the snapshot folder and its commit
-    (``snapshot``, ``revision``).
-    """
-    torch = require_torch()
-    import transformers
-
-    source, gguf, snapshot = _model_source(
-        model,
-        gguf_file,
-        revision=revision,
-        allow_download=allow_download,
-        trust_remote_code=trust_remote_code,
-    )
-    device = _resolve_device(device)
-    dtype = _resolve_dtype(dtype, device)
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if gguf is not None:
-        kwargs["gguf_file"] = gguf
-    else:
-        config = json.loads((Path(source) / "config.json").read_text())
-        if config.get("auto_map") and not trust_remote_code:
-            raise ParameterError(
-                f"model {str(model)!r} ships its own code (auto_map in config.json); rerun with "
-                "--trust-remote-code if you trust it"
-            )
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
-        loaded = transformers.AutoModelForCausalLM.from_pretrained(
-            source, dtype=getattr(torch, dtype), **kwargs
-        )
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputFormatError(f"cannot load model {str(model)!r}: {first}") from exc
-    return _finish(
-        loaded.to(torch.device(device)),
-        tokenizer,
-        device=torch.device(device),
-        dtype=dtype,
-        name=str(model),
-        gguf_file=gguf or "",
-        hook_module=hook_module,
-        revision=snapshot.commit if snapshot else None,
-        snapshot=str(snapshot.path) if snapshot else "",
-    )
-
-
-def from_pretrained_objects(
-    model: Any, tokenizer: Any, *, hook_module: str | None = None, name: str | None = None
-) -> LoadedModel:
-    """Wrap a model and tokenizer already in memory for :func:`extract` and ``ablate``.
-
-    Parameters
-    ----------
-    model
-        A ``transformers`` causal LM (``PreTrainedModel``), on the device and in the dtype it
-        should run in; it is switched to eval mode.
-    tokenizer
-        Its tokenizer; a tokenizer without a pad token gets the end-of-sequence token as one.
-    hook_module
-        Activation module pattern for an architecture that is not registered.
-    name
-        The model name recorded with the run (default: the config's ``_name_or_path``).
-
-    Returns
-    -------
-    LoadedModel
-        Pass it as ``model`` (or ``loaded=``) to :func:`extract` or ``ablate``. The counts are
-        those of the same model loaded from a path; the run's identity (config hash, hook point,
-        dtype) is the same, so either may resume the other's run.
-
-    Examples
-    --------
-    >>> model = AutoModelForCausalLM.from_pretrained("my-model")  # doctest: +SKIP
-    >>> tok = AutoTokenizer.from_pretrained("my-model")  # doctest: +SKIP
-    >>> extract(model, "data.jsonl", "store.zarr", "m/base", tokenizer=tok)  # doctest: +SKIP
-    """
-    torch = require_torch()
-    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
-        raise ParameterError(
-            f"model must be a transformers PreTrainedModel (or a path or id), got "
-            f"{type(model).__name__}"
-        )
-    if tokenizer is None or not callable(tokenizer):
-        raise ParameterError(
-            "a model object needs its tokenizer: pass tokenizer=..., got "
-            f"{type(tokenizer).__name__}"
-        )
-    config = model.config
-    first = next(iter(model.parameters()))
-    return _finish(
-        model,
-        tokenizer,
-        device=first.device,
-        dtype=str(first.dtype).removeprefix("torch."),
-        name=name or str(getattr(config, "_name_or_path", "") or type(model).__name__),
-        gguf_file="",
-        hook_module=hook_module,
-        revision=None,
-        snapshot="",
-    )
-
-
-def _finish(
-    model: Any,
-    tokenizer: Any,
-    *,
-    device: Any,
-    dtype: str,
-    name: str,
-    gguf_file: str,
-    hook_module: str | None,
-    revision: str | None,
-    snapshot: str,
-) -> LoadedModel:
-    """Eval mode, a pad token, the neuron modules and the identity of a loaded model."""
-    from langneurons.extract.architectures import resolve
-
-    model = model.eval()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    plan = resolve(model, hook_module)
-    config_text = model.config.to_json_string(use_diff=False)
-    identity = {
-        "model": name,
-        "gguf_file": gguf_file,
-        "model_type": plan.model_type,
-        "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
-        "hook_point": plan.hook_point,
-        "dtype": dtype,
-        "revision": revision or str(getattr(model.config, "_commit_hash", "") or ""),
-        "snapshot": snapshot,
-    }
-    return LoadedModel(model, tokenizer, plan, device, dtype, identity)
-
-
-def as_loaded(
-    model: Any, tokenizer: Any = None, loaded: LoadedModel | None = None, **load: Any
-) -> LoadedModel:
-    """A :class:`LoadedModel` from a path or id, a model object (with ``tokenizer``), or as is."""
-    if loaded is not None:
-        return loaded
-    if isinstance(model, LoadedModel):
-        return model
-    if isinstance(model, str | os.PathLike):
-        if tokenizer is not None:
-            raise ParameterError(
-                "tokenizer= goes with a model object; a model path or id loads its own tokenizer"
-            )
-        return load_model(model, **load)
-    return from_pretrained_objects(model, tokenizer, hook_module=load.get("hook_module"))
-
-
-# --------------------------------------------------------------------------- tokenization
-@dataclasses.dataclass(frozen=True)
-class Encoded:
-    """Token ids of one record: prompt ids then response ids, concatenated without re-tokenizing."""
-
-    prompt: tuple[int, ...]
-    response: tuple[int, ...]
-
-    @property
-    def length(self) -> int:
-        return len(self.prompt) + len(self.response)
-
-
-def encode(
-    record: _corpus.Record, tokenizer: Any, *, chat_template: bool, max_length: int
-) -> Encoded:
-    """Tokenize prompt and response separately; truncate the response first, then the prompt."""
-    if chat_template:
-        if not getattr(tokenizer, "chat_template", None):
-            raise ParameterError(
-                "--chat-template was given but the tokenizer has no chat template; drop the flag"
-            )
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": record.prompt}],
-            add_generation_prompt=True,
-            tokenize=True,
-        )
-        if isinstance(prompt, dict) or hasattr(prompt, "input_ids"):
-            prompt = prompt["input_ids"]
-    else:
-        prompt = tokenizer(record.prompt, add_special_tokens=True)["input_ids"]
-    response = tokenizer(record.response or "", add_special_tokens=False)["input_ids"]
-    prompt, response = list(prompt)[:max_length], list(response)
-    response = response[: max(0, max_length - len(prompt))]
-    return Encoded(tuple(int(x) for x in prompt), tuple(int(x) for x in response))
-
-
-def bucket_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
-    """Group sequence indices into batches whose padded size stays within ``batch_tokens``.
-
-    Sequences are sorted by length (longest first, ties by index) so batches hold similar
-    lengths and little padding; a sequence longer than the budget gets a batch of its own.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        width = lengths[current[0]] if current else lengths[i]
-        if current and width * (len(current) + 1) > batch_tokens:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
-# --------------------------------------------------------------------------- counting
-class _Accumulator:
-    """Device-side sums for one unit: counts, moments, and optional per-sequence counts."""
-
-    def __init__(
-        self, torch: Any, n_layers: int, n_neurons: int, n_seq: int, device: Any, per_sequence: bool
-    ) -> None:
-        self.torch = torch
-        self.n_neurons = n_neurons
-        self.active = torch.zeros((2, n_layers, n_neurons), dtype=torch.int64, device=device)
-        self.total = torch.zeros((2, n_layers, n_neurons), dtype=torch.float64, device=device)
-        self.squares = torch.zeros((2, n_layers, n_neurons), dtype=torch.float64, device=device)
-        self.seq = (
-            torch.zeros((n_seq, 2, n_layers, n_neurons), dtype=torch.int32, device=device)
-            if per_sequence
-            else None
-        )
-        self.mask: Any = None  # [B, T, 2] float32 role mask of the current batch
-        self.rows: Any = None  # unit-local sequence rows of the current batch
-
-    def __call__(self, layer: int, output: Any) -> None:
-        torch = self.torch
-        if output.shape[-1] != self.n_neurons:
-            raise ParameterError(
-                f"the hooked module of layer {layer} outputs {output.shape[-1]} values per token, "
-                f"expected {self.n_neurons}; name the activation module with --hook-module"
-            )
-        b, t, _ = self.mask.shape
-        x = output.reshape(-1, self.n_neurons)
-        if x.shape[0] != b * t:
-            raise ParameterError(
-                f"the hooked module of layer {layer} saw {x.shape[0]} tokens, expected {b * t}; "
-                "name the activation module with --hook-module"
-            )
-        x = x.float()
-        positive = (x > 0).float()
-        roles = self.mask.reshape(b * t, 2).T  # [2, B*T]
-        # float32 matmuls count exactly: each sum is at most the batch's tokens (< 2**24)
-        self.active[:, layer] += (roles @ positive).to(torch.int64)
-        self.total[:, layer] += (roles @ x).double()
-        self.squares[:, layer] += (roles @ (x * x)).double()
-        if self.seq is not None:
-            per_seq = torch.einsum("btr,btn->brn", self.mask, positive.view(b, t, -1))
-            self.seq[self.rows, :, layer] += per_seq.to(torch.int32)
-
-
-def _forward_kwargs(model: Any) -> dict[str, Any]:
-    """Ask for no cache and, where supported, logits of the last position only."""
-    params = inspect.signature(model.forward).parameters
-    kwargs: dict[str, Any] = {"use_cache": False}
-    if "logits_to_keep" in params:
-        kwargs["logits_to_keep"] = 1
-    return kwargs
-
-
-def count_unit(
-    loaded: LoadedModel,
-    encoded: Sequence[Encoded],
-    *,
-    batch_tokens: int,
-    per_sequence: bool,
-    on_batch: Callable[[int], None] | None = None,
-) -> dict[str, np.ndarray]:
-    """Run the model over some records and return their summed counts (numpy, on the host)."""
-    from langneurons.extract.architectures import capture
-
-    torch = require_torch()
-    n_neurons = loaded.plan.neurons or _probe_neurons(loaded)
-    acc = _Accumulator(torch, loaded.n_layers, n_neurons, len(encoded), loaded.device, per_sequence)
-    pad = int(loaded.tokenizer.pad_token_id or 0)
-    kwargs = _forward_kwargs(loaded.model)
-    tokens = torch.zeros((len(encoded), 2), dtype=torch.int64)
-    for i, enc in enumerate(encoded):
-        tokens[i, 0], tokens[i, 1] = len(enc.prompt), len(enc.response)
-    with torch.inference_mode(), capture(loaded.plan, acc):
-        for batch in bucket_batches([e.length for e in encoded], batch_tokens):
-            ids, mask = pad_batch([encoded[i] for i in batch], pad)
-            attention = mask.sum(-1).to(torch.int64)
-            acc.mask = mask.to(loaded.device)
-            acc.rows = torch.tensor(batch, dtype=torch.int64, device=loaded.device)
-            loaded.model(
-                input_ids=ids.to(loaded.device),
-                attention_mask=attention.to(loaded.device),
-                **kwargs,
-            )
-            if on_batch is not None:
-                on_batch(int(attention.sum()))
-    out = {
-        N_ACTIVE: acc.active.cpu().numpy(),
-        N_TOKENS: tokens.sum(0).numpy(),
-        ACT_SUM: _to_grid(acc.total.cpu().numpy()),
-        ACT_SQSUM: _to_grid(acc.squares.cpu().numpy()),
-        SEQ_N_TOKENS: tokens.numpy(),
-    }
-    if acc.seq is not None:
-        out[SEQ_N_ACTIVE] = acc.seq.cpu().numpy()
-    return out
-
-
-def pad_batch(encoded: Sequence[Encoded], pad: int) -> tuple[Any, Any]:
-    """Right-padded token ids ``[B, T]`` and a float role mask ``[B, T, 2]`` (prompt, response)."""
-    torch = require_torch()
-    width = max(e.length for e in encoded)
-    ids = torch.full((len(encoded), width), pad, dtype=torch.int64)
-    mask = torch.zeros((len(encoded), width, 2), dtype=torch.float32)
-    for row, enc in enumerate(encoded):
-        p, r = len(enc.prompt), len(enc.response)
-        ids[row, : p + r] = torch.tensor(enc.prompt + enc.response, dtype=torch.int64)
-        mask[row, :p, 0] = 1.0
-        mask[row, p : p + r, 1] = 1.0
-    return ids, mask
-
-
-def _to_grid(values: np.ndarray) -> np.ndarray:
-    """Round to multiples of MOMENT_GRID so that later sums are exact in any order."""
-    return np.round(values / MOMENT_GRID) * MOMENT_GRID
-
-
-def _probe_neurons(loaded: LoadedModel) -> int:
-    """Neurons per layer for a pattern-resolved plan: run one token and look."""
-    from langneurons.extract.architectures import capture
-
-    torch = require_torch()
-    seen: dict[int, int] = {}
-    with (
-        torch.inference_mode(),
-        capture(loaded.plan, lambda i, out: seen.setdefault(i, out.shape[-1])),
-    ):
-        ids = torch.tensor([[int(loaded.tokenizer.pad_token_id or 0)]], device=loaded.device)
-        loaded.model(input_ids=ids, use_cache=False)
-    sizes = set(seen.values())
-    if len(sizes) != 1 or len(seen) != loaded.n_layers:
-        raise ParameterError(
-            f"the hooked modules output {sorted(sizes)} values per token across {len(seen)} of "
-            f"{loaded.n_layers} layers; name one activation module per layer with --hook-module"
-        )
-    loaded.plan = dataclasses.replace(loaded.plan, neurons=sizes.pop())
-    return int(loaded.plan.neurons)
+__all__ = [
+    "MOMENT_GRID",
+    "DType",
+    "Device",
+    "Encoded",
+    "LoadedModel",
+    "Unit",
+    "as_loaded",
+    "bucket_batches",
+    "count_unit",
+    "encode",
+    "extract",
+    "forward_kwargs",
+    "from_pretrained_objects",
+    "generate_missing",
+    "generated_path",
+    "load_model",
+    "load_records",
+    "pad_batch",
+    "parse_shard",
+    "plan_units",
+    "reporting",
+]
 
 
 # --------------------------------------------------------------------------- units and shards
@@ -830,7 +407,7 @@ def _open_or_create_run(
     planned: list[str],
 ) -> ActivationStore:
     opened = create_store(store)
-    n_neurons = loaded.plan.neurons or _probe_neurons(loaded)
+    n_neurons = loaded.plan.neurons or probe_neurons(loaded)
     if run not in opened.runs():
         meta = RunMetadata(
             model=str(identity["model"]),
@@ -899,64 +476,3 @@ def reporting(
         return
     with progress(desc, total=total, unit=unit) as task:
         yield task
-
-
-# --------------------------------------------------------------------------- generation
-def generated_path(store: str | os.PathLike[str], run: str) -> Path:
-    """Where ``--generate`` saves the completed records: next to the store."""
-    base = str(store)
-    if "://" in base and not base.startswith("file://"):
-        raise ParameterError("--generate saves records next to the store; use a local store path")
-    path = Path(base.removeprefix("file://"))
-    return path.parent / f"{path.name}.{run.replace('/', '__')}.generated.jsonl"
-
-
-def generate_missing(
-    loaded: LoadedModel,
-    records: Sequence[_corpus.Record],
-    store: str | os.PathLike[str],
-    run: str,
-    *,
-    max_new_tokens: int,
-    chat_template: bool,
-) -> list[_corpus.Record]:
-    """Fill missing responses by greedy generation; save the completed records next to the store.
-
-    A saved file made from the same records and model is reused, so a resumed run generates
-    nothing twice.
-    """
-    torch = require_torch()
-    target = generated_path(store, run)
-    meta_path = target.with_suffix(".meta.json")
-    source = {
-        "corpus_hash": _corpus.corpus_hash(records),
-        **loaded.identity,
-        "max_new_tokens": max_new_tokens,
-        "chat_template": chat_template,
-    }
-    if target.exists() and meta_path.exists():
-        if json.loads(meta_path.read_text()) == source:
-            log.info("reusing generated responses from %s", target)
-            return _corpus.read_records(target)
-    out: list[_corpus.Record] = []
-    tok = loaded.tokenizer
-    with torch.inference_mode():
-        for record in records:
-            if record.response:
-                out.append(record)
-                continue
-            enc = encode(record, tok, chat_template=chat_template, max_length=10**9)
-            ids = torch.tensor([enc.prompt], device=loaded.device)
-            new = loaded.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-            )[0, ids.shape[1] :]
-            text = tok.decode(new, skip_special_tokens=True).strip() or "(empty)"
-            out.append(dataclasses.replace(record, response=text))
-    _corpus.write_records(target, out)
-    meta_path.write_text(json.dumps(source, indent=2))
-    log.info("saved %d generated responses to %s", sum(not r.response for r in records), target)
-    return out
