@@ -108,7 +108,7 @@ def _lape_file(tmp: Path) -> Path:
 
 
 def _mask_file(tmp: Path, layers: int) -> Path:
-    from langneurons.extract._torchio import save_mask
+    from langneurons.extract import save_mask
 
     path = tmp / "mask.pt"
     save_mask(

@@ -14,7 +14,7 @@ from .conftest import make_counts
 
 torch = pytest.importorskip("torch")
 
-from langneurons.extract._torchio import load_mask, save_mask  # noqa: E402
+from langneurons.extract import load_mask, save_mask  # noqa: E402
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,7 @@ def identify(
     result = run_identify(ds, params.method, **params.keywords())
     path = target.save(run, "identification", name or params.method, result)
     if export_mask:
-        from langneurons.cli._masks import save_mask
+        from langneurons.extract import save_mask
 
         save_mask(export_mask, masks_to_lists(result))
     data = summary(result)

@@ -216,7 +216,7 @@ def import_zip(file: str, store: str) -> None:
 def import_mask(file: str, store: str, run: str, name: str) -> None:
     """Import a LAPE-format mask FILE as a neuron set saved under RUN/identification/NAME."""
     from langneurons.analysis.identify import masks_from_lists
-    from langneurons.cli._masks import load_mask
+    from langneurons.extract import load_mask
     from langneurons.names import LANGUAGE, LAYER, NEURON
     from langneurons.store import open_store
 
