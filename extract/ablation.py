@@ -277,7 +277,9 @@ def ablate(
     -------
     xarray.Dataset
         ``nll[deactivated, evaluated]`` (mean NLL per response token), ``ppl``,
-        ``control_nll[deactivated, evaluated, control]`` (NaN for ``none``), ``n_neurons``.
+        ``control_nll[deactivated, evaluated, control]`` (NaN for ``none``), ``n_neurons``;
+        ``attrs["result_path"]`` is where it is saved in the store (``RUN/ablation/NAME``, as
+        :meth:`~langneurons.store.ActivationStore.save_result` returns it).
     """
     if not isinstance(controls, int) or isinstance(controls, bool) or controls < 0:
         raise ParameterError(f"controls must be a non-negative integer, got {controls!r}")
@@ -357,6 +359,7 @@ def ablate(
         _check_same(run, name, theirs, _recorded(attrs, evaluated))
         if not partial:
             log.info("ablation %r of run %r is complete; nothing to do", name, run)
+            earlier.attrs["result_path"] = f"{writer.run}/ablation/{name}"
             return earlier
     # each evaluated language's own set is switched off in turn (its diagonal needs both)
     sets: dict[str, dict[int, np.ndarray]] = {NONE: {}} | {
@@ -441,8 +444,9 @@ def ablate(
         },
         attrs=attrs,
     )
-    # the finished result replaces the partial one
-    writer.save_result("ablation", name, ds)
+    # the finished result replaces the partial one; callers learn where from the returned
+    # attrs only (the saved copy does not hold its own path, which a copied store would falsify)
+    ds.attrs["result_path"] = writer.save_result("ablation", name, ds)
     return ds
 
 

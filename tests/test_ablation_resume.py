@@ -84,7 +84,8 @@ def assert_bit_identical(got: xr.Dataset, want: xr.Dataset) -> None:
             assert [str(x) for x in a.tolist()] == [str(x) for x in b.tolist()], name
         else:
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
-    stamps = ("result_saved", "result_token", "result_name", "result_kind")
+    # where and when it was saved; result_path is on the returned Dataset only, not on disk
+    stamps = ("result_saved", "result_token", "result_name", "result_kind", "result_path")
     strip = lambda attrs: {k: v for k, v in attrs.items() if k not in stamps}  # noqa: E731
     assert json.dumps(strip(got.attrs), sort_keys=True, default=str) == json.dumps(
         strip(want.attrs), sort_keys=True, default=str
@@ -138,6 +139,7 @@ def test_interrupted_and_resumed_is_bit_exact(
     got = ablate(setup["model"], store, "r", "lape", setup["data"], name="x", resume=True,
                  **OPTIONS)  # fmt: skip
     assert len(calls) == UNITS - after  # only the units still to do
+    assert got.attrs["result_path"] == "r/ablation/x"  # the CLI prints it
     want = _reference(setup)
     assert_bit_identical(got, want)
     saved = open_store(store).open_result("r", "ablation", "x").load()
@@ -161,6 +163,8 @@ def test_a_finished_ablation_is_refused_or_reused(
     got = ablate(setup["model"], store, "r", "lape", setup["data"], name="ref", resume=True,
                  **OPTIONS)  # fmt: skip
     assert calls == []
+    assert got.attrs["result_path"] == "r/ablation/ref"
+    assert "result_path" not in _reference(setup).attrs
     assert_bit_identical(got, _reference(setup))
     with pytest.raises(ParameterError, match=r"made with a different seed \(seed 3 != 4\)"):
         ablate(setup["model"], store, "r", "lape", setup["data"], name="ref", resume=True,

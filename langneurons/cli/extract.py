@@ -220,8 +220,7 @@ def ablate(
         revision=revision,
         allow_download=allow_download,
     )
-    # ablate() saves the result but does not say where (see the report: needs from extract)
-    path = f"{run}/ablation/{name or identification}"
+    path = str(ds.attrs["result_path"])
     if as_json:
         emit({"ablation": (ds, path)}, True)
         return
