@@ -43,7 +43,7 @@ def main() -> None:
 
     from langneurons.extract.corpus import builtin_corpus, write_records
     from langneurons.extract.engine import (
-        _forward_kwargs,
+        forward_kwargs,
         bucket_batches,
         encode,
         extract,
@@ -72,7 +72,7 @@ def main() -> None:
         encoded = [encode(r, tok, chat_template=True, max_length=1024) for r in records]
 
         # -- 1. hook overhead: the same batches, with and without counting
-        kwargs = _forward_kwargs(loaded.model)
+        kwargs = forward_kwargs(loaded.model)
         languages = list(dict.fromkeys(r.language for r in records))
         batches = []
         for unit in plan_units(records, languages, args.unit_size):

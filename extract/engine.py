@@ -73,8 +73,6 @@ from langneurons.store import ActivationStore, Counts, RunMetadata, create_store
 
 log = logging.getLogger(__name__)
 
-#: The old private name of :func:`forward_kwargs`, still imported by ``benchmarks/extract.py``.
-_forward_kwargs = forward_kwargs
 
 __all__ = [
     "MOMENT_GRID",
