@@ -43,10 +43,10 @@ def main() -> None:
 
     from langneurons.extract.corpus import builtin_corpus, write_records
     from langneurons.extract.engine import (
-        forward_kwargs,
         bucket_batches,
         encode,
         extract,
+        forward_kwargs,
         load_model,
         pad_batch,
         plan_units,
