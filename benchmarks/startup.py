@@ -48,7 +48,9 @@ def small_store(path: Path) -> Path:
         tokens = rng.integers(100, 1000, size=(len(langs), 2))
         active = (rng.random((len(langs), 2, 4, 64)) * tokens[:, :, None, None]).astype(np.int64)
         store.create_run(run, n_layers=4, n_neurons=64, counts=Counts(langs, active, tokens))
-    store.save_result("m/base", "identification", "ternary", identify(store.open_run("m/base")))
+    store.save_result(
+        "m/base", "identification", "ternary", identify(store.open_run("m/base"), lam_widen=10)
+    )
     return path
 
 
