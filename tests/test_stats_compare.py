@@ -469,7 +469,8 @@ def test_type_change_detects_planted_change_and_is_zero_for_identical_runs() -> 
     assert out["boot_change"].shape == (25, 4, 4)
     assert out.attrs["seed"] == 3 and out.attrs["n_boot"] == 25
     assert out.attrs["identify_params"] == P(top_rate=0.1).to_attrs()
-    assert out.attrs["cluster"] == "sequence" and out.attrs["paired"] is False
+    assert out.attrs["cluster"] == "sequence" and out.attrs["paired"] is True  # same seq_ids
+    assert out.attrs["paired_requested"] == "auto"
     assert_json_attrs(out)
     same = type_change(base, base, n_boot=10, params=P(top_rate=12 / 120))
     assert (same["change"].values == 0).all()
@@ -553,7 +554,7 @@ def test_bootstrap_needs_sequences() -> None:
         ParameterError,
         match=r"^language 'fr' has 0 sequences; type_change with n_boot > 0 needs at least 1 per ",
     ):
-        type_change(no_fr, run, n_boot=2, params=P(top_rate=0.1))
+        type_change(no_fr, run, n_boot=2, params=P(top_rate=0.1), paired=False)
 
 
 def test_two_run_bad_inputs() -> None:
