@@ -226,15 +226,16 @@ def group_comparison(
             f"groups {ga!r} and {gb!r} have 1 run each; a permutation across runs needs at least "
             "3 runs in all (with 1 vs 1 its only p-value is 1): add runs"
         )
-    results = [_identified(r, params_) for _, members in checked for r in members]
-    langs = _languages(results[0])
-    for name, r in zip(run_names[1:], results[1:], strict=True):
-        same_grid(results[0], r, (run_names[0], name))
+    inputs = [r for _, members in checked for r in members]
+    langs = _languages(inputs[0])
+    for name, r in zip(run_names[1:], inputs[1:], strict=True):  # before identifying any
+        same_grid(inputs[0], r, (run_names[0], name))
         if set(_languages(r)) != set(langs):
             raise ParameterError(
                 f"{run_names[0]} and {name} must have the same languages; got {langs} and "
                 f"{_languages(r)}"
             )
+    results = [_identified(r, params_) for r in inputs]
     layer_counts = np.stack([type_counts(r, TYPES) for r in results]).astype(np.int64)
     selected = np.array([int(np.asarray(r["selected"].values).sum()) for r in results])
     counts = np.concatenate([selected[:, None], layer_counts.sum(axis=1)], axis=1)

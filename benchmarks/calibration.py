@@ -326,14 +326,14 @@ def membership_change_tests(
         out[f"membership McNemar per {name}"] = {
             **_fpr(p[~np.isnan(p)]),
             "power": float(np.mean(p_alt <= LEVELS[0])) if p_alt.size else math.nan,
-            "descriptive": 0.0,
+            "descriptive": float(_descriptive(null)),
         }
     for test in ("bowker", "stuart_maxwell"):
         p = null[f"{test}_pvalue"].values
         out[f"membership {test.replace('_', '-')}"] = {
             **_fpr(p[~np.isnan(p)]),
             "power": float(alt[f"{test}_pvalue"].values <= LEVELS[0]),
-            "descriptive": 0.0,
+            "descriptive": float(_descriptive(null)),
         }
     return out
 
