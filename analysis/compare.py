@@ -156,8 +156,11 @@ def overlap(
     model, so two unrelated sets overlap more than sets drawn anywhere would: the uniform null
     ``null="uniform"`` (:math:`X \sim \mathrm{Hypergeom}(M, |A|, |B|)`, :math:`E =
     |A||B|/M`; Fisher's exact test, Rivals et al. 2007) reports that layer profile as
-    enrichment, and its false-positive rate on independent sets is far above the level (see
-    ``benchmarks/calibration.py``).
+    enrichment, and its false-positive rate on independent sets is far above the level:
+    ``benchmarks/calibration.py`` draws two independent sets of 5 % of the neurons, each
+    with about 60 % of its neurons in the first and last two of 8 layers; at alpha = 0.05 the
+    layer null rejects 0.024 (128 neurons per layer) and 0.031 (1,024) of the time, the
+    uniform null 0.085 and 0.31 (0.11 at alpha = 0.001).
 
     Parameters
     ----------

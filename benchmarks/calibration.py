@@ -410,6 +410,15 @@ def comparison_cells(quick: bool = False) -> list[Cell]:
         Cell("membership", _shape("independent", 128, 0.01), reps=100),
         Cell("membership", _shape("logit-normal", 32, 0.01), reps=200),
         Cell("paired", _shape("logit-normal", 32, 0.01, rho=0.5), reps=30, n_boot=100),
+        # most of the latent variance is the item's, shared by the two runs of one corpus
+        Cell(
+            "paired",
+            dataclasses.replace(
+                _shape("logit-normal", 32, 0.05, rho=0.9, item_share=0.9, length=256), sd=1.5
+            ),
+            reps=20,
+            n_boot=60,
+        ),
         Cell("paired", _shape("independent", 32, 0.01), reps=30, n_boot=100),
     ]
 

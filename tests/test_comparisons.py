@@ -362,3 +362,33 @@ def test_compare_groups_bad_input_is_one_line_and_saves_nothing(
     errors = [line for line in err.splitlines() if line.startswith("langneurons: error:")]
     assert len(errors) == 1 and message in errors[0], err
     assert _saved(group_store) == before
+
+
+def test_one_run_per_group_adds_the_text_sampling_bootstrap_and_says_so(
+    group_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from langneurons import workflows
+    from langneurons.store import open_store
+
+    store = open_store(group_store)
+    parts = workflows.compare_groups(
+        {"x": [store.open_run("m/a1")], "y": [store.open_run("m/b1")]}, PARAMS, n_boot=3
+    )
+    assert set(parts) == {"groups", "type_change"}
+    assert "text-sampling noise only, not training variance" in parts["type_change"].attrs["note"]
+    assert parts["groups"].attrs["inference"] == "descriptive"
+    code, out, err = run_cli(
+        capsys, "compare", "runs", group_store, "--group", "x=m/a1", "--group", "y=m/b1",
+        "--top-rate", "0.1", "--n-boot", "3", "--no-save",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "text-sampling noise only, not training variance" in out
+    assert "inference: descriptive" in out
+
+
+def test_compare_runs_needs_two_runs_or_two_groups(
+    group_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "compare", "runs", group_store, "--base", "m/a1")
+    assert code != 0
+    assert "compare runs needs --base and --aligned, or two --group NAME=RUN,... options" in err
