@@ -92,7 +92,10 @@ def _membership_lines(ds: Any) -> list[str]:
             f"  type switches, {label}: statistic {float(ds[f'{test}_statistic']):.3g}, "
             f"df {int(ds[f'{test}_df'])}, p = {float(ds[f'{test}_pvalue']):.3g}"
         )
-    lines.append(f"  {ds.attrs.get('inference', '')}; p-values uncorrected")
+    lines.append(
+        f"  inference: {ds.attrs.get('inference', '')} ({ds.attrs.get('assumption', '')}); "
+        "p-values uncorrected"
+    )
     return lines
 
 
