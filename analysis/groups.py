@@ -29,7 +29,7 @@ from langneurons.names import LAYER, TYPES
 
 from .identify import identify
 from .params import IdentifyParams
-from .type_tables import type_counts
+from .type_tables import fixed_selection, type_counts
 
 RUN, GROUP, TYPE, COUNT = "run", "group", "type", "count"
 #: The headline counts of :func:`group_comparison` (over all layers).
@@ -193,7 +193,9 @@ def group_comparison(
         ``welch_t``, ``welch_df``, ``welch_pvalue`` on ``[layer, type]`` and the same with
         ``total_`` on ``[count]`` (NaN for a test not run). ``attrs``: the groups and their
         runs, ``tests`` run, ``permutation`` ("exact"/"random"), ``n_splits``,
-        ``min_pvalue``, ``inference``, ``note``, ``identify_params``.
+        ``min_pvalue``, ``inference``, ``note``, ``identify_params``; ``fixed_counts`` and
+        ``reason`` when every run selects as many neurons by construction (one ``top_rate``):
+        the selected count is then not tested (NaN p-values).
 
     Raises
     ------
@@ -241,6 +243,7 @@ def group_comparison(
     counts = np.concatenate([selected[:, None], layer_counts.sum(axis=1)], axis=1)
     n = na + nb
     n_layers, n_types = layer_counts.shape[1:]
+    split = n_layers * n_types
     x = np.concatenate([layer_counts.reshape(n, -1), counts], axis=1).astype(np.float64)
     first = np.arange(n) < na
     diff = x[first].mean(axis=0) - x[~first].mean(axis=0)
@@ -267,6 +270,11 @@ def group_comparison(
         with np.errstate(invalid="ignore", divide="ignore"):
             wt, wdf, wp = _welch(x[first], x[~first])
         tests.append("welch")
+    reason = fixed_selection(results)
+    if reason is not None:  # the selected count is the same in every run: nothing to test
+        where = split + HEADLINE.index("selected")
+        perm_p[where] = wt[where] = wdf[where] = wp[where] = np.nan
+        attrs.update(fixed_counts=["selected"], reason=reason)
     one_each = na == nb == 1
     attrs.update(
         groups={ga: run_names[:na], gb: run_names[na:]},
@@ -287,7 +295,6 @@ def group_comparison(
             f"{n} runs give {attrs['n_splits']} splits: the smallest attainable permutation "
             f"p-value is {attrs['min_pvalue']:.3g}"
         )
-    split = n_layers * n_types
 
     def parts(v: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
         return v[..., :split].reshape(*v.shape[:-1], n_layers, n_types), v[..., split:]

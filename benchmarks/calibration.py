@@ -370,17 +370,58 @@ def paired_change(
     return out
 
 
+def replicate_groups(
+    truth: Truth, rng: np.random.Generator, shifted_truth: Truth, runs: int
+) -> Replicate:
+    """group_comparison of ``runs`` against ``runs`` replicate runs: one truth (null), and the
+    shifted truth against the truth (power), on the headline and per-layer counts.
+
+    The runs of one arm are independent draws of one truth, so their variation stands for
+    run-to-run variation (text only here; training adds to it in real replicate runs).
+    """
+    cmp = _compare_api()
+    an = _analysis()
+
+    def ident(t: Truth) -> xr.Dataset:
+        return an.identify(simulate(t, rng), **IDENTIFY)
+
+    null = cmp.group_comparison(
+        {"a": [ident(truth) for _ in range(runs)], "b": [ident(truth) for _ in range(runs)]}
+    )
+    alt = cmp.group_comparison(
+        {
+            "a": [ident(shifted_truth) for _ in range(runs)],
+            "b": [ident(truth) for _ in range(runs)],
+        }
+    )
+    out: Replicate = {}
+    for test in ("perm", "welch"):
+        p = null[f"total_{test}_pvalue"].values
+        p_alt = alt[f"total_{test}_pvalue"].values
+        label = "permutation" if test == "perm" else "Welch t"
+        out[f"group_comparison {label} ({runs} vs {runs} runs)"] = {
+            **_fpr(p[~np.isnan(p)]),
+            "power": float(np.mean(p_alt[~np.isnan(p_alt)] <= LEVELS[0])),
+            "descriptive": float(_descriptive(null)),
+        }
+    return out
+
+
 def _comparison_step(cell: Cell, truth: Truth, seed: int) -> tuple[Any, dict[str, Any]]:
     """The replicate function and its fixed arguments of a comparisons cell."""
     an = _analysis()
     if cell.family == "overlap":  # sets of 5 % of the neurons, like top_rate 0.05
         return overlap_nulls, {"size": int(round(0.05 * cell.shape.n_cells))}
     moved = shifted(truth, 0.1, 1.0, seed, languages=(0,))
+    if cell.family == "groups":
+        return replicate_groups, {"shifted_truth": moved, "runs": 3 if cell.n_boot == 0 else 4}
     if cell.family == "membership":
         return membership_change_tests, {
             "shifted_truth": moved,
             "moved": _alternatives(truth, moved),
         }
+    # type_change per layer needs a large change to be seen: 20 % of neurons 4x as active in l0
+    moved = shifted(truth, 0.2, 3.0, seed, languages=(0,))
     counts = [
         an.type_table(an.identify(population(t), **IDENTIFY)).transpose("layer", "type").values
         for t in (truth, moved)
@@ -393,7 +434,7 @@ def _comparison_step(cell: Cell, truth: Truth, seed: int) -> tuple[Any, dict[str
 
 
 #: Families of :func:`comparison_cells`, evaluated by :func:`_comparison_step`.
-COMPARISON_FAMILIES = ("overlap", "membership", "paired")
+COMPARISON_FAMILIES = ("overlap", "membership", "paired", "groups")
 
 
 def comparison_cells(quick: bool = False) -> list[Cell]:
@@ -420,6 +461,8 @@ def comparison_cells(quick: bool = False) -> list[Cell]:
             n_boot=60,
         ),
         Cell("paired", _shape("independent", 32, 0.01), reps=30, n_boot=100),
+        Cell("groups", _shape("logit-normal", 32, 0.01), reps=100),  # 3 vs 3 runs
+        Cell("groups", _shape("logit-normal", 32, 0.01), reps=100, n_boot=1),  # 4 vs 4 runs
     ]
 
 

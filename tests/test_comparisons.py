@@ -239,6 +239,8 @@ def test_three_against_three_runs_is_an_exact_permutation_with_its_smallest_p() 
     assert related["perm_pvalue"].item() == pytest.approx(0.1)
     assert related["welch_pvalue"].item() < 0.01
     assert out["layer_counts"].shape == (6, 4, 4)
+    assert out.attrs["fixed_counts"] == ["selected"]  # one top_rate: 12 neurons in every run
+    assert np.isnan(out["total_perm_pvalue"].sel(count="selected").item())
     assert "smallest attainable permutation p-value is 0.1" in out.attrs["note"]
     # 2 against 3: no mirror split, 10 splits, smallest p 1/10
     two = group_comparison({"a": high[:2], "b": low})
