@@ -394,3 +394,15 @@ def test_compare_runs_needs_two_runs_or_two_groups(
     code, out, err = run_cli(capsys, "compare", "runs", group_store, "--base", "m/a1")
     assert code != 0
     assert "compare runs needs --base and --aligned, or two --group NAME=RUN,... options" in err
+
+
+def test_compare_checkpoints_prints_why_cochran_q_is_not_tested(
+    group_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(
+        capsys, "compare", "checkpoints", group_store, "--runs", "m/a1,m/a2,m/b1",
+        "--top-rate", "0.1", "--no-save",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "cochran_q: not saved (--no-save)" in out
+    assert "selection: every result selects round(L*N*top_rate)" in out
