@@ -438,7 +438,8 @@ COMPARISON_FAMILIES = ("overlap", "membership", "paired", "groups")
 
 
 def comparison_cells(quick: bool = False) -> list[Cell]:
-    """Cells of the comparisons: overlap nulls, membership tests, paired vs unpaired change."""
+    """Cells of the comparisons: overlap nulls, membership tests, paired vs unpaired change,
+    groups of replicate runs (about 10 minutes on 2 cores; ``quick``: seconds)."""
     if quick:
         return [
             Cell("overlap", _shape("independent", 16, 0.01), reps=20),
@@ -450,7 +451,7 @@ def comparison_cells(quick: bool = False) -> list[Cell]:
         Cell("membership", _shape("independent", 32, 0.01), reps=200),
         Cell("membership", _shape("independent", 128, 0.01), reps=100),
         Cell("membership", _shape("logit-normal", 32, 0.01), reps=200),
-        Cell("paired", _shape("logit-normal", 32, 0.01, rho=0.5), reps=30, n_boot=100),
+        Cell("paired", _shape("logit-normal", 32, 0.01, rho=0.5), reps=20, n_boot=60),
         # most of the latent variance is the item's, shared by the two runs of one corpus
         Cell(
             "paired",
@@ -460,7 +461,7 @@ def comparison_cells(quick: bool = False) -> list[Cell]:
             reps=20,
             n_boot=60,
         ),
-        Cell("paired", _shape("independent", 32, 0.01), reps=30, n_boot=100),
+        Cell("paired", _shape("independent", 32, 0.01), reps=20, n_boot=60),
         Cell("groups", _shape("logit-normal", 32, 0.01), reps=100),  # 3 vs 3 runs
         Cell("groups", _shape("logit-normal", 32, 0.01), reps=100, n_boot=1),  # 4 vs 4 runs
     ]
