@@ -237,6 +237,236 @@ def population_reference(truth: Truth) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- comparisons family
+
+
+def _compare_api() -> Any:
+    """The comparison functions (imported late, like :func:`_analysis`)."""
+    import langneurons.analysis.compare as compare
+
+    return compare
+
+
+def _profiled_set(shape: Any, rng: np.random.Generator, size: int) -> xr.Dataset:
+    """A random identification-shaped result: ``size`` selected neurons spread over layers like
+    language neurons (weights ``exp(3 |d|)``, d the distance from the middle layer in
+    half-depths: about 60 % in the first and last two of 8 layers), uniform within a layer,
+    each specific to one random language."""
+    layers, neurons, k = shape.layers, shape.neurons, shape.languages
+    half = max((layers - 1) / 2.0, 1.0)
+    weight = np.exp(3.0 * np.abs(np.arange(layers) - (layers - 1) / 2.0) / half)
+    per_layer = rng.multinomial(size, weight / weight.sum())
+    selected = np.zeros((layers, neurons), dtype=bool)
+    for layer, n in enumerate(np.minimum(per_layer, neurons)):
+        selected[layer, rng.choice(neurons, size=int(n), replace=False)] = True
+    language = rng.integers(0, k, (layers, neurons))
+    mask = np.stack([selected & (language == i) for i in range(k)])
+    kinds = np.where(selected, "specific", "none")
+    return xr.Dataset(
+        {
+            "selected": (("layer", "neuron"), selected),
+            "mask": (("language", "layer", "neuron"), mask),
+            "neuron_type": (("layer", "neuron"), kinds),
+            "general": (("layer", "neuron"), np.zeros_like(selected)),
+        },
+        coords={"language": [f"l{i}" for i in range(k)]},
+    )
+
+
+def overlap_nulls(truth: Truth, rng: np.random.Generator, size: int) -> Replicate:
+    """Overlap p-values of two independent sets with the same per-layer profile.
+
+    The sets are independent, so every p-value is null: the masks (and specific sets) of
+    every language and the selections.
+    """
+    cmp = _compare_api()
+    a, b = (_profiled_set(truth.shape, rng, size) for _ in range(2))
+    out: Replicate = {}
+    for null in ("layer", "uniform"):
+        res = cmp.overlap(a, b, null=null)
+        p = np.concatenate(
+            [
+                res["pvalue"].sel(set="mask").values.ravel(),
+                res["type_pvalue"].sel(type=["selected"]).values,
+            ]
+        )
+        out[f"overlap ({null} null)"] = {**_fpr(p[~np.isnan(p)]), "descriptive": 0.0}
+    return out
+
+
+def _alternatives(truth: Truth, shifted_truth: Truth) -> dict[str, Any]:
+    """Which membership tests have a true effect: population identifications of both truths."""
+    cmp = _compare_api()
+    an = _analysis()
+    a = an.identify(population(truth), **IDENTIFY)
+    b = an.identify(population(shifted_truth), **IDENTIFY)
+    res = cmp.membership_change(a, b)
+    return {
+        "language": (res["language_n_a_only"] != res["language_n_b_only"]).values,
+        "type": (res["type_n_a_only"] != res["type_n_b_only"]).values,
+    }
+
+
+def membership_change_tests(
+    truth: Truth, rng: np.random.Generator, shifted_truth: Truth, moved: dict[str, Any]
+) -> Replicate:
+    """membership_change between two runs of one truth (null) and of the shifted truth.
+
+    Power counts the sets whose population membership changes (``moved``); Bowker and
+    Stuart-Maxwell have one p-value per replicate.
+    """
+    cmp = _compare_api()
+    an = _analysis()
+    ids = [an.identify(simulate(t, rng), **IDENTIFY) for t in (truth, truth, shifted_truth)]
+    null, alt = cmp.membership_change(ids[0], ids[1]), cmp.membership_change(ids[0], ids[2])
+    out: Replicate = {}
+    for name, var in (("mask", "language"), ("type", "type")):
+        p = null[f"{var}_pvalue"].values
+        p_alt = alt[f"{var}_pvalue"].values[moved[var]]
+        out[f"membership McNemar per {name}"] = {
+            **_fpr(p[~np.isnan(p)]),
+            "power": float(np.mean(p_alt <= LEVELS[0])) if p_alt.size else math.nan,
+            "descriptive": float(_descriptive(null)),
+        }
+    for test in ("bowker", "stuart_maxwell"):
+        p = null[f"{test}_pvalue"].values
+        out[f"membership {test.replace('_', '-')}"] = {
+            **_fpr(p[~np.isnan(p)]),
+            "power": float(alt[f"{test}_pvalue"].values <= LEVELS[0]),
+            "descriptive": float(_descriptive(null)),
+        }
+    return out
+
+
+def paired_change(
+    truth: Truth,
+    rng: np.random.Generator,
+    n_boot: int,
+    shifted_truth: Truth,
+    changed: Any,
+) -> Replicate:
+    """type_change paired and unpaired on the same draws: null (one truth) and shifted.
+
+    FPR and coverage of 0 under the null; power over the (layer, type) cells whose
+    population count changes (``changed``); ``width``: mean interval width under the null.
+    """
+    an = _analysis()
+    seed = int(rng.integers(2**31))
+    base, aligned = simulate_pair(truth, truth, rng)
+    base_s, moved = simulate_pair(truth, shifted_truth, rng)
+    out: Replicate = {}
+    for paired in (True, False):
+        tc = an.type_change(base, aligned, n_boot=n_boot, seed=seed, paired=paired, **IDENTIFY)
+        alt = an.type_change(base_s, moved, n_boot=n_boot, seed=seed, paired=paired, **IDENTIFY)
+        p = tc["change_pvalue"].values
+        p_alt = alt["change_pvalue"].values[changed]
+        out[f"type_change {'paired' if paired else 'unpaired'}"] = {
+            **_fpr(p[~np.isnan(p)]),
+            "power": float(np.mean(p_alt <= LEVELS[0])),
+            "coverage": _cover(tc["change_low"], tc["change_high"], 0.0),
+            "width": float(np.nanmean(tc["change_high"].values - tc["change_low"].values)),
+            "descriptive": float(_descriptive(tc)),
+        }
+    return out
+
+
+def replicate_groups(
+    truth: Truth, rng: np.random.Generator, shifted_truth: Truth, runs: int
+) -> Replicate:
+    """group_comparison of ``runs`` against ``runs`` replicate runs: one truth (null), and the
+    shifted truth against the truth (power), on the headline and per-layer counts.
+
+    The runs of one arm are independent draws of one truth, so their variation stands for
+    run-to-run variation (text only here; training adds to it in real replicate runs).
+    """
+    cmp = _compare_api()
+    an = _analysis()
+
+    def ident(t: Truth) -> xr.Dataset:
+        return an.identify(simulate(t, rng), **IDENTIFY)
+
+    null = cmp.group_comparison(
+        {"a": [ident(truth) for _ in range(runs)], "b": [ident(truth) for _ in range(runs)]}
+    )
+    alt = cmp.group_comparison(
+        {
+            "a": [ident(shifted_truth) for _ in range(runs)],
+            "b": [ident(truth) for _ in range(runs)],
+        }
+    )
+    out: Replicate = {}
+    for test in ("perm", "welch"):
+        p = null[f"total_{test}_pvalue"].values
+        p_alt = alt[f"total_{test}_pvalue"].values
+        label = "permutation" if test == "perm" else "Welch t"
+        out[f"group_comparison {label} ({runs} vs {runs} runs)"] = {
+            **_fpr(p[~np.isnan(p)]),
+            "power": float(np.mean(p_alt[~np.isnan(p_alt)] <= LEVELS[0])),
+            "descriptive": float(_descriptive(null)),
+        }
+    return out
+
+
+def _comparison_step(cell: Cell, truth: Truth, seed: int) -> tuple[Any, dict[str, Any]]:
+    """The replicate function and its fixed arguments of a comparisons cell."""
+    an = _analysis()
+    if cell.family == "overlap":  # sets of 5 % of the neurons, like top_rate 0.05
+        return overlap_nulls, {"size": int(round(0.05 * cell.shape.n_cells))}
+    moved = shifted(truth, 0.1, 1.0, seed, languages=(0,))
+    if cell.family == "groups":
+        return replicate_groups, {"shifted_truth": moved, "runs": 3 if cell.n_boot == 0 else 4}
+    if cell.family == "membership":
+        return membership_change_tests, {
+            "shifted_truth": moved,
+            "moved": _alternatives(truth, moved),
+        }
+    # type_change per layer needs a large change to be seen: 20 % of neurons 4x as active in l0
+    moved = shifted(truth, 0.2, 3.0, seed, languages=(0,))
+    counts = [
+        an.type_table(an.identify(population(t), **IDENTIFY)).transpose("layer", "type").values
+        for t in (truth, moved)
+    ]
+    return paired_change, {
+        "n_boot": cell.n_boot,
+        "shifted_truth": moved,
+        "changed": counts[0] != counts[1],
+    }
+
+
+#: Families of :func:`comparison_cells`, evaluated by :func:`_comparison_step`.
+COMPARISON_FAMILIES = ("overlap", "membership", "paired", "groups")
+
+
+def comparison_cells(quick: bool = False) -> list[Cell]:
+    """Cells of the comparisons: overlap nulls, membership tests, paired vs unpaired change,
+    groups of replicate runs (about 10 minutes on 2 cores; ``quick``: seconds)."""
+    if quick:
+        return [
+            Cell("overlap", _shape("independent", 16, 0.01), reps=20),
+            Cell("membership", _shape("independent", 16, 0.01), reps=20),
+        ]
+    return [
+        Cell("overlap", _shape("independent", 32, 0.01), reps=500),
+        Cell("overlap", _shape("independent", 32, 0.01, neurons=1024), reps=500),
+        Cell("membership", _shape("independent", 32, 0.01), reps=200),
+        Cell("membership", _shape("independent", 128, 0.01), reps=100),
+        Cell("membership", _shape("logit-normal", 32, 0.01), reps=200),
+        Cell("paired", _shape("logit-normal", 32, 0.01, rho=0.5), reps=20, n_boot=60),
+        # most of the latent variance is the item's, shared by the two runs of one corpus
+        Cell(
+            "paired",
+            dataclasses.replace(
+                _shape("logit-normal", 32, 0.05, rho=0.9, item_share=0.9, length=256), sd=1.5
+            ),
+            reps=20,
+            n_boot=60,
+        ),
+        Cell("paired", _shape("independent", 32, 0.01), reps=20, n_boot=60),
+        Cell("groups", _shape("logit-normal", 32, 0.01), reps=100),  # 3 vs 3 runs
+        Cell("groups", _shape("logit-normal", 32, 0.01), reps=100, n_boot=1),  # 4 vs 4 runs
+    ]
+
+
 # --------------------------------------------------------------------------- grid
 
 
@@ -359,6 +589,8 @@ def evaluate(cell: Cell, seed: int = 0) -> list[Result]:
         # 10 % of neurons fire twice as often in l0 only: l0's specific neurons change
         step = membership_tests
         extra = {"shifted_truth": shifted(truth, 0.1, 1.0, seed, languages=(0,))}
+    elif cell.family in COMPARISON_FAMILIES:
+        step, extra = _comparison_step(cell, truth, seed)
     else:
         step = change_and_stability
         extra = {"n_boot": cell.n_boot, "reference": population_reference(truth)}
@@ -522,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the headline rows here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    cells = quick_grid() if args.quick else full_grid()
+    cells = (quick_grid() if args.quick else full_grid()) + comparison_cells(args.quick)
     results: list[Result] = []
     start = time.perf_counter()
     for i, cell in enumerate(cells):

@@ -173,7 +173,11 @@ REPEATED_128 = cal.Cell(
     "tests", cal._shape("logit-normal", 128, 0.01, responses=4), reps=20, n_boot=20
 )
 
+# two independent sets of 5 % of the neurons, clustered by layer like real selections
+OVERLAP = cal.Cell("overlap", cal._shape("independent", 32, 0.01, neurons=1024), reps=100)
+
 VALID = [
+    ("overlap (layer null)", OVERLAP),
     ("probability wilson", INDEP_128),
     ("probability wilson", INDEP_DENSE),
     ("test binomial", INDEP_DENSE),
@@ -187,6 +191,7 @@ VALID = [
 ]
 
 FAILING = [
+    ("overlap (uniform null)", OVERLAP, "the uniform null ignores selections' layer profile"),
     ("test binomial", LOGIT_32, "token-level z-test ignores sequence heterogeneity"),
     ("BH (binomial test)", LOGIT_32, "BH on token-level p-values of heterogeneous data"),
     ("probability wilson", LOGIT_32, "Wilson intervals assume independent tokens"),
