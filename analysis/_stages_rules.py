@@ -32,7 +32,7 @@ UNDERSTANDING, SHARED, TRANSFORMATION, VOCABULARY = FOUR_STAGES
 CRITERIA: tuple[str, ...] = ("permutation", "bic")
 
 #: Thresholds of the signature names (see :func:`signature_names`).
-HIGH_SPECIFIC = 1.0  # specific neurons per layer >= the model's average per layer
+HIGH_SPECIFIC = 1.25  # specific neurons per layer >= 1.25 x the model's average per layer
 LOW_SPECIFIC = 0.25  # specific neurons per layer <= a quarter of the model's average
 GENERAL_DOMINANT = 0.5  # general neurons >= half of the stage's typed neurons
 VOCABULARY_SHARE = 0.25  # a vocabulary-output stage covers at most a quarter of the layers
@@ -90,17 +90,35 @@ def fitted(x: NDArray[np.float64], starts: Sequence[int]) -> NDArray[np.float64]
 # --------------------------------------------------------------------------- number of stages
 
 
-def bic_curve(cost: NDArray[np.float64], n_features: int, n_layers: int) -> NDArray[np.float64]:
-    r"""Gaussian BIC of the k-stage fits: :math:`n \log(J_k / n) + (kF + k - 1) \log n`.
+def noise_variance(x: NDArray[np.float64]) -> float:
+    """Per-value noise variance from successive differences, robust to a few jumps.
 
-    ``n = L F`` observations; a zero cost is floored at ``1e-12`` of the one-stage cost (and at
-    ``1e-300``) so that a noise-free profile has a finite criterion.
+    Per feature ``(MAD(diff) / (0.6745 sqrt 2))^2`` (the MAD of first differences, as in
+    Fryzlewicz 2014), or ``mean(diff^2) / 2`` where the MAD is 0; averaged over features.
     """
+    if x.shape[0] < 2:
+        return 0.0
+    d = np.diff(x, axis=0)
+    mad = np.median(np.abs(d - np.median(d, axis=0)), axis=0) / (0.6745 * math.sqrt(2))
+    var = np.where(mad > 0, mad**2, (d**2).mean(axis=0) / 2)
+    return float(var.mean())
+
+
+def bic_curve(cost: NDArray[np.float64], x: NDArray[np.float64]) -> NDArray[np.float64]:
+    r"""Penalised cost of the k-stage fits: :math:`J_k / \hat\sigma^2 + (kF + k - 1) \log n`.
+
+    ``n = L F`` values; :math:`\hat\sigma^2` from :func:`noise_variance` (a Schwarz criterion
+    with the noise variance plugged in, Yao 1988). A profile with no variation at all gives 0
+    for every k (so one stage is chosen).
+    """
+    n_layers, n_features = x.shape
     n = n_layers * n_features
-    floor = max(float(cost[0]) * 1e-12, 1e-300)
     k = np.arange(1, cost.size + 1)
-    params = k * n_features + (k - 1)
-    return np.asarray(n * np.log(np.maximum(cost, floor) / n) + params * math.log(n))
+    penalty = (k * n_features + (k - 1)) * math.log(max(n, 2))
+    var = noise_variance(x)
+    if var <= 0.0:
+        return np.asarray(np.where(cost > 0, np.inf, 0.0) + penalty)
+    return np.asarray(cost / var + penalty)
 
 
 def _gain(path: NDArray[np.float64], k: int) -> float:
@@ -167,10 +185,9 @@ def choose_n_stages(
     seed: int,
 ) -> Choice:
     """The cost curve up to ``k_max`` stages and the number each rule chooses."""
-    n_layers, n_features = x.shape
-    k_max = min(k_max, n_layers)
+    k_max = min(k_max, x.shape[0])
     _, cost = segment_dp(x, k_max)
-    bic = bic_curve(cost, n_features, n_layers)
+    bic = bic_curve(cost, x)
     gain = np.array([_gain(cost, k) if k < k_max else np.nan for k in range(1, k_max + 1)])
     n_bic = int(np.argmin(bic)) + 1
     if n_perm > 0:
@@ -212,7 +229,8 @@ def signature(
 
 
 def signature_names(sig: Signature, lengths: Sequence[int]) -> list[str]:
-    """Names from the signature, in layer order (each name used once; else ``"stage k"``).
+    """Names from the signature, in layer order (each name used once; else ``"stage k"``; one
+    stage is always ``"stage 1"``).
 
     - first stage, specific density >= HIGH_SPECIFIC: multilingual understanding;
     - specific density <= LOW_SPECIFIC and general share >= GENERAL_DOMINANT: shared semantic
@@ -228,7 +246,7 @@ def signature_names(sig: Signature, lengths: Sequence[int]) -> list[str]:
     for s in range(n):
         d, g = float(sig.specific_density[s]), float(sig.general_share[s])
         name = f"stage {s + 1}"
-        if math.isnan(d):
+        if math.isnan(d) or n == 1:  # one stage: nothing to contrast a signature with
             names.append(name)
             continue
         last_short = s == n - 1 and s > 0 and lengths[s] <= VOCABULARY_SHARE * n_layers
@@ -317,7 +335,7 @@ def criterion_text(rule: str, n_perm: int, alpha: float) -> str:
     if rule == "fixed":
         return "fixed by the caller"
     if rule == "bic":
-        return "minimum of the Gaussian BIC n log(J_k / n) + (k F + k - 1) log n"
+        return "minimum of the penalised cost J_k / sigma^2 + (k F + k - 1) log n (BIC)"
     return (
         f"sequential permutation tests of one more boundary (Kim et al. 2000), {n_perm} "
         f"residual permutations each, stop at the first p > {alpha}"
@@ -377,6 +395,7 @@ __all__ = [
     "positional_names",
     "segment_dp",
     "fitted",
+    "noise_variance",
     "bic_curve",
     "sequential_permutation",
     "choose_n_stages",

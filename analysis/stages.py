@@ -125,9 +125,12 @@ def segment_stages(
       ``alpha`` is chosen. On a profile without structure (exchangeable rows) more than one
       stage is chosen with probability at most ``alpha`` (an exact permutation test); for
       k >= 2 the residual permutation assumes exchangeable residuals (approximate).
-    - ``"bic"``: the minimum of the Gaussian BIC
-      :math:`n \log(J_k / n) + (kF + k - 1) \log n`, with n = L F values, k F stage means and
-      k - 1 boundaries as parameters (Yao 1988); asymptotic, no stated error rate.
+    - ``"bic"``: the minimum of the penalised cost
+      :math:`J_k / \hat\sigma^2 + (kF + k - 1) \log n`, with n = L F values, k F stage means
+      and k - 1 boundaries as parameters (Schwarz's criterion with the noise variance plugged
+      in, Yao 1988); :math:`\hat\sigma^2` is the squared MAD of successive differences over
+      :math:`0.6745 \sqrt 2`, per feature, averaged (Fryzlewicz 2014). Asymptotic: its error
+      rates are those measured in ``tests/test_stages.py``, not guaranteed.
 
     ``n_stages="auto"`` takes the number the ``criterion`` chooses (at most ``max_stages``);
     an integer is used as given (default 4, the paper's analysis), with the BIC's choice (and,
@@ -136,11 +139,12 @@ def segment_stages(
     **Names.** With ``counts`` (a ``[layer, type]`` count table with ``specific`` and
     ``general``), the stages are named from their type signature: the specific density (the
     stage's specific neurons per layer over the model's) and the general share (general over
-    the stage's counted neurons): the first stage with density >= 1 is "multilingual
+    the stage's counted neurons): a first stage with density >= 1.25 is "multilingual
     understanding"; a stage with density <= 0.25 and general share >= 0.5 is "shared semantic
-    reasoning"; after it, a stage with density >= 1 is "multilingual output transformation";
+    reasoning"; after it, a stage with density >= 1.25 is "multilingual output transformation";
     the last stage after that, covering at most a quarter of the layers, is "vocabulary
-    output"; any other stage is "stage k" (each name is given once, in layer order). Without
+    output"; any other stage is "stage k" (each name is given once, in layer order; a single
+    stage is "stage 1": there is nothing to contrast its signature with). Without
     ``counts`` the names are positional (four stages: the four names in order, else
     "stage k"), as they are always in ``positional_name``.
 
