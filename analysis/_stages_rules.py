@@ -121,10 +121,21 @@ def bic_curve(cost: NDArray[np.float64], x: NDArray[np.float64]) -> NDArray[np.f
     return np.asarray(cost / var + penalty)
 
 
-def _gain(path: NDArray[np.float64], k: int) -> float:
-    """Relative drop of the cost from k to k + 1 stages (0 when k stages fit exactly)."""
-    before, after = float(path[k - 1]), float(path[k])
+def _gain(path: NDArray[np.float64], k: int, m: int | None = None) -> float:
+    """Relative drop of the cost from k to m (default k + 1) stages (0 when k fit exactly)."""
+    before, after = float(path[k - 1]), float(path[(k + 1 if m is None else m) - 1])
     return 0.0 if before <= 0.0 else (before - after) / before
+
+
+def _exact_at(path: NDArray[np.float64]) -> int:
+    """The fewest stages that fit exactly (cost 0), or len(path) + 1: breaks ties at gain 1."""
+    zero = np.flatnonzero(path <= 1e-12 * max(float(path[0]), 1e-300))
+    return int(zero[0]) + 1 if zero.size else path.size + 1
+
+
+def alternative(k: int, k_max: int, n_layers: int) -> int:
+    """The number of stages the test of k stages compares with: up to ``max(k + 1, L // 2)``."""
+    return min(k_max, n_layers, max(k + 1, n_layers // 2))
 
 
 @dataclass(frozen=True)
@@ -134,7 +145,7 @@ class Choice:
     n_stages: int
     cost: NDArray[np.float64]  # [K] optimal cost of k = 1..K stages
     bic: NDArray[np.float64]  # [K]
-    pvalue: NDArray[np.float64]  # [K] p-value of adding a boundary to k stages; NaN: not tested
+    pvalue: NDArray[np.float64]  # [K] p-value of k stages against more; NaN: not tested
     gain: NDArray[np.float64]  # [K] relative drop of the cost from k to k + 1 stages
     n_bic: int  # the number of stages the BIC would choose
     n_permutation: int  # the number of stages the permutation rule would choose (0: not run)
@@ -147,27 +158,35 @@ def sequential_permutation(
     alpha: float,
     rng: np.random.Generator,
 ) -> tuple[int, NDArray[np.float64]]:
-    """Sequential permutation tests of one more boundary (Kim et al. 2000), k = 1, 2, ...
+    """Sequential permutation tests of k stages against more (Kim et al. 2000), k = 1, 2, ...
 
-    Returns the chosen number of stages and the p-value of each test run.
+    Step k compares k stages with m = :func:`alternative` stages by the relative drop
+    ``(J_k - J_m) / J_k``, against ``n_perm`` profiles made of the k-stage fit plus its
+    residual rows in a random order (ties, as between profiles that m stages fit exactly, go
+    to the one fitted exactly by fewer stages); the first k not rejected at ``alpha`` is
+    chosen.
+    Returns it and the p-value of each test run.
     """
     pvalue = np.full(k_max, np.nan)
     n_layers = x.shape[0]
     k = 1
     tol = 1e-9
     while k < min(k_max, n_layers):
-        starts, path = segment_dp(x, k + 1)
-        observed = _gain(path, k)
+        m = alternative(k, k_max, n_layers)
+        starts, path = segment_dp(x, m)
+        observed = _gain(path, k, m)
         if path[k - 1] <= 1e-12 * max(float(path[0]), 1e-300) or observed <= 0.0:
             pvalue[k - 1] = 1.0  # k stages already fit exactly: nothing left to find
             break
-        k_starts = segment_dp(x, k)[0]
-        mean = fitted(x, k_starts)
+        exact = _exact_at(path)
+        mean = fitted(x, segment_dp(x, k)[0])
         resid = x - mean
         hits = 0
         for _ in range(n_perm):
-            _, p_path = segment_dp(mean + resid[rng.permutation(n_layers)], k + 1)
-            hits += _gain(p_path, k) >= observed * (1 - tol)
+            _, p_path = segment_dp(mean + resid[rng.permutation(n_layers)], m)
+            gain = _gain(p_path, k, m)
+            tie = abs(gain - observed) <= tol * observed
+            hits += gain > observed + tol * observed or (tie and _exact_at(p_path) <= exact)
         pvalue[k - 1] = (1 + hits) / (n_perm + 1)
         if pvalue[k - 1] > alpha:
             break
@@ -337,8 +356,8 @@ def criterion_text(rule: str, n_perm: int, alpha: float) -> str:
     if rule == "bic":
         return "minimum of the penalised cost J_k / sigma^2 + (k F + k - 1) log n (BIC)"
     return (
-        f"sequential permutation tests of one more boundary (Kim et al. 2000), {n_perm} "
-        f"residual permutations each, stop at the first p > {alpha}"
+        f"sequential permutation tests of k stages against up to max(k + 1, L // 2) (after "
+        f"Kim et al. 2000), {n_perm} residual permutations each, stop at the first p > {alpha}"
     )
 
 
@@ -397,6 +416,7 @@ __all__ = [
     "fitted",
     "noise_variance",
     "bic_curve",
+    "alternative",
     "sequential_permutation",
     "choose_n_stages",
     "signature",

@@ -116,15 +116,19 @@ def segment_stages(
     **Number of stages.** The cost curve :math:`J_k` (the optimum for k = 1..K stages,
     ``K = min(max(max_stages, n_stages), L)``) is always reported, with two rules on it:
 
-    - ``"permutation"`` (default of ``"auto"``): sequential permutation tests of one more
-      boundary (Kim et al. 2000, the joinpoint rule). For k = 1, 2, ... the statistic is the
-      relative drop :math:`G_k = (J_k - J_{k+1}) / J_k`; its null distribution comes from
+    - ``"permutation"`` (default of ``"auto"``): sequential permutation tests of k stages
+      against more (after Kim et al. 2000, the joinpoint rule). For k = 1, 2, ... the
+      statistic is the relative drop :math:`G_{k,m} = (J_k - J_m) / J_k` to
+      :math:`m = \min(K, \max(k + 1, \lfloor L/2 \rfloor))` stages (so that several
+      boundaries missing at once are seen, not only one); its null distribution comes from
       ``n_perm`` profiles made of the k-stage fit plus its residual rows in a random layer
       order (for k = 1: the profile's rows shuffled, i.e. a profile with no depth structure).
       The first k whose p-value :math:`(1 + \#\{G^* \ge G\}) / (n_{perm} + 1)` exceeds
       ``alpha`` is chosen. On a profile without structure (exchangeable rows) more than one
       stage is chosen with probability at most ``alpha`` (an exact permutation test); for
-      k >= 2 the residual permutation assumes exchangeable residuals (approximate).
+      k >= 2 the residual permutation assumes exchangeable residuals (approximate). A
+      one-layer stage at an end of the profile looks like one outlying layer under this null
+      and is found only with many layers.
     - ``"bic"``: the minimum of the penalised cost
       :math:`J_k / \hat\sigma^2 + (kF + k - 1) \log n`, with n = L F values, k F stage means
       and k - 1 boundaries as parameters (Schwarz's criterion with the noise variance plugged
@@ -184,8 +188,8 @@ def segment_stages(
         ``specific_density`` and ``general_share``; on ``dim``: ``stage_label`` (the stage
         name of each layer) and ``stage_number`` (0-based); ``objective`` (:math:`J`);
         ``objective_path`` on ``n_stages`` = 1..S; on ``k`` = 1..K: ``cost`` (:math:`J_k`),
-        ``bic``, ``gain`` (:math:`G_k`) and ``pvalue_more`` (p-value of adding a boundary to
-        k stages; NaN where not tested). ``attrs`` record ``n_stages`` (the number used),
+        ``bic``, ``gain`` (:math:`G_{k,k+1}`) and ``pvalue_more`` (p-value of k stages
+        against more; NaN where not tested). ``attrs`` record ``n_stages`` (the number used),
         ``n_stages_rule`` ("fixed", "permutation" or "bic"), ``n_stages_permutation`` and
         ``n_stages_bic`` (what each rule chooses), ``criterion`` (the rule in words),
         ``cost_curve``, ``naming`` and its thresholds.

@@ -141,9 +141,9 @@ def stages(ds: xr.Dataset) -> Lines:
         lines.append(f"  cost J_k for k = 1..{ds.sizes['k']}: {cost}")
         p = ds["pvalue_more"].values if "pvalue_more" in ds else np.array([])
         if p.size and not np.isnan(p).all():
-            tested = " ".join(f"{k}->{k + 1} {_fmt(float(v))}" for k, v in enumerate(p, 1)
-                              if not np.isnan(v))  # fmt: skip
-            lines.append(f"  p of one more boundary: {tested}")
+            tested = ", ".join(f"k={k}: {_fmt(float(v))}" for k, v in enumerate(p, 1)
+                               if not np.isnan(v))  # fmt: skip
+            lines.append(f"  p of k stages against more: {tested}")
     if "normalization_start" in ds and "normalization" in ds.dims:
         rng = ds.attrs.get("normalization_max_range")
         lines.append(

@@ -108,7 +108,7 @@ def _n_stages(ctx: click.Context, param: click.Parameter, value: str) -> int | s
 )  # fmt: skip
 @click.option(
     "--n-perm", type=int, default=199, show_default=True,
-    help="Permutations of each test of one more boundary (0: not run).",
+    help="Permutations of each test of k stages against more (0: not run).",
 )  # fmt: skip
 @click.option(
     "--normalize", type=click.Choice(["type", "layer", "neurons", "none", "zscore"]),
