@@ -16,8 +16,13 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from langneurons.analysis._validate import check_int
+from langneurons.analysis._validate import check_int, check_types, require_result
 from langneurons.errors import ParameterError
+from langneurons.names import LAYER, NEURON
+
+from .type_tables import type_counts
+
+TYPE = "type"
 
 #: Names of the four stages of Zhang et al. (2025), in layer order.
 FOUR_STAGES: tuple[str, ...] = (
@@ -36,6 +41,12 @@ HIGH_SPECIFIC = 1.25  # specific neurons per layer >= 1.25 x the model's average
 LOW_SPECIFIC = 0.25  # specific neurons per layer <= a quarter of the model's average
 GENERAL_DOMINANT = 0.5  # general neurons >= half of the stage's typed neurons
 VOCABULARY_SHARE = 0.25  # a vocabulary-output stage covers at most a quarter of the layers
+THRESHOLDS = {
+    "high_specific": HIGH_SPECIFIC,
+    "low_specific": LOW_SPECIFIC,
+    "general_dominant": GENERAL_DOMINANT,
+    "vocabulary_share": VOCABULARY_SHARE,
+}
 
 
 def positional_names(n_stages: int) -> list[str]:
@@ -78,13 +89,16 @@ def segment_dp(x: NDArray[np.float64], n_stages: int) -> tuple[list[int], NDArra
     return starts, best[1:, n_layers]
 
 
-def fitted(x: NDArray[np.float64], starts: Sequence[int]) -> NDArray[np.float64]:
-    """Each row replaced by the mean of its segment."""
+def stage_moments(
+    x: NDArray[np.float64], starts: Sequence[int]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Each row's stage mean and stage sd (per feature, population sd)."""
     bounds = [*starts, x.shape[0]]
-    out = np.empty_like(x)
+    mean, sd = np.empty_like(x), np.empty_like(x)
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        out[a:b] = x[a:b].mean(axis=0)
-    return out
+        mean[a:b] = x[a:b].mean(axis=0)
+        sd[a:b] = x[a:b].std(axis=0)
+    return mean, sd
 
 
 # --------------------------------------------------------------------------- number of stages
@@ -162,9 +176,10 @@ def sequential_permutation(
 
     Step k compares k stages with m = :func:`alternative` stages by the relative drop
     ``(J_k - J_m) / J_k``, against ``n_perm`` profiles made of the k-stage fit plus its
-    residual rows in a random order (ties, as between profiles that m stages fit exactly, go
-    to the one fitted exactly by fewer stages); the first k not rejected at ``alpha`` is
-    chosen.
+    standardised residuals (residual / its stage's sd, per feature) in a random layer order,
+    rescaled by the sd of the stage they land in (ties, as between profiles that m stages
+    fit exactly, go to the one fitted exactly by fewer stages); the first k not rejected at
+    ``alpha`` is chosen.
     Returns it and the p-value of each test run.
     """
     pvalue = np.full(k_max, np.nan)
@@ -179,11 +194,11 @@ def sequential_permutation(
             pvalue[k - 1] = 1.0  # k stages already fit exactly: nothing left to find
             break
         exact = _exact_at(path)
-        mean = fitted(x, segment_dp(x, k)[0])
-        resid = x - mean
+        mean, scale = stage_moments(x, segment_dp(x, k)[0])
+        z = np.divide(x - mean, scale, out=np.zeros_like(x), where=scale > 0)
         hits = 0
         for _ in range(n_perm):
-            _, p_path = segment_dp(mean + resid[rng.permutation(n_layers)], m)
+            _, p_path = segment_dp(mean + scale * z[rng.permutation(n_layers)], m)
             gain = _gain(p_path, k, m)
             tie = abs(gain - observed) <= tol * observed
             hits += gain > observed + tol * observed or (tie and _exact_at(p_path) <= exact)
@@ -357,7 +372,8 @@ def criterion_text(rule: str, n_perm: int, alpha: float) -> str:
         return "minimum of the penalised cost J_k / sigma^2 + (k F + k - 1) log n (BIC)"
     return (
         f"sequential permutation tests of k stages against up to max(k + 1, L // 2) (after "
-        f"Kim et al. 2000), {n_perm} residual permutations each, stop at the first p > {alpha}"
+        f"Kim et al. 2000), {n_perm} shuffles of the stage-standardised residuals each, "
+        f"stop at the first p > {alpha}"
     )
 
 
@@ -395,6 +411,41 @@ def mode_of(values: NDArray[np.float64]) -> tuple[float, float]:
     return float(uniq[i]), float(counts[i] / ok.size)
 
 
+def count_table(identification: xr.Dataset, types: Sequence[str]) -> xr.DataArray:
+    """``counts[layer, type]`` of an identification result (float64)."""
+    types_ = check_types(types)
+    ds = require_result(identification, "identification", ("neuron_type", "general"))
+    return xr.DataArray(
+        type_counts(ds, types_).astype(np.float64),
+        dims=(LAYER, TYPE),
+        coords={LAYER: ds[LAYER].values, TYPE: list(types_)},
+        name="counts",
+        attrs={"n_neurons": int(ds.sizes[NEURON])},
+    )
+
+
+def profile_of(counts: xr.DataArray, normalize: str) -> xr.DataArray:
+    """The profile of a count table from :func:`count_table`."""
+    values = normalise(counts.values, normalize, int(counts.attrs["n_neurons"]))
+    types = [str(t) for t in counts[TYPE].values.tolist()]
+    return counts.copy(data=values).rename("profile").assign_attrs(types=types, normalize=normalize)
+
+
+def inference_attrs(n_boot: int, cluster: str, n_stages: int) -> dict[str, str]:
+    """Whether the boundaries carry bootstrap intervals or are descriptive, and on what."""
+    if n_boot == 0:
+        return {
+            "inference": "descriptive",
+            "assumption": "no bootstrap (n_boot=0): the boundaries describe this run, "
+            "without intervals",
+        }
+    return {
+        "inference": "bootstrap",
+        "assumption": f"{cluster}s exchangeable within each language; intervals conditional "
+        f"on {n_stages} stages",
+    }
+
+
 __all__ = [
     "check_profile",
     "check_n_stages",
@@ -409,11 +460,15 @@ __all__ = [
     "LOW_SPECIFIC",
     "GENERAL_DOMINANT",
     "VOCABULARY_SHARE",
+    "THRESHOLDS",
+    "inference_attrs",
     "Choice",
     "Signature",
     "positional_names",
     "segment_dp",
-    "fitted",
+    "stage_moments",
+    "count_table",
+    "profile_of",
     "noise_variance",
     "bic_curve",
     "alternative",

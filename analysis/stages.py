@@ -28,27 +28,25 @@ from langneurons.analysis._validate import (
     check_open_unit,
     check_seed,
     check_types,
-    require_result,
 )
 from langneurons.errors import ParameterError
-from langneurons.names import LAYER, NEURON
+from langneurons.names import LAYER
 
 from ._stages_rules import (
     CRITERIA,
     FOUR_STAGES,
-    GENERAL_DOMINANT,
-    HIGH_SPECIFIC,
-    LOW_SPECIFIC,
-    VOCABULARY_SHARE,
+    THRESHOLDS,
     check_counts,
     check_n_stages,
     check_profile,
     choose_n_stages,
+    count_table,
     criterion_text,
+    inference_attrs,
     mode_of,
     naming_text,
-    normalise,
     positional_names,
+    profile_of,
     segment_dp,
     signature,
     signature_names,
@@ -56,7 +54,6 @@ from ._stages_rules import (
 from .bootstrap import bootstrap_attrs, bootstrap_runs, identification_attrs
 from .identify import identify
 from .params import IdentifyParams, Method, resolve_params
-from .type_tables import type_counts
 
 STAGE, FEATURE, N_STAGES, TYPE, REPLICATE = "stage", "feature", "n_stages", "type", "replicate"
 K, NORMALIZATION = "k", "normalization"
@@ -121,12 +118,18 @@ def segment_stages(
       statistic is the relative drop :math:`G_{k,m} = (J_k - J_m) / J_k` to
       :math:`m = \min(K, \max(k + 1, \lfloor L/2 \rfloor))` stages (so that several
       boundaries missing at once are seen, not only one); its null distribution comes from
-      ``n_perm`` profiles made of the k-stage fit plus its residual rows in a random layer
-      order (for k = 1: the profile's rows shuffled, i.e. a profile with no depth structure).
+      ``n_perm`` profiles made of the k-stage fit plus its residuals, each divided by its
+      stage's sd (per feature), in a random layer order and multiplied by the sd of the
+      stage they land in (for k = 1: the rows shuffled, a profile with no depth structure).
       The first k whose p-value :math:`(1 + \#\{G^* \ge G\}) / (n_{perm} + 1)` exceeds
-      ``alpha`` is chosen. On a profile without structure (exchangeable rows) more than one
-      stage is chosen with probability at most ``alpha`` (an exact permutation test); for
-      k >= 2 the residual permutation assumes exchangeable residuals (approximate). A
+      ``alpha`` is chosen (ties, as between profiles that m stages fit exactly, count
+      against the data unless the shuffled profile needs more stages to fit exactly). On a
+      profile without structure (exchangeable rows) more than one stage is chosen with
+      probability at most ``alpha`` (an exact permutation test); for k >= 2 the shuffle is
+      conditional on the fitted stages (approximate; the rescaling keeps each stage's
+      spread: a plain residual shuffle across stages over-split count profiles, whose
+      spread grows with the count). Stages of one or two layers look like outlying layers
+      under this null and are found only when they stand far out. A
       one-layer stage at an end of the profile looks like one outlying layer under this null
       and is found only with many layers.
     - ``"bic"``: the minimum of the penalised cost
@@ -301,12 +304,7 @@ def segment_stages(
             "perm_seed": seed,
             "cost_curve": [float(c) for c in choice.cost],
             "naming": naming_text(names is not None, sig is not None),
-            "naming_thresholds": {
-                "high_specific": HIGH_SPECIFIC,
-                "low_specific": LOW_SPECIFIC,
-                "general_dominant": GENERAL_DOMINANT,
-                "vocabulary_share": VOCABULARY_SHARE,
-            },
+            "naming_thresholds": dict(THRESHOLDS),
             "dim": dim,
             "objective": (
                 "sum over stages of the squared Euclidean deviations of each layer's profile "
@@ -318,26 +316,6 @@ def segment_stages(
 
 
 # --------------------------------------------------------------------------- profile
-
-
-def _counts(identification: xr.Dataset, types: Sequence[str]) -> xr.DataArray:
-    """``counts[layer, type]`` of an identification result (float64)."""
-    types_ = check_types(types)
-    ds = require_result(identification, "identification", ("neuron_type", "general"))
-    return xr.DataArray(
-        type_counts(ds, types_).astype(np.float64),
-        dims=(LAYER, TYPE),
-        coords={LAYER: ds[LAYER].values, TYPE: list(types_)},
-        name="counts",
-        attrs={"n_neurons": int(ds.sizes[NEURON])},
-    )
-
-
-def _profile_of(counts: xr.DataArray, normalize: str) -> xr.DataArray:
-    """The profile of a count table from :func:`_counts`."""
-    values = normalise(counts.values, normalize, int(counts.attrs["n_neurons"]))
-    types = [str(t) for t in counts[TYPE].values.tolist()]
-    return counts.copy(data=values).rename("profile").assign_attrs(types=types, normalize=normalize)
 
 
 def stage_profile(
@@ -377,7 +355,7 @@ def stage_profile(
         ``profile[layer, type]`` (float64), ``attrs`` recording ``types`` and ``normalize``.
     """
     check_choice("normalize", normalize, NORMALIZATIONS)
-    return _profile_of(_counts(identification, types), normalize)
+    return profile_of(count_table(identification, types), normalize)
 
 
 def normalization_sensitivity(
@@ -405,13 +383,13 @@ def normalization_sensitivity(
     norms = [check_choice("normalizations", n, NORMALIZATIONS) for n in normalizations]
     if not norms:
         raise ParameterError("normalizations is empty; name at least one of " + str(NORMALIZATIONS))
-    counts = _counts(identification, types)
+    counts = count_table(identification, types)
     n_layers = counts.sizes[LAYER]
     k = check_n_stages(n_stages, n_layers)
     if k is None:
         raise ParameterError("normalization_sensitivity needs an integer n_stages, got 'auto'")
     starts = np.stack(
-        [segment_stages(_profile_of(counts, n), k, n_perm=0)["start"].values for n in norms]
+        [segment_stages(profile_of(counts, n), k, n_perm=0)["start"].values for n in norms]
     ).astype(np.int64)
     span = starts.max(axis=0) - starts.min(axis=0)
     return xr.Dataset(
@@ -529,10 +507,10 @@ def bootstrap_stages(
     check_choice("normalize", normalize, NORMALIZATIONS)
     check_n_stages(n_stages, run.sizes.get(LAYER, 0))
     result = identify(run, params_.method, **params_.keywords())
-    counts = _counts(result, types)
+    counts = count_table(result, types)
     signed = {"specific", "general"} <= set(check_types(types))
     point = segment_stages(
-        _profile_of(counts, normalize),
+        profile_of(counts, normalize),
         n_stages,
         names=names,
         counts=counts if signed else None,
@@ -608,17 +586,7 @@ def bootstrap_stages(
         normalization_max_range=sens.attrs["max_range"],
         **identification_attrs(result, "run"),
     )
-    if n_boot == 0:
-        out.attrs["inference"] = "descriptive"
-        out.attrs["assumption"] = (
-            "no bootstrap (n_boot=0): the boundaries are a description of this run, "
-            "without intervals"
-        )
-    else:
-        out.attrs["inference"] = "bootstrap"
-        out.attrs["assumption"] = (
-            f"{cluster}s exchangeable within each language; intervals conditional on {k} stages"
-        )
+    out.attrs.update(inference_attrs(n_boot, cluster, k))
     return out
 
 

@@ -237,6 +237,61 @@ def population_reference(truth: Truth) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- stages family
+
+#: Shape of the stage cells: 24 layers of 64 neurons (a 7B model has 32 layers).
+STAGE_LAYERS = {"layers": 24, "neurons": 64}
+
+
+def staged_layers(n_layers: int) -> tuple[int, ...]:
+    """Layers holding the effect neurons of the staged truth: the first and last quarter
+    (specific neurons early and late, none in between: three stages)."""
+    q = n_layers // 4
+    return (*range(q), *range(n_layers - q, n_layers))
+
+
+def placed_truth(truth: Truth, layers: tuple[int, ...] | None, seed: int) -> Truth:
+    """``truth`` with its effect neurons re-placed: uniformly over all layers (None: no depth
+    structure, the null of the stage count), or uniformly within ``layers``."""
+    shape = truth.shape
+    rng = np.random.default_rng([seed, 29])
+    base = truth.centre.min(axis=0)  # an effect only raises P: the base rate of each neuron
+    layer = np.repeat(np.arange(shape.layers), shape.neurons)
+    pool = np.flatnonzero(np.isin(layer, layers) if layers is not None else layer >= 0)
+    chosen = rng.choice(pool, size=int(truth.effect_neuron.sum()), replace=False)
+    effect = np.zeros(shape.n_cells, dtype=bool)
+    effect[chosen] = True
+    preferred = np.zeros_like(truth.preferred)
+    preferred[rng.integers(0, shape.languages, chosen.size), chosen] = True
+    centre = np.broadcast_to(base, truth.centre.shape).copy()
+    centre[preferred] = np.minimum(centre[preferred] * (1.0 + shape.effect), 0.95)
+    # p_true only feeds the prompt role here, which the stage count does not read
+    return dataclasses.replace(
+        truth, centre=centre, p_true=centre, preferred=preferred, effect_neuron=effect
+    )
+
+
+def stage_count(truth: Truth, rng: np.random.Generator, staged: Truth) -> Replicate:
+    """``segment_stages(n_stages="auto")`` on identified runs: FPR (no depth structure: more
+    than one stage chosen) and power (three planted stages chosen exactly)."""
+    an = _analysis()
+    out: Replicate = {}
+    profiles = []
+    for t in (truth, staged):
+        ident = an.identify(simulate(t, rng), **IDENTIFY)
+        profiles.append(an.stage_profile(ident))
+    seed = int(rng.integers(2**31))
+    for criterion in ("permutation", "bic"):
+        null = an.segment_stages(profiles[0], "auto", criterion=criterion, n_perm=99, seed=seed)
+        alt = an.segment_stages(profiles[1], "auto", criterion=criterion, n_perm=99, seed=seed)
+        out[f"segment_stages auto ({criterion})"] = {
+            "fpr_05": float(null.attrs["n_stages"] > 1),
+            "power": float(alt.attrs["n_stages"] == 3),
+            "descriptive": 0.0,
+        }
+    return out
+
+
 # --------------------------------------------------------------------------- grid
 
 
@@ -244,7 +299,7 @@ def population_reference(truth: Truth) -> dict[str, Any]:
 class Cell:
     """One cell of the grid: a shape, a family of methods and a replicate count."""
 
-    family: str  # "tests", "compare", "bootstrap"
+    family: str  # "tests", "compare", "bootstrap", "stages"
     shape: Shape
     reps: int
     n_boot: int = 0
@@ -286,6 +341,8 @@ def full_grid() -> list[Cell]:
         _shape("logit-normal", 32, 0.01, responses=4, rho=0.5),
     ):
         cells.append(Cell("bootstrap", shape, reps=20, n_boot=40))
+    for het, n in (("independent", 32), ("logit-normal", 16)):
+        cells.append(Cell("stages", _shape(het, n, 0.01, **STAGE_LAYERS), reps=200))
     return cells
 
 
@@ -296,6 +353,7 @@ def quick_grid() -> list[Cell]:
         Cell("tests", _shape("logit-normal", 16, 0.01, responses=4, rho=0.5), reps=8, n_boot=100),
         Cell("compare", _shape("independent", 16, 0.01), reps=20),
         Cell("bootstrap", _shape("logit-normal", 16, 0.01), reps=2, n_boot=10),
+        Cell("stages", _shape("independent", 32, 0.01, **STAGE_LAYERS), reps=20),
     ]
 
 
@@ -359,6 +417,10 @@ def evaluate(cell: Cell, seed: int = 0) -> list[Result]:
         # 10 % of neurons fire twice as often in l0 only: l0's specific neurons change
         step = membership_tests
         extra = {"shifted_truth": shifted(truth, 0.1, 1.0, seed, languages=(0,))}
+    elif cell.family == "stages":
+        step = stage_count
+        extra = {"staged": placed_truth(truth, staged_layers(cell.shape.layers), seed)}
+        truth = placed_truth(truth, None, seed)
     else:
         step = change_and_stability
         extra = {"n_boot": cell.n_boot, "reference": population_reference(truth)}
