@@ -148,7 +148,11 @@ def stages(ds: xr.Dataset) -> Lines:
         rng = ds.attrs.get("normalization_max_range")
         lines.append(
             "  boundaries under each normalisation"
-            + (f" (an inner boundary moves by up to {_fmt(rng)} layers)" if rng is not None else "")
+            + (
+                f" (an inner boundary moves by up to {_fmt(rng)} layer{'' if rng == 1 else 's'})"
+                if rng is not None
+                else ""
+            )
         )
         starts = ds["normalization_start"].values
         rows = [
