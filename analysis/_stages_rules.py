@@ -179,8 +179,7 @@ def sequential_permutation(
     standardised residuals (residual / its stage's sd, per feature) in a random layer order,
     rescaled by the sd of the stage they land in (ties, as between profiles that m stages
     fit exactly, go to the one fitted exactly by fewer stages); the first k not rejected at
-    ``alpha`` is chosen.
-    Returns it and the p-value of each test run.
+    ``alpha`` is chosen. Returns it and the p-value of each test run.
     """
     pvalue = np.full(k_max, np.nan)
     n_layers = x.shape[0]
@@ -188,7 +187,7 @@ def sequential_permutation(
     tol = 1e-9
     while k < min(k_max, n_layers):
         m = alternative(k, k_max, n_layers)
-        starts, path = segment_dp(x, m)
+        _, path = segment_dp(x, m)
         observed = _gain(path, k, m)
         if path[k - 1] <= 1e-12 * max(float(path[0]), 1e-300) or observed <= 0.0:
             pvalue[k - 1] = 1.0  # k stages already fit exactly: nothing left to find
