@@ -370,6 +370,72 @@ def paired_change(
     return out
 
 
+# --------------------------------------------------------------------------- stages family
+
+#: Shape of the stage cells: 24 layers of 64 neurons (a 7B model has 32 layers).
+STAGE_LAYERS = {"layers": 24, "neurons": 64}
+
+
+def staged_layers(n_layers: int) -> tuple[int, ...]:
+    """Layers holding the effect neurons of the staged truth: the first and last quarter
+    (specific neurons early and late, none in between: three stages)."""
+    q = n_layers // 4
+    return (*range(q), *range(n_layers - q, n_layers))
+
+
+def placed_truth(truth: Truth, layers: tuple[int, ...] | None, seed: int) -> Truth:
+    """``truth`` with its effect neurons re-placed: uniformly over all layers (None: no depth
+    structure, the null of the stage count), or uniformly within ``layers``."""
+    shape = truth.shape
+    rng = np.random.default_rng([seed, 29])
+    base = truth.centre.min(axis=0)  # an effect only raises P: the base rate of each neuron
+    layer = np.repeat(np.arange(shape.layers), shape.neurons)
+    pool = np.flatnonzero(np.isin(layer, layers) if layers is not None else layer >= 0)
+    chosen = rng.choice(pool, size=int(truth.effect_neuron.sum()), replace=False)
+    effect = np.zeros(shape.n_cells, dtype=bool)
+    effect[chosen] = True
+    preferred = np.zeros_like(truth.preferred)
+    preferred[rng.integers(0, shape.languages, chosen.size), chosen] = True
+    centre = np.broadcast_to(base, truth.centre.shape).copy()
+    centre[preferred] = np.minimum(centre[preferred] * (1.0 + shape.effect), 0.95)
+    # p_true only feeds the prompt role here, which the stage count does not read
+    return dataclasses.replace(
+        truth, centre=centre, p_true=centre, preferred=preferred, effect_neuron=effect
+    )
+
+
+def stage_count(truth: Truth, rng: np.random.Generator, staged: Truth) -> Replicate:
+    """``segment_stages(n_stages="auto")`` on identified runs: FPR (no depth structure: more
+    than one stage chosen) and power (the three planted stages chosen exactly), on the
+    default profile (``normalize="type"``) and on ``"neurons"`` (counts over N)."""
+    an = _analysis()
+    out: Replicate = {}
+    idents = [an.identify(simulate(t, rng), **IDENTIFY) for t in (truth, staged)]
+    seed = int(rng.integers(2**31))
+    for criterion, normalize in (
+        ("permutation", "type"),
+        ("bic", "type"),
+        ("permutation", "neurons"),
+    ):
+        null, alt = (
+            an.segment_stages(
+                an.stage_profile(ident, normalize=normalize),
+                "auto",
+                criterion=criterion,
+                n_perm=99,
+                seed=seed,
+            )
+            for ident in idents
+        )
+        name = criterion + ("" if normalize == "type" else f", normalize={normalize}")
+        out[f"segment_stages auto ({name})"] = {
+            "fpr_05": float(null.attrs["n_stages"] > 1),
+            "power": float(alt.attrs["n_stages"] == 3),
+            "descriptive": 0.0,
+        }
+    return out
+
+
 def replicate_groups(
     truth: Truth, rng: np.random.Generator, shifted_truth: Truth, runs: int
 ) -> Replicate:
@@ -474,7 +540,7 @@ def comparison_cells(quick: bool = False) -> list[Cell]:
 class Cell:
     """One cell of the grid: a shape, a family of methods and a replicate count."""
 
-    family: str  # "tests", "compare", "bootstrap"
+    family: str  # "tests", "compare", "bootstrap", "stages"
     shape: Shape
     reps: int
     n_boot: int = 0
@@ -516,6 +582,8 @@ def full_grid() -> list[Cell]:
         _shape("logit-normal", 32, 0.01, responses=4, rho=0.5),
     ):
         cells.append(Cell("bootstrap", shape, reps=20, n_boot=40))
+    for het, n in (("independent", 32), ("logit-normal", 16)):
+        cells.append(Cell("stages", _shape(het, n, 0.01, **STAGE_LAYERS), reps=200))
     return cells
 
 
@@ -526,6 +594,7 @@ def quick_grid() -> list[Cell]:
         Cell("tests", _shape("logit-normal", 16, 0.01, responses=4, rho=0.5), reps=8, n_boot=100),
         Cell("compare", _shape("independent", 16, 0.01), reps=20),
         Cell("bootstrap", _shape("logit-normal", 16, 0.01), reps=2, n_boot=10),
+        Cell("stages", _shape("independent", 32, 0.01, **STAGE_LAYERS), reps=20),
     ]
 
 
@@ -591,6 +660,10 @@ def evaluate(cell: Cell, seed: int = 0) -> list[Result]:
         extra = {"shifted_truth": shifted(truth, 0.1, 1.0, seed, languages=(0,))}
     elif cell.family in COMPARISON_FAMILIES:
         step, extra = _comparison_step(cell, truth, seed)
+    elif cell.family == "stages":
+        step = stage_count
+        extra = {"staged": placed_truth(truth, staged_layers(cell.shape.layers), seed)}
+        truth = placed_truth(truth, None, seed)
     else:
         step = change_and_stability
         extra = {"n_boot": cell.n_boot, "reference": population_reference(truth)}
@@ -715,7 +788,11 @@ Coverage: fraction of true values inside the 95 % intervals (probabilities: the 
 ratio E[a] / E[t]; the probability bootstrap runs B bootstrap replicates as given in the reps
 column, fewer than its default 1,000, which costs percentile intervals a little coverage;
 change intervals: 0 under the null; identification and stage intervals: the rule applied
-to the population with {IDENTIFY}, 3 stages). ± is the Monte-Carlo
+to the population with {IDENTIFY}, 3 stages). Stage count (`segment_stages` with
+`n_stages="auto"`, 99 permutations, on the identified runs' profiles; 24 layers of 64
+neurons): FPR, fraction of runs whose effect neurons are spread uniformly over the layers
+(no depth structure) where more than one stage is chosen; power, fraction of runs whose
+effect neurons all lie in the first and last quarter where exactly 3 are. ± is the Monte-Carlo
 standard error (sd of per-replicate values / sqrt(replicates)), which includes the
 dependence of the neurons of one replicate.
 

@@ -176,7 +176,11 @@ REPEATED_128 = cal.Cell(
 # two independent sets of 5 % of the neurons, clustered by layer like real selections
 OVERLAP = cal.Cell("overlap", cal._shape("independent", 32, 0.01, neurons=1024), reps=100)
 
+# identified runs of 24 layers: no depth structure (FPR) or three planted stages (power)
+STAGES = cal.Cell("stages", cal._shape("independent", 32, 0.01, **cal.STAGE_LAYERS), reps=60)
+
 VALID = [
+    ("segment_stages auto (permutation)", STAGES),
     ("overlap (layer null)", OVERLAP),
     ("probability wilson", INDEP_128),
     ("probability wilson", INDEP_DENSE),
@@ -191,6 +195,7 @@ VALID = [
 ]
 
 FAILING = [
+    ("segment_stages auto (bic)", STAGES, "BIC over-splits identified profiles"),
     ("overlap (uniform null)", OVERLAP, "the uniform null ignores selections' layer profile"),
     ("test binomial", LOGIT_32, "token-level z-test ignores sequence heterogeneity"),
     ("BH (binomial test)", LOGIT_32, "BH on token-level p-values of heterogeneous data"),

@@ -81,11 +81,44 @@ def stats() -> None:
     """Statistics on one run, saved under RUN/stats/NAME."""
 
 
+def _n_stages(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
+    """``--n-stages``: ``auto`` or a positive integer."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"must be 'auto' or an integer >= 1, got {value!r}") from None
+
+
 @stats.command("stages")
 @click.argument("store")
 @click.option("--run", required=True)
-@click.option("--n-stages", type=int, default=4, show_default=True)
-@click.option("--n-boot", type=int, default=200, show_default=True)
+@click.option(
+    "--n-stages",
+    default="4",
+    show_default=True,
+    callback=_n_stages,
+    help="Number of stages, or 'auto' (chosen by --criterion).",
+)
+@click.option("--max-stages", type=int, default=8, show_default=True)
+@click.option(
+    "--criterion", type=click.Choice(["permutation", "bic"]), default="permutation",
+    show_default=True,
+    help="Rule of --n-stages auto (bic: uncalibrated, over-splits; for comparison).",
+)  # fmt: skip
+@click.option(
+    "--n-perm", type=int, default=199, show_default=True,
+    help="Permutations of each test of k stages against more (0: not run).",
+)  # fmt: skip
+@click.option(
+    "--normalize", type=click.Choice(["type", "layer", "neurons", "none", "zscore"]),
+    default="type", show_default=True, help="Profile normalisation (all are reported).",
+)  # fmt: skip
+@click.option(
+    "--n-boot", type=int, default=None,
+    help="Bootstrap replicates (default 200 with per-sequence counts, else 0: descriptive).",
+)  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default="stages", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -94,8 +127,12 @@ def stats() -> None:
 def stats_stages(
     store: str,
     run: str,
-    n_stages: int,
-    n_boot: int,
+    n_stages: int | str,
+    max_stages: int,
+    criterion: str,
+    n_perm: int,
+    normalize: str,
+    n_boot: int | None,
     seed: int,
     name: str,
     as_json: bool,
@@ -104,20 +141,28 @@ def stats_stages(
     allow_incomplete: bool,
     **options: Any,
 ) -> None:
-    """Four-stage partition of the layers with bootstrap intervals on the boundaries."""
+    """Contiguous stages of the layers: their number, signature names, boundaries, intervals."""
     from langneurons.analysis.stages import bootstrap_stages
     from langneurons.cli._output import emit
+    from langneurons.names import SEQ_N_ACTIVE
 
     params = identify_params(options)
     target = Target(store, results_store, no_save, allow_incomplete)
-    ds = bootstrap_stages(
-        target.open_run(run),
+    ds = target.open_run(run)
+    if n_boot is None:  # no per-sequence counts: descriptive boundaries, said so
+        n_boot = 200 if SEQ_N_ACTIVE in ds.data_vars else 0
+    result = bootstrap_stages(
+        ds,
         params=params,
         n_stages=n_stages,
         n_boot=n_boot,
         seed=seed,
+        max_stages=max_stages,
+        criterion=criterion,
+        n_perm=n_perm,
+        normalize=normalize,
     )
-    emit({"stages": (ds, target.save(run, "stats", name, ds))}, as_json)
+    emit({"stages": (result, target.save(run, "stats", name, result))}, as_json)
 
 
 @stats.command("deactivation")
