@@ -19,6 +19,8 @@ weights are the resampling engine's (:mod:`~langneurons.analysis._resample`).
 from __future__ import annotations
 
 import logging
+import math
+from numbers import Real
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -28,6 +30,7 @@ from scipy import special
 
 from langneurons.analysis._resample import (
     Resampler,
+    choose_cluster,
     cluster_sums,
     column_step,
     contiguous,
@@ -35,6 +38,7 @@ from langneurons.analysis._resample import (
     draw_weights,
     exact_dtype,
     has_sequences,
+    item_sums,
     replicate_seeds,
     summed,
 )
@@ -55,6 +59,7 @@ log = logging.getLogger(__name__)
 
 ProbabilityMethod = Literal["auto", "bootstrap", "cluster", "wilson"]
 Role = Literal["response", "prompt", "all"]
+ClusterChoice = Literal["auto", "item", "sequence"]
 
 #: The ``assumption`` attribute of results that treat every token as an independent draw.
 INDEPENDENT_TOKENS = "independent tokens"
@@ -82,13 +87,73 @@ def check_count_run(run: object, role: str, *, min_languages: int = 1) -> list[s
     return languages
 
 
+def check_design_effect(value: object, used: str, requested: str, token: str) -> float | None:
+    """``design_effect``: None, or a finite number >= 1 for the token-level method ``token``."""
+    if value is None:
+        return None
+    if not (
+        isinstance(value, Real)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+        and float(value) >= 1.0
+    ):
+        raise ParameterError(
+            f"design_effect must be a number >= 1 (the variance inflation of token counts; "
+            f"effective n = n / D), got {value!r}"
+        )
+    if used != token:
+        raise ParameterError(
+            f"design_effect applies to the token-level method {token!r}; method={requested!r} "
+            f"uses {used!r}, which estimates the dependence from per-sequence counts; drop "
+            f"design_effect or pass method={token!r}"
+        )
+    return float(value)
+
+
+def token_level_cluster(run: xr.Dataset, cluster: str, used: str) -> None:
+    """ParameterError when a cluster is asked of a token-level method (there are none)."""
+    check_choice("cluster", cluster, get_args(ClusterChoice))
+    if cluster == "auto":
+        return
+    if not has_sequences(run):
+        raise ParameterError(
+            f"cluster={cluster!r} needs per-sequence counts (seq_n_active), which this run "
+            "lacks; extract with --per-sequence, or leave cluster='auto'"
+        )
+    raise ParameterError(
+        f"cluster={cluster!r} applies to the per-sequence methods; method={used!r} counts "
+        "tokens; pass method='auto' or leave cluster='auto'"
+    )
+
+
+def inference_label(token_level: bool, design_effect: float | None) -> str:
+    """The ``inference`` attribute: ``"valid"`` (sampled units are clusters), ``"descriptive"``
+    (token counts as if tokens were independent) or ``"design-effect adjusted (D=...)"``."""
+    if not token_level:
+        return "valid"
+    if design_effect is None:
+        return "descriptive"
+    return f"design-effect adjusted (D={design_effect:g})"
+
+
+#: The CLI's warning for token-level results without a design effect.
+DESCRIPTIVE_WARNING = (
+    "token-level p-values and intervals assume independent tokens and are not valid inference "
+    "(tokens of one sequence are dependent); extract with --per-sequence for valid ones, or "
+    "pass --design-effect D"
+)
+
+
 # --------------------------------------------------------------------------- estimators
 
 
-def _wilson(run: xr.Dataset, roles: tuple[str, ...], z: float) -> xr.Dataset:
-    """Wilson score interval and binomial standard error on token counts (lazy when dask)."""
+def _wilson(run: xr.Dataset, roles: tuple[str, ...], z: float, deff: float = 1.0) -> xr.Dataset:
+    """Wilson score interval and binomial standard error on token counts (lazy when dask);
+    with a design effect ``D`` the effective sample size is ``n / D``."""
     x = run["n_active"].sel({ROLE: list(roles)}).sum(ROLE).astype(np.float64)
     n = run["n_tokens"].sel({ROLE: list(roles)}).sum(ROLE).astype(np.float64)
+    if deff != 1.0:
+        x, n = x / deff, n / deff
     p = x / n
     z2 = z * z
     denom = 1.0 + z2 / n
@@ -100,9 +165,11 @@ def _wilson(run: xr.Dataset, roles: tuple[str, ...], z: float) -> xr.Dataset:
     return xr.Dataset({"p": p, "lower": lower, "upper": upper, "se": se})
 
 
-def _cluster(sums: xr.Dataset, counts: NDArray[np.int64], z: float) -> xr.Dataset:
-    """Ratio estimate with the cluster-robust delta-method standard error and normal interval."""
+def _cluster(sums: xr.Dataset, counts: NDArray[np.int64], ci: float) -> xr.Dataset:
+    """Ratio estimate with the cluster-robust delta-method standard error and the Student t
+    interval with (clusters - 1) degrees of freedom."""
     n = xr.DataArray(counts.astype(np.float64), dims=(LANGUAGE,))
+    z = xr.DataArray(special.stdtrit(counts - 1.0, (1.0 + ci) / 2.0), dims=(LANGUAGE,))
     p = sums["A"] / sums["T"]
     resid = sums["S2"] - 2.0 * p * sums["SAT"] + p * p * sums["STT"]
     var = (n / (n - 1.0)) * np.maximum(resid, 0.0) / (sums["T"] * sums["T"])
@@ -112,9 +179,11 @@ def _cluster(sums: xr.Dataset, counts: NDArray[np.int64], z: float) -> xr.Datase
     return xr.Dataset({"p": p, "lower": lower, "upper": upper, "se": se})
 
 
-def _bootstrap(run: xr.Dataset, role: str, n_boot: int, seed: int, ci: float) -> xr.Dataset:
-    """Percentile intervals from resampling sequences within languages (computes)."""
-    sampler = Resampler(run, role, "method='bootstrap'", fix=_FIX)
+def _bootstrap(
+    run: xr.Dataset, role: str, n_boot: int, seed: int, ci: float, cluster: str = "sequence"
+) -> xr.Dataset:
+    """Percentile intervals from resampling sequences within languages, or items (computes)."""
+    sampler = Resampler(run, role, "method='bootstrap'", fix=_FIX, cluster=cluster)
     d, reader = sampler.design, sampler.reader
     (weights,) = draw_weights([sampler.units], replicate_seeds(seed, n_boot))
     rep_tokens = sampler.replicate_tokens(weights)
@@ -161,12 +230,12 @@ _FIX = "extract with --per-sequence (per-sequence counts make the sequence the s
 
 _ASSUMPTIONS: dict[str, str] = {
     "wilson": INDEPENDENT_TOKENS,
-    "cluster": INDEPENDENT_SEQUENCES + "; normal approximation of the ratio estimator",
+    "cluster": INDEPENDENT_SEQUENCES + "; Student t (clusters - 1 df) for the ratio estimator",
     "bootstrap": INDEPENDENT_SEQUENCES + "; percentile bootstrap over sequences",
 }
 _INTERVALS: dict[str, str] = {
     "wilson": "Wilson score interval on token counts",
-    "cluster": "p +- z * se (cluster-robust delta-method se), clipped to [0, 1]",
+    "cluster": "p +- t(clusters - 1) * se (cluster-robust delta-method se), clipped to [0, 1]",
     "bootstrap": "percentile interval of sequence-resampled ratio estimates",
 }
 
@@ -179,6 +248,8 @@ def activation_probability(
     ci: float = 0.95,
     n_boot: int = 1000,
     seed: int = 0,
+    cluster: ClusterChoice = "auto",
+    design_effect: float | None = None,
 ) -> xr.Dataset:
     r"""Activation probabilities with confidence intervals and standard errors.
 
@@ -257,9 +328,11 @@ def activation_probability(
     n_boot_ = check_int("n_boot", n_boot, 2)
     seed_ = check_int("seed", seed, 0)
     check_count_run(run, role_)
+    check_choice("cluster", cluster, get_args(ClusterChoice))
     used = method_
     if method_ == "auto":
         used = "cluster" if has_sequences(run) else "wilson"
+    deff = check_design_effect(design_effect, used, method_, "wilson")
     z = float(special.ndtri((1.0 + ci_) / 2.0))
     attrs: dict[str, Any] = {
         "method": used,
@@ -270,22 +343,42 @@ def activation_probability(
         "seed": seed_,
         "assumption": _ASSUMPTIONS[used],
         "interval": _INTERVALS[used],
+        "inference": inference_label(used == "wilson", deff),
+        "cluster": "token",
+        "cluster_requested": cluster,
     }
+    if deff is not None:
+        attrs["design_effect"] = deff
+        attrs["assumption"] = f"token counts with design effect D={deff:g} (effective n = n / D)"
     if used == "wilson":
-        out = _wilson(run, stored_roles(role_), z)
+        token_level_cluster(run, cluster, used)
+        out = _wilson(run, stored_roles(role_), z, 1.0 if deff is None else deff)
     else:
         what = f"method={used!r}"
         d = design(
             run, role_, what, fix=_FIX + ", or use method='wilson' (assumes independent tokens)"
         )
         attrs["n_sequences"] = d.n_per_language()
+        unit = choose_cluster(run, d, cluster)
+        attrs["cluster"] = unit
+        if unit == "item":
+            attrs["assumption"] = attrs["assumption"].replace(
+                "independent sequences", "independent items (seq_id; all their sequences)"
+            )
         if used == "cluster":
             lazy = run["seq_n_active"].chunks is not None
-            out = _cluster(cluster_sums(run, d), d.counts, z)
+            if unit == "item":
+                sums, n_clusters = item_sums(run, d)
+                attrs["n_items"] = {
+                    lang: int(g) for lang, g in zip(d.languages, n_clusters, strict=True)
+                }
+            else:
+                sums, n_clusters = cluster_sums(run, d), d.counts
+            out = _cluster(sums, n_clusters, ci_)
             if not lazy:
                 out = out.compute()
         else:
-            out = _bootstrap(run, role_, n_boot_, seed_, ci_)
+            out = _bootstrap(run, role_, n_boot_, seed_, ci_, unit)
     out = out.assign_coords(
         {LANGUAGE: as_labels(run[LANGUAGE]), LAYER: run[LAYER].values, NEURON: run[NEURON].values}
     )
@@ -300,6 +393,11 @@ __all__ = [
     "has_sequences",
     "ProbabilityMethod",
     "Role",
+    "ClusterChoice",
+    "check_design_effect",
+    "token_level_cluster",
+    "inference_label",
+    "DESCRIPTIVE_WARNING",
     "INDEPENDENT_TOKENS",
     "INDEPENDENT_SEQUENCES",
 ]
