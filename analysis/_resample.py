@@ -204,14 +204,7 @@ def cluster_sums(run: xr.Dataset, d: Design) -> xr.Dataset:
     and ``T = sum t``, ``STT = sum t^2`` on ``[language]``, all float64. Every term is an integer,
     so the sums are exact (hence independent of chunking) while they stay below 2**53.
     """
-    seq = role_view(run[SEQ_N_ACTIVE], d.roles)
-    tok = role_view(run[SEQ_N_TOKENS], d.roles)
-    if not (seq.chunks is not None or (in_memory(seq) and seq.nbytes <= TILE_BYTES)):
-        # a lazily indexed store array or a large numpy one: stream it through dask
-        seq = seq.chunk(dask_chunks(seq))
-        tok = tok.chunk()
-    a = seq.astype(np.float64).sum(ROLE)
-    t = tok.astype(np.float64).sum(ROLE)
+    a, t = _per_sequence(run, d)
     parts = []
     for members in d.members:
         where = {SEQUENCE: contiguous(members)}
@@ -305,6 +298,7 @@ def _per_sequence(run: xr.Dataset, d: Design) -> tuple[xr.DataArray, xr.DataArra
     seq = role_view(run[SEQ_N_ACTIVE], d.roles)
     tok = role_view(run[SEQ_N_TOKENS], d.roles)
     if not (seq.chunks is not None or (in_memory(seq) and seq.nbytes <= TILE_BYTES)):
+        # a lazily indexed store array or a large numpy one: stream it through dask
         seq = seq.chunk(dask_chunks(seq))
         tok = tok.chunk()
     return seq.astype(np.float64).sum(ROLE), tok.astype(np.float64).sum(ROLE)

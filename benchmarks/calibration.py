@@ -318,6 +318,8 @@ def full_grid() -> list[Cell]:
             cells.append(Cell("tests", _shape(het, n, 0.01, responses=4, rho=0.5), 40, 200))
     for n in (16, 128):  # repeated items whose effects do not carry across languages
         cells.append(Cell("tests", _shape("logit-normal", n, 0.01, responses=4), 40, 200))
+    for n in (80, 160):  # R = 10 responses per item: 8 and 16 items per language
+        cells.append(Cell("tests", _shape("logit-normal", n, 0.01, responses=10), 40, 200))
     for het in HETS:
         for n in (8, 128):
             cells.append(Cell("compare", _shape(het, n, 0.01), reps=200))
@@ -337,6 +339,9 @@ def quick_grid() -> list[Cell]:
     return [
         Cell("tests", _shape("independent", 128, 0.01), reps=8, n_boot=100),
         Cell("tests", _shape("logit-normal", 16, 0.01, responses=4, rho=0.5), reps=8, n_boot=100),
+        Cell("tests", _shape("logit-normal", 80, 0.01, responses=10), reps=8, n_boot=20),
+        Cell("tests", _shape("beta-binomial", 32, 0.01), reps=8, n_boot=20),  # true D known
+        Cell("tests", _shape("independent", 8, 0.5), reps=8, n_boot=20),  # 8 clusters, dense
         Cell("compare", _shape("independent", 16, 0.01), reps=20),
         Cell("bootstrap", _shape("logit-normal", 16, 0.01), reps=2, n_boot=10),
     ]

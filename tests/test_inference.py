@@ -101,6 +101,9 @@ def test_auto_clusters_on_items_when_they_repeat() -> None:
     tests = language_preference_tests(run)
     assert tests.attrs["cluster"] == "item" and tests.attrs["cluster_requested"] == "auto"
     assert tests.attrs["n_items"] == {lang: 6 for lang in LANGS}
+    # the t reference has at most (items of the language - 1) degrees of freedom
+    df = tests["df"].values
+    assert (df[np.isfinite(df)] <= 5).all() and (df[np.isfinite(df)] > 4.99).mean() > 0.5
     assert tests.attrs["inference"] == "valid"
     assert "independent items" in tests.attrs["assumption"]
     prob = activation_probability(run)
@@ -133,13 +136,23 @@ def test_item_bootstrap_draws_items() -> None:
     assert np.isfinite(res["lower"].values).all()
 
 
-def test_cluster_interval_uses_student_t() -> None:
+def test_cluster_interval_is_korn_graubard() -> None:
+    # oracle: Clopper-Pearson (scipy's beta quantiles) at the effective sample size
+    # n* = p (1 - p) / se^2 (at most T), scaled by (z / t_{n-1})^2, n = 5 sequences
+    from scipy import stats
+
     run = _run(responses=1, items=5)
     res = activation_probability(run, method="cluster", ci=0.9)
-    half = (res["upper"] - res["lower"]) / 2
-    inside = (res["lower"] > 0) & (res["upper"] < 1)
-    t = special.stdtrit(4, 0.95)  # 5 sequences per language: 4 degrees of freedom
-    np.testing.assert_allclose(half.values[inside.values], (t * res["se"]).values[inside.values])
+    assert "Korn-Graubard" in res.attrs["interval"]
+    tokens = run["n_tokens"].sel(role="response").values.astype(float)
+    p, se = res["p"].values, res["se"].values
+    n_eff = (
+        np.minimum(p * (1 - p) / se**2, tokens) * (stats.norm.ppf(0.95) / stats.t.ppf(0.95, 4)) ** 2
+    )
+    x = p * n_eff
+    np.testing.assert_allclose(res["lower"].values, stats.beta.ppf(0.05, x, n_eff - x + 1))
+    np.testing.assert_allclose(res["upper"].values, stats.beta.ppf(0.95, x + 1, n_eff - x))
+    assert ((res["lower"] <= res["p"]) & (res["p"] <= res["upper"])).all()
 
 
 # --------------------------------------------------------------------------- descriptive labels
