@@ -88,6 +88,40 @@ def _fpr(p: np.ndarray) -> Metrics:
 # --------------------------------------------------------------------------- cheap family
 
 
+def true_design_effect(shape: Shape) -> float | None:
+    """The design effect of token counts where it is known in closed form, else None.
+
+    Beta-binomial sequences of fixed length ``t`` and one response per item:
+    ``Var(a_i) = t P (1 - P) (1 + (t - 1) icc)``, so ``D = 1 + (t - 1) icc`` exactly.
+    """
+    if (
+        shape.heterogeneity == "beta-binomial"
+        and shape.lengths == "fixed"
+        and shape.responses == 1
+        and shape.rho == 0.0
+    ):
+        return 1.0 + (shape.length - 1) * shape.icc
+    return None
+
+
+def _test_rows(out: Replicate, res: xr.Dataset, name: str, null_pair: Any, preferred: Any) -> None:
+    """FPR / power of a test's p-values, and FDR / power of its significant set."""
+    p = res["p"].values
+    sig = res["significant"].values
+    desc = float(_descriptive(res))
+    if res.attrs["correction"] == "fdr_bh":  # the p-values do not depend on the correction
+        metrics = _fpr(p[null_pair])
+        metrics["power"] = float(np.mean(p[preferred] <= LEVELS[0]))
+        out[f"test {name}"] = {**metrics, "descriptive": desc}
+    false = sig & ~preferred
+    label = f"{'BH' if res.attrs['correction'] == 'fdr_bh' else 'BY'} ({name} test)"
+    out[label] = {
+        "fdr": float(false.sum() / max(int(sig.sum()), 1)),
+        "power": float(sig[preferred].mean()),
+        "descriptive": desc,
+    }
+
+
 def probability_and_tests(truth: Truth, rng: np.random.Generator, n_boot: int) -> Replicate:
     """One replicate of the per-(neuron, language) methods: intervals, tests, BH / BY."""
     an = _analysis()
@@ -99,31 +133,40 @@ def probability_and_tests(truth: Truth, rng: np.random.Generator, n_boot: int) -
         truth.null_neuron.reshape(shape.layers, shape.neurons)[..., None], preferred.shape
     )
     out: Replicate = {}
-    for method in ("wilson", "cluster", "bootstrap"):
-        kw = {"n_boot": n_boot, "seed": int(rng.integers(2**31))} if method == "bootstrap" else {}
+    deff = true_design_effect(shape)
+    # (row name, method, options): cluster "auto" is the item when items repeat; the
+    # sequence-clustered rows show what ignoring the items costs
+    prob_rows: list[tuple[str, str, dict[str, Any]]] = [
+        ("wilson", "wilson", {}),
+        ("cluster", "cluster", {}),
+        ("bootstrap", "bootstrap", {}),
+    ]
+    test_rows: list[tuple[str, str, dict[str, Any]]] = [
+        ("binomial", "binomial", {}),
+        ("cluster", "cluster", {}),
+    ]
+    if shape.responses > 1:
+        prob_rows.append(("cluster by sequence", "cluster", {"cluster": "sequence"}))
+        test_rows.append(("cluster by sequence", "cluster", {"cluster": "sequence"}))
+    if deff is not None:
+        prob_rows.append(("wilson true D", "wilson", {"design_effect": deff}))
+        test_rows.append(("binomial true D", "binomial", {"design_effect": deff}))
+    for name, method, options in prob_rows:
+        kw = dict(options)
+        if method == "bootstrap":
+            kw.update(n_boot=n_boot, seed=int(rng.integers(2**31)))
         res = an.activation_probability(run, method=method, ci=CI, **kw)
         lower = res["lower"].values
         upper = res["upper"].values
         covered = (lower <= p_true) & (p_true <= upper)
-        out[f"probability {method}"] = {"coverage": float(covered.mean())}
-        out[f"probability {method}"]["descriptive"] = float(_descriptive(res))
-    for method in ("binomial", "cluster"):
+        out[f"probability {name}"] = {"coverage": float(covered.mean())}
+        out[f"probability {name}"]["descriptive"] = float(_descriptive(res))
+    for name, method, options in test_rows:
         for correction in ("fdr_bh", "fdr_by"):
-            res = an.language_preference_tests(run, method=method, correction=correction, alpha=Q)
-            p = res["p"].values
-            sig = res["significant"].values
-            desc = float(_descriptive(res))
-            if correction == "fdr_bh":  # the p-values do not depend on the correction
-                metrics = _fpr(p[null_pair])
-                metrics["power"] = float(np.mean(p[preferred] <= LEVELS[0]))
-                out[f"test {method}"] = {**metrics, "descriptive": desc}
-            false = sig & ~preferred
-            name = f"{'BH' if correction == 'fdr_bh' else 'BY'} ({method} test)"
-            out[name] = {
-                "fdr": float(false.sum() / max(int(sig.sum()), 1)),
-                "power": float(sig[preferred].mean()),
-                "descriptive": desc,
-            }
+            res = an.language_preference_tests(
+                run, method=method, correction=correction, alpha=Q, **options
+            )
+            _test_rows(out, res, name, null_pair, preferred)
     return out
 
 
@@ -571,6 +614,8 @@ def full_grid() -> list[Cell]:
             cells.append(Cell("tests", _shape(het, n, 0.01, responses=4, rho=0.5), 40, 200))
     for n in (16, 128):  # repeated items whose effects do not carry across languages
         cells.append(Cell("tests", _shape("logit-normal", n, 0.01, responses=4), 40, 200))
+    for n in (80, 160):  # R = 10 responses per item: 8 and 16 items per language
+        cells.append(Cell("tests", _shape("logit-normal", n, 0.01, responses=10), 40, 200))
     for het in HETS:
         for n in (8, 128):
             cells.append(Cell("compare", _shape(het, n, 0.01), reps=200))
@@ -592,6 +637,9 @@ def quick_grid() -> list[Cell]:
     return [
         Cell("tests", _shape("independent", 128, 0.01), reps=8, n_boot=100),
         Cell("tests", _shape("logit-normal", 16, 0.01, responses=4, rho=0.5), reps=8, n_boot=100),
+        Cell("tests", _shape("logit-normal", 80, 0.01, responses=10), reps=8, n_boot=20),
+        Cell("tests", _shape("beta-binomial", 32, 0.01), reps=8, n_boot=20),  # true D known
+        Cell("tests", _shape("independent", 8, 0.5), reps=8, n_boot=20),  # 8 clusters, dense
         Cell("compare", _shape("independent", 16, 0.01), reps=20),
         Cell("bootstrap", _shape("logit-normal", 16, 0.01), reps=2, n_boot=10),
         Cell("stages", _shape("independent", 32, 0.01, **STAGE_LAYERS), reps=20),

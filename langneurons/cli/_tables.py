@@ -191,6 +191,19 @@ def stability(ds: xr.Dataset) -> Lines:
     return lines
 
 
+def _unit_line(a: dict[str, Any]) -> Lines:
+    """The unit of replication (cluster) and design effect, when the attrs record them."""
+    unit = a.get("cluster")
+    if unit in (None, "token"):
+        deff = a.get("design_effect")
+        return [f"  design effect D = {_fmt(deff)} (effective n = n / D)"] if deff else []
+    counts = a.get("n_items") if unit == "item" else a.get("n_sequences")
+    size = ""
+    if isinstance(counts, dict) and counts:
+        size = f" ({_fmt(min(counts.values()))} to {_fmt(max(counts.values()))} per language)"
+    return [f"  unit of replication: {unit}{size}"]
+
+
 def tests(ds: xr.Dataset) -> Lines:
     """The number of significant neuron x language tests, per language."""
     a = ds.attrs
@@ -198,7 +211,13 @@ def tests(ds: xr.Dataset) -> Lines:
         f"  {a.get('method')} test, {a.get('correction')} at {_fmt(a.get('alpha'))}: "
         f"{_fmt(int(ds['significant'].sum()))} of {_fmt(int(ds['significant'].size))} "
         "neuron x language tests significant"
+        + (f" with margin {_fmt(a.get('min_effect'))}" if a.get("min_effect") else "")
     ]
+    if a.get("min_effect"):
+        lines.append(
+            f"  without the margin: {_fmt(a.get('n_significant_without_margin'))} significant"
+        )
+    lines += _unit_line(a)
     lines += inference_line(dict(a))
     if "language" in ds["significant"].dims:
         other = [d for d in ds["significant"].dims if d != "language"]
@@ -218,6 +237,7 @@ def probability(ds: xr.Dataset) -> Lines:
     """Median activation probability and interval width per language."""
     a = ds.attrs
     lines = [f"  method {a.get('method')}, {_fmt(a.get('ci'))} intervals"]
+    lines += _unit_line(a)
     lines += inference_line(dict(a))
     names = [n for n in ("p", "estimate", "probability") if n in ds.data_vars]
     lows = [n for n in ("lower", "low", "ci_lower") if n in ds.data_vars]

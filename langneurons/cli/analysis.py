@@ -197,6 +197,17 @@ def stats_deactivation(
     emit({"deactivation": (ds, target.save(run, "stats", name, ds))}, as_json)
 
 
+def _warn_if_descriptive(ds: Any) -> None:
+    """One warning line when a result's p-values / intervals are descriptive (token level)."""
+    if ds.attrs.get("inference") == "descriptive":
+        import warnings
+
+        from langneurons.analysis.uncertainty import DESCRIPTIVE_WARNING
+        from langneurons.errors import LangneuronsWarning
+
+        warnings.warn(DESCRIPTIVE_WARNING, LangneuronsWarning, stacklevel=2)
+
+
 @stats.command("probability")
 @click.argument("store")
 @click.option("--run", required=True)
@@ -210,6 +221,20 @@ def stats_deactivation(
 @click.option("--ci", type=float, default=0.95, show_default=True)
 @click.option("--n-boot", type=int, default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--cluster",
+    type=click.Choice(["auto", "item", "sequence"]),
+    default="auto",
+    show_default=True,
+    help="Unit of replication of the per-sequence methods (auto: the item when an item has "
+    "several sequences in a language).",
+)
+@click.option(
+    "--design-effect",
+    type=float,
+    default=None,
+    help="Token-level (wilson) intervals with variance inflated by D >= 1 (effective n = n/D).",
+)
 @click.option("--name", default="probability", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @results_options
@@ -221,6 +246,8 @@ def stats_probability(
     ci: float,
     n_boot: int,
     seed: int,
+    cluster: str,
+    design_effect: float | None,
     name: str,
     as_json: bool,
     results_store: str | None,
@@ -233,8 +260,16 @@ def stats_probability(
 
     target = Target(store, results_store, no_save, allow_incomplete)
     ds = activation_probability(
-        target.open_run(run), role=role, method=method, ci=ci, n_boot=n_boot, seed=seed
+        target.open_run(run),
+        role=role,
+        method=method,
+        ci=ci,
+        n_boot=n_boot,
+        seed=seed,
+        cluster=cluster,
+        design_effect=design_effect,
     )
+    _warn_if_descriptive(ds)
     emit({"probability": (ds, target.save(run, "stats", name, ds))}, as_json)
 
 
@@ -253,6 +288,27 @@ def stats_probability(
 )
 @click.option("--alpha", type=float, default=0.05, show_default=True)
 @click.option(
+    "--cluster",
+    type=click.Choice(["auto", "item", "sequence"]),
+    default="auto",
+    show_default=True,
+    help="Unit of replication of the cluster test (auto: the item when an item has several "
+    "sequences in a language).",
+)
+@click.option(
+    "--design-effect",
+    type=float,
+    default=None,
+    help="Token-level (binomial) test with variance inflated by D >= 1 (effective n = n/D).",
+)
+@click.option(
+    "--min-effect",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Margin DELTA in [0, 1): test P[language] - P[rest] <= DELTA.",
+)
+@click.option(
     "--identification",
     default=None,
     help="Compare the significant neurons with this saved identification.",
@@ -267,6 +323,9 @@ def stats_tests(
     method: str,
     correction: str,
     alpha: float,
+    cluster: str,
+    design_effect: float | None,
+    min_effect: float,
     identification: str | None,
     name: str,
     as_json: bool,
@@ -283,8 +342,16 @@ def stats_tests(
 
     target = Target(store, results_store, no_save, allow_incomplete)
     ds = language_preference_tests(
-        target.open_run(run), role=role, method=method, correction=correction, alpha=alpha
+        target.open_run(run),
+        role=role,
+        method=method,
+        correction=correction,
+        alpha=alpha,
+        cluster=cluster,
+        design_effect=design_effect,
+        min_effect=min_effect,
     )
+    _warn_if_descriptive(ds)
     results = {"tests": (ds, target.save(run, "stats", name, ds))}
     if identification:
         ident = target.open_result(run, "identification", identification)
