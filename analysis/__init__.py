@@ -20,6 +20,7 @@ from langneurons.analysis.distributions import (
     type_change,
     type_table,
 )
+from langneurons.analysis.groups import group_comparison
 from langneurons.analysis.identify import (
     identify,
     masks_from_lists,
@@ -27,6 +28,7 @@ from langneurons.analysis.identify import (
     select,
     summary,
 )
+from langneurons.analysis.membership import membership_change
 from langneurons.analysis.neuron_tests import (
     compare_with_identification,
     language_preference_tests,
@@ -58,6 +60,8 @@ __all__ = [
     "masks_from_lists",
     "masks_to_lists",
     "mcnemar",
+    "membership_change",
+    "group_comparison",
     "overlap",
     "segment_stages",
     "select",

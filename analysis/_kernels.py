@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy import special
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -297,3 +298,25 @@ def bootstrap_se(boot: NDArray[np.float64]) -> NDArray[np.float64]:
     mean = filled.sum(axis=0) / np.maximum(n, 1)
     ss = (np.where(ok, boot - mean, 0.0) ** 2).sum(axis=0)
     return np.where(n > 1, np.sqrt(ss / np.maximum(n - 1, 1)), np.nan)
+
+
+def upper_tail(
+    effect: FloatArray, var: FloatArray, df: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray]:
+    """``z = effect / sqrt(var)`` and the one-sided p-value: ``1 - Phi(z)``, or the Student t
+    upper tail with ``df`` degrees of freedom when given (``effect``: the difference minus the
+    margin).
+
+    Where the variance is 0 the data cannot vary under the model: p = 0 if the effect is
+    positive, else 1 (z is +-inf or 0 accordingly).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = effect / np.sqrt(var)
+    degenerate = ~(var > 0)
+    z[degenerate] = np.where(effect[degenerate] > 0, np.inf, 0.0)
+    if df is None:
+        p = special.ndtr(-z)
+    else:
+        p = special.stdtr(np.where(degenerate, 1.0, df), -z)
+    p[degenerate] = np.where(effect[degenerate] > 0, 0.0, 1.0)
+    return z, p

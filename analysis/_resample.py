@@ -204,14 +204,7 @@ def cluster_sums(run: xr.Dataset, d: Design) -> xr.Dataset:
     and ``T = sum t``, ``STT = sum t^2`` on ``[language]``, all float64. Every term is an integer,
     so the sums are exact (hence independent of chunking) while they stay below 2**53.
     """
-    seq = role_view(run[SEQ_N_ACTIVE], d.roles)
-    tok = role_view(run[SEQ_N_TOKENS], d.roles)
-    if not (seq.chunks is not None or (in_memory(seq) and seq.nbytes <= TILE_BYTES)):
-        # a lazily indexed store array or a large numpy one: stream it through dask
-        seq = seq.chunk(dask_chunks(seq))
-        tok = tok.chunk()
-    a = seq.astype(np.float64).sum(ROLE)
-    t = tok.astype(np.float64).sum(ROLE)
+    a, t = _per_sequence(run, d)
     parts = []
     for members in d.members:
         where = {SEQUENCE: contiguous(members)}
@@ -230,6 +223,85 @@ def cluster_sums(run: xr.Dataset, d: Design) -> xr.Dataset:
     out = xr.concat(parts, dim=LANGUAGE, coords="minimal", compat="override", join="override")
     out = out.drop_vars([c for c in out.coords if SEQUENCE in out[c].dims])
     return out.assign_coords({LANGUAGE: d.languages})
+
+
+def repeated_items(run: xr.Dataset, d: Design) -> bool:
+    """Whether some item (``seq_id``) has more than one sequence in one language."""
+    ids = _seq_ids(run, d, required=False)
+    if ids is None:
+        return False
+    return any(np.unique(ids[m]).size < m.size for m in d.members)
+
+
+def choose_cluster(run: xr.Dataset, d: Design, cluster: str) -> str:
+    """The unit of replication of the per-sequence intervals and tests.
+
+    ``"auto"``: the item whenever an item has more than one sequence in a language, else the
+    sequence. ``"item"`` on a run without ``seq_id`` is a :class:`ParameterError`.
+    """
+    check_choice("cluster", cluster, ("auto", *CLUSTERS))
+    if cluster == "auto":
+        return "item" if repeated_items(run, d) else "sequence"
+    if cluster == "item" and _seq_ids(run, d, required=False) is None:
+        raise ParameterError(
+            f"cluster='item' needs item ids (seq_id[sequence]), which {d.name} lacks; extract "
+            "with --per-sequence and item ids, or use cluster='sequence' (or 'auto')"
+        )
+    return cluster
+
+
+def item_sums(run: xr.Dataset, d: Design) -> tuple[xr.Dataset, NDArray[np.int64]]:
+    """:func:`cluster_sums` over items instead of sequences, and the item count per language.
+
+    The sequences of one item in one language (same ``seq_id``) are added up first, so
+    ``a``, ``t`` are item totals; items are clusters within each language (stratum).
+    """
+    ids = _seq_ids(run, d, required=True)
+    assert ids is not None
+    a, t = _per_sequence(run, d)
+    parts: list[xr.Dataset] = []
+    counts: list[int] = []
+    for members in d.members:
+        labels, inverse = np.unique(ids[members], return_inverse=True)
+        if labels.size < 2:
+            lang = d.languages[len(parts)]
+            raise ParameterError(
+                f"language {lang!r} has {labels.size} item (seq_id); clustering on items needs "
+                "at least 2 per language; use cluster='sequence'"
+            )
+        counts.append(labels.size)
+        onehot = xr.DataArray(
+            (np.arange(labels.size)[:, None] == inverse[None, :]).astype(np.float64),
+            dims=("item", SEQUENCE),
+        )
+        where = {SEQUENCE: contiguous(members)}
+        ai = xr.dot(onehot, a.isel(where).drop_vars(list(a.coords), errors="ignore"), dim=SEQUENCE)
+        ti = xr.dot(onehot, t.isel(where).drop_vars(list(t.coords), errors="ignore"), dim=SEQUENCE)
+        parts.append(
+            xr.Dataset(
+                {
+                    "A": ai.sum("item"),
+                    "S2": (ai * ai).sum("item"),
+                    "SAT": (ai * ti).sum("item"),
+                    "T": ti.sum("item"),
+                    "STT": (ti * ti).sum("item"),
+                }
+            )
+        )
+    out = xr.concat(parts, dim=LANGUAGE, coords="minimal", compat="override", join="override")
+    out = out.assign_coords({LAYER: run[LAYER].values, NEURON: run[NEURON].values})
+    return out.assign_coords({LANGUAGE: d.languages}), np.array(counts, dtype=np.int64)
+
+
+def _per_sequence(run: xr.Dataset, d: Design) -> tuple[xr.DataArray, xr.DataArray]:
+    """Per-sequence counts ``a`` and tokens ``t`` of the role as float64 (dask when large)."""
+    seq = role_view(run[SEQ_N_ACTIVE], d.roles)
+    tok = role_view(run[SEQ_N_TOKENS], d.roles)
+    if not (seq.chunks is not None or (in_memory(seq) and seq.nbytes <= TILE_BYTES)):
+        # a lazily indexed store array or a large numpy one: stream it through dask
+        seq = seq.chunk(dask_chunks(seq))
+        tok = tok.chunk()
+    return seq.astype(np.float64).sum(ROLE), tok.astype(np.float64).sum(ROLE)
 
 
 # --------------------------------------------------------------------------- what is drawn

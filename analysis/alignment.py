@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -30,6 +30,7 @@ from langneurons.errors import ParameterError
 from langneurons.names import LANGUAGE
 
 from .bootstrap import bootstrap_attrs, bootstrap_runs, identification_attrs
+from .distributions import resolve_paired
 from .identify import identify
 from .params import IdentifyParams, Method, resolve_params
 from .type_tables import mask_rows, neuron_types
@@ -118,7 +119,7 @@ def spontaneous_alignment(
     seed: int = 0,
     ci: float = 0.95,
     cluster: Cluster = "sequence",
-    paired: bool = False,
+    paired: bool | Literal["auto"] = "auto",
     **identify_kwargs: Any,
 ) -> xr.Dataset:
     r"""Do untrained languages gain language neurons like the trained ones after alignment?
@@ -134,7 +135,8 @@ def spontaneous_alignment(
     :math:`D \approx 0` with :math:`\bar\Delta_{\mathcal{U}} \neq 0`.
 
     - Intervals: bootstrap percentiles of every :math:`\Delta_k`, group mean and :math:`D`,
-      resampling each run's sequences within language independently and re-running the
+      resampling each run's sequences within language (paired when the runs share their
+      seq_ids) and re-running the
       identification per replicate (as in
       :func:`~langneurons.analysis.distributions.type_change`); ``boot_pvalue`` is the
       two-sided bootstrap test of :math:`D = 0` by centring (Hall & Wilson 1991).
@@ -167,7 +169,8 @@ def spontaneous_alignment(
     ci : float in (0, 1)
         Level of the percentile intervals.
     cluster, paired
-        What a replicate draws, and whether both runs draw together (see
+        What a replicate draws, and whether both runs draw together (default ``"auto"``:
+        paired when they hold the same seq_ids; see
         :func:`~langneurons.analysis.distributions.type_change`).
     **identify_kwargs
         Deprecated: the loose identification keywords (use ``params=``).
@@ -202,6 +205,7 @@ def spontaneous_alignment(
     trained = _check_trained(trained_languages, langs)
     n_boot = check_int("n_boot", n_boot, 0)
     n_perm = check_int("n_perm", n_perm, 1)
+    paired_ = resolve_paired(base_run, aligned_run, paired, cluster, n_boot)
     seed = check_seed(seed)
     ci = check_open_unit("ci", ci)
     kw = params_.keywords()
@@ -226,7 +230,7 @@ def spontaneous_alignment(
         shape,
         what="spontaneous_alignment with n_boot > 0",
         cluster=cluster,
-        paired=paired,
+        paired=paired_,
     )
     boot = boot_a - boot_b
     low, high = percentile_interval(boot, ci)
@@ -243,8 +247,9 @@ def spontaneous_alignment(
     extreme = (np.abs(perm) >= np.abs(diff) - 1e-9).sum(axis=0)
     n_assign = assignments.shape[0]
     perm_p = extreme / n_assign if exact else (1.0 + extreme) / (1.0 + n_assign)
-    attrs = bootstrap_attrs(params_, n_boot, seed, ci, cluster, paired)
+    attrs = bootstrap_attrs(params_, n_boot, seed, ci, cluster, paired_)
     attrs.update(
+        paired_requested=paired,
         trained_languages=trained,
         untrained_languages=[x for x in langs if x not in trained],
         n_perm=n_perm,

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
 from langneurons.analysis._kernels import bootstrap_se, centred_pvalue, percentile_interval
-from langneurons.analysis._resample import Cluster
+from langneurons.analysis._resample import CLUSTERS, Cluster
 from langneurons.analysis._validate import (
+    as_labels,
+    check_choice,
     check_int,
     check_open_unit,
     check_runs,
@@ -27,7 +29,8 @@ from langneurons.analysis._validate import (
     check_types,
     languages_of,
 )
-from langneurons.names import LAYER, NEURON, TYPES
+from langneurons.errors import ParameterError
+from langneurons.names import LANGUAGE, LAYER, NEURON, SEQ_ID, SEQ_LANGUAGE, TYPES
 
 from .bootstrap import bootstrap_attrs, bootstrap_runs, identification_attrs
 from .identify import identify
@@ -35,6 +38,69 @@ from .params import IdentifyParams, Method, resolve_params
 from .type_tables import ALL_TYPES, compare_type_distributions, type_counts, type_table
 
 TYPE, REPLICATE, N_SHARED = "type", "replicate", "n_shared"
+
+Paired = bool | Literal["auto"]
+
+
+def _unit_keys(run: xr.Dataset, cluster: str) -> list[str] | None:
+    """The seq_id keys of the resampled units of ``run`` (None without ``seq_id``).
+
+    ``cluster="item"``: one key per seq_id; ``"sequence"``: ``language/seq_id`` per sequence
+    (repeats kept, so a seq_id used by several sequences of one language shows as a repeat).
+    """
+    if SEQ_ID not in run.variables or SEQ_LANGUAGE not in run.variables:
+        return None
+    ids = as_labels(run[SEQ_ID]).reshape(-1)
+    langs = as_labels(run[SEQ_LANGUAGE]).reshape(-1)
+    used = np.isin(langs, as_labels(run[LANGUAGE])) if LANGUAGE in run.coords else langs == langs
+    if cluster == "item":
+        return sorted(set(ids[used].tolist()))
+    return [f"{lang}/{i}" for lang, i in zip(langs[used].tolist(), ids[used].tolist(), strict=True)]
+
+
+def resolve_paired(
+    base_run: xr.Dataset, aligned_run: xr.Dataset, paired: object, cluster: str, n_boot: int
+) -> bool:
+    """Whether two runs are resampled together: ``paired="auto"`` decides from their seq_ids.
+
+    Auto: paired when both runs hold exactly the same resampled units (the same seq_ids; with
+    ``cluster="sequence"`` the same seq_id in the same language, each once), unpaired when
+    they share none (or a run has no ``seq_id``); a partial overlap is a ParameterError (pass
+    ``paired=False`` to resample them independently). ``paired=True`` requires the same units.
+    Nothing is resampled when ``n_boot`` is 0, so the answer is then False.
+    """
+    if not (paired == "auto" or isinstance(paired, bool)):
+        raise ParameterError(f"paired must be True, False or 'auto', got {paired!r}")
+    check_choice("cluster", cluster, CLUSTERS)
+    if paired is False or n_boot == 0:
+        return False
+    ka, kb = _unit_keys(base_run, cluster), _unit_keys(aligned_run, cluster)
+    if ka is None or kb is None:
+        if paired is True:
+            raise ParameterError(
+                "paired=True needs seq_id[sequence] in both runs to match their sequences; "
+                "pass paired=False (or 'auto')"
+            )
+        return False
+    sa, sb = set(ka), set(kb)
+    unit = "item" if cluster == "item" else "sequence (language/seq_id)"
+    if cluster == "sequence" and (len(sa) < len(ka) or len(sb) < len(kb)):
+        if paired is True or sa & sb:
+            raise ParameterError(
+                "seq_ids repeat within a language, so sequences cannot be paired one to one; "
+                "pass cluster='item' (pairs the items) or paired=False"
+            )
+        return False
+    if sa == sb:
+        return True
+    shared = len(sa & sb)
+    if shared == 0 and paired == "auto":
+        return False
+    raise ParameterError(
+        f"base_run and aligned_run share {shared} of their {len(sa | sb)} {unit} keys; a "
+        "paired resampling needs the same ones in both (the same corpus): pass paired=False "
+        "to resample each run on its own"
+    )
 
 
 def _points(
@@ -56,7 +122,7 @@ def type_change(
     ci: float = 0.95,
     types: Sequence[str] = TYPES,
     cluster: Cluster = "sequence",
-    paired: bool = False,
+    paired: Paired = "auto",
     **identify_kwargs: Any,
 ) -> xr.Dataset:
     r"""Per-layer change of each neuron type from a base run to an aligned run, with intervals.
@@ -65,10 +131,11 @@ def type_change(
     :func:`type_table` count of type ``t`` in layer ``l`` of
     ``identify(run, method, **params.keywords())``.
 
-    Uncertainty comes from the sequences: each bootstrap replicate resamples, independently
-    for each run and within each language, as many sequences as the language has (with
-    replacement), sums their per-sequence counts into ``n_active`` / ``n_tokens``, re-runs the
-    whole identification (tau, lambda, selection) and recomputes :math:`\Delta`. Intervals are
+    Uncertainty comes from the sequences: each bootstrap replicate resamples, within each
+    language, as many sequences as the language has (with replacement) -- the same seq_ids in
+    both runs when they share their corpus (paired), each run on its own otherwise -- sums
+    their per-sequence counts into ``n_active`` / ``n_tokens``, re-runs the whole
+    identification (tau, lambda, selection) and recomputes :math:`\Delta`. Intervals are
     bootstrap percentiles (Efron & Tibshirani 1993); p-values of :math:`\Delta = 0` are
     two-sided by centring the bootstrap distribution (Hall & Wilson 1991), uncorrected for
     multiple testing.
@@ -96,9 +163,12 @@ def type_change(
     cluster : {"sequence", "item"}
         What a replicate draws: sequences within each language (default), or items (every
         sequence of a ``seq_id``, in all languages at once).
-    paired : bool
-        Draw the same units for both runs (they must hold the same ``seq_id``\ s); default:
-        each run independently.
+    paired : bool or "auto"
+        Draw the same units for both runs (a paired bootstrap: items shared by the runs move
+        together, so what they have in common cancels from the change). ``"auto"`` (default)
+        pairs when both runs hold the same ``seq_id``\ s (the same corpus), resamples each run
+        on its own when they share none, and is an error when they share some (pass
+        ``paired=False``); see :func:`resolve_paired`. ``attrs["paired"]`` records the choice.
     **identify_kwargs
         Deprecated: the loose identification keywords (use ``params=``).
 
@@ -139,6 +209,7 @@ def type_change(
     params_ = resolve_params(params, identify_kwargs, method=method, where="type_change")
     base_run, aligned_run = check_runs(base_run, aligned_run)
     n_boot = check_int("n_boot", n_boot, 0)
+    paired_ = resolve_paired(base_run, aligned_run, paired, cluster, n_boot)
     seed = check_seed(seed)
     ci = check_open_unit("ci", ci)
     types_ = check_types(types)
@@ -159,15 +230,16 @@ def type_change(
         shape,
         what="type_change with n_boot > 0",
         cluster=cluster,
-        paired=paired,
+        paired=paired_,
     )
     boot = boot_a - boot_b
     low, high = percentile_interval(boot, ci)
     total_boot = boot.sum(axis=1)
     total_low, total_high = percentile_interval(total_boot, ci)
     lt = (LAYER, TYPE)
-    attrs = bootstrap_attrs(params_, n_boot, seed, ci, cluster, paired)
+    attrs = bootstrap_attrs(params_, n_boot, seed, ci, cluster, paired_)
     attrs.update(
+        paired_requested=paired,
         n_failed_base=fail_b,
         n_failed_aligned=fail_a,
         types=list(types_),
@@ -216,7 +288,7 @@ def shared_by_change(
     seed: int = 0,
     ci: float = 0.95,
     cluster: Cluster = "sequence",
-    paired: bool = False,
+    paired: Paired = "auto",
     **identify_kwargs: Any,
 ) -> xr.Dataset:
     r"""Change of the shared-by-N histogram from a base run to an aligned run.
@@ -230,8 +302,9 @@ def shared_by_change(
     above the quantile :math:`\tau`, which is fixed at about :math:`(1 - \text{bar}) K` by
     construction.)
 
-    Intervals are bootstrap percentiles over sequences resampled within each language of each
-    run independently, with identification re-run per replicate (see :func:`type_change`).
+    Intervals are bootstrap percentiles over sequences resampled within each language (paired
+    across the runs when they share their seq_ids), with identification re-run per replicate
+    (see :func:`type_change`).
     p-values are two-sided bootstrap tests by centring (Hall & Wilson 1991): for the histogram,
     :math:`p = (1 + \#\{T^*_b \ge T\}) / (1 + B)` with
     :math:`T^*_b = \frac12 \sum_N |\Delta^*_{b,N} - \Delta_N|`; per bin,
@@ -263,6 +336,7 @@ def shared_by_change(
     params_ = resolve_params(params, identify_kwargs, method=method, where="shared_by_change")
     base_run, aligned_run = check_runs(base_run, aligned_run)
     n_boot = check_int("n_boot", n_boot, 0)
+    paired_ = resolve_paired(base_run, aligned_run, paired, cluster, n_boot)
     seed = check_seed(seed)
     ci = check_open_unit("ci", ci)
     k = len(languages_of(base_run))
@@ -285,7 +359,7 @@ def shared_by_change(
         (k + 1,),
         what="shared_by_change with n_boot > 0",
         cluster=cluster,
-        paired=paired,
+        paired=paired_,
     )
     boot = boot_a - boot_b
     low, high = percentile_interval(boot, ci)
@@ -295,8 +369,9 @@ def shared_by_change(
     tvd_p = (
         (1.0 + float((tvd_star >= tvd - 1e-12).sum())) / (1.0 + ok.sum()) if ok.any() else math.nan
     )
-    attrs = bootstrap_attrs(params_, n_boot, seed, ci, cluster, paired)
+    attrs = bootstrap_attrs(params_, n_boot, seed, ci, cluster, paired_)
     attrs.update(
+        paired_requested=paired,
         n_failed_base=fail_b,
         n_failed_aligned=fail_a,
         n_neurons=m,

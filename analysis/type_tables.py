@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from statsmodels.stats.multitest import multipletests
 
 from langneurons.analysis._validate import as_labels as _as_labels
-from langneurons.analysis._validate import check_types, require_result
+from langneurons.analysis._validate import check_types, require_result, same_grid
 from langneurons.errors import ParameterError
 from langneurons.names import ALL_TYPES, LANGUAGE, LAYER, NEURON, TYPES
 
@@ -45,6 +45,82 @@ def mask_rows(result: xr.Dataset, languages: Sequence[str]) -> NDArray[np.bool_]
     """``mask`` rows ``[language, M]`` for these languages, layer-major."""
     mask = result["mask"].transpose(LANGUAGE, LAYER, NEURON).sel({LANGUAGE: list(languages)})
     return np.asarray(mask.values, dtype=bool).reshape(len(languages), -1)
+
+
+# --------------------------------------------------------------------------- results in memory
+
+#: The variables most comparisons of two identification results read.
+RESULT_VARS: tuple[str, ...] = ("selected", "mask", "neuron_type", "general")
+
+
+def load_result(result: object, name: str, variables: Sequence[str] = RESULT_VARS) -> xr.Dataset:
+    """Validate an identification result and bring the needed variables into memory."""
+    ds = require_result(result, name, variables)
+    return ds[list(variables)].compute().assign_attrs(ds.attrs)
+
+
+def load_pair(
+    a: object,
+    b: object,
+    variables: Sequence[str] = RESULT_VARS,
+    names: tuple[str, str] = ("a", "b"),
+) -> tuple[xr.Dataset, xr.Dataset]:
+    """Two validated in-memory results on the same layer x neuron grid."""
+    da, db = load_result(a, names[0], variables), load_result(b, names[1], variables)
+    same_grid(da, db, names)
+    return da, db
+
+
+def load_series(
+    results: object, minimum: int, variables: Sequence[str], name: str = "results"
+) -> list[xr.Dataset]:
+    """Validate a sequence of at least ``minimum`` results on one grid; return them in memory."""
+    if isinstance(results, (str, xr.Dataset)) or not isinstance(results, Sequence):
+        raise ParameterError(
+            f"{name} must be a sequence of identification results, got {type(results).__name__}"
+        )
+    if len(results) < minimum:
+        raise ParameterError(
+            f"{name} must hold at least {minimum} identification results, got {len(results)}"
+        )
+    loaded = [load_result(r, f"{name}[{i}]", variables) for i, r in enumerate(results)]
+    for i, r in enumerate(loaded[1:], start=1):
+        same_grid(loaded[0], r, (f"{name}[0]", f"{name}[{i}]"))
+    return loaded
+
+
+def flat(arr: xr.DataArray) -> NDArray[Any]:
+    """A ``[layer, neuron]`` variable flattened layer-major."""
+    return np.asarray(arr.transpose(LAYER, NEURON).values).reshape(-1)
+
+
+def check_language(language: object, available: Sequence[str], where: str) -> str:
+    """Validate one language name."""
+    if not isinstance(language, str) or language not in available:
+        raise ParameterError(
+            f"language {language!r} is not a language of {where} (languages: "
+            f"{', '.join(available)})"
+        )
+    return language
+
+
+def fixed_selection(results: Sequence[xr.Dataset]) -> str | None:
+    """Why the selected sets of these results have one size by construction, or None.
+
+    An identification selects ``round(L N top_rate)`` neurons, so results made with one
+    ``top_rate`` on one grid select as many neurons each: a test of the selection's size
+    (McNemar's discordant counts, Cochran's column totals) is then fixed, not measured.
+    """
+    rates = {repr(r.attrs.get("top_rate")) for r in results}
+    sizes = {repr(r.attrs.get("n_selected")) for r in results}
+    if len(rates) != 1 or len(sizes) != 1 or "None" in rates or "None" in sizes:
+        return None
+    return (
+        f"every result selects round(L*N*top_rate) = {sizes.pop()} neurons (top_rate="
+        f"{rates.pop()}), so the selection's size is equal by construction and its discordant "
+        "counts always balance: not tested (the per-language and per-type membership tests "
+        "can change)"
+    )
 
 
 def _is_type(neuron_type: xr.DataArray, name: str) -> xr.DataArray:
@@ -258,6 +334,13 @@ __all__ = [
     "type_counts",
     "neuron_types",
     "mask_rows",
+    "RESULT_VARS",
+    "load_result",
+    "load_pair",
+    "load_series",
+    "flat",
+    "check_language",
+    "fixed_selection",
     "type_table",
     "compare_type_distributions",
 ]

@@ -88,6 +88,40 @@ def _fpr(p: np.ndarray) -> Metrics:
 # --------------------------------------------------------------------------- cheap family
 
 
+def true_design_effect(shape: Shape) -> float | None:
+    """The design effect of token counts where it is known in closed form, else None.
+
+    Beta-binomial sequences of fixed length ``t`` and one response per item:
+    ``Var(a_i) = t P (1 - P) (1 + (t - 1) icc)``, so ``D = 1 + (t - 1) icc`` exactly.
+    """
+    if (
+        shape.heterogeneity == "beta-binomial"
+        and shape.lengths == "fixed"
+        and shape.responses == 1
+        and shape.rho == 0.0
+    ):
+        return 1.0 + (shape.length - 1) * shape.icc
+    return None
+
+
+def _test_rows(out: Replicate, res: xr.Dataset, name: str, null_pair: Any, preferred: Any) -> None:
+    """FPR / power of a test's p-values, and FDR / power of its significant set."""
+    p = res["p"].values
+    sig = res["significant"].values
+    desc = float(_descriptive(res))
+    if res.attrs["correction"] == "fdr_bh":  # the p-values do not depend on the correction
+        metrics = _fpr(p[null_pair])
+        metrics["power"] = float(np.mean(p[preferred] <= LEVELS[0]))
+        out[f"test {name}"] = {**metrics, "descriptive": desc}
+    false = sig & ~preferred
+    label = f"{'BH' if res.attrs['correction'] == 'fdr_bh' else 'BY'} ({name} test)"
+    out[label] = {
+        "fdr": float(false.sum() / max(int(sig.sum()), 1)),
+        "power": float(sig[preferred].mean()),
+        "descriptive": desc,
+    }
+
+
 def probability_and_tests(truth: Truth, rng: np.random.Generator, n_boot: int) -> Replicate:
     """One replicate of the per-(neuron, language) methods: intervals, tests, BH / BY."""
     an = _analysis()
@@ -99,31 +133,40 @@ def probability_and_tests(truth: Truth, rng: np.random.Generator, n_boot: int) -
         truth.null_neuron.reshape(shape.layers, shape.neurons)[..., None], preferred.shape
     )
     out: Replicate = {}
-    for method in ("wilson", "cluster", "bootstrap"):
-        kw = {"n_boot": n_boot, "seed": int(rng.integers(2**31))} if method == "bootstrap" else {}
+    deff = true_design_effect(shape)
+    # (row name, method, options): cluster "auto" is the item when items repeat; the
+    # sequence-clustered rows show what ignoring the items costs
+    prob_rows: list[tuple[str, str, dict[str, Any]]] = [
+        ("wilson", "wilson", {}),
+        ("cluster", "cluster", {}),
+        ("bootstrap", "bootstrap", {}),
+    ]
+    test_rows: list[tuple[str, str, dict[str, Any]]] = [
+        ("binomial", "binomial", {}),
+        ("cluster", "cluster", {}),
+    ]
+    if shape.responses > 1:
+        prob_rows.append(("cluster by sequence", "cluster", {"cluster": "sequence"}))
+        test_rows.append(("cluster by sequence", "cluster", {"cluster": "sequence"}))
+    if deff is not None:
+        prob_rows.append(("wilson true D", "wilson", {"design_effect": deff}))
+        test_rows.append(("binomial true D", "binomial", {"design_effect": deff}))
+    for name, method, options in prob_rows:
+        kw = dict(options)
+        if method == "bootstrap":
+            kw.update(n_boot=n_boot, seed=int(rng.integers(2**31)))
         res = an.activation_probability(run, method=method, ci=CI, **kw)
         lower = res["lower"].values
         upper = res["upper"].values
         covered = (lower <= p_true) & (p_true <= upper)
-        out[f"probability {method}"] = {"coverage": float(covered.mean())}
-        out[f"probability {method}"]["descriptive"] = float(_descriptive(res))
-    for method in ("binomial", "cluster"):
+        out[f"probability {name}"] = {"coverage": float(covered.mean())}
+        out[f"probability {name}"]["descriptive"] = float(_descriptive(res))
+    for name, method, options in test_rows:
         for correction in ("fdr_bh", "fdr_by"):
-            res = an.language_preference_tests(run, method=method, correction=correction, alpha=Q)
-            p = res["p"].values
-            sig = res["significant"].values
-            desc = float(_descriptive(res))
-            if correction == "fdr_bh":  # the p-values do not depend on the correction
-                metrics = _fpr(p[null_pair])
-                metrics["power"] = float(np.mean(p[preferred] <= LEVELS[0]))
-                out[f"test {method}"] = {**metrics, "descriptive": desc}
-            false = sig & ~preferred
-            name = f"{'BH' if correction == 'fdr_bh' else 'BY'} ({method} test)"
-            out[name] = {
-                "fdr": float(false.sum() / max(int(sig.sum()), 1)),
-                "power": float(sig[preferred].mean()),
-                "descriptive": desc,
-            }
+            res = an.language_preference_tests(
+                run, method=method, correction=correction, alpha=Q, **options
+            )
+            _test_rows(out, res, name, null_pair, preferred)
     return out
 
 
@@ -237,6 +280,302 @@ def population_reference(truth: Truth) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- comparisons family
+
+
+def _compare_api() -> Any:
+    """The comparison functions (imported late, like :func:`_analysis`)."""
+    import langneurons.analysis.compare as compare
+
+    return compare
+
+
+def _profiled_set(shape: Any, rng: np.random.Generator, size: int) -> xr.Dataset:
+    """A random identification-shaped result: ``size`` selected neurons spread over layers like
+    language neurons (weights ``exp(3 |d|)``, d the distance from the middle layer in
+    half-depths: about 60 % in the first and last two of 8 layers), uniform within a layer,
+    each specific to one random language."""
+    layers, neurons, k = shape.layers, shape.neurons, shape.languages
+    half = max((layers - 1) / 2.0, 1.0)
+    weight = np.exp(3.0 * np.abs(np.arange(layers) - (layers - 1) / 2.0) / half)
+    per_layer = rng.multinomial(size, weight / weight.sum())
+    selected = np.zeros((layers, neurons), dtype=bool)
+    for layer, n in enumerate(np.minimum(per_layer, neurons)):
+        selected[layer, rng.choice(neurons, size=int(n), replace=False)] = True
+    language = rng.integers(0, k, (layers, neurons))
+    mask = np.stack([selected & (language == i) for i in range(k)])
+    kinds = np.where(selected, "specific", "none")
+    return xr.Dataset(
+        {
+            "selected": (("layer", "neuron"), selected),
+            "mask": (("language", "layer", "neuron"), mask),
+            "neuron_type": (("layer", "neuron"), kinds),
+            "general": (("layer", "neuron"), np.zeros_like(selected)),
+        },
+        coords={"language": [f"l{i}" for i in range(k)]},
+    )
+
+
+def overlap_nulls(truth: Truth, rng: np.random.Generator, size: int) -> Replicate:
+    """Overlap p-values of two independent sets with the same per-layer profile.
+
+    The sets are independent, so every p-value is null: the masks (and specific sets) of
+    every language and the selections.
+    """
+    cmp = _compare_api()
+    a, b = (_profiled_set(truth.shape, rng, size) for _ in range(2))
+    out: Replicate = {}
+    for null in ("layer", "uniform"):
+        res = cmp.overlap(a, b, null=null)
+        p = np.concatenate(
+            [
+                res["pvalue"].sel(set="mask").values.ravel(),
+                res["type_pvalue"].sel(type=["selected"]).values,
+            ]
+        )
+        out[f"overlap ({null} null)"] = {**_fpr(p[~np.isnan(p)]), "descriptive": 0.0}
+    return out
+
+
+def _alternatives(truth: Truth, shifted_truth: Truth) -> dict[str, Any]:
+    """Which membership tests have a true effect: population identifications of both truths."""
+    cmp = _compare_api()
+    an = _analysis()
+    a = an.identify(population(truth), **IDENTIFY)
+    b = an.identify(population(shifted_truth), **IDENTIFY)
+    res = cmp.membership_change(a, b)
+    return {
+        "language": (res["language_n_a_only"] != res["language_n_b_only"]).values,
+        "type": (res["type_n_a_only"] != res["type_n_b_only"]).values,
+    }
+
+
+def membership_change_tests(
+    truth: Truth, rng: np.random.Generator, shifted_truth: Truth, moved: dict[str, Any]
+) -> Replicate:
+    """membership_change between two runs of one truth (null) and of the shifted truth.
+
+    Power counts the sets whose population membership changes (``moved``); Bowker and
+    Stuart-Maxwell have one p-value per replicate.
+    """
+    cmp = _compare_api()
+    an = _analysis()
+    ids = [an.identify(simulate(t, rng), **IDENTIFY) for t in (truth, truth, shifted_truth)]
+    null, alt = cmp.membership_change(ids[0], ids[1]), cmp.membership_change(ids[0], ids[2])
+    out: Replicate = {}
+    for name, var in (("mask", "language"), ("type", "type")):
+        p = null[f"{var}_pvalue"].values
+        p_alt = alt[f"{var}_pvalue"].values[moved[var]]
+        out[f"membership McNemar per {name}"] = {
+            **_fpr(p[~np.isnan(p)]),
+            "power": float(np.mean(p_alt <= LEVELS[0])) if p_alt.size else math.nan,
+            "descriptive": float(_descriptive(null)),
+        }
+    for test in ("bowker", "stuart_maxwell"):
+        p = null[f"{test}_pvalue"].values
+        out[f"membership {test.replace('_', '-')}"] = {
+            **_fpr(p[~np.isnan(p)]),
+            "power": float(alt[f"{test}_pvalue"].values <= LEVELS[0]),
+            "descriptive": float(_descriptive(null)),
+        }
+    return out
+
+
+def paired_change(
+    truth: Truth,
+    rng: np.random.Generator,
+    n_boot: int,
+    shifted_truth: Truth,
+    changed: Any,
+) -> Replicate:
+    """type_change paired and unpaired on the same draws: null (one truth) and shifted.
+
+    FPR and coverage of 0 under the null; power over the (layer, type) cells whose
+    population count changes (``changed``); ``width``: mean interval width under the null.
+    """
+    an = _analysis()
+    seed = int(rng.integers(2**31))
+    base, aligned = simulate_pair(truth, truth, rng)
+    base_s, moved = simulate_pair(truth, shifted_truth, rng)
+    out: Replicate = {}
+    for paired in (True, False):
+        tc = an.type_change(base, aligned, n_boot=n_boot, seed=seed, paired=paired, **IDENTIFY)
+        alt = an.type_change(base_s, moved, n_boot=n_boot, seed=seed, paired=paired, **IDENTIFY)
+        p = tc["change_pvalue"].values
+        p_alt = alt["change_pvalue"].values[changed]
+        out[f"type_change {'paired' if paired else 'unpaired'}"] = {
+            **_fpr(p[~np.isnan(p)]),
+            "power": float(np.mean(p_alt <= LEVELS[0])),
+            "coverage": _cover(tc["change_low"], tc["change_high"], 0.0),
+            "width": float(np.nanmean(tc["change_high"].values - tc["change_low"].values)),
+            "descriptive": float(_descriptive(tc)),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- stages family
+
+#: Shape of the stage cells: 24 layers of 64 neurons (a 7B model has 32 layers).
+STAGE_LAYERS = {"layers": 24, "neurons": 64}
+
+
+def staged_layers(n_layers: int) -> tuple[int, ...]:
+    """Layers holding the effect neurons of the staged truth: the first and last quarter
+    (specific neurons early and late, none in between: three stages)."""
+    q = n_layers // 4
+    return (*range(q), *range(n_layers - q, n_layers))
+
+
+def placed_truth(truth: Truth, layers: tuple[int, ...] | None, seed: int) -> Truth:
+    """``truth`` with its effect neurons re-placed: uniformly over all layers (None: no depth
+    structure, the null of the stage count), or uniformly within ``layers``."""
+    shape = truth.shape
+    rng = np.random.default_rng([seed, 29])
+    base = truth.centre.min(axis=0)  # an effect only raises P: the base rate of each neuron
+    layer = np.repeat(np.arange(shape.layers), shape.neurons)
+    pool = np.flatnonzero(np.isin(layer, layers) if layers is not None else layer >= 0)
+    chosen = rng.choice(pool, size=int(truth.effect_neuron.sum()), replace=False)
+    effect = np.zeros(shape.n_cells, dtype=bool)
+    effect[chosen] = True
+    preferred = np.zeros_like(truth.preferred)
+    preferred[rng.integers(0, shape.languages, chosen.size), chosen] = True
+    centre = np.broadcast_to(base, truth.centre.shape).copy()
+    centre[preferred] = np.minimum(centre[preferred] * (1.0 + shape.effect), 0.95)
+    # p_true only feeds the prompt role here, which the stage count does not read
+    return dataclasses.replace(
+        truth, centre=centre, p_true=centre, preferred=preferred, effect_neuron=effect
+    )
+
+
+def stage_count(truth: Truth, rng: np.random.Generator, staged: Truth) -> Replicate:
+    """``segment_stages(n_stages="auto")`` on identified runs: FPR (no depth structure: more
+    than one stage chosen) and power (the three planted stages chosen exactly), on the
+    default profile (``normalize="type"``) and on ``"neurons"`` (counts over N)."""
+    an = _analysis()
+    out: Replicate = {}
+    idents = [an.identify(simulate(t, rng), **IDENTIFY) for t in (truth, staged)]
+    seed = int(rng.integers(2**31))
+    for criterion, normalize in (
+        ("permutation", "type"),
+        ("bic", "type"),
+        ("permutation", "neurons"),
+    ):
+        null, alt = (
+            an.segment_stages(
+                an.stage_profile(ident, normalize=normalize),
+                "auto",
+                criterion=criterion,
+                n_perm=99,
+                seed=seed,
+            )
+            for ident in idents
+        )
+        name = criterion + ("" if normalize == "type" else f", normalize={normalize}")
+        out[f"segment_stages auto ({name})"] = {
+            "fpr_05": float(null.attrs["n_stages"] > 1),
+            "power": float(alt.attrs["n_stages"] == 3),
+            "descriptive": 0.0,
+        }
+    return out
+
+
+def replicate_groups(
+    truth: Truth, rng: np.random.Generator, shifted_truth: Truth, runs: int
+) -> Replicate:
+    """group_comparison of ``runs`` against ``runs`` replicate runs: one truth (null), and the
+    shifted truth against the truth (power), on the headline and per-layer counts.
+
+    The runs of one arm are independent draws of one truth, so their variation stands for
+    run-to-run variation (text only here; training adds to it in real replicate runs).
+    """
+    cmp = _compare_api()
+    an = _analysis()
+
+    def ident(t: Truth) -> xr.Dataset:
+        return an.identify(simulate(t, rng), **IDENTIFY)
+
+    null = cmp.group_comparison(
+        {"a": [ident(truth) for _ in range(runs)], "b": [ident(truth) for _ in range(runs)]}
+    )
+    alt = cmp.group_comparison(
+        {
+            "a": [ident(shifted_truth) for _ in range(runs)],
+            "b": [ident(truth) for _ in range(runs)],
+        }
+    )
+    out: Replicate = {}
+    for test in ("perm", "welch"):
+        p = null[f"total_{test}_pvalue"].values
+        p_alt = alt[f"total_{test}_pvalue"].values
+        label = "permutation" if test == "perm" else "Welch t"
+        out[f"group_comparison {label} ({runs} vs {runs} runs)"] = {
+            **_fpr(p[~np.isnan(p)]),
+            "power": float(np.mean(p_alt[~np.isnan(p_alt)] <= LEVELS[0])),
+            "descriptive": float(_descriptive(null)),
+        }
+    return out
+
+
+def _comparison_step(cell: Cell, truth: Truth, seed: int) -> tuple[Any, dict[str, Any]]:
+    """The replicate function and its fixed arguments of a comparisons cell."""
+    an = _analysis()
+    if cell.family == "overlap":  # sets of 5 % of the neurons, like top_rate 0.05
+        return overlap_nulls, {"size": int(round(0.05 * cell.shape.n_cells))}
+    moved = shifted(truth, 0.1, 1.0, seed, languages=(0,))
+    if cell.family == "groups":
+        return replicate_groups, {"shifted_truth": moved, "runs": 3 if cell.n_boot == 0 else 4}
+    if cell.family == "membership":
+        return membership_change_tests, {
+            "shifted_truth": moved,
+            "moved": _alternatives(truth, moved),
+        }
+    # type_change per layer needs a large change to be seen: 20 % of neurons 4x as active in l0
+    moved = shifted(truth, 0.2, 3.0, seed, languages=(0,))
+    counts = [
+        an.type_table(an.identify(population(t), **IDENTIFY)).transpose("layer", "type").values
+        for t in (truth, moved)
+    ]
+    return paired_change, {
+        "n_boot": cell.n_boot,
+        "shifted_truth": moved,
+        "changed": counts[0] != counts[1],
+    }
+
+
+#: Families of :func:`comparison_cells`, evaluated by :func:`_comparison_step`.
+COMPARISON_FAMILIES = ("overlap", "membership", "paired", "groups")
+
+
+def comparison_cells(quick: bool = False) -> list[Cell]:
+    """Cells of the comparisons: overlap nulls, membership tests, paired vs unpaired change,
+    groups of replicate runs (about 10 minutes on 2 cores; ``quick``: seconds)."""
+    if quick:
+        return [
+            Cell("overlap", _shape("independent", 16, 0.01), reps=20),
+            Cell("membership", _shape("independent", 16, 0.01), reps=20),
+        ]
+    return [
+        Cell("overlap", _shape("independent", 32, 0.01), reps=500),
+        Cell("overlap", _shape("independent", 32, 0.01, neurons=1024), reps=500),
+        Cell("membership", _shape("independent", 32, 0.01), reps=200),
+        Cell("membership", _shape("independent", 128, 0.01), reps=100),
+        Cell("membership", _shape("logit-normal", 32, 0.01), reps=200),
+        Cell("paired", _shape("logit-normal", 32, 0.01, rho=0.5), reps=20, n_boot=60),
+        # most of the latent variance is the item's, shared by the two runs of one corpus
+        Cell(
+            "paired",
+            dataclasses.replace(
+                _shape("logit-normal", 32, 0.05, rho=0.9, item_share=0.9, length=256), sd=1.5
+            ),
+            reps=20,
+            n_boot=60,
+        ),
+        Cell("paired", _shape("independent", 32, 0.01), reps=20, n_boot=60),
+        Cell("groups", _shape("logit-normal", 32, 0.01), reps=100),  # 3 vs 3 runs
+        Cell("groups", _shape("logit-normal", 32, 0.01), reps=100, n_boot=1),  # 4 vs 4 runs
+    ]
+
+
 # --------------------------------------------------------------------------- grid
 
 
@@ -244,7 +583,7 @@ def population_reference(truth: Truth) -> dict[str, Any]:
 class Cell:
     """One cell of the grid: a shape, a family of methods and a replicate count."""
 
-    family: str  # "tests", "compare", "bootstrap"
+    family: str  # "tests", "compare", "bootstrap", "stages"
     shape: Shape
     reps: int
     n_boot: int = 0
@@ -275,6 +614,8 @@ def full_grid() -> list[Cell]:
             cells.append(Cell("tests", _shape(het, n, 0.01, responses=4, rho=0.5), 40, 200))
     for n in (16, 128):  # repeated items whose effects do not carry across languages
         cells.append(Cell("tests", _shape("logit-normal", n, 0.01, responses=4), 40, 200))
+    for n in (80, 160):  # R = 10 responses per item: 8 and 16 items per language
+        cells.append(Cell("tests", _shape("logit-normal", n, 0.01, responses=10), 40, 200))
     for het in HETS:
         for n in (8, 128):
             cells.append(Cell("compare", _shape(het, n, 0.01), reps=200))
@@ -286,6 +627,8 @@ def full_grid() -> list[Cell]:
         _shape("logit-normal", 32, 0.01, responses=4, rho=0.5),
     ):
         cells.append(Cell("bootstrap", shape, reps=20, n_boot=40))
+    for het, n in (("independent", 32), ("logit-normal", 16)):
+        cells.append(Cell("stages", _shape(het, n, 0.01, **STAGE_LAYERS), reps=200))
     return cells
 
 
@@ -294,8 +637,12 @@ def quick_grid() -> list[Cell]:
     return [
         Cell("tests", _shape("independent", 128, 0.01), reps=8, n_boot=100),
         Cell("tests", _shape("logit-normal", 16, 0.01, responses=4, rho=0.5), reps=8, n_boot=100),
+        Cell("tests", _shape("logit-normal", 80, 0.01, responses=10), reps=8, n_boot=20),
+        Cell("tests", _shape("beta-binomial", 32, 0.01), reps=8, n_boot=20),  # true D known
+        Cell("tests", _shape("independent", 8, 0.5), reps=8, n_boot=20),  # 8 clusters, dense
         Cell("compare", _shape("independent", 16, 0.01), reps=20),
         Cell("bootstrap", _shape("logit-normal", 16, 0.01), reps=2, n_boot=10),
+        Cell("stages", _shape("independent", 32, 0.01, **STAGE_LAYERS), reps=20),
     ]
 
 
@@ -359,6 +706,12 @@ def evaluate(cell: Cell, seed: int = 0) -> list[Result]:
         # 10 % of neurons fire twice as often in l0 only: l0's specific neurons change
         step = membership_tests
         extra = {"shifted_truth": shifted(truth, 0.1, 1.0, seed, languages=(0,))}
+    elif cell.family in COMPARISON_FAMILIES:
+        step, extra = _comparison_step(cell, truth, seed)
+    elif cell.family == "stages":
+        step = stage_count
+        extra = {"staged": placed_truth(truth, staged_layers(cell.shape.layers), seed)}
+        truth = placed_truth(truth, None, seed)
     else:
         step = change_and_stability
         extra = {"n_boot": cell.n_boot, "reference": population_reference(truth)}
@@ -483,7 +836,11 @@ Coverage: fraction of true values inside the 95 % intervals (probabilities: the 
 ratio E[a] / E[t]; the probability bootstrap runs B bootstrap replicates as given in the reps
 column, fewer than its default 1,000, which costs percentile intervals a little coverage;
 change intervals: 0 under the null; identification and stage intervals: the rule applied
-to the population with {IDENTIFY}, 3 stages). ± is the Monte-Carlo
+to the population with {IDENTIFY}, 3 stages). Stage count (`segment_stages` with
+`n_stages="auto"`, 99 permutations, on the identified runs' profiles; 24 layers of 64
+neurons): FPR, fraction of runs whose effect neurons are spread uniformly over the layers
+(no depth structure) where more than one stage is chosen; power, fraction of runs whose
+effect neurons all lie in the first and last quarter where exactly 3 are. ± is the Monte-Carlo
 standard error (sd of per-replicate values / sqrt(replicates)), which includes the
 dependence of the neurons of one replicate.
 
@@ -522,7 +879,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the headline rows here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    cells = quick_grid() if args.quick else full_grid()
+    cells = (quick_grid() if args.quick else full_grid()) + comparison_cells(args.quick)
     results: list[Result] = []
     start = time.perf_counter()
     for i, cell in enumerate(cells):

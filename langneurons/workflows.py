@@ -1,12 +1,14 @@
 """Workflows: several analyses run together, the way the command line and the demo run them.
 
-``compare_runs`` compares a base run with an aligned (or any later) run; ``compare_checkpoints``
-follows an ordered series of runs. Both return their parts as ``{part: Dataset}`` and save
-nothing; :func:`save_parts` saves them under one naming rule:
+``compare_runs`` compares a base run with an aligned (or any later) run; ``compare_groups``
+compares two groups of replicate runs (run-to-run variance as the error term);
+``compare_checkpoints`` follows an ordered series of runs. Each returns its parts as
+``{part: Dataset}`` and saves nothing; :func:`save_parts` saves them under one naming rule:
 
 - a comparison with base run ``BASE`` is saved under the compared run, in ``compare/``, as
   ``vs-BASE/PART`` with the slashes of ``BASE`` written as ``_`` (``vs-mistral-7b_base/types``);
-- a checkpoint series is saved under its last run as ``NAME/PART`` (``checkpoints/trajectories``).
+- a checkpoint series is saved under its last run as ``NAME/PART`` (``checkpoints/trajectories``);
+- a comparison of groups A and B is saved under the first run of A as ``groups-A-vs-B/PART``.
 
 The demo of langneurons 0.1 saved its comparison as ``vs-base/PART`` (the last part of the base
 run's path); :func:`find_comparison` and :func:`open_comparison` read that name too.
@@ -17,7 +19,7 @@ Imports nothing heavy until called.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from langneurons.names import SEQ_N_ACTIVE
 
@@ -33,7 +35,8 @@ T = TypeVar("T")
 COMPARE_PREFIX = "vs-"
 
 #: The parts :func:`compare_runs` returns (``type_change``, ``shared_by_change`` need per-sequence
-#: counts in both runs; ``spontaneous`` needs the trained languages).
+#: counts in both runs; ``spontaneous`` needs the trained languages). ``mcnemar`` holds every
+#: membership test (:func:`~langneurons.analysis.compare.membership_change`).
 COMPARE_PARTS: tuple[str, ...] = (
     "types",
     "overlap",
@@ -103,6 +106,7 @@ def compare_runs(
     n_boot: int = 200,
     n_perm: int = 10000,
     seed: int = 0,
+    paired: bool | str = "auto",
 ) -> dict[str, xr.Dataset]:
     """Identify language neurons in two runs with the same parameters and compare them.
 
@@ -117,12 +121,18 @@ def compare_runs(
     n_boot, n_perm, seed
         Bootstrap replicates (0: no bootstrap parts), permutations of the spontaneous-alignment
         test, and the seed of both.
+    paired : bool or "auto"
+        Whether the bootstraps draw both runs' sequences together (``"auto"``: when the runs
+        share their seq_ids; see :func:`~langneurons.analysis.distributions.resolve_paired`).
 
     Returns
     -------
     dict of str to xarray.Dataset
         ``types`` (:func:`~langneurons.analysis.compare_type_distributions`), ``overlap``,
-        ``transitions``, ``mcnemar``; with per-sequence counts in both runs and ``n_boot > 0``
+        ``transitions``, ``mcnemar`` (:func:`~langneurons.analysis.compare.membership_change`:
+        McNemar of the selection -- flagged ``degenerate`` when its size is fixed by
+        ``top_rate`` -- of each language's mask and each type, Bowker and Stuart-Maxwell);
+        with per-sequence counts in both runs and ``n_boot > 0``
         also ``type_change`` and ``shared_by_change``; with ``trained_languages``,
         ``spontaneous`` (bootstrap intervals only with per-sequence counts).
     """
@@ -137,7 +147,7 @@ def compare_runs(
         "types": dist.compare_type_distributions(a, b),
         "overlap": cmp.overlap(a, b),
         "transitions": cmp.transition_table(a, b),
-        "mcnemar": cmp.mcnemar(a, b),
+        "mcnemar": cmp.membership_change(a, b),
     }
     has_seq = SEQ_N_ACTIVE in base_run and SEQ_N_ACTIVE in aligned_run
     if has_seq and n_boot > 0:
@@ -145,7 +155,9 @@ def compare_runs(
             ("type_change", dist.type_change),
             ("shared_by_change", dist.shared_by_change),
         ):
-            parts[name] = func(base_run, aligned_run, params=params, n_boot=n_boot, seed=seed)
+            parts[name] = func(
+                base_run, aligned_run, params=params, n_boot=n_boot, seed=seed, paired=paired
+            )
     if trained_languages:
         parts["spontaneous"] = cmp.spontaneous_alignment(
             base_run,
@@ -155,7 +167,56 @@ def compare_runs(
             n_boot=n_boot if has_seq else 0,
             n_perm=n_perm,
             seed=seed,
+            paired=paired,
         )
+    return parts
+
+
+def groups_name(groups: Sequence[str]) -> str:
+    """The name a group comparison is saved under: ``groups-A-vs-B`` (``_`` for ``/``).
+
+    >>> groups_name(["aligned", "base"])
+    'groups-aligned-vs-base'
+    """
+    return "groups-" + "-vs-".join(g.replace("/", "_") for g in groups)
+
+
+def compare_groups(
+    groups: Mapping[str, Sequence[xr.Dataset]],
+    params: IdentifyParams | None = None,
+    *,
+    names: Mapping[str, Sequence[str]] | None = None,
+    test: str = "auto",
+    n_perm: int = 10000,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict[str, xr.Dataset]:
+    """Compare two groups of replicate runs (``{name: runs}``, exactly two groups).
+
+    Returns ``groups`` (:func:`~langneurons.analysis.compare.group_comparison`: type counts per
+    layer and the headline counts, permutation across runs and Welch's t). With one run per
+    group the comparison is descriptive; then, when both runs carry per-sequence counts and
+    ``n_boot > 0``, ``type_change`` adds the bootstrap over sequences, whose ``attrs["note"]``
+    says that it measures text-sampling noise only, not training variance.
+    """
+    from langneurons.analysis import compare as cmp
+    from langneurons.analysis import distributions as dist
+    from langneurons.analysis.groups import ONE_RUN_NOTE
+
+    params = _params(params)
+    test_: Any = test
+    parts = {
+        "groups": cmp.group_comparison(
+            groups, params, test=test_, n_perm=n_perm, seed=seed, names=names
+        )
+    }
+    members = [list(runs) for runs in groups.values()]
+    if all(len(m) == 1 for m in members) and n_boot > 0:
+        (first,), (second,) = members
+        if SEQ_N_ACTIVE in first and SEQ_N_ACTIVE in second:
+            change = dist.type_change(second, first, params=params, n_boot=n_boot, seed=seed)
+            change.attrs["note"] = ONE_RUN_NOTE
+            parts["type_change"] = change
     return parts
 
 

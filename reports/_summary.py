@@ -312,7 +312,13 @@ def chi_square_line(ds: xr.Dataset) -> str:
 
 
 def mcnemar_line(ds: xr.Dataset) -> str:
-    """McNemar's test of the selections."""
+    """McNemar's test of the selections (or why it has no p-value)."""
+    if ds.attrs.get("degenerate"):
+        return (
+            f"McNemar test of selection: {num(_scalar(ds, 'n_a_only'))} selected only in the "
+            f"first run, {num(_scalar(ds, 'n_b_only'))} only in the second; no p-value: "
+            f"{ds.attrs.get('reason', 'a margin is fixed by construction')}."
+        )
     return (
         f"McNemar test of selection: {num(_scalar(ds, 'n_a_only'))} selected only in the first "
         f"run, {num(_scalar(ds, 'n_b_only'))} only in the second, p = "

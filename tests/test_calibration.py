@@ -172,29 +172,68 @@ INDEP_8 = cal.Cell("tests", cal._shape("independent", 8, 0.01), reps=10, n_boot=
 REPEATED_128 = cal.Cell(
     "tests", cal._shape("logit-normal", 128, 0.01, responses=4), reps=20, n_boot=20
 )
+# R = 10 responses per item, 8 items per language: the cluster methods cluster on the item
+ITEMS_8 = cal.Cell("tests", cal._shape("logit-normal", 80, 0.01, responses=10), reps=10, n_boot=20)
+# beta-binomial with fixed lengths: the true design effect 1 + (t - 1) icc is known
+BETA_32 = cal.Cell("tests", cal._shape("beta-binomial", 32, 0.01), reps=10, n_boot=20)
+
+# two independent sets of 5 % of the neurons, clustered by layer like real selections
+OVERLAP = cal.Cell("overlap", cal._shape("independent", 32, 0.01, neurons=1024), reps=100)
+
+# identified runs of 24 layers: no depth structure (FPR) or three planted stages (power)
+STAGES = cal.Cell("stages", cal._shape("independent", 32, 0.01, **cal.STAGE_LAYERS), reps=60)
 
 VALID = [
-    ("probability wilson", INDEP_128),
-    ("probability wilson", INDEP_DENSE),
-    ("test binomial", INDEP_DENSE),
-    ("BH (binomial test)", INDEP_DENSE),
-    ("BY (binomial test)", INDEP_DENSE),
+    ("segment_stages auto (permutation)", STAGES),
+    ("overlap (layer null)", OVERLAP),
     ("test cluster", INDEP_128),
     ("BH (cluster test)", INDEP_128),
     ("BY (cluster test)", INDEP_128),
     ("test cluster", LOGIT_32),
     ("BH (cluster test)", LOGIT_32),
+    # issue 11: item clustering, t-corrected cluster test with 8 sequences, design effect
+    ("test cluster", REPEATED_128),
+    ("BH (cluster test)", REPEATED_128),
+    ("test cluster", ITEMS_8),
+    ("BH (cluster test)", ITEMS_8),
+    ("BY (cluster test)", ITEMS_8),
+    ("test cluster", INDEP_8),
+    ("probability cluster", INDEP_DENSE),
+    ("probability cluster", INDEP_8),  # Korn-Graubard
+    ("probability cluster", REPEATED),  # items as clusters, Korn-Graubard
+    # the design-effect adjusted z-test is not asserted: at the true D its FPR holds at 0.05
+    # but is 0.015-0.018 at 0.01 on sparse neurons in the full grid (docs/calibration.md)
+    ("probability wilson true D", BETA_32),
+]
+
+# token-level methods say "descriptive"; where tokens really are independent their numbers
+# still meet the bounds (the label is about the data the method cannot see, not the formula)
+TOKEN_LEVEL_ON_INDEPENDENT_TOKENS = [
+    ("probability wilson", INDEP_128),
+    ("probability wilson", INDEP_DENSE),
+    ("test binomial", INDEP_DENSE),
+    ("BH (binomial test)", INDEP_DENSE),
+    ("BY (binomial test)", INDEP_DENSE),
+]
+
+# were xfail until issue 11: token-level statistics on heterogeneous data now say descriptive
+DESCRIPTIVE = [
+    ("test binomial", LOGIT_32),
+    ("BH (binomial test)", LOGIT_32),
+    ("probability wilson", LOGIT_32),
+]
+
+# sequence clustering when items repeat: kept as rows of the suite to show what it costs
+IGNORING_ITEMS = [
+    ("test cluster by sequence", REPEATED_128),
+    ("test cluster by sequence", ITEMS_8),
 ]
 
 FAILING = [
-    ("test binomial", LOGIT_32, "token-level z-test ignores sequence heterogeneity"),
-    ("BH (binomial test)", LOGIT_32, "BH on token-level p-values of heterogeneous data"),
-    ("probability wilson", LOGIT_32, "Wilson intervals assume independent tokens"),
-    ("probability cluster", REPEATED, "cluster intervals treat repeated items as independent"),
+    ("segment_stages auto (bic)", STAGES, "BIC over-splits identified profiles"),
+    ("overlap (uniform null)", OVERLAP, "the uniform null ignores selections' layer profile"),
     ("probability bootstrap", INDEP_8, "percentile bootstrap of 8 sequences undercovers"),
-    ("probability cluster", INDEP_8, "normal cluster interval of 8 sequences undercovers"),
-    ("probability cluster", INDEP_DENSE, "normal, not t, quantile with 32 sequences"),
-    ("test cluster", REPEATED_128, "the cluster test treats repeated items as independent"),
+    ("probability cluster", ITEMS_8, "Korn-Graubard interval of 8 sparse items undercovers"),
 ]
 
 
@@ -209,6 +248,34 @@ def test_valid_methods_meet_the_bounds(case: tuple[str, cal.Cell]) -> None:
     result = _result(cell, method)
     assert not result.descriptive
     assert result.failures() == [], result.verdict()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", TOKEN_LEVEL_ON_INDEPENDENT_TOKENS, ids=_label)
+def test_token_level_methods_are_descriptive_but_exact_on_independent_tokens(
+    case: tuple[str, cal.Cell],
+) -> None:
+    method, cell = case
+    result = _result(cell, method)
+    assert result.descriptive
+    assert result.failures() == [], result.failures()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", DESCRIPTIVE, ids=_label)
+def test_token_level_methods_say_descriptive(case: tuple[str, cal.Cell]) -> None:
+    method, cell = case
+    result = _result(cell, method)
+    assert result.descriptive and result.verdict() == "descriptive"
+    assert result.failures() != []  # and rightly so: these numbers are not inference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", IGNORING_ITEMS, ids=_label)
+def test_clustering_on_sequences_when_items_repeat_fails(case: tuple[str, cal.Cell]) -> None:
+    method, cell = case
+    result = _result(cell, method)
+    assert not result.descriptive and result.failures() != []
 
 
 @pytest.mark.slow

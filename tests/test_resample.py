@@ -111,7 +111,7 @@ def test_item_cluster_bootstraps_run_end_to_end() -> None:
     # the same draw for both runs of one run: every replicate's change is exactly 0
     assert (paired["boot_change"].values == 0).all()
     assert paired.attrs["paired"] is True
-    unpaired = type_change(run, run, n_boot=3, params=P)
+    unpaired = type_change(run, run, n_boot=3, params=P, paired=False)
     assert unpaired.attrs["paired"] is False
 
 

@@ -469,7 +469,8 @@ def test_type_change_detects_planted_change_and_is_zero_for_identical_runs() -> 
     assert out["boot_change"].shape == (25, 4, 4)
     assert out.attrs["seed"] == 3 and out.attrs["n_boot"] == 25
     assert out.attrs["identify_params"] == P(top_rate=0.1).to_attrs()
-    assert out.attrs["cluster"] == "sequence" and out.attrs["paired"] is False
+    assert out.attrs["cluster"] == "sequence" and out.attrs["paired"] is True  # same seq_ids
+    assert out.attrs["paired_requested"] == "auto"
     assert_json_attrs(out)
     same = type_change(base, base, n_boot=10, params=P(top_rate=12 / 120))
     assert (same["change"].values == 0).all()
@@ -553,7 +554,7 @@ def test_bootstrap_needs_sequences() -> None:
         ParameterError,
         match=r"^language 'fr' has 0 sequences; type_change with n_boot > 0 needs at least 1 per ",
     ):
-        type_change(no_fr, run, n_boot=2, params=P(top_rate=0.1))
+        type_change(no_fr, run, n_boot=2, params=P(top_rate=0.1), paired=False)
 
 
 def test_two_run_bad_inputs() -> None:
@@ -617,11 +618,17 @@ def test_overlap_on_hand_made_sets() -> None:
     )
     assert en["jaccard"].item() == pytest.approx(0.5)
     assert en["overlap_coefficient"].item() == pytest.approx(0.75)
-    assert en["expected"].item() == pytest.approx(2.0)
-    assert en["enrichment"].item() == pytest.approx(1.5)
+    # the layer-stratified null (default): A has 3 + 1, B 3 + 2 neurons in layers 0 and 1 of 5
+    assert out.attrs["null"] == "layer"
+    assert en["expected"].item() == pytest.approx(3 * 3 / 5 + 1 * 2 / 5)
+    # X = X0 + X1, X0 ~ Hypergeom(5, 3, 3) on 1..3 (.3, .6, .1), X1 ~ Hypergeom(5, 1, 2) (.6, .4)
+    assert en["pvalue"].item() == pytest.approx(0.1 + 0.6 * 0.4)
+    uniform = overlap(a, b, null="uniform").sel(language="en", set="mask")
+    assert uniform["expected"].item() == pytest.approx(2.0)
+    assert uniform["enrichment"].item() == pytest.approx(1.5)
     # P(X >= 3), X ~ Hypergeom(M=10, 4 successes, 5 draws) = (C(4,3)C(6,2) + C(4,4)C(6,1)) / C(10,5)
-    assert en["pvalue"].item() == pytest.approx((4 * 15 + 6) / 252)
-    assert en["pvalue"].item() == pytest.approx(scipy.stats.hypergeom.sf(2, 10, 4, 5))
+    assert uniform["pvalue"].item() == pytest.approx((4 * 15 + 6) / 252)
+    assert uniform["pvalue"].item() == pytest.approx(scipy.stats.hypergeom.sf(2, 10, 4, 5))
     spec_en = out.sel(language="en", set="specific")  # {(0,0)} vs {(0,2), (1,1)}
     assert (spec_en["n_a"].item(), spec_en["n_b"].item(), spec_en["n_both"].item()) == (1, 2, 0)
     assert spec_en["jaccard"].item() == 0.0 and spec_en["pvalue"].item() == 1.0

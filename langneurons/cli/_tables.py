@@ -87,10 +87,35 @@ def identification(ds: xr.Dataset) -> Lines:
     return lines + table(["language", "specific", "related", "mask"], rows)
 
 
+def _stage_count_line(ds: xr.Dataset) -> str:
+    """How many stages, and how the number was set (and what the rules would choose)."""
+    a = ds.attrs
+    n = ds.sizes.get("stage", 0)
+    plural = "" if n == 1 else "s"
+    head = f"  {n} stage{plural} over {ds.sizes.get('layer', '?')} layers"
+    rule = a.get("n_stages_rule")
+    if rule is None:
+        return head
+    perm, bic = a.get("n_stages_permutation"), a.get("n_stages_bic")
+    others = ([f"the permutation rule chooses {perm}"] if perm else []) + (
+        [f"the BIC {bic}"] if bic else []
+    )
+    if rule == "fixed":
+        how = "fixed" + (f"; {', '.join(others)}" if others else "")
+    elif rule == "permutation":
+        how = f"chosen by sequential permutation tests at {_fmt(a.get('alpha'))}"
+        how += f"; the BIC chooses {bic}" if bic else ""
+    else:
+        how = "chosen by the BIC" + (f"; the permutation rule chooses {perm}" if perm else "")
+    return f"{head} ({how})"
+
+
 def stages(ds: xr.Dataset) -> Lines:
-    """Each stage's layer range, boundary interval, and mean type profile."""
-    header = ["stage", "layers", "start CI"]
+    """The number of stages and its rule, each stage's names, layers, interval and profile, the
+    cost curve and the boundaries under every normalisation."""
     types = _labels(ds, "type") if "type" in ds.dims else []
+    positional = "positional_name" in ds
+    header = ["stage", *(["positional"] if positional else []), "layers", "start CI"]
     header += [f"mean {t}" for t in types]
     rows = []
     for i, name in enumerate(_labels(ds, "stage")):
@@ -98,14 +123,43 @@ def stages(ds: xr.Dataset) -> Lines:
         ci = "-"
         if "start_low" in ds and "start_high" in ds and i > 0:
             lo, hi = ds["start_low"].values[i], ds["start_high"].values[i]
-            ci = f"[{_fmt(float(lo))}, {_fmt(float(hi))}]"
+            if not (np.isnan(lo) or np.isnan(hi)):
+                ci = f"[{_fmt(float(lo))}, {_fmt(float(hi))}]"
         layers = f"{start}-{end}" if end != start else f"{start}"
         means = [float(ds["stage_mean"].values[i, j]) for j in range(len(types))]
-        rows.append([name, layers, ci, *means])
-    lines = [f"  {len(rows)} stages over {ds.sizes.get('layer', '?')} layers"]
+        pos = [str(ds["positional_name"].values[i])] if positional else []
+        rows.append([name, *pos, layers, ci, *means])
+    lines = [_stage_count_line(ds)]
+    lines += inference_line(dict(ds.attrs))
     lines += table(header, rows)
+    if "naming" in ds.attrs:
+        lines.append(f"  names: {ds.attrs['naming']}")
     if "objective" in ds:
         lines.append(f"  objective (within-stage sum of squares) {_fmt(ds['objective'].item())}")
+    if "cost" in ds and "k" in ds.dims:
+        cost = " ".join(_fmt(float(c)) for c in ds["cost"].values)
+        lines.append(f"  cost J_k for k = 1..{ds.sizes['k']}: {cost}")
+        p = ds["pvalue_more"].values if "pvalue_more" in ds else np.array([])
+        if p.size and not np.isnan(p).all():
+            tested = ", ".join(f"k={k}: {_fmt(float(v))}" for k, v in enumerate(p, 1)
+                               if not np.isnan(v))  # fmt: skip
+            lines.append(f"  p of k stages against more: {tested}")
+    if "normalization_start" in ds and "normalization" in ds.dims:
+        rng = ds.attrs.get("normalization_max_range")
+        lines.append(
+            "  boundaries under each normalisation"
+            + (
+                f" (an inner boundary moves by up to {_fmt(rng)} layer{'' if rng == 1 else 's'})"
+                if rng is not None
+                else ""
+            )
+        )
+        starts = ds["normalization_start"].values
+        rows = [
+            [norm, " ".join(str(int(v)) for v in starts[i])]
+            for i, norm in enumerate(_labels(ds, "normalization"))
+        ]
+        lines += table(["normalization", "stage starts"], rows)
     return lines
 
 
@@ -137,6 +191,19 @@ def stability(ds: xr.Dataset) -> Lines:
     return lines
 
 
+def _unit_line(a: dict[str, Any]) -> Lines:
+    """The unit of replication (cluster) and design effect, when the attrs record them."""
+    unit = a.get("cluster")
+    if unit in (None, "token"):
+        deff = a.get("design_effect")
+        return [f"  design effect D = {_fmt(deff)} (effective n = n / D)"] if deff else []
+    counts = a.get("n_items") if unit == "item" else a.get("n_sequences")
+    size = ""
+    if isinstance(counts, dict) and counts:
+        size = f" ({_fmt(min(counts.values()))} to {_fmt(max(counts.values()))} per language)"
+    return [f"  unit of replication: {unit}{size}"]
+
+
 def tests(ds: xr.Dataset) -> Lines:
     """The number of significant neuron x language tests, per language."""
     a = ds.attrs
@@ -144,7 +211,13 @@ def tests(ds: xr.Dataset) -> Lines:
         f"  {a.get('method')} test, {a.get('correction')} at {_fmt(a.get('alpha'))}: "
         f"{_fmt(int(ds['significant'].sum()))} of {_fmt(int(ds['significant'].size))} "
         "neuron x language tests significant"
+        + (f" with margin {_fmt(a.get('min_effect'))}" if a.get("min_effect") else "")
     ]
+    if a.get("min_effect"):
+        lines.append(
+            f"  without the margin: {_fmt(a.get('n_significant_without_margin'))} significant"
+        )
+    lines += _unit_line(a)
     lines += inference_line(dict(a))
     if "language" in ds["significant"].dims:
         other = [d for d in ds["significant"].dims if d != "language"]
@@ -164,6 +237,7 @@ def probability(ds: xr.Dataset) -> Lines:
     """Median activation probability and interval width per language."""
     a = ds.attrs
     lines = [f"  method {a.get('method')}, {_fmt(a.get('ci'))} intervals"]
+    lines += _unit_line(a)
     lines += inference_line(dict(a))
     names = [n for n in ("p", "estimate", "probability") if n in ds.data_vars]
     lows = [n for n in ("lower", "low", "ci_lower") if n in ds.data_vars]

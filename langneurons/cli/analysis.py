@@ -81,11 +81,44 @@ def stats() -> None:
     """Statistics on one run, saved under RUN/stats/NAME."""
 
 
+def _n_stages(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
+    """``--n-stages``: ``auto`` or a positive integer."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"must be 'auto' or an integer >= 1, got {value!r}") from None
+
+
 @stats.command("stages")
 @click.argument("store")
 @click.option("--run", required=True)
-@click.option("--n-stages", type=int, default=4, show_default=True)
-@click.option("--n-boot", type=int, default=200, show_default=True)
+@click.option(
+    "--n-stages",
+    default="4",
+    show_default=True,
+    callback=_n_stages,
+    help="Number of stages, or 'auto' (chosen by --criterion).",
+)
+@click.option("--max-stages", type=int, default=8, show_default=True)
+@click.option(
+    "--criterion", type=click.Choice(["permutation", "bic"]), default="permutation",
+    show_default=True,
+    help="Rule of --n-stages auto (bic: uncalibrated, over-splits; for comparison).",
+)  # fmt: skip
+@click.option(
+    "--n-perm", type=int, default=199, show_default=True,
+    help="Permutations of each test of k stages against more (0: not run).",
+)  # fmt: skip
+@click.option(
+    "--normalize", type=click.Choice(["type", "layer", "neurons", "none", "zscore"]),
+    default="type", show_default=True, help="Profile normalisation (all are reported).",
+)  # fmt: skip
+@click.option(
+    "--n-boot", type=int, default=None,
+    help="Bootstrap replicates (default 200 with per-sequence counts, else 0: descriptive).",
+)  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default="stages", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -94,8 +127,12 @@ def stats() -> None:
 def stats_stages(
     store: str,
     run: str,
-    n_stages: int,
-    n_boot: int,
+    n_stages: int | str,
+    max_stages: int,
+    criterion: str,
+    n_perm: int,
+    normalize: str,
+    n_boot: int | None,
     seed: int,
     name: str,
     as_json: bool,
@@ -104,20 +141,28 @@ def stats_stages(
     allow_incomplete: bool,
     **options: Any,
 ) -> None:
-    """Four-stage partition of the layers with bootstrap intervals on the boundaries."""
+    """Contiguous stages of the layers: their number, signature names, boundaries, intervals."""
     from langneurons.analysis.stages import bootstrap_stages
     from langneurons.cli._output import emit
+    from langneurons.names import SEQ_N_ACTIVE
 
     params = identify_params(options)
     target = Target(store, results_store, no_save, allow_incomplete)
-    ds = bootstrap_stages(
-        target.open_run(run),
+    ds = target.open_run(run)
+    if n_boot is None:  # no per-sequence counts: descriptive boundaries, said so
+        n_boot = 200 if SEQ_N_ACTIVE in ds.data_vars else 0
+    result = bootstrap_stages(
+        ds,
         params=params,
         n_stages=n_stages,
         n_boot=n_boot,
         seed=seed,
+        max_stages=max_stages,
+        criterion=criterion,
+        n_perm=n_perm,
+        normalize=normalize,
     )
-    emit({"stages": (ds, target.save(run, "stats", name, ds))}, as_json)
+    emit({"stages": (result, target.save(run, "stats", name, result))}, as_json)
 
 
 @stats.command("deactivation")
@@ -152,6 +197,17 @@ def stats_deactivation(
     emit({"deactivation": (ds, target.save(run, "stats", name, ds))}, as_json)
 
 
+def _warn_if_descriptive(ds: Any) -> None:
+    """One warning line when a result's p-values / intervals are descriptive (token level)."""
+    if ds.attrs.get("inference") == "descriptive":
+        import warnings
+
+        from langneurons.analysis.uncertainty import DESCRIPTIVE_WARNING
+        from langneurons.errors import LangneuronsWarning
+
+        warnings.warn(DESCRIPTIVE_WARNING, LangneuronsWarning, stacklevel=2)
+
+
 @stats.command("probability")
 @click.argument("store")
 @click.option("--run", required=True)
@@ -165,6 +221,20 @@ def stats_deactivation(
 @click.option("--ci", type=float, default=0.95, show_default=True)
 @click.option("--n-boot", type=int, default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--cluster",
+    type=click.Choice(["auto", "item", "sequence"]),
+    default="auto",
+    show_default=True,
+    help="Unit of replication of the per-sequence methods (auto: the item when an item has "
+    "several sequences in a language).",
+)
+@click.option(
+    "--design-effect",
+    type=float,
+    default=None,
+    help="Token-level (wilson) intervals with variance inflated by D >= 1 (effective n = n/D).",
+)
 @click.option("--name", default="probability", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @results_options
@@ -176,6 +246,8 @@ def stats_probability(
     ci: float,
     n_boot: int,
     seed: int,
+    cluster: str,
+    design_effect: float | None,
     name: str,
     as_json: bool,
     results_store: str | None,
@@ -188,8 +260,16 @@ def stats_probability(
 
     target = Target(store, results_store, no_save, allow_incomplete)
     ds = activation_probability(
-        target.open_run(run), role=role, method=method, ci=ci, n_boot=n_boot, seed=seed
+        target.open_run(run),
+        role=role,
+        method=method,
+        ci=ci,
+        n_boot=n_boot,
+        seed=seed,
+        cluster=cluster,
+        design_effect=design_effect,
     )
+    _warn_if_descriptive(ds)
     emit({"probability": (ds, target.save(run, "stats", name, ds))}, as_json)
 
 
@@ -208,6 +288,27 @@ def stats_probability(
 )
 @click.option("--alpha", type=float, default=0.05, show_default=True)
 @click.option(
+    "--cluster",
+    type=click.Choice(["auto", "item", "sequence"]),
+    default="auto",
+    show_default=True,
+    help="Unit of replication of the cluster test (auto: the item when an item has several "
+    "sequences in a language).",
+)
+@click.option(
+    "--design-effect",
+    type=float,
+    default=None,
+    help="Token-level (binomial) test with variance inflated by D >= 1 (effective n = n/D).",
+)
+@click.option(
+    "--min-effect",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Margin DELTA in [0, 1): test P[language] - P[rest] <= DELTA.",
+)
+@click.option(
     "--identification",
     default=None,
     help="Compare the significant neurons with this saved identification.",
@@ -222,6 +323,9 @@ def stats_tests(
     method: str,
     correction: str,
     alpha: float,
+    cluster: str,
+    design_effect: float | None,
+    min_effect: float,
     identification: str | None,
     name: str,
     as_json: bool,
@@ -238,8 +342,16 @@ def stats_tests(
 
     target = Target(store, results_store, no_save, allow_incomplete)
     ds = language_preference_tests(
-        target.open_run(run), role=role, method=method, correction=correction, alpha=alpha
+        target.open_run(run),
+        role=role,
+        method=method,
+        correction=correction,
+        alpha=alpha,
+        cluster=cluster,
+        design_effect=design_effect,
+        min_effect=min_effect,
     )
+    _warn_if_descriptive(ds)
     results = {"tests": (ds, target.save(run, "stats", name, ds))}
     if identification:
         ident = target.open_result(run, "identification", identification)

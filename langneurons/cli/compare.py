@@ -1,4 +1,5 @@
-"""The ``compare`` group: two runs, or a series of checkpoints (``langneurons.workflows``)."""
+"""The ``compare`` group: two runs, two groups of runs, or a series of checkpoints
+(``langneurons.workflows``)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,174 @@ from langneurons.cli._options import (
     results_options,
     split_list,
 )
+from langneurons.errors import ParameterError
+
+PAIRED: dict[str, bool | str] = {"auto": "auto", "yes": True, "no": False}
 
 
 @click.group()
 def compare() -> None:
-    """Compare runs (base vs aligned, or a series of checkpoints); saved under compare/."""
+    """Compare runs (base vs aligned, two groups of runs, or a series of checkpoints)."""
+
+
+def parse_groups(values: tuple[str, ...]) -> dict[str, list[str]]:
+    """``("aligned=a1,a2", "base=b1,b2")`` -> ``{"aligned": [...], "base": [...]}``, checked."""
+    if len(values) != 2:
+        raise ParameterError(
+            f"compare runs takes exactly two --group options (--group NAME=RUN,RUN,...), got "
+            f"{len(values)}"
+        )
+    groups: dict[str, list[str]] = {}
+    seen: dict[str, str] = {}
+    for value in values:
+        name, sep, runs = value.partition("=")
+        name = name.strip()
+        if not sep or not name or not split_list(runs):
+            raise ParameterError(
+                f"--group {value!r} must read NAME=RUN[,RUN...], e.g. --group aligned=m/a1,m/a2"
+            )
+        if name in groups:
+            raise ParameterError(f"group name {name!r} is given twice; name each group once")
+        for run in split_list(runs):
+            if run in seen:
+                raise ParameterError(
+                    f"run {run!r} is in group {seen[run]!r} and again in {name!r}; every run "
+                    "may be used once"
+                )
+            seen[run] = name
+        groups[name] = split_list(runs)
+    return groups
+
+
+def _membership_lines(ds: Any) -> list[str]:
+    """The membership tests of ``compare runs``: the reason a margin is fixed, then the tests
+    that can change (per-language masks, per-type membership, type switches)."""
+    from langneurons.cli._tables import table
+
+    lines = []
+    if ds.attrs.get("degenerate"):
+        lines.append(f"  selection: {ds.attrs.get('reason', 'fixed by construction')}")
+    elif "pvalue" in ds:
+        lines.append(
+            f"  selection (McNemar): {int(ds['n_a_only'])} only in the first run, "
+            f"{int(ds['n_b_only'])} only in the second, p = {float(ds['pvalue']):.3g}"
+        )
+    rows = [
+        [f"mask {lang}", int(a), int(b), float(p)]
+        for lang, a, b, p in zip(
+            ds["language"].values.tolist(),
+            ds["language_n_a_only"].values,
+            ds["language_n_b_only"].values,
+            ds["language_pvalue"].values,
+            strict=True,
+        )
+    ]
+    rows += [
+        [str(t), int(a), int(b), float(p)]
+        for t, a, b, p in zip(
+            ds["type"].values.tolist(),
+            ds["type_n_a_only"].values,
+            ds["type_n_b_only"].values,
+            ds["type_pvalue"].values,
+            strict=True,
+        )
+    ]
+    lines += table(["McNemar", "only first", "only second", "p"], rows)
+    for test, label in (("bowker", "Bowker symmetry"), ("stuart_maxwell", "Stuart-Maxwell")):
+        lines.append(
+            f"  type switches, {label}: statistic {float(ds[f'{test}_statistic']):.3g}, "
+            f"df {int(ds[f'{test}_df'])}, p = {float(ds[f'{test}_pvalue']):.3g}"
+        )
+    lines.append(
+        f"  inference: {ds.attrs.get('inference', '')} ({ds.attrs.get('assumption', '')}); "
+        "p-values uncorrected"
+    )
+    return lines
+
+
+def _group_lines(ds: Any) -> list[str]:
+    """Headline counts of two groups of runs: means, difference and the tests' p-values."""
+    from langneurons.cli._tables import table
+
+    a = ds.attrs
+    groups = list(ds["group"].values.tolist())
+    lines = [f"  {g}: {', '.join(a['groups'][g])}" for g in groups]
+    if a.get("note"):
+        lines.append(f"  {a['note']}")
+    header = ["count", *groups, "difference"]
+    if "permutation" in a.get("tests", []):
+        header.append(f"perm p (min {a['min_pvalue']:.3g})")
+    if "welch" in a.get("tests", []):
+        header.append("Welch p")
+    rows = []
+    for i, count in enumerate(ds["count"].values.tolist()):
+        row: list[Any] = [count, *ds["total_mean"].values[:, i].tolist()]
+        row.append(float(ds["total_difference"].values[i]))
+        if "permutation" in a.get("tests", []):
+            row.append(float(ds["total_perm_pvalue"].values[i]))
+        if "welch" in a.get("tests", []):
+            row.append(float(ds["total_welch_pvalue"].values[i]))
+        rows.append(row)
+    lines += table(header, rows)
+    lines.append(f"  inference: {a.get('inference')}; per-layer tests in the saved result")
+    return lines
+
+
+def _cochran_lines(ds: Any) -> list[str]:
+    """Cochran's Q, or why the selection's margin is not tested."""
+    from langneurons.cli._tables import generic
+
+    if ds.attrs.get("degenerate"):
+        return [f"  selection: {ds.attrs.get('reason', 'fixed by construction')}"]
+    return generic(ds)
+
+
+#: Parts whose headline this command prints itself (the others: the shared tables).
+PRINTERS = {"mcnemar": _membership_lines, "groups": _group_lines, "cochran_q": _cochran_lines}
+
+
+def _emit(saved: dict[str, Any], as_json: bool) -> None:
+    """Print the parts: as JSON, or each part's headline table."""
+    from langneurons.cli._output import emit
+
+    if as_json:
+        emit(saved, True)
+        return
+    for name, (ds, path) in saved.items():
+        printer = PRINTERS.get(name)
+        if printer is None:
+            emit({name: (ds, path)}, False)
+            continue
+        click.echo(f"{name}: " + (f"saved at {path}" if path else "not saved (--no-save)"))
+        for line in printer(ds):
+            click.echo(line)
 
 
 @compare.command("runs")
 @click.argument("store")
-@click.option("--base", required=True, help="The base run.")
-@click.option("--aligned", required=True, help="The aligned (or other) run.")
+@click.option("--base", default=None, help="The base run.")
+@click.option("--aligned", default=None, help="The aligned (or other) run.")
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    help="NAME=RUN,RUN,...: a group of replicate runs; give exactly two instead of "
+    "--base/--aligned to test between-group differences against run-to-run variance.",
+)
+@click.option(
+    "--test",
+    type=click.Choice(["auto", "permutation", "welch"]),
+    default="auto",
+    show_default=True,
+    help="With --group: the test of the group difference.",
+)
+@click.option(
+    "--paired",
+    type=click.Choice(list(PAIRED)),
+    default="auto",
+    show_default=True,
+    help="Bootstrap both runs' sequences together (auto: when they share their seq_ids).",
+)
 @click.option(
     "--trained-languages",
     default=None,
@@ -32,14 +190,19 @@ def compare() -> None:
 @click.option("--n-boot", type=int, default=200, show_default=True)
 @click.option("--n-perm", type=int, default=10000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--name", default=None, help="Default: vs-BASE (slashes become '_').")
+@click.option(
+    "--name", default=None, help="Default: vs-BASE (slashes become '_'), or groups-A-vs-B."
+)
 @click.option("--json", "as_json", is_flag=True)
 @results_options
 @identify_options
 def compare_runs(
     store: str,
-    base: str,
-    aligned: str,
+    base: str | None,
+    aligned: str | None,
+    groups: tuple[str, ...],
+    test: str,
+    paired: str,
     trained_languages: str | None,
     n_boot: int,
     n_perm: int,
@@ -51,11 +214,30 @@ def compare_runs(
     allow_incomplete: bool,
     **options: Any,
 ) -> None:
-    """Type distributions, per-layer change, overlaps, transitions and McNemar of two runs."""
+    """Two runs: type distributions, per-layer change, overlaps, transitions and membership
+    tests. Two groups of runs (--group twice): their type counts against run-to-run variance."""
     from langneurons import workflows
-    from langneurons.cli._output import emit
 
     params = identify_params(options)
+    if groups:
+        if base is not None or aligned is not None:
+            raise ParameterError(
+                "give either --base and --aligned or two --group options, not both"
+            )
+        named = parse_groups(groups)
+        target = Target(store, results_store, no_save, allow_incomplete)
+        runs = {g: [target.open_run(r) for r in members] for g, members in named.items()}
+        parts = workflows.compare_groups(
+            runs, params, names=named, test=test, n_perm=n_perm, n_boot=n_boot, seed=seed
+        )
+        first = next(iter(named.values()))[0]
+        prefix = name or workflows.groups_name(list(named))
+        _emit(workflows.save_parts(target.save, first, prefix, parts), as_json)
+        return
+    if base is None or aligned is None:
+        raise ParameterError(
+            "compare runs needs --base and --aligned, or two --group NAME=RUN,... options"
+        )
     target = Target(store, results_store, no_save, allow_incomplete)
     parts = workflows.compare_runs(
         target.open_run(base),
@@ -65,9 +247,10 @@ def compare_runs(
         n_boot=n_boot,
         n_perm=n_perm,
         seed=seed,
+        paired=PAIRED[paired],
     )
     prefix = name or workflows.comparison_name(base)
-    emit(workflows.save_parts(target.save, aligned, prefix, parts), as_json)
+    _emit(workflows.save_parts(target.save, aligned, prefix, parts), as_json)
 
 
 @compare.command("checkpoints")
@@ -91,7 +274,6 @@ def compare_checkpoints(
 ) -> None:
     """Trajectories of every count over an ordered series of runs, and Cochran's Q."""
     from langneurons import workflows
-    from langneurons.cli._output import emit
 
     params = identify_params(options)
     target = Target(store, results_store, no_save, allow_incomplete)
@@ -99,4 +281,4 @@ def compare_checkpoints(
     parts = workflows.compare_checkpoints(
         [target.open_run(r) for r in names], split_list(labels) if labels else names, params
     )
-    emit(workflows.save_parts(target.save, names[-1], name, parts), as_json)
+    _emit(workflows.save_parts(target.save, names[-1], name, parts), as_json)
