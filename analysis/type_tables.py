@@ -259,7 +259,9 @@ def compare_type_distributions(
         scalars ``statistic``, ``pvalue``, ``dof``, ``cramers_v``, ``n``; per layer
         ``layer_statistic``, ``layer_pvalue``, ``layer_pvalue_holm``, ``layer_cramers_v``,
         ``layer_dof``. The test is undefined (NaN, with ``attrs["note"]``) when a run has no
-        counted neurons or every counted neuron falls in one cell.
+        counted neurons or every counted neuron falls in one cell. ``attrs["inference"]`` is
+        ``"descriptive"``: the statistic describes how far apart the tables are, its p-value is
+        not a test of sampling noise (see :func:`type_change` for one).
 
     Raises
     ------
@@ -304,6 +306,14 @@ def compare_type_distributions(
         "residuals": "adjusted standardised residuals (Haberman 1973)",
         "types": type_labels,
         "n_cells_used": int((counts.reshape(2, -1).sum(axis=0) > 0).sum()),
+        # the same neurons in both runs, counted under a fixed cap: the p-value does not
+        # measure sampling noise (on fresh samples of one model it never rejected)
+        "inference": "descriptive",
+        "inference_reason": (
+            "neurons are counted as independent draws, but both runs hold the same neurons "
+            "and the top_rate cap fixes the total; for sampling noise use type_change "
+            "(a bootstrap over items)"
+        ),
     }
     if note:
         attrs["note"] = note

@@ -145,6 +145,7 @@ def run_demo(
         raise ParameterError(f"--model {model!r} is not one of tiny, gemma3-270m")
     from langneurons import workflows
     from langneurons.analysis import identify
+    from langneurons.analysis.deactivation import deactivation_effects
     from langneurons.analysis.neuron_tests import language_preference_tests
     from langneurons.analysis.params import IdentifyParams
     from langneurons.analysis.stability import bootstrap_identification
@@ -232,7 +233,7 @@ def run_demo(
     done = step("deactivation")
     held_out = out / "eval.jsonl"  # eight problems per language keep the demo quick
     write_records(held_out, [r for r in records if int(r.id[1:]) <= 8])
-    ablate(
+    ablation = ablate(
         model_path,
         store_path,
         base_run,
@@ -244,6 +245,9 @@ def run_demo(
         max_length=max_length,
         loaded=base,
     )
+    effects = deactivation_effects(ablation, n_perm=1000, seed=0)
+    effects.attrs["ablation"] = "ternary"  # as `langneurons stats deactivation` records it
+    store.save_result(base_run, "stats", "deactivation", effects)
     done()
 
     done = step("compare checkpoints")

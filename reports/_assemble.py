@@ -137,6 +137,17 @@ class Builder:
                 out.setdefault(str(ds.attrs.get("method", "")), ref)
         return out
 
+    def saved_effects(self, run: str) -> dict[str, Load]:
+        """Deactivation effects saved by ``stats deactivation``, by the ablation they read."""
+        out: dict[str, Load] = {}
+        for name in self.store.results(run, "stats"):
+            ref = Load(run, "stats", name)
+            ds = self.loader(ref)
+            ablation = ds.attrs.get("ablation")
+            if "damage" in ds and isinstance(ablation, str):
+                out.setdefault(ablation, ref)
+        return out
+
     def run_summary(self, run: str, *, show_types: bool) -> None:
         sec = self.section(f"Run {run}", 3, summary=True)
         lines: list[str] = []
@@ -172,12 +183,13 @@ class Builder:
                     (("labels", [f"{run} · {name}"]),),
                 )
             figs.append((f"Neuron types per layer ({run} · {name})", call))
+        saved = self.saved_effects(run)
         for name in self.store.results(run, "ablation"):
             ref = Load(run, "ablation", name)
             ds = self.loader(ref)
-            # an ablation's effects are derived (once, shared with its figure); an effects
-            # result saved under "ablation" is drawn as it is
-            effects: Load | Derive = ref if "damage" in ds else effects_of(ref)
+            # the effects saved by `stats deactivation`; derived (once, shared with the
+            # figure) only when none were saved; an effects result under "ablation" as it is
+            effects: Load | Derive = ref if "damage" in ds else saved.get(name) or effects_of(ref)
             try:
                 lines.append(summ.deactivation_line(ds, self.loader.resolve(effects)))
             except (LangneuronsError, KeyError, ValueError) as exc:
@@ -464,7 +476,8 @@ class Builder:
             if ref.kind == "compare":
                 other = _other_run(ref.name.split("/", 1)[0], ref.run, self.store.runs())
                 pair = (other, ref.run) if other else None
-            for title, call in kind.figures(Context(ref, ds, identifications, pair)):
+            effects = self.saved_effects(ref.run).get(ref.name) if ref.kind == "ablation" else None
+            for title, call in kind.figures(Context(ref, ds, identifications, pair, effects)):
                 self.figure(sec, title, call)
 
     def across_runs(self, letter: str) -> None:

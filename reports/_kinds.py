@@ -72,6 +72,7 @@ class Context:
     ds: xr.Dataset
     identifications: dict[str, xr.Dataset]
     pair: tuple[str, str] | None = None  # (first run, second run) of a comparison
+    saved_effects: Load | None = None  # an ablation's effects saved by `stats deactivation`
 
 
 FigureBuilder = Callable[[Context], list[tuple[str, Call]]]
@@ -127,12 +128,15 @@ def _stage_figures(ctx: Context) -> list[tuple[str, Call]]:
 
 
 def effects_of(ablation: Load) -> Derive:
-    """The deactivation effects of a saved ablation (derived: no command saves them with it)."""
+    """The deactivation effects of an ablation whose effects were not saved (derived, the
+    fallback for stores where `langneurons stats deactivation` was not run)."""
     return Derive("deactivation_effects", (ablation,), (("n_perm", DEACTIVATION_N_PERM),))
 
 
 def _ablation_figures(ctx: Context) -> list[tuple[str, Call]]:
-    """The heatmap of an ablation's effects."""
+    """The heatmap of an ablation's effects: the saved ones, else derived once."""
+    if ctx.saved_effects is not None:
+        return []  # drawn in the saved effects' own section
     title = "Perplexity change when each language's neurons are switched off"
     return [(title, Call("deactivation_heatmap", (effects_of(ctx.load),)))]
 
@@ -171,6 +175,18 @@ KINDS: Final[tuple[Kind, ...]] = (
         (LANGUAGE, "set"),
         _one("Overlap of the neuron sets of the two runs", "overlap_matrix"),
         key=("type_n_a", "type_n_b", "type_n_both", "type_jaccard"),
+    ),
+    Kind(
+        "membership change between two runs (membership_change)",
+        ("bowker_pvalue", "stuart_maxwell_pvalue", "language_pvalue"),
+        key=(
+            "language_n_a_only",
+            "language_n_b_only",
+            "language_pvalue",
+            "type_n_a_only",
+            "type_n_b_only",
+            "type_pvalue",
+        ),
     ),
     Kind(
         "type transitions between two runs (transition_table)",

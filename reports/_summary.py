@@ -328,6 +328,24 @@ def mcnemar_line(ds: xr.Dataset) -> str:
     )
 
 
+def membership_line(ds: xr.Dataset) -> str:
+    """Membership changes per language mask and per type, and the type switches."""
+    parts = []
+    for dim, var in ((ds["language"], "language"), (ds["type"], "type")):
+        for i, label in enumerate(str(x) for x in np.asarray(dim.values)):
+            a = int(ds[f"{var}_n_a_only"].values[i])
+            b = int(ds[f"{var}_n_b_only"].values[i])
+            parts.append(f"{label} -{a}/+{b}")
+    return (
+        "Membership change (neurons leaving/joining each language mask and type): "
+        + ", ".join(parts)
+        + f"; Bowker p = {num(_scalar(ds, 'bowker_pvalue'), 2)}, Stuart-Maxwell p = "
+        f"{num(_scalar(ds, 'stuart_maxwell_pvalue'), 2)}. "
+        + validity(ds.attrs, "descriptive (neurons counted as independent units)")
+        + "."
+    )
+
+
 def shared_by_change_line(ds: xr.Dataset) -> str:
     """Bins of the shared-by-N histogram whose change interval excludes 0."""
     bins = [str(x) for x in np.asarray(ds["n_shared"].values)]
@@ -359,6 +377,8 @@ def lines_of(kind_label: str, ds: xr.Dataset) -> list[str]:
         return [chi_square_line(ds)]
     if kind_label.endswith("(mcnemar)"):
         return [mcnemar_line(ds)]
+    if kind_label.endswith("(membership_change)"):
+        return [mcnemar_line(ds), membership_line(ds)]
     if kind_label.endswith("(shared_by_change)"):
         return [shared_by_change_line(ds)]
     return []
@@ -377,6 +397,7 @@ def intro() -> str:
 __all__: Sequence[str] = [
     "TYPE_COUNTS",
     "deactivation_line",
+    "membership_line",
     "identification_line",
     "intro",
     "lambda_warning",

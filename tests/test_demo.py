@@ -33,7 +33,12 @@ def test_demo_writes_store_and_report(tmp_path: Path, capsys: pytest.CaptureFixt
     assert store.validate() == []
     base = "tiny-llama/base"
     assert store.results(base, "identification") == ["lape", "ternary"]
-    assert set(store.results(base, "stats")) == {"stages", "stability-ternary", "tests"}
+    assert set(store.results(base, "stats")) == {
+        "deactivation",
+        "stages",
+        "stability-ternary",
+        "tests",
+    }
     assert store.results(base, "ablation") == ["ternary"]
     # the comparison is saved as `langneurons compare runs` saves it: vs-BASE, '_' for '/'
     compared = store.results("tiny-llama/perturbed", "compare")

@@ -956,3 +956,22 @@ def test_report_without_saved_results(tmp_path: Path) -> None:
     assert len(sources) == 3
     shutil.rmtree(tmp_path / "out")
     assert os.listdir(tmp_path) == ["bare.zarr"]
+
+
+def test_report_draws_saved_deactivation_effects_instead_of_deriving(tmp_path: Path) -> None:
+    """`stats deactivation` saves the effects with the ablation's name; the report reads them."""
+    store = ln.create_store(tmp_path / "s.zarr")
+    store.create_run("m", n_layers=2, n_neurons=5, sequences=True, counts=counts(2, 2, 5))
+    abl = ablation(LANGS)
+    store.save_result("m", "ablation", "ternary", abl)
+    derived_code = "deactivation_effects(store.open_result('m', 'ablation', 'ternary')"
+    write_report(store, tmp_path / "derived")
+    assert derived_code in (tmp_path / "derived" / "report.qmd").read_text()
+
+    effects = deactivation_effects(abl, n_perm=50)
+    effects.attrs["ablation"] = "ternary"
+    store.save_result("m", "stats", "deactivation", effects)
+    write_report(store, tmp_path / "saved")
+    qmd = (tmp_path / "saved" / "report.qmd").read_text()
+    assert derived_code not in qmd
+    assert "deactivation_heatmap(store.open_result('m', 'stats', 'deactivation'))" in qmd

@@ -433,6 +433,9 @@ def test_chi_square_degenerate_tables() -> None:
 def test_compare_type_distributions_from_results_numpy_and_dask() -> None:
     a, b = identify(small_run(0), top_rate=0.1), identify(small_run(1), top_rate=0.1)
     out = compare_type_distributions(a, b)
+    assert (
+        out.attrs["inference"] == "descriptive" and "type_change" in out.attrs["inference_reason"]
+    )
     xr.testing.assert_identical(out, compare_type_distributions(chunked(a), chunked(b)))
     xr.testing.assert_identical(out, compare_type_distributions(type_table(a), type_table(b)))
     with pytest.raises(

@@ -194,6 +194,7 @@ def stats_deactivation(
     ds = deactivation_effects(
         target.open_result(run, "ablation", ablation), n_perm=n_perm, seed=seed
     )
+    ds.attrs["ablation"] = ablation  # the report draws these effects for that ablation
     emit({"deactivation": (ds, target.save(run, "stats", name, ds))}, as_json)
 
 
