@@ -352,3 +352,13 @@ def test_cli_unknown_cluster_is_a_usage_error(
     code, _, err = run_cli(capsys, "stats", "tests", stores["seqs"], "--run", "r", "--cluster", "x")
     assert code == 2
     assert "Invalid value for '--cluster': 'x' is not one of 'auto', 'item', 'sequence'" in err
+
+
+def test_percentile_bootstrap_intervals_say_descriptive_and_why() -> None:
+    """The suite finds the percentile bootstrap undercovering: its result says so itself."""
+    run = _run(responses=1, items=12)
+    boot = activation_probability(run, method="bootstrap", n_boot=20, seed=0)
+    assert boot.attrs["inference"] == "descriptive"
+    assert "method='cluster'" in boot.attrs["inference_reason"]
+    cluster = activation_probability(run, method="cluster")
+    assert cluster.attrs["inference"] == "valid" and "inference_reason" not in cluster.attrs

@@ -206,7 +206,9 @@ def _warn_if_descriptive(ds: Any) -> None:
         from langneurons.analysis.uncertainty import DESCRIPTIVE_WARNING
         from langneurons.errors import LangneuronsWarning
 
-        warnings.warn(DESCRIPTIVE_WARNING, LangneuronsWarning, stacklevel=2)
+        reason = ds.attrs.get("inference_reason")
+        text = f"descriptive, not inference: {reason}" if reason else DESCRIPTIVE_WARNING
+        warnings.warn(text, LangneuronsWarning, stacklevel=2)
 
 
 @stats.command("probability")
