@@ -92,6 +92,90 @@ def _label_sets(
     return out, False
 
 
+def _check_margin(margin: object) -> float | None:
+    """``equivalence_margin``: None, or a finite number > 0 (neurons)."""
+    if margin is None:
+        return None
+    ok = isinstance(margin, (int, float, np.integer, np.floating)) and not isinstance(
+        margin, (bool, np.bool_)
+    )
+    if not ok or not math.isfinite(float(margin)) or float(margin) <= 0:  # type: ignore[arg-type]
+        raise ParameterError(
+            "equivalence_margin must be a positive number of neurons (the largest difference of "
+            f"mean change, trained minus untrained, that counts as equivalent), got {margin!r}"
+        )
+    return float(margin)  # type: ignore[arg-type]
+
+
+def min_pvalue(k: int, n_trained: int, exact: bool, n_assign: int) -> float:
+    """Smallest p the permutation test can give.
+
+    Exact: the observed assignment always counts, and when ``2 |T| = K`` so does its complement
+    (it gives ``-D``), so ``1 / C(K, |T|)``, or ``2 / C(K, |T|)`` for an even split. Random:
+    ``1 / (1 + n_assignments)``.
+
+    >>> min_pvalue(6, 2, True, 15), min_pvalue(4, 2, True, 6)
+    (0.06666666666666667, 0.3333333333333333)
+    """
+    if not exact:
+        return 1.0 / (1.0 + n_assign)
+    return (2.0 if 2 * n_trained == k else 1.0) / math.comb(k, n_trained)
+
+
+def _equivalence(
+    boot_diff: NDArray[np.float64], margin: float | None, alpha: float, n_boot: int
+) -> tuple[dict[str, Any], dict[str, tuple[tuple[str, ...], NDArray[Any]]]]:
+    """Two one-sided tests of ``|D| < margin`` from the bootstrap replicates of D.
+
+    ``p_lower = (1 + #{D* <= -margin}) / (1 + B)`` (H0: D <= -margin) and ``p_upper`` alike;
+    ``equivalence_pvalue`` is their maximum and equivalence is claimed when it is below
+    ``alpha``, which puts the ``1 - 2 alpha`` percentile interval inside the margins.
+    """
+    if margin is None:
+        return {
+            "equivalence": "not run",
+            "equivalence_note": "no equivalence test without a margin; give equivalence_margin="
+            "DELTA (CLI: --equivalence-margin DELTA), the largest difference of mean change in "
+            "neurons that counts as 'untrained languages change like trained ones'",
+        }, {}
+    ok = ~np.isnan(boot_diff)
+    n = ok.sum(axis=0)
+    if n_boot == 0 or not n.all():
+        return {
+            "equivalence": "not available",
+            "equivalence_margin": margin,
+            "equivalence_note": "descriptive: the equivalence test needs bootstrap replicates "
+            "(per-sequence counts and n_boot > 0); no p-value",
+        }, {}
+    with np.errstate(invalid="ignore"):
+        p_lo = (1.0 + ((boot_diff <= -margin) & ok).sum(axis=0)) / (1.0 + n)
+        p_hi = (1.0 + ((boot_diff >= margin) & ok).sum(axis=0)) / (1.0 + n)
+    p = np.maximum(p_lo, p_hi)
+    low, high = percentile_interval(boot_diff, 1.0 - 2.0 * alpha)
+    equivalent = p < alpha
+    verdict = {
+        c: (f"equivalent within +-{margin:g}" if e else f"not shown equivalent within +-{margin:g}")
+        for c, e in zip(ALIGNMENT_COUNTS, equivalent.tolist(), strict=True)
+    }
+    attrs = {
+        "equivalence": "tost",
+        "equivalence_margin": margin,
+        "equivalence_alpha": alpha,
+        "equivalence_verdict": verdict,
+        "equivalence_note": f"two one-sided bootstrap tests: equivalent when the "
+        f"{1 - 2 * alpha:g} interval of the difference lies inside [-{margin:g}, {margin:g}]",
+    }
+    c = (COUNT,)
+    return attrs, {
+        "equivalence_pvalue": (c, p),
+        "equivalence_pvalue_lower": (c, p_lo),
+        "equivalence_pvalue_upper": (c, p_hi),
+        "equivalence_low": (c, low),
+        "equivalence_high": (c, high),
+        "equivalent": (c, equivalent),
+    }
+
+
 def _group_difference(
     change: NDArray[np.float64], trained: NDArray[np.bool_]
 ) -> NDArray[np.float64]:
@@ -120,6 +204,8 @@ def spontaneous_alignment(
     ci: float = 0.95,
     cluster: Cluster = "sequence",
     paired: bool | Literal["auto"] = "auto",
+    equivalence_margin: float | None = None,
+    equivalence_alpha: float = 0.05,
     **identify_kwargs: Any,
 ) -> xr.Dataset:
     r"""Do untrained languages gain language neurons like the trained ones after alignment?
@@ -148,7 +234,15 @@ def spontaneous_alignment(
       :math:`(1 + \#\{|D_\pi| \ge |D|\}) / (1 + n_{perm})` over random ones. Its resolution is
       limited by K: the smallest possible exact p is :math:`1 / \binom{K}{|\mathcal{T}|}`.
 
-    A small p means untrained languages do **not** move like the trained ones.
+    A small p means untrained languages do **not** move like the trained ones; a large p is
+    not evidence that they do (with K = 6 and 2 trained languages no p is below 1/15).
+    That claim is an equivalence test: with ``equivalence_margin`` :math:`\delta`, two
+    one-sided bootstrap tests of :math:`H_0: D \le -\delta` and :math:`H_0: D \ge \delta`
+    (Schuirmann 1987), :math:`p_- = (1 + \#\{D^*_b \le -\delta\}) / (1 + B)` and
+    :math:`p_+` alike; ``equivalence_pvalue`` :math:`= \max(p_-, p_+)`, and equivalence is
+    claimed when it is below ``equivalence_alpha`` (the :math:`1 - 2\alpha` percentile
+    interval of D inside :math:`[-\delta, \delta]`). Without bootstrap replicates it is not
+    available (descriptive); without a margin it is not run (there is no default margin).
 
     Parameters
     ----------
@@ -172,6 +266,11 @@ def spontaneous_alignment(
         What a replicate draws, and whether both runs draw together (default ``"auto"``:
         paired when they hold the same seq_ids; see
         :func:`~langneurons.analysis.distributions.type_change`).
+    equivalence_margin : float > 0, optional
+        The largest difference of mean change (neurons, trained minus untrained) that counts
+        as "untrained languages change like trained ones"; no equivalence test without it.
+    equivalence_alpha : float in (0, 0.5)
+        Level of each one-sided test.
     **identify_kwargs
         Deprecated: the loose identification keywords (use ``params=``).
 
@@ -185,19 +284,26 @@ def spontaneous_alignment(
         ``difference``, ``difference_low``, ``difference_high``, ``perm_pvalue``,
         ``boot_pvalue`` on ``[count]``. ``attrs``: trained and untrained languages, method,
         ``identify_params``, ``n_boot``, ``n_perm``, ``n_assignments``, ``permutation``
-        ("exact" or "random"), ``seed``, ``ci``, failed replicate counts, tau / lambda.
+        ("exact" or "random"), ``min_pvalue`` (the smallest p the permutation test can
+        give), ``seed``, ``ci``, failed replicate counts, tau / lambda; ``equivalence``
+        ("tost", "not available" or "not run") and ``equivalence_note``. With the TOST also
+        ``equivalence_pvalue``, ``equivalence_pvalue_lower``, ``equivalence_pvalue_upper``,
+        ``equivalence_low``, ``equivalence_high`` (the ``1 - 2 alpha`` interval) and
+        ``equivalent`` on ``[count]``, and attrs ``equivalence_margin``,
+        ``equivalence_alpha``, ``equivalence_verdict`` (per count).
 
     Raises
     ------
     ParameterError
         Trained languages empty, repeated or not in the runs; no untrained language; runs of
         different shapes or languages; bad parameters; ``n_boot > 0`` without per-sequence
-        counts.
+        counts; ``equivalence_margin`` not a positive finite number.
 
     References
     ----------
     Zhang et al. (2025), spontaneous multilingual alignment of untrained languages; Good
-    (2005), Permutation, Parametric and Bootstrap Tests of Hypotheses; Hall & Wilson (1991).
+    (2005), Permutation, Parametric and Bootstrap Tests of Hypotheses; Hall & Wilson (1991);
+    Schuirmann (1987), two one-sided tests of equivalence.
     """
     params_ = resolve_params(params, identify_kwargs, method=method, where="spontaneous_alignment")
     base_run, aligned_run = check_runs(base_run, aligned_run)
@@ -208,6 +314,10 @@ def spontaneous_alignment(
     paired_ = resolve_paired(base_run, aligned_run, paired, cluster, n_boot)
     seed = check_seed(seed)
     ci = check_open_unit("ci", ci)
+    margin = _check_margin(equivalence_margin)
+    alpha = check_open_unit("equivalence_alpha", equivalence_alpha)
+    if alpha >= 0.5:
+        raise ParameterError(f"equivalence_alpha must be below 0.5, got {alpha!r}")
     kw = params_.keywords()
     res_b = identify(base_run, params_.method, **kw)
     res_a = identify(aligned_run, params_.method, **kw)
@@ -247,6 +357,7 @@ def spontaneous_alignment(
     extreme = (np.abs(perm) >= np.abs(diff) - 1e-9).sum(axis=0)
     n_assign = assignments.shape[0]
     perm_p = extreme / n_assign if exact else (1.0 + extreme) / (1.0 + n_assign)
+    eq_attrs, eq_vars = _equivalence(boot_diff, margin, alpha, n_boot)
     attrs = bootstrap_attrs(params_, n_boot, seed, ci, cluster, paired_)
     attrs.update(
         paired_requested=paired,
@@ -255,11 +366,13 @@ def spontaneous_alignment(
         n_perm=n_perm,
         n_assignments=int(n_assign),
         permutation="exact" if exact else "random",
+        min_pvalue=min_pvalue(len(langs), len(trained), exact, int(n_assign)),
         statistic="difference of mean change (aligned minus base), trained minus untrained",
         n_failed_base=fail_b,
         n_failed_aligned=fail_a,
         **identification_attrs(res_b, "base"),
         **identification_attrs(res_a, "aligned"),
+        **eq_attrs,
     )
     lc, gc = (LANGUAGE, COUNT), (GROUP, COUNT)
     return xr.Dataset(
@@ -279,6 +392,7 @@ def spontaneous_alignment(
             "difference_high": ((COUNT,), diff_high),
             "perm_pvalue": ((COUNT,), perm_p.astype(np.float64)),
             "boot_pvalue": ((COUNT,), centred_pvalue(boot_diff, diff)),
+            **eq_vars,
         },
         coords={
             LANGUAGE: np.asarray(langs, dtype=str),
@@ -290,4 +404,4 @@ def spontaneous_alignment(
     )
 
 
-__all__ = ["spontaneous_alignment", "ALIGNMENT_COUNTS"]
+__all__ = ["spontaneous_alignment", "min_pvalue", "ALIGNMENT_COUNTS"]

@@ -107,6 +107,7 @@ def compare_runs(
     n_perm: int = 10000,
     seed: int = 0,
     paired: bool | str = "auto",
+    equivalence_margin: float | None = None,
 ) -> dict[str, xr.Dataset]:
     """Identify language neurons in two runs with the same parameters and compare them.
 
@@ -124,6 +125,9 @@ def compare_runs(
     paired : bool or "auto"
         Whether the bootstraps draw both runs' sequences together (``"auto"``: when the runs
         share their seq_ids; see :func:`~langneurons.analysis.distributions.resolve_paired`).
+    equivalence_margin : float > 0, optional
+        With ``trained_languages``: the margin of the equivalence test of the ``spontaneous``
+        part (:func:`~langneurons.analysis.compare.spontaneous_alignment`); none without it.
 
     Returns
     -------
@@ -168,6 +172,7 @@ def compare_runs(
             n_perm=n_perm,
             seed=seed,
             paired=paired,
+            equivalence_margin=equivalence_margin,
         )
     return parts
 

@@ -272,6 +272,58 @@ def deactivation(ds: xr.Dataset) -> Lines:
     return lines
 
 
+def spontaneous(ds: xr.Dataset) -> Lines:
+    """Mean change of trained and untrained languages, their difference with its interval and
+    tests, the permutation test's smallest p, and the equivalence test (or why there is none)."""
+    a = ds.attrs
+    lines = [
+        f"  trained: {', '.join(a.get('trained_languages', []))}; "
+        f"untrained: {', '.join(a.get('untrained_languages', []))}"
+    ]
+    has_ci = not np.isnan(ds["difference_low"].values).all()
+    header = ["count", "trained", "untrained", "difference"]
+    header += (["CI", "boot p"] if has_ci else []) + ["perm p"]
+    rows = []
+    for i, count in enumerate(_labels(ds, "count")):
+        row: list[Any] = [count, *ds["mean_change"].values[:, i].tolist()]
+        row.append(float(ds["difference"].values[i]))
+        if has_ci:
+            lo, hi = ds["difference_low"].values[i], ds["difference_high"].values[i]
+            row += [f"[{_fmt(float(lo))}, {_fmt(float(hi))}]", float(ds["boot_pvalue"].values[i])]
+        row.append(float(ds["perm_pvalue"].values[i]))
+        rows.append(row)
+    lines += table(header, rows)
+    k = len(a.get("trained_languages", [])) + len(a.get("untrained_languages", []))
+    mp = a.get("min_pvalue")
+    if mp is not None:
+        perm = f"  permutation ({a.get('permutation')}, {_fmt(a.get('n_assignments'))} "
+        perm += f"assignments): smallest attainable p {_fmt(float(mp))}"
+        if mp > 0.05:
+            perm += f"; the permutation test cannot reach 0.05 with {k} languages"
+        lines.append(perm)
+    lines.append("  a large p is not evidence that untrained languages change like trained ones")
+    kind = a.get("equivalence")
+    if kind == "tost":
+        margin, alpha = a["equivalence_margin"], a["equivalence_alpha"]
+        lines.append(
+            f"  equivalence (two one-sided tests, margin +-{_fmt(margin)}, alpha {_fmt(alpha)})"
+        )
+        rows = [
+            [
+                count,
+                f"[{_fmt(float(ds['equivalence_low'].values[i]))}, "
+                f"{_fmt(float(ds['equivalence_high'].values[i]))}]",
+                float(ds["equivalence_pvalue"].values[i]),
+                a["equivalence_verdict"][count],
+            ]
+            for i, count in enumerate(_labels(ds, "count"))
+        ]
+        lines += table(["count", f"{_fmt(1 - 2 * alpha)} CI", "TOST p", "verdict"], rows)
+    elif kind is not None:
+        lines.append(f"  equivalence {kind}: {a.get('equivalence_note', '')}")
+    return lines
+
+
 def generic(ds: xr.Dataset) -> Lines:
     """Scalars, then small one-dimensional variables side by side by their dimension."""
     lines = _scalars(ds)
@@ -295,6 +347,7 @@ PRINTERS: dict[str, Callable[[xr.Dataset], Lines]] = {
     "tests": tests,
     "probability": probability,
     "deactivation": deactivation,
+    "spontaneous": spontaneous,
 }
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -51,6 +52,25 @@ def parse_groups(values: tuple[str, ...]) -> dict[str, list[str]]:
             seen[run] = name
         groups[name] = split_list(runs)
     return groups
+
+
+def parse_margin(text: str | None, trained_languages: str | None) -> float | None:
+    """``--equivalence-margin``: a positive finite number, and only with --trained-languages."""
+    if text is None:
+        return None
+    if not trained_languages:
+        raise ParameterError(
+            "--equivalence-margin tests spontaneous alignment; give --trained-languages too"
+        )
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ParameterError(
+            f"--equivalence-margin must be a positive number of neurons, got {text!r}"
+        )
+    return value
 
 
 def _membership_lines(ds: Any) -> list[str]:
@@ -187,6 +207,14 @@ def _emit(saved: dict[str, Any], as_json: bool) -> None:
     default=None,
     help="Languages the aligned model was trained on: test spontaneous alignment.",
 )
+@click.option(
+    "--equivalence-margin",
+    default=None,
+    metavar="DELTA",
+    help="With --trained-languages: test that untrained languages change like trained ones "
+    "(two one-sided tests): DELTA is the largest difference of mean change, in neurons, that "
+    "counts as alike. No default: without it no equivalence test is run.",
+)
 @click.option("--n-boot", type=int, default=200, show_default=True)
 @click.option("--n-perm", type=int, default=10000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -204,6 +232,7 @@ def compare_runs(
     test: str,
     paired: str,
     trained_languages: str | None,
+    equivalence_margin: str | None,
     n_boot: int,
     n_perm: int,
     seed: int,
@@ -219,6 +248,7 @@ def compare_runs(
     from langneurons import workflows
 
     params = identify_params(options)
+    margin = parse_margin(equivalence_margin, trained_languages)
     if groups:
         if base is not None or aligned is not None:
             raise ParameterError(
@@ -248,6 +278,7 @@ def compare_runs(
         n_perm=n_perm,
         seed=seed,
         paired=PAIRED[paired],
+        equivalence_margin=margin,
     )
     prefix = name or workflows.comparison_name(base)
     _emit(workflows.save_parts(target.save, aligned, prefix, parts), as_json)
