@@ -92,6 +92,14 @@ def _label_sets(
     return out, False
 
 
+#: What the calibration found (tests/test_equivalence.py, true D at the margin).
+EQUIVALENCE_CAVEAT = (
+    "identified-count differences shrink toward 0 under sampling noise, which the bootstrap "
+    "does not see: in simulation at the margin (6 languages, 2 trained) equivalence was claimed "
+    "0.17 of the time at alpha 0.05 with 64 sequences per language, 0.03 with 128"
+)
+
+
 def _check_margin(margin: object) -> float | None:
     """``equivalence_margin``: None, or a finite number > 0 (neurons)."""
     if margin is None:
@@ -164,6 +172,7 @@ def _equivalence(
         "equivalence_verdict": verdict,
         "equivalence_note": f"two one-sided bootstrap tests: equivalent when the "
         f"{1 - 2 * alpha:g} interval of the difference lies inside [-{margin:g}, {margin:g}]",
+        "equivalence_caveat": EQUIVALENCE_CAVEAT,
     }
     c = (COUNT,)
     return attrs, {
@@ -243,6 +252,10 @@ def spontaneous_alignment(
     claimed when it is below ``equivalence_alpha`` (the :math:`1 - 2\alpha` percentile
     interval of D inside :math:`[-\delta, \delta]`). Without bootstrap replicates it is not
     available (descriptive); without a margin it is not run (there is no default margin).
+    Calibration (true D at the margin, 6 languages, 2 trained, B = 100, alpha 0.05): claimed
+    0.17 +- 0.045 of the time with 64 sequences per language (70 replicates; liberal: the
+    identified-count D shrinks toward 0 under sampling noise, mean 6.2-6.7 for a true 8, and
+    the bootstrap does not see it), 0.03 +- 0.03 with 128 (30 replicates).
 
     Parameters
     ----------

@@ -107,6 +107,7 @@ def test_equivalence_claimed_when_all_languages_change_alike() -> None:
     text = "\n".join(spontaneous(out))
     assert "equivalence (two one-sided tests, margin +-4, alpha 0.05)" in text
     assert "equivalent within +-4" in text
+    assert "  caution: identified-count differences shrink toward 0 under sampling noise" in text
 
 
 def test_equivalence_not_claimed_when_trained_languages_move_beyond_the_margin() -> None:
@@ -128,17 +129,32 @@ def test_equivalence_not_claimed_when_trained_languages_move_beyond_the_margin()
 
 
 @pytest.mark.slow
-def test_tost_size_at_the_margin() -> None:
+@pytest.mark.parametrize(
+    "sequences",
+    [
+        pytest.param(
+            64,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="liberal: identified-count differences shrink toward 0 under sampling "
+                "noise (mean D 6.2-6.7 for a true 8), which the bootstrap does not see; "
+                "measured 0.17 +- 0.045 over 70 replicates",
+            ),
+        ),
+        128,
+    ],
+)
+def test_tost_size_at_the_margin(sequences: int) -> None:
     """True D exactly at the margin: equivalence is claimed at most about alpha of the time.
 
     20 replicates (B = 100): with a true rate of 0.05 the Monte-Carlo SE is 0.049, so the
-    bound 0.2 (three SEs) catches a gross failure only; see the report for longer runs.
+    bound 0.10 (two claims of 20) separates 0.03 from 0.17 only roughly.
     """
-    shape = sim.Shape(languages=6, layers=4, neurons=64, sequences=64)
+    shape = sim.Shape(languages=6, layers=4, neurons=64, sequences=sequences)
     truth = sim.make_truth(shape, 0)
     aligned = sim.shifted(truth, 0.1, 1.0, 1, languages=(0, 1))
     margin = float(abs(_true_difference(truth, aligned)[1]))
-    assert margin > 0
+    assert margin == 8.0
     claimed = []
     for r in range(20):
         pair = sim.simulate_pair(truth, aligned, np.random.default_rng(100 + r))
@@ -146,7 +162,7 @@ def test_tost_size_at_the_margin() -> None:
             *pair, TRAINED, n_boot=100, seed=r, equivalence_margin=margin, params=P(**IDENTIFY)
         )
         claimed.append(bool(out["equivalent"].sel(count="related").item()))
-    assert np.mean(claimed) <= 0.2
+    assert np.mean(claimed) <= 0.10
 
 
 # --------------------------------------------------------------------------- not run / n.a.
