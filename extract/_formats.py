@@ -34,12 +34,18 @@ class Record:
         The answer (reference or generated); ``None`` when only prompts are known.
     id
         Item identifier; the same id in several languages names the same (parallel) item.
+    answer
+        The item's reference answer, when it has a short one (a number for a maths problem);
+        accuracy-based deactivation scores generated answers against it. ``None`` when unknown.
+        It is not part of :func:`~langneurons.extract.corpus.corpus_hash`: the model never
+        reads it.
     """
 
     language: str
     prompt: str
     response: str | None
     id: str
+    answer: str | None = None
 
 
 # ---------------------------------------------------------------------- reading
@@ -70,6 +76,21 @@ def _check_text(value: Any, field: str, where: str) -> str:
             f"{where}: field 'id' is {value!r}; give a non-empty id without surrounding spaces"
         )
     return value
+
+
+def _check_answer(value: Any, where: str) -> str | None:
+    """The optional ``answer`` field: absent/null, a non-blank string, or a number (as text)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InputFormatError(
+            f"{where}: field 'answer' is {short(value)} ({type(value).__name__}); expected a "
+            "string or a number"
+        )
+    text = str(value).strip()
+    if not text:
+        raise InputFormatError(f"{where}: field 'answer' is empty; give the answer or leave it out")
+    return text
 
 
 def _check_code(value: Any, field: str, where: str) -> str:
@@ -123,6 +144,7 @@ def _parse_jsonl(path: Path, text: str, require_response: bool) -> list[tuple[st
             prompt=_check_text(obj["prompt"], "prompt", where),
             response=None if response is None else _check_text(response, "response", where),
             id=_check_text(obj["id"], "id", where),
+            answer=_check_answer(obj.get("answer"), where),
         )
         out.append((where, f"line {number}", record))
     return out

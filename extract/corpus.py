@@ -5,9 +5,11 @@ Two input formats are read, detected by content rather than by file extension:
 JSON lines
     One object per line (blank lines ignored)::
 
-        {"id": "q01", "language": "de", "prompt": "...", "response": "..."}
+        {"id": "q01", "language": "de", "prompt": "...", "response": "...", "answer": "7"}
 
     The same ``id`` in several languages names the same item (the corpus is parallel).
+    ``answer`` (optional) is the item's short reference answer, used by accuracy-based
+    deactivation.
 MAPO JSON
     One JSON document whose top level is a list of items (or an object holding exactly one such
     list), as written by the MAPO generation scripts::
@@ -22,7 +24,10 @@ Languages are stored as ISO 639-1 codes, optionally with a script or region subt
 (``"zh-Hans"``, ``"pt-BR"``); English language names (``"German"``) are mapped to their codes.
 
 The built-in corpus (:func:`builtin_corpus`) holds 32 short grade-school maths word problems with
-worked answers, written for this project, in the ten languages of :data:`BUILTIN_LANGUAGES`.
+worked answers, written for this project, in the ten languages of :data:`BUILTIN_LANGUAGES`. It is
+split by item into an identification part (``q01``-``q24``) and a held-out evaluation part
+(``q25``-``q32``, :data:`BUILTIN_PARTS`), so that deactivation is never scored on the items the
+neurons were identified from.
 
 Language codes and names live in ``_languages``, the two parsers and :class:`Record` in
 ``_formats``; their public names are importable from here as before.
@@ -160,8 +165,9 @@ def corpus_hash(records: Iterable[Record]) -> str:
 def write_records(path: PathLike, records: Iterable[Record]) -> None:
     """Write records as JSON lines, atomically (a temporary file, then :func:`os.replace`).
 
-    Each line is ``{"id", "language", "prompt", "response"}``; a ``None`` response is written
-    as ``null`` (read it back with ``require_response=False``).
+    Each line is ``{"id", "language", "prompt", "response"}`` (and ``"answer"`` when the record
+    has one); a ``None`` response is written as ``null`` (read it back with
+    ``require_response=False``).
 
     Raises
     ------
@@ -191,6 +197,8 @@ def write_records(path: PathLike, records: Iterable[Record]) -> None:
                     "prompt": r.prompt,
                     "response": r.response,
                 }
+                if r.answer is not None:
+                    obj["answer"] = r.answer
                 fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -210,25 +218,47 @@ def _builtin_records() -> tuple[Record, ...]:
         return tuple(read_records(file))
 
 
-def builtin_corpus(languages: Sequence[str] | None = None) -> list[Record]:
+#: The built-in corpus's parts: item ids used to identify neurons, and held-out ids to evaluate.
+BUILTIN_PARTS: Final = {
+    "identify": tuple(f"q{i:02d}" for i in range(1, 25)),
+    "evaluate": tuple(f"q{i:02d}" for i in range(25, 33)),
+}
+
+
+def builtin_corpus(
+    languages: Sequence[str] | None = None, *, part: str | None = None
+) -> list[Record]:
     """The built-in parallel corpus of grade-school maths word problems with worked answers.
 
     32 problems (ids ``"q01"`` to ``"q32"``), written for this project, each in the ten
-    languages of :data:`BUILTIN_LANGUAGES`; numbers are the same in every language. Records are
-    grouped by language in :data:`BUILTIN_LANGUAGES` order, ids ascending.
+    languages of :data:`BUILTIN_LANGUAGES`; numbers are the same in every language, and each
+    record's ``answer`` is the problem's number. Records are grouped by language in
+    :data:`BUILTIN_LANGUAGES` order, ids ascending.
 
     Parameters
     ----------
     languages
         Keep only these languages (codes or English names); ``None`` keeps all ten.
+    part
+        ``"identify"`` (24 problems, ``q01``-``q24``) or ``"evaluate"`` (8 held-out problems,
+        ``q25``-``q32``); ``None`` gives all 32. Identify on one part and deactivate on the
+        other, so the evaluation is not circular.
 
     Raises
     ------
     ParameterError
-        A requested language is unknown or not in the built-in corpus.
+        A requested language is unknown or not in the built-in corpus, or ``part`` is unknown.
     """
+    if part is not None and part not in BUILTIN_PARTS:
+        raise ParameterError(
+            f"part {part!r} of the built-in corpus is unknown; use one of "
+            f"{', '.join(BUILTIN_PARTS)} (or None for all)"
+        )
     wanted = check_language_filter(languages)
     records = list(_builtin_records())
+    if part is not None:
+        ids = set(BUILTIN_PARTS[part])
+        records = [r for r in records if r.id in ids]
     if wanted is None:
         return records
     for code in wanted:
@@ -243,6 +273,7 @@ def builtin_corpus(languages: Sequence[str] | None = None) -> list[Record]:
 
 __all__ = [
     "BUILTIN_LANGUAGES",
+    "BUILTIN_PARTS",
     "FIELDS",
     "KNOWN_CODES",
     "LANGUAGE_NAMES",

@@ -341,9 +341,16 @@ def extract(
 def load_records(
     data: str | os.PathLike[str], *, require_response: bool = True
 ) -> list[_corpus.Record]:
-    """Records of a corpus file, or of the built-in corpus when ``data`` is ``"builtin"``."""
-    if str(data) == "builtin":
+    """Records of a corpus file, or of the built-in corpus.
+
+    ``"builtin"`` is the whole built-in corpus; ``"builtin:identify"`` and
+    ``"builtin:evaluate"`` are its identification and held-out evaluation parts.
+    """
+    text = str(data)
+    if text == "builtin":
         return _corpus.builtin_corpus()
+    if text.startswith("builtin:"):
+        return _corpus.builtin_corpus(part=text.removeprefix("builtin:"))
     return _corpus.read_records(data, require_response=require_response)
 
 

@@ -26,6 +26,7 @@ from langneurons.extract.corpus import (
     read_records,
     write_records,
 )
+from langneurons.extract.engine import load_records
 from langneurons.store import schema
 
 
@@ -198,6 +199,62 @@ def test_builtin_corpus_errors() -> None:
         builtin_corpus([])
     with pytest.raises(ParameterError, match=r"^unknown language 'Germn' \(did you mean 'de'"):
         builtin_corpus(["Germn"])
+
+
+def test_builtin_parts_are_disjoint_and_cover_the_corpus(builtin: list[Record]) -> None:
+    identify = builtin_corpus(part="identify")
+    evaluate = builtin_corpus(["de", "en"], part="evaluate")
+    assert {r.id for r in identify} == {f"q{i:02d}" for i in range(1, 25)}
+    assert {r.id for r in evaluate} == {f"q{i:02d}" for i in range(25, 33)}
+    assert {r.language for r in evaluate} == {"de", "en"}
+    assert len(identify) + len(builtin_corpus(part="evaluate")) == len(builtin)
+    assert load_records("builtin:evaluate") == builtin_corpus(part="evaluate")
+    assert load_records("builtin:identify") == identify
+    with pytest.raises(ParameterError, match=r"^part 'test' of the built-in corpus is unknown; "):
+        load_records("builtin:test")
+
+
+def test_builtin_answers_are_the_last_number_of_every_response(builtin: list[Record]) -> None:
+    """Each record's answer is its problem's number, and every language's response ends on it."""
+    for r in builtin:
+        assert r.answer is not None and r.answer.isdigit(), r
+        assert r.response is not None
+        last = re.findall(r"\d+", r.response)[-1]
+        assert int(last) == int(r.answer), (r.language, r.id)
+
+
+def test_answer_field_round_trips_and_is_not_hashed(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text(
+        '{"id": "a", "language": "de", "prompt": "p", "response": "r", "answer": 7}\n'
+        '{"id": "b", "language": "de", "prompt": "p", "response": "r", "answer": " 3.5 "}\n'
+        '{"id": "c", "language": "de", "prompt": "p", "response": "r"}\n',
+        encoding="utf-8",
+    )
+    records = read_records(path)
+    assert [r.answer for r in records] == ["7", "3.5", None]
+    write_records(tmp_path / "out.jsonl", records)
+    assert read_records(tmp_path / "out.jsonl") == records
+    plain = [Record(r.language, r.prompt, r.response, r.id) for r in records]
+    assert corpus_hash(plain) == corpus_hash(records)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("true", r"field 'answer' is true \(bool\); expected a string or a number$"),
+        ('""', r"field 'answer' is empty; give the answer or leave it out$"),
+        ("[1]", r"field 'answer' is \[1\] \(list\); expected a string or a number$"),
+    ],
+)
+def test_bad_answer_field(tmp_path: Path, value: str, message: str) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text(
+        f'{{"id": "a", "language": "de", "prompt": "p", "response": "r", "answer": {value}}}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(InputFormatError, match=r"^.*c\.jsonl:1: " + message):
+        read_records(path)
 
 
 def test_builtin_hash_is_stable(builtin: list[Record]) -> None:
@@ -625,7 +682,7 @@ def test_write_round_trip(tmp_path: Path, builtin: list[Record]) -> None:
     assert read_records(path) == builtin
     assert corpus_hash(read_records(path)) == corpus_hash(builtin)
     first = json.loads(path.read_text(encoding="utf-8").split("\n")[0])
-    assert list(first) == ["id", "language", "prompt", "response"]
+    assert list(first) == ["id", "language", "prompt", "response", "answer"]
     write_records(path, RECORDS)  # replaces the old file
     assert read_records(path, require_response=False) == RECORDS
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]

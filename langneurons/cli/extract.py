@@ -23,7 +23,12 @@ from langneurons.cli._options import echo_json, split_list
     is_flag=True,
     help="Download a Hugging Face id that is not in the local cache.",
 )
-@click.option("--data", required=True, help="JSONL records, MAPO-style JSON, or 'builtin'.")
+@click.option(
+    "--data",
+    required=True,
+    help="JSONL records, MAPO-style JSON, 'builtin', or its parts 'builtin:identify' and "
+    "'builtin:evaluate'.",
+)
 @click.option("--store", required=True, help="Store path or URL.")
 @click.option("--run", required=True, help="Run path inside the store, e.g. gemma3-270m/base.")
 @click.option("--languages", default=None, help="Comma-separated codes to extract (default all).")
