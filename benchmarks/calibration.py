@@ -413,6 +413,40 @@ def paired_change(
     return out
 
 
+def swap_change(
+    truth: Truth,
+    rng: np.random.Generator,
+    n_perm: int,
+    shifted_truth: Truth,
+    changed: Any,
+) -> Replicate:
+    """The label-swap permutation test of type_change (paired runs of one corpus).
+
+    FPR over every (layer, type) cell and over the per-type totals under the null (one truth);
+    power over the cells whose population count changes (``changed``).
+    """
+    an = _analysis()
+    seed = int(rng.integers(2**31))
+    base, aligned = simulate_pair(truth, truth, rng)
+    base_s, moved = simulate_pair(truth, shifted_truth, rng)
+    null = an.type_change(base, aligned, n_boot=0, n_perm=n_perm, seed=seed, **IDENTIFY)
+    alt = an.type_change(base_s, moved, n_boot=0, n_perm=n_perm, seed=seed, **IDENTIFY)
+    p = null["change_pvalue_swap"].values
+    total = null["total_change_pvalue_swap"].values
+    return {
+        "type_change swap (layer x type)": {
+            **_fpr(p[~np.isnan(p)]),
+            "power": float(np.mean(alt["change_pvalue_swap"].values[changed] <= LEVELS[0])),
+        },
+        "type_change swap (total per type)": {
+            **_fpr(total[~np.isnan(total)]),
+            "power": float(
+                np.mean(alt["total_change_pvalue_swap"].values[changed.any(axis=0)] <= LEVELS[0])
+            ),
+        },
+    }
+
+
 # --------------------------------------------------------------------------- stages family
 
 #: Shape of the stage cells: 24 layers of 64 neurons (a 7B model has 32 layers).
@@ -535,6 +569,12 @@ def _comparison_step(cell: Cell, truth: Truth, seed: int) -> tuple[Any, dict[str
         an.type_table(an.identify(population(t), **IDENTIFY)).transpose("layer", "type").values
         for t in (truth, moved)
     ]
+    if cell.family == "swap":  # n_boot holds the permutations
+        return swap_change, {
+            "n_perm": cell.n_boot,
+            "shifted_truth": moved,
+            "changed": counts[0] != counts[1],
+        }
     return paired_change, {
         "n_boot": cell.n_boot,
         "shifted_truth": moved,
@@ -543,7 +583,7 @@ def _comparison_step(cell: Cell, truth: Truth, seed: int) -> tuple[Any, dict[str
 
 
 #: Families of :func:`comparison_cells`, evaluated by :func:`_comparison_step`.
-COMPARISON_FAMILIES = ("overlap", "membership", "paired", "groups")
+COMPARISON_FAMILIES = ("overlap", "membership", "paired", "swap", "groups")
 
 
 def comparison_cells(quick: bool = False) -> list[Cell]:
@@ -571,6 +611,9 @@ def comparison_cells(quick: bool = False) -> list[Cell]:
             n_boot=60,
         ),
         Cell("paired", _shape("independent", 32, 0.01), reps=20, n_boot=60),
+        # label-swap permutations of type_change (n_boot: permutations per test)
+        Cell("swap", _shape("logit-normal", 32, 0.01, rho=0.5), reps=60, n_boot=39),
+        Cell("swap", _shape("independent", 32, 0.01), reps=60, n_boot=39),
         Cell("groups", _shape("logit-normal", 32, 0.01), reps=100),  # 3 vs 3 runs
         Cell("groups", _shape("logit-normal", 32, 0.01), reps=100, n_boot=1),  # 4 vs 4 runs
     ]

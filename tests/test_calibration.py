@@ -180,12 +180,19 @@ BETA_32 = cal.Cell("tests", cal._shape("beta-binomial", 32, 0.01), reps=10, n_bo
 # two independent sets of 5 % of the neurons, clustered by layer like real selections
 OVERLAP = cal.Cell("overlap", cal._shape("independent", 32, 0.01, neurons=1024), reps=100)
 
+# paired runs of one corpus: label-swap permutations of type_change (n_boot: permutations)
+SWAP = cal.Cell(
+    "swap", cal._shape("logit-normal", 16, 0.01, rho=0.5, layers=4, neurons=64), reps=20, n_boot=19
+)
+
 # identified runs of 24 layers: no depth structure (FPR) or three planted stages (power)
 STAGES = cal.Cell("stages", cal._shape("independent", 32, 0.01, **cal.STAGE_LAYERS), reps=60)
 
 VALID = [
     ("segment_stages auto (permutation)", STAGES),
     ("overlap (layer null)", OVERLAP),
+    ("type_change swap (layer x type)", SWAP),
+    ("type_change swap (total per type)", SWAP),
     ("test cluster", INDEP_128),
     ("BH (cluster test)", INDEP_128),
     ("BY (cluster test)", INDEP_128),

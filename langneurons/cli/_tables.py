@@ -326,6 +326,40 @@ def spontaneous(ds: xr.Dataset) -> Lines:
     return lines
 
 
+def type_change(ds: xr.Dataset) -> Lines:
+    """Per type over all layers: base -> aligned, change [interval], bootstrap and swap p."""
+    a = ds.attrs
+    swap = "total_change_pvalue_swap" in ds
+    header = ["type", "base", "aligned", "change", f"{_fmt(a.get('ci', 0.95))} CI", "boot p"]
+    rows = []
+    for t in _labels(ds, "type"):
+        c = ds.sel(type=t)
+        boot_p = float(np.nanmin(c["change_pvalue"].values)) if c["change_pvalue"].size else None
+        row = [
+            t,
+            c["total_base"].item(),
+            c["total_aligned"].item(),
+            c["total_change"].item(),
+            f"[{_fmt(c['total_change_low'].item())}, {_fmt(c['total_change_high'].item())}]",
+            boot_p,
+        ]
+        if swap:
+            row.append(c["total_change_pvalue_swap"].item())
+        rows.append(row)
+    lines = table([*header, "swap p"] if swap else header, rows)
+    lines.append("  boot p: smallest per-layer bootstrap p (uncorrected)")
+    if swap:
+        lines.append(
+            f"  swap p ({a['n_perm']} permutations of the total, smallest attainable "
+            f"{_fmt(a['min_pvalue_swap'])}): {a['pvalue_swap']}"
+        )
+    elif a.get("paired") is False:
+        lines.append("  no swap test: the runs do not share their seq_ids (not paired)")
+    if a.get("note"):
+        lines.append(f"  note: {a['note']}")
+    return lines
+
+
 def generic(ds: xr.Dataset) -> Lines:
     """Scalars, then small one-dimensional variables side by side by their dimension."""
     lines = _scalars(ds)
@@ -350,6 +384,7 @@ PRINTERS: dict[str, Callable[[xr.Dataset], Lines]] = {
     "probability": probability,
     "deactivation": deactivation,
     "spontaneous": spontaneous,
+    "type_change": type_change,
 }
 
 
