@@ -45,6 +45,7 @@ import _table
 import numpy as np
 import xarray as xr
 from _simulate import (
+    AblationShape,
     Shape,
     Truth,
     as_layer_neuron_language,
@@ -52,6 +53,7 @@ from _simulate import (
     population,
     shifted,
     simulate,
+    simulate_ablation,
     simulate_pair,
 )
 
@@ -619,6 +621,56 @@ def comparison_cells(quick: bool = False) -> list[Cell]:
     ]
 
 
+# --------------------------------------------------------------------------- deactivation
+def deactivation_tests(shape: AblationShape, rng: np.random.Generator) -> Replicate:
+    """One null ablation and one with ``shape.planted`` extra own-language damage (the stated
+    effect): the control test's and the item t-test's rejections, the intervals' coverage."""
+    an = _analysis()
+    out: Replicate = {}
+    for planted in (0.0, shape.planted):
+        truth = dataclasses.replace(shape, planted=planted)
+        res = an.deactivation_effects(simulate_ablation(truth, rng), alpha=0.05, n_perm=1)
+        k = truth.languages
+        damage = np.full((k, k), truth.shift) + np.eye(k) * planted
+        covered = {
+            f"deactivation {what} interval (items)": _cover(
+                res[f"{what}_low"].values, res[f"{what}_high"].values, value
+            )
+            for what, value in (("damage", damage), ("dominance", np.full(k, planted)))
+        }
+        for name, p in (
+            (f"deactivation control test (C={truth.controls})", res["pvalue_control"].values),
+            ("deactivation item t-test", res["pvalue_items"].values),
+        ):
+            metrics = out.setdefault(name, {})
+            if planted == 0.0:
+                metrics |= _fpr(np.asarray(p, dtype=np.float64))
+            else:
+                metrics["power"] = float(np.mean(np.asarray(p) <= 0.05))
+        for name, value in covered.items():  # under the null and the alternative alike
+            metrics = out.setdefault(name, {"coverage": 0.0})
+            metrics["coverage"] += value / 2.0
+        if shape.planted == 0.0:
+            for name in covered:
+                out[name]["coverage"] *= 2.0
+            break
+    return out
+
+
+def deactivation_cells(quick: bool = False) -> list[Cell]:
+    """Simulated ablations (19 controls, K = 4, 20-80 tokens per item, log-normal difficulty):
+    8 items per language (the built-in evaluation part) and 32; own-language extra damage 0.05
+    nats per token (as large as the damage every set does) for the power column."""
+    if quick:
+        return [Cell("deactivation", AblationShape(items=8, planted=0.05), reps=200)]
+    return [
+        Cell("deactivation", AblationShape(items=8, planted=0.05), reps=2000),
+        Cell("deactivation", AblationShape(items=32, planted=0.05), reps=1000),
+        # heavier tails: item difficulty and damage factors with log-normal sd 1
+        Cell("deactivation", AblationShape(items=8, sd=1.0, damage_sd=1.0, planted=0.05), 2000),
+    ]
+
+
 # --------------------------------------------------------------------------- grid
 
 
@@ -626,8 +678,8 @@ def comparison_cells(quick: bool = False) -> list[Cell]:
 class Cell:
     """One cell of the grid: a shape, a family of methods and a replicate count."""
 
-    family: str  # "tests", "compare", "bootstrap", "stages"
-    shape: Shape
+    family: str  # "tests", "compare", "bootstrap", "stages", "deactivation", ...
+    shape: Shape | AblationShape
     reps: int
     n_boot: int = 0
 
@@ -739,11 +791,17 @@ class Result:
 
 def evaluate(cell: Cell, seed: int = 0) -> list[Result]:
     """Run a cell's replicates; one Result per method of its family."""
-    truth = make_truth(cell.shape, seed)
     rng = np.random.default_rng([seed, 1])
     extra: dict[str, Any] = {}
     step: Callable[..., Replicate]
-    if cell.family == "tests":
+    truth: Any
+    if isinstance(cell.shape, AblationShape):
+        truth = cell.shape  # an ablation's truth is its shape
+    else:
+        truth = make_truth(cell.shape, seed)
+    if cell.family == "deactivation":
+        step = deactivation_tests
+    elif cell.family == "tests":
         step, extra = probability_and_tests, {"n_boot": cell.n_boot}
     elif cell.family == "compare":
         # 10 % of neurons fire twice as often in l0 only: l0's specific neurons change
@@ -921,8 +979,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the markdown table here")
     parser.add_argument("--json", type=Path, help="write the headline rows here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--family", action="append", help="run only cells of this family")
     args = parser.parse_args(argv)
     cells = (quick_grid() if args.quick else full_grid()) + comparison_cells(args.quick)
+    cells += deactivation_cells(args.quick)
+    if args.family:
+        cells = [c for c in cells if c.family in set(args.family)]
     results: list[Result] = []
     start = time.perf_counter()
     for i, cell in enumerate(cells):

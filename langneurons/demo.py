@@ -2,9 +2,11 @@
 
 Builds (or loads) a model, extracts prompt and response counts with per-sequence counts, identifies
 language neurons with both rules, runs the statistics (stages, stability, neuron tests, a
-deactivation experiment, a comparison of two checkpoints) and writes the report. The comparison
-is :func:`langneurons.workflows.compare_runs`, saved as ``langneurons compare runs`` saves it
-(``compare/vs-MODEL_base/PART`` under the perturbed run).
+deactivation experiment, a comparison of two checkpoints) and writes the report. Neurons are
+identified on the built-in corpus's ``identify`` part and deactivated on its held-out
+``evaluate`` part, with 19 random controls per language (so the control test can reach 0.05).
+The comparison is :func:`langneurons.workflows.compare_runs`, saved as ``langneurons compare
+runs`` saves it (``compare/vs-MODEL_base/PART`` under the perturbed run).
 
 ``tiny`` (default) uses a small random-init Llama built offline, and a second checkpoint made by
 perturbing its MLP weights, so the comparison has something to compare; ``gemma3-270m`` uses the
@@ -191,7 +193,8 @@ def run_demo(
     twin = _perturbed_copy(base, scale=0.05, seed=1)
     done()
 
-    records = builtin_corpus(languages)
+    # identify on one part of the built-in corpus, deactivate on the other (held out by item)
+    records = builtin_corpus(languages, part="identify")
     data = out / "corpus.jsonl"
     write_records(data, records)
     store_path = out / "store.zarr"
@@ -231,21 +234,21 @@ def run_demo(
     done()
 
     done = step("deactivation")
-    held_out = out / "eval.jsonl"  # eight problems per language keep the demo quick
-    write_records(held_out, [r for r in records if int(r.id[1:]) <= 8])
+    held_out = out / "eval.jsonl"  # the eight held-out problems per language
+    write_records(held_out, builtin_corpus(languages, part="evaluate"))
     ablation = ablate(
         model_path,
         store_path,
         base_run,
         "ternary",
         held_out,
-        controls=2,
+        controls=19,  # the smallest count whose control p-value can reach 0.05
         seed=0,
         chat_template=chat,
         max_length=max_length,
         loaded=base,
     )
-    effects = deactivation_effects(ablation, n_perm=1000, seed=0)
+    effects = deactivation_effects(ablation, alpha=0.05, n_perm=1000, seed=0)
     effects.attrs["ablation"] = "ternary"  # as `langneurons stats deactivation` records it
     store.save_result(base_run, "stats", "deactivation", effects)
     done()

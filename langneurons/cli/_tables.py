@@ -256,18 +256,41 @@ def probability(ds: xr.Dataset) -> Lines:
 
 
 def deactivation(ds: xr.Dataset) -> Lines:
-    """Per deactivated language: dominance, against controls, and the overall tests."""
+    """Per deactivated language: dominance with its interval over items, the control and item
+    p-values; the smallest attainable control p, the held-out status, and the overall tests."""
+    a = ds.attrs
     lines = []
     if "dominance" in ds and "deactivated" in ds.dims:
+        level = float(a.get("level", 0.95))
+        has_ci = "dominance_low" in ds and bool(np.isfinite(ds["dominance_low"].values).any())
         rows = []
         for i, lang in enumerate(_labels(ds, "deactivated")):
-            row = [lang, float(ds["dominance"].values[i])]
-            for name in ("control_mean", "z", "pvalue_control", "n_controls"):
+            row: list[Any] = [lang, float(ds["dominance"].values[i])]
+            if has_ci:
+                lo, hi = ds["dominance_low"].values[i], ds["dominance_high"].values[i]
+                row.append(f"[{_fmt(float(lo))}, {_fmt(float(hi))}]")
+            for name in ("pvalue_control", "pvalue_items", "n_controls"):
+                if name == "pvalue_items" and not has_ci:
+                    continue
                 row.append(ds[name].values[i].item() if name in ds else "-")
             rows.append(row)
-        lines += table(
-            ["deactivated", "dominance", "controls mean", "z", "p vs controls", "controls"], rows
-        )
+        header = ["deactivated", "dominance"]
+        header += [f"{_fmt(level * 100)}% CI (items)"] if has_ci else []
+        header += ["p vs controls"] + (["p items"] if has_ci else []) + ["controls"]
+        lines += table(header, rows)
+        if "min_pvalue_control" in ds:
+            floor = float(np.nanmax(ds["min_pvalue_control"].values))
+            text = f"  smallest attainable control p: {_fmt(floor)}"
+            alpha = a.get("alpha")
+            if isinstance(alpha, int | float) and floor > alpha:
+                text += f" (cannot reach alpha {_fmt(alpha)})"
+            lines.append(text)
+        if not has_ci and a.get("intervals"):
+            lines.append(f"  {a['intervals']}")
+    if a.get("heldout"):
+        lines.append(f"  held-out evaluation: {a['heldout']} ({a.get('heldout_note', '')})")
+    if a.get("inference") == "descriptive":
+        lines.append(f"  descriptive: {a.get('inference_reason', '')}")
     lines += _scalars(ds, ["mean_dominance", "pvalue_control_mean", "pvalue_permutation"])
     return lines
 
