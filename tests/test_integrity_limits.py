@@ -197,3 +197,93 @@ def test_other_oserrors_keep_their_traceback(
     monkeypatch.setattr(_identify_module(), "identify", broken)
     with pytest.raises(OSError, match="Input/output error"):
         run_cli(capsys, "identify", path, *IDENTIFY)
+
+
+# ------------------------------------------------------------------ 10. tracebacks on odd input
+def test_a_store_under_a_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("mine")
+    line = (
+        f"cannot create store {str(tmp_path / 'afile' / 'x.zarr')!r}: "
+        f"{str(tmp_path / 'afile')!r} is a file, not a folder; choose a path inside a folder"
+    )
+    with pytest.raises(NotAStoreError) as caught:
+        create_store(tmp_path / "afile" / "x.zarr")
+    assert str(caught.value) == line
+    assert (tmp_path / "afile").read_text() == "mine" and _names(tmp_path) == ["afile"]
+
+
+DAMAGED = (
+    "; the store is damaged: restore it from a copy or re-create the run "
+    "(`langneurons validate STORE` lists all damage)"
+)
+NOT_JSON = (
+    "is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
+    "(char 1))"
+)
+
+
+@pytest.mark.parametrize(
+    ("key", "refusal"),
+    [
+        (f"{RUN}/zarr.json", f"'{RUN}/zarr.json' {NOT_JSON}"),
+        (
+            f"{RUN}/n_active/zarr.json",
+            "run 'm/base', array 'n_active': has a zarr.json that is not an array's JSON metadata",
+        ),
+    ],
+)
+def test_metadata_that_is_not_json_is_named(
+    tmp_path: Path, key: str, refusal: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _store(tmp_path / "s.zarr")
+    (path / key).write_text("{not json")
+    assert open_store(path).validate() == [f"{key!r} {NOT_JSON}"]
+    assert run_cli(capsys, "validate", path) == (1, "", f"invalid: {key!r} {NOT_JSON}\n")
+    code, out, err = run_cli(capsys, "identify", path, *IDENTIFY)
+    assert (code, out, err) == (1, "", f"langneurons: error: {refusal}{DAMAGED}\n")
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize(
+    ("tensor", "problem"),
+    [
+        (
+            lambda: torch.empty((3, 8), dtype=torch.int64, device="meta"),
+            "'over_zero' is a meta tensor: it has a shape but no values; save the real tensor",
+        ),
+        (
+            lambda: torch.zeros(1, dtype=torch.int64).expand(10**6, 10**5),
+            "'over_zero' is a view of 8 stored bytes that expands to 800000000000 bytes (shape "
+            "(1000000, 100000)); save it with .contiguous() if the counts are real",
+        ),
+    ],
+)
+def test_tensors_without_their_values_are_refused(
+    tmp_path: Path, tensor: Any, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pt = tmp_path / "lape.en.pt"
+    torch.save({"n": 10, "over_zero": tensor()}, pt)
+    store = tmp_path / "i.zarr"
+    code, out, err = run_cli(
+        capsys, "import", "lape", pt, "--languages", "en", "--store", store, "--run", "r"
+    )
+    assert (code, out, err) == (1, "", f"langneurons: error: {pt}: {problem}\n")
+    assert not store.exists()
+
+
+# ------------------------------------------------------------------ 11. a killed migration
+def test_a_store_left_as_a_migration_backup_says_how_to_recover(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _store(tmp_path / "s.zarr")
+    path.rename(tmp_path / "s.zarr.schema1.bak")  # killed between the two renames
+    line = (
+        f"store {str(path)!r} does not exist; an interrupted `langneurons migrate` left the "
+        f"original at {str(tmp_path / 's.zarr.schema1.bak')!r}: rename it back to "
+        f"{str(path)!r} and run the migration again"
+    )
+    assert run_cli(capsys, "info", path) == (1, "", f"langneurons: error: {line}\n")
