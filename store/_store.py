@@ -286,6 +286,9 @@ class ActivationStore:
 
     def _check_unreadable(self, run: str) -> None:
         """Raise the reason ``run``, which is not a readable run, still looks like one."""
+        bad = self._unparsable(run)
+        if bad:
+            raise _integrity.damage_error_line(bad[0], len(bad))
         if self._raw(f"{run}/zarr.json") is None:
             cons = _metadata.consolidated(self._raw) or {}
             if run in cons or self._has_keys(run):
@@ -294,6 +297,22 @@ class ActivationStore:
             raise RunNotFoundError(
                 f"{_validation.unreadable(run)}; list the runs with `langneurons info STORE`"
             )
+
+    def _unparsable(self, prefix: str = "") -> list[str]:
+        """A problem line for each ``zarr.json`` under ``prefix`` that is not a JSON object."""
+        prefix = f"{prefix.rstrip('/')}/" if prefix else ""
+        out = []
+        for key in _nodes.keys(self._zstore, prefix):
+            if key != "zarr.json" and not key.endswith("/zarr.json"):
+                continue
+            try:
+                meta = json.loads(self._raw(key) or b"")
+            except ValueError as exc:
+                out.append(f"{key!r} is not valid JSON ({exc})")
+                continue
+            if not isinstance(meta, dict):
+                out.append(f"{key!r} is not a JSON object")
+        return out
 
     def unreadable_groups(self) -> list[str]:
         """Groups that hold a run's count arrays but no ``schema_version`` attribute, sorted."""
@@ -747,6 +766,9 @@ class ActivationStore:
 
     def _problems(self, run: str | None = None) -> list[tuple[bool, str]]:
         """``validate``'s problems, each with whether it is damage (a missing or bad chunk)."""
+        unparsable = self._unparsable(run or "")
+        if unparsable:  # zarr cannot walk the store past them: name them alone
+            return [(True, problem) for problem in unparsable]
         runs = [self._check_run(run)] if run is not None else self.runs()
         problems = [
             (
