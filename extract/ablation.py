@@ -485,15 +485,22 @@ def ablate(
                 neurons = drawn[(unit.row, unit.variant)]
                 what = f"{label} control {unit.variant}/{controls}"
             task.note(f"off {what}, on {lang} (unit {k}/{len(todo)})")
-            with deactivate(loaded, neurons):
-                scored = _summed_nll(
-                    loaded, by_lang[lang], batch_tokens=batch_tokens, on_batch=task.update
+            if unit.row and done[0, unit.column, 0] and not any(map(len, neurons.values())):
+                # an empty set (and its controls) switches nothing off: the unablated
+                # values, which the same forward pass would give bit for bit
+                values[unit.row, unit.column, unit.variant] = values[0, unit.column, 0]
+                item_values[unit.row, slices[lang], unit.variant] = item_values[0, slices[lang], 0]
+                task.update(tokens[lang])
+            else:
+                with deactivate(loaded, neurons):
+                    scored = _summed_nll(
+                        loaded, by_lang[lang], batch_tokens=batch_tokens, on_batch=task.update
+                    )
+                count = scored.count
+                values[unit.row, unit.column, unit.variant] = (
+                    scored.total / count if count else math.nan
                 )
-            count = scored.count
-            values[unit.row, unit.column, unit.variant] = (
-                scored.total / count if count else math.nan
-            )
-            item_values[unit.row, slices[lang], unit.variant] = scored.item_sum
+                item_values[unit.row, slices[lang], unit.variant] = scored.item_sum
             done[unit.row, unit.column, unit.variant] = True
             # finished units are saved at most every checkpoint_seconds: a kill loses at most
             # that much work, and tiny units do not spend their time saving

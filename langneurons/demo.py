@@ -130,6 +130,20 @@ def _perturbed_copy(loaded: Any, scale: float, seed: int) -> Any:
     return twin
 
 
+#: Languages the demo deactivates: the four with the largest masks; every one is deactivated in
+#: turn with 19 random controls and evaluated on all four, so the work grows as K^2 (C + 1).
+N_DEACTIVATED = 4
+
+
+def _deactivated_languages(mask_sizes: dict[str, int]) -> list[str]:
+    """The :data:`N_DEACTIVATED` languages with the largest masks (at least two), corpus order."""
+    ranked = sorted(mask_sizes, key=lambda lang: -mask_sizes[lang])  # stable: ties keep order
+    chosen = [x for x in ranked[:N_DEACTIVATED] if mask_sizes[x] > 0]
+    if len(chosen) < 2:
+        chosen = ranked[:2]
+    return [x for x in mask_sizes if x in chosen]
+
+
 def run_demo(
     out: str | Path = "demo-out",
     *,
@@ -236,12 +250,22 @@ def run_demo(
     done = step("deactivation")
     held_out = out / "eval.jsonl"  # the eight held-out problems per language
     write_records(held_out, builtin_corpus(languages, part="evaluate"))
+    mask = store.open_result(base_run, "identification", "ternary")["mask"]
+    counts = mask.sum(["layer", "neuron"]).values.tolist()
+    mask_sizes = dict(zip(map(str, mask.language.values), map(int, counts), strict=True))
+    chosen = _deactivated_languages(mask_sizes)
+    echo(
+        f"[demo] deactivating the {len(chosen)} languages with the largest masks "
+        f"({', '.join(f'{x} {mask_sizes[x]}' for x in chosen)} neurons), 19 controls each"
+        + ("; an empty mask switches nothing off" if not all(mask_sizes[x] for x in chosen) else "")
+    )
     ablation = ablate(
         model_path,
         store_path,
         base_run,
         "ternary",
         held_out,
+        languages=chosen,
         controls=19,  # the smallest count whose control p-value can reach 0.05
         seed=0,
         chat_template=chat,

@@ -460,3 +460,30 @@ def test_a_partial_ablation_without_item_values_is_not_resumed(
     ):
         ablate(setup["model"], store, "r", "lape", setup["data"], name="x", resume=True,
                **OPTIONS)  # fmt: skip
+
+
+def test_an_empty_set_is_not_evaluated_again(
+    setup: dict[str, Path], store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A language whose mask is empty (so are its controls) reuses the unablated values: the
+    forward pass it would run is the unablated one, bit for bit."""
+    opened = open_store(store, mode="r+")
+    lape = opened.open_result("r", "identification", "lape").load()
+    mask = lape["mask"].copy()
+    mask.loc[{"language": "de"}] = False
+    opened.save_result("r", "identification", "no-de", lape.assign(mask=mask))
+    calls = _counting(monkeypatch)
+    out = ablate(setup["model"], store, "r", "no-de", setup["data"], name="e", **OPTIONS)
+    assert len(calls) == UNITS - 2 * 2  # de and its control, on en and de
+    none = out["nll"].sel(deactivated="none").values
+    assert out["nll"].sel(deactivated="de").values.tobytes() == none.tobytes()
+    assert (out["control_nll"].sel(deactivated="de").values == none[:, None]).all()
+    assert int(out["n_neurons"].sel(deactivated="de")) == 0
+    ref = _reference(setup)  # the other rows are those of the full ablation
+    assert out["nll"].sel(deactivated="en").values.tobytes() == (
+        ref["nll"].sel(deactivated="en").values.tobytes()
+    )
+    # the unablated pass is deterministic: evaluating "none" again gives the same bytes
+    assert out["nll"].sel(deactivated="none").values.tobytes() == (
+        ref["nll"].sel(deactivated="none").values.tobytes()
+    )

@@ -352,11 +352,9 @@ def test_deactivation_tests_hold_their_level_and_have_power(method: str) -> None
                 reason=f"the t interval of a ratio over 8 skewed items undercovers: {c} (docs)",
             ),
         )
-        for m, c in (
-            ("deactivation damage interval (items)", "0.914 in the full grid"),
-            ("deactivation dominance interval (items)", "0.924 in the full grid"),
-        )
-    ],
+        for m, c in (("deactivation damage interval (items)", "0.93 in the full grid"),)
+    ]
+    + ["deactivation dominance interval (items)"],  # 0.944 with HC3 (0.924 before)
 )
 def test_deactivation_item_intervals_cover(method: str) -> None:
     result = _result(DEACTIVATION, method)

@@ -60,7 +60,7 @@ def item_ablation(controls: int = 19, seed: int = 0, diagonal: float = 0.3) -> x
 
 
 def _by_hand(abl: xr.Dataset, d: str, e: str) -> tuple[float, float, int]:
-    """Damage, its variance and clusters: items of e summed per id, ratio estimator."""
+    """Damage, its HC3 variance and clusters: items of e summed per id, ratio estimator."""
     on = abl.item_language.values == e
     ids = abl.item_id.values[on]
     a = abl.item_nll.sel(deactivated=d).values[on]
@@ -71,8 +71,8 @@ def _by_hand(abl: xr.Dataset, d: str, e: str) -> tuple[float, float, int]:
     tok = np.array([t[ids == c].sum() for c in clusters])
     delta = diff.sum() / tok.sum()
     n = len(clusters)
-    z = diff - delta * tok
-    return delta, n / (n - 1) * (z**2).sum() / tok.sum() ** 2, n
+    z = (diff - delta * tok) / (1 - tok / tok.sum())  # leverage of a ratio: t_i / T
+    return delta, (z**2).sum() / tok.sum() ** 2, n
 
 
 def test_intervals_match_the_hand_computation() -> None:

@@ -43,7 +43,14 @@ def test_demo_writes_store_and_report(tmp_path: Path, capsys: pytest.CaptureFixt
     # deactivation on held-out items, with enough controls to test at 0.05, and per-item NLL
     ablation = store.open_result(base, "ablation", "ternary")
     assert ablation.attrs["heldout"] == "disjoint" and ablation.attrs["controls"] == 19
-    assert ablation.sizes["item"] == 3 * 8 and set(ablation.item_id.values) == {
+    # the languages with the largest masks (at least two; empty ones are not evaluated again)
+    sizes = store.open_result(base, "identification", "ternary")["mask"].sum(["layer", "neuron"])
+    chosen = [str(x) for x in ablation.evaluated.values]
+    assert len(chosen) >= 2
+    assert min(int(sizes.sel(language=x)) for x in chosen) >= max(
+        [int(sizes.sel(language=x)) for x in ("en", "zh", "sw") if x not in chosen], default=0
+    )
+    assert ablation.sizes["item"] == len(chosen) * 8 and set(ablation.item_id.values) == {
         f"q{i}" for i in range(25, 33)
     }
     effects = store.open_result(base, "stats", "deactivation")
