@@ -126,6 +126,14 @@ def test_item_clusters_equal_sequences_added_per_item() -> None:
             np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-12, err_msg=name)
     seq = language_preference_tests(run, cluster="sequence")
     assert seq.attrs["cluster"] == "sequence"
+    # forcing sequences when items repeat: not valid inference, and the result says why
+    for res in (seq, activation_probability(run, method="cluster", cluster="sequence")):
+        assert res.attrs["inference"] == "descriptive"
+        assert res.attrs["inference_reason"].startswith(
+            "cluster='sequence' while seq_ids repeat within a language: the sequences of one "
+            "item are not independent"
+        )
+    assert language_preference_tests(merged, cluster="sequence").attrs["inference"] == "valid"
     assert not np.allclose(seq["se"].values, language_preference_tests(run)["se"].values)
 
 
