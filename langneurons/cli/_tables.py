@@ -395,6 +395,10 @@ def generic(ds: xr.Dataset) -> Lines:
         labels = _labels(ds, dim) if dim in ds.coords else [str(i) for i in range(ds.sizes[dim])]
         rows = [[lab, *(ds[n].values[i].item() for n in names)] for i, lab in enumerate(labels)]
         lines += table([dim, *names], rows)
+    if "inference" in ds.attrs:  # a result that says what its p-values are
+        lines += inference_line(ds.attrs)
+        if ds.attrs.get("inference_reason"):
+            lines.append(f"  why: {ds.attrs['inference_reason']}")
     return lines
 
 
