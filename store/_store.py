@@ -391,6 +391,7 @@ class ActivationStore:
             if not allow_incomplete:
                 _plan.check_complete(run, ds.attrs)
             ds = _nodes.described(_nodes.unicode_labels(ds))
+            ds.attrs.pop(schema.MANIFESTS_ATTR, None)  # the store's bookkeeping, not the data's
             # nested attributes as JSON text, as stored (older runs stored them nested): every
             # attribute is then a string or a number, and ds.to_netcdf() can carry them
             ds.attrs = _attrs.encode(ds.attrs)
@@ -815,6 +816,7 @@ class ActivationStore:
             )
             with _nodes.quiet():
                 ds = xr.open_zarr(pinned, group=path, consolidated=False)
+            ds.attrs.pop(schema.MANIFESTS_ATTR, None)  # the store's bookkeeping, not the data's
             return _nodes.unicode_labels(ds)
 
     # ------------------------------------------------------------------ checks
