@@ -304,3 +304,75 @@ def test_verdicts_state_the_bound() -> None:
     assert r.verdict() == "descriptive"
     ok = cal.Result("x", cell, 4, {"fdr": 0.05}, {"fdr": 0.01}, False, 0.0)
     assert ok.verdict() == "ok"
+
+
+# --------------------------------------------------------------------------- accuracy ablation
+@pytest.fixture(scope="module")
+def accuracy_results() -> dict[tuple[int, str], cal.Result]:
+    """Accuracy-deactivation cells (8 and 32 items per language, 19 controls; ~12 s)."""
+    out = {}
+    for i, items in enumerate((8, 32)):
+        for r in cal.evaluate(cal.accuracy_cell(items, 19, reps=40), seed=100 + i):
+            out[(items, r.method.split(" (")[0])] = r
+    return out
+
+
+@pytest.mark.parametrize("items", [8, 32])
+def test_accuracy_item_and_control_tests_hold_their_level(
+    accuracy_results: dict[tuple[int, str], cal.Result], items: int
+) -> None:
+    for method in ("accuracy item test", "accuracy control test"):
+        result = accuracy_results[(items, method)]
+        assert not result.descriptive
+        assert result.failures() == [], (method, result.verdict())
+
+
+def test_accuracy_tests_find_a_planted_drop_with_enough_items(
+    accuracy_results: dict[tuple[int, str], cal.Result],
+) -> None:
+    # a 0.3 own-language drop: 32 items per language find it, 8 rarely do (stated in the docs)
+    assert accuracy_results[(32, "accuracy item test")].mean["power"] > 0.8
+    assert accuracy_results[(32, "accuracy control test")].mean["power"] > 0.6
+    assert accuracy_results[(8, "accuracy item test")].mean["power"] < 0.4
+
+
+def test_accuracy_drop_interval_is_near_nominal(
+    accuracy_results: dict[tuple[int, str], cal.Result],
+) -> None:
+    # Newcombe's interval runs short of 95 %: 0.931 with 32 items and 0.89 with 8 in the full
+    # grid's 400 replicates (docs/calibration.md; the strict xfail below pins the 8-item
+    # shortfall); 40 replicates only guard against a gross error
+    for items in (8, 32):
+        assert accuracy_results[(items, "accuracy drop interval")].mean["coverage"] > 0.85
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Newcombe's paired interval undercovers with 8 items per language: 0.892 (s.e. "
+    "0.005) at 95 % in the full grid (docs/calibration.md)",
+)
+def test_accuracy_drop_interval_covers_with_8_items() -> None:
+    from langneurons.analysis import accuracy_effects
+
+    rng = np.random.default_rng(11)
+    covered = []
+    for _ in range(150):  # 150 x 16 cells: s.e. about 0.005 at 0.9
+        ds, true = sim.simulate_accuracy(
+            rng, languages=4, items=8, controls=0, generic=cal.ACCURACY_GENERIC,
+            planted=cal.ACCURACY_PLANTED,
+        )  # fmt: skip
+        eff = accuracy_effects(ds)
+        lo, hi = eff["drop_low"].values[0], eff["drop_high"].values[0]
+        covered.append(((lo <= true) & (true <= hi)).mean())
+    coverage = float(np.mean(covered))
+    se = float(np.std(covered, ddof=1) / np.sqrt(len(covered)))
+    assert coverage >= 0.95 - 3 * se, (coverage, se)
+
+
+def test_few_controls_make_the_accuracy_control_test_descriptive() -> None:
+    (result,) = [
+        r
+        for r in cal.evaluate(cal.accuracy_cell(8, 3, reps=4), seed=7)
+        if r.method.startswith("accuracy control test")
+    ]
+    assert result.descriptive and result.verdict() == "descriptive"
