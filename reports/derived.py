@@ -7,6 +7,8 @@ caches them):
 
 - ``deactivation_effects(ablation, n_perm=1000)``: the effects of a saved ablation (the CLI
   saves them only with ``langneurons stats deactivation``);
+- ``accuracy_effects(ablation)``: the effects of a saved accuracy ablation (saved by
+  ``langneurons stats accuracy``);
 - ``language_overlap(identification)``: the Jaccard index between one identification's
   languages' masks;
 - :func:`run_overlap`: the Jaccard index of one neuron set between every pair of runs, read
@@ -24,6 +26,7 @@ from typing import Any, Final
 import numpy as np
 import xarray as xr
 
+from langneurons.analysis.accuracy import accuracy_effects
 from langneurons.analysis.compare import language_overlap, overlap
 from langneurons.analysis.deactivation import deactivation_effects
 from langneurons.errors import InputFormatError, ParameterError
@@ -128,6 +131,7 @@ def _jaccard(ov: xr.Dataset, neuron_set: str, language: str | None) -> float:
 DERIVATIONS: Final[Mapping[str, Callable[..., Any]]] = MappingProxyType(
     {
         "deactivation_effects": deactivation_effects,
+        "accuracy_effects": accuracy_effects,
         "language_overlap": language_overlap,
         "derived.run_overlap": run_overlap,
     }

@@ -266,3 +266,27 @@ def test_cli_headline_and_stats_deactivation_on_an_accuracy_ablation(
     assert "own drop" in out and "specific+related+general" in out
     saved = open_store(setup["store"]).open_result("r", "stats", "acc-stats")
     assert saved.attrs["kind"] == "accuracy" and saved.attrs["ablation"] == "cli"
+
+
+def test_the_report_draws_a_heatmap_per_panel(
+    setup: dict[str, Path], fake: list[dict[int, np.ndarray]], tmp_path: Path
+) -> None:
+    from langneurons.reports import figures
+    from langneurons.reports.report import write_report
+
+    ds = ablate_accuracy(
+        setup["model"], setup["store"], "r", "known", "builtin:evaluate", languages=LANGS,
+        controls=1, name="drawn", **OPTIONS,
+    )  # fmt: skip
+    fig = figures.accuracy_heatmap(accuracy_effects(ds))
+    assert len(fig.axes) == 3 + 1  # a heatmap per panel and the colour bar
+    assert fig.axes[0].get_title(loc="left").startswith("specific (smallest control p 0.5")
+    with pytest.raises(InputFormatError, match="effects is an accuracy ablation"):
+        figures.accuracy_heatmap(ds)
+    path = write_report(setup["store"], tmp_path / "report", runs=["r"])
+    html = path.read_text()
+    assert "Deactivation: accuracy drop per panel (r · drawn)" in html
+    assert "Accuracy deactivation drawn: baseline en 100%, de 100%" in html
+    # the report's sources derive the effects with the public function (the notebook imports it)
+    sources = "".join(p.read_text() for p in path.parent.glob("*.ipynb"))
+    assert "accuracy_effects(store.open_result('r', 'ablation', 'drawn'))" in sources
