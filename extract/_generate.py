@@ -90,11 +90,14 @@ def generate_answers(
     max_new_tokens: int,
     chat_template: bool,
     batch_size: int,
+    answer_end: str | None = None,
 ) -> list[str]:
     """Greedy answers to the records' prompts, in record order (batched, left-padded).
 
     Prompts of similar length are batched together; each batch is padded on the left so every
-    answer starts right after its prompt.
+    answer starts right after its prompt. With ``answer_end`` (e.g. a blank line, ``"\n\n"``,
+    after few-shot examples), generation stops once every answer of the batch holds it, and
+    each answer is cut before it.
     """
     torch = require_torch()
     tok = loaded.tokenizer
@@ -122,7 +125,9 @@ def generate_answers(
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=pad,
+                **({"stop_strings": [answer_end], "tokenizer": tok} if answer_end else {}),
             )[:, width:]
             for i, row in zip(batch, new, strict=True):
-                out[i] = tok.decode(row, skip_special_tokens=True).strip()
+                text = tok.decode(row, skip_special_tokens=True)
+                out[i] = (text.split(answer_end)[0] if answer_end else text).strip()
     return out

@@ -63,6 +63,7 @@ _CHECKED: Final = (
     "max_new_tokens",
     "chat_template",
     "batch_size",
+    "answer_end",
 )
 
 
@@ -90,9 +91,18 @@ def check_panels(panels: Sequence[str]) -> tuple[str, ...]:
 def panel_sets(
     identification: xr.Dataset, languages: Sequence[str], panel: str
 ) -> dict[str, dict[int, np.ndarray]]:
-    """Each language's neuron set ({layer: indices}) of one panel of a ternary identification."""
+    """Each language's neuron set ({layer: indices}) of one panel of a ternary identification.
+
+    Specific and related neurons are those of the language's mask with that type; general
+    neurons are the identification's ``general`` variable (above tau in every language, over
+    all neurons, as Zhang et al. count them), else the selected neurons typed general.
+    """
     mask = np.asarray(identification["mask"].transpose("language", LAYER, NEURON).values, bool)
     types = np.asarray(identification["neuron_type"].transpose(LAYER, NEURON).values).astype(str)
+    if "general" in identification:
+        general = np.asarray(identification["general"].transpose(LAYER, NEURON).values, bool)
+    else:
+        general = types == "general"
     index = {str(x): k for k, x in enumerate(identification["language"].values)}
     parts = panel.split("+")
     out = {}
@@ -104,14 +114,14 @@ def panel_sets(
         if "related" in parts:
             chosen |= own & (types == "related")
         if "general" in parts:
-            chosen |= types == "general"
+            chosen |= general
         out[lang] = {layer: np.flatnonzero(chosen[layer]) for layer in range(len(chosen))}
     return out
 
 
 def _digest(neurons: dict[int, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for layer in sorted(neurons):
+    h = hashlib.sha256()  # empty layers are left out: an empty set is the baseline's
+    for layer in sorted(k for k, v in neurons.items() if len(v)):
         h.update(f"{layer}:".encode())
         h.update(np.asarray(neurons[layer], dtype=np.int64).tobytes())
     return h.hexdigest()
@@ -121,6 +131,8 @@ def _mask_sha256(ident: xr.Dataset) -> str:
     h = hashlib.sha256(json.dumps([str(x) for x in ident["language"].values]).encode())
     h.update(np.ascontiguousarray(ident["mask"].values, dtype=bool).tobytes())
     h.update("|".join(np.asarray(ident["neuron_type"].values).astype(str).ravel()).encode())
+    if "general" in ident:
+        h.update(np.ascontiguousarray(ident["general"].values, dtype=bool).tobytes())
     return h.hexdigest()
 
 
@@ -154,6 +166,7 @@ def ablate_accuracy(
     max_new_tokens: int = 64,
     batch_size: int = 8,
     chat_template: bool = False,
+    answer_end: str | None = None,
     allow_overlap: bool = False,
     name: str | None = None,
     resume: bool = False,
@@ -190,9 +203,11 @@ def ablate_accuracy(
         Random sets per real set (same count per layer), drawn from ``seed`` in a fixed order.
         Generation is costly: few controls are allowed, and the smallest attainable control
         p-value, 1 / (controls + 1), is recorded (``min_pvalue_control``).
-    max_new_tokens, batch_size, chat_template
-        Greedy generation: answer length, prompts per batch, and whether prompts are wrapped in
-        the tokenizer's chat template.
+    max_new_tokens, batch_size, chat_template, answer_end
+        Greedy generation: answer length, prompts per batch, whether prompts are wrapped in
+        the tokenizer's chat template, and a string that ends an answer (generation stops at
+        it and the answer is cut there; e.g. ``"\n\n"`` for a base model given few-shot
+        prompts, which would otherwise go on to write the next question).
     name
         Saved at ``RUN/ablation/NAME`` (default ``"accuracy-" + identification``).
     resume, checkpoint_seconds
@@ -261,7 +276,7 @@ def ablate_accuracy(
             f"{ident.attrs.get('method')!r}); the panels need the ternary rule's specific, "
             "related and general neurons: identify with --method ternary"
         )
-    ident = ident[["mask", "neuron_type"]].load()
+    ident = ident[["mask", "neuron_type", *(["general"] if "general" in ident else [])]].load()
     run_ds = opened.open_run(run)
     held = heldout_check(run_ds, records, allow_overlap=allow_overlap, run=run)
     rows = [x for x in evaluated if x in {str(v) for v in ident["language"].values}]
@@ -283,6 +298,7 @@ def ablate_accuracy(
         "max_new_tokens": max_new_tokens,
         "batch_size": batch_size,
         "chat_template": chat_template,
+        "answer_end": answer_end or "",
         **held,
         "min_pvalue_control": 1.0 / (controls + 1),
         "control_rule": "same count per layer, drawn from the layer's neurons outside the set",
@@ -337,7 +353,7 @@ def ablate_accuracy(
     todo = [u for u in chosen if not table.is_done(u)]
     answers_of: dict[str, list[tuple[str, Any]]] = {}  # same set, same answers (greedy)
     for u in chosen:
-        if table.is_done(u) and u.variant == 0:
+        if table.is_done(u) and (u.variant == 0 or u.panel < 0):
             answers_of.setdefault(_digest(chosen[u]), table.get(u))
     last_save = time.monotonic()
     with reporting("ablate-accuracy", len(todo) * len(records), "answer", progress) as task:
@@ -351,7 +367,7 @@ def ablate_accuracy(
                 + (f" control {unit.variant}/{controls}" if unit.variant else "")
             )
             task.note(f"off {what} (unit {k}/{len(todo)})")
-            if key in answers_of and unit.variant == 0:  # e.g. a panel adding no neurons
+            if key in answers_of:  # the same set again (a panel adding none, an empty set)
                 scored = answers_of[key]
             else:
                 with deactivate(loaded, neurons):
@@ -361,12 +377,13 @@ def ablate_accuracy(
                         max_new_tokens=max_new_tokens,
                         chat_template=chat_template,
                         batch_size=batch_size,
+                        answer_end=answer_end or None,
                     )
                 scored = [
                     (t, score_answer(t, str(r.answer), r.language))
                     for t, r in zip(texts, records, strict=True)
                 ]
-                if unit.variant == 0:
+                if unit.variant == 0 or not neurons:
                     answers_of[key] = scored
             table.put(unit, scored, sum(len(v) for v in neurons.values()))
             task.update(len(records))
@@ -447,8 +464,11 @@ class _Table:
     def get(self, u: _Unit) -> list[tuple[str, Any]]:
         from langneurons.extract._answers import Score
 
-        at = (u.panel, u.row, u.variant)
-        v = self.values
+        at: tuple[Any, ...]
+        if u.panel < 0:
+            v, at = self.base, (slice(None),)
+        else:
+            v, at = self.values, (u.panel, u.row, u.variant)
         return [
             (str(t), Score(bool(n), bool(g), str(d)))
             for t, n, g, d in zip(

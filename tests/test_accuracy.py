@@ -41,7 +41,8 @@ EN_SPECIFIC, DE_SPECIFIC, RELATED, GENERAL = [0, 1, 2], [3, 4, 5], [0, 1], [2]
 
 def _identification(n_layers: int, n_neurons: int) -> xr.Dataset:
     """A ternary identification with known sets: specific en (layer 0: 0-2), de (layer 0:
-    3-5), related to both (layer 1: 0-1), general (layer 1: 2)."""
+    3-5), related to both (layer 1: 0-1), general (layer 1: 2, and the last neuron, which is
+    general without being selected)."""
     mask = np.zeros((2, n_layers, n_neurons), bool)
     types = np.full((n_layers, n_neurons), "none", dtype=object)
     mask[0, 0, EN_SPECIFIC] = mask[1, 0, DE_SPECIFIC] = True
@@ -50,10 +51,14 @@ def _identification(n_layers: int, n_neurons: int) -> xr.Dataset:
     types[1, RELATED] = "related"
     mask[:, 1, GENERAL] = True
     types[1, GENERAL] = "general"
+    general = np.zeros((n_layers, n_neurons), bool)
+    general[1, GENERAL] = True
+    general[1, n_neurons - 1] = True  # above tau everywhere but not selected: general too
     return xr.Dataset(
         {
             "mask": (("language", "layer", "neuron"), mask),
             "neuron_type": (("layer", "neuron"), types.astype(str)),
+            "general": (("layer", "neuron"), general),
         },
         coords={"language": LANGS},
         attrs={"method": "ternary"},
@@ -131,7 +136,8 @@ def test_panels_and_scores_follow_the_known_truth(
     )  # fmt: skip
     assert ds.attrs["kind"] == "accuracy" and ds.attrs["heldout"] == "disjoint"
     assert ds["baseline_correct"].values.all()
-    assert ds["n_neurons"].values[:, :, 0].tolist() == [[3, 3], [5, 5], [6, 6]]
+    # + general: the identification's general variable (2 neurons), not only selected ones
+    assert ds["n_neurons"].values[:, :, 0].tolist() == [[3, 3], [5, 5], [7, 7]]
     ef = accuracy_effects(ds)
     drop = ef["drop"].values  # [panel, deactivated, evaluated]
     assert drop[0].tolist() == [[1.0, 0.0], [0.0, 1.0]]
@@ -186,10 +192,13 @@ def test_an_interrupted_run_resumes_to_the_same_result(
 def test_the_tiny_model_runs_the_real_generation_path(setup: dict[str, Path]) -> None:
     ds = ablate_accuracy(
         setup["model"], setup["store"], "r", "known", "builtin:evaluate", languages=LANGS,
-        panels=["specific"], controls=1, max_new_tokens=2, batch_size=5, name="tiny", **OPTIONS,
+        panels=["specific"], controls=1, max_new_tokens=3, batch_size=5, answer_end="\n",
+        name="tiny", **OPTIONS,
     )  # fmt: skip
     assert ds["text"].shape == (1, 2, 2, 16)
     assert ds.attrs["min_pvalue_control"] == 0.5
+    assert ds.attrs["answer_end"] == "\n"
+    assert not any("\n" in t for t in ds["text"].values.ravel())  # answers cut at the end
 
 
 def test_panels_are_checked() -> None:

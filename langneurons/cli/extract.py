@@ -298,6 +298,11 @@ def demo(out: str, model: str, languages: str | None, n_boot: int) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-new-tokens", type=int, default=64, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option(
+    "--answer-end",
+    default=None,
+    help="A string that ends an answer, e.g. a blank line '\\n\\n' (escapes are read).",
+)
 @click.option("--allow-overlap", is_flag=True, help="Evaluate items the neurons came from.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
@@ -323,6 +328,7 @@ def ablate_accuracy(
     seed: int,
     max_new_tokens: int,
     batch_size: int,
+    answer_end: str | None,
     allow_overlap: bool,
     device: str,
     dtype: str,
@@ -359,6 +365,7 @@ def ablate_accuracy(
         seed=seed,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        answer_end=answer_end.replace("\\n", "\n").replace("\\t", "\t") if answer_end else None,
         allow_overlap=allow_overlap,
         device=device,
         dtype=dtype,
