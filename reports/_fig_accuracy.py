@@ -32,9 +32,9 @@ def accuracy_heatmap(effects: xr.Dataset, ax: AxesArg = None) -> Figure:
 
     Cells: :math:`\delta_{p,d,e} = a_e - a_{p,d,e}` in percentage points, the baseline
     accuracy on evaluated language e (columns) minus the accuracy with panel p's set of
-    language d (rows) switched off, and below it the mean drop over the random controls.
-    Own-language cells are outlined; column labels carry the baseline accuracy and item
-    count; each panel's title gives its control comparison's smallest attainable p.
+    language d (rows, with the set's size) switched off, and below it the mean drop over the
+    random controls. Own-language cells are outlined; column labels carry the baseline
+    accuracy and item count; each panel's title gives the smallest attainable control p.
 
     Parameters
     ----------
@@ -88,10 +88,14 @@ def accuracy_heatmap(effects: xr.Dataset, ax: AxesArg = None) -> Figure:
             if control is not None and np.isfinite(control[i, j]):
                 cell += f"\nctrl {control[i, j]:+.0f}"
             text[i, j] = cell
+        row_labels = rows
+        if "n_neurons" in effects:
+            sizes = as_array(effects["n_neurons"].sel(panel=panel))
+            row_labels = [f"{d} ({int(n):,} off)" for d, n in zip(rows, sizes, strict=True)]
         heatmap(
             a,
             drop,
-            rows,
+            row_labels,
             col_labels,
             cmap="PuOr_r",
             norm=norm,
