@@ -402,6 +402,31 @@ def draw_weights(
     return out
 
 
+def draw_swaps(
+    plans: Sequence[Units], seeds: Sequence[np.random.SeedSequence]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Weights of a label-swap permutation of two paired runs, from one generator per replicate.
+
+    Each unit of ``plans[0]`` is swapped with probability 1/2 (``f = 1``): the pseudo first run
+    holds the first run's sequences of the kept units (weights ``1 - f``) and the second run's
+    sequences of the swapped ones (weights ``f``); ``plans[1]`` must be mapped onto
+    ``plans[0]``'s units (:meth:`Units.onto`). Returns both weight matrices
+    ``[replicate, sequence]``; the pseudo second run is everything else.
+    """
+    first, second = plans
+    n_units = int(sum(first.strata))
+    out = (
+        np.zeros((len(seeds), first.unit_of.size), dtype=np.int64),
+        np.zeros((len(seeds), second.unit_of.size), dtype=np.int64),
+    )
+    used = (first.unit_of >= 0, second.unit_of >= 0)
+    for b, seq in enumerate(seeds):
+        flip = np.random.default_rng(seq).integers(0, 2, size=n_units)
+        out[0][b, used[0]] = 1 - flip[first.unit_of[used[0]]]
+        out[1][b, used[1]] = flip[second.unit_of[used[1]]]
+    return out
+
+
 # --------------------------------------------------------------------------- chunked reading
 
 

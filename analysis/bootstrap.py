@@ -22,13 +22,14 @@ from langneurons._progress import progress
 from langneurons.analysis._resample import (
     CLUSTERS,
     Resampler,
+    draw_swaps,
     draw_weights,
     exact_dtype,
     replicate_seeds,
     resampling_note,
 )
 from langneurons.analysis._validate import check_choice
-from langneurons.errors import NoValidLambdaError
+from langneurons.errors import NoValidLambdaError, ParameterError
 
 from .identify import identify
 from .params import IdentifyParams
@@ -170,6 +171,86 @@ def bootstrap_runs(
     return bootstrap_statistic(samplers, params, seed, n_boot, statistic, shape, paired=paired)
 
 
+def swap_statistic(
+    samplers: Sequence[Resampler],
+    params: IdentifyParams,
+    seed: int,
+    n_perm: int,
+    statistic: Any,
+    shape: tuple[int, ...],
+) -> tuple[NDArray[np.float64], int]:
+    """``statistic(second) - statistic(first)`` of ``n_perm`` label-swapped pseudo-run pairs.
+
+    Two paired runs (the same units): in permutation ``p`` each unit's sequences are swapped
+    between the runs with probability 1/2 (:func:`~langneurons.analysis._resample.draw_swaps`,
+    from ``SeedSequence(seed).spawn(n_perm)[p]``), and both pseudo-runs are identified with
+    ``params``, as the real runs were. Under the null that the runs are exchangeable unit by
+    unit, the real difference is one draw of this distribution. Returns ``[n_perm, *shape]``
+    (NaN where a pseudo-run had no valid lambda) and the number of such failures.
+    """
+    first, second = samplers
+    if list(first.design.languages) != list(second.design.languages):
+        raise ParameterError(
+            f"{first.design.name} and {second.design.name} list their languages differently "
+            f"({first.design.languages} vs {second.design.languages}); a label swap needs the same"
+        )
+    plans = [first.units, second.units.onto(first.units, (first.design.name, second.design.name))]
+    out = np.full((n_perm, *shape), np.nan)
+    if n_perm == 0:
+        return out, 0
+    ones = [(s.design.language_of >= 0).astype(np.int64)[None, :] for s in samplers]
+    tokens_all = sum(s.replicate_tokens(w) for s, w in zip(samplers, ones, strict=True))[0]
+    dtype = exact_dtype(int(tokens_all.max(initial=0)))
+    counts_all = [s.replicate_counts(w, dtype)[0] for s, w in zip(samplers, ones, strict=True)]
+    for sampler, counts in zip(samplers, counts_all, strict=True):
+        sampler.check_active(counts)
+    total = counts_all[0] + counts_all[1]
+    cells = len(first.design.languages) * first.n_cells
+    block = int(max(1, min(n_perm, BLOCK_BYTES // max(1, cells * 8))))
+    seeds = replicate_seeds(seed, n_perm)
+    rule = params.replace(role="response")
+    failed = 0
+    label = f"label swaps of {first.design.name} and {second.design.name}"
+    with progress(label, total=n_perm, unit="permutation") as task:
+        for b0 in range(0, n_perm, block):
+            w_first, w_second = draw_swaps(plans, seeds[b0 : b0 + block])
+            tokens = first.replicate_tokens(w_first) + second.replicate_tokens(w_second)
+            counts = first.replicate_counts(w_first, dtype)
+            counts += second.replicate_counts(w_second, dtype)
+            for j in range(counts.shape[0]):
+                task.update()
+                pair = (
+                    first.replicate(counts[j], tokens[j]),
+                    first.replicate(total - counts[j], tokens_all - tokens[j]),
+                )
+                if not all((p["n_tokens"].values > 0).all() for p in pair):
+                    failed += 1
+                    continue
+                try:
+                    ra, rb = (identify(p, **_kw(rule)) for p in pair)
+                except NoValidLambdaError:
+                    failed += 1
+                    continue
+                out[b0 + j] = statistic(rb) - statistic(ra)
+            del counts
+    if failed == n_perm:
+        raise NoValidLambdaError(
+            f"identification found no valid lambda in any of the {n_perm} label-swapped "
+            f"pseudo-runs of {first.design.name} and {second.design.name}; widen lam_range or "
+            "lower top_rate"
+        )
+    return out, failed
+
+
+def swap_pvalue(null: NDArray[np.float64], observed: NDArray[Any]) -> NDArray[np.float64]:
+    """Two-sided permutation p ``(1 + #{|T*| >= |T|}) / (1 + P)`` over the finite draws."""
+    finite = np.isfinite(null)
+    n = finite.sum(axis=0)
+    hits = (np.where(finite, np.abs(null), -np.inf) >= np.abs(observed) - 1e-9).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (1.0 + hits) / (1.0 + n), np.nan)
+
+
 def identification_attrs(result: xr.Dataset, prefix: str) -> dict[str, Any]:
     """tau and lambda of one identification, keyed with a prefix (lambda omitted for LAPE)."""
     out: dict[str, Any] = {f"{prefix}_tau": float(result.attrs["tau"])}
@@ -201,6 +282,8 @@ __all__ = [
     "identified_replicates",
     "bootstrap_statistic",
     "bootstrap_runs",
+    "swap_statistic",
+    "swap_pvalue",
     "identification_attrs",
     "bootstrap_attrs",
 ]

@@ -16,6 +16,13 @@ Ablation schema (built by the extraction code)::
     ppl[deactivated, evaluated]               exp(nll)
     control_nll[deactivated, evaluated, control]   same with a random set ("none" row: NaN)
     n_neurons[deactivated]                    size of each mask
+    item_nll[deactivated, item]               summed response NLL of each evaluation record
+    control_item_nll[deactivated, item, control]   same with each random set
+    item_tokens[item]                         scored response tokens of each record
+    item_language[item], item_id[item]        coordinates: the record's language and id
+
+The per-item variables (ablations made since per-item NLL is stored) give intervals over items;
+without them the intervals are NaN and ``attrs["intervals"]`` says why.
 """
 
 from __future__ import annotations
@@ -25,18 +32,23 @@ import math
 from typing import Any
 
 import numpy as np
+import scipy.stats
 import xarray as xr
 from numpy.typing import NDArray
 
 from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.analysis._validate import check_int as _check_int
+from langneurons.analysis._validate import check_open_unit as _check_open_unit
 from langneurons.analysis._validate import check_seed as _check_seed
-from langneurons.errors import InputFormatError
+from langneurons.errors import InputFormatError, ParameterError
 
 DEACTIVATED, EVALUATED, CONTROL, PERMUTATION = "deactivated", "evaluated", "control", "permutation"
 NONE = "none"
 
 _EXACT_LIMIT = 8  # evaluated languages up to which all K! label permutations are enumerated
+ITEM = "item"
+_ITEM_VARS = ("item_nll", "item_tokens")
+NO_ITEMS = "no per-item values (ablated before per-item NLL was stored): intervals unavailable"
 
 
 def _check_ablation(ablation: object) -> xr.Dataset:
@@ -93,7 +105,16 @@ def _check_ablation(ablation: object) -> xr.Dataset:
     for name, seq in (("deactivated", deactivated), ("evaluated", evaluated)):
         if len(set(seq)) != len(seq):
             raise InputFormatError(f"ablation.{name} labels must be distinct, got {seq}")
-    ds = ablation[["nll", "control_nll"]].compute()
+    names = ["nll", "control_nll"]
+    if all(v in ablation.data_vars for v in _ITEM_VARS):
+        names += list(_ITEM_VARS)
+        for coord in ("item_language", "item_id"):
+            if coord not in ablation.coords or ablation[coord].dims != (ITEM,):
+                raise InputFormatError(
+                    f"ablation has per-item NLL but no {coord}[item] coordinate; expected "
+                    "item_language[item] and item_id[item]"
+                )
+    ds = ablation[names].compute()
     nll = np.asarray(ds["nll"].transpose(DEACTIVATED, EVALUATED).values, dtype=np.float64)
     bad = ~np.isfinite(nll)
     if bad.any():
@@ -117,7 +138,80 @@ def _dominance(damage: NDArray[np.float64], own: NDArray[np.int64]) -> NDArray[n
     return np.asarray(diag - (damage.sum(axis=1) - diag) / (k - 1))
 
 
-def deactivation_effects(ablation: xr.Dataset, *, n_perm: int = 10000, seed: int = 0) -> xr.Dataset:
+def _ratio_variance(
+    a: NDArray[np.float64], b: NDArray[np.float64], t: NDArray[np.float64], ids: NDArray[np.str_]
+) -> tuple[float, int]:
+    """HC3 variance of (sum a - sum b) / sum t over paired items clustered by id, and the
+    number of clusters (NaN when fewer than 2 clusters or a value is missing).
+
+    The linearised residuals ``z_i = d_i - R t_i`` are divided by ``1 - h_i`` with the ratio
+    estimator's leverage ``h_i = t_i / T`` (MacKinnon & White 1985): with 8 items the plain
+    ``n/(n-1)`` form covered 0.914 for 95 %, this one 0.93 (docs/calibration.md).
+    """
+    _, inv = np.unique(ids, return_inverse=True)
+    n = int(inv.max()) + 1 if inv.size else 0
+    if n < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return math.nan, n
+    diff = np.bincount(inv, weights=a - b, minlength=n)
+    tokens = np.bincount(inv, weights=t, minlength=n)
+    total = float(tokens.sum())
+    if total <= 0:
+        return math.nan, n
+    z = (diff - diff.sum() / total * tokens) / (1.0 - tokens / total)
+    return float(np.sum(z * z) / total**2), n
+
+
+def _item_variances(
+    ds: xr.Dataset, langs: list[str], evaluated: list[str]
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Variance of each damage ``[d, e]`` over the items of language e, and their clusters."""
+    nll = np.asarray(ds["item_nll"].transpose(DEACTIVATED, ITEM).values, dtype=np.float64)
+    deactivated = _as_labels(ds[DEACTIVATED]).tolist()
+    tokens = np.asarray(ds["item_tokens"].values, dtype=np.float64)
+    language = _as_labels(ds["item_language"])
+    ids = _as_labels(ds["item_id"])
+    base = nll[deactivated.index(NONE)]
+    var = np.full((len(langs), len(evaluated)), np.nan)
+    n = np.zeros(var.shape, dtype=np.int64)
+    for j, e in enumerate(evaluated):
+        on = language == e
+        for i, d in enumerate(langs):
+            row = nll[deactivated.index(d)]
+            var[i, j], n[i, j] = _ratio_variance(row[on], base[on], tokens[on], ids[on])
+    return var, n
+
+
+def _check_controls(
+    ablation: xr.Dataset, n_ctrl: NDArray[np.int64], langs: list[str], alpha: float
+) -> None:
+    """Refuse a control test that cannot reach ``alpha`` for some language."""
+    worst = int(np.argmin(n_ctrl))
+    c = int(n_ctrl[worst])
+    floor = 1.0 / (c + 1)
+    if floor <= alpha:
+        return
+    name = ablation.attrs.get("result_name") or ablation.attrs.get("identification")
+    what = f"ablation {name!r}" if name else "the ablation"
+    has = (
+        f"has {c} random controls per language"
+        if (n_ctrl == c).all()
+        else f"has as few as {c} usable random controls (language {langs[worst]!r})"
+    )
+    needed = math.ceil(1.0 / alpha - 1.0 - 1e-9)
+    raise ParameterError(
+        f"{what} {has}: its smallest control p-value is 1/({c}+1) = {floor:.3g}, above alpha "
+        f"{alpha:g}; ablate with --controls {needed} or more, or pass alpha=None (--alpha none) "
+        "to report the control comparison as descriptive"
+    )
+
+
+def deactivation_effects(
+    ablation: xr.Dataset,
+    *,
+    alpha: float | None = 0.05,
+    n_perm: int = 10000,
+    seed: int = 0,
+) -> xr.Dataset:
     r"""Damage of deactivating each language's neurons, and whether it is language-specific.
 
     With :math:`\ell_{d,e}` the mean NLL per response token on language e when the mask of d
@@ -143,7 +237,33 @@ def deactivation_effects(ablation: xr.Dataset, *, n_perm: int = 10000, seed: int
         all K! permutations when K <= 8 (exact, identity included), else
         :math:`(1 + \#) / (1 + n_{perm})` over random ones. Per language, ``rank_pvalue`` is
         the fraction of evaluated languages whose damage is at least the own-language damage
-        (smallest possible 1/K).
+        (smallest possible 1/K);
+    (c) over items, when the ablation holds per-item NLL: a one-sided t-test of
+        :math:`\Delta_d > 0` (``pvalue_items``).
+
+    The two per-language tests answer different nulls. The control test (a) asks whether
+    language d's set hurts d (relative to the others) more than random sets of the same size in
+    the same layers do: its null is "d's set is exchangeable with a random set", and its p-value
+    cannot go below :math:`1/(C+1)` (``min_pvalue_control``), so ``alpha`` needs
+    :math:`C \ge 1/\alpha - 1` controls (19 at 0.05). The item test (c) asks whether the
+    deactivation hurts its own language no more than the others, averaged over these items: its
+    null is :math:`\Delta_d \le 0` in the population the evaluation items are drawn from, with
+    the model, the neurons and the sets fixed; it says nothing about random sets.
+
+    Intervals over items. The damage :math:`\delta_{d,e} = (\sum_i a_i - \sum_i b_i) / \sum_i
+    t_i` over the items i of language e (a: summed NLL with d's set off, b: with nothing off,
+    t: scored tokens; records sharing an ``item_id`` within a language are summed into one
+    cluster first) is a ratio estimator over n paired clusters: with :math:`z_i = (a_i - b_i) -
+    \delta t_i` and the leverage :math:`h_i = t_i / \sum_j t_j`, the HC3 variance
+    :math:`\widehat{var} = \sum_i (z_i / (1 - h_i))^2 / (\sum_i t_i)^2` (MacKinnon & White
+    1985; larger than Cochran's :math:`\frac{n}{n-1}` form, which undercovered more with 8
+    items), and a Student-t interval with n - 1 degrees of freedom (Cochran 1977, ch. 6). The
+    dominance combines the languages' items as independent samples:
+    :math:`var(\Delta_d) = var(\delta_{d,d}) + \sum_{e \ne d} var(\delta_{d,e}) / (K-1)^2`,
+    with Welch-Satterthwaite degrees of freedom; its interval and ``pvalue_items`` use that t
+    distribution. Items of a parallel corpus that share an id across languages are treated as
+    independent across languages.
+    The coverage and sizes are measured by simulation in ``docs/calibration.md``.
 
     Parameters
     ----------
@@ -151,7 +271,14 @@ def deactivation_effects(ablation: xr.Dataset, *, n_perm: int = 10000, seed: int
         ``nll[deactivated, evaluated]`` and ``control_nll[deactivated, evaluated, control]``
         with a ``"none"`` row, every deactivated language also evaluated, K >= 2 evaluated
         languages (see the module docstring for the full schema). ``n_neurons`` is carried
-        over when present. Control entries may be NaN (missing); they are left out.
+        over when present. Control entries may be NaN (missing); they are left out. With
+        ``item_nll[deactivated, item]``, ``item_tokens[item]`` and the coordinates
+        ``item_language`` and ``item_id``, intervals over items are computed.
+    alpha : float in (0, 1) or None
+        Level of the tests: intervals have level 1 - alpha. A language whose finite controls C
+        give :math:`1/(C+1) > \alpha` is refused (the control test could never reject).
+        ``None`` skips that check, reports the control comparison as descriptive
+        (``attrs["inference"]``) and gives 95% intervals.
     n_perm : int >= 1
         Random permutations of the label test when K > 8.
     seed : int >= 0
@@ -163,11 +290,18 @@ def deactivation_effects(ablation: xr.Dataset, *, n_perm: int = 10000, seed: int
         ``damage[deactivated, evaluated]`` and ``ppl_ratio`` (:math:`e^{\delta}`),
         ``control_damage[deactivated, evaluated, control]``, ``dominance[deactivated]``,
         ``control_dominance[deactivated, control]``, ``control_mean``, ``control_sd``,
-        ``z``, ``pvalue_control``, ``rank_pvalue``, ``n_controls`` on ``deactivated``;
+        ``z``, ``pvalue_control``, ``min_pvalue_control`` (:math:`1/(C+1)`), ``rank_pvalue``,
+        ``n_controls``, ``dominance_se``, ``dominance_low``, ``dominance_high``,
+        ``dominance_df``, ``pvalue_items`` on ``deactivated``; ``damage_low`` and
+        ``damage_high`` on ``[deactivated, evaluated]``, ``n_items[deactivated, evaluated]``
+        (clusters);
         scalars ``mean_dominance``, ``pvalue_control_mean``, ``pvalue_permutation``;
         ``control_mean_dominance[control]`` and ``permutation_dominance[permutation]`` (the
         null distributions). ``deactivated`` excludes "none". ``attrs``: ``n_perm``, ``seed``,
-        ``permutation`` ("exact" / "random"), ``n_permutations``, ``n_evaluated``.
+        ``permutation`` ("exact" / "random"), ``n_permutations``, ``n_evaluated``, ``alpha``
+        ("none" when None), ``level``, ``inference`` and ``inference_reason``, ``intervals``
+        (how they were made, or why there are none), and the ablation's ``heldout`` and
+        ``heldout_note``.
 
     Raises
     ------
@@ -175,14 +309,19 @@ def deactivation_effects(ablation: xr.Dataset, *, n_perm: int = 10000, seed: int
         The ablation breaks the schema (missing variables or dims, no "none" row, a
         deactivated language that is not evaluated, non-finite ``nll``).
     ParameterError
-        ``n_perm`` or ``seed`` is invalid.
+        ``n_perm``, ``seed`` or ``alpha`` is invalid, or a language has too few controls to
+        reach ``alpha``.
 
     References
     ----------
     Tang et al. (2024), "Language-Specific Neurons: The Key to Multilingual Capabilities in
     Large Language Models", ACL; Phipson & Smyth (2010), "Permutation P-values should never be
-    zero", SAGMB 9; Good (2005), Permutation, Parametric and Bootstrap Tests of Hypotheses.
+    zero", SAGMB 9; Good (2005), Permutation, Parametric and Bootstrap Tests of Hypotheses;
+    Cochran (1977), Sampling Techniques, 3rd ed., ch. 6 (ratio estimators); Satterthwaite
+    (1946), Biometrics Bulletin 2.
     """
+    if alpha is not None:
+        alpha = _check_open_unit("alpha", alpha)
     n_perm = _check_int("n_perm", n_perm, 1)
     seed = _check_seed(seed)
     ds = _check_ablation(ablation)
@@ -205,6 +344,8 @@ def deactivation_effects(ablation: xr.Dataset, *, n_perm: int = 10000, seed: int
     with np.errstate(invalid="ignore"):
         ge = (np.where(finite, cdom, -np.inf) >= dom[:, None] - 1e-12).sum(axis=1)
     p_ctrl = np.where(n_ctrl > 0, (1.0 + ge) / (1.0 + n_ctrl), np.nan)
+    if alpha is not None:
+        _check_controls(ablation, n_ctrl, langs, alpha)
     c_mean = np.array([cdom[i, f].mean() if f.any() else np.nan for i, f in enumerate(finite)])
     c_sd = np.array(
         [cdom[i, f].std(ddof=1) if f.sum() > 1 else np.nan for i, f in enumerate(finite)]
@@ -233,6 +374,42 @@ def deactivation_effects(ablation: xr.Dataset, *, n_perm: int = 10000, seed: int
     p_perm = hits / perms.shape[0] if exact else (1.0 + hits) / (1.0 + perms.shape[0])
     rank_p = (damage >= damage[np.arange(len(langs)), own][:, None] - 1e-12).sum(axis=1) / k
 
+    level = 1.0 - alpha if alpha is not None else 0.95
+    items = all(v in ds.data_vars for v in _ITEM_VARS)
+    if items:
+        var, n_items = _item_variances(ds, langs, evaluated)
+    else:
+        var = np.full(damage.shape, np.nan)
+        n_items = np.zeros(damage.shape, dtype=np.int64)
+    q = (1.0 + level) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.sqrt(var)
+        half = scipy.stats.t.ppf(q, np.where(n_items > 1, n_items - 1, np.nan)) * se
+        rows = np.arange(len(langs))
+        weights = np.full(damage.shape, 1.0 / (k - 1) ** 2)
+        weights[rows, own] = 1.0
+        parts = weights * var  # each language's share of var(dominance)
+        dom_var = parts.sum(axis=1)
+        dom_df = dom_var**2 / (parts**2 / (n_items - 1.0)).sum(axis=1)
+        # an empty set changes nothing: zero variance, a degenerate interval, no p-value
+        dom_df = np.where(dom_var == 0.0, np.inf, dom_df)
+        dom_se = np.sqrt(dom_var)
+        dom_half = scipy.stats.t.ppf(q, dom_df) * dom_se
+        p_items = scipy.stats.t.sf(dom / dom_se, dom_df)
+    if alpha is None:
+        c_min = int(n_ctrl.min())
+        inference = "descriptive"
+        reason = (
+            f"alpha=None: the control comparison is descriptive ({c_min} random controls per "
+            f"language give a smallest control p-value of {1.0 / (c_min + 1):.3g})"
+        )
+    else:
+        inference = "valid"
+        reason = (
+            "control p-values are exact rank tests against random sets; item intervals are "
+            "t intervals over items"
+        )
+
     data: dict[str, Any] = {
         "damage": ((DEACTIVATED, EVALUATED), damage),
         "ppl_ratio": ((DEACTIVATED, EVALUATED), np.exp(damage)),
@@ -243,6 +420,15 @@ def deactivation_effects(ablation: xr.Dataset, *, n_perm: int = 10000, seed: int
         "control_sd": ((DEACTIVATED,), c_sd),
         "z": ((DEACTIVATED,), z),
         "pvalue_control": ((DEACTIVATED,), p_ctrl),
+        "min_pvalue_control": ((DEACTIVATED,), 1.0 / (1.0 + n_ctrl)),
+        "damage_low": ((DEACTIVATED, EVALUATED), damage - half),
+        "damage_high": ((DEACTIVATED, EVALUATED), damage + half),
+        "n_items": ((DEACTIVATED, EVALUATED), n_items),
+        "dominance_se": ((DEACTIVATED,), dom_se),
+        "dominance_low": ((DEACTIVATED,), dom - dom_half),
+        "dominance_high": ((DEACTIVATED,), dom + dom_half),
+        "dominance_df": ((DEACTIVATED,), dom_df),
+        "pvalue_items": ((DEACTIVATED,), p_items),
         "rank_pvalue": ((DEACTIVATED,), rank_p),
         "n_controls": ((DEACTIVATED,), n_ctrl.astype(np.int64)),
         "mean_dominance": ((), mean_dom),
@@ -273,6 +459,28 @@ def deactivation_effects(ablation: xr.Dataset, *, n_perm: int = 10000, seed: int
                 "evaluated languages (damage = nll - nll[none])"
             ),
             "alternative": "greater",
+            "alpha": alpha if alpha is not None else "none",
+            "level": level,
+            "inference": inference,
+            "inference_reason": reason,
+            "intervals": (
+                "Student-t over items (ratio estimator, clustered by item_id within a language; "
+                "dominance: Welch-Satterthwaite over the languages)"
+                if items
+                else NO_ITEMS
+            ),
+            "pvalue_items_null": (
+                "the deactivation hurts its own language no more than the others, averaged over "
+                "these items"
+            ),
+            "pvalue_control_null": (
+                "the language's set hurts its own language (relative to the others) no more than "
+                "random sets of the same size in the same layers"
+            ),
+            "heldout": str(ablation.attrs.get("heldout", "unknown")),
+            "heldout_note": str(
+                ablation.attrs.get("heldout_note", "ablated before the held-out check was recorded")
+            ),
         },
     )
 

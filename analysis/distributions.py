@@ -18,7 +18,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from langneurons.analysis._kernels import bootstrap_se, centred_pvalue, percentile_interval
-from langneurons.analysis._resample import CLUSTERS, Cluster
+from langneurons.analysis._resample import CLUSTERS, Cluster, Resampler
 from langneurons.analysis._validate import (
     as_labels,
     check_choice,
@@ -32,12 +32,25 @@ from langneurons.analysis._validate import (
 from langneurons.errors import ParameterError
 from langneurons.names import LANGUAGE, LAYER, NEURON, SEQ_ID, SEQ_LANGUAGE, TYPES
 
-from .bootstrap import bootstrap_attrs, bootstrap_runs, identification_attrs
+from .bootstrap import (
+    bootstrap_attrs,
+    bootstrap_runs,
+    identification_attrs,
+    swap_pvalue,
+    swap_statistic,
+)
 from .identify import identify
 from .params import IdentifyParams, Method, resolve_params
 from .type_tables import ALL_TYPES, compare_type_distributions, type_counts, type_table
 
-TYPE, REPLICATE, N_SHARED = "type", "replicate", "n_shared"
+TYPE, REPLICATE, N_SHARED, PERMUTATION = "type", "replicate", "n_shared", "permutation"
+
+#: What the label-swap p-value of :func:`type_change` tests.
+SWAP_NULL = (
+    "two-sided label-swap permutation p: null = the runs are exchangeable unit by unit (each "
+    "unit's counts could have come from either model); each pseudo-run is re-identified with "
+    "the same rule, so changes forced by a fixed selection are in the null distribution"
+)
 
 Paired = bool | Literal["auto"]
 
@@ -123,6 +136,7 @@ def type_change(
     types: Sequence[str] = TYPES,
     cluster: Cluster = "sequence",
     paired: Paired = "auto",
+    n_perm: int = 0,
     **identify_kwargs: Any,
 ) -> xr.Dataset:
     r"""Per-layer change of each neuron type from a base run to an aligned run, with intervals.
@@ -139,6 +153,18 @@ def type_change(
     bootstrap percentiles (Efron & Tibshirani 1993); p-values of :math:`\Delta = 0` are
     two-sided by centring the bootstrap distribution (Hall & Wilson 1991), uncorrected for
     multiple testing.
+
+    With ``n_perm > 0`` (paired runs only) a label-swap permutation test is added: in each
+    permutation every unit's sequences (items with ``cluster="item"``) trade places between the
+    runs with probability 1/2, both pseudo-runs are identified with the same rule, and the
+    change is recomputed; the p-value is :math:`(1 + \#\{|\Delta^*| \ge |\Delta|\}) /
+    (1 + P)`. Its null is that the two runs are exchangeable unit by unit (what the aligned
+    model does on an item, the base model could have done). It respects a fixed selection:
+    every pseudo-run selects its own ``top_rate`` and its own tau, so a change that the cap
+    forces on one type when another moves is part of the null distribution too; the
+    bootstrap p-value above does not know this. The chi-square of
+    :func:`compare_type_distributions` treats neurons as independent draws and is
+    descriptive only.
 
     Parameters
     ----------
@@ -169,12 +195,18 @@ def type_change(
         pairs when both runs hold the same ``seq_id``\ s (the same corpus), resamples each run
         on its own when they share none, and is an error when they share some (pass
         ``paired=False``); see :func:`resolve_paired`. ``attrs["paired"]`` records the choice.
+    n_perm : int >= 0
+        Label-swap permutations (0: none). Needs paired runs; the permutations draw from
+        ``SeedSequence(seed + 1)``, independent of the bootstrap.
     **identify_kwargs
         Deprecated: the loose identification keywords (use ``params=``).
 
     Returns
     -------
     xarray.Dataset
+        With ``n_perm > 0`` also ``change_pvalue_swap[layer, type]``,
+        ``total_change_pvalue_swap[type]`` and the null ``swap_total_change[permutation,
+        type]``; ``attrs["pvalue_swap"]`` states the null.
         ``base``, ``aligned``, ``change`` (``[layer, type]``, int64), ``change_low``,
         ``change_high``, ``change_se``, ``change_pvalue`` (``[layer, type]``),
         ``boot_change[replicate, layer, type]`` (NaN for replicates where identification found
@@ -209,7 +241,13 @@ def type_change(
     params_ = resolve_params(params, identify_kwargs, method=method, where="type_change")
     base_run, aligned_run = check_runs(base_run, aligned_run)
     n_boot = check_int("n_boot", n_boot, 0)
-    paired_ = resolve_paired(base_run, aligned_run, paired, cluster, n_boot)
+    n_perm = check_int("n_perm", n_perm, 0)
+    paired_ = resolve_paired(base_run, aligned_run, paired, cluster, max(n_boot, n_perm))
+    if n_perm and not paired_:
+        raise ParameterError(
+            "n_perm > 0 swaps items between the runs, so both need the same seq_ids (the same "
+            "corpus, paired); pass n_perm=0 for runs on different corpora"
+        )
     seed = check_seed(seed)
     ci = check_open_unit("ci", ci)
     types_ = check_types(types)
@@ -247,8 +285,34 @@ def type_change(
         **identification_attrs(res_b, "base"),
         **identification_attrs(res_a, "aligned"),
     )
+    swap: dict[str, Any] = {}
+    if n_perm:
+        samplers = [
+            Resampler(
+                run,
+                params_.role,
+                "type_change with n_perm > 0",
+                name=name,
+                minimum=1,
+                cluster=cluster,
+            )
+            for run, name in ((base_run, "base_run"), (aligned_run, "aligned_run"))
+        ]
+        null, n_failed = swap_statistic(samplers, params_, seed + 1, n_perm, stat, shape)
+        swap = {
+            "change_pvalue_swap": (lt, swap_pvalue(null, change)),
+            "total_change_pvalue_swap": ((TYPE,), swap_pvalue(null.sum(axis=1), change.sum(0))),
+            "swap_total_change": ((PERMUTATION, TYPE), null.sum(axis=1)),
+        }
+        attrs.update(
+            n_perm=n_perm,
+            n_failed_swap=n_failed,
+            pvalue_swap=SWAP_NULL,
+            min_pvalue_swap=1.0 / (1 + n_perm),
+        )
     return xr.Dataset(
         {
+            **swap,
             "base": (lt, cb),
             "aligned": (lt, ca),
             "change": (lt, change),
@@ -267,6 +331,7 @@ def type_change(
             LAYER: base_run[LAYER].values,
             TYPE: list(types_),
             REPLICATE: np.arange(n_boot),
+            **({PERMUTATION: np.arange(n_perm)} if n_perm else {}),
         },
         attrs=attrs,
     )

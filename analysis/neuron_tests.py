@@ -30,6 +30,7 @@ from langneurons.analysis._resample import (
     design,
     has_sequences,
     item_sums,
+    repeated_items,
 )
 from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.analysis._validate import check_choice, check_open_unit, stored_roles
@@ -39,6 +40,7 @@ from langneurons.names import LANGUAGE, LAYER, NEURON, ROLE
 from .uncertainty import (
     INDEPENDENT_SEQUENCES,
     INDEPENDENT_TOKENS,
+    SEQUENCES_OF_ITEMS,
     ClusterChoice,
     Role,
     check_count_run,
@@ -229,6 +231,8 @@ def _cluster(
         return _statistics(rate, rate_rest, var, df, margin=margin)
 
     info: dict[str, Any] = {"cluster": used, "n_sequences": design_.n_per_language()}
+    if used == "sequence" and repeated_items(run, design_):
+        info["inference_reason"] = SEQUENCES_OF_ITEMS
     if used == "item":
         info["n_items"] = {
             lang: int(g) for lang, g in zip(design_.languages, n_clusters, strict=True)
@@ -477,6 +481,8 @@ def language_preference_tests(
     }
     if used == "cluster" and extra["cluster"] == "item":
         attrs["assumption"] = _ITEMS
+    if "inference_reason" in extra:
+        attrs["inference"] = "descriptive"
     if deff is not None:
         attrs["assumption"] = f"token counts with design effect D={deff:g} (effective n = n / D)"
     coords = {LAYER: run[LAYER].values, NEURON: run[NEURON].values, LANGUAGE: languages}

@@ -312,7 +312,8 @@ def compare_type_distributions(
         "inference_reason": (
             "neurons are counted as independent draws, but both runs hold the same neurons "
             "and the top_rate cap fixes the total; for sampling noise use type_change "
-            "(a bootstrap over items)"
+            "(a bootstrap over items, and for paired runs its label-swap test, which respects "
+            "the cap)"
         ),
     }
     if note:

@@ -366,3 +366,91 @@ def simulate_accuracy(
         attrs={"kind": "accuracy"},
     )
     return ds, truth
+
+
+# --------------------------------------------------------------------------- ablations
+@dataclasses.dataclass(frozen=True)
+class AblationShape:
+    """A simulated deactivation experiment (the ablation schema of ``langneurons ablate``).
+
+    Items of each language have 20-80 scored tokens and a log-normal difficulty (per-token
+    baseline NLL ``base * exp(sd z - sd^2 / 2)``). Switching off any set (a language's or a
+    random one) adds ``shift`` per token on every language, item by item scaled by a log-normal
+    factor of mean 1 that correlates ``difficulty_share`` with the item's difficulty, plus
+    Gaussian noise of sd ``noise * sqrt(tokens)``. A language's own set adds ``planted`` per
+    token on its own language only (the alternative; 0: the null).
+    """
+
+    languages: int = 4
+    items: int = 8  # per language (the built-in evaluation part has 8)
+    controls: int = 19
+    base: float = 2.0  # mean baseline NLL per token
+    sd: float = 0.5  # log-normal sd of item difficulty
+    shift: float = 0.05  # damage per token of every set on every language
+    damage_sd: float = 0.5  # log-normal sd of an item's damage factor
+    difficulty_share: float = 0.5  # correlation of the damage factor with the difficulty
+    noise: float = 0.05  # per-item noise sd, times sqrt(tokens)
+    planted: float = 0.0  # extra damage per token of a language's own set on its language
+
+    def label(self) -> str:
+        """A short description of the cell for tables."""
+        parts = [f"K={self.languages}", f"n={self.items}/lang", f"C={self.controls}"]
+        if (self.sd, self.damage_sd) != (0.5, 0.5):
+            parts.append(f"lognormal sd {self.sd:g}/{self.damage_sd:g}")
+        parts.append(f"planted {self.planted:g}" if self.planted else "null")
+        return "ablation " + ", ".join(parts)
+
+
+def _lognormal_mean_one(sd: float, z: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.asarray(np.exp(sd * z - sd * sd / 2.0))
+
+
+def simulate_ablation(shape: AblationShape, rng: np.random.Generator) -> xr.Dataset:
+    """One simulated ablation; the true damage is ``shift`` (+ ``planted`` on the diagonal),
+    the true dominance ``planted``."""
+    k, n, c = shape.languages, shape.items, shape.controls
+    langs = [f"l{j}" for j in range(k)]
+    tokens = rng.integers(20, 81, size=(k, n)).astype(np.float64)
+    z = rng.standard_normal((k, n))
+    base = tokens * shape.base * _lognormal_mean_one(shape.sd, z)  # summed NLL, nothing off
+    rho = shape.difficulty_share
+
+    def switched_off(extra: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Summed NLL of every item with one set off; ``extra[e]`` per token on language e."""
+        own = rng.standard_normal((k, n))
+        factor = _lognormal_mean_one(shape.damage_sd, rho * z + np.sqrt(1 - rho * rho) * own)
+        damage = tokens * (shape.shift + extra[:, None]) * factor
+        noise = shape.noise * np.sqrt(tokens) * rng.standard_normal((k, n))
+        return np.asarray(base + damage + noise)
+
+    rows = [base]
+    controls = [np.full((k, n, c), np.nan)]
+    for d in range(k):
+        extra = np.zeros(k)
+        extra[d] = shape.planted
+        rows.append(switched_off(extra))
+        controls.append(np.stack([switched_off(np.zeros(k)) for _ in range(c)], axis=-1))
+    item_nll = np.stack(rows).reshape(k + 1, k * n)
+    control_item = np.stack(controls).reshape(k + 1, k * n, c)
+    total = tokens.sum(axis=1)  # [language]
+    nll = item_nll.reshape(k + 1, k, n).sum(axis=2) / total
+    control_nll = control_item.reshape(k + 1, k, n, c).sum(axis=2) / total[None, :, None]
+    return xr.Dataset(
+        {
+            "nll": (("deactivated", "evaluated"), nll),
+            "ppl": (("deactivated", "evaluated"), np.exp(nll)),
+            "control_nll": (("deactivated", "evaluated", "control"), control_nll),
+            "n_neurons": (("deactivated",), np.array([0] + [50] * k)),
+            "item_nll": (("deactivated", "item"), item_nll),
+            "control_item_nll": (("deactivated", "item", "control"), control_item),
+            "item_tokens": (("item",), tokens.reshape(-1).astype(np.int64)),
+        },
+        coords={
+            "deactivated": ["none", *langs],
+            "evaluated": langs,
+            "control": np.arange(c),
+            "item_language": ("item", np.repeat(langs, n)),
+            "item_id": ("item", np.tile([f"q{i}" for i in range(n)], k)),
+        },
+        attrs={"result_name": "simulated", "heldout": "disjoint", "heldout_note": "simulated"},
+    )

@@ -45,6 +45,7 @@ import _table
 import numpy as np
 import xarray as xr
 from _simulate import (
+    AblationShape,
     Shape,
     Truth,
     as_layer_neuron_language,
@@ -52,6 +53,7 @@ from _simulate import (
     population,
     shifted,
     simulate,
+    simulate_ablation,
     simulate_accuracy,
     simulate_pair,
 )
@@ -414,6 +416,40 @@ def paired_change(
     return out
 
 
+def swap_change(
+    truth: Truth,
+    rng: np.random.Generator,
+    n_perm: int,
+    shifted_truth: Truth,
+    changed: Any,
+) -> Replicate:
+    """The label-swap permutation test of type_change (paired runs of one corpus).
+
+    FPR over every (layer, type) cell and over the per-type totals under the null (one truth);
+    power over the cells whose population count changes (``changed``).
+    """
+    an = _analysis()
+    seed = int(rng.integers(2**31))
+    base, aligned = simulate_pair(truth, truth, rng)
+    base_s, moved = simulate_pair(truth, shifted_truth, rng)
+    null = an.type_change(base, aligned, n_boot=0, n_perm=n_perm, seed=seed, **IDENTIFY)
+    alt = an.type_change(base_s, moved, n_boot=0, n_perm=n_perm, seed=seed, **IDENTIFY)
+    p = null["change_pvalue_swap"].values
+    total = null["total_change_pvalue_swap"].values
+    return {
+        "type_change swap (layer x type)": {
+            **_fpr(p[~np.isnan(p)]),
+            "power": float(np.mean(alt["change_pvalue_swap"].values[changed] <= LEVELS[0])),
+        },
+        "type_change swap (total per type)": {
+            **_fpr(total[~np.isnan(total)]),
+            "power": float(
+                np.mean(alt["total_change_pvalue_swap"].values[changed.any(axis=0)] <= LEVELS[0])
+            ),
+        },
+    }
+
+
 # --------------------------------------------------------------------------- stages family
 
 #: Shape of the stage cells: 24 layers of 64 neurons (a 7B model has 32 layers).
@@ -536,6 +572,12 @@ def _comparison_step(cell: Cell, truth: Truth, seed: int) -> tuple[Any, dict[str
         an.type_table(an.identify(population(t), **IDENTIFY)).transpose("layer", "type").values
         for t in (truth, moved)
     ]
+    if cell.family == "swap":  # n_boot holds the permutations
+        return swap_change, {
+            "n_perm": cell.n_boot,
+            "shifted_truth": moved,
+            "changed": counts[0] != counts[1],
+        }
     return paired_change, {
         "n_boot": cell.n_boot,
         "shifted_truth": moved,
@@ -544,7 +586,7 @@ def _comparison_step(cell: Cell, truth: Truth, seed: int) -> tuple[Any, dict[str
 
 
 #: Families of :func:`comparison_cells`, evaluated by :func:`_comparison_step`.
-COMPARISON_FAMILIES = ("overlap", "membership", "paired", "groups")
+COMPARISON_FAMILIES = ("overlap", "membership", "paired", "swap", "groups")
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -628,8 +670,61 @@ def comparison_cells(quick: bool = False) -> list[Cell]:
             n_boot=60,
         ),
         Cell("paired", _shape("independent", 32, 0.01), reps=20, n_boot=60),
+        # label-swap permutations of type_change (n_boot: permutations per test)
+        Cell("swap", _shape("logit-normal", 32, 0.01, rho=0.5), reps=60, n_boot=39),
+        Cell("swap", _shape("independent", 32, 0.01), reps=60, n_boot=39),
         Cell("groups", _shape("logit-normal", 32, 0.01), reps=100),  # 3 vs 3 runs
         Cell("groups", _shape("logit-normal", 32, 0.01), reps=100, n_boot=1),  # 4 vs 4 runs
+    ]
+
+
+# --------------------------------------------------------------------------- deactivation
+def deactivation_tests(shape: AblationShape, rng: np.random.Generator) -> Replicate:
+    """One null ablation and one with ``shape.planted`` extra own-language damage (the stated
+    effect): the control test's and the item t-test's rejections, the intervals' coverage."""
+    an = _analysis()
+    out: Replicate = {}
+    for planted in (0.0, shape.planted):
+        truth = dataclasses.replace(shape, planted=planted)
+        res = an.deactivation_effects(simulate_ablation(truth, rng), alpha=0.05, n_perm=1)
+        k = truth.languages
+        damage = np.full((k, k), truth.shift) + np.eye(k) * planted
+        covered = {
+            f"deactivation {what} interval (items)": _cover(
+                res[f"{what}_low"].values, res[f"{what}_high"].values, value
+            )
+            for what, value in (("damage", damage), ("dominance", np.full(k, planted)))
+        }
+        for name, p in (
+            (f"deactivation control test (C={truth.controls})", res["pvalue_control"].values),
+            ("deactivation item t-test", res["pvalue_items"].values),
+        ):
+            metrics = out.setdefault(name, {})
+            if planted == 0.0:
+                metrics |= _fpr(np.asarray(p, dtype=np.float64))
+            else:
+                metrics["power"] = float(np.mean(np.asarray(p) <= 0.05))
+        for name, value in covered.items():  # under the null and the alternative alike
+            metrics = out.setdefault(name, {"coverage": 0.0})
+            metrics["coverage"] += value / 2.0
+        if shape.planted == 0.0:
+            for name in covered:
+                out[name]["coverage"] *= 2.0
+            break
+    return out
+
+
+def deactivation_cells(quick: bool = False) -> list[Cell]:
+    """Simulated ablations (19 controls, K = 4, 20-80 tokens per item, log-normal difficulty):
+    8 items per language (the built-in evaluation part) and 32; own-language extra damage 0.05
+    nats per token (as large as the damage every set does) for the power column."""
+    if quick:
+        return [Cell("deactivation", AblationShape(items=8, planted=0.05), reps=200)]
+    return [
+        Cell("deactivation", AblationShape(items=8, planted=0.05), reps=2000),
+        Cell("deactivation", AblationShape(items=32, planted=0.05), reps=1000),
+        # heavier tails: item difficulty and damage factors with log-normal sd 1
+        Cell("deactivation", AblationShape(items=8, sd=1.0, damage_sd=1.0, planted=0.05), 2000),
     ]
 
 
@@ -640,8 +735,8 @@ def comparison_cells(quick: bool = False) -> list[Cell]:
 class Cell:
     """One cell of the grid: a shape, a family of methods and a replicate count."""
 
-    family: str  # "tests", "compare", "bootstrap", "stages"
-    shape: Shape
+    family: str  # "tests", "compare", "bootstrap", "stages", "deactivation", ...
+    shape: Shape | AblationShape
     reps: int
     n_boot: int = 0
     controls: int = 0  # accuracy cells: random controls per set
@@ -758,11 +853,17 @@ class Result:
 
 def evaluate(cell: Cell, seed: int = 0) -> list[Result]:
     """Run a cell's replicates; one Result per method of its family."""
-    truth = make_truth(cell.shape, seed)
     rng = np.random.default_rng([seed, 1])
     extra: dict[str, Any] = {}
     step: Callable[..., Replicate]
-    if cell.family == "tests":
+    truth: Any
+    if isinstance(cell.shape, AblationShape):
+        truth = cell.shape  # an ablation's truth is its shape
+    else:
+        truth = make_truth(cell.shape, seed)
+    if cell.family == "deactivation":
+        step = deactivation_tests
+    elif cell.family == "tests":
         step, extra = probability_and_tests, {"n_boot": cell.n_boot}
     elif cell.family == "compare":
         # 10 % of neurons fire twice as often in l0 only: l0's specific neurons change
@@ -943,11 +1044,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the markdown table here")
     parser.add_argument("--json", type=Path, help="write the headline rows here")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", default=None, help="run only the cells of this family")
+    parser.add_argument(
+        "--family", "--only", action="append", help="run only cells of this family (repeatable)"
+    )
     args = parser.parse_args(argv)
     cells = (quick_grid() if args.quick else full_grid()) + comparison_cells(args.quick)
-    if args.only:
-        cells = [c for c in cells if c.family == args.only]
+    cells += deactivation_cells(args.quick)
+    if args.family:
+        cells = [c for c in cells if c.family in set(args.family)]
     results: list[Result] = []
     start = time.perf_counter()
     for i, cell in enumerate(cells):

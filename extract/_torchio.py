@@ -84,6 +84,9 @@ def load_pt(path: str | os.PathLike[str]) -> Any:
         ) from None
 
 
+EXPANSION_LIMIT = 2**30  # a broadcast view may expand this far past the bytes the file holds
+
+
 def int_array(value: Any, where: str) -> np.ndarray:
     """An integer torch tensor as a numpy array; InputFormatError for anything else."""
     torch = require_torch()
@@ -92,8 +95,19 @@ def int_array(value: Any, where: str) -> np.ndarray:
     if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
         dtype = str(value.dtype).removeprefix("torch.")
         raise InputFormatError(f"{where} has dtype {dtype}; expected an integer tensor")
+    if value.is_meta:
+        raise InputFormatError(
+            f"{where} is a meta tensor: it has a shape but no values; save the real tensor"
+        )
     if value.layout != torch.strided:
         value = value.to_dense()
+    needed = value.numel() * value.element_size()
+    stored = value.untyped_storage().nbytes()
+    if needed > max(stored, EXPANSION_LIMIT):
+        raise InputFormatError(
+            f"{where} is a view of {stored} stored bytes that expands to {needed} bytes (shape "
+            f"{tuple(value.shape)}); save it with .contiguous() if the counts are real"
+        )
     return np.asarray(value.detach().cpu().numpy())
 
 

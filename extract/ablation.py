@@ -6,8 +6,12 @@ token (and its perplexity) with the set's activations forced to 0 by forward hoo
 removed afterwards. For each language's set, ``controls`` random sets of the same size in the
 same layers (drawn from the neurons outside that set, seeded) give the noise floor.
 
-The result is a Dataset with dims ``deactivated``, ``evaluated`` and ``control``, saved in the
-store at ``RUN/ablation/NAME``.
+Each evaluation record's summed response NLL is kept too (dim ``item``), so that the analysis
+can put intervals over items on the damage. The evaluation records must be held out from the
+sequences the neurons were identified from (checked by ``seq_id``; ``allow_overlap`` to accept).
+
+The result is a Dataset with dims ``deactivated``, ``evaluated``, ``control`` and ``item``, saved
+in the store at ``RUN/ablation/NAME``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import xarray as xr
 
 from langneurons.errors import ParameterError, RunExistsError
 from langneurons.extract import corpus as _corpus
+from langneurons.extract._heldout import heldout_check
 from langneurons.extract._torchio import require_torch
 from langneurons.extract.engine import (
     Encoded,
@@ -90,7 +95,29 @@ def response_nll(
         encode(r, loaded.tokenizer, chat_template=chat_template, max_length=max_length)
         for r in records
     ]
-    return _summed_nll(loaded, encoded, batch_tokens=batch_tokens, on_batch=on_batch)
+    scored = _summed_nll(loaded, encoded, batch_tokens=batch_tokens, on_batch=on_batch)
+    return scored.total, scored.count
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    """Response NLL of tokenized records: the total and each record's own sum and tokens.
+
+    ``total`` is summed one batch after another exactly as before per-record sums were kept, so
+    the mean NLL per token is unchanged; ``item_sum`` sums the same per-token values (float32)
+    in float64 per record, so ``item_sum.sum()`` equals ``total`` up to float32 rounding.
+    """
+
+    total: float
+    count: int
+    item_sum: np.ndarray  # float64 [record]
+    item_count: np.ndarray  # int64 [record]
+
+
+def scored_tokens(encoded: Encoded) -> int:
+    """Response tokens of a record that are scored (token 0 has no prediction)."""
+    r = len(encoded.response)
+    return r - 1 if r and not encoded.prompt else r
 
 
 def _summed_nll(
@@ -99,14 +126,18 @@ def _summed_nll(
     *,
     batch_tokens: int,
     on_batch: Callable[[int], None] | None = None,
-) -> tuple[float, int]:
-    """Summed response NLL of tokenized records; ``on_batch`` gets each batch's token count."""
+) -> Scored:
+    """Response NLL of tokenized records, in total and per record; ``on_batch`` gets each
+    batch's token count."""
     torch = require_torch()
+    functional = torch.nn.functional
     pad = int(loaded.tokenizer.pad_token_id or 0)
     # full-vocabulary logits are tokens x vocab floats: keep a batch's under LOGITS_BUDGET
     vocab = int(loaded.model.config.get_text_config().vocab_size)
     batch_tokens = max(1, min(batch_tokens, LOGITS_BUDGET // max(vocab, 1)))
     total, count = 0.0, 0
+    item_sum = np.zeros(len(encoded), dtype=np.float64)
+    item_count = np.zeros(len(encoded), dtype=np.int64)
     with torch.inference_mode():
         for batch in bucket_batches([e.length for e in encoded], batch_tokens):
             ids, mask = pad_batch([encoded[i] for i in batch], pad)
@@ -121,12 +152,19 @@ def _summed_nll(
             chosen = target[:, 1:].to(loaded.device)
             predicted = logits[:, :-1][chosen].float()  # only the response positions
             truth = ids[:, 1:].to(loaded.device)[chosen]
-            nll = torch.nn.functional.cross_entropy(predicted, truth, reduction="sum")
+            # cross_entropy is log_softmax then nll_loss: the total is bit for bit the same
+            logp = functional.log_softmax(predicted, dim=-1)
+            nll = functional.nll_loss(logp, truth, reduction="sum")
+            each = functional.nll_loss(logp, truth, reduction="none").double().cpu().numpy()
             total += float(nll.double())
             count += int(chosen.sum())
+            # per record, summed on the CPU in a fixed order (no device atomics)
+            rows = target[:, 1:].nonzero()[:, 0].numpy()
+            item_sum[batch] = np.bincount(rows, weights=each, minlength=len(batch))
+            item_count[batch] = np.bincount(rows, minlength=len(batch))
             if on_batch is not None:
                 on_batch(int(attention.sum()))
-    return total, count
+    return Scored(total, count, item_sum, item_count)
 
 
 def random_control(
@@ -155,7 +193,10 @@ _CHECKED = (
     "chat_template",
     "max_length",
     "batch_tokens",
+    "allow_overlap",
 )
+#: What an ablation made before a checked parameter existed was made with.
+_DEFAULTS: dict[str, Any] = {"allow_overlap": False}
 _MODEL_CHECKED = ("dtype", "hook_point", "config_sha256")  # the most telling first
 _WHAT = {
     "mask_sha256": "identification mask",
@@ -192,7 +233,7 @@ def _mask_sha256(mask: np.ndarray, languages: Sequence[str]) -> str:
 
 def _recorded(attrs: dict[str, Any], evaluated: Sequence[str]) -> dict[str, Any]:
     """The parameters a saved (partial or complete) ablation was made with, as plain JSON."""
-    out = {key: attrs.get(key) for key in _CHECKED if key != "evaluated"}
+    out = {key: attrs.get(key, _DEFAULTS.get(key)) for key in _CHECKED if key != "evaluated"}
     out["evaluated"] = [str(x) for x in evaluated]
     model = attrs.get("model")
     if not isinstance(model, dict):
@@ -220,8 +261,9 @@ def ablate(
     *,
     gguf_file: str | None = None,
     languages: Sequence[str] | None = None,
-    controls: int = 3,
+    controls: int = 19,
     seed: int = 0,
+    allow_overlap: bool = False,
     batch_tokens: int = 4096,
     max_length: int = 1024,
     device: str = "auto",
@@ -240,15 +282,20 @@ def ablate(
 ) -> xr.Dataset:
     """Deactivate each language's neurons in turn and measure every language's response NLL.
 
+    The evaluation data must be held out from the sequences the run's neurons were identified
+    from (checked by language and ``seq_id`` when the run has per-sequence labels, else by corpus
+    hash; see :func:`langneurons.extract._heldout.heldout_check`): scoring deactivation on the
+    identification texts is circular. ``allow_overlap=True`` accepts an overlap and records it.
+
     The work is split into units: one deactivated set (``none``, a language's set, or one of its
     ``controls`` random sets) evaluated on one language. Finished units are saved at
     ``RUN/ablation/NAME`` as a *partial* result (variables ``unit_nll`` and ``unit_done``,
-    attributes ``units_done`` and ``units_total``) after the first unit that ends at least
-    ``checkpoint_seconds`` (default 10; 0 saves after every unit) after the previous save, so a
-    killed ablation loses at most that much finished work and the unit it was running:
-    ``resume=True`` skips the saved units and gives the result an uninterrupted run gives, bit
-    for bit. The random controls are drawn from ``seed`` in a fixed order,
-    whatever was done before. The finished result replaces the partial one.
+    ``unit_item_nll`` with the per-record sums, attributes ``units_done`` and ``units_total``)
+    after the first unit that ends at least ``checkpoint_seconds`` (default 10; 0 saves after
+    every unit) after the previous save, so a killed ablation loses at most that much finished
+    work and the unit it was running: ``resume=True`` skips the saved units and gives the result
+    an uninterrupted run gives, bit for bit. The random controls are drawn from ``seed`` in a
+    fixed order, whatever was done before. The finished result replaces the partial one.
 
     Parameters
     ----------
@@ -263,12 +310,17 @@ def ablate(
         Evaluate (and deactivate) only these languages.
     controls, seed
         Random sets per language (same count per layer, drawn from the layer's other neurons).
+        The default 19 lets the per-language control test reach p = 1/(19+1) = 0.05.
+    allow_overlap
+        Accept evaluation items that the run's neurons were identified from (recorded in
+        ``attrs["heldout"]``); refused by default.
     name
         Where the result is saved (``RUN/ablation/NAME``; default: the identification's name).
     resume
         Complete an interrupted ablation of that name (or return a finished one). Without it
         an existing ablation of that name is refused. The identification (and its mask), data,
-        evaluated languages, controls, seed, chat template, lengths and model must be the same.
+        evaluated languages, controls, seed, allow_overlap, chat template, lengths and model
+        must be the same.
     progress
         ``False``: report none; otherwise as :mod:`langneurons._progress` is configured (tokens
         of the units still to do; the status names the unit).
@@ -278,11 +330,19 @@ def ablate(
     xarray.Dataset
         ``nll[deactivated, evaluated]`` (mean NLL per response token), ``ppl``,
         ``control_nll[deactivated, evaluated, control]`` (NaN for ``none``), ``n_neurons``;
+        per evaluation record (dim ``item``, coordinates ``item_language`` and ``item_id``, in
+        the order of ``evaluated`` then of the data) the summed response NLL
+        ``item_nll[deactivated, item]`` and ``control_item_nll[deactivated, item, control]``
+        and the scored tokens ``item_tokens[item]`` (``nll`` is the sum of a language's items
+        over the sum of their tokens, up to float32 rounding); ``attrs`` ``heldout``,
+        ``heldout_note`` and ``heldout_overlap`` say whether the items are held out;
         ``attrs["result_path"]`` is where it is saved in the store (``RUN/ablation/NAME``, as
         :meth:`~langneurons.store.ActivationStore.save_result` returns it).
     """
     if not isinstance(controls, int) or isinstance(controls, bool) or controls < 0:
         raise ParameterError(f"controls must be a non-negative integer, got {controls!r}")
+    if not isinstance(allow_overlap, bool):
+        raise ParameterError(f"allow_overlap must be True or False, got {allow_overlap!r}")
     for key, value in (("batch_tokens", batch_tokens), ("max_length", max_length)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ParameterError(f"{key} must be a positive integer, got {value!r}")
@@ -299,6 +359,7 @@ def ablate(
         if unknown:
             raise ParameterError(f"language {unknown[0]!r} is not in the evaluation data")
         evaluated = [x for x in evaluated if x in set(languages)]
+    items = [r for lang in evaluated for r in records if r.language == lang]
     mask = np.asarray(result["mask"].values, dtype=bool)  # [language, layer, neuron]
     attrs: dict[str, Any] = {
         "identification": identification,
@@ -310,6 +371,7 @@ def ablate(
         "chat_template": chat_template,
         "max_length": max_length,
         "batch_tokens": batch_tokens,
+        "allow_overlap": allow_overlap,
         "model": {},
         "control_rule": "same count per layer, drawn from the layer's neurons outside the set",
     }
@@ -319,6 +381,11 @@ def ablate(
     if name in opened.results(run, "ablation"):
         earlier = opened.open_result(run, "ablation", name).load()
     partial = earlier is not None and "unit_done" in earlier
+    if partial and resume and earlier is not None and "unit_item_nll" not in earlier:
+        raise ParameterError(
+            f"ablation {name!r} of run {run!r} was interrupted before per-item NLL was stored, "
+            "so it cannot be completed; ablate again under another --name"
+        )
     if earlier is not None and not resume:
         if partial:
             raise RunExistsError(
@@ -335,6 +402,9 @@ def ablate(
     ours = _recorded(attrs, evaluated)
     if earlier is not None:
         _check_same(run, name, theirs, {k: v for k, v in ours.items() if k in _CHECKED})
+    # held out from the identification sequences: checked before anything is loaded or written
+    run_ds = opened.open_run(run)
+    attrs |= heldout_check(run_ds, items, allow_overlap=allow_overlap, run=run)
     loaded = as_loaded(
         model,
         tokenizer,
@@ -347,7 +417,6 @@ def ablate(
         revision=revision,
         allow_download=allow_download,
     )
-    run_ds = opened.open_run(run)
     writer = opened.writer(run)  # the run's name is checked once, for every save below
     if (run_ds.sizes[LAYER], run_ds.sizes[NEURON]) != (loaded.n_layers, loaded.plan.neurons):
         raise ParameterError(
@@ -378,9 +447,11 @@ def ablate(
     }
     units = _plan(labels, len(evaluated), controls)
     values = np.full((len(labels), len(evaluated), controls + 1), np.nan)
+    item_values = np.full((len(labels), len(items), controls + 1), np.nan)
     done = np.zeros(values.shape, dtype=bool)
     if earlier is not None:  # a partial ablation with the same parameters: keep its units
         values = np.array(earlier["unit_nll"].values, dtype=np.float64)
+        item_values = np.array(earlier["unit_item_nll"].values, dtype=np.float64)
         done = np.array(earlier["unit_done"].values, dtype=bool)
     todo = [u for u in units if not done[u.row, u.column, u.variant]]
     if len(todo) < len(units):
@@ -391,14 +462,15 @@ def ablate(
             len(units) - len(todo),
             len(units),
         )
-    by_lang = {
-        lang: [
-            encode(r, loaded.tokenizer, chat_template=chat_template, max_length=max_length)
-            for r in records
-            if r.language == lang
-        ]
-        for lang in evaluated
-    }
+    encoded = [
+        encode(r, loaded.tokenizer, chat_template=chat_template, max_length=max_length)
+        for r in items
+    ]
+    # each language's items are one contiguous slice of the item dimension
+    starts = np.cumsum([0] + [sum(r.language == lang for r in items) for lang in evaluated])
+    slices = {lang: slice(int(starts[k]), int(starts[k + 1])) for k, lang in enumerate(evaluated)}
+    by_lang = {lang: encoded[slices[lang]] for lang in evaluated}
+    item_tokens = np.array([scored_tokens(e) for e in encoded], dtype=np.int64)
     tokens = {lang: sum(e.length for e in enc) for lang, enc in by_lang.items()}
     total = sum(tokens[evaluated[u.column]] for u in todo)
     if not isinstance(checkpoint_seconds, int | float) or not checkpoint_seconds >= 0:
@@ -413,11 +485,22 @@ def ablate(
                 neurons = drawn[(unit.row, unit.variant)]
                 what = f"{label} control {unit.variant}/{controls}"
             task.note(f"off {what}, on {lang} (unit {k}/{len(todo)})")
-            with deactivate(loaded, neurons):
-                nll, count = _summed_nll(
-                    loaded, by_lang[lang], batch_tokens=batch_tokens, on_batch=task.update
+            if unit.row and done[0, unit.column, 0] and not any(map(len, neurons.values())):
+                # an empty set (and its controls) switches nothing off: the unablated
+                # values, which the same forward pass would give bit for bit
+                values[unit.row, unit.column, unit.variant] = values[0, unit.column, 0]
+                item_values[unit.row, slices[lang], unit.variant] = item_values[0, slices[lang], 0]
+                task.update(tokens[lang])
+            else:
+                with deactivate(loaded, neurons):
+                    scored = _summed_nll(
+                        loaded, by_lang[lang], batch_tokens=batch_tokens, on_batch=task.update
+                    )
+                count = scored.count
+                values[unit.row, unit.column, unit.variant] = (
+                    scored.total / count if count else math.nan
                 )
-            values[unit.row, unit.column, unit.variant] = nll / count if count else math.nan
+                item_values[unit.row, slices[lang], unit.variant] = scored.item_sum
             done[unit.row, unit.column, unit.variant] = True
             # finished units are saved at most every checkpoint_seconds: a kill loses at most
             # that much work, and tiny units do not spend their time saving
@@ -425,7 +508,17 @@ def ablate(
                 writer.save_result(
                     "ablation",
                     name,
-                    _partial(values, done, labels, evaluated, attrs, len(units)),
+                    _partial(
+                        values,
+                        item_values,
+                        done,
+                        labels,
+                        evaluated,
+                        items,
+                        item_tokens,
+                        attrs,
+                        len(units),
+                    ),
                 )
                 last_save = time.monotonic()
     sizes = np.array([sum(len(v) for v in sets[label].values()) for label in labels], np.int64)
@@ -436,11 +529,15 @@ def ablate(
             "ppl": (("deactivated", "evaluated"), np.exp(nll_table)),
             "control_nll": (("deactivated", "evaluated", "control"), values[:, :, 1:]),
             "n_neurons": (("deactivated",), sizes),
+            "item_nll": (("deactivated", "item"), item_values[:, :, 0]),
+            "control_item_nll": (("deactivated", "item", "control"), item_values[:, :, 1:]),
+            "item_tokens": (("item",), item_tokens),
         },
         coords={
             "deactivated": np.array(labels, dtype=object),
             "evaluated": np.array(evaluated, dtype=object),
             "control": np.arange(controls),
+            **_item_coords(items),
         },
         attrs=attrs,
     )
@@ -450,11 +547,22 @@ def ablate(
     return ds
 
 
+def _item_coords(items: Sequence[_corpus.Record]) -> dict[str, Any]:
+    """The language and id of each evaluation record, on the ``item`` dimension."""
+    return {
+        "item_language": ("item", np.array([r.language for r in items], dtype=object)),
+        "item_id": ("item", np.array([r.id for r in items], dtype=object)),
+    }
+
+
 def _partial(
     values: np.ndarray,
+    item_values: np.ndarray,
     done: np.ndarray,
     labels: Sequence[str],
     evaluated: Sequence[str],
+    items: Sequence[_corpus.Record],
+    item_tokens: np.ndarray,
     attrs: dict[str, Any],
     n_units: int,
 ) -> xr.Dataset:
@@ -467,11 +575,14 @@ def _partial(
         {
             "unit_nll": (("deactivated", "evaluated", "variant"), values.copy()),
             "unit_done": (("deactivated", "evaluated", "variant"), done.copy()),
+            "unit_item_nll": (("deactivated", "item", "variant"), item_values.copy()),
+            "item_tokens": (("item",), item_tokens.copy()),
         },
         coords={
             "deactivated": np.array(labels, dtype=object),
             "evaluated": np.array(evaluated, dtype=object),
             "variant": np.arange(values.shape[2]),
+            **_item_coords(items),
         },
         attrs={
             **attrs,

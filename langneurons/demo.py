@@ -2,9 +2,11 @@
 
 Builds (or loads) a model, extracts prompt and response counts with per-sequence counts, identifies
 language neurons with both rules, runs the statistics (stages, stability, neuron tests, a
-deactivation experiment, a comparison of two checkpoints) and writes the report. The comparison
-is :func:`langneurons.workflows.compare_runs`, saved as ``langneurons compare runs`` saves it
-(``compare/vs-MODEL_base/PART`` under the perturbed run).
+deactivation experiment, a comparison of two checkpoints) and writes the report. Neurons are
+identified on the built-in corpus's ``identify`` part and deactivated on its held-out
+``evaluate`` part, with 19 random controls per language (so the control test can reach 0.05).
+The comparison is :func:`langneurons.workflows.compare_runs`, saved as ``langneurons compare
+runs`` saves it (``compare/vs-MODEL_base/PART`` under the perturbed run).
 
 ``tiny`` (default) uses a small random-init Llama built offline, and a second checkpoint made by
 perturbing its MLP weights, so the comparison has something to compare; ``gemma3-270m`` uses the
@@ -128,6 +130,20 @@ def _perturbed_copy(loaded: Any, scale: float, seed: int) -> Any:
     return twin
 
 
+#: Languages the demo deactivates: the four with the largest masks; every one is deactivated in
+#: turn with 19 random controls and evaluated on all four, so the work grows as K^2 (C + 1).
+N_DEACTIVATED = 4
+
+
+def _deactivated_languages(mask_sizes: dict[str, int]) -> list[str]:
+    """The :data:`N_DEACTIVATED` languages with the largest masks (at least two), corpus order."""
+    ranked = sorted(mask_sizes, key=lambda lang: -mask_sizes[lang])  # stable: ties keep order
+    chosen = [x for x in ranked[:N_DEACTIVATED] if mask_sizes[x] > 0]
+    if len(chosen) < 2:
+        chosen = ranked[:2]
+    return [x for x in mask_sizes if x in chosen]
+
+
 def run_demo(
     out: str | Path = "demo-out",
     *,
@@ -191,7 +207,8 @@ def run_demo(
     twin = _perturbed_copy(base, scale=0.05, seed=1)
     done()
 
-    records = builtin_corpus(languages)
+    # identify on one part of the built-in corpus, deactivate on the other (held out by item)
+    records = builtin_corpus(languages, part="identify")
     data = out / "corpus.jsonl"
     write_records(data, records)
     store_path = out / "store.zarr"
@@ -231,21 +248,31 @@ def run_demo(
     done()
 
     done = step("deactivation")
-    held_out = out / "eval.jsonl"  # eight problems per language keep the demo quick
-    write_records(held_out, [r for r in records if int(r.id[1:]) <= 8])
+    held_out = out / "eval.jsonl"  # the eight held-out problems per language
+    write_records(held_out, builtin_corpus(languages, part="evaluate"))
+    mask = store.open_result(base_run, "identification", "ternary")["mask"]
+    counts = mask.sum(["layer", "neuron"]).values.tolist()
+    mask_sizes = dict(zip(map(str, mask.language.values), map(int, counts), strict=True))
+    chosen = _deactivated_languages(mask_sizes)
+    echo(
+        f"[demo] deactivating the {len(chosen)} languages with the largest masks "
+        f"({', '.join(f'{x} {mask_sizes[x]}' for x in chosen)} neurons), 19 controls each"
+        + ("; an empty mask switches nothing off" if not all(mask_sizes[x] for x in chosen) else "")
+    )
     ablation = ablate(
         model_path,
         store_path,
         base_run,
         "ternary",
         held_out,
-        controls=2,
+        languages=chosen,
+        controls=19,  # the smallest count whose control p-value can reach 0.05
         seed=0,
         chat_template=chat,
         max_length=max_length,
         loaded=base,
     )
-    effects = deactivation_effects(ablation, n_perm=1000, seed=0)
+    effects = deactivation_effects(ablation, alpha=0.05, n_perm=1000, seed=0)
     effects.attrs["ablation"] = "ternary"  # as `langneurons stats deactivation` records it
     store.save_result(base_run, "stats", "deactivation", effects)
     done()

@@ -75,6 +75,10 @@ class MissingDependencyError(LangneuronsError, ImportError):
     """An optional dependency (an extra) is needed for this operation."""
 
 
+class OutOfSpaceError(LangneuronsError, OSError):
+    """A write ran out of disk space, hit the file-size limit, or ran out of memory."""
+
+
 class LangneuronsWarning(UserWarning):
     """Base class of langneurons' warnings (the CLI prints these as one line)."""
 
@@ -103,4 +107,5 @@ __all__ = [
     "ParameterError",
     "NoValidLambdaError",
     "MissingDependencyError",
+    "OutOfSpaceError",
 ]

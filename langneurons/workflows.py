@@ -105,6 +105,7 @@ def compare_runs(
     trained_languages: Sequence[str] | None = None,
     n_boot: int = 200,
     n_perm: int = 10000,
+    n_swap: int = 99,
     seed: int = 0,
     paired: bool | str = "auto",
     equivalence_margin: float | None = None,
@@ -122,6 +123,10 @@ def compare_runs(
     n_boot, n_perm, seed
         Bootstrap replicates (0: no bootstrap parts), permutations of the spontaneous-alignment
         test, and the seed of both.
+    n_swap
+        Label-swap permutations of ``type_change`` (the test that respects a fixed selection;
+        see :func:`~langneurons.analysis.distributions.type_change`), run when the runs are
+        paired (the same seq_ids) and ``n_boot > 0``; 0: none.
     paired : bool or "auto"
         Whether the bootstraps draw both runs' sequences together (``"auto"``: when the runs
         share their seq_ids; see :func:`~langneurons.analysis.distributions.resolve_paired`).
@@ -155,13 +160,20 @@ def compare_runs(
     }
     has_seq = SEQ_N_ACTIVE in base_run and SEQ_N_ACTIVE in aligned_run
     if has_seq and n_boot > 0:
-        for name, func in (
-            ("type_change", dist.type_change),
-            ("shared_by_change", dist.shared_by_change),
-        ):
-            parts[name] = func(
-                base_run, aligned_run, params=params, n_boot=n_boot, seed=seed, paired=paired
-            )
+        # the label-swap test needs the same items in both runs (paired)
+        swaps = n_swap if dist.resolve_paired(base_run, aligned_run, paired, "sequence", 1) else 0
+        parts["type_change"] = dist.type_change(
+            base_run,
+            aligned_run,
+            params=params,
+            n_boot=n_boot,
+            seed=seed,
+            paired=paired,
+            n_perm=swaps,
+        )
+        parts["shared_by_change"] = dist.shared_by_change(
+            base_run, aligned_run, params=params, n_boot=n_boot, seed=seed, paired=paired
+        )
     if trained_languages:
         parts["spontaneous"] = cmp.spontaneous_alignment(
             base_run,

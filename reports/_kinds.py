@@ -136,8 +136,11 @@ def _stage_figures(ctx: Context) -> list[tuple[str, Call]]:
 
 def effects_of(ablation: Load) -> Derive:
     """The deactivation effects of an ablation whose effects were not saved (derived, the
-    fallback for stores where `langneurons stats deactivation` was not run)."""
-    return Derive("deactivation_effects", (ablation,), (("n_perm", DEACTIVATION_N_PERM),))
+    fallback for stores where `langneurons stats deactivation` was not run). ``alpha=None``:
+    an older ablation with few random controls is drawn, its control comparison descriptive."""
+    return Derive(
+        "deactivation_effects", (ablation,), (("alpha", None), ("n_perm", DEACTIVATION_N_PERM))
+    )
 
 
 def _ablation_figures(ctx: Context) -> list[tuple[str, Call]]:

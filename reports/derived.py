@@ -5,10 +5,12 @@ are saved in the store by the commands that make them; the few that are not are 
 each by calling a public :mod:`langneurons.analysis` function once per saved input (the report
 caches them):
 
-- ``deactivation_effects(ablation, n_perm=1000)``: the effects of a saved ablation (the CLI
-  saves them only with ``langneurons stats deactivation``);
 - ``accuracy_effects(ablation)``: the effects of a saved accuracy ablation (saved by
   ``langneurons stats accuracy``);
+- ``deactivation_effects(ablation, alpha=None, n_perm=1000)``: the effects of a saved ablation
+  (the CLI saves them only with ``langneurons stats deactivation``); ``alpha=None`` so that an
+  ablation with fewer random controls than a test at 0.05 needs (3, the old default) is still
+  drawn, its control comparison labelled descriptive;
 - ``language_overlap(identification)``: the Jaccard index between one identification's
   languages' masks;
 - :func:`run_overlap`: the Jaccard index of one neuron set between every pair of runs, read

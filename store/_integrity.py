@@ -29,7 +29,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.storage import WrapperStore
 
 from langneurons.errors import CorruptStoreError, RunChangedError
-from langneurons.store import schema
+from langneurons.store import _manifest, schema
 
 _CHUNK_KEY = re.compile(r"^(?P<array>.+)/c(?P<coords>(/\d+)*)$")  # "c" alone: a 0-d array
 
@@ -116,6 +116,7 @@ class CheckedStore(WrapperStore[Store]):
         self._pins = dict(pins or {})
         self._runs = tuple(runs)
         self._meta: dict[str, dict[str, Any] | None] = {}
+        self._manifests: dict[str, dict[str, str] | None] = {}
 
     def _with_store(self, store: Store) -> CheckedStore:
         return type(self)(store, self._pins, self._runs)
@@ -133,6 +134,17 @@ class CheckedStore(WrapperStore[Store]):
             ok = isinstance(meta, dict) and meta.get("node_type") == "array"
             self._meta[path] = meta if ok else None
         return self._meta[path]
+
+    async def _manifest(self, path: str) -> dict[str, str] | None:
+        """The array's chunk manifest, read once (None for arrays written before manifests)."""
+        if path not in self._manifests:
+            raw = await self._store.get(_manifest.key(path), default_buffer_prototype())
+            try:
+                self._manifests[path] = None if raw is None else _manifest.parse(raw.to_bytes())
+            except ValueError as exc:
+                await self._check_pins(path)
+                raise damage_error(path, [f"its chunk manifest is damaged ({exc})"]) from exc
+        return self._manifests[path]
 
     async def _check_pins(self, array_path: str) -> None:
         proto = default_buffer_prototype()
@@ -157,12 +169,17 @@ class CheckedStore(WrapperStore[Store]):
         meta = await self._array_meta(path)
         if meta is None or not _has_crc(meta):
             return value  # not a schema-2 array: nothing to check
-        bad = value is None or not crc_ok(value.as_numpy_array())
+        chunk = "c" + match["coords"]
+        problem = None
+        if value is None or not crc_ok(value.as_numpy_array()):
+            problem = f"chunk {chunk} {'is missing' if value is None else 'fails its checksum'}"
+        else:
+            entries = await self._manifest(path)
+            if entries is not None:  # the chunk's checksum must be the one written at its place
+                problem = _manifest.misplaced(entries, chunk, value.to_bytes())
         await self._check_pins(path)  # a change explains damage-like reads first
-        if bad:
-            chunk = "c" + match["coords"]
-            problem = "is missing" if value is None else "fails its checksum"
-            raise damage_error(path, [f"chunk {chunk} {problem}"])
+        if problem is not None:
+            raise damage_error(path, [problem])
         return value
 
 
@@ -180,8 +197,14 @@ def chunk_keys(arr: zarr.Array) -> list[str]:
     return [arr.metadata.encode_chunk_key(tuple(int(i) for i in idx)) for idx in np.ndindex(*grid)]
 
 
-def damaged_chunks(store: Store, arr: zarr.Array, *, verify: bool = True) -> list[str]:
-    """Each chunk of ``arr`` that is missing or (``verify``) fails its checksum."""
+def damaged_chunks(
+    store: Store, arr: zarr.Array, *, verify: bool = True, manifest_expected: bool = False
+) -> list[str]:
+    """Each chunk of ``arr`` that is missing or (``verify``) fails its checksum or its place.
+
+    ``manifest_expected``: the array's group says every array has a chunk manifest, so a
+    missing one is damage (otherwise the chunks' places are only unverified).
+    """
     meta = arr.metadata.to_dict()
     if not _has_crc(meta):
         return []  # not a schema-2 array: absent chunks are the fill value
@@ -190,7 +213,16 @@ def damaged_chunks(store: Store, arr: zarr.Array, *, verify: bool = True) -> lis
     async def _scan() -> list[str]:
         stored = {k[len(prefix) :] async for k in store.list_prefix(prefix)}
         out = []
+        entries = None
         proto = default_buffer_prototype()
+        if verify:
+            raw = await store.get(_manifest.key(arr.path), proto)
+            try:
+                entries = None if raw is None else _manifest.parse(raw.to_bytes())
+            except ValueError as exc:
+                return [f"its chunk manifest is damaged ({exc})"]
+            if entries is None and manifest_expected:
+                out.append(f"its chunk manifest {schema.CHUNK_MANIFEST} is missing")
         for key in chunk_keys(arr):
             if key not in stored:
                 out.append(f"chunk {key} is missing")
@@ -198,6 +230,10 @@ def damaged_chunks(store: Store, arr: zarr.Array, *, verify: bool = True) -> lis
                 value = await store.get(prefix + key, proto)
                 if value is None or not crc_ok(value.as_numpy_array()):
                     out.append(f"chunk {key} fails its checksum")
+                elif entries is not None:
+                    wrong = _manifest.misplaced(entries, key, value.to_bytes())
+                    if wrong is not None:
+                        out.append(wrong)
         return out
 
     return list(zarr.core.sync.sync(_scan()))

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import io
 import logging
+import zipfile
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.abc.store import Store
 
+from langneurons.errors import CorruptStoreError
 from langneurons.names import LANGUAGE, SEQ_N_ACTIVE
-from langneurons.store import _attrs, _nodes, schema
+from langneurons.store import _attrs, _manifest, _nodes, schema
 from langneurons.store._arrays import LANGUAGE_ROWS, SEQ_COUNTS, Plan
 from langneurons.store._counts import Counts
 from langneurons.store._plan import units_of
@@ -135,14 +137,8 @@ class Journal:
                 _nodes.delete_group(self._zstore, self.path)
                 _nodes.consolidate(self._zstore)
             return False
-        with _nodes.quiet():
-            journal = zarr.open_group(self._zstore, path=self.path, mode="r+")
-        state: dict[str, Any] = dict(journal.attrs)
-        undo: dict[str, np.ndarray] = {}
-        raw = _nodes.raw(self._zstore, f"{self.path}/{UNDO}")
-        if raw is not None:
-            with np.load(io.BytesIO(raw)) as saved:
-                undo = {name: saved[name] for name in saved.files}
+        state = self._state()
+        undo = self._undo(state)  # read and checked before anything is changed
         log.warning("rolling back an interrupted %s of run %s", state.get("op"), self.run)
         if state.get("op") == "create":
             _nodes.delete_group(self._zstore, self.run)
@@ -154,25 +150,91 @@ class Journal:
         _nodes.consolidate(self._zstore)
         return True
 
-    def _restore(self, state: dict[str, Any], undo: dict[str, np.ndarray]) -> None:
-        """Put back the run's shapes, replaced values and attributes as the journal has them."""
+    def _state(self) -> dict[str, Any]:
+        """The journal's record of the run before the write."""
         with _nodes.quiet():
-            group = zarr.open_group(self._zstore, path=self.run, mode="r+", use_consolidated=False)
+            journal = zarr.open_group(self._zstore, path=self.path, mode="r")
+        return dict(journal.attrs)
+
+    def damaged_undo(self) -> str | None:
+        """Why an armed journal cannot be rolled back (its undo data is damaged), or None."""
+        if not self.armed():
+            return None
+        try:
+            self._undo(self._state())
+        except CorruptStoreError as exc:
+            return str(exc)
+        return None
+
+    def _undo(self, state: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The values the write replaced, as the rollback needs them.
+
+        A damaged undo file the rollback does not need (the write replaced no values: it only
+        appended) is ignored; one it needs raises CorruptStoreError naming what to restore.
+        """
+        if state.get("op") != "write" or state.get("state") != "armed":
+            return {}
+        merged = [int(i) for i in state.get("merged", [])]
+        seq_index = state.get("seq_index")
+        if not merged and seq_index is None:
+            return {}
+        with _nodes.quiet():
+            group = zarr.open_group(self._zstore, path=self.run, mode="r", use_consolidated=False)
+        want = {n: len(merged) for n in LANGUAGE_ROWS if merged and n in group}
+        want.update({n: len(seq_index) for n in SEQ_COUNTS if seq_index is not None})
+        raw = _nodes.raw(self._zstore, f"{self.path}/{UNDO}")
+        try:
+            if raw is None:
+                raise ValueError("it is missing")
+            with np.load(io.BytesIO(raw)) as saved:
+                undo = {name: saved[name] for name in saved.files}
+            for name, rows in want.items():
+                if name not in undo or undo[name].shape[:1] != (rows,):
+                    raise ValueError(f"it lacks the {rows} replaced rows of {name}")
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise CorruptStoreError(self._unrecoverable(state, group, exc)) from exc
+        return undo
+
+    def _unrecoverable(self, state: dict[str, Any], group: zarr.Group, exc: BaseException) -> str:
+        """What to restore when the values an interrupted write replaced are lost."""
+        labels = _nodes.labels(group, LANGUAGE) if LANGUAGE in group else []
+        rows = [labels[i] if i < len(labels) else f"row {i}" for i in state.get("merged", [])]
+        what = []
+        if rows:
+            what.append(f"the rows of {', '.join(map(repr, rows))} in n_active and n_tokens")
+        if state.get("seq_index") is not None:
+            what.append(f"{len(state['seq_index'])} sequence slots of seq_n_active")
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return (
+            f"run {self.run!r} holds an interrupted write whose undo data "
+            f"({self.path}/{UNDO}) is damaged ({reason}), so the values it replaced cannot be "
+            f"put back: {' and '.join(what)} may hold part of that write; restore the folder "
+            f"of run {self.run!r} from a copy, or remove it and write the run again"
+        )
+
+    def _restore(self, state: dict[str, Any], undo: dict[str, np.ndarray]) -> None:
+        """Put back the run's shapes, replaced values and attributes as the journal has them.
+
+        The chunks it writes go on record in the arrays' manifests, as a write's do: every chunk
+        the interrupted write may have touched is rewritten or deleted here.
+        """
+        recorder = _manifest.Recorder(self._zstore)
+        with _nodes.quiet():
+            group = zarr.open_group(recorder, path=self.run, mode="r+", use_consolidated=False)
         merged = np.array(state["merged"], dtype=np.intp)
         k0, s0 = int(state["languages"]), int(state["sequences"])
         for name in LANGUAGE_ROWS:
             if name in group:
                 if merged.size:
                     _nodes.arr(group, name).oindex[merged] = undo[name]
-                array = _nodes.arr(group, name)
-                array.resize((k0, *array.shape[1:]))
-        _nodes.arr(group, LANGUAGE).resize((k0,))
+                _nodes.shrink(_nodes.arr(group, name), k0)
+        _nodes.shrink(_nodes.arr(group, LANGUAGE), k0)
         if "seq_index" in state:
             index = np.array(state["seq_index"], dtype=np.intp)
             for name in SEQ_COUNTS:
                 _nodes.arr(group, name).oindex[index] = undo[name]
         if SEQ_N_ACTIVE in group:
             for name in schema.SEQUENCES:
-                array = _nodes.arr(group, name)
-                array.resize((s0, *array.shape[1:]))
+                _nodes.shrink(_nodes.arr(group, name), s0)
         group.attrs.put(dict(state["attrs"]))
+        _manifest.flush(self._zstore, recorder, new=False)

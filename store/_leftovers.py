@@ -26,6 +26,8 @@ from pathlib import Path
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 
+from langneurons.store import schema
+
 log = logging.getLogger(__name__)
 
 _STARTED = time.time()  # anything older was not made by this process
@@ -88,8 +90,9 @@ def clean_next_to(dest: Path, op: str) -> list[Path]:
 
 
 def _zarr_file(parts: list[str]) -> bool:
-    """Whether a key (relative to an orphaned folder) is a file Zarr or the journal writes."""
-    if parts[-1] in ("zarr.json", "undo.npz"):
+    """Whether a key (relative to an orphaned folder) is a file Zarr, the journal or a manifest
+    writes."""
+    if parts[-1] in ("zarr.json", "undo.npz", schema.CHUNK_MANIFEST):
         return True
     if "c" in parts:  # a chunk: ARRAY/c/0/1/... (ARRAY/c for a 0-d array)
         return all(p.isdigit() for p in parts[parts.index("c") + 1 :])

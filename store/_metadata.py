@@ -74,7 +74,9 @@ def problems(read: Reader, run: str, cons: dict[str, Any] | None = None) -> list
         own = _json(read, f"{run}/{name}/zarr.json")
         listed = None if cons is None else cons.get(f"{run}/{name}")
         if own is None or own.get("node_type") != "array":
-            if listed is not None:
+            if read(f"{run}/{name}/zarr.json") is not None:
+                out.append((name, "has a zarr.json that is not an array's JSON metadata"))
+            elif listed is not None:
                 out.append((name, "is in the consolidated metadata but its zarr.json is missing"))
             elif spec.group in ("required", "coordinate"):
                 out.append((name, "is missing (every run has it)"))

@@ -198,6 +198,18 @@ def chunk_rows(array: zarr.Array) -> Iterator[slice]:
         yield slice(start, min(start + step, array.shape[0]))
 
 
+def shrink(array: zarr.Array, n: int) -> None:
+    """Cut ``array`` to ``n`` rows and rewrite its last, partial chunk row.
+
+    Resizing deletes the chunks past the end but keeps a partial one as the longer write left it;
+    rewriting it puts back the bytes of its rows alone, and puts them on a recorder's record.
+    """
+    array.resize((n, *array.shape[1:]))
+    start = n - n % array.chunks[0]
+    if start < n:
+        array[start:n] = np.asarray(array[start:n])
+
+
 def fill_zeros(array: zarr.Array) -> None:
     """Write zeros to every chunk of ``array``, one chunk row at a time."""
     for rows in chunk_rows(array):

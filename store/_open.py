@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -47,7 +48,8 @@ def open_store(
     path = _nodes.local_path(url)
     if path is not None and not path.exists():
         raise StoreNotFoundError(
-            f"store {url!r} does not exist; check the path or create it with `langneurons import`"
+            f"store {url!r} does not exist; "
+            + (_backup_hint(path, url) or "check the path or create it with `langneurons import`")
         )
     if path is not None and path.is_file() and not url.endswith(".zip"):
         raise NotAStoreError(f"{url!r} is a file, not a Zarr store directory")
@@ -107,6 +109,12 @@ def create_store(store: StorePath, *, exist_ok: bool = True) -> ActivationStore:
         return ActivationStore(url, zstore, read_only=False)
     # Local stores are built next to their path and renamed into place, so a concurrent
     # creator never sees a half-made store; the loser of the race opens the winner's.
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NotAStoreError(
+            f"cannot create store {url!r}: {str(blocking)!r} is a file, not a folder; "
+            "choose a path inside a folder"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     _leftovers.clean_next_to(path, "create")
     tmp = _leftovers.tmp_path(path, "create")
@@ -144,3 +152,17 @@ def import_zip(src: StorePath, store: StorePath) -> ActivationStore:
 
     _zip.unpack(source, dest, check)
     return open_store(dest, mode="r+")
+
+
+def _backup_hint(path: Path, url: str) -> str | None:
+    """How to recover a store that an interrupted in-place migration left as its backup."""
+    parent = path.parent
+    if not parent.is_dir():
+        return None
+    backups = sorted(parent.glob(f"{glob.escape(path.name)}.schema*.bak"))
+    if not backups:
+        return None
+    return (
+        f"an interrupted `langneurons migrate` left the original at {str(backups[-1])!r}: "
+        f"rename it back to {url!r} and run the migration again"
+    )

@@ -42,6 +42,7 @@ from zarr.abc.store import Store
 
 from langneurons.errors import (
     AlreadyWrittenError,
+    CorruptStoreError,
     InterruptedWriteError,
     InvalidNameError,
     RunExistsError,
@@ -56,6 +57,7 @@ from langneurons.store import (
     _integrity,
     _journal,
     _leftovers,
+    _manifest,
     _metadata,
     _nodes,
     _plan,
@@ -77,6 +79,7 @@ class Repaired:
 
     rolled_back: tuple[str, ...]  # runs whose interrupted write was rolled back
     removed: tuple[str, ...]  # leftovers removed, as paths inside the store
+    rebound: tuple[str, ...] = ()  # arrays given a chunk manifest of their chunks (--rebind)
 
 
 class ActivationStore:
@@ -90,8 +93,6 @@ class ActivationStore:
         self._zstore = zstore
         self.read_only = read_only
         self._path = _nodes.local_path(url) if not url.endswith(".zip") else None
-        # every read of data goes through the checked view: missing or damaged chunks are named
-        self._checked = _integrity.CheckedStore(zstore)
 
     def __repr__(self) -> str:
         mode = "r" if self.read_only else "r+"
@@ -123,10 +124,17 @@ class ActivationStore:
             )
 
     # ------------------------------------------------------------------ groups
+    def _checked(self) -> _integrity.CheckedStore:
+        """A fresh checked view: reads of data name missing, damaged or misplaced chunks.
+
+        Fresh for each use, since it keeps the chunk manifests it has read.
+        """
+        return _integrity.CheckedStore(self._zstore)
+
     def _root(self, consolidated: bool = True, *, checked: bool = False) -> zarr.Group:
         with _nodes.quiet():
             return zarr.open_group(
-                self._checked if checked else self._zstore,
+                self._checked() if checked else self._zstore,
                 mode="r" if self.read_only else "r+",
                 use_consolidated=consolidated,
             )
@@ -142,11 +150,14 @@ class ActivationStore:
     def _has_keys(self, prefix: str) -> bool:
         return _nodes.has_keys(self._zstore, prefix)
 
-    def _group(self, run: str, *, checked: bool = False) -> zarr.Group:
-        """A run's group (``checked``: reads go through the checked view, for data read)."""
+    def _group(self, run: str, *, checked: bool = False, zstore: Store | None = None) -> zarr.Group:
+        """A run's group (``checked``: reads go through the checked view, for data read).
+
+        ``zstore``: open it through this view of the store instead (a write's recorder).
+        """
         with _nodes.quiet():
             node = zarr.open_group(
-                self._checked if checked else self._zstore,
+                self._checked() if checked else (zstore or self._zstore),
                 path=run,
                 mode="r" if self.read_only else "r+",
                 use_consolidated=False,
@@ -286,6 +297,9 @@ class ActivationStore:
 
     def _check_unreadable(self, run: str) -> None:
         """Raise the reason ``run``, which is not a readable run, still looks like one."""
+        bad = self._unparsable(run)
+        if bad:
+            raise _integrity.damage_error_line(bad[0], len(bad))
         if self._raw(f"{run}/zarr.json") is None:
             cons = _metadata.consolidated(self._raw) or {}
             if run in cons or self._has_keys(run):
@@ -294,6 +308,22 @@ class ActivationStore:
             raise RunNotFoundError(
                 f"{_validation.unreadable(run)}; list the runs with `langneurons info STORE`"
             )
+
+    def _unparsable(self, prefix: str = "") -> list[str]:
+        """A problem line for each ``zarr.json`` under ``prefix`` that is not a JSON object."""
+        prefix = f"{prefix.rstrip('/')}/" if prefix else ""
+        out = []
+        for key in _nodes.keys(self._zstore, prefix):
+            if key != "zarr.json" and not key.endswith("/zarr.json"):
+                continue
+            try:
+                meta = json.loads(self._raw(key) or b"")
+            except ValueError as exc:
+                out.append(f"{key!r} is not valid JSON ({exc})")
+                continue
+            if not isinstance(meta, dict):
+                out.append(f"{key!r} is not a JSON object")
+        return out
 
     def unreadable_groups(self) -> list[str]:
         """Groups that hold a run's count arrays but no ``schema_version`` attribute, sorted."""
@@ -434,14 +464,17 @@ class ActivationStore:
                 # leftovers of a create that was rolled back while being deleted
                 log.warning("removing the remains of an unfinished run at %s", run)
                 self._delete_group(run)
+            recorder = _manifest.Recorder(self._zstore)  # every chunk written goes on record
             with _nodes.quiet():
-                group = self._root(consolidated=False).require_group(run)
+                root = zarr.open_group(recorder, mode="r+", use_consolidated=False)
+                group = root.require_group(run)
             journal = _journal.Journal(self._zstore, run)
             journal.arm_create(group)
             try:
                 _arrays.create_arrays(group, n_layers, n_neurons, moments, sequences, seq_dtype)
                 _arrays.preallocate(group, languages, sequence_labels)
                 attrs = meta.to_attrs()
+                attrs[schema.MANIFESTS_ATTR] = _manifest.FORMAT
                 if planned_units is not None:
                     attrs[_plan.PLANNED_UNITS] = planned_units
                 if counts is not None:
@@ -449,6 +482,7 @@ class ActivationStore:
                     _arrays.apply(group, counts, plan)
                     attrs["writes"] = [_plan.write_record("created", counts, attrs["provenance"])]
                 group.attrs.update(_attrs.encode(attrs))
+                _manifest.flush(self._zstore, recorder, new=True)
             except BaseException:
                 journal.roll_back()
                 raise
@@ -493,7 +527,8 @@ class ActivationStore:
             journal.roll_back()
             if not self._is_run(run):  # deleted, or its create rolled back, since it was named
                 self._check_run(run)
-            group = _nodes.cached(self._group(run))
+            recorder = _manifest.Recorder(self._zstore)  # every chunk written goes on record
+            group = _nodes.cached(self._group(run, zstore=recorder))
             unit = (provenance or {}).get("unit")
             if unit is not None and unit in self._units(group):
                 raise AlreadyWrittenError(
@@ -509,6 +544,7 @@ class ActivationStore:
                 action = "merged" if merge else "added"
                 _plan.log_write(writes, _plan.write_record(action, counts, provenance or {}))
                 group.attrs.update(_attrs.encode({"updated": schema.now_iso(), "writes": writes}))
+                _manifest.flush(self._zstore, recorder, new=False)
             except BaseException:
                 journal.roll_back()
                 raise
@@ -540,14 +576,29 @@ class ActivationStore:
 
     def _recover_all(self) -> list[str]:
         """Roll back every armed journal and remove the leftovers of disarmed ones."""
+        rolled, lost = self._roll_back_all()
+        if lost:
+            raise lost
+        return rolled
+
+    def _roll_back_all(self) -> tuple[list[str], CorruptStoreError | None]:
+        """:meth:`_recover_all`, with the error of runs whose undo data is damaged returned."""
         rolled = self._interrupted_runs()
+        lost: dict[str, CorruptStoreError] = {}  # undo data damaged: the other runs go on
         for run in rolled:
-            _journal.Journal(self._zstore, run).roll_back()
+            try:
+                _journal.Journal(self._zstore, run).roll_back()
+            except CorruptStoreError as exc:
+                lost[run] = exc
         for run in self.runs():
             journal = _journal.Journal(self._zstore, run)
             if run not in rolled and journal.leftovers():
                 journal.roll_back()  # a writer killed after its commit: only cleans up
-        return rolled
+        done = [r for r in rolled if r not in lost]
+        if not lost:
+            return done, None
+        more = f" (and {len(lost) - 1} more run(s) like it)" if len(lost) > 1 else ""
+        return done, CorruptStoreError(f"{next(iter(lost.values()))}{more}")
 
     def repair(self) -> list[str]:
         """Roll back every interrupted write; returns the runs that were repaired.
@@ -556,16 +607,21 @@ class ActivationStore:
         """
         return list(self.repair_report().rolled_back)
 
-    def repair_report(self) -> Repaired:
+    def repair_report(self, *, rebind: bool = False) -> Repaired:
         """Roll back every interrupted write and remove every leftover of a killed one.
 
         Leftovers are the hidden ``.NAME.tmp`` groups of killed result saves and any folder
         under a group that is no Zarr node (no ``zarr.json``) and holds only Zarr's files: the
         remains of a killed delete or write. A folder holding other files is left alone.
+
+        ``rebind``: give every array written before chunk manifests a manifest of the chunks it
+        holds now, after checking each chunk's checksum (a damaged array refuses the whole
+        rebind). Only the user can know those chunks are in their places: rebind a store that
+        ``validate`` finds valid and whose results you trust.
         """
         self._require_writable()
         with self._lock():
-            rolled = self._recover_all()
+            rolled, lost = self._roll_back_all()  # the rest of the repair goes on regardless
             ours, foreign = zarr.core.sync.sync(_leftovers.orphans(self._zstore))
             found = sorted({*self._unfinished_results(), *ours})
             removed = [p for p in found if not any(p.startswith(q + "/") for q in found)]
@@ -575,7 +631,36 @@ class ActivationStore:
             for path in foreign:
                 log.warning("leaving %s: no Zarr node, but it holds files of others", path)
             self._consolidate()
-        return Repaired(tuple(rolled), tuple(removed))
+            if lost is not None:
+                raise lost
+            rebound = self._rebind() if rebind else []
+            self._consolidate()
+        return Repaired(tuple(rolled), tuple(removed), tuple(rebound))
+
+    def _rebind(self) -> list[str]:
+        """Give arrays written before manifests one of their chunks; their groups the marker."""
+        todo: list[tuple[str, list[zarr.Array]]] = []
+        for run in [*self.runs(), *self.linked_runs()]:
+            for group, (marked, arrays) in self._arrays_by_group(run).items():
+                if not marked and arrays:
+                    todo.append((group, arrays))
+        for _, arrays in todo:  # everything is checked before anything is written
+            for arr in arrays:
+                if self._exists(_manifest.key(arr.path)):
+                    continue
+                damage = _integrity.damaged_chunks(self._zstore, arr)
+                if damage:
+                    raise _integrity.damage_error(arr.path, damage)
+        out = []
+        for group, arrays in todo:
+            for arr in arrays:
+                if not self._exists(_manifest.key(arr.path)):
+                    _manifest.rebind(self._zstore, arr)
+                    out.append(arr.path)
+            with _nodes.quiet():
+                node = zarr.open_group(self._zstore, path=group, mode="r+", use_consolidated=False)
+                node.attrs.update({schema.MANIFESTS_ATTR: _manifest.FORMAT})
+        return out
 
     def _unfinished_results(self) -> list[str]:
         """Hidden ``.NAME.tmp`` groups a killed ``save_result`` left behind."""
@@ -633,6 +718,7 @@ class ActivationStore:
             result_name=name,
             result_saved=schema.now_iso(),
             result_token=uuid.uuid4().hex,  # each save is distinct, for readers' pins
+            **{schema.MANIFESTS_ATTR: _manifest.FORMAT},
         )
         encoding = {
             n: {
@@ -653,11 +739,12 @@ class ActivationStore:
             old = f"{parent}/.{leaf}~old.tmp"  # '~' is in no name: never another result's
             self._delete_group(tmp)
             self._delete_group(old)
+            recorder = _manifest.Recorder(self._zstore)  # every chunk written goes on record
             with _nodes.quiet():
                 root = self._root(consolidated=False)
                 root.require_group(parent)
                 data.to_zarr(
-                    self._zstore,
+                    recorder,
                     group=tmp,
                     mode="w",
                     zarr_format=3,
@@ -665,6 +752,7 @@ class ActivationStore:
                     encoding=encoding,
                     write_empty_chunks=True,
                 )
+                _manifest.flush(self._zstore, recorder, new=True)
                 if self._path is not None and (self._path / path).is_dir():
                     os.replace(self._path / path, self._path / old)  # never half deleted
                 else:
@@ -743,13 +831,57 @@ class ActivationStore:
             incomplete = _plan.incompleteness(_nodes.grp(root, name).attrs)
             if incomplete is not None:
                 out.append(f"run {name!r}: {incomplete}")
+        for name in runs if run is not None else [*runs, *self.linked_runs()]:
+            if self._raw(f"{name}/zarr.json") is None or self._unparsable(name):
+                continue  # damage, which validate names
+            unbound = self._unbound(name)
+            if unbound:
+                out.append(
+                    f"{_integrity.owner(name)}: chunk places unverified in {len(unbound)} "
+                    f"array(s) written before chunk manifests (e.g. {unbound[0]!r}); once the data "
+                    f"is known good, record them with `langneurons repair --rebind {self.url}`"
+                )
         return out
+
+    def _arrays_by_group(self, run: str) -> dict[str, tuple[bool, list[zarr.Array]]]:
+        """The arrays of a run (results included) by group: whether it has manifests, arrays."""
+        with _nodes.quiet():
+            group = self._group(run)
+            members = list(group.members(max_depth=None))
+        out: dict[str, tuple[bool, list[zarr.Array]]] = {
+            run: (schema.MANIFESTS_ATTR in group.attrs, [])
+        }
+        for path, node in members:
+            if any(p.startswith(".") or p == schema.JOURNAL for p in path.split("/")):
+                continue
+            if isinstance(node, zarr.Group):
+                out[f"{run}/{path}"] = (schema.MANIFESTS_ATTR in node.attrs, [])
+        for path, node in members:
+            parent = f"{run}/{path}".rsplit("/", 1)[0]
+            if isinstance(node, zarr.Array) and parent in out:
+                out[parent][1].append(node)
+        return out
+
+    def _unbound(self, run: str) -> list[str]:
+        """Arrays of a run (results included) written before chunk manifests, as store paths."""
+        return sorted(
+            arr.path
+            for marked, arrays in self._arrays_by_group(run).values()
+            if not marked
+            for arr in arrays
+            if not self._exists(_manifest.key(arr.path))
+        )
 
     def _problems(self, run: str | None = None) -> list[tuple[bool, str]]:
         """``validate``'s problems, each with whether it is damage (a missing or bad chunk)."""
+        unparsable = self._unparsable(run or "")
+        if unparsable:  # zarr cannot walk the store past them: name them alone
+            return [(True, problem) for problem in unparsable]
         runs = [self._check_run(run)] if run is not None else self.runs()
         problems = [
-            (
+            (True, damaged)
+            if (damaged := _journal.Journal(self._zstore, path).damaged_undo())
+            else (
                 False,
                 f"run {path!r}: interrupted write (journal present); run `langneurons repair "
                 f"{self.url}`",
@@ -788,15 +920,15 @@ class ActivationStore:
         return [f"{_integrity.describe(f'{run}/{name}')}: {p}" for name, p in found]
 
     def _damage(self, run: str, *, verify: bool = True) -> list[str]:
-        """Chunks of a run's arrays (results included) that are missing or fail their checksum."""
+        """Chunks of a run's arrays (results included) that are missing, fail their checksum or
+        are not the ones written at their place."""
         out: list[str] = []
-        with _nodes.quiet():
-            members = list(self._group(run).members(max_depth=None))
-        for path, node in members:
-            hidden = any(p.startswith(".") or p == schema.JOURNAL for p in path.split("/"))
-            if isinstance(node, zarr.Array) and not hidden:
-                problems = _integrity.damaged_chunks(self._zstore, node, verify=verify)
-                where = _integrity.describe(f"{run}/{path}")
+        for marked, arrays in self._arrays_by_group(run).values():
+            for node in arrays:
+                problems = _integrity.damaged_chunks(
+                    self._zstore, node, verify=verify, manifest_expected=marked
+                )
+                where = _integrity.describe(node.path)
                 out.extend(f"{where}: {p}" for p in problems)
         return out
 
@@ -883,8 +1015,9 @@ class ActivationStore:
 
     def _iter_items(self, keys: list[str]) -> Iterator[tuple[str, bytes]]:
         """``(key, bytes)`` of each key, read through the checked view."""
+        checked = self._checked()
         for key in keys:
-            data = _nodes.raw(self._checked, key)
+            data = _nodes.raw(checked, key)
             if data is not None:
                 yield key, data
 
@@ -948,7 +1081,9 @@ class RunWriter:
         arrays of a store it is building).
         """
         with self.store._lock():
-            yield self.store._group(self.run)
+            recorder = _manifest.Recorder(self.store._zstore)
+            yield self.store._group(self.run, zstore=recorder)
+            _manifest.flush(self.store._zstore, recorder, new=False)
             self.store._consolidate()
 
 

@@ -8,6 +8,8 @@ rename it into place, so a failed export or import leaves nothing behind.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import shutil
@@ -16,9 +18,11 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
+
 from langneurons._fs import apply_umask
 from langneurons._progress import progress
-from langneurons.errors import InvalidNameError, NotAStoreError, RunExistsError
+from langneurons.errors import InvalidNameError, NotAStoreError, OutOfSpaceError, RunExistsError
 from langneurons.store import _leftovers
 
 
@@ -73,7 +77,9 @@ def unpack(src: Path, dest: Path, check: Callable[[Path], None]) -> None:
             check_member(src, info)
         if "zarr.json" not in {m.filename for m in members}:
             raise NotAStoreError(f"{str(src)!r} holds no zarr.json; it is not a store export")
+        check_sizes(src, archive, members)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        check_space(dest, sum(m.file_size for m in members if not m.is_dir()))
         _leftovers.clean_next_to(dest, "import")
         tmp = Path(
             tempfile.mkdtemp(
@@ -98,6 +104,62 @@ def unpack(src: Path, dest: Path, check: Callable[[Path], None]) -> None:
             os.rename(tmp, dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+METADATA_LIMIT = 256 * 2**20  # a zarr.json (the consolidated one included) or an unsized chunk
+CHUNK_OVERHEAD = 1024  # blosc's header (16-32 bytes) and the 4-byte checksum, with room to spare
+
+
+def check_sizes(src: Path, archive: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse a member that claims more bytes than its place in the store can hold (a zip bomb).
+
+    A chunk of a fixed-size array holds at most its chunk's bytes plus the codec overhead, as its
+    array's ``zarr.json`` in the archive says; every other member is bounded by
+    :data:`METADATA_LIMIT`. ``zipfile`` never unpacks more than a member claims.
+    """
+    bounds: dict[str, int] = {}
+    for info in members:
+        name = info.filename
+        if name.endswith("/zarr.json") and info.file_size <= METADATA_LIMIT:
+            bound = _chunk_bound(archive, info)
+            if bound is not None:
+                bounds[name[: -len("/zarr.json")]] = bound
+    for info in members:
+        match = _CHUNK.match(info.filename)
+        limit = bounds.get(match["array"], METADATA_LIMIT) if match else METADATA_LIMIT
+        if info.file_size > limit:
+            raise NotAStoreError(
+                f"{str(src)!r}: member {info.filename!r} unpacks to {info.file_size} bytes, more "
+                f"than the {limit} its place in a store can hold; refusing the archive "
+                "(a damaged export or a zip bomb)"
+            )
+
+
+_CHUNK = re.compile(r"^(?P<array>.+)/c(/\d+)*$")
+
+
+def _chunk_bound(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int | None:
+    """The largest a stored chunk of this array can be, or None (not an array, unsized type)."""
+    try:
+        meta = json.loads(archive.read(info))
+        itemsize = np.dtype(meta["data_type"]).itemsize
+        shape = meta["chunk_grid"]["configuration"]["chunk_shape"]
+        cells = math.prod(int(n) for n in shape)
+    except (ValueError, TypeError, KeyError, zipfile.BadZipFile):
+        return None  # not a fixed-size array: the general bound applies
+    if meta.get("node_type") != "array" or np.dtype(meta["data_type"]).kind not in "biuf":
+        return None
+    return cells * itemsize + CHUNK_OVERHEAD
+
+
+def check_space(dest: Path, needed: int) -> None:
+    """Refuse to start writing ``needed`` bytes next to ``dest`` when the disk has less free."""
+    free = shutil.disk_usage(dest.parent).free
+    if needed > free:
+        raise OutOfSpaceError(
+            f"unpacking needs {needed} bytes next to {str(dest)!r} but only {free} are free; "
+            "free some space or unpack elsewhere"
+        )
 
 
 def check_member(src: Path, info: zipfile.ZipInfo) -> None:

@@ -23,8 +23,12 @@ read time (``n_active / n_tokens``), never stored.
 
 Integrity (new in version 2): every chunk of every array is written, none left implicit as the
 fill value, and every chunk's codec chain ends in a CRC32C checksum, so a missing or damaged
-chunk file is detected (``store/_integrity.py``). Saved results carry ``result_kind`` and
-``result_name`` attributes. Version 1 stores lack both; ``langneurons migrate`` rewrites them.
+chunk file is detected (``store/_integrity.py``). Each array's ``chunk_manifest.json`` records
+the checksum of the chunk written at each place, so a valid chunk copied from elsewhere (another
+run, another language's row) is detected too; groups whose arrays all have one carry the
+attribute ``chunk_manifests`` (additive: older readers ignore both, no version bump). Saved
+results carry ``result_kind`` and ``result_name`` attributes. Version 1 stores lack checksums and
+write no chunk that holds only zeros; ``langneurons migrate`` rewrites them.
 """
 
 from __future__ import annotations
@@ -61,6 +65,12 @@ JOURNAL: Final = "_journal"
 #: (``--results-store``); ``{"store": URL, "run": RUN, "model", "corpus_hash", "created"}``.
 RESULTS_OF: Final = "results_of"
 RESULT_GROUPS: Final = ("identification", "stats", "compare", "ablation")
+#: Next to each array's ``zarr.json``: ``{"crc32c": {CHUNK KEY: the chunk's stored checksum}}``, the
+#: checksum each chunk had when it was written there (``store/_manifest.py``). Zarr ignores it.
+CHUNK_MANIFEST: Final = "chunk_manifest.json"
+#: Attribute of a run or result group whose arrays all carry a chunk manifest (its format, 1).
+#: Groups written before manifests lack it: their chunks' places are unverified.
+MANIFESTS_ATTR: Final = "chunk_manifests"
 RESERVED_NAMES: Final = frozenset({JOURNAL, *RESULT_GROUPS})
 #: Names Zarr gives its own metadata files (v3 and v2, consolidated included): a run or result
 #: component of one of these names would overwrite or hide a node's metadata.

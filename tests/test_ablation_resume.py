@@ -1,4 +1,5 @@
-"""Ablation is resumable per (deactivated set, language) unit, and resumes bit for bit."""
+"""Ablation is resumable per (deactivated set, language) unit, and resumes bit for bit; it keeps
+per-item NLL and refuses evaluation items the neurons were identified from."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -29,6 +31,17 @@ from langneurons.store import open_store  # noqa: E402
 
 from .conftest import run_cli  # noqa: E402
 from .test_extract import write_data  # noqa: E402
+
+
+def write_heldout(path: Path, n_items: int = 2) -> Path:
+    """Evaluation records held out from ``write_data``'s: other ids, other texts."""
+    lines = [json.loads(line) for line in write_data(path, n_items).read_text().splitlines()]
+    for line in lines:
+        line["id"] = "e" + line["id"][1:]
+        line["response"] = line["response"] + " ok"
+    path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n")
+    return path
+
 
 pytestmark = pytest.mark.requires_torch
 
@@ -48,18 +61,20 @@ OPTIONS: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny model, its data, and a store with a run, an identification and a finished
-    ablation ``ref`` made in one go."""
+    """A tiny model, its identification data, held-out evaluation data (``data``), and a store
+    with a run (per-sequence labels), an identification and a finished ablation ``ref``."""
     root = tmp_path_factory.mktemp("ablation")
     model = tiny_model("llama", seed=1, path=root / "model")
-    data = write_data(root / "data.jsonl", n_items=2)
+    corpus = write_data(root / "corpus.jsonl", n_items=2)
+    data = write_heldout(root / "data.jsonl", n_items=2)
     store = root / "store.zarr"
-    extract(model, data, store, "r", device="cpu", dtype="float32", progress=False)
+    extract(model, corpus, store, "r", device="cpu", dtype="float32", progress=False,
+            per_sequence=True)  # fmt: skip
     opened = open_store(store, mode="r+")
     opened.save_result("r", "identification", "lape", identify(opened.open_run("r"), "lape",
                                                                top_rate=0.1))  # fmt: skip
     ablate(model, store, "r", "lape", data, name="ref", **OPTIONS)
-    return {"model": model, "data": data, "store": store}
+    return {"model": model, "data": data, "corpus": corpus, "store": store}
 
 
 @pytest.fixture
@@ -85,7 +100,8 @@ def assert_bit_identical(got: xr.Dataset, want: xr.Dataset) -> None:
         else:
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
     # where and when it was saved; result_path is on the returned Dataset only, not on disk
-    stamps = ("result_saved", "result_token", "result_name", "result_kind", "result_path")
+    stamps = ("result_saved", "result_token", "result_name", "result_kind", "result_path",
+              "chunk_manifests")  # fmt: skip
     strip = lambda attrs: {k: v for k, v in attrs.items() if k not in stamps}  # noqa: E731
     assert json.dumps(strip(got.attrs), sort_keys=True, default=str) == json.dumps(
         strip(want.attrs), sort_keys=True, default=str
@@ -128,6 +144,9 @@ def test_interrupted_and_resumed_is_bit_exact(
     assert "nll" not in partial and partial.attrs["status"].startswith("partial")
     assert (partial.attrs["units_done"], partial.attrs["units_total"]) == (after, UNITS)
     assert int(partial.unit_done.sum()) == after
+    # the finished units' per-item sums travel with the partial result, and only theirs
+    done_items = int(partial.unit_item_nll.notnull().sum().values)
+    assert done_items == after * 2  # two items per language
     # without --resume it is refused, and nothing changes
     with pytest.raises(
         RunExistsError,
@@ -172,7 +191,7 @@ def test_a_finished_ablation_is_refused_or_reused(
 
 
 def _other_data(setup: dict[str, Path]) -> Path:
-    return write_data(setup["data"].parent / "other.jsonl", n_items=1)
+    return write_heldout(setup["data"].parent / "other.jsonl", n_items=1)
 
 
 # (label, changed option, pinned message)
@@ -189,6 +208,8 @@ CHANGED: list[tuple[str, Callable[[dict[str, Path]], dict[str, Any]], str]] = [
      r"a different batch_tokens \(batch_tokens 64 != 32\)"),
     ("dtype", lambda s: {"dtype": "bfloat16"},
      r"a different dtype \(dtype 'float32' != 'bfloat16'\)"),
+    ("allow overlap", lambda s: {"allow_overlap": True},
+     r"a different allow_overlap \(allow_overlap False != True\)"),
 ]  # fmt: skip
 
 
@@ -231,8 +252,8 @@ def test_parameters_are_checked_before_the_model_is_loaded(
 
 def test_memory_store_resumes(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     url = "memory://ablation-resume.zarr"
-    extract(setup["model"], setup["data"], url, "r", device="cpu", dtype="float32",
-            progress=False)  # fmt: skip
+    extract(setup["model"], setup["corpus"], url, "r", device="cpu", dtype="float32",
+            progress=False, per_sequence=True)  # fmt: skip
     opened = open_store(url, mode="r+")
     opened.save_result("r", "identification", "lape", identify(opened.open_run("r"), "lape",
                                                                top_rate=0.1))  # fmt: skip
@@ -327,5 +348,143 @@ def test_killed_process_resumes_bit_exact(
     code, out, err = run_cli(capsys, *args, "--resume")
     assert code == 0, err
     assert "ablation saved at r/ablation/x" in out
+    assert "held-out evaluation: disjoint (no evaluation item is among the 6 sequences" in out
     assert_bit_identical(open_store(store).open_result("r", "ablation", "x").load(),
                          _reference(setup))  # fmt: skip
+
+
+# ------------------------------------------------------------------ per-item NLL, held out
+def test_per_item_nll_adds_up_to_the_mean_per_token(setup: dict[str, Path]) -> None:
+    ref = _reference(setup)
+    assert ref.attrs["heldout"] == "disjoint" and ref.attrs["heldout_overlap"] == 0
+    assert ref.sizes["item"] == 2 * len(LANGS)
+    assert ref.item_language.values.tolist() == ["en", "en", "de", "de"]
+    assert ref.item_id.values.tolist() == ["e0", "e1", "e0", "e1"]
+    assert (ref.item_tokens.values > 0).all()
+    for lang in LANGS:
+        on = (ref.item_language == lang).values
+        tokens = ref.item_tokens.values[on].sum()
+        mean = ref.item_nll.values[:, on].sum(axis=1) / tokens
+        np.testing.assert_allclose(mean, ref.nll.sel(evaluated=lang).values, rtol=1e-6)
+        control = ref.control_item_nll.values[1:, on].sum(axis=1) / tokens
+        np.testing.assert_allclose(
+            control, ref.control_nll.sel(evaluated=lang).values[1:], rtol=1e-6
+        )
+    assert np.isnan(ref.control_item_nll.sel(deactivated="none").values).all()
+
+
+def _old_summed_nll(loaded: Any, encoded: list[Any], batch_tokens: int) -> tuple[float, int]:
+    """The total as it was computed before per-record sums were kept (the oracle)."""
+    from langneurons.extract.engine import bucket_batches, pad_batch
+
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for batch in bucket_batches([e.length for e in encoded], batch_tokens):
+            ids, mask = pad_batch([encoded[i] for i in batch], 0)
+            target = mask[..., 1].bool()
+            target[:, 0] = False
+            logits = loaded.model(input_ids=ids, attention_mask=mask.sum(-1).long()).logits
+            chosen = target[:, 1:]
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1][chosen].float(), ids[:, 1:][chosen], reduction="sum"
+            )
+            total += float(nll.double())
+            count += int(chosen.sum())
+    return total, count
+
+
+def test_total_is_unchanged_and_items_are_the_records(setup: dict[str, Path]) -> None:
+    from langneurons.extract.engine import encode, load_model, load_records
+
+    loaded = load_model(setup["model"], device="cpu", dtype="float32")
+    loaded.tokenizer.pad_token_id = 0
+    records = load_records(setup["data"])
+    encoded = [encode(r, loaded.tokenizer, chat_template=False, max_length=1024) for r in records]
+    scored = ablation._summed_nll(loaded, encoded, batch_tokens=24)
+    total, count = _old_summed_nll(loaded, encoded, 24)
+    assert scored.count == count
+    assert abs(scored.total - total) <= 1e-12 * abs(total)
+    np.testing.assert_allclose(scored.item_sum.sum(), total, rtol=1e-6)
+    assert scored.item_count.tolist() == [ablation.scored_tokens(e) for e in encoded]
+    # one record at a time gives the same per-record sums (batching moves nothing between rows)
+    alone = [ablation._summed_nll(loaded, [e], batch_tokens=24).item_sum[0] for e in encoded]
+    np.testing.assert_allclose(scored.item_sum, alone, rtol=1e-5)
+
+
+def test_overlapping_evaluation_is_refused_before_the_model_loads(
+    setup: dict[str, Path], store: Path
+) -> None:
+    missing = setup["model"].parent / "no-such-model"  # never loaded: the check comes first
+    with pytest.raises(
+        ParameterError,
+        match=r"^4 of 4 evaluation items were also read to identify the neurons of run 'r' "
+        r"\(first: language 'de', id 'q0'\); deactivation scored on them is circular: .* or pass "
+        r"--allow-overlap$",
+    ):
+        ablate(missing, store, "r", "lape", setup["corpus"], name="circular", **OPTIONS)
+    assert open_store(store).results("r", "ablation") == ["ref"]  # nothing saved
+    got = ablate(setup["model"], store, "r", "lape", setup["corpus"], name="circular",
+                 allow_overlap=True, **OPTIONS)  # fmt: skip
+    assert got.attrs["heldout"] == "overlap allowed" and got.attrs["heldout_overlap"] == 4
+    assert got.attrs["allow_overlap"] is True
+
+
+def test_overlap_via_cli_exits_non_zero_and_saves_nothing(
+    setup: dict[str, Path], store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "ablate", "--model", setup["model"], "--store", store, "--run", "r", "--identification",
+        "lape", "--data", setup["corpus"], "--controls", "1", "--device", "cpu", "--name", "c",
+    ]  # fmt: skip
+    code, _, err = run_cli(capsys, *map(str, args))
+    assert code != 0
+    assert err.strip() == (
+        "langneurons: error: 6 of 6 evaluation items were also read to identify the neurons of "
+        "run 'r' (first: language 'de', id 'q0'); deactivation scored on them is circular: "
+        "evaluate on held-out items (e.g. 'builtin:evaluate' after extracting "
+        "'builtin:identify'), or pass --allow-overlap"
+    )
+    assert open_store(store).results("r", "ablation") == ["ref"]
+
+
+def test_a_partial_ablation_without_item_values_is_not_resumed(
+    setup: dict[str, Path], store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _interrupt(setup, store, 2, monkeypatch)
+    opened = open_store(store, mode="r+")
+    old = opened.open_result("r", "ablation", "x").load().drop_vars("unit_item_nll")
+    opened.save_result("r", "ablation", "x", old)
+    with pytest.raises(
+        ParameterError,
+        match=r"^ablation 'x' of run 'r' was interrupted before per-item NLL was stored, so it "
+        r"cannot be completed; ablate again under another --name$",
+    ):
+        ablate(setup["model"], store, "r", "lape", setup["data"], name="x", resume=True,
+               **OPTIONS)  # fmt: skip
+
+
+def test_an_empty_set_is_not_evaluated_again(
+    setup: dict[str, Path], store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A language whose mask is empty (so are its controls) reuses the unablated values: the
+    forward pass it would run is the unablated one, bit for bit."""
+    opened = open_store(store, mode="r+")
+    lape = opened.open_result("r", "identification", "lape").load()
+    mask = lape["mask"].copy()
+    mask.loc[{"language": "de"}] = False
+    opened.save_result("r", "identification", "no-de", lape.assign(mask=mask))
+    calls = _counting(monkeypatch)
+    out = ablate(setup["model"], store, "r", "no-de", setup["data"], name="e", **OPTIONS)
+    assert len(calls) == UNITS - 2 * 2  # de and its control, on en and de
+    none = out["nll"].sel(deactivated="none").values
+    assert out["nll"].sel(deactivated="de").values.tobytes() == none.tobytes()
+    assert (out["control_nll"].sel(deactivated="de").values == none[:, None]).all()
+    assert int(out["n_neurons"].sel(deactivated="de")) == 0
+    ref = _reference(setup)  # the other rows are those of the full ablation
+    assert out["nll"].sel(deactivated="en").values.tobytes() == (
+        ref["nll"].sel(deactivated="en").values.tobytes()
+    )
+    # the unablated pass is deterministic: evaluating "none" again gives the same bytes
+    assert out["nll"].sel(deactivated="none").values.tobytes() == (
+        ref["nll"].sel(deactivated="none").values.tobytes()
+    )

@@ -180,12 +180,19 @@ BETA_32 = cal.Cell("tests", cal._shape("beta-binomial", 32, 0.01), reps=10, n_bo
 # two independent sets of 5 % of the neurons, clustered by layer like real selections
 OVERLAP = cal.Cell("overlap", cal._shape("independent", 32, 0.01, neurons=1024), reps=100)
 
+# paired runs of one corpus: label-swap permutations of type_change (n_boot: permutations)
+SWAP = cal.Cell(
+    "swap", cal._shape("logit-normal", 16, 0.01, rho=0.5, layers=4, neurons=64), reps=20, n_boot=19
+)
+
 # identified runs of 24 layers: no depth structure (FPR) or three planted stages (power)
 STAGES = cal.Cell("stages", cal._shape("independent", 32, 0.01, **cal.STAGE_LAYERS), reps=60)
 
 VALID = [
     ("segment_stages auto (permutation)", STAGES),
     ("overlap (layer null)", OVERLAP),
+    ("type_change swap (layer x type)", SWAP),
+    ("type_change swap (total per type)", SWAP),
     ("test cluster", INDEP_128),
     ("BH (cluster test)", INDEP_128),
     ("BY (cluster test)", INDEP_128),
@@ -201,6 +208,8 @@ VALID = [
     ("probability cluster", INDEP_DENSE),
     ("probability cluster", INDEP_8),  # Korn-Graubard
     ("probability cluster", REPEATED),  # items as clusters, Korn-Graubard
+    ("probability cluster", ITEMS_8),  # 8 sparse items: held by the design-effect floor
+    ("probability cluster", BETA_32),  # sparse beta-binomial: 0.921 before the floor
     # the design-effect adjusted z-test is not asserted: at the true D its FPR holds at 0.05
     # but is 0.015-0.018 at 0.01 on sparse neurons in the full grid (docs/calibration.md)
     ("probability wilson true D", BETA_32),
@@ -233,7 +242,6 @@ IGNORING_ITEMS = [
 FAILING = [
     ("segment_stages auto (bic)", STAGES, "BIC over-splits identified profiles"),
     ("overlap (uniform null)", OVERLAP, "the uniform null ignores selections' layer profile"),
-    ("probability cluster", ITEMS_8, "Korn-Graubard interval of 8 sparse items undercovers"),
 ]
 
 
@@ -273,9 +281,10 @@ def test_token_level_methods_say_descriptive(case: tuple[str, cal.Cell]) -> None
 @pytest.mark.slow
 @pytest.mark.parametrize("case", IGNORING_ITEMS, ids=_label)
 def test_clustering_on_sequences_when_items_repeat_fails(case: tuple[str, cal.Cell]) -> None:
+    """It breaks the bounds, and its result says descriptive (a user override of 'auto')."""
     method, cell = case
     result = _result(cell, method)
-    assert not result.descriptive and result.failures() != []
+    assert result.descriptive and result.failures() != []
 
 
 @pytest.mark.slow
@@ -376,3 +385,50 @@ def test_few_controls_make_the_accuracy_control_test_descriptive() -> None:
         if r.method.startswith("accuracy control test")
     ]
     assert result.descriptive and result.verdict() == "descriptive"
+
+
+# --------------------------------------------------------------------------- deactivation
+# simulated ablations: 4 languages, 8 items per language (the built-in evaluation part), 19
+# random controls; the own-language set adds 0.05 nats per token in the alternative
+DEACTIVATION = cal.Cell("deactivation", sim.AblationShape(items=8, planted=0.05), reps=400)
+
+
+def test_simulated_ablation_follows_the_ablation_schema() -> None:
+    from langneurons.analysis import deactivation_effects
+
+    shape = sim.AblationShape(items=5, controls=4, planted=0.1)
+    abl = sim.simulate_ablation(shape, np.random.default_rng(0))
+    assert dict(abl.sizes) == {"deactivated": 5, "evaluated": 4, "control": 4, "item": 20}
+    tokens = abl.item_tokens.values
+    assert tokens.min() >= 20 and tokens.max() <= 80
+    on = abl.item_language.values == "l2"
+    mean = abl.item_nll.values[:, on].sum(axis=1) / tokens[on].sum()
+    np.testing.assert_allclose(mean, abl.nll.sel(evaluated="l2").values, rtol=1e-12)
+    out = deactivation_effects(abl, alpha=None, n_perm=1)
+    assert out.attrs["intervals"].startswith("Student-t over items")
+
+
+@pytest.mark.parametrize("method", ["deactivation control test (C=19)", "deactivation item t-test"])
+def test_deactivation_tests_hold_their_level_and_have_power(method: str) -> None:
+    result = _result(DEACTIVATION, method)
+    assert result.failures() == [], result.verdict()
+    assert result.mean["power"] > 0.7  # 0.95 and 0.84 at 0.05 nats per token (docs)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(
+            m,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=f"the t interval of a ratio over 8 skewed items undercovers: {c} (docs)",
+            ),
+        )
+        for m, c in (("deactivation damage interval (items)", "0.93 in the full grid"),)
+    ]
+    + ["deactivation dominance interval (items)"],  # 0.944 with HC3 (0.924 before)
+)
+def test_deactivation_item_intervals_cover(method: str) -> None:
+    result = _result(DEACTIVATION, method)
+    assert result.failures() == [], result.verdict()

@@ -28,6 +28,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("pipeline")
     data = root / "data.jsonl"
     write_records(data, [r for r in builtin_corpus(LANGS) if int(r.id[1:]) <= 8])
+    # deactivation is scored on held-out problems (the evaluation part), four per language
+    held_out = root / "eval.jsonl"
+    write_records(held_out, [r for r in builtin_corpus(LANGS, part="evaluate") if r.id <= "q28"])
     base = tiny_model("llama", seed=0, path=root / "base", layers=4, hidden=32, intermediate=64)
     aligned = tiny_model(
         "llama", seed=1, path=root / "aligned", layers=4, hidden=32, intermediate=64
@@ -54,7 +57,14 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             ]
         )
         assert code == 0
-    return {"root": root, "data": data, "base": base, "aligned": aligned, "store": store}
+    return {
+        "root": root,
+        "data": data,
+        "eval": held_out,
+        "base": base,
+        "aligned": aligned,
+        "store": store,
+    }
 
 
 def test_extract_then_identify(
@@ -106,19 +116,19 @@ def test_ablate_and_deactivation_stats(
         "--identification",
         "for-ablation",
         "--data",
-        pipeline["data"],
-        "--controls",
-        "2",
+        pipeline["eval"],
         "--device",
         "cpu",
         "--chat-template",
     )
     assert code == 0, err
     assert "ablation saved at tiny/base/ablation/for-ablation" in out
+    assert "held-out evaluation: disjoint (no evaluation item is among the 32 sequences" in out
     ablation = open_store(store).open_result("tiny/base", "ablation", "for-ablation")
     assert list(ablation.deactivated.values)[0] == "none"
     assert list(ablation.evaluated.values) == LANGS
-    assert ablation.sizes["control"] == 2
+    assert ablation.sizes["control"] == 19  # the default: the control test can reach 0.05
+    assert ablation.sizes["item"] == 4 * 4
     assert np.isfinite(ablation.nll.values).all() and (ablation.nll.values > 0).all()
     assert np.isnan(ablation.control_nll.sel(deactivated="none").values).all()
     # switching off no neurons changes nothing: the "none" row is the unhooked model
@@ -139,6 +149,8 @@ def test_ablate_and_deactivation_stats(
     result = json.loads(out)["deactivation"]
     assert result["saved"] == "tiny/base/stats/deactivation"
     assert "pvalue_permutation" in result["variables"]
+    assert result["variables"]["min_pvalue_control"]["values"] == [0.05] * 4
+    assert all(v is not None for v in result["variables"]["dominance_low"]["values"])
 
 
 def test_stats_stages_and_compare(

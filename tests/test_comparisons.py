@@ -36,6 +36,64 @@ def _ids(run: xr.Dataset, ids: list[str]) -> xr.Dataset:
     return run.assign(seq_id=("sequence", np.asarray(ids)))
 
 
+# --------------------------------------------------------------------------- label swaps
+
+
+def test_swap_weights_give_every_unit_to_exactly_one_pseudo_run() -> None:
+    from langneurons.analysis._resample import design, draw_swaps, replicate_seeds, units
+
+    a, b = small_run(0), small_run(1)
+    plans = []
+    for run in (a, b):
+        d = design(run, ("response",), "test", name="run")
+        plans.append(units(run, d, "item"))
+    plans[1] = plans[1].onto(plans[0], ("a", "b"))
+    w_a, w_b = draw_swaps(plans, replicate_seeds(3, 50))
+    assert set(np.unique(w_a)) == {0, 1} and set(np.unique(w_b)) == {0, 1}
+    # the runs list the same sequences in the same order here: a unit is in one pseudo-run
+    assert (w_a + w_b == 1).all()
+    again = draw_swaps(plans, replicate_seeds(3, 50))
+    assert (again[0] == w_a).all()  # one stream per seed
+
+
+def test_swap_test_of_identical_runs_finds_nothing_and_states_its_null() -> None:
+    a = small_run(0)
+    out = type_change(a, a, n_boot=0, n_perm=19, params=PARAMS, seed=4)
+    assert (out["change"].values == 0).all()
+    assert (out["change_pvalue_swap"].values == 1.0).all()
+    assert (out["total_change_pvalue_swap"].values == 1.0).all()
+    assert out.attrs["min_pvalue_swap"] == 0.05 and out.attrs["n_perm"] == 19
+    assert "exchangeable unit by unit" in out.attrs["pvalue_swap"]
+    assert out["swap_total_change"].dims == ("permutation", "type")
+
+
+def test_swap_test_p_values_are_permutation_p_values() -> None:
+    a, b = small_run(0), small_run(1)
+    out = type_change(a, b, n_boot=0, n_perm=19, params=PARAMS, seed=2)
+    p = out["total_change_pvalue_swap"].values
+    null = out["swap_total_change"].values
+    change = out["total_change"].values
+    expected = (1 + (np.abs(null) >= np.abs(change)).sum(axis=0)) / 20
+    assert np.allclose(p, expected)
+    # every pseudo-run pair splits the same tokens: the null of the total selection is 0
+    assert (null.sum(axis=1) == 0).all()
+    same = type_change(a, b, n_boot=0, n_perm=19, params=PARAMS, seed=2)
+    assert np.array_equal(same["swap_total_change"].values, null)
+
+
+def test_swap_test_needs_paired_runs() -> None:
+    a, b = small_run(0), small_run(1)
+    other = _ids(b, [f"x{i}" for i in range(b.sizes["sequence"])])
+    with pytest.raises(
+        ParameterError,
+        match=r"^n_perm > 0 swaps items between the runs, so both need the same seq_ids \(the "
+        r"same corpus, paired\); pass n_perm=0 for runs on different corpora$",
+    ):
+        type_change(a, other, n_boot=0, n_perm=9, params=PARAMS)
+    with pytest.raises(ParameterError, match=r"^n_perm must be"):
+        type_change(a, b, n_perm=-1, params=PARAMS)
+
+
 # --------------------------------------------------------------------------- paired="auto"
 
 
@@ -326,6 +384,19 @@ def test_compare_two_unrelated_runs_prints_the_reason_not_a_p_value(
     assert code == 0, err
     assert "selection: every result selects round(L*N*top_rate)" in out
     assert "mask en" in out and "Stuart-Maxwell" in out
+
+
+def test_compare_runs_reports_the_swap_test_of_the_type_change(
+    group_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(
+        capsys, "compare", "runs", group_store, "--base", "m/a1", "--aligned", "m/b1",
+        "--top-rate", "0.1", "--n-boot", "3", "--n-swap", "9", "--no-save",
+    )  # fmt: skip
+    assert code == 0, err
+    table = out[out.index("type_change: not saved") :]
+    assert "  type        base  aligned  change        0.95 CI  boot p  swap p" in table
+    assert "swap p (9 permutations of the total, smallest attainable 0.1): two-sided " in table
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,23 @@ def test_demo_writes_store_and_report(tmp_path: Path, capsys: pytest.CaptureFixt
         "tests",
     }
     assert store.results(base, "ablation") == ["ternary"]
+    # deactivation on held-out items, with enough controls to test at 0.05, and per-item NLL
+    ablation = store.open_result(base, "ablation", "ternary")
+    assert ablation.attrs["heldout"] == "disjoint" and ablation.attrs["controls"] == 19
+    # the languages with the largest masks (at least two; empty ones are not evaluated again)
+    sizes = store.open_result(base, "identification", "ternary")["mask"].sum(["layer", "neuron"])
+    chosen = [str(x) for x in ablation.evaluated.values]
+    assert len(chosen) >= 2
+    assert min(int(sizes.sel(language=x)) for x in chosen) >= max(
+        [int(sizes.sel(language=x)) for x in ("en", "zh", "sw") if x not in chosen], default=0
+    )
+    assert ablation.sizes["item"] == len(chosen) * 8 and set(ablation.item_id.values) == {
+        f"q{i}" for i in range(25, 33)
+    }
+    effects = store.open_result(base, "stats", "deactivation")
+    assert effects.attrs["alpha"] == 0.05 and effects.attrs["inference"] == "valid"
+    assert (effects["min_pvalue_control"].values == 0.05).all()
+    assert bool(effects["dominance_low"].notnull().all())  # intervals over the held-out items
     # the comparison is saved as `langneurons compare runs` saves it: vs-BASE, '_' for '/'
     compared = store.results("tiny-llama/perturbed", "compare")
     assert {"vs-tiny-llama_base/type_change", "vs-tiny-llama_base/mcnemar"} <= set(compared)

@@ -126,6 +126,14 @@ def test_item_clusters_equal_sequences_added_per_item() -> None:
             np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-12, err_msg=name)
     seq = language_preference_tests(run, cluster="sequence")
     assert seq.attrs["cluster"] == "sequence"
+    # forcing sequences when items repeat: not valid inference, and the result says why
+    for res in (seq, activation_probability(run, method="cluster", cluster="sequence")):
+        assert res.attrs["inference"] == "descriptive"
+        assert res.attrs["inference_reason"].startswith(
+            "cluster='sequence' while seq_ids repeat within a language: the sequences of one "
+            "item are not independent"
+        )
+    assert language_preference_tests(merged, cluster="sequence").attrs["inference"] == "valid"
     assert not np.allclose(seq["se"].values, language_preference_tests(run)["se"].values)
 
 
@@ -138,17 +146,22 @@ def test_item_bootstrap_draws_items() -> None:
 
 def test_cluster_interval_is_korn_graubard() -> None:
     # oracle: Clopper-Pearson (scipy's beta quantiles) at the effective sample size
-    # n* = p (1 - p) / se^2 (at most T), scaled by (z / t_{n-1})^2, n = 5 sequences
+    # n* = T / max(D, median D of the language, 1) with D = se^2 T / (p (1 - p)), scaled by
+    # (z / t_{n-1})^2, n = 5 sequences
     from scipy import stats
 
     run = _run(responses=1, items=5)
     res = activation_probability(run, method="cluster", ci=0.9)
     assert "Korn-Graubard" in res.attrs["interval"]
     tokens = run["n_tokens"].sel(role="response").values.astype(float)
-    p, se = res["p"].values, res["se"].values
-    n_eff = (
-        np.minimum(p * (1 - p) / se**2, tokens) * (stats.norm.ppf(0.95) / stats.t.ppf(0.95, 4)) ** 2
-    )
+    p, se = res["p"].values, res["se"].values  # [layer, neuron, language]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        deff = np.where((se > 0) & (p * (1 - p) > 0), se**2 * tokens / (p * (1 - p)), np.nan)
+    floor = np.maximum(np.nanmedian(deff.reshape(-1, deff.shape[-1]), axis=0), 1.0)
+    np.testing.assert_allclose(res["design_effect_floor"].values, floor)
+    assert (floor > 1).any()  # the floor binds somewhere in this run
+    d_used = np.maximum(np.nan_to_num(deff, nan=1.0), floor)
+    n_eff = tokens / d_used * (stats.norm.ppf(0.95) / stats.t.ppf(0.95, 4)) ** 2
     x = p * n_eff
     np.testing.assert_allclose(res["lower"].values, stats.beta.ppf(0.05, x, n_eff - x + 1))
     np.testing.assert_allclose(res["upper"].values, stats.beta.ppf(0.95, x + 1, n_eff - x))

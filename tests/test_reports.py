@@ -84,8 +84,9 @@ def memory_run(seed: int, layers: int = 8, neurons: int = 40) -> xr.Dataset:
     )
 
 
-def ablation(langs: list[str], controls: int = 6, seed: int = 0) -> xr.Dataset:
-    """A synthetic ablation result: own-language damage 0.5, others and controls ~0.05."""
+def ablation(langs: list[str], controls: int = 19, seed: int = 0) -> xr.Dataset:
+    """A synthetic ablation result: own-language damage 0.5, others and controls ~0.05 (no
+    per-item values, like an ablation made before they were stored)."""
     rng = np.random.default_rng(seed)
     k = len(langs)
     base = rng.uniform(1.5, 2.5, k)
@@ -487,7 +488,7 @@ def build_store(path: Path) -> Path:
     }
     for part, ds in parts.items():
         store.save_result("m/aligned", "compare", f"vs-base/{part}", ds)
-    abl = ablation(LANGS)
+    abl = ablation(LANGS, controls=3)  # the old default: the report's fallback must draw it
     abl.attrs["data"] = str(path.parent / "eval.jsonl")  # a local path, shown relative
     store.save_result("m/base", "ablation", "ternary", abl)
     if HAS_TESTS:
@@ -963,13 +964,15 @@ def test_report_draws_saved_deactivation_effects_instead_of_deriving(tmp_path: P
     """`stats deactivation` saves the effects with the ablation's name; the report reads them."""
     store = ln.create_store(tmp_path / "s.zarr")
     store.create_run("m", n_layers=2, n_neurons=5, sequences=True, counts=counts(2, 2, 5))
-    abl = ablation(LANGS)
+    abl = ablation(LANGS, controls=3)  # too few controls for a test at 0.05
     store.save_result("m", "ablation", "ternary", abl)
     derived_code = "deactivation_effects(store.open_result('m', 'ablation', 'ternary')"
     write_report(store, tmp_path / "derived")
-    assert derived_code in (tmp_path / "derived" / "report.qmd").read_text()
+    qmd = (tmp_path / "derived" / "report.qmd").read_text()
+    assert derived_code + ", alpha=None, n_perm=1000)" in qmd
 
-    effects = deactivation_effects(abl, n_perm=50)
+    effects = deactivation_effects(abl, alpha=None, n_perm=50)
+    assert effects.attrs["inference"] == "descriptive"
     effects.attrs["ablation"] = "ternary"
     store.save_result("m", "stats", "deactivation", effects)
     write_report(store, tmp_path / "saved")

@@ -30,7 +30,7 @@ from langneurons.errors import (
 )
 from langneurons.store import Counts, RunMetadata, create_store, decode_attrs, open_store, schema
 
-from .conftest import make_counts, other_version_store, run_python, unit_counts
+from .conftest import make_counts, other_version_store, rerecord, run_python, unit_counts
 
 
 def _store_with_run(path: Path | str, langs=("en", "de"), **kw) -> tuple[object, Counts]:
@@ -293,6 +293,7 @@ def test_validate_finds_counts_above_totals(tmp_path: Path) -> None:
     store, counts = _store_with_run(path)
     group = zarr.open_group(path, mode="r+", path="model/base", use_consolidated=False)
     group["n_active"][1, 1, 0, 0] = int(counts.n_tokens[1, 1]) + 1
+    rerecord(path, "model/base/n_active")
     problems = store.validate()
     assert problems == [
         "run 'model/base': n_active exceeds n_tokens for 'de' role 'response' at 1 cells"
@@ -311,6 +312,7 @@ def test_validate_finds_duplicate_languages_and_bad_dtype(tmp_path: Path) -> Non
     store, _ = _store_with_run(path)
     group = zarr.open_group(path, mode="r+", path="model/base", use_consolidated=False)
     group["language"][1] = "en"
+    rerecord(path, "model/base/language")
     assert "duplicate language labels in ['en', 'en']" in store.validate()[0]
     group["language"][1] = "de"
     del group["n_tokens"]

@@ -10,6 +10,7 @@ they share in ``_options``; each command imports the rooms it needs when it runs
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -105,6 +106,33 @@ for _command in (
     cli.add_command(_command)
 
 
+_NO_SPACE = {errno.ENOSPC: "out of disk space", errno.EDQUOT: "over the disk quota",
+             errno.EFBIG: "over the file-size limit (ulimit -f)"}  # fmt: skip
+
+
+def resource_line(exc: BaseException) -> str | None:
+    """One line for running out of disk, file size, memory or threads; None for anything else."""
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return (
+            f"{_NO_SPACE[exc.errno]}{where} ({exc.strerror}); free some space or raise the limit "
+            "and run the command again (an interrupted store write is rolled back by "
+            "`langneurons repair STORE`)"
+        )
+    if isinstance(exc, MemoryError):
+        detail = f" ({exc})" if str(exc) else ""
+        return (
+            f"out of memory{detail}; raise the memory limit (ulimit -v) or work on a smaller "
+            "selection (fewer languages, layers or sequences)"
+        )
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+        return (
+            "out of memory or threads: could not start a thread; raise the memory limit "
+            "(ulimit -v) or the process limit (ulimit -u)"
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (errors print one line unless --debug)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -119,10 +147,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_ERROR
-    except (LangneuronsError, PermissionError, FileNotFoundError, NotADirectoryError) as exc:
+    except (
+        LangneuronsError,
+        PermissionError,
+        FileNotFoundError,
+        NotADirectoryError,
+        MemoryError,
+        OSError,
+        RuntimeError,
+    ) as exc:
         if debug:
             raise
-        message = " ".join(str(exc).split())
+        line = resource_line(exc)
+        if line is None and not isinstance(
+            exc, (LangneuronsError, PermissionError, FileNotFoundError, NotADirectoryError)
+        ):
+            raise
+        message = " ".join((line or str(exc)).split())
         click.echo(f"langneurons: error: {message}", err=True)
         # a read that failed inside zarr's concurrent fetches leaves sibling fetches pending;
         # asyncio would report each of them at exit, after the one line that says what is wrong

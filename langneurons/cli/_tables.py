@@ -256,18 +256,41 @@ def probability(ds: xr.Dataset) -> Lines:
 
 
 def deactivation(ds: xr.Dataset) -> Lines:
-    """Per deactivated language: dominance, against controls, and the overall tests."""
+    """Per deactivated language: dominance with its interval over items, the control and item
+    p-values; the smallest attainable control p, the held-out status, and the overall tests."""
+    a = ds.attrs
     lines = []
     if "dominance" in ds and "deactivated" in ds.dims:
+        level = float(a.get("level", 0.95))
+        has_ci = "dominance_low" in ds and bool(np.isfinite(ds["dominance_low"].values).any())
         rows = []
         for i, lang in enumerate(_labels(ds, "deactivated")):
-            row = [lang, float(ds["dominance"].values[i])]
-            for name in ("control_mean", "z", "pvalue_control", "n_controls"):
+            row: list[Any] = [lang, float(ds["dominance"].values[i])]
+            if has_ci:
+                lo, hi = ds["dominance_low"].values[i], ds["dominance_high"].values[i]
+                row.append(f"[{_fmt(float(lo))}, {_fmt(float(hi))}]")
+            for name in ("pvalue_control", "pvalue_items", "n_controls"):
+                if name == "pvalue_items" and not has_ci:
+                    continue
                 row.append(ds[name].values[i].item() if name in ds else "-")
             rows.append(row)
-        lines += table(
-            ["deactivated", "dominance", "controls mean", "z", "p vs controls", "controls"], rows
-        )
+        header = ["deactivated", "dominance"]
+        header += [f"{_fmt(level * 100)}% CI (items)"] if has_ci else []
+        header += ["p vs controls"] + (["p items"] if has_ci else []) + ["controls"]
+        lines += table(header, rows)
+        if "min_pvalue_control" in ds:
+            floor = float(np.nanmax(ds["min_pvalue_control"].values))
+            text = f"  smallest attainable control p: {_fmt(floor)}"
+            alpha = a.get("alpha")
+            if isinstance(alpha, int | float) and floor > alpha:
+                text += f" (cannot reach alpha {_fmt(alpha)})"
+            lines.append(text)
+        if not has_ci and a.get("intervals"):
+            lines.append(f"  {a['intervals']}")
+    if a.get("heldout"):
+        lines.append(f"  held-out evaluation: {a['heldout']} ({a.get('heldout_note', '')})")
+    if a.get("inference") == "descriptive":
+        lines.append(f"  descriptive: {a.get('inference_reason', '')}")
     lines += _scalars(ds, ["mean_dominance", "pvalue_control_mean", "pvalue_permutation"])
     return lines
 
@@ -370,6 +393,40 @@ def spontaneous(ds: xr.Dataset) -> Lines:
     return lines
 
 
+def type_change(ds: xr.Dataset) -> Lines:
+    """Per type over all layers: base -> aligned, change [interval], bootstrap and swap p."""
+    a = ds.attrs
+    swap = "total_change_pvalue_swap" in ds
+    header = ["type", "base", "aligned", "change", f"{_fmt(a.get('ci', 0.95))} CI", "boot p"]
+    rows = []
+    for t in _labels(ds, "type"):
+        c = ds.sel(type=t)
+        boot_p = float(np.nanmin(c["change_pvalue"].values)) if c["change_pvalue"].size else None
+        row = [
+            t,
+            c["total_base"].item(),
+            c["total_aligned"].item(),
+            c["total_change"].item(),
+            f"[{_fmt(c['total_change_low'].item())}, {_fmt(c['total_change_high'].item())}]",
+            boot_p,
+        ]
+        if swap:
+            row.append(c["total_change_pvalue_swap"].item())
+        rows.append(row)
+    lines = table([*header, "swap p"] if swap else header, rows)
+    lines.append("  boot p: smallest per-layer bootstrap p (uncorrected)")
+    if swap:
+        lines.append(
+            f"  swap p ({a['n_perm']} permutations of the total, smallest attainable "
+            f"{_fmt(a['min_pvalue_swap'])}): {a['pvalue_swap']}"
+        )
+    elif a.get("paired") is False:
+        lines.append("  no swap test: the runs do not share their seq_ids (not paired)")
+    if a.get("note"):
+        lines.append(f"  note: {a['note']}")
+    return lines
+
+
 def generic(ds: xr.Dataset) -> Lines:
     """Scalars, then small one-dimensional variables side by side by their dimension."""
     lines = _scalars(ds)
@@ -382,6 +439,10 @@ def generic(ds: xr.Dataset) -> Lines:
         labels = _labels(ds, dim) if dim in ds.coords else [str(i) for i in range(ds.sizes[dim])]
         rows = [[lab, *(ds[n].values[i].item() for n in names)] for i, lab in enumerate(labels)]
         lines += table([dim, *names], rows)
+    if "inference" in ds.attrs:  # a result that says what its p-values are
+        lines += inference_line(ds.attrs)
+        if ds.attrs.get("inference_reason"):
+            lines.append(f"  why: {ds.attrs['inference_reason']}")
     return lines
 
 
@@ -395,6 +456,7 @@ PRINTERS: dict[str, Callable[[xr.Dataset], Lines]] = {
     "deactivation": deactivation,
     "accuracy": accuracy,
     "spontaneous": spontaneous,
+    "type_change": type_change,
 }
 
 

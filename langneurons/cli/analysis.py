@@ -169,6 +169,12 @@ def stats_stages(
 @click.argument("store")
 @click.option("--run", required=True)
 @click.option("--ablation", required=True, help="Name of a saved `langneurons ablate` result.")
+@click.option(
+    "--alpha",
+    default="0.05",
+    show_default=True,
+    help="Level of the tests and intervals, in (0, 1); 'none': control comparison descriptive.",
+)
 @click.option("--n-perm", type=int, default=10000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default="deactivation", show_default=True)
@@ -178,6 +184,7 @@ def stats_deactivation(
     store: str,
     run: str,
     ablation: str,
+    alpha: str,
     n_perm: int,
     seed: int,
     name: str,
@@ -186,16 +193,18 @@ def stats_deactivation(
     no_save: bool,
     allow_incomplete: bool,
 ) -> None:
-    """Diagonal dominance of deactivation damage against random-neuron controls."""
+    """Diagonal dominance of deactivation damage against random-neuron controls and over items."""
     from langneurons.analysis.deactivation import deactivation_effects
     from langneurons.cli._output import emit
 
+    level = parse_alpha(alpha)
     target = Target(store, results_store, no_save, allow_incomplete)
     saved = target.open_result(run, "ablation", ablation)
     if saved.attrs.get("kind") == "accuracy":  # an `ablate-accuracy` result: its own statistics
-        _stats_accuracy(target, run, ablation, saved, name, 0.05, as_json)
+        _stats_accuracy(target, run, ablation, saved, name, 0.05 if level is None else level,
+                        as_json)  # fmt: skip
         return
-    ds = deactivation_effects(saved, n_perm=n_perm, seed=seed)
+    ds = deactivation_effects(saved, alpha=level, n_perm=n_perm, seed=seed)
     ds.attrs["ablation"] = ablation  # the report draws these effects for that ablation
     emit({"deactivation": (ds, target.save(run, "stats", name, ds))}, as_json)
 
@@ -239,6 +248,21 @@ def _stats_accuracy(
     ds = accuracy_effects(saved, alpha=alpha)
     ds.attrs["ablation"] = ablation  # the report draws these effects for that ablation
     emit({"accuracy": (ds, target.save(run, "stats", name, ds))}, as_json)
+
+
+def parse_alpha(text: str) -> float | None:
+    """``--alpha``: a number in (0, 1), or "none"."""
+    from langneurons.errors import ParameterError
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise ParameterError(f"--alpha must be a number in (0, 1) or 'none', got {text!r}")
+    return value
 
 
 def _warn_if_descriptive(ds: Any) -> None:

@@ -156,8 +156,19 @@ def _cochran_lines(ds: Any) -> list[str]:
     return generic(ds)
 
 
+def _type_change_lines(ds: Any) -> list[str]:
+    from langneurons.cli._tables import type_change
+
+    return type_change(ds)
+
+
 #: Parts whose headline this command prints itself (the others: the shared tables).
-PRINTERS = {"mcnemar": _membership_lines, "groups": _group_lines, "cochran_q": _cochran_lines}
+PRINTERS = {
+    "mcnemar": _membership_lines,
+    "groups": _group_lines,
+    "cochran_q": _cochran_lines,
+    "type_change": _type_change_lines,
+}
 
 
 def _emit(saved: dict[str, Any], as_json: bool) -> None:
@@ -217,6 +228,14 @@ def _emit(saved: dict[str, Any], as_json: bool) -> None:
 )
 @click.option("--n-boot", type=int, default=200, show_default=True)
 @click.option("--n-perm", type=int, default=10000, show_default=True)
+@click.option(
+    "--n-swap",
+    type=int,
+    default=99,
+    show_default=True,
+    help="Label-swap permutations of the type change (paired runs; respects the fixed "
+    "selection). 0: none.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--name", default=None, help="Default: vs-BASE (slashes become '_'), or groups-A-vs-B."
@@ -235,6 +254,7 @@ def compare_runs(
     equivalence_margin: str | None,
     n_boot: int,
     n_perm: int,
+    n_swap: int,
     seed: int,
     name: str | None,
     as_json: bool,
@@ -276,6 +296,7 @@ def compare_runs(
         trained_languages=split_list(trained_languages),
         n_boot=n_boot,
         n_perm=n_perm,
+        n_swap=n_swap,
         seed=seed,
         paired=PAIRED[paired],
         equivalence_margin=margin,

@@ -144,9 +144,14 @@ def extract(
 @click.option(
     "--controls",
     type=int,
-    default=3,
+    default=19,
     show_default=True,
-    help="Random-neuron controls per language.",
+    help="Random-neuron controls per language (19 lets the control test reach p = 0.05).",
+)
+@click.option(
+    "--allow-overlap",
+    is_flag=True,
+    help="Accept evaluation items the neurons were identified from (circular; recorded).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-tokens", type=int, default=4096, show_default=True)
@@ -181,6 +186,7 @@ def ablate(
     data: str,
     languages: str | None,
     controls: int,
+    allow_overlap: bool,
     seed: int,
     batch_tokens: int,
     max_length: int,
@@ -197,7 +203,8 @@ def ablate(
     """Deactivate each language's neurons and measure every language's perplexity.
 
     Finished (deactivated set, language) units are saved every --checkpoint-seconds; --resume
-    completes a killed run with the same result an uninterrupted one gives.
+    completes a killed run with the same result an uninterrupted one gives. The evaluation
+    items must be held out from the run's identification sequences (--allow-overlap to accept).
     """
     from langneurons.cli._output import emit
     from langneurons.extract import ablate as run_ablate
@@ -211,6 +218,7 @@ def ablate(
         gguf_file=gguf_file,
         languages=split_list(languages) or None,
         controls=controls,
+        allow_overlap=allow_overlap,
         seed=seed,
         batch_tokens=batch_tokens,
         max_length=max_length,
@@ -229,7 +237,11 @@ def ablate(
     if as_json:
         emit({"ablation": (ds, path)}, True)
         return
-    click.echo(f"ablation saved at {path}; perplexity (rows deactivated, columns evaluated):")
+    click.echo(f"ablation saved at {path}")
+    heldout = ds.attrs.get("heldout")
+    if heldout is not None:
+        click.echo(f"held-out evaluation: {heldout} ({ds.attrs.get('heldout_note', '')})")
+    click.echo("perplexity (rows deactivated, columns evaluated):")
     evaluated = [str(x) for x in ds.evaluated.values]
     click.echo(f"{'':<10}" + "".join(f"{x:>10}" for x in evaluated))
     for label in ds.deactivated.values:

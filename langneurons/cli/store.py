@@ -85,11 +85,17 @@ def validate(store: str, run: str | None) -> None:
 
 @click.command()
 @click.argument("store")
-def repair(store: str) -> None:
+@click.option(
+    "--rebind",
+    is_flag=True,
+    help="Also record where each chunk lies (a chunk manifest) for arrays written before "
+    "langneurons kept one; only for data you know to be good.",
+)
+def repair(store: str, rebind: bool) -> None:
     """Roll back writes that were interrupted (a killed import or extraction)."""
     from langneurons.store import open_store
 
-    done = open_store(store, mode="r+", any_version=True).repair_report()
+    done = open_store(store, mode="r+", any_version=True).repair_report(rebind=rebind)
     rolled = list(done.rolled_back)
     click.echo(
         f"rolled back {len(rolled)} interrupted write(s)" + (f": {rolled}" if rolled else "")
@@ -98,6 +104,8 @@ def repair(store: str) -> None:
         click.echo(
             f"removed {len(done.removed)} leftover(s) of killed writes: {', '.join(done.removed)}"
         )
+    if rebind:
+        click.echo(f"recorded the chunk places of {len(done.rebound)} array(s)")
 
 
 @click.command()
