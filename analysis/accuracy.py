@@ -14,9 +14,10 @@ baseline answer. For panel p, deactivated language d and evaluated language e (i
 
 - accuracy :math:`a_{p,d,e} = \frac{1}{n_e}\sum_{i \in I_e} y_{p,d,i}` with a Wilson score
   interval; baseline :math:`a_e`;
-- drop :math:`\delta_{p,d,e} = a_e - a_{p,d,e}` with Newcombe's (1998, method 10) interval for
-  a paired difference of proportions, and the exact one-sided McNemar test over the discordant
-  items (b lost, c gained): :math:`p = P(\mathrm{Bin}(b + c, 1/2) \ge b)`;
+- drop :math:`\delta_{p,d,e} = a_e - a_{p,d,e}` with Agresti and Min's (2005) interval for
+  a paired difference of proportions (1/2 added to each cell of the paired table), and the
+  exact one-sided McNemar test over the discordant items (b lost, c gained):
+  :math:`p = P(\mathrm{Bin}(b + c, 1/2) \ge b)`;
 - diagonal dominance :math:`\Delta_{p,d} = \delta_{p,d,d} - \frac{1}{K-1}\sum_{e \ne d}
   \delta_{p,d,e}`, the same :math:`\Delta^c_{p,d}` for each control c, and
   :math:`p^{ctrl}_{p,d} = (1 + \#\{c : \Delta^c_{p,d} \ge \Delta_{p,d}\}) / (1 + C)`, whose
@@ -62,29 +63,25 @@ def wilson(k: NDArray[Any], n: NDArray[Any], alpha: float) -> tuple[NDArray[Any]
 def paired_drop(
     base: NDArray[np.bool_], after: NDArray[np.bool_], alpha: float
 ) -> tuple[float, float, float, float]:
-    """Drop ``mean(base) - mean(after)`` over paired items: estimate, Newcombe interval, and the
-    exact one-sided McNemar p-value (larger than chance: more items lost than gained)."""
+    """Drop ``mean(base) - mean(after)`` over paired items: estimate, Agresti-Min interval, and
+    the exact one-sided McNemar p-value (larger than chance: more items lost than gained).
+
+    The interval adds 1/2 to each cell of the paired 2 x 2 table (Agresti & Min 2005):
+    ``d = (b - c) / (n + 2)`` with ``b, c`` the lost and gained items plus 1/2, ``se =
+    sqrt((b + c) - (b - c)^2 / (n + 2)) / (n + 2)``, clipped to [-1, 1]. With 8 items per
+    language Newcombe's method 10 covered 0.89 for 95 %, this one 0.96 (docs/calibration.md).
+    """
     n = base.size
     if n == 0:
         return math.nan, math.nan, math.nan, math.nan
-    a = int(np.sum(base & after))
     b = int(np.sum(base & ~after))  # lost
     c = int(np.sum(~base & after))  # gained
-    d = n - a - b - c
-    p1, p2 = (a + b) / n, (a + c) / n
-    l1, u1 = (float(x) for x in wilson(np.array(a + b), np.array(n), alpha))
-    l2, u2 = (float(x) for x in wilson(np.array(a + c), np.array(n), alpha))
-    denom = (a + b) * (c + d) * (a + c) * (b + d)
-    phi = (a * d - b * c) / math.sqrt(denom) if denom > 0 else 0.0
-    delta = p1 - p2
-    lo = delta - math.sqrt(
-        max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0)
-    )
-    hi = delta + math.sqrt(
-        max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0)
-    )
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    bt, ct, nt = b + 0.5, c + 0.5, n + 2.0
+    centre = (bt - ct) / nt
+    half = z * math.sqrt(max((bt + ct) - (bt - ct) ** 2 / nt, 0.0)) / nt
     p = float(stats.binom.sf(b - 1, b + c, 0.5)) if b + c else 1.0
-    return delta, float(lo), float(hi), p
+    return (b - c) / n, max(centre - half, -1.0), min(centre + half, 1.0), p
 
 
 def _check(ablation: object) -> xr.Dataset:
@@ -114,7 +111,7 @@ def _check(ablation: object) -> xr.Dataset:
 def accuracy_effects(ablation: xr.Dataset, *, alpha: float = 0.05) -> xr.Dataset:
     r"""Accuracy, its drop against the baseline, and whether the drop is language-specific.
 
-    See the module docstring for the formulas (Wilson and Newcombe intervals, exact McNemar
+    See the module docstring for the formulas (Wilson and Agresti-Min intervals, exact McNemar
     test over items, diagonal dominance against random controls).
 
     Parameters
@@ -145,9 +142,9 @@ def accuracy_effects(ablation: xr.Dataset, *, alpha: float = 0.05) -> xr.Dataset
 
     References
     ----------
-    Zhang et al. (2025), language neurons and alignment; Wilson (1927); Newcombe (1998),
-    "Improved confidence intervals for the difference between binomial proportions based on
-    paired data", Stat. Med. 17; McNemar (1947); Phipson & Smyth (2010).
+    Zhang et al. (2025), language neurons and alignment; Wilson (1927); Agresti & Min (2005),
+    "Simple improved confidence intervals for comparing matched proportions", Stat. Med. 24;
+    McNemar (1947); Phipson & Smyth (2010).
     """
     if not isinstance(alpha, float | int) or isinstance(alpha, bool) or not 0 < alpha < 1:
         raise ParameterError(f"alpha must be in (0, 1), got {alpha!r}")
@@ -239,7 +236,7 @@ def accuracy_effects(ablation: xr.Dataset, *, alpha: float = 0.05) -> xr.Dataset
             "inference": inference,
             "inference_reason": reason,
             "assumption": "items are the unit: each item's answer with the set off is paired "
-            "with its baseline answer (exact McNemar; Newcombe interval)",
+            "with its baseline answer (exact McNemar; Agresti-Min interval)",
             "statistic": "drop = baseline accuracy - accuracy with the set off; dominance = "
             "own-language drop minus mean drop on the other evaluated languages",
             "alternative": "greater",

@@ -608,7 +608,7 @@ def accuracy_replicate(
     Item test (exact McNemar over items): FPR over every cell when nothing changes; power on
     the own-language cells with a planted drop. Control test: FPR when every set, real or
     control, does the same non-language-specific damage; power with the planted drop on top.
-    Newcombe interval: coverage of the true drop of every cell under the planted effect.
+    Agresti-Min interval: coverage of the true drop of every cell under the planted effect.
     """
     an = _analysis()
     k = truth.shape.languages
@@ -636,7 +636,7 @@ def accuracy_replicate(
             "power": float((eff["pvalue_control"].values.ravel() <= 0.05).mean()),
             "descriptive": float(_descriptive(eff)),
         },
-        "accuracy drop interval (Newcombe)": {"coverage": _cover(lo, hi, true_drop)},
+        "accuracy drop interval (Agresti-Min)": {"coverage": _cover(lo, hi, true_drop)},
     }
     return out
 

@@ -12,14 +12,15 @@ from ._accuracy_data import accuracy_ablation as _ablation
 
 
 # --------------------------------------------------------------------------- statistics
-def test_paired_drop_matches_mcnemar_and_newcombe() -> None:
+def test_paired_drop_matches_mcnemar_and_agresti_min() -> None:
     base = np.array([1, 1, 1, 1, 1, 1, 0, 0], bool)
     after = np.array([0, 0, 0, 1, 1, 1, 0, 1], bool)
     drop, lo, hi, p = paired_drop(base, after, 0.05)
     assert drop == pytest.approx(0.25)
     assert p == pytest.approx(5 / 16)  # b = 3 lost, c = 1 gained: P(Bin(4, 1/2) >= 3)
     assert lo < drop < hi
-    assert (lo, hi) == pytest.approx((-0.1941, 0.5861), abs=1e-3)
+    # Agresti-Min: (3.5 - 1.5) / 10 +- 1.96 sqrt(5 - 2^2 / 10) / 10
+    assert (lo, hi) == pytest.approx((0.2 - 0.420375, 0.2 + 0.420375), abs=1e-5)
 
 
 def test_a_planted_own_language_drop_is_found_and_controls_bound_p() -> None:
