@@ -336,6 +336,15 @@ def ablate_accuracy(
                     f"({earlier.attrs.get(key)!r} != {attrs[key]!r}); resume it with the same "
                     "parameters, or choose another --name"
                 )
+        theirs = earlier.attrs.get("model")
+        theirs = theirs if isinstance(theirs, dict) else {}
+        for key in ("dtype", "hook_point", "config_sha256"):  # the most telling first
+            if theirs.get(key) != attrs["model"].get(key):
+                raise ParameterError(
+                    f"ablation {name!r} of run {run!r} was made with a different model "
+                    f"({key} {theirs.get(key)!r} != {attrs['model'].get(key)!r}); resume it with "
+                    "the same model, or choose another --name"
+                )
         if "unit_done" not in earlier:
             earlier.attrs["result_path"] = f"{writer.run}/ablation/{name}"
             return earlier

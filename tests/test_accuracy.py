@@ -184,6 +184,10 @@ def test_an_interrupted_run_resumes_to_the_same_result(
     with pytest.raises(InputFormatError, match="is unfinished"):
         accuracy_effects(partial)
     monkeypatch.setattr(accuracy, "generate_answers", real)
+    with pytest.raises(ParameterError, match=r"^ablation 'cut' of run 'r' was made with a "
+                       r"different model \(dtype 'float32' != 'bfloat16'\); resume it with the "
+                       r"same model, or choose another --name$"):  # fmt: skip
+        ablate_accuracy(*args, name="cut", resume=True, **{**kwargs, "dtype": "bfloat16"})
     resumed = ablate_accuracy(*args, name="cut", resume=True, **kwargs)
     for name in ("correct", "text", "n_neurons", "baseline_text"):
         assert resumed[name].values.tolist() == whole[name].values.tolist()
