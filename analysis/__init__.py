@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from langneurons.analysis import _accessor as _accessor  # registers ds.neurons
+from langneurons.analysis.accuracy import accuracy_effects
 from langneurons.analysis.compare import (
     cochran_q,
     language_overlap,
@@ -46,6 +47,7 @@ from langneurons.analysis.uncertainty import activation_probability
 __all__ = [
     "FOUR_STAGES",
     "TYPES",
+    "accuracy_effects",
     "activation_probability",
     "bootstrap_identification",
     "compare_with_identification",

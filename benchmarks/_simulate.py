@@ -318,6 +318,56 @@ def as_layer_neuron_language(values: NDArray[Any], shape: Shape) -> NDArray[Any]
     return np.moveaxis(values.reshape(shape.languages, shape.layers, shape.neurons), 0, -1)
 
 
+def simulate_accuracy(
+    rng: np.random.Generator,
+    *,
+    languages: int,
+    items: int,
+    controls: int,
+    generic: float = 0.0,
+    planted: float = 0.0,
+) -> tuple[xr.Dataset, NDArray[np.float64]]:
+    """Per-item correctness of an accuracy ablation (one panel) with known truth.
+
+    Items are parallel across languages: item i has difficulty z_i ~ N(0.5, 1.5) on the logit
+    scale, shared by every language, plus N(0, 0.5) per language, so p_{e,i} = expit(z_i +
+    u_{e,i}). The baseline answer is Bernoulli(p). With a set off, every answer is Bernoulli(q)
+    drawn afresh: q = expit(logit(p) - generic) for every set (real or control, every
+    language: damage that is not language-specific), and for the real set of d on d's own
+    items additionally q - planted (floored at 0). Returns the ablation and the true drops
+    ``mean_i (p - q)`` of the real sets, ``[deactivated, evaluated]``.
+    """
+    z = rng.normal(0.5, 1.5, size=items)
+    logit = z[None, :] + rng.normal(0, 0.5, size=(languages, items))
+    p = 1 / (1 + np.exp(-logit))  # [e, i]
+    q = 1 / (1 + np.exp(-(logit - generic)))
+    base = rng.random(p.shape) < p
+    correct = np.empty((1, languages, controls + 1, languages * items), dtype=bool)
+    truth = np.empty((languages, languages))
+    for d in range(languages):
+        for v in range(controls + 1):
+            prob = q.copy()
+            if v == 0:
+                prob[d] = np.maximum(prob[d] - planted, 0.0)
+                truth[d] = (p - prob).mean(axis=1)
+            correct[0, d, v] = (rng.random(prob.shape) < prob).ravel()
+    names = [f"l{k}" for k in range(languages)]
+    ds = xr.Dataset(
+        {
+            "correct": (("panel", "deactivated", "variant", "item"), correct),
+            "baseline_correct": (("item",), base.ravel()),
+        },
+        coords={
+            "panel": ["specific"],
+            "deactivated": names,
+            "variant": np.arange(controls + 1),
+            "item_language": ("item", np.repeat(names, items)),
+        },
+        attrs={"kind": "accuracy"},
+    )
+    return ds, truth
+
+
 # --------------------------------------------------------------------------- ablations
 @dataclasses.dataclass(frozen=True)
 class AblationShape:

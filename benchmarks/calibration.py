@@ -54,6 +54,7 @@ from _simulate import (
     shifted,
     simulate,
     simulate_ablation,
+    simulate_accuracy,
     simulate_pair,
 )
 
@@ -588,6 +589,58 @@ def _comparison_step(cell: Cell, truth: Truth, seed: int) -> tuple[Any, dict[str
 COMPARISON_FAMILIES = ("overlap", "membership", "paired", "swap", "groups")
 
 
+# --------------------------------------------------------------------------- accuracy
+ACCURACY_GENERIC = 0.5  # logit drop of every set on every language (not language-specific)
+ACCURACY_PLANTED = 0.3  # extra drop in probability of the real set on its own language
+
+
+def accuracy_cell(items: int, controls: int, reps: int) -> Cell:
+    """An accuracy-deactivation cell: ``items`` per language, 4 languages, ``controls``."""
+    note = f"accuracy: {items} items x 4 languages, C={controls}"
+    return Cell("accuracy", Shape(sequences=items), reps, controls=controls, note=note)
+
+
+def accuracy_replicate(
+    truth: Truth, rng: np.random.Generator, *, items: int, controls: int
+) -> Replicate:
+    """Accuracy deactivation (``accuracy_effects``) on simulated per-item correctness.
+
+    Item test (exact McNemar over items): FPR over every cell when nothing changes; power on
+    the own-language cells with a planted drop. Control test: FPR when every set, real or
+    control, does the same non-language-specific damage; power with the planted drop on top.
+    Agresti-Min interval: coverage of the true drop of every cell under the planted effect.
+    """
+    an = _analysis()
+    k = truth.shape.languages
+    nothing, _ = simulate_accuracy(rng, languages=k, items=items, controls=controls)
+    generic, _ = simulate_accuracy(
+        rng, languages=k, items=items, controls=controls, generic=ACCURACY_GENERIC
+    )
+    planted, true_drop = simulate_accuracy(
+        rng, languages=k, items=items, controls=controls, generic=ACCURACY_GENERIC,
+        planted=ACCURACY_PLANTED,
+    )  # fmt: skip
+    item_null = an.accuracy_effects(nothing)["pvalue_item"].values.ravel()
+    ctrl_null = an.accuracy_effects(generic)
+    eff = an.accuracy_effects(planted)
+    own = np.eye(k, dtype=bool)
+    item_p = eff["pvalue_item"].values[0]
+    lo, hi = eff["drop_low"].values[0], eff["drop_high"].values[0]
+    out: Replicate = {
+        "accuracy item test (exact McNemar)": {
+            **_fpr(item_null),
+            "power": float((item_p[own] <= 0.05).mean()),
+        },
+        f"accuracy control test (C={controls})": {
+            **_fpr(ctrl_null["pvalue_control"].values.ravel()),
+            "power": float((eff["pvalue_control"].values.ravel() <= 0.05).mean()),
+            "descriptive": float(_descriptive(eff)),
+        },
+        "accuracy drop interval (Agresti-Min)": {"coverage": _cover(lo, hi, true_drop)},
+    }
+    return out
+
+
 def comparison_cells(quick: bool = False) -> list[Cell]:
     """Cells of the comparisons: overlap nulls, membership tests, paired vs unpaired change,
     groups of replicate runs (about 10 minutes on 2 cores; ``quick``: seconds)."""
@@ -595,8 +648,12 @@ def comparison_cells(quick: bool = False) -> list[Cell]:
         return [
             Cell("overlap", _shape("independent", 16, 0.01), reps=20),
             Cell("membership", _shape("independent", 16, 0.01), reps=20),
+            accuracy_cell(8, 19, reps=40),
         ]
     return [
+        accuracy_cell(8, 3, reps=400),
+        accuracy_cell(8, 19, reps=400),
+        accuracy_cell(32, 19, reps=400),
         Cell("overlap", _shape("independent", 32, 0.01), reps=500),
         Cell("overlap", _shape("independent", 32, 0.01, neurons=1024), reps=500),
         Cell("membership", _shape("independent", 32, 0.01), reps=200),
@@ -682,6 +739,11 @@ class Cell:
     shape: Shape | AblationShape
     reps: int
     n_boot: int = 0
+    controls: int = 0  # accuracy cells: random controls per set
+    note: str = ""  # a label replacing the shape's (cells that simulate no neurons)
+
+    def label(self) -> str:
+        return self.note or self.shape.label()
 
 
 def _shape(het: str, n: int, rate: float, **kw: Any) -> Shape:
@@ -807,6 +869,9 @@ def evaluate(cell: Cell, seed: int = 0) -> list[Result]:
         # 10 % of neurons fire twice as often in l0 only: l0's specific neurons change
         step = membership_tests
         extra = {"shifted_truth": shifted(truth, 0.1, 1.0, seed, languages=(0,))}
+    elif cell.family == "accuracy":
+        step = accuracy_replicate
+        extra = {"items": cell.shape.sequences, "controls": cell.controls}
     elif cell.family in COMPARISON_FAMILIES:
         step, extra = _comparison_step(cell, truth, seed)
     elif cell.family == "stages":
@@ -880,7 +945,7 @@ def summary_lines(rows: list[tuple[str, str, str]]) -> list[str]:
 
 def markdown(results: list[Result], header: str) -> str:
     """The calibration table (one row per method and cell) under a header."""
-    rows = [(r.method, r.cell.shape.label(), r.verdict()) for r in results]
+    rows = [(r.method, r.cell.label(), r.verdict()) for r in results]
     lines = [
         header,
         *summary_lines(rows),
@@ -893,7 +958,7 @@ def markdown(results: list[Result], header: str) -> str:
         if r.failed:
             reps += f", {r.failed} without a valid lambda"
         cells = " | ".join(_cell_text(r, c) for c in COLUMNS)
-        lines.append(f"| {r.method} | {r.cell.shape.label()} | {reps} | {cells} | {r.verdict()} |")
+        lines.append(f"| {r.method} | {r.cell.label()} | {reps} | {cells} | {r.verdict()} |")
     return "\n".join(lines) + "\n"
 
 
@@ -962,7 +1027,7 @@ def rows_for_json(results: list[Result], seconds: float) -> list[dict[str, Any]]
         rows.append(
             _table.row(
                 "calibration",
-                f"{r.method} [{r.cell.shape.label()}] {col}",
+                f"{r.method} [{r.cell.label()}] {col}",
                 r.mean[col],
                 unit="rate",
                 note=r.verdict(),
@@ -979,7 +1044,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the markdown table here")
     parser.add_argument("--json", type=Path, help="write the headline rows here")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--family", action="append", help="run only cells of this family")
+    parser.add_argument(
+        "--family", "--only", action="append", help="run only cells of this family (repeatable)"
+    )
     args = parser.parse_args(argv)
     cells = (quick_grid() if args.quick else full_grid()) + comparison_cells(args.quick)
     cells += deactivation_cells(args.quick)
@@ -991,9 +1058,7 @@ def main(argv: list[str] | None = None) -> int:
         done = evaluate(cell, seed=args.seed + i)
         results += done
         took = done[0].seconds if done else 0.0
-        print(
-            f"[{i + 1}/{len(cells)}] {cell.family}: {cell.shape.label()} ({took:.1f} s)", flush=True
-        )
+        print(f"[{i + 1}/{len(cells)}] {cell.family}: {cell.label()} ({took:.1f} s)", flush=True)
         for r in done:
             print(f"    {r.method}: {r.verdict()}", flush=True)
     seconds = time.perf_counter() - start

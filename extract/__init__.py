@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from langneurons.extract._torchio import load_mask, save_mask
 from langneurons.extract.ablation import ablate
+from langneurons.extract.accuracy import ablate_accuracy
 from langneurons.extract.corpus import BUILTIN_LANGUAGES, Record, builtin_corpus, read_records
 from langneurons.extract.engine import LoadedModel, extract, from_pretrained_objects, load_model
 from langneurons.extract.tiny import tiny_model
@@ -18,6 +19,7 @@ __all__ = [
     "LoadedModel",
     "Record",
     "ablate",
+    "ablate_accuracy",
     "builtin_corpus",
     "extract",
     "from_pretrained_objects",

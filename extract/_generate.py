@@ -81,3 +81,53 @@ def generate_missing(
     meta_path.write_text(json.dumps(source, indent=2))
     log.info("saved %d generated responses to %s", sum(not r.response for r in records), target)
     return out
+
+
+def generate_answers(
+    loaded: LoadedModel,
+    records: Sequence[_corpus.Record],
+    *,
+    max_new_tokens: int,
+    chat_template: bool,
+    batch_size: int,
+    answer_end: str | None = None,
+) -> list[str]:
+    """Greedy answers to the records' prompts, in record order (batched, left-padded).
+
+    Prompts of similar length are batched together; each batch is padded on the left so every
+    answer starts right after its prompt. With ``answer_end`` (e.g. a blank line, ``"\n\n"``,
+    after few-shot examples), generation stops once every answer of the batch holds it, and
+    each answer is cut before it.
+    """
+    torch = require_torch()
+    tok = loaded.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    prompts = [
+        encode(r, tok, chat_template=chat_template, max_length=10**9).prompt for r in records
+    ]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out = [""] * len(prompts)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(prompts[i]) for i in batch)
+            ids = torch.tensor(
+                [[pad] * (width - len(prompts[i])) + list(prompts[i]) for i in batch],
+                device=loaded.device,
+            )
+            mask = torch.tensor(
+                [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch],
+                device=loaded.device,
+            )
+            new = loaded.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                **({"stop_strings": [answer_end], "tokenizer": tok} if answer_end else {}),
+            )[:, width:]
+            for i, row in zip(batch, new, strict=True):
+                text = tok.decode(row, skip_special_tokens=True)
+                out[i] = (text.split(answer_end)[0] if answer_end else text).strip()
+    return out

@@ -34,7 +34,14 @@ from langneurons.reports._blocks import (
     Table,
     json_text,
 )
-from langneurons.reports._kinds import CAPTIONS, Context, effects_of, kind_of, stage_call
+from langneurons.reports._kinds import (
+    CAPTIONS,
+    Context,
+    accuracy_effects_of,
+    effects_of,
+    kind_of,
+    stage_call,
+)
 from langneurons.reports._load import Loader
 from langneurons.reports._tables import (
     attrs_table,
@@ -144,7 +151,7 @@ class Builder:
             ref = Load(run, "stats", name)
             ds = self.loader(ref)
             ablation = ds.attrs.get("ablation")
-            if "damage" in ds and isinstance(ablation, str):
+            if ("damage" in ds or "drop" in ds) and isinstance(ablation, str):
                 out.setdefault(ablation, ref)
         return out
 
@@ -187,6 +194,9 @@ class Builder:
         for name in self.store.results(run, "ablation"):
             ref = Load(run, "ablation", name)
             ds = self.loader(ref)
+            if ds.attrs.get("kind") == "accuracy":  # accuracy-based: its own line and figure
+                lines.append(self._accuracy(run, name, ref, saved, figs))
+                continue
             # the effects saved by `stats deactivation`; derived (once, shared with the
             # figure) only when none were saved; an effects result under "ablation" as it is
             effects: Load | Derive = ref if "damage" in ds else saved.get(name) or effects_of(ref)
@@ -205,6 +215,19 @@ class Builder:
         sec.blocks.append(Items(lines or ["No saved results: see the appendix."]))
         for title, call in figs:
             self.figure(sec, title, call)
+
+    def _accuracy(
+        self, run: str, name: str, ref: Load, saved: dict[str, Load], figs: list[tuple[str, Call]]
+    ) -> str:
+        """The summary line of an accuracy ablation; its heatmaps are added to ``figs``."""
+        effects: Load | Derive = saved.get(name) or accuracy_effects_of(ref)
+        try:
+            line = summ.accuracy_line(name, self.loader.resolve(effects))
+        except (LangneuronsError, KeyError, ValueError) as exc:
+            line = f"Accuracy deactivation {name}: could not be summarised ({exc})."
+        title = f"Deactivation: accuracy drop per panel ({run} · {name})"
+        figs.append((title, Call("accuracy_heatmap", (effects,))))
+        return line
 
     def comparison_summary(self, run: str, prefix: str, other: str | None) -> None:
         first = other or "the first run"

@@ -49,6 +49,13 @@ CAPTIONS: Final[Mapping[str, str]] = {
         "same size in the same layers (ctrl). Right: own-language damage minus the mean damage "
         "on the other languages, against the same for each random set, with the control p-value."
     ),
+    "accuracy_heatmap": (
+        "Cells: accuracy drop in percentage points (baseline minus accuracy with the row "
+        "language's neurons of the panel switched off) on the evaluated language (columns, "
+        "with its baseline accuracy and items), and below it the mean drop over random sets of "
+        "the same size in the same layers (ctrl). An answer is correct when its final number is "
+        "the reference and it is written in the question's language."
+    ),
     "stability": (
         "Left: neurons selected in at least one bootstrap replicate (sequences resampled within "
         "each language), by the fraction of replicates that selected them. Right: per language, "
@@ -144,6 +151,19 @@ def _ablation_figures(ctx: Context) -> list[tuple[str, Call]]:
     return [(title, Call("deactivation_heatmap", (effects_of(ctx.load),)))]
 
 
+def accuracy_effects_of(ablation: Load) -> Derive:
+    """The effects of an accuracy ablation whose effects were not saved (derived)."""
+    return Derive("accuracy_effects", (ablation,))
+
+
+def _accuracy_ablation_figures(ctx: Context) -> list[tuple[str, Call]]:
+    """The heatmaps of an accuracy ablation's effects: the saved ones, else derived once."""
+    if ctx.saved_effects is not None:
+        return []
+    title = "Accuracy drop when each language's neurons are switched off"
+    return [(title, Call("accuracy_heatmap", (accuracy_effects_of(ctx.load),)))]
+
+
 KINDS: Final[tuple[Kind, ...]] = (
     Kind(
         "stage boundaries (bootstrap_stages)",
@@ -219,6 +239,19 @@ KINDS: Final[tuple[Kind, ...]] = (
         key=("ppl_ratio",),
     ),
     Kind(
+        "accuracy deactivation effects (accuracy_effects)",
+        ("drop", "pvalue_item", "baseline"),
+        (),
+        _one("Accuracy drop against random controls", "accuracy_heatmap"),
+        key=("baseline",),
+    ),
+    Kind(
+        "accuracy deactivation experiment (ablate_accuracy)",
+        ("correct", "baseline_correct"),
+        (),
+        _accuracy_ablation_figures,
+    ),
+    Kind(
         "deactivation experiment (ablation)",
         ("nll", "control_nll"),
         (),
@@ -254,4 +287,13 @@ def kind_of(ds: xr.Dataset) -> Kind | None:
     return next((k for k in KINDS if k.matches(ds)), None)
 
 
-__all__ = ["CAPTIONS", "KINDS", "Context", "Kind", "effects_of", "kind_of", "stage_call"]
+__all__ = [
+    "CAPTIONS",
+    "KINDS",
+    "Context",
+    "Kind",
+    "accuracy_effects_of",
+    "effects_of",
+    "kind_of",
+    "stage_call",
+]

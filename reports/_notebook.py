@@ -20,7 +20,8 @@ SETUP: Final = """\
 %matplotlib inline
 import pandas as pd
 import langneurons
-from langneurons.analysis import deactivation_effects, language_overlap, type_table
+from langneurons.analysis import accuracy_effects, deactivation_effects
+from langneurons.analysis import language_overlap, type_table
 from langneurons.reports import derived, figures
 
 store = langneurons.open_store(STORE)

@@ -197,6 +197,31 @@ def tests_line(ds: xr.Dataset) -> str:
     return head + ". " + validity(a, "descriptive") + "."
 
 
+def accuracy_line(name: str, effects: xr.Dataset) -> str:
+    """Baseline accuracy, and per panel the mean own-language drop against the controls."""
+    evaluated = [str(x) for x in np.asarray(effects["evaluated"].values)]
+    base = ", ".join(
+        f"{e} {significant(100 * float(b), sign=False)}%"
+        for e, b in zip(evaluated, effects["baseline"].values, strict=True)
+    )
+    parts = []
+    for panel in [str(x) for x in np.asarray(effects["panel"].values)]:
+        drops = [
+            float(effects["drop"].sel(panel=panel, deactivated=d, evaluated=d).values)
+            for d in [str(x) for x in np.asarray(effects["deactivated"].values)]
+            if d in evaluated
+        ]
+        mean = float(np.mean(drops)) if drops else math.nan
+        parts.append(f"{panel} {significant(100 * mean, sign=True)} pp")
+    n = int(effects.attrs.get("controls", 0))
+    return (
+        f"Accuracy deactivation {name}: baseline {base}; mean own-language drop "
+        + "; ".join(parts)
+        + f" ({n} random control(s) per set: smallest attainable control p "
+        f"{num(float(effects.attrs.get('min_pvalue_control', math.nan)), 2)})."
+    )
+
+
 def deactivation_line(ds: xr.Dataset, effects: xr.Dataset, n: int = 3) -> str:
     """The strongest own-language perplexity changes, against the random controls."""
     ratio = cast(

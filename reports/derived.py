@@ -5,6 +5,8 @@ are saved in the store by the commands that make them; the few that are not are 
 each by calling a public :mod:`langneurons.analysis` function once per saved input (the report
 caches them):
 
+- ``accuracy_effects(ablation)``: the effects of a saved accuracy ablation (saved by
+  ``langneurons stats accuracy``);
 - ``deactivation_effects(ablation, alpha=None, n_perm=1000)``: the effects of a saved ablation
   (the CLI saves them only with ``langneurons stats deactivation``); ``alpha=None`` so that an
   ablation with fewer random controls than a test at 0.05 needs (3, the old default) is still
@@ -26,6 +28,7 @@ from typing import Any, Final
 import numpy as np
 import xarray as xr
 
+from langneurons.analysis.accuracy import accuracy_effects
 from langneurons.analysis.compare import language_overlap, overlap
 from langneurons.analysis.deactivation import deactivation_effects
 from langneurons.errors import InputFormatError, ParameterError
@@ -130,6 +133,7 @@ def _jaccard(ov: xr.Dataset, neuron_set: str, language: str | None) -> float:
 DERIVATIONS: Final[Mapping[str, Callable[..., Any]]] = MappingProxyType(
     {
         "deactivation_effects": deactivation_effects,
+        "accuracy_effects": accuracy_effects,
         "language_overlap": language_overlap,
         "derived.run_overlap": run_overlap,
     }

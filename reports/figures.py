@@ -32,6 +32,7 @@ are friendly to colorblind people", https://jfly.uni-koeln.de/color/.
 from __future__ import annotations
 
 from langneurons._format import significant as _significant
+from langneurons.reports._fig_accuracy import accuracy_heatmap
 from langneurons.reports._fig_base import (
     FORMATS,
     LAYER_TYPES,
@@ -70,6 +71,7 @@ __all__ = [
     "TYPE_COLORS",
     "TYPE_MARKERS",
     "TYPE_NOTE",
+    "accuracy_heatmap",
     "deactivation_heatmap",
     "layer_types",
     "overlap_matrix",

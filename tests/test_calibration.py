@@ -315,6 +315,73 @@ def test_verdicts_state_the_bound() -> None:
     assert ok.verdict() == "ok"
 
 
+# --------------------------------------------------------------------------- accuracy ablation
+@pytest.fixture(scope="module")
+def accuracy_results() -> dict[tuple[int, str], cal.Result]:
+    """Accuracy-deactivation cells (8 and 32 items per language, 19 controls; ~12 s)."""
+    out = {}
+    for i, items in enumerate((8, 32)):
+        for r in cal.evaluate(cal.accuracy_cell(items, 19, reps=40), seed=100 + i):
+            out[(items, r.method.split(" (")[0])] = r
+    return out
+
+
+@pytest.mark.parametrize("items", [8, 32])
+def test_accuracy_item_and_control_tests_hold_their_level(
+    accuracy_results: dict[tuple[int, str], cal.Result], items: int
+) -> None:
+    for method in ("accuracy item test", "accuracy control test"):
+        result = accuracy_results[(items, method)]
+        assert not result.descriptive
+        assert result.failures() == [], (method, result.verdict())
+
+
+def test_accuracy_tests_find_a_planted_drop_with_enough_items(
+    accuracy_results: dict[tuple[int, str], cal.Result],
+) -> None:
+    # a 0.3 own-language drop: 32 items per language find it, 8 rarely do (stated in the docs)
+    assert accuracy_results[(32, "accuracy item test")].mean["power"] > 0.8
+    assert accuracy_results[(32, "accuracy control test")].mean["power"] > 0.6
+    assert accuracy_results[(8, "accuracy item test")].mean["power"] < 0.4
+
+
+def test_accuracy_drop_interval_is_near_nominal(
+    accuracy_results: dict[tuple[int, str], cal.Result],
+) -> None:
+    # Agresti-Min covers 0.96 with 8 and 32 items in the full grid's 400 replicates (Newcombe's
+    # covered 0.89 and 0.93; docs/calibration.md); 40 replicates only guard against a gross error
+    for items in (8, 32):
+        assert accuracy_results[(items, "accuracy drop interval")].mean["coverage"] > 0.85
+
+
+def test_accuracy_drop_interval_covers_with_8_items() -> None:
+    """Agresti-Min's paired interval holds 95 % with 8 items per language (Newcombe's: 0.892)."""
+    from langneurons.analysis import accuracy_effects
+
+    rng = np.random.default_rng(11)
+    covered = []
+    for _ in range(150):  # 150 x 16 cells: s.e. about 0.005 at 0.9
+        ds, true = sim.simulate_accuracy(
+            rng, languages=4, items=8, controls=0, generic=cal.ACCURACY_GENERIC,
+            planted=cal.ACCURACY_PLANTED,
+        )  # fmt: skip
+        eff = accuracy_effects(ds)
+        lo, hi = eff["drop_low"].values[0], eff["drop_high"].values[0]
+        covered.append(((lo <= true) & (true <= hi)).mean())
+    coverage = float(np.mean(covered))
+    se = float(np.std(covered, ddof=1) / np.sqrt(len(covered)))
+    assert coverage >= 0.95 - 3 * se, (coverage, se)
+
+
+def test_few_controls_make_the_accuracy_control_test_descriptive() -> None:
+    (result,) = [
+        r
+        for r in cal.evaluate(cal.accuracy_cell(8, 3, reps=4), seed=7)
+        if r.method.startswith("accuracy control test")
+    ]
+    assert result.descriptive and result.verdict() == "descriptive"
+
+
 # --------------------------------------------------------------------------- deactivation
 # simulated ablations: 4 languages, 8 items per language (the built-in evaluation part), 19
 # random controls; the own-language set adds 0.05 nats per token in the alternative

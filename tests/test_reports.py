@@ -719,7 +719,8 @@ def test_report_qmd_uses_the_public_api(report: Path) -> None:
     )
     imports = re.findall(r"^\s*(?:from|import) .*$", code, flags=re.M)
     assert sorted(imports) == [
-        "from langneurons.analysis import deactivation_effects, language_overlap, type_table",
+        "from langneurons.analysis import accuracy_effects, deactivation_effects",
+        "from langneurons.analysis import language_overlap, type_table",
         "from langneurons.reports import derived, figures",
         "import langneurons",
         "import pandas as pd",

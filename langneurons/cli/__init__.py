@@ -95,6 +95,7 @@ for _command in (
     # models
     _extract.extract,
     _extract.ablate,
+    _extract.ablate_accuracy,
     _extract.demo,
     # analysis
     _analysis.identify,

@@ -295,6 +295,50 @@ def deactivation(ds: xr.Dataset) -> Lines:
     return lines
 
 
+def accuracy(ds: xr.Dataset) -> Lines:
+    """Baseline accuracy per language; per panel, each language's own-language accuracy drop
+    with its interval, the item test, dominance and the control comparison."""
+    a = ds.attrs
+    lines = [
+        "  baseline accuracy: "
+        + ", ".join(
+            f"{lang} {_fmt(float(v))} ({int(n)} items)"
+            for lang, v, n in zip(
+                _labels(ds, "evaluated"), ds["baseline"].values, ds["n_items"].values, strict=True
+            )
+        )
+    ]
+    evaluated = _labels(ds, "evaluated")
+    rows = []
+    for i, panel in enumerate(_labels(ds, "panel")):
+        for j, lang in enumerate(_labels(ds, "deactivated")):
+            if lang not in evaluated:
+                continue
+            e = evaluated.index(lang)
+            rows.append(
+                [
+                    panel,
+                    lang,
+                    int(ds["n_neurons"].values[i, j]) if "n_neurons" in ds else "-",
+                    float(ds["drop"].values[i, j, e]),
+                    f"[{_fmt(float(ds['drop_low'].values[i, j, e]))}, "
+                    f"{_fmt(float(ds['drop_high'].values[i, j, e]))}]",
+                    float(ds["pvalue_item"].values[i, j, e]),
+                    float(ds["dominance"].values[i, j]),
+                    float(ds["pvalue_control"].values[i, j]),
+                ]
+            )
+    lines += table(
+        ["panel", "off", "neurons", "own drop", "CI", "item p", "dominance", "control p"], rows
+    )
+    lines.append(
+        f"  {a.get('controls')} control(s) per set: smallest attainable control p "
+        f"{_fmt(a.get('min_pvalue_control'))}; inference {a.get('inference')} "
+        f"({a.get('inference_reason', '')})"
+    )
+    return lines
+
+
 def spontaneous(ds: xr.Dataset) -> Lines:
     """Mean change of trained and untrained languages, their difference with its interval and
     tests, the permutation test's smallest p, and the equivalence test (or why there is none)."""
@@ -410,6 +454,7 @@ PRINTERS: dict[str, Callable[[xr.Dataset], Lines]] = {
     "tests": tests,
     "probability": probability,
     "deactivation": deactivation,
+    "accuracy": accuracy,
     "spontaneous": spontaneous,
     "type_change": type_change,
 }

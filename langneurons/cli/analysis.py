@@ -199,11 +199,55 @@ def stats_deactivation(
 
     level = parse_alpha(alpha)
     target = Target(store, results_store, no_save, allow_incomplete)
-    ds = deactivation_effects(
-        target.open_result(run, "ablation", ablation), alpha=level, n_perm=n_perm, seed=seed
-    )
+    saved = target.open_result(run, "ablation", ablation)
+    if saved.attrs.get("kind") == "accuracy":  # an `ablate-accuracy` result: its own statistics
+        _stats_accuracy(target, run, ablation, saved, name, 0.05 if level is None else level,
+                        as_json)  # fmt: skip
+        return
+    ds = deactivation_effects(saved, alpha=level, n_perm=n_perm, seed=seed)
     ds.attrs["ablation"] = ablation  # the report draws these effects for that ablation
     emit({"deactivation": (ds, target.save(run, "stats", name, ds))}, as_json)
+
+
+@stats.command("accuracy")
+@click.argument("store")
+@click.option("--run", required=True)
+@click.option(
+    "--ablation", required=True, help="Name of a saved `langneurons ablate-accuracy` result."
+)
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+@click.option("--name", default="accuracy", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@results_options
+def stats_accuracy(
+    store: str,
+    run: str,
+    ablation: str,
+    alpha: float,
+    name: str,
+    as_json: bool,
+    results_store: str | None,
+    no_save: bool,
+    allow_incomplete: bool,
+) -> None:
+    """Accuracy drops of an accuracy ablation, item tests, and dominance against controls.
+
+    `stats deactivation` on an accuracy ablation runs this too (with alpha 0.05).
+    """
+    target = Target(store, results_store, no_save, allow_incomplete)
+    saved = target.open_result(run, "ablation", ablation)
+    _stats_accuracy(target, run, ablation, saved, name, alpha, as_json)
+
+
+def _stats_accuracy(
+    target: Target, run: str, ablation: str, saved: Any, name: str, alpha: float, as_json: bool
+) -> None:
+    from langneurons.analysis.accuracy import accuracy_effects
+    from langneurons.cli._output import emit
+
+    ds = accuracy_effects(saved, alpha=alpha)
+    ds.attrs["ablation"] = ablation  # the report draws these effects for that ablation
+    emit({"accuracy": (ds, target.save(run, "stats", name, ds))}, as_json)
 
 
 def parse_alpha(text: str) -> float | None:

@@ -282,3 +282,117 @@ def demo(out: str, model: str, languages: str | None, n_boot: int) -> None:
         n_boot=n_boot,
         echo=click.echo,
     )
+
+
+@click.command("ablate-accuracy")
+@click.option("--model", required=True, help="The run's model: directory, .gguf file, or id.")
+@click.option("--gguf-file", default=None)
+@click.option("--revision", default=None, help="Branch, tag or commit of a Hugging Face id.")
+@click.option("--allow-download", is_flag=True, help="Download an id that is not cached.")
+@click.option("--store", required=True)
+@click.option("--run", required=True)
+@click.option("--identification", required=True, help="A saved ternary identification.")
+@click.option(
+    "--data",
+    required=True,
+    help="Evaluation records with answers, e.g. 'builtin:evaluate' (held out).",
+)
+@click.option("--languages", default=None, help="Evaluate only these languages.")
+@click.option(
+    "--panels",
+    default="specific,specific+related,specific+related+general",
+    show_default=True,
+    help="Comma-separated neuron sets: '+'-joined types (specific, related, general).",
+)
+@click.option(
+    "--controls", type=int, default=1, show_default=True, help="Random sets per real set."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option(
+    "--answer-end",
+    default=None,
+    help="A string that ends an answer, e.g. a blank line '\\n\\n' (escapes are read).",
+)
+@click.option("--allow-overlap", is_flag=True, help="Evaluate items the neurons came from.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--chat-template", is_flag=True)
+@click.option("--hook-module", default=None)
+@click.option("--trust-remote-code", is_flag=True)
+@click.option("--name", default=None, help="Default: accuracy-IDENTIFICATION.")
+@click.option("--resume", is_flag=True, help="Complete an interrupted ablation of that name.")
+@click.option("--checkpoint-seconds", type=float, default=30.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def ablate_accuracy(
+    model: str,
+    gguf_file: str | None,
+    revision: str | None,
+    allow_download: bool,
+    store: str,
+    run: str,
+    identification: str,
+    data: str,
+    languages: str | None,
+    panels: str,
+    controls: int,
+    seed: int,
+    max_new_tokens: int,
+    batch_size: int,
+    answer_end: str | None,
+    allow_overlap: bool,
+    device: str,
+    dtype: str,
+    chat_template: bool,
+    hook_module: str | None,
+    trust_remote_code: bool,
+    name: str | None,
+    resume: bool,
+    checkpoint_seconds: float,
+    as_json: bool,
+) -> None:
+    """Answer each evaluation item with each panel's neurons off; score the answers.
+
+    An answer is correct when its final number is the item's answer and it is written in the
+    question's language. Prints baseline accuracy and, per panel, the own-language drop.
+    """
+    from langneurons.analysis.accuracy import accuracy_effects
+    from langneurons.cli._output import emit
+    from langneurons.cli._tables import accuracy
+    from langneurons.extract.accuracy import ablate_accuracy as run_accuracy
+
+    ds = run_accuracy(
+        model,
+        store,
+        run,
+        identification,
+        data,
+        gguf_file=gguf_file,
+        revision=revision,
+        allow_download=allow_download,
+        languages=split_list(languages) or None,
+        panels=split_list(panels) or [],
+        controls=controls,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        answer_end=answer_end.replace("\\n", "\n").replace("\\t", "\t") if answer_end else None,
+        allow_overlap=allow_overlap,
+        device=device,
+        dtype=dtype,
+        chat_template=chat_template,
+        hook_module=hook_module,
+        trust_remote_code=trust_remote_code,
+        name=name,
+        resume=resume,
+        checkpoint_seconds=checkpoint_seconds,
+    )
+    path = str(ds.attrs["result_path"])
+    effects = accuracy_effects(ds)
+    if as_json:
+        emit({"ablation": (ds, path), "accuracy": (effects, None)}, True)
+        return
+    click.echo(f"accuracy ablation saved at {path} ({ds.attrs.get('heldout_note')})")
+    for line in accuracy(effects):
+        click.echo(line)
