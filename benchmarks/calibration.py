@@ -217,21 +217,26 @@ def change_and_stability(
     an = _analysis()
     base, aligned = simulate_pair(truth, truth, rng)
     seed = int(rng.integers(2**31))
+    # the unit of replication, as cluster="auto" chooses it for the per-neuron methods: items
+    # when they repeat within a language (paired runs cannot pair repeated sequences)
+    unit = {"cluster": "item" if truth.shape.responses > 1 else "sequence"}
     out: Replicate = {}
-    tc = an.type_change(base, aligned, n_boot=n_boot, seed=seed, **IDENTIFY)
+    tc = an.type_change(base, aligned, n_boot=n_boot, seed=seed, **unit, **IDENTIFY)
     keep = ~np.isnan(tc["change_pvalue"].values)
     out["type_change"] = {
         **_fpr(tc["change_pvalue"].values[keep]),
         "coverage": _cover(tc["change_low"], tc["change_high"], 0.0),
         "descriptive": float(_descriptive(tc)),
     }
-    sb = an.shared_by_change(base, aligned, n_boot=n_boot, seed=seed, **IDENTIFY)
+    sb = an.shared_by_change(base, aligned, n_boot=n_boot, seed=seed, **unit, **IDENTIFY)
     out["shared_by_change (tvd)"] = {
         **_fpr(sb["tvd_pvalue"].values),
         "coverage": _cover(sb["change_low"], sb["change_high"], 0.0),
         "descriptive": float(_descriptive(sb)),
     }
-    sa = an.spontaneous_alignment(base, aligned, ["l0", "l1"], n_boot=n_boot, seed=seed, **IDENTIFY)
+    sa = an.spontaneous_alignment(
+        base, aligned, ["l0", "l1"], n_boot=n_boot, seed=seed, **unit, **IDENTIFY
+    )
     out["spontaneous_alignment boot p"] = {
         **_fpr(sa["boot_pvalue"].values),
         "coverage": _cover(sa["difference_low"], sa["difference_high"], 0.0),
@@ -241,7 +246,7 @@ def change_and_stability(
         **_fpr(sa["perm_pvalue"].values),
         "descriptive": float(_descriptive(sa)),
     }
-    st = an.bootstrap_identification(base, n_boot=n_boot, seed=seed, ci=CI, **IDENTIFY)
+    st = an.bootstrap_identification(base, n_boot=n_boot, seed=seed, ci=CI, **unit, **IDENTIFY)
     cov = [
         _cover(st[f"{name}_lower"], st[f"{name}_upper"], reference[name])
         for name in ("specific", "related", "mask_size")
@@ -250,7 +255,7 @@ def change_and_stability(
         "coverage": float(np.mean(cov)),
         "descriptive": float(_descriptive(st)),
     }
-    sg = an.bootstrap_stages(base, n_stages=3, n_boot=n_boot, seed=seed, ci=CI, **IDENTIFY)
+    sg = an.bootstrap_stages(base, n_stages=3, n_boot=n_boot, seed=seed, ci=CI, **unit, **IDENTIFY)
     inner = slice(1, None)  # the first stage always starts at layer 0
     out["bootstrap_stages boundaries"] = {
         "coverage": _cover(

@@ -19,6 +19,7 @@ import zarr
 
 from langneurons import analysis
 from langneurons.analysis import (
+    accuracy_effects,
     activation_probability,
     bootstrap_identification,
     bootstrap_stages,
@@ -49,6 +50,7 @@ from langneurons.analysis import (
 from langneurons.analysis._validate import as_labels
 from langneurons.store import create_store, open_store
 
+from ._accuracy_data import accuracy_ablation
 from .conftest import make_counts
 
 # the automatic lambda of these tiny random runs may stop at the top of its range; that is not
@@ -69,6 +71,7 @@ GROUPS: dict[str, tuple[str, str | None, str | None]] = {
     "aligned_ternary": (ALIGNED, "identification", "ternary"),
     "tests": (BASE, "stats", "tests"),
     "ablation": (BASE, "ablation", "demo"),
+    "accuracy": (BASE, "ablation", "accuracy-demo"),
 }
 
 #: how the inputs are opened: (source, labels, backing); "library" is the reference
@@ -104,6 +107,14 @@ def ablation() -> xr.Dataset:
     )
 
 
+def accuracy() -> xr.Dataset:
+    """A small synthetic accuracy ablation over :data:`LANGS` (8 items each, 19 controls)."""
+    rng = np.random.default_rng(1)
+    k, items = len(LANGS), 8
+    correct = rng.random((1, k, 20, k * items)) < 0.6
+    return accuracy_ablation(correct, rng.random(k * items) < 0.8, list(LANGS))
+
+
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Two per-sequence runs and saved results, in a store directory and its exported zip."""
@@ -119,6 +130,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     store.save_result(ALIGNED, "identification", "ternary", identify(aligned))
     store.save_result(BASE, "stats", "tests", language_preference_tests(base))
     store.save_result(BASE, "ablation", "demo", ablation())
+    store.save_result(BASE, "ablation", "accuracy-demo", accuracy())
     zip_path = store.export_zip(tmp / "s.zip")
     zips: list[zarr.storage.ZipStore] = []
     yield {"store": open_store(path), "path": path, "zip": zip_path, "zips": zips, "cache": {}}
@@ -230,6 +242,7 @@ CASES: dict[str, Callable[[Inputs], Any]] = {
     "trajectories": lambda d: trajectories([d["ternary"], d["aligned_ternary"]]),
     "language_overlap": lambda d: language_overlap(d["ternary"]),
     "deactivation_effects": lambda d: deactivation_effects(d["ablation"], n_perm=N_PERM),
+    "accuracy_effects": lambda d: accuracy_effects(d["accuracy"]),
     "neurons.identify": lambda d: d["base"].neurons.identify("lape"),
     "neurons.probability": lambda d: d["base"].neurons.probability(),
     "neurons.probability[all]": lambda d: d["base"].neurons.probability("all"),
