@@ -252,6 +252,36 @@ def _check_same(run: str, name: str, theirs: dict[str, Any], ours: dict[str, Any
             )
 
 
+def load_for_run(
+    model: Any,
+    tokenizer: Any,
+    loaded: LoadedModel | None,
+    run_ds: xr.Dataset,
+    run: str,
+    **loading: Any,
+) -> LoadedModel:
+    """The run's model (loaded, or the one given), refused when its shape is not the run's."""
+    out = as_loaded(model, tokenizer, loaded, **loading)
+    if (run_ds.sizes[LAYER], run_ds.sizes[NEURON]) != (out.n_layers, out.plan.neurons):
+        raise ParameterError(
+            f"run {run!r} has {run_ds.sizes[LAYER]} x {run_ds.sizes[NEURON]} neurons but the "
+            f"model has {out.n_layers} x {out.plan.neurons}; ablate with the run's model"
+        )
+    return out
+
+
+def check_same_model(run: str, name: str, theirs: dict[str, Any], identity: dict[str, Any]) -> None:
+    """Refuse to resume ablation ``name`` (saved attrs ``theirs``) with another model."""
+    model = theirs.get("model")
+    model = model if isinstance(model, dict) else {}
+    _check_same(
+        run,
+        name,
+        {key: model.get(key) for key in _MODEL_CHECKED},
+        {key: identity.get(key) for key in _MODEL_CHECKED},
+    )
+
+
 def ablate(
     model: str | os.PathLike[str] | LoadedModel | Any,
     store: str | os.PathLike[str],
@@ -405,10 +435,12 @@ def ablate(
     # held out from the identification sequences: checked before anything is loaded or written
     run_ds = opened.open_run(run)
     attrs |= heldout_check(run_ds, items, allow_overlap=allow_overlap, run=run)
-    loaded = as_loaded(
+    loaded = load_for_run(
         model,
         tokenizer,
         loaded,
+        run_ds,
+        run,
         gguf_file=gguf_file,
         device=device,
         dtype=dtype,
@@ -418,11 +450,6 @@ def ablate(
         allow_download=allow_download,
     )
     writer = opened.writer(run)  # the run's name is checked once, for every save below
-    if (run_ds.sizes[LAYER], run_ds.sizes[NEURON]) != (loaded.n_layers, loaded.plan.neurons):
-        raise ParameterError(
-            f"run {run!r} has {run_ds.sizes['layer']} x {run_ds.sizes['neuron']} neurons but the "
-            f"model has {loaded.n_layers} x {loaded.plan.neurons}; ablate with the run's model"
-        )
     attrs["model"] = loaded.identity
     if earlier is not None:
         _check_same(run, name, theirs, _recorded(attrs, evaluated))

@@ -40,8 +40,13 @@ from langneurons.extract._answers import score_answer
 from langneurons.extract._generate import generate_answers
 from langneurons.extract._heldout import heldout_check
 from langneurons.extract._langid import detectable
-from langneurons.extract.ablation import deactivate, random_control
-from langneurons.extract.engine import LoadedModel, as_loaded, load_records, reporting
+from langneurons.extract.ablation import (
+    check_same_model,
+    deactivate,
+    load_for_run,
+    random_control,
+)
+from langneurons.extract.engine import LoadedModel, load_records, reporting
 from langneurons.names import LAYER, NEURON
 from langneurons.store import open_store, schema
 
@@ -309,10 +314,12 @@ def ablate_accuracy(
         "model": {},
     }
     earlier = _earlier(opened, run, name, resume)
-    loaded = as_loaded(
+    loaded = load_for_run(
         model,
         tokenizer,
         loaded,
+        run_ds,
+        run,
         gguf_file=gguf_file,
         device=device,
         dtype=dtype,
@@ -321,11 +328,6 @@ def ablate_accuracy(
         revision=revision,
         allow_download=allow_download,
     )
-    if (run_ds.sizes[LAYER], run_ds.sizes[NEURON]) != (loaded.n_layers, loaded.plan.neurons):
-        raise ParameterError(
-            f"run {run!r} has {run_ds.sizes[LAYER]} x {run_ds.sizes[NEURON]} neurons but the "
-            f"model has {loaded.n_layers} x {loaded.plan.neurons}; ablate with the run's model"
-        )
     attrs["model"] = loaded.identity
     writer = opened.writer(run)
     if earlier is not None:
@@ -336,15 +338,7 @@ def ablate_accuracy(
                     f"({earlier.attrs.get(key)!r} != {attrs[key]!r}); resume it with the same "
                     "parameters, or choose another --name"
                 )
-        theirs = earlier.attrs.get("model")
-        theirs = theirs if isinstance(theirs, dict) else {}
-        for key in ("dtype", "hook_point", "config_sha256"):  # the most telling first
-            if theirs.get(key) != attrs["model"].get(key):
-                raise ParameterError(
-                    f"ablation {name!r} of run {run!r} was made with a different model "
-                    f"({key} {theirs.get(key)!r} != {attrs['model'].get(key)!r}); resume it with "
-                    "the same model, or choose another --name"
-                )
+        check_same_model(run, name, earlier.attrs, attrs["model"])
         if "unit_done" not in earlier:
             earlier.attrs["result_path"] = f"{writer.run}/ablation/{name}"
             return earlier

@@ -185,8 +185,8 @@ def test_an_interrupted_run_resumes_to_the_same_result(
         accuracy_effects(partial)
     monkeypatch.setattr(accuracy, "generate_answers", real)
     with pytest.raises(ParameterError, match=r"^ablation 'cut' of run 'r' was made with a "
-                       r"different model \(dtype 'float32' != 'bfloat16'\); resume it with the "
-                       r"same model, or choose another --name$"):  # fmt: skip
+                       r"different dtype \(dtype 'float32' != 'bfloat16'\); resume it with the "
+                       r"same parameters, or choose another --name$"):  # fmt: skip
         ablate_accuracy(*args, name="cut", resume=True, **{**kwargs, "dtype": "bfloat16"})
     resumed = ablate_accuracy(*args, name="cut", resume=True, **kwargs)
     for name in ("correct", "text", "n_neurons", "baseline_text"):
