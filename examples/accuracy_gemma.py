@@ -13,7 +13,7 @@ few languages, one control and short answers.
 
 Usage (what the README's figure ran)::
 
-    python benchmarks/accuracy_gemma.py --out /tmp/acc-gemma --languages en,de,zh \\
+    python examples/accuracy_gemma.py --out /tmp/acc-gemma --languages en,de,zh \\
         --controls 1 --max-new-tokens 32 --figure docs/gemma-accuracy.png
 """
 
