@@ -8,6 +8,7 @@ zarr :class:`~zarr.abc.store.Store` or group it works on; none holds state.
 from __future__ import annotations
 
 import contextlib
+import errno
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import zarr.storage
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 
-from langneurons.errors import StoreValidationError
+from langneurons.errors import OutOfSpaceError, StoreValidationError
 from langneurons.store import schema
 
 
@@ -118,10 +119,27 @@ def move(zstore: Store, src: str, dst: str) -> None:
     zarr.core.sync.sync(_copy())
 
 
+_NO_SPACE = {errno.ENOSPC: "out of disk space", errno.EDQUOT: "over the disk quota",
+             errno.EFBIG: "over the file-size limit (ulimit -f)"}  # fmt: skip
+
+
 def consolidate(zstore: Store) -> None:
-    """Refresh the consolidated metadata (what plain xarray and readers see)."""
-    with quiet():
-        zarr.consolidate_metadata(zstore)
+    """Refresh the consolidated metadata (what plain xarray and readers see).
+
+    It is refreshed after a write has committed (or rolled back), so running out of space here
+    loses nothing: the error says so, and that ``repair`` refreshes it once there is room.
+    """
+    try:
+        with quiet():
+            zarr.consolidate_metadata(zstore)
+    except OSError as exc:
+        if exc.errno not in _NO_SPACE:
+            raise
+        raise OutOfSpaceError(
+            f"the store's consolidated metadata (what plain xarray reads) could not be refreshed: "
+            f"{_NO_SPACE[exc.errno]} ({exc.strerror}); everything written before it is saved "
+            "and consistent: free some space and run `langneurons repair STORE` to refresh it"
+        ) from exc
 
 
 def init_store(zstore: Store) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import re
 import shutil
 import signal
@@ -18,6 +20,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
+
+import zarr.storage  # noqa: E402
 
 from langneurons.errors import (  # noqa: E402
     InputFormatError,
@@ -805,3 +809,48 @@ def test_import_progress_per_file(tmp_path: Path, progress_lines: Any) -> None:
     lines = progress_lines.getvalue().splitlines()
     assert lines[0].startswith("[import lape] 1/2 file (50%)") and lines[0].endswith("en.pt")
     assert lines[-1].startswith("[import lape] 2/2 file (100%)") and lines[-1].endswith("de.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG])
+def test_out_of_space_during_extraction_then_resume_is_bit_exact(
+    tmp_path: Path,
+    llama: Path,
+    data: Path,
+    reference: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    code: int,
+) -> None:
+    """The disk fills up inside a unit's commit: one line, the run keeps its committed units,
+    and once there is room `--resume` completes it exactly as an uninterrupted extraction."""
+    original = zarr.storage.LocalStore.set
+    state = {"chunks": 0}
+
+    async def full_disk(store: Any, key: str, value: Any) -> None:
+        if "/n_active/c/" in key:
+            state["chunks"] += 1
+            if state["chunks"] == 20:  # some units in, inside one unit's writes
+                raise OSError(code, os.strerror(code), key)
+        await original(store, key, value)
+
+    store = tmp_path / "full.zarr"
+    with monkeypatch.context() as m:
+        m.setattr(zarr.storage.LocalStore, "set", full_disk)
+        c, out, err = run_cli(capsys, *_cli_command(llama, data, store)[3:])
+    assert c == 1 and state["chunks"] >= 20, err  # zarr writes a unit's chunks concurrently
+    assert re.fullmatch(
+        r"langneurons: error: (out of disk space|over the file-size limit \(ulimit -f\)) writing "
+        r"m/base/n_active/c/\S+ \(.+\); free some space or raise the limit and run the command "
+        r"again \(an interrupted store write is rolled back by `langneurons repair STORE`\)\n",
+        err,
+    ), err
+    committed = len(open_store(store).committed_units("m/base"))
+    assert 0 < committed < 12
+    assert run_cli(capsys, "repair", store)[0] == 0
+    assert open_store(store).validate() == []
+    assert len(open_store(store).committed_units("m/base")) == committed
+    c, out, err = run_cli(capsys, *_cli_command(llama, data, store, "--resume")[3:])
+    assert c == 0, err
+    assert f"({committed} already done)" in out
+    _assert_same_store(store, reference)

@@ -7,6 +7,9 @@ half-written next to or inside the store.
 from __future__ import annotations
 
 import errno
+import os
+import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import zarr
 from langneurons.errors import NotAStoreError, OutOfSpaceError
 from langneurons.store import create_store, import_zip, open_store
 
-from .conftest import make_counts, run_cli
+from .conftest import make_counts, run_cli, write_reference_files
 
 RUN = "m/base"
 IDENTIFY = ["--run", RUN, "--method", "lape", "--top-rate", "0.2", "--role", "all"]
@@ -287,3 +290,106 @@ def test_a_store_left_as_a_migration_backup_says_how_to_recover(
         f"{str(path)!r} and run the migration again"
     )
     assert run_cli(capsys, "info", path) == (1, "", f"langneurons: error: {line}\n")
+
+
+# ------------------------------------------------------------------ 9. out of space at every write
+class _FullAfter:
+    """``LocalStore.set`` that fails with ``code`` on its ``k``-th call (0: never); counts calls."""
+
+    def __init__(self, code: int, k: int) -> None:
+        self.code, self.k, self.calls = code, k, 0
+        self.original = zarr.storage.LocalStore.set
+
+    def __call__(self) -> Any:
+        async def set_(store: Any, key: str, value: Any) -> None:
+            self.calls += 1
+            if self.calls == self.k:
+                raise OSError(self.code, os.strerror(self.code), key)
+            await self.original(store, key, value)
+
+        return set_
+
+
+def _import(store: Path, *extra: str) -> list[str]:
+    ref = str(store.parent / "ref")
+    return ["import", "njunlp", ref, "--tag", "t", "--languages", "en,de,fr",
+            "--store", str(store), "--run", RUN, *extra]  # fmt: skip
+
+
+def _counts(store: Path) -> dict[str, bytes]:
+    ds = open_store(store).open_run(RUN).load()
+    return {name: ds[name].values.tobytes() for name in ("n_active", "n_tokens")}
+
+
+REFRESH = (
+    "langneurons: error: the store's consolidated metadata (what plain xarray reads) could not be "
+    "refreshed: "
+)
+
+
+def _spread(n: int, most: int = 12) -> list[int]:
+    """About ``most`` failure points spread over ``1..n``, always the first and the last."""
+    return sorted({1, n, *range(1, n + 1, max(1, n // most))})
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG])
+@pytest.mark.parametrize("mode", ["create", "merge"])
+def test_out_of_space_at_any_write_of_an_import_leaves_the_store_as_it_was(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    mode: str,
+    code: int,
+) -> None:
+    """Creating a store and run, or merging counts into one: whichever write runs out of space,
+    one line, exit 1, and the store holds exactly what it held before (after the rollback that
+    the next writer, or `repair`, does)."""
+    write_reference_files(tmp_path / "ref", ["en", "de", "fr"])
+    first = tmp_path / "first.zarr"
+    assert run_cli(capsys, *_import(first))[0] == 0
+    before = _counts(first)
+    extra = ["--merge"] if mode == "merge" else []
+
+    def attempt(k: int, store: Path) -> tuple[tuple[int, str, str], int]:
+        full = _FullAfter(code, k)
+        with monkeypatch.context() as m:
+            m.setattr(zarr.storage.LocalStore, "set", full())
+            out = run_cli(capsys, *_import(store, *extra))
+        return out, full.calls
+
+    if mode == "merge":
+        shutil.copytree(first, tmp_path / "dry.zarr")
+    (c, _, err), writes = attempt(0, tmp_path / "dry.zarr")
+    assert c == 0, err
+    done = _counts(tmp_path / "dry.zarr")  # what the command writes when there is room
+    refreshed = 0
+    for k in _spread(writes):
+        store = tmp_path / f"s{k}.zarr"
+        if mode == "merge":
+            shutil.copytree(first, store)
+        (c, out, err), _ = attempt(k, store)
+        assert (c, out) == (1, ""), (k, err)
+        if err.startswith(REFRESH):  # the write committed; only the refresh after it failed
+            assert run_cli(capsys, "repair", store)[0] == 0, k
+            assert open_store(store).validate() == [] and open_store(store).runs() == [RUN]
+            assert _counts(store) == done, k
+            refreshed += 1
+            continue
+        assert re.fullmatch(
+            r"langneurons: error: (out of disk space|over the file-size limit \(ulimit -f\)) "
+            r"writing \S+ \(.+\); free some space or raise the limit and run the command again "
+            r"\(an interrupted store write is rolled back by `langneurons repair STORE`\)\n",
+            err,
+        ), (k, err)
+        if not store.exists():  # the store's own metadata could not be written
+            continue
+        assert run_cli(capsys, "repair", store)[0] == 0, k
+        reopened = open_store(store)
+        assert reopened.validate() == [], k
+        if mode == "create":
+            assert reopened.runs() == [], k
+        else:
+            assert reopened.runs() == [RUN] and _counts(store) == before, k
+        # nothing of ours is left beside the store either
+        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], k
+    assert refreshed >= 1  # the last write, the refresh after the commit, was tried
