@@ -10,6 +10,8 @@ import errno
 import os
 import re
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -393,3 +395,73 @@ def test_out_of_space_at_any_write_of_an_import_leaves_the_store_as_it_was(
         # nothing of ours is left beside the store either
         assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], k
     assert refreshed >= 1  # the last write, the refresh after the commit, was tried
+
+
+# ------------------------------------------------------------------ 9. a low ulimit -v
+def _limited(limit: int, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+
+    command = [sys.executable, "-m", "langneurons", *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=cwd, preexec_fn=cap, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("limit_mib", "command", "need"),
+    [(300, "identify", 1024), (450, "stats", 1024), (1600, "extract", 2048)],
+)
+def test_a_memory_limit_too_low_to_load_the_libraries_is_refused_up_front(
+    tmp_path: Path, limit_mib: int, command: str, need: int
+) -> None:
+    """Under ``ulimit -v`` of 250-500 MiB, scipy's import hung (forever), numpy's or scipy's
+    shared objects failed to map, or a thread could not start: a hang or a native crash cannot
+    be caught, so a limit below what the command needs is refused before anything loads."""
+    path = _store(tmp_path / "s.zarr")
+    args = [command, str(path), *IDENTIFY[:2]] if command != "extract" else [command]
+    proc = _limited(limit_mib << 20, *args, cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == (
+        f"langneurons: error: the memory limit (ulimit -v) is {limit_mib} MiB, below the {need} "
+        f"MiB that `langneurons {command}` needs to load its libraries (below it they hang or "
+        f"crash in native code); raise it, e.g. `ulimit -v {need << 10}` or `ulimit -v "
+        "unlimited`\n"
+    )
+
+
+def test_light_commands_run_under_a_low_memory_limit(tmp_path: Path) -> None:
+    path = _store(tmp_path / "s.zarr")
+    for args in (["info", str(path)], ["--help"], ["identify", "--help"], ["--version"]):
+        proc = _limited(300 << 20, *args, cwd=tmp_path)
+        assert proc.returncode == 0 and proc.stderr == "", (args, proc.stderr)
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                "allocate memory: you tried to allocate 3264320 bytes."
+            ),  # fmt: skip
+            "out of memory ([enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+            "allocate memory: you tried to allocate 3264320 bytes.); raise the memory limit "
+            "(ulimit -v) or work on a smaller selection (fewer languages, layers or sequences)",
+        ),
+        (
+            RuntimeError("cannot join thread before it is started"),
+            "out of memory or threads: could not start a thread; raise the memory limit "
+            "(ulimit -v) or the process limit (ulimit -u)",
+        ),
+        (RuntimeError("something else"), None),
+    ],
+)
+def test_memory_and_thread_errors_of_native_libraries_are_one_line(
+    error: BaseException, line: str | None
+) -> None:
+    from langneurons.cli import resource_line
+
+    assert resource_line(error) == line

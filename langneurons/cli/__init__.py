@@ -119,13 +119,17 @@ def resource_line(exc: BaseException) -> str | None:
             "and run the command again (an interrupted store write is rolled back by "
             "`langneurons repair STORE`)"
         )
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)  # torch's allocator
+    ):
         detail = f" ({exc})" if str(exc) else ""
         return (
             f"out of memory{detail}; raise the memory limit (ulimit -v) or work on a smaller "
             "selection (fewer languages, layers or sequences)"
         )
-    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+    if isinstance(exc, RuntimeError) and any(
+        m in str(exc) for m in ("can't start new thread", "cannot join thread before it is started")
+    ):
         return (
             "out of memory or threads: could not start a thread; raise the memory limit "
             "(ulimit -v) or the process limit (ulimit -u)"
@@ -133,10 +137,43 @@ def resource_line(exc: BaseException) -> str | None:
     return None
 
 
+# The address space (``ulimit -v``) the numerical libraries need to load and start their threads,
+# measured: below about 500 MiB `identify` hangs inside scipy's import, fails to map numpy's or
+# scipy's shared objects, or cannot start a thread; torch alone maps about 650 MiB and a tiny
+# model's extraction needs about 2 GiB. Refusing up
+# front is the only way to a clear line: a hang or a crash in native code cannot be caught.
+_MIN_ADDRESS_SPACE = {"extract": 2 << 30, "ablate": 2 << 30, "ablate-accuracy": 2 << 30,
+                      "demo": 2 << 30}  # fmt: skip
+_MIN_ADDRESS_SPACE_DEFAULT = 1 << 30
+_LIGHT = {"info", "--help", "-h", "--version"}
+
+
+def address_space_line(args: Sequence[str]) -> str | None:
+    """One line when ``ulimit -v`` is too low for the command to load its libraries, else None."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    words = [a for a in args if not a.startswith("-") or a in _LIGHT]
+    if soft == resource.RLIM_INFINITY or not words or words[0] in _LIGHT or _LIGHT & set(args):
+        return None
+    need = _MIN_ADDRESS_SPACE.get(words[0], _MIN_ADDRESS_SPACE_DEFAULT)
+    if soft >= need:
+        return None
+    return (
+        f"the memory limit (ulimit -v) is {soft >> 20} MiB, below the {need >> 20} MiB that "
+        f"`langneurons {words[0]}` needs to load its libraries (below it they hang or crash in "
+        f"native code); raise it, e.g. `ulimit -v {need >> 10}` or `ulimit -v unlimited`"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (errors print one line unless --debug)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    too_little = address_space_line(args)
+    if too_little is not None:
+        click.echo(f"langneurons: error: {too_little}", err=True)
+        return EXIT_ERROR
     try:
         result = cli.main(args=args, prog_name="langneurons", standalone_mode=False)
     except click.exceptions.ClickException as exc:
