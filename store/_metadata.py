@@ -12,6 +12,7 @@ any, and ``validate`` lists them.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -53,6 +54,39 @@ def _dtype_problem(spec: schema.VariableSpec, data_type: object) -> str | None:
         ok = data_type == spec.dtype
         allowed = str(spec.dtype)
     return None if ok else f"has data type {data_type!r}; the schema requires {allowed}"
+
+
+def _claimed_chunks(meta: Mapping[str, Any]) -> int | None:
+    """How many chunks an array's metadata says it has (None when its grid is not regular)."""
+    grid = meta.get("chunk_grid")
+    conf = grid.get("configuration") if isinstance(grid, dict) else None
+    chunk = conf.get("chunk_shape") if isinstance(conf, dict) else None
+    shape = meta.get("shape")
+    if not isinstance(shape, list) or not isinstance(chunk, list) or len(chunk) != len(shape):
+        return None
+    if not all(isinstance(x, int) and x >= 0 for x in shape) or not all(
+        isinstance(c, int) and c > 0 for c in chunk
+    ):
+        return None
+    return math.prod(-(-s // c) for s, c in zip(shape, chunk, strict=True))
+
+
+def _unwritten(read: Reader, array_path: str, meta: Mapping[str, Any]) -> str | None:
+    """Why the array's shape claims more chunks than its manifest says were ever written.
+
+    Every langneurons writer writes every chunk (all-zero ones too) and records it, so a shape
+    that claims more is an edited shape: without this check, reading it allocates the claimed
+    size (an edited coordinate of 10**12 neurons asked for 7 TiB) before any chunk is checked.
+    """
+    claimed = _claimed_chunks(meta)
+    manifest = _json(read, f"{array_path}/{schema.CHUNK_MANIFEST}")
+    entries = manifest.get("crc32c") if manifest is not None else None
+    if claimed is None or not isinstance(entries, dict) or claimed <= len(entries):
+        return None
+    return (
+        f"has shape {meta.get('shape')}, {claimed} chunks, but only {len(entries)} were ever "
+        "written to it (its shape was edited)"
+    )
 
 
 def _has_crc(meta: Mapping[str, Any]) -> bool:
@@ -102,6 +136,10 @@ def problems(read: Reader, run: str, cons: dict[str, Any] | None = None) -> list
                 f"has shape {shape} in its zarr.json but {listed.get('shape')} in the consolidated "
                 "metadata"
             )
+        if not found:
+            unwritten = _unwritten(read, f"{run}/{name}", own)
+            if unwritten:
+                found.append(unwritten)
         if not found and isinstance(shape, list) and len(shape) == len(dims):
             for dim, size in zip(dims, shape, strict=True):
                 first = sizes.setdefault(dim, (size, name))

@@ -71,6 +71,17 @@ def _shape(store: Path) -> None:
     _consolidated(store, "n_active")(lambda m: m.update(shape=[3, 2, 4, 7]))
 
 
+def _huge(store: Path) -> None:
+    """A coordinate and its array claiming 10**12 neurons, in both places (consistent shapes)."""
+    for name in ("neuron", "n_active"):
+
+        def grow(meta: dict[str, Any]) -> None:
+            meta["shape"][-1] = 10**12
+
+        _edit(store / RUN / name / "zarr.json", grow)
+        _consolidated(store, name)(grow)
+
+
 TAMPERINGS = {
     "array-deleted": (
         _deleted,
@@ -92,6 +103,14 @@ TAMPERINGS = {
         _shape,
         ["run 'm/base', array 'n_active': has shape [3, 2, 3, 7] in its zarr.json but "
          "[3, 2, 4, 7] in the consolidated metadata"],
+    ),
+    "shape-edited-to-10**12": (
+        _huge,
+        # read, the coordinate alone would allocate 7.3 TiB before any chunk was checked
+        ["run 'm/base', array 'neuron': has shape [1000000000000], 142857142858 chunks, but "
+         "only 1 were ever written to it (its shape was edited)",
+         "run 'm/base', array 'n_active': has shape [3, 2, 3, 1000000000000], 857142857148 "
+         "chunks, but only 6 were ever written to it (its shape was edited)"],
     ),
 }  # fmt: skip
 
