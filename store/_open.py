@@ -21,7 +21,7 @@ from langneurons.errors import (
     StoreValidationError,
 )
 from langneurons.store import _leftovers, _nodes, _zip, schema
-from langneurons.store._store import ActivationStore
+from langneurons.store._store import ActivationStore, repair_hint
 
 StorePath = str | os.PathLike[str]
 
@@ -148,7 +148,10 @@ def import_zip(src: StorePath, store: StorePath) -> ActivationStore:
     def check(unpacked: Path) -> None:
         problems = open_store(unpacked).validate()
         if problems:
-            raise StoreValidationError(f"{str(source)!r} holds an invalid store: {problems[0]}")
+            # the unpacked folder is removed: a hint must name the archive, never that folder
+            hint = repair_hint(str(source), archive=True)
+            first = problems[0].replace(repair_hint(str(unpacked)), hint)
+            raise StoreValidationError(f"{str(source)!r} holds an invalid store: {first}")
 
     _zip.unpack(source, dest, check)
     return open_store(dest, mode="r+")

@@ -82,6 +82,13 @@ class Repaired:
     rebound: tuple[str, ...] = ()  # arrays given a chunk manifest of their chunks (--rebind)
 
 
+def repair_hint(url: str, *, archive: bool = False) -> str:
+    """How to roll back an interrupted write in the store at ``url`` (``archive``: a zip)."""
+    if archive or url.endswith(".zip"):  # read-only; unzipped, it is an ordinary store folder
+        return f"unzip {url} into a new folder and run `langneurons repair FOLDER` there"
+    return f"run `langneurons repair {url}`"
+
+
 class ActivationStore:
     """A langneurons activation store (many runs in one Zarr v3 hierarchy).
 
@@ -284,6 +291,10 @@ class ActivationStore:
             return run
         return self._check_run(run)
 
+    def _repair_hint(self) -> str:
+        """How to roll back an interrupted write in this store (a zip cannot be repaired)."""
+        return repair_hint(self.url)
+
     def _check_run(self, run: str) -> str:
         run = schema.check_name(run)
         if not self._is_run(run):
@@ -374,8 +385,7 @@ class ActivationStore:
         with self._lock(exclusive=False):
             if _journal.Journal(self._zstore, run).armed():
                 raise InterruptedWriteError(
-                    f"run {run!r} holds an interrupted write; run `langneurons repair "
-                    f"{self.url}` to roll it back"
+                    f"run {run!r} holds an interrupted write; {self._repair_hint()} to roll it back"
                 )
             damaged = self._metadata_damage(run)
             if damaged:
@@ -885,8 +895,7 @@ class ActivationStore:
             if (damaged := _journal.Journal(self._zstore, path).damaged_undo())
             else (
                 False,
-                f"run {path!r}: interrupted write (journal present); run `langneurons repair "
-                f"{self.url}`",
+                f"run {path!r}: interrupted write (journal present); {self._repair_hint()}",
             )
             for path in self._interrupted_runs()
         ]
@@ -993,8 +1002,8 @@ class ActivationStore:
         with self._lock(exclusive=False):
             if self._interrupted_runs():
                 raise InterruptedWriteError(
-                    f"store {self.url!r} holds an interrupted write; run `langneurons repair "
-                    f"{self.url}` before exporting"
+                    f"store {self.url!r} holds an interrupted write; {self._repair_hint()} "
+                    "before exporting"
                 )
             self._check_valid("export")
             keys = _nodes.keys(self._zstore)

@@ -465,3 +465,41 @@ def test_memory_and_thread_errors_of_native_libraries_are_one_line(
     from langneurons.cli import resource_line
 
     assert resource_line(error) == line
+
+
+# ------------------------------------------------------------------ 11. hints that lead somewhere
+def test_an_export_holding_an_interrupted_write_names_a_repair_that_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hint named the import's unpacked folder, deleted by then, and `repair` of a zip (which
+    cannot be written); it now says to unzip the archive and repair the folder, which works."""
+    import json
+
+    path = _store(tmp_path / "s.zarr")
+    good = open_store(path).export_zip(tmp_path / "good.zip")
+    archive = tmp_path / "journal.zip"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(archive, "w") as out:
+        for info in src.infolist():
+            out.writestr(info, src.read(info))
+        meta = {"zarr_format": 3, "node_type": "group", "attributes": {"op": "append"}}
+        out.writestr(f"{RUN}/_journal/zarr.json", json.dumps(meta))
+    hint = f"unzip {archive} into a new folder and run `langneurons repair FOLDER` there"
+
+    code, out, err = run_cli(capsys, "import", "zip", archive, "--store", tmp_path / "u.zarr")
+    assert (code, out) == (1, "")
+    assert err == (
+        f"langneurons: error: {str(archive)!r} holds an invalid store: run {RUN!r}: interrupted "
+        f"write (journal present); {hint}\n"
+    )
+    assert run_cli(capsys, "validate", archive)[2] == (
+        f"invalid: run {RUN!r}: interrupted write (journal present); {hint}\n"
+    )
+    code, out, err = run_cli(capsys, "identify", archive, *IDENTIFY, "--no-save")
+    assert (code, err) == (1, f"langneurons: error: run {RUN!r} holds an interrupted write; "
+                              f"{hint} to roll it back\n")  # fmt: skip
+    # ... and the hint works
+    folder = tmp_path / "folder"
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(folder)
+    assert run_cli(capsys, "repair", folder)[0] == 0
+    assert open_store(folder).validate() == []
