@@ -17,6 +17,7 @@ from langneurons.analysis.deactivation import deactivation_effects
 from langneurons.analysis.distributions import (
     TYPES,
     compare_type_distributions,
+    mask_change,
     shared_by_change,
     type_change,
     type_table,
@@ -59,6 +60,7 @@ __all__ = [
     "deactivation_effects",
     "IdentifyParams",
     "identify",
+    "mask_change",
     "masks_from_lists",
     "masks_to_lists",
     "mcnemar",

@@ -337,6 +337,109 @@ def type_change(
     )
 
 
+def mask_sizes(result: xr.Dataset) -> NDArray[np.int64]:
+    """Neurons in each language's mask (``[language]``, in the result's language order)."""
+    mask = result["mask"].transpose(LANGUAGE, LAYER, NEURON)
+    return np.asarray(mask.values, dtype=bool).reshape(mask.shape[0], -1).sum(axis=1)
+
+
+def mask_change(
+    base_run: xr.Dataset,
+    aligned_run: xr.Dataset,
+    method: Method | None = None,
+    *,
+    params: IdentifyParams | None = None,
+    n_perm: int = 99,
+    seed: int = 0,
+    cluster: Cluster = "sequence",
+    paired: Paired = "auto",
+) -> xr.Dataset:
+    r"""Change of each language's mask size from a base run to an aligned run, with a label-swap
+    permutation test over the shared items.
+
+    :math:`\Delta_k = m^{aligned}_k - m^{base}_k`, where :math:`m_k` counts the neurons in
+    language k's mask of ``identify(run, method, **params.keywords())``. Mask sizes, unlike the
+    selection's, are free to move under a fixed ``top_rate``; but a fixed selection still ties
+    them together (a neuron gained by one language's mask is often lost by another's), so no
+    closed-form test applies. The test permutes what is exchangeable under the null: in each of
+    ``n_perm`` permutations every unit's sequences (items with ``cluster="item"``) trade places
+    between the runs with probability 1/2, both pseudo-runs are identified with the same rule,
+    and :math:`\Delta^*` is recomputed. Per language,
+    :math:`p_k = (1 + \#\{|\Delta^*_k| \ge |\Delta_k|\}) / (1 + P)`; the familywise
+    (single-step max-T, Westfall & Young 1993) p-value over the K languages is
+    :math:`(1 + \#\{\max_j |\Delta^*_j| \ge |\Delta_k|\}) / (1 + P)`.
+
+    Needs paired runs (the same seq_ids: the same corpus through both models) with per-sequence
+    counts; the smallest attainable p-value is ``1 / (1 + n_perm)`` (``attrs``).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``base``, ``aligned``, ``change``, ``change_pvalue_swap``, ``change_pvalue_maxt``
+        (``[language]``) and the null ``swap_change[permutation, language]``; ``attrs`` hold
+        the parameters, ``pvalue_swap`` (the null), ``min_pvalue_swap``, ``n_failed_swap``
+        (pseudo-runs with no valid lambda, left out), ``inference`` and ``paired``.
+    """
+    base_run, aligned_run = check_runs(base_run, aligned_run)
+    params_ = resolve_params(params, {}, method=method, where="mask_change")
+    n_perm = check_int("n_perm", n_perm, 1)
+    seed = check_seed(seed)
+    if not resolve_paired(base_run, aligned_run, paired, cluster, n_perm):
+        raise ParameterError(
+            "mask_change swaps items between the runs, so both need the same seq_ids (the same "
+            "corpus through both models, with per-sequence counts)"
+        )
+    res_b, res_a = _points(base_run, aligned_run, params_)
+    langs = languages_of(res_b)
+    if langs != languages_of(res_a):
+        raise ParameterError(
+            f"base and aligned identify different languages ({langs} vs "
+            f"{languages_of(res_a)}); compare runs over the same languages"
+        )
+    mb, ma = mask_sizes(res_b), mask_sizes(res_a)
+    change = ma - mb
+    samplers = [
+        Resampler(run, params_.role, "mask_change", name=name, minimum=1, cluster=cluster)
+        for run, name in ((base_run, "base_run"), (aligned_run, "aligned_run"))
+    ]
+    null, n_failed = swap_statistic(samplers, params_, seed, n_perm, mask_sizes, (len(langs),))
+    finite = np.isfinite(null).all(axis=1)
+    top = np.abs(null[finite]).max(axis=1, initial=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        maxt = (1.0 + (top[:, None] >= np.abs(change)[None, :] - 1e-9).sum(axis=0)) / (
+            1.0 + finite.sum()
+        )
+    attrs: dict[str, Any] = {
+        "method": params_.method,
+        "identify_params": params_.to_attrs(),
+        "n_perm": n_perm,
+        "seed": seed,
+        "cluster": cluster,
+        "paired": True,
+        "paired_requested": paired,
+        "n_failed_swap": n_failed,
+        "pvalue_swap": SWAP_NULL,
+        "min_pvalue_swap": 1.0 / (1 + n_perm),
+        "pvalue_maxt": "single-step max-T over languages: familywise error controlled",
+        "inference": "valid",
+        "unit": "item" if cluster == "item" else "sequence",
+        **identification_attrs(res_b, "base"),
+        **identification_attrs(res_a, "aligned"),
+    }
+    return xr.Dataset(
+        {
+            "base": ((LANGUAGE,), mb),
+            "aligned": ((LANGUAGE,), ma),
+            "change": ((LANGUAGE,), change),
+            "change_pvalue_swap": ((LANGUAGE,), swap_pvalue(null, change)),
+            "change_pvalue_maxt": ((LANGUAGE,), np.where(finite.any(), maxt, np.nan)),
+            "swap_change": ((PERMUTATION, LANGUAGE), null),
+        },
+        coords={LANGUAGE: langs, PERMUTATION: np.arange(n_perm)},
+        attrs=attrs,
+    )
+
+
 def _shared_hist(result: xr.Dataset, k: int) -> NDArray[np.int64]:
     """Histogram over all neurons of the number of languages above tau (bins 0..K)."""
     shared = np.asarray(result["shared_by"].values).reshape(-1).astype(np.int64)
@@ -470,5 +573,6 @@ __all__ = [
     "type_table",
     "compare_type_distributions",
     "type_change",
+    "mask_change",
     "shared_by_change",
 ]

@@ -427,11 +427,15 @@ def swap_change(
     n_perm: int,
     shifted_truth: Truth,
     changed: Any,
+    changed_masks: Any,
 ) -> Replicate:
-    """The label-swap permutation test of type_change (paired runs of one corpus).
+    """The label-swap permutation tests of type_change and mask_change (paired runs of one
+    corpus).
 
     FPR over every (layer, type) cell and over the per-type totals under the null (one truth);
-    power over the cells whose population count changes (``changed``).
+    power over the cells whose population count changes (``changed``). mask_change: FPR over
+    every language's mask size (and of its max-T p-value, familywise over languages); power
+    over the languages whose population mask size changes (``changed_masks``).
     """
     an = _analysis()
     seed = int(rng.integers(2**31))
@@ -441,7 +445,21 @@ def swap_change(
     alt = an.type_change(base_s, moved, n_boot=0, n_perm=n_perm, seed=seed, **IDENTIFY)
     p = null["change_pvalue_swap"].values
     total = null["total_change_pvalue_swap"].values
+    params = an.IdentifyParams(**IDENTIFY)
+    mnull = an.mask_change(base, aligned, params=params, n_perm=n_perm, seed=seed)
+    malt = an.mask_change(base_s, moved, params=params, n_perm=n_perm, seed=seed)
+    masks: Replicate = {}
+    for kind in ("swap", "maxt"):
+        pm = mnull[f"change_pvalue_{kind}"].values
+        label = "per language" if kind == "swap" else "max-T over languages"
+        masks[f"mask_change swap ({label})"] = {
+            **_fpr(pm[~np.isnan(pm)]),
+            "power": float(
+                np.mean(malt[f"change_pvalue_{kind}"].values[changed_masks] <= LEVELS[0])
+            ),
+        }
     return {
+        **masks,
         "type_change swap (layer x type)": {
             **_fpr(p[~np.isnan(p)]),
             "power": float(np.mean(alt["change_pvalue_swap"].values[changed] <= LEVELS[0])),
@@ -578,10 +596,14 @@ def _comparison_step(cell: Cell, truth: Truth, seed: int) -> tuple[Any, dict[str
         for t in (truth, moved)
     ]
     if cell.family == "swap":  # n_boot holds the permutations
+        from langneurons.analysis.distributions import mask_sizes
+
+        sizes = [mask_sizes(an.identify(population(t), **IDENTIFY)) for t in (truth, moved)]
         return swap_change, {
             "n_perm": cell.n_boot,
             "shifted_truth": moved,
             "changed": counts[0] != counts[1],
+            "changed_masks": sizes[0] != sizes[1],
         }
     return paired_change, {
         "n_boot": cell.n_boot,

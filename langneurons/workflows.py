@@ -124,8 +124,9 @@ def compare_runs(
         Bootstrap replicates (0: no bootstrap parts), permutations of the spontaneous-alignment
         test, and the seed of both.
     n_swap
-        Label-swap permutations of ``type_change`` (the test that respects a fixed selection;
-        see :func:`~langneurons.analysis.distributions.type_change`), run when the runs are
+        Label-swap permutations of ``type_change`` and ``mask_change`` (the tests that respect
+        a fixed selection; see :func:`~langneurons.analysis.distributions.type_change`), run
+        when the runs are
         paired (the same seq_ids) and ``n_boot > 0``; 0: none.
     paired : bool or "auto"
         Whether the bootstraps draw both runs' sequences together (``"auto"``: when the runs
@@ -142,8 +143,9 @@ def compare_runs(
         McNemar of the selection -- flagged ``degenerate`` when its size is fixed by
         ``top_rate`` -- of each language's mask and each type, Bowker and Stuart-Maxwell);
         with per-sequence counts in both runs and ``n_boot > 0``
-        also ``type_change`` and ``shared_by_change``; with ``trained_languages``,
-        ``spontaneous`` (bootstrap intervals only with per-sequence counts).
+        also ``type_change`` and ``shared_by_change``, and when the runs are paired and
+        ``n_swap > 0`` ``mask_change`` (each language's mask size, label-swap test); with
+        ``trained_languages``, ``spontaneous`` (bootstrap intervals only with per-sequence counts).
     """
     from langneurons.analysis import compare as cmp
     from langneurons.analysis import distributions as dist
@@ -171,6 +173,10 @@ def compare_runs(
             paired=paired,
             n_perm=swaps,
         )
+        if swaps:
+            parts["mask_change"] = dist.mask_change(
+                base_run, aligned_run, params=params, n_perm=swaps, seed=seed + 2, paired=paired
+            )
         parts["shared_by_change"] = dist.shared_by_change(
             base_run, aligned_run, params=params, n_boot=n_boot, seed=seed, paired=paired
         )

@@ -193,6 +193,8 @@ VALID = [
     ("overlap (layer null)", OVERLAP),
     ("type_change swap (layer x type)", SWAP),
     ("type_change swap (total per type)", SWAP),
+    ("mask_change swap (per language)", SWAP),
+    ("mask_change swap (max-T over languages)", SWAP),
     ("test cluster", INDEP_128),
     ("BH (cluster test)", INDEP_128),
     ("BY (cluster test)", INDEP_128),

@@ -397,6 +397,35 @@ def test_compare_runs_reports_the_swap_test_of_the_type_change(
     table = out[out.index("type_change: not saved") :]
     assert "  type        base  aligned  change        0.95 CI  boot p  swap p" in table
     assert "swap p (9 permutations of the total, smallest attainable 0.1): two-sided " in table
+    masks = out[out.index("mask_change: not saved") :]
+    assert "  language  base  aligned  change  swap p  max-T p" in masks
+    assert "max-T p: familywise over languages" in masks and "inference: valid" in masks
+
+
+def test_mask_change_swaps_items_and_refuses_what_it_cannot_test(group_store: str) -> None:
+    from langneurons.analysis import IdentifyParams, mask_change
+    from langneurons.store import open_store
+
+    store = open_store(group_store)
+    a, b = store.open_run("m/a1").load(), store.open_run("m/b1").load()
+    params = IdentifyParams(top_rate=0.1, lam_widen=10)
+    out = mask_change(a, b, params=params, n_perm=19, seed=3)
+    assert list(out["language"].values) == ["en", "de", "fr"]
+    np.testing.assert_array_equal(out["change"], out["aligned"] - out["base"])
+    p, maxt = out["change_pvalue_swap"].values, out["change_pvalue_maxt"].values
+    assert ((p >= 1 / 20) & (p <= 1)).all() and (maxt >= p - 1e-12).all()  # max-T is stricter
+    assert out.attrs["min_pvalue_swap"] == 1 / 20 and out.attrs["inference"] == "valid"
+    assert out.sizes["permutation"] == 19
+    # a run against itself changes nothing: every p is 1
+    same = mask_change(a, a, params=params, n_perm=9, seed=3)
+    assert (same["change"] == 0).all() and (same["change_pvalue_swap"] == 1).all()
+    # the same seed, the same answer
+    again = mask_change(a, b, params=params, n_perm=19, seed=3)
+    xr.testing.assert_identical(out, again)
+    with pytest.raises(ParameterError, match=r"^mask_change swaps items between the runs"):
+        mask_change(a, b, params=params, n_perm=9, paired=False)
+    with pytest.raises(ParameterError, match=r"n_perm"):
+        mask_change(a, b, params=params, n_perm=0)
 
 
 @pytest.mark.parametrize(

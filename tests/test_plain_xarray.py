@@ -31,6 +31,7 @@ from langneurons.analysis import (
     identify,
     language_overlap,
     language_preference_tests,
+    mask_change,
     masks_from_lists,
     masks_to_lists,
     mcnemar,
@@ -226,6 +227,7 @@ CASES: dict[str, Callable[[Inputs], Any]] = {
     ),
     "type_change": lambda d: type_change(d["base"], d["aligned"], n_boot=N_BOOT),
     "shared_by_change": lambda d: shared_by_change(d["base"], d["aligned"], n_boot=N_BOOT),
+    "mask_change": lambda d: mask_change(d["base"], d["aligned"], n_perm=N_PERM),
     "spontaneous_alignment": lambda d: spontaneous_alignment(
         d["base"], d["aligned"], ["en"], n_boot=N_BOOT, n_perm=N_PERM
     ),

@@ -427,6 +427,29 @@ def type_change(ds: xr.Dataset) -> Lines:
     return lines
 
 
+def mask_change(ds: xr.Dataset) -> Lines:
+    """Per language: mask size base -> aligned, change, label-swap p and its max-T p."""
+    a = ds.attrs
+    rows = [
+        [
+            lang,
+            int(ds["base"].values[i]),
+            int(ds["aligned"].values[i]),
+            int(ds["change"].values[i]),
+            float(ds["change_pvalue_swap"].values[i]),
+            float(ds["change_pvalue_maxt"].values[i]),
+        ]
+        for i, lang in enumerate(_labels(ds, "language"))
+    ]
+    lines = table(["language", "base", "aligned", "change", "swap p", "max-T p"], rows)
+    lines.append(
+        f"  swap p ({a['n_perm']} permutations, smallest attainable "
+        f"{_fmt(a['min_pvalue_swap'])}): {a['pvalue_swap']}; max-T p: familywise over languages"
+    )
+    lines += inference_line(a)
+    return lines
+
+
 def generic(ds: xr.Dataset) -> Lines:
     """Scalars, then small one-dimensional variables side by side by their dimension."""
     lines = _scalars(ds)
@@ -457,6 +480,7 @@ PRINTERS: dict[str, Callable[[xr.Dataset], Lines]] = {
     "accuracy": accuracy,
     "spontaneous": spontaneous,
     "type_change": type_change,
+    "mask_change": mask_change,
 }
 
 
