@@ -287,6 +287,8 @@ def deactivation(ds: xr.Dataset) -> Lines:
             lines.append(text)
         if not has_ci and a.get("intervals"):
             lines.append(f"  {a['intervals']}")
+        if has_ci and a.get("interval_inference") == "descriptive":
+            lines.append(f"  intervals descriptive: {a.get('interval_inference_reason', '')}")
     if a.get("heldout"):
         lines.append(f"  held-out evaluation: {a['heldout']} ({a.get('heldout_note', '')})")
     if a.get("inference") == "descriptive":
