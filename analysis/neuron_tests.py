@@ -529,6 +529,11 @@ def language_preference_tests(
         attrs["inference"] = "descriptive"
     if deff is not None:
         attrs["assumption"] = f"token counts with design effect D={deff:g} (effective n = n / D)"
+        attrs["test"] = (
+            "conditional binomial tail of the language's count given the neuron's total, on "
+            "counts divided by D (1 - pooled P)"
+            + (" (at least the margin's z tail, unpooled variance)" if margin else "")
+        )
     coords = {LAYER: run[LAYER].values, NEURON: run[NEURON].values, LANGUAGE: languages}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 

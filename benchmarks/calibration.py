@@ -341,7 +341,10 @@ def overlap_nulls(truth: Truth, rng: np.random.Generator, size: int) -> Replicat
                 res["type_pvalue"].sel(type=["selected"]).values,
             ]
         )
-        out[f"overlap ({null} null)"] = {**_fpr(p[~np.isnan(p)]), "descriptive": 0.0}
+        out[f"overlap ({null} null)"] = {
+            **_fpr(p[~np.isnan(p)]),
+            "descriptive": float(_descriptive(res)),
+        }
     return out
 
 
@@ -516,7 +519,7 @@ def stage_count(truth: Truth, rng: np.random.Generator, staged: Truth) -> Replic
         out[f"segment_stages auto ({name})"] = {
             "fpr_05": float(null.attrs["n_stages"] > 1),
             "power": float(alt.attrs["n_stages"] == 3),
-            "descriptive": 0.0,
+            "descriptive": float(null.attrs.get("n_stages_inference") == "descriptive"),
         }
     return out
 

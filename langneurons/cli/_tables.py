@@ -107,6 +107,7 @@ def _stage_count_line(ds: xr.Dataset) -> str:
         how += f"; the BIC chooses {bic}" if bic else ""
     else:
         how = "chosen by the BIC" + (f"; the permutation rule chooses {perm}" if perm else "")
+        how += "; descriptive: the BIC over-splits (see docs/calibration.md)"
     return f"{head} ({how})"
 
 
