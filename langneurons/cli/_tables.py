@@ -389,7 +389,9 @@ def spontaneous(ds: xr.Dataset) -> Lines:
             for i, count in enumerate(_labels(ds, "count"))
         ]
         lines += table(["count", f"{_fmt(1 - 2 * alpha)} CI", "TOST p", "verdict"], rows)
-        if a.get("equivalence_caveat"):
+        if a.get("equivalence_inference") == "descriptive":
+            lines.append(f"  equivalence descriptive: {a.get('equivalence_inference_reason', '')}")
+        elif a.get("equivalence_caveat"):
             lines.append(f"  caution: {a['equivalence_caveat']}")
     elif kind is not None:
         lines.append(f"  equivalence {kind}: {a.get('equivalence_note', '')}")
