@@ -438,3 +438,8 @@ def test_deactivation_interval_labels() -> None:
     assert "undercover" in attrs["interval_inference_reason"]
     no_items = deactivation_effects(abl.drop_vars(["item_nll", "control_item_nll"])).attrs
     assert no_items["interval_inference"] == "none"
+    # the CLI's table says so beside the intervals
+    from langneurons.cli._tables import deactivation as deactivation_table
+
+    text = "\n".join(deactivation_table(deactivation_effects(abl)))
+    assert "  intervals descriptive: Student-t intervals over skewed items undercover" in text
