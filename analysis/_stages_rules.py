@@ -376,6 +376,26 @@ def criterion_text(rule: str, n_perm: int, alpha: float) -> str:
     )
 
 
+#: Why the BIC's number of stages is labelled descriptive.
+BIC_REASON = (
+    "the BIC over-splits identified profiles: it chose more than one stage on 0.20-0.31 of "
+    "runs without depth structure in docs/calibration.md (the permutation rule: 0.02-0.05); "
+    "use criterion='permutation' for a tested number"
+)
+
+
+def count_inference(rule: str) -> dict[str, str]:
+    """``n_stages_inference`` (and why): whether the number of stages was tested."""
+    if rule == "permutation":
+        return {"n_stages_inference": "valid"}
+    if rule == "bic":
+        return {"n_stages_inference": "descriptive", "n_stages_inference_reason": BIC_REASON}
+    return {
+        "n_stages_inference": "descriptive",
+        "n_stages_inference_reason": "the number of stages was given, not tested",
+    }
+
+
 def naming_text(given: bool, signed: bool) -> str:
     """How the stages got their names."""
     if given:
@@ -461,6 +481,8 @@ __all__ = [
     "VOCABULARY_SHARE",
     "THRESHOLDS",
     "inference_attrs",
+    "count_inference",
+    "BIC_REASON",
     "Choice",
     "Signature",
     "positional_names",

@@ -40,6 +40,7 @@ from ._stages_rules import (
     check_n_stages,
     check_profile,
     choose_n_stages,
+    count_inference,
     count_table,
     criterion_text,
     inference_attrs,
@@ -194,7 +195,9 @@ def segment_stages(
         ``bic``, ``gain`` (:math:`G_{k,k+1}`) and ``pvalue_more`` (p-value of k stages
         against more; NaN where not tested). ``attrs`` record ``n_stages`` (the number used),
         ``n_stages_rule`` ("fixed", "permutation" or "bic"), ``n_stages_permutation`` and
-        ``n_stages_bic`` (what each rule chooses), ``criterion`` (the rule in words),
+        ``n_stages_bic`` (what each rule chooses), ``n_stages_inference`` (``"valid"``
+        for the permutation rule; ``"descriptive"`` for the BIC, which over-splits, and for a
+        given number, with ``n_stages_inference_reason``), ``criterion`` (the rule in words),
         ``cost_curve``, ``naming`` and its thresholds.
 
     Raises
@@ -297,6 +300,7 @@ def segment_stages(
             "n_stages_rule": rule,
             "n_stages_permutation": choice.n_permutation,
             "n_stages_bic": choice.n_bic,
+            **count_inference(rule),
             "criterion": criterion_text(rule, n_perm, alpha),
             "max_stages": max_stages,
             "n_perm": n_perm,

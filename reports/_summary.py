@@ -150,6 +150,8 @@ def stages_line(ds: xr.Dataset) -> str:
         )
     else:
         head += ". Descriptive (segmentation of one identification)."
+    if ds.attrs.get("n_stages_rule") == "bic":
+        head += " Number of stages chosen by the BIC: descriptive (it over-splits)."
     return head
 
 

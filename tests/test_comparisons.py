@@ -191,7 +191,11 @@ def test_layer_null_is_the_exact_distribution_of_random_sets_with_those_layer_si
     assert sel["type_pvalue"].item() == pytest.approx(np.mean(totals >= both))
     assert sel["type_n_both"].item() == both
     assert out.attrs["null"] == "layer" and "per-layer" in out.attrs["pvalue"]
-    uniform = overlap(_result(sa), _result(sb), null="uniform").sel(type="selected")
+    assert out.attrs["inference"] == "valid" and "inference_reason" not in out.attrs
+    uniform_all = overlap(_result(sa), _result(sb), null="uniform")
+    assert uniform_all.attrs["inference"] == "descriptive"
+    assert uniform_all.attrs["inference_reason"].startswith("null='uniform' ignores the layer")
+    uniform = uniform_all.sel(type="selected")
     assert uniform["type_pvalue"].item() == pytest.approx(
         scipy.stats.hypergeom.sf(both - 1, 18, sa.sum(), sb.sum())
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import xarray as xr
 from scipy import special
 
@@ -187,7 +188,7 @@ def test_design_effect_inflates_the_variance() -> None:
     run = _without_sequences(_run())
     plain = language_preference_tests(run)
     one = language_preference_tests(run, design_effect=1)
-    np.testing.assert_array_equal(plain["p"].values, one["p"].values)
+    np.testing.assert_array_equal(plain["statistic"].values, one["statistic"].values)
     assert one.attrs["inference"] == "design-effect adjusted (D=1)"
     four = language_preference_tests(run, design_effect=4.0)
     assert four.attrs["inference"] == "design-effect adjusted (D=4)"
@@ -201,6 +202,40 @@ def test_design_effect_inflates_the_variance() -> None:
     for name in ("p", "lower", "upper", "se"):
         np.testing.assert_allclose(prob[name].values, ref[name].values)
     assert prob.attrs["inference"] == "design-effect adjusted (D=4)"
+
+
+def _conditional_oracle(run: xr.Dataset, deff: float) -> np.ndarray:
+    """P(Bin(X', pi) >= x_k') on counts divided by D (1 - pooled P), as scipy's beta cdf."""
+    x = run["n_active"].sel(role="response").values.astype(np.float64)  # [lang, layer, neuron]
+    n = run["n_tokens"].sel(role="response").values.astype(np.float64)
+    total = x.sum(axis=0)
+    scale = deff * (1.0 - total / n.sum())
+    pi = (n / n.sum())[:, None, None]
+    k, m = x / scale, total / scale
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(x > 0, scipy.stats.beta.cdf(pi, k, m - k + 1.0), 1.0)
+    return np.moveaxis(p, 0, -1)  # [layer, neuron, language]
+
+
+def test_design_effect_p_values_are_the_conditional_tail_on_effective_counts() -> None:
+    """With D, p is the binomial tail of the count given the neuron's total (moments matched
+    to the hypergeometric, variance times D): the normal tail was liberal on sparse counts."""
+    run = _without_sequences(_run())
+    for deff in (1.0, 4.0):
+        res = language_preference_tests(run, design_effect=deff)
+        np.testing.assert_allclose(res["p"].values, _conditional_oracle(run, deff), rtol=1e-10)
+    # integer counts, nothing pooled away: exactly scipy's binomial upper tail
+    from langneurons.analysis.neuron_tests import _conditional_tail
+
+    x = np.array([[7.0], [3.0], [2.0]])
+    n = np.array([100.0, 100.0, 200.0])
+    p = _conditional_tail(x, n, np.zeros(1), 1.0)
+    expect = scipy.stats.binom.sf(x[:, 0] - 1, 12, n / 400.0)
+    np.testing.assert_allclose(p[:, 0], expect, rtol=1e-12)
+    # with a margin the p-value is never below the plain test's
+    margin = language_preference_tests(run, design_effect=4.0, min_effect=0.01)
+    plain = language_preference_tests(run, design_effect=4.0)
+    assert (margin["p"].values >= plain["p"].values).all()
 
 
 # --------------------------------------------------------------------------- margins

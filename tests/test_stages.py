@@ -23,6 +23,7 @@ from langneurons.analysis.stages import (
 )
 from langneurons.cli._tables import stages as stages_table
 from langneurons.errors import ParameterError
+from langneurons.reports._summary import stages_line
 from langneurons.store import create_store
 
 from .conftest import make_counts, run_cli
@@ -83,6 +84,14 @@ def test_auto_on_a_noise_free_profile_is_exact() -> None:
     for lengths in ([5, 5, 5], [4, 8, 4]):
         seg = segment_stages(noisy_steps(lengths, rng, sd=0.0), "auto", criterion="bic")
         assert seg.attrs["n_stages"] == len(lengths), lengths
+    # only the permutation rule's number is tested; the BIC's over-splits (docs/calibration.md)
+    assert seg.attrs["n_stages_inference"] == "descriptive"
+    assert seg.attrs["n_stages_inference_reason"].startswith("the BIC over-splits")
+    assert "it over-splits" in stages_line(seg)
+    assert segment_stages(profile, "auto", n_perm=19).attrs["n_stages_inference"] == "valid"
+    fixed = segment_stages(profile, 3).attrs
+    assert fixed["n_stages_inference"] == "descriptive"
+    assert fixed["n_stages_inference_reason"] == "the number of stages was given, not tested"
 
 
 @pytest.mark.parametrize(

@@ -107,6 +107,7 @@ def _stage_count_line(ds: xr.Dataset) -> str:
         how += f"; the BIC chooses {bic}" if bic else ""
     else:
         how = "chosen by the BIC" + (f"; the permutation rule chooses {perm}" if perm else "")
+        how += "; descriptive: the BIC over-splits (see docs/calibration.md)"
     return f"{head} ({how})"
 
 
@@ -287,6 +288,8 @@ def deactivation(ds: xr.Dataset) -> Lines:
             lines.append(text)
         if not has_ci and a.get("intervals"):
             lines.append(f"  {a['intervals']}")
+        if has_ci and a.get("interval_inference") == "descriptive":
+            lines.append(f"  intervals descriptive: {a.get('interval_inference_reason', '')}")
     if a.get("heldout"):
         lines.append(f"  held-out evaluation: {a['heldout']} ({a.get('heldout_note', '')})")
     if a.get("inference") == "descriptive":
@@ -386,7 +389,9 @@ def spontaneous(ds: xr.Dataset) -> Lines:
             for i, count in enumerate(_labels(ds, "count"))
         ]
         lines += table(["count", f"{_fmt(1 - 2 * alpha)} CI", "TOST p", "verdict"], rows)
-        if a.get("equivalence_caveat"):
+        if a.get("equivalence_inference") == "descriptive":
+            lines.append(f"  equivalence descriptive: {a.get('equivalence_inference_reason', '')}")
+        elif a.get("equivalence_caveat"):
             lines.append(f"  caution: {a['equivalence_caveat']}")
     elif kind is not None:
         lines.append(f"  equivalence {kind}: {a.get('equivalence_note', '')}")
