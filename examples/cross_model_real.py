@@ -100,7 +100,7 @@ def main() -> None:
         t0 = time.perf_counter()
         result = identify(run, "ternary", top_rate=args.top_rate)
         timings[f"identify {name}"] = round(time.perf_counter() - t0, 1)
-        store.save_result(name, "identification", "ternary", result, overwrite=True)
+        store.save_result(name, "identification", "ternary", result)
         runs.append(run)
         results.append(result)
     t0 = time.perf_counter()
@@ -108,9 +108,9 @@ def main() -> None:
         runs, results, names=names, bins=args.bins, n_boot=args.n_boot, n_perm=args.n_perm
     )
     timings["compare models"] = round(time.perf_counter() - t0, 1)
-    from langneurons.cli._tables import models_table
+    from langneurons.cli._tables import models as models_table
 
-    print(models_table(cmp))
+    print("\n".join(models_table(cmp)))
     if args.figure:
         from langneurons.reports.figures import models_figure
 
