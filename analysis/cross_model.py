@@ -112,12 +112,17 @@ def _statistics(
 
 
 def jaccard_matrix(masks: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """``|M_k & M_l| / |M_k | M_l|`` of mask rows ``[language, neuron]`` (1 when both empty)."""
+    """``|M_k & M_l| / |M_k | M_l|`` of mask rows ``[language, neuron]``.
+
+    Two empty masks share no neuron: 0 off the diagonal (the diagonal is 1 by definition).
+    """
     m = masks.astype(np.float64)
     inter = m @ m.T
     sizes = m.sum(axis=1)
     union = sizes[:, None] + sizes[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    out = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    np.fill_diagonal(out, 1.0)
+    return out
 
 
 # --------------------------------------------------------------------------- Mantel
@@ -270,7 +275,8 @@ def compare_models(
     - ``layer_share`` :math:`[b, t]`: layers at relative depth :math:`\ell / (L_m - 1)` in bin
       :math:`b` of ``bins`` equal bins of :math:`[0, 1]`; the fraction of their neurons of
       type :math:`t`;
-    - ``jaccard`` :math:`[k, l] = |M_{m,k} \cap M_{m,l}| / |M_{m,k} \cup M_{m,l}|`, and for every
+    - ``jaccard`` :math:`[k, l] = |M_{m,k} \cap M_{m,l}| / |M_{m,k} \cup M_{m,l}|` (0 for two
+      empty masks), and for every
       pair of models the Mantel correlation of their matrices' off-diagonal entries with a
       permutation p-value (languages permuted jointly; with :math:`K` languages the smallest
       attainable p is :math:`1/K!`, so the test is labelled descriptive when that exceeds

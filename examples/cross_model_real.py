@@ -112,9 +112,10 @@ def main() -> None:
 
     print("\n".join(models_table(cmp)))
     if args.figure:
-        from langneurons.reports.figures import models_figure
+        from langneurons.reports.figures import models_overview, save
 
-        models_figure(cmp, args.figure)
+        base = Path(args.figure)
+        save(models_overview(cmp), base.with_suffix(""), formats=(base.suffix.lstrip("."),))
         print(f"figure: {args.figure}")
     print(json.dumps({"timings_s": timings, "headline": cmp.attrs["headline"]}, indent=2))
 

@@ -213,3 +213,22 @@ def test_cli_bad_inputs(capsys, store_path: Path) -> None:
     assert "mixed parameters (allowed)" in out
     code, _, err = run_cli(capsys, "compare", "models", store_path, "a/base")
     assert code != 0 and "at least two runs" in err
+
+
+def test_report_gains_a_cross_model_section(capsys, store_path: Path, tmp_path: Path) -> None:
+    from langneurons.reports import write_report
+    from langneurons.store import open_store
+
+    code, _, err = run_cli(
+        capsys, "compare", "models", store_path, "a/base", "b/base", "--identify",
+        "--top-rate", "0.05", "--bins", "3", "--n-boot", "5", "--n-perm", "50",
+    )  # fmt: skip
+    assert code == 0, err
+    html = write_report(open_store(store_path), tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Cross-model comparison: a/base, b/base" in md
+    assert "Layer profiles on relative depth" in md and "Mantel r" in md
+    assert "relative depth layer/(L-1)" in md  # the caption says what is counted
+    figs = sorted(p.name for p in (tmp_path / "report" / "figures").glob("*.png"))
+    assert sum("profiles" in f or "relative-depth" in f for f in figs) >= 1, figs
+    assert html.exists()
