@@ -291,7 +291,7 @@ def compare_models(
     the parameters of its result; models that hold the same items are drawn together (paired
     by ``seq_id``, not by token), so the differences from the first model
     (``*_difference``) have paired percentile intervals and a bootstrap p
-    :math:`2 \min(P^*(d^* \le 0), P^*(d^* \ge 0))`.
+    :math:`\min(1, 2 (1 + \min(\#\{d^* \le 0\}, \#\{d^* \ge 0\})) / (1 + B))`.
 
     Parameters
     ----------
@@ -441,10 +441,15 @@ def compare_models(
                 diff = reps - reps[:1]  # [model, replicate, ...], paired replicate by replicate
                 d_low, d_high = np.nanquantile(diff, levels, axis=1)
                 n_ok = np.isfinite(diff).sum(axis=1)
+                below = (diff <= 0).sum(axis=1)
+                above = (diff >= 0).sum(axis=1)
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    below = (diff <= 0).sum(axis=1) / n_ok
-                    above = (diff >= 0).sum(axis=1) / n_ok
-                pvalue = np.minimum(1.0, 2.0 * np.minimum(below, above))
+                    # never 0: the observed sign counts as one replicate (smallest 2 / (B + 1))
+                    pvalue = np.where(
+                        n_ok > 0,
+                        np.minimum(1.0, 2.0 * (1.0 + np.minimum(below, above)) / (1.0 + n_ok)),
+                        np.nan,
+                    )
                 pvalue[0] = np.nan
                 data[f"{name}_difference"] = ((MODEL, *dims), est - est[:1])
                 data[f"{name}_difference_lower"] = ((MODEL, *dims), d_low)
