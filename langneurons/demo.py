@@ -2,12 +2,12 @@
 
 Builds (or loads) a model, extracts prompt and response counts with per-sequence counts, identifies
 language neurons with both rules, runs the statistics (stages, stability, neuron tests, a
-deactivation experiment, a comparison of two checkpoints, and, with the tiny model, a
-comparison with a second, deeper and narrower tiny model: ``compare models``) and writes the
-report. Neurons are identified on the built-in corpus's ``identify`` part and deactivated on
-its held-out ``evaluate`` part, with 19 random controls per language (so the control test can
-reach 0.05). The comparison is :func:`langneurons.workflows.compare_runs`, saved as ``langneurons compare
-runs`` saves it (``compare/vs-MODEL_base/PART`` under the perturbed run).
+deactivation experiment, a comparison of two checkpoints, and, with the tiny model, a comparison
+with a second, deeper and narrower tiny model: ``compare models``) and writes the report. Neurons
+are identified on the built-in corpus's ``identify`` part and deactivated on its held-out
+``evaluate`` part, with 19 random controls per language (so the control test can reach 0.05). The
+comparison is :func:`langneurons.workflows.compare_runs`, saved as ``langneurons compare runs``
+saves it (``compare/vs-MODEL_base/PART`` under the perturbed run).
 
 ``tiny`` (default) uses a small random-init Llama built offline, and a second checkpoint made by
 perturbing its MLP weights, so the comparison has something to compare; ``gemma3-270m`` uses the
