@@ -44,15 +44,17 @@ from langneurons.names import LANGUAGE, LAYER, NEURON, SEQ_ID, TYPES
 from .bootstrap import identified_replicates
 from .identify import params_of
 from .params import IdentifyParams
+from .stages import segment_stages, stage_profile
 from .type_tables import mask_rows, type_table
 
-MODEL, TYPE, DEPTH, OTHER, PAIR, N_SHARED = (
+MODEL, TYPE, DEPTH, OTHER, PAIR, N_SHARED, BOUNDARY = (
     "model",
     "type",
     "depth_bin",
     "other_language",
     "pair",
     "n_shared",
+    "boundary",
 )
 
 #: Why item-bootstrap intervals of the shares are descriptive (measured by the calibration
@@ -83,7 +85,7 @@ def depth_bin_of(n_layers: int, bins: int) -> NDArray[np.intp]:
 
 
 def _statistics(
-    result: xr.Dataset, languages: Sequence[str], bins: int
+    result: xr.Dataset, languages: Sequence[str], bins: int, n_stages: int = 0
 ) -> dict[str, NDArray[np.float64]]:
     """Every shape-free quantity of one identification (types read through type_table)."""
     counts = np.asarray(type_table(result, types=TYPES).transpose(LAYER, "type").values, float)
@@ -101,7 +103,7 @@ def _statistics(
     where = depth_bin_of(n_layers, bins)
     np.add.at(per_bin, where, counts)
     np.add.at(neurons_in_bin, where, n_neurons)
-    return {
+    out = {
         "type_share": counts.sum(axis=0) / total,
         "type_share_selected": of_selected / n_selected,
         "mask_share": masks.sum(axis=1) / total,
@@ -109,6 +111,10 @@ def _statistics(
         "layer_share": per_bin / np.maximum(neurons_in_bin, 1)[:, None],
         "jaccard": jaccard_matrix(masks),
     }
+    if n_stages > 1:
+        starts = segment_stages(stage_profile(result), n_stages)["start_index"].values[1:]
+        out["stage_start"] = np.asarray(starts, dtype=np.float64) / max(n_layers - 1, 1)
+    return out
 
 
 def jaccard_matrix(masks: NDArray[np.bool_]) -> NDArray[np.float64]:
@@ -242,6 +248,7 @@ _VARS: dict[str, tuple[str, ...]] = {
     "mask_share": (LANGUAGE,),
     "shared_by_n": (N_SHARED,),
     "layer_share": (DEPTH, TYPE),
+    "stage_start": (BOUNDARY,),
 }
 #: Quantities with a between-model difference (interval and bootstrap p) against the first.
 _DIFFERENCES: tuple[str, ...] = ("type_share", "type_share_selected", "mask_share")
@@ -253,6 +260,7 @@ def compare_models(
     *,
     names: Sequence[str] | None = None,
     bins: int = 5,
+    n_stages: int = 4,
     n_boot: int = 200,
     n_perm: int = 9999,
     seed: int = 0,
@@ -304,6 +312,11 @@ def compare_models(
         Model names (default ``model0``, ``model1``, ...).
     bins : int >= 1
         Relative-depth bins; at most the shallowest model's layer count.
+    n_stages : int >= 0
+        Stages of each model's layer profile (:func:`~langneurons.analysis.segment_stages` of
+        :func:`~langneurons.analysis.stage_profile`, exact least squares); their boundaries
+        are reported in relative depth, with intervals from the same replicates. 0: none; at
+        most the shallowest model's layer count.
     n_boot : int >= 0
         Item-bootstrap replicates (0: no intervals).
     n_perm : int >= 1
@@ -322,7 +335,8 @@ def compare_models(
         Per model: ``n_layers``, ``n_neurons`` (per layer), ``n_selected``, ``type_share``,
         ``type_share_selected`` ``[model, type]``, ``mask_share[model, language]``,
         ``shared_by_n[model, n_shared]``, ``layer_share[model, depth_bin, type]`` (with
-        ``depth_lower``/``depth_upper`` coordinates), ``jaccard[model, language,
+        ``depth_lower``/``depth_upper`` coordinates), ``stage_start[model, boundary]`` (the
+        relative depth where stage 2, 3, ... begins), ``jaccard[model, language,
         other_language]``; each share with ``*_lower``/``*_upper`` when bootstrapped, and
         ``*_difference`` (model minus the first) with ``_lower``, ``_upper``, ``_pvalue``.
         Per pair of models: ``mantel_r``, ``mantel_pvalue``, ``mantel_min_pvalue``.
@@ -383,7 +397,14 @@ def compare_models(
     bins_ = _check_bins(bins, layers, names_)
     languages = _common_languages(loaded, names_)
     k = len(languages)
-    point = [_statistics(r, languages, bins_) for r in loaded]
+    stages_ = check_int("n_stages", n_stages, 0)
+    if stages_ > min(layers):
+        shallow = names_[int(np.argmin(layers))]
+        raise ParameterError(
+            f"n_stages={stages_} needs at least as many layers in every model; {shallow!r} has "
+            f"{min(layers)}: use n_stages <= {min(layers)} (0: no stages)"
+        )
+    point = [_statistics(r, languages, bins_, stages_) for r in loaded]
 
     # ---- bootstrap over items (the one resampling engine), paired when items are shared
     have_sequences = all(run is not None and has_sequences(run) for run in runs_)
@@ -407,7 +428,7 @@ def compare_models(
             if isinstance(result, str):
                 failed[r] += 1
                 continue
-            for name, value in _statistics(result, languages, bins_).items():
+            for name, value in _statistics(result, languages, bins_, stages_).items():
                 boots[r][name][b] = value
 
     # ---- assemble
@@ -422,6 +443,8 @@ def compare_models(
         "depth_lower": (DEPTH, edges[:-1]),
         "depth_upper": (DEPTH, edges[1:]),
     }
+    if stages_ > 1:
+        coords[BOUNDARY] = np.arange(1, stages_)
     data: dict[str, Any] = {
         "n_layers": ((MODEL,), np.array(layers, dtype=np.int64)),
         "n_neurons": ((MODEL,), np.array([r.sizes[NEURON] for r in loaded], dtype=np.int64)),
@@ -430,6 +453,8 @@ def compare_models(
     }
     levels = [(1.0 - ci_) / 2.0, (1.0 + ci_) / 2.0]
     for name, dims in _VARS.items():
+        if name not in point[0]:
+            continue
         est = np.stack([p[name] for p in point])
         data[name] = ((MODEL, *dims), est)
         if boots:
@@ -519,6 +544,7 @@ def compare_models(
         ),
         "relative_depth": "layer index / (L - 1), binned on equal bins of [0, 1]",
         "bins": bins_,
+        "n_stages": stages_,
         "identify_params": {n: p.to_attrs() for n, p in zip(names_, params, strict=True)},
         "mixed_parameters": mixed,
         "n_boot": n_boot_ if boots else 0,

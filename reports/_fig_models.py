@@ -61,7 +61,8 @@ def model_profiles(
 
     Draws ``layer_share[model, depth_bin, type]``: in each bin of relative depth
     ``layer / (L - 1)``, the fraction of the model's neurons there that are of the type, with
-    the item-bootstrap percentile band (``layer_share_lower .. _upper``) when present.
+    the item-bootstrap percentile band (``layer_share_lower .. _upper``) when present; dotted
+    lines: where each model's stages begin (``stage_start``).
 
     Parameters
     ----------
@@ -99,6 +100,9 @@ def model_profiles(
                     lw=0,
                 )
             a.plot(x, as_array(sel["layer_share"]), marker=_MARKERS[i % 5], ms=4, color=color)
+            if "stage_start" in ds:
+                for start in as_array(ds["stage_start"].sel(model=m)):
+                    a.axvline(float(start), color=color, lw=0.8, ls=":")
         a.set_xlim(0, 1)
         a.set_xlabel("relative depth layer/(L-1)")
         set_title(a, t)
@@ -113,6 +117,8 @@ def model_profiles(
         handles.append(
             Line2D([], [], color="#999999", lw=6, alpha=0.3, label=f"{ds.attrs['ci']:g} band")
         )
+    if "stage_start" in ds:
+        handles.append(Line2D([], [], color="#555555", lw=0.8, ls=":", label="stage starts"))
     legend_outside(fig, axes[-1], handles, new, title="model (layers x neurons)")
     return fig
 

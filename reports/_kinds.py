@@ -65,7 +65,8 @@ CAPTIONS: Final[Mapping[str, str]] = {
         "Layer profiles on relative depth layer/(L-1), binned on one grid for every model: in "
         "each bin, the fraction of the model's neurons there that are of the type (specific, "
         "related, unassigned: selected neurons; general: any neuron above tau in all the "
-        "model's languages); bands: item-bootstrap percentile intervals (descriptive)."
+        "model's languages); bands: item-bootstrap percentile intervals (descriptive); dotted "
+        "lines: where each model's stages begin."
     ),
     "model_shares": (
         "Neuron types as a fraction of all the model's neurons (left) and of its selected set "

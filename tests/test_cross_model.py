@@ -106,6 +106,11 @@ def test_compare_models_on_two_shapes(pair) -> None:
     assert out.attrs["inference"] == "descriptive"
     assert out.attrs["mantel_inference"] == "valid"  # K = 4: 1/24 < 0.05
     np.testing.assert_allclose(np.diagonal(out["jaccard"].values, axis1=1, axis2=2), 1.0)
+    # stage boundaries in relative depth, with intervals from the same replicates
+    starts = out["stage_start"].values
+    assert starts.shape == (2, 3) and ((starts > 0) & (starts <= 1)).all()
+    assert (np.diff(starts, axis=1) > 0).all()
+    assert (out["stage_start_lower"] <= out["stage_start_upper"]).all()
 
 
 def test_without_per_sequence_counts_everything_is_descriptive(pair) -> None:
@@ -132,6 +137,8 @@ def test_bad_inputs_are_refused_with_one_clear_line(pair) -> None:
         compare_models(None, [results[0], _ident(other)], bins=2)
     with pytest.raises(ParameterError, match=r"bins=7 is finer than the shallowest model"):
         compare_models(None, results, bins=7)
+    with pytest.raises(ParameterError, match=r"n_stages=7 needs at least as many layers"):
+        compare_models(None, results, bins=2, n_stages=7)
     lape = _ident(runs[1], "lape")
     with pytest.raises(ParameterError, match="different methods or parameters.*allow_mixed"):
         compare_models(None, [results[0], lape], bins=2)
@@ -183,6 +190,7 @@ def test_cli_compare_models_prints_its_headline_and_saves(capsys, store_path: Pa
     assert code == 0, err
     assert "common languages (4): en, de, fr, zh" in out
     assert "specific" in out and "Mantel r" in out and "paired by" not in err
+    assert "stage boundaries in relative depth" in out
     assert "saved at" in out
     code, out, _ = run_cli(
         capsys, "compare", "models", store_path, "a/base", "b/base", "--bins", "3",

@@ -505,6 +505,15 @@ def models(ds: xr.Dataset) -> Lines:
         ]  # fmt: skip
         lines.append(f"  difference from {names[0]} (item bootstrap, paired={a.get('paired')})")
         lines += table(["model", "type", "difference", "boot p"], diff_rows)
+    if "stage_start" in ds:
+        srows = [
+            [m, *(cell("stage_start", m, {"boundary": int(b)}) for b in ds["boundary"].values)]
+            for m in names
+        ]
+        lines.append("  stage boundaries in relative depth layer/(L-1)")
+        lines += table(
+            ["model", *(f"stage {int(b) + 1} starts" for b in ds["boundary"].values)], srows
+        )
     for pair, r, p, floor in zip(
         _labels(ds, "pair"),
         ds["mantel_r"].values,

@@ -373,6 +373,13 @@ def compare_checkpoints(
     show_default=True,
     help="Bins of relative depth layer/(L-1); at most the shallowest model's layers.",
 )
+@click.option(
+    "--n-stages",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Stages of each model's layer profile, boundaries in relative depth (0: none).",
+)
 @click.option("--n-boot", type=int, default=200, show_default=True)
 @click.option("--n-perm", type=int, default=9999, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -387,6 +394,7 @@ def compare_models(
     identify_now: bool,
     allow_mixed: bool,
     bins: int,
+    n_stages: int,
     n_boot: int,
     n_perm: int,
     seed: int,
@@ -433,6 +441,7 @@ def compare_models(
         results,
         names=list(runs),
         bins=bins,
+        n_stages=n_stages,
         n_boot=n_boot,
         n_perm=n_perm,
         seed=seed,
