@@ -17,6 +17,9 @@ Usage (what the README's figure ran, on two shared CPU cores with ``OMP_NUM_THRE
 
     python examples/cross_model_real.py --out /tmp/xmodel --languages en,zh,es,fr,de,ja \\
         --items 12 --figure docs/cross-model.png
+
+(6 languages x 12 problems = 72 sequences per model; extraction took 103 s for SmolLM2 and
+139 s for Gemma, the comparison with 200 item replicates 59 s.)
 """
 
 from __future__ import annotations
@@ -99,8 +102,8 @@ def main() -> None:
         run = store.open_run(name)
         t0 = time.perf_counter()
         result = identify(run, "ternary", top_rate=args.top_rate)
-        timings[f"identify {name}"] = round(time.perf_counter() - t0, 1)
         store.save_result(name, "identification", "ternary", result)
+        timings[f"identify and save {name}"] = round(time.perf_counter() - t0, 1)
         runs.append(run)
         results.append(result)
     t0 = time.perf_counter()
