@@ -406,8 +406,9 @@ def models_lines(ds: xr.Dataset) -> list[str]:
         )
         out.append(
             f"{m} ({int(sel['n_layers'])} layers x {int(sel['n_neurons'])} neurons): {shares} "
-            f"of all neurons (descriptive: {a.get('inference_reason', '')})"
+            "of all neurons"
         )
+    out.append(f"Shares and profiles: {a.get('inference')} ({a.get('inference_reason', '')}).")
     for pair, r, p in zip(
         [str(x) for x in ds["pair"].values],
         ds["mantel_r"].values,
