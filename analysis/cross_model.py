@@ -170,9 +170,9 @@ def mantel(
 # --------------------------------------------------------------------------- inputs
 
 
-def _common_languages(results: Sequence[xr.Dataset], names: Sequence[str]) -> list[str]:
-    """Languages of the first model that every model has (ParameterError when none)."""
-    sets = [as_labels(r[LANGUAGE]).tolist() for r in results]
+def common_languages(datasets: Sequence[xr.Dataset], names: Sequence[str]) -> list[str]:
+    """Languages of the first run or result that every one has (ParameterError when none)."""
+    sets = [as_labels(r[LANGUAGE]).tolist() for r in datasets]
     common = [x for x in sets[0] if all(x in s for s in sets[1:])]
     if not common:
         listed = "; ".join(f"{n}: {', '.join(s)}" for n, s in zip(names, sets, strict=True))
@@ -201,7 +201,7 @@ def _check_params(
     return differ
 
 
-def _check_bins(bins: object, layers: Sequence[int], names: Sequence[str]) -> int:
+def check_bins(bins: object, layers: Sequence[int], names: Sequence[str]) -> int:
     """``bins`` >= 1 and no finer than the shallowest model's layers."""
     b = check_int("bins", bins, 1)
     shallow = int(np.argmin(layers))
@@ -394,8 +394,8 @@ def compare_models(
     params = [params_of(r) for r in loaded]
     mixed = _check_params(params, names_, allow_mixed)
     layers = [int(r.sizes[LAYER]) for r in loaded]
-    bins_ = _check_bins(bins, layers, names_)
-    languages = _common_languages(loaded, names_)
+    bins_ = check_bins(bins, layers, names_)
+    languages = common_languages(loaded, names_)
     k = len(languages)
     stages_ = check_int("n_stages", n_stages, 0)
     if stages_ > min(layers):
@@ -611,4 +611,12 @@ def _headline(data: dict[str, Any], names: list[str], pairs: list[str]) -> dict[
     return out
 
 
-__all__ = ["compare_models", "jaccard_matrix", "mantel", "depth_bin_of", "depth_edges"]
+__all__ = [
+    "compare_models",
+    "common_languages",
+    "check_bins",
+    "jaccard_matrix",
+    "mantel",
+    "depth_bin_of",
+    "depth_edges",
+]

@@ -221,6 +221,14 @@ def test_cli_bad_inputs(capsys, store_path: Path) -> None:
     assert "mixed parameters (allowed)" in out
     code, _, err = run_cli(capsys, "compare", "models", store_path, "a/base")
     assert code != 0 and "at least two runs" in err
+    other = _model(4, 30, 5, langs=["ja", "ru", "bn", "th"])
+    _write(create_store(store_path, exist_ok=True), "c/base", other)
+    code, _, err = run_cli(
+        capsys, "compare", "models", store_path, "a/base", "c/base", "--identify",
+        "--top-rate", "0.05", "--bins", "2", "--no-save",
+    )  # fmt: skip
+    assert code != 0 and "no language in common" in err and len(err.strip().splitlines()) == 1
+    assert "a/base: en, de, fr, zh; c/base: ja, ru, bn, th" in err
 
 
 def test_report_gains_a_cross_model_section(capsys, store_path: Path, tmp_path: Path) -> None:

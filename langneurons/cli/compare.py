@@ -408,6 +408,7 @@ def compare_models(
     """Models of different depth, width and languages: type shares, relative-depth profiles,
     language-similarity (Jaccard) matrices and their Mantel agreement."""
     from langneurons import workflows
+    from langneurons.analysis.cross_model import check_bins, common_languages
     from langneurons.analysis.cross_model import compare_models as run_compare
     from langneurons.analysis.identify import identify as run_identify
 
@@ -422,6 +423,9 @@ def compare_models(
         raise ParameterError("--identify and --result exclude each other; choose one")
     target = Target(store, results_store, no_save, allow_incomplete)
     opened = [target.open_run(r) for r in runs]
+    # the checks that need no identification come first (nothing is computed for bad input)
+    common_languages(opened, runs)
+    check_bins(bins, [int(ds.sizes["layer"]) for ds in opened], runs)
     saved = result_name or params.method
     results = []
     for run, ds in zip(runs, opened, strict=True):
