@@ -30,7 +30,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from langneurons.analysis._resample import Resampler, has_sequences, seq_tokens
+from langneurons.analysis._resample import Resampler, design, has_sequences, seq_tokens
 from langneurons.analysis._validate import (
     as_labels,
     check_dataset,
@@ -223,8 +223,6 @@ def _item_tokens(
         if SEQ_ID not in run.variables:
             return None
         sub = run.sel({LANGUAGE: list(languages)})
-        from langneurons.analysis._resample import design
-
         d = design(sub, p.role, "compare_models", minimum=1)
         tokens = seq_tokens(sub, d)
         ids = as_labels(sub[SEQ_ID])
