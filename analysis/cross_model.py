@@ -22,7 +22,9 @@ and never by token, so between-model differences get paired intervals.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +48,8 @@ from .identify import params_of
 from .params import IdentifyParams
 from .stages import segment_stages, stage_profile
 from .type_tables import mask_rows, type_table
+
+log = logging.getLogger(__name__)
 
 MODEL, TYPE, DEPTH, OTHER, PAIR, N_SHARED, BOUNDARY = (
     "model",
@@ -450,34 +454,15 @@ def compare_models(
         "jaccard": ((MODEL, LANGUAGE, OTHER), np.stack([p["jaccard"] for p in point])),
     }
     levels = [(1.0 - ci_) / 2.0, (1.0 + ci_) / 2.0]
-    for name, dims in _VARS.items():
-        if name not in point[0]:
-            continue
-        est = np.stack([p[name] for p in point])
-        data[name] = ((MODEL, *dims), est)
-        if boots:
-            reps = np.stack([b[name] for b in boots])  # [model, replicate, ...]
-            low, high = np.nanquantile(reps, levels, axis=1)
-            data[f"{name}_lower"] = ((MODEL, *dims), low)
-            data[f"{name}_upper"] = ((MODEL, *dims), high)
-            if name in _DIFFERENCES:
-                diff = reps - reps[:1]  # [model, replicate, ...], paired replicate by replicate
-                d_low, d_high = np.nanquantile(diff, levels, axis=1)
-                n_ok = np.isfinite(diff).sum(axis=1)
-                below = (diff <= 0).sum(axis=1)
-                above = (diff >= 0).sum(axis=1)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    # never 0: the observed sign counts as one replicate (smallest 2 / (B + 1))
-                    pvalue = np.where(
-                        n_ok > 0,
-                        np.minimum(1.0, 2.0 * (1.0 + np.minimum(below, above)) / (1.0 + n_ok)),
-                        np.nan,
-                    )
-                pvalue[0] = np.nan
-                data[f"{name}_difference"] = ((MODEL, *dims), est - est[:1])
-                data[f"{name}_difference_lower"] = ((MODEL, *dims), d_low)
-                data[f"{name}_difference_upper"] = ((MODEL, *dims), d_high)
-                data[f"{name}_difference_pvalue"] = ((MODEL, *dims), pvalue)
+    for name_, n_failed in zip(names_, failed, strict=True):
+        if n_failed:
+            log.warning(
+                "compare_models: %d of %d replicates of %s failed", n_failed, n_boot_, name_
+            )
+    with warnings.catch_warnings():
+        # a model whose every replicate failed has NaN intervals (n_failed says so)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _intervals(data, point, boots, levels)
     tokens = (
         _item_tokens([r for r in runs_ if r is not None], params, languages)
         if have_sequences
@@ -581,6 +566,43 @@ def compare_models(
         )
     attrs["headline"] = _headline(data, names_, coords[PAIR])
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _intervals(
+    data: dict[str, Any],
+    point: list[dict[str, NDArray[np.float64]]],
+    boots: list[dict[str, NDArray[np.float64]]],
+    levels: list[float],
+) -> None:
+    """Estimates, percentile intervals and differences from the first model, into ``data``."""
+    for name, dims in _VARS.items():
+        if name not in point[0]:
+            continue
+        est = np.stack([p[name] for p in point])
+        data[name] = ((MODEL, *dims), est)
+        if boots:
+            reps = np.stack([b[name] for b in boots])  # [model, replicate, ...]
+            low, high = np.nanquantile(reps, levels, axis=1)
+            data[f"{name}_lower"] = ((MODEL, *dims), low)
+            data[f"{name}_upper"] = ((MODEL, *dims), high)
+            if name in _DIFFERENCES:
+                diff = reps - reps[:1]  # [model, replicate, ...], paired replicate by replicate
+                d_low, d_high = np.nanquantile(diff, levels, axis=1)
+                n_ok = np.isfinite(diff).sum(axis=1)
+                below = (diff <= 0).sum(axis=1)
+                above = (diff >= 0).sum(axis=1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    # never 0: the observed sign counts as one replicate (smallest 2 / (B + 1))
+                    pvalue = np.where(
+                        n_ok > 0,
+                        np.minimum(1.0, 2.0 * (1.0 + np.minimum(below, above)) / (1.0 + n_ok)),
+                        np.nan,
+                    )
+                pvalue[0] = np.nan
+                data[f"{name}_difference"] = ((MODEL, *dims), est - est[:1])
+                data[f"{name}_difference_lower"] = ((MODEL, *dims), d_low)
+                data[f"{name}_difference_upper"] = ((MODEL, *dims), d_high)
+                data[f"{name}_difference_pvalue"] = ((MODEL, *dims), pvalue)
 
 
 def _finite(value: Any) -> float | None:
