@@ -45,7 +45,7 @@ NO_TOKENS, NO_LAMBDA = "no tokens", "no valid lambda"
 
 def identified_replicates(
     samplers: Sequence[Resampler],
-    params: IdentifyParams,
+    params: IdentifyParams | Sequence[IdentifyParams],
     seed: int,
     n_boot: int,
     *,
@@ -60,6 +60,7 @@ def identified_replicates(
     sequence once, to check the counts against ``n_active``. Identification re-runs with
     ``params`` (role: the replicate's summed roles) on every replicate; one with a language
     that drew no tokens, or (automatic lambda) with no valid lambda, yields the reason.
+    ``params`` may be one set for every run or one per run (models identified each with its own).
     """
     if paired and len(samplers) > 1:
         plans = [samplers[0].units] + [
@@ -72,7 +73,10 @@ def identified_replicates(
     if block is None:
         block = int(max(1, min(max(n_boot, 1), BLOCK_BYTES // max(1, cells * 4))))
     seeds = replicate_seeds(seed, n_boot)
-    rule = params.replace(role="response")
+    per_run = [params] * len(samplers) if isinstance(params, IdentifyParams) else list(params)
+    if len(per_run) != len(samplers):
+        raise ParameterError(f"got {len(per_run)} parameter sets for {len(samplers)} runs")
+    rules = [p.replace(role="response") for p in per_run]
     checked = False
     with progress(label, total=n_boot * len(samplers), unit="replicate") as task:
         for b0 in range(0, n_boot, block):
@@ -96,7 +100,7 @@ def identified_replicates(
                         yield (
                             b0 + j,
                             r,
-                            identify(sampler.replicate(counts[j], tokens[j]), **_kw(rule)),
+                            identify(sampler.replicate(counts[j], tokens[j]), **_kw(rules[r])),
                         )
                     except NoValidLambdaError:
                         yield b0 + j, r, NO_LAMBDA

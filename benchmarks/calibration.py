@@ -760,6 +760,97 @@ def deactivation_cells(quick: bool = False) -> list[Cell]:
     ]
 
 
+# --------------------------------------------------------------------------- models family
+
+
+#: The second model of a ``models`` cell: twice the depth at half the width (same neurons).
+def reshaped(truth: Truth) -> Truth:
+    """The same neurons as ``truth`` laid out in twice the layers of half the width.
+
+    The population of both models is then the same set of neurons, so the identification of
+    the population gives both the same type shares: a null of the between-model difference
+    test across models of different shape.
+    """
+    shape = truth.shape
+    other = dataclasses.replace(shape, layers=shape.layers * 2, neurons=shape.neurons // 2)
+    return dataclasses.replace(truth, shape=other)
+
+
+def relabelled(truth: Truth, seed: int) -> Truth:
+    """``truth`` with its languages relabelled by a uniformly random permutation: a model whose
+    language similarity structure agrees with ``truth``'s only as a random relabelling does
+    (the Mantel test's null, exactly)."""
+    rng = np.random.default_rng([seed, 31])
+    centre = truth.centre[rng.permutation(truth.shape.languages)]
+    return dataclasses.replace(truth, centre=centre, p_true=_marginal_of(centre, truth.shape))
+
+
+def _marginal_of(centre: np.ndarray, shape: Shape) -> np.ndarray:
+    from _simulate import _marginal
+
+    return _marginal(centre, shape)
+
+
+def models_replicate(
+    truth: Truth, rng: np.random.Generator, n_boot: int, reference: xr.Dataset
+) -> Replicate:
+    """Two models of different shapes (8 x 128 and 16 x 64 neurons) drawn from one population:
+    the between-model difference test under the null and the share intervals' coverage of the
+    population rule's shares; and the Mantel test against a third model whose languages are
+    a random relabelling of the population's (its null)."""
+    an = _analysis()
+    second = reshaped(truth)
+    runs = [simulate(truth, rng), simulate(second, rng)]
+    results = [an.identify(r, **IDENTIFY) for r in runs]
+    seed = int(rng.integers(2**31))
+    out = an.compare_models(runs, results, bins=4, n_boot=n_boot, seed=seed, n_perm=999)
+    share = ("type_share", "mask_share")
+    pvalues = np.concatenate(
+        [out[f"{v}_difference_pvalue"].isel(model=1).values.ravel() for v in share]
+    )
+    keep = np.isfinite(pvalues)
+    cover = [_cover(out[f"{v}_lower"], out[f"{v}_upper"], reference[v]) for v in share]
+    d_cover = [
+        _cover(
+            out[f"{v}_difference_lower"].isel(model=1),
+            out[f"{v}_difference_upper"].isel(model=1),
+            0.0,
+        )
+        for v in share
+    ]
+    third = simulate(relabelled(second, int(rng.integers(2**31))), rng)
+    null = an.compare_models(
+        None, [results[0], an.identify(third, **IDENTIFY)], bins=4, n_boot=0, n_perm=999
+    )
+    mantel_p = null["mantel_pvalue"].values
+    return {
+        "compare_models difference (boot p)": {
+            **_fpr(pvalues[keep]),
+            "coverage": float(np.mean(d_cover)),
+            "descriptive": float(_descriptive(out)),
+        },
+        "compare_models shares (interval)": {
+            "coverage": float(np.mean(cover)),
+            "descriptive": float(_descriptive(out)),
+        },
+        "compare_models Mantel (Jaccard agreement)": {
+            **_fpr(mantel_p[np.isfinite(mantel_p)]),
+            "descriptive": float(null.attrs["mantel_inference"] == "descriptive"),
+        },
+    }
+
+
+def models_reference(truth: Truth) -> xr.Dataset:
+    """The estimands: the rule applied to each model's population (identical shares)."""
+    an = _analysis()
+    pops = [population(truth), population(reshaped(truth))]
+    return an.compare_models(None, [an.identify(p, **IDENTIFY) for p in pops], bins=4, n_boot=0)
+
+
+#: Shape of the ``models`` cells: 5 languages (Mantel: 1/5! = 0.008 is the smallest p).
+MODELS_SHAPE: dict[str, Any] = {"languages": 5, "layers": 8, "neurons": 128}
+
+
 # --------------------------------------------------------------------------- grid
 
 
@@ -818,6 +909,8 @@ def full_grid() -> list[Cell]:
         cells.append(Cell("bootstrap", shape, reps=20, n_boot=40))
     for het, n in (("independent", 32), ("logit-normal", 16)):
         cells.append(Cell("stages", _shape(het, n, 0.01, **STAGE_LAYERS), reps=200))
+    for het, n in (("independent", 16), ("logit-normal", 32)):
+        cells.append(Cell("models", _shape(het, n, 0.01, **MODELS_SHAPE), reps=40, n_boot=40))
     return cells
 
 
@@ -832,6 +925,7 @@ def quick_grid() -> list[Cell]:
         Cell("compare", _shape("independent", 16, 0.01), reps=20),
         Cell("bootstrap", _shape("logit-normal", 16, 0.01), reps=2, n_boot=10),
         Cell("stages", _shape("independent", 32, 0.01, **STAGE_LAYERS), reps=20),
+        Cell("models", _shape("independent", 16, 0.01, **MODELS_SHAPE), reps=4, n_boot=10),
     ]
 
 
@@ -906,6 +1000,9 @@ def evaluate(cell: Cell, seed: int = 0) -> list[Result]:
         extra = {"items": cell.shape.sequences, "controls": cell.controls}
     elif cell.family in COMPARISON_FAMILIES:
         step, extra = _comparison_step(cell, truth, seed)
+    elif cell.family == "models":
+        step = models_replicate
+        extra = {"n_boot": cell.n_boot, "reference": models_reference(truth)}
     elif cell.family == "stages":
         step = stage_count
         extra = {"staged": placed_truth(truth, staged_layers(cell.shape.layers), seed)}

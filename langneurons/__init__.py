@@ -20,7 +20,13 @@ from langneurons import errors
 from langneurons._version import __version__
 
 if TYPE_CHECKING:
-    from langneurons.analysis import identify, masks_from_lists, masks_to_lists, summary
+    from langneurons.analysis import (
+        compare_models,
+        identify,
+        masks_from_lists,
+        masks_to_lists,
+        summary,
+    )
     from langneurons.store import (
         SCHEMA_VERSION,
         ActivationStore,
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
 
 #: Public name -> the module that defines it.
 _LAZY: dict[str, str] = {
+    "compare_models": "langneurons.analysis",
     "identify": "langneurons.analysis",
     "masks_from_lists": "langneurons.analysis",
     "masks_to_lists": "langneurons.analysis",
@@ -69,6 +76,7 @@ __all__ = [
     "Counts",
     "RunMetadata",
     "__version__",
+    "compare_models",
     "create_store",
     "errors",
     "identify",

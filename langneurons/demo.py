@@ -2,11 +2,12 @@
 
 Builds (or loads) a model, extracts prompt and response counts with per-sequence counts, identifies
 language neurons with both rules, runs the statistics (stages, stability, neuron tests, a
-deactivation experiment, a comparison of two checkpoints) and writes the report. Neurons are
-identified on the built-in corpus's ``identify`` part and deactivated on its held-out
-``evaluate`` part, with 19 random controls per language (so the control test can reach 0.05).
-The comparison is :func:`langneurons.workflows.compare_runs`, saved as ``langneurons compare
-runs`` saves it (``compare/vs-MODEL_base/PART`` under the perturbed run).
+deactivation experiment, a comparison of two checkpoints, and, with the tiny model, a comparison
+with a second, deeper and narrower tiny model: ``compare models``) and writes the report. Neurons
+are identified on the built-in corpus's ``identify`` part and deactivated on its held-out
+``evaluate`` part, with 19 random controls per language (so the control test can reach 0.05). The
+comparison is :func:`langneurons.workflows.compare_runs`, saved as ``langneurons compare runs``
+saves it (``compare/vs-MODEL_base/PART`` under the perturbed run).
 
 ``tiny`` (default) uses a small random-init Llama built offline, and a second checkpoint made by
 perturbing its MLP weights, so the comparison has something to compare; ``gemma3-270m`` uses the
@@ -46,7 +47,17 @@ def _gemma_path() -> Path:
 #: Written into a demo's output folder: the proof that the folder is a demo's, and which of its
 #: entries the demo made (a later demo replaces those and nothing else).
 MARKER = ".langneurons-demo"
-DEMO_ENTRIES: tuple[str, ...] = ("model", "corpus.jsonl", "eval.jsonl", "store.zarr", "report")
+DEMO_ENTRIES: tuple[str, ...] = (
+    "model",
+    "model-deep",
+    "corpus.jsonl",
+    "eval.jsonl",
+    "store.zarr",
+    "report",
+)
+#: The second, differently shaped tiny model of the cross-model comparison (tiny demo only):
+#: deeper and narrower than the first (6 layers x 256 neurons).
+DEEP_SHAPE: dict[str, int] = {"layers": 8, "hidden": 48, "intermediate": 128}
 
 
 def _clear_earlier_demo(out: Path) -> None:
@@ -142,6 +153,47 @@ def _deactivated_languages(mask_sizes: dict[str, int]) -> list[str]:
     if len(chosen) < 2:
         chosen = ranked[:2]
     return [x for x in mask_sizes if x in chosen]
+
+
+def _compare_models(
+    out: Path,
+    store_path: Path,
+    data: Path,
+    base_run: str,
+    top_rate: float,
+    n_boot: int,
+    step: Callable[[str], Callable[[], None]],
+) -> list[str]:
+    """Extract and identify a second, deeper and narrower tiny model on the same corpus and
+    compare it with the first (``compare models``, saved under the first run); its headline."""
+    from langneurons.analysis import compare_models, identify
+    from langneurons.cli._tables import models
+    from langneurons.extract.engine import extract
+    from langneurons.extract.tiny import tiny_model
+    from langneurons.store import open_store
+    from langneurons.workflows import save_parts
+
+    done = step("second model")
+    deep_path = tiny_model("llama", seed=2, path=out / "model-deep", **DEEP_SHAPE)
+    deep_run = "tiny-llama-deep/base"
+    extract(deep_path, data, store_path, deep_run, per_sequence=True, chat_template=True,
+            max_length=768)  # fmt: skip
+    store = open_store(store_path, mode="r+")
+    deep = identify(store.open_run(deep_run), "ternary", top_rate=top_rate)
+    store.save_result(deep_run, "identification", "ternary", deep)
+    done()
+    done = step("compare models")
+    result = compare_models(
+        [store.open_run(base_run), store.open_run(deep_run)],
+        [store.open_result(base_run, "identification", "ternary"), deep],
+        names=[base_run, deep_run],
+        n_boot=n_boot,
+        seed=0,
+    )
+    name = "models-" + "-".join(r.replace("/", "_") for r in (base_run, deep_run))
+    save_parts(store.save_result, base_run, name, {"models": result})
+    done()
+    return [f"[demo] models of two shapes side by side ({base_run} vs {deep_run})", *models(result)]
 
 
 def run_demo(
@@ -289,10 +341,17 @@ def run_demo(
     workflows.save_parts(store.save_result, other, workflows.comparison_name(base_run), parts)
     done()
 
+    models_lines: list[str] = []
+    if gguf is None:
+        models_lines = _compare_models(out, store_path, data, base_run, top_rate, n_boot, step)
+        store = open_store(store_path, mode="r+")
+
     done = step("report")
     html = write_report(store_path, out / "report")
     done()
     for line in _summary(store, list(runs), base_run):
+        echo(line)
+    for line in models_lines:
         echo(line)
     total = round(time.perf_counter() - started, 1)
     echo(f"[demo] done in {total} s: store {store_path}, report {html}")

@@ -36,6 +36,7 @@ from langneurons.reports._blocks import (
 )
 from langneurons.reports._kinds import (
     CAPTIONS,
+    MODELS_LABEL,
     Context,
     accuracy_effects_of,
     effects_of,
@@ -64,6 +65,12 @@ def _compare_groups(store: ActivationStore, runs: list[str]) -> list[tuple[str, 
         for prefix in prefixes:
             out.append((run, prefix, _other_run(prefix, run, store.runs())))
     return out
+
+
+def _is_models(ds: xr.Dataset) -> bool:
+    """Whether a saved comparison is a cross-model one (compare_models)."""
+    kind = kind_of(ds)
+    return kind is not None and kind.label == MODELS_LABEL
 
 
 def _other_run(prefix: str, run: str, available: list[str]) -> str | None:
@@ -231,10 +238,16 @@ class Builder:
 
     def comparison_summary(self, run: str, prefix: str, other: str | None) -> None:
         first = other or "the first run"
-        sec = self.section(f"{run} vs {other or prefix}", 3, summary=True)
-        lines: list[str] = []
         names = [n for n in self.store.results(run, "compare") if n.split("/", 1)[0] == prefix]
         results = {n: self.loader(Load(run, "compare", n)) for n in names}
+        models = {n: ds for n, ds in results.items() if _is_models(ds)}
+        if models:
+            self.models_summary(run, models)
+            results = {n: ds for n, ds in results.items() if n not in models}
+            if not results:
+                return
+        sec = self.section(f"{run} vs {other or prefix}", 3, summary=True)
+        lines: list[str] = []
         method = next(
             (str(ds.attrs["method"]) for ds in results.values() if "method" in ds.attrs), None
         )
@@ -263,6 +276,18 @@ class Builder:
         sec.blocks.append(Items(lines or ["No summary lines: see the appendix."]))
         for title, call in figs:
             self.figure(sec, title, call)
+
+    def models_summary(self, run: str, results: dict[str, xr.Dataset]) -> None:
+        """The cross-model section: models of different shapes side by side."""
+        for name, ds in results.items():
+            models = ", ".join(str(m) for m in ds["model"].values)
+            sec = self.section(f"Cross-model comparison: {models}", 3, summary=True)
+            sec.blocks.append(Items(summ.models_lines(ds)))
+            kind = kind_of(ds)
+            if kind is not None and kind.figures is not None:
+                ctx = Context(Load(run, "compare", name), ds, {})
+                for title, call in kind.figures(ctx):
+                    self.figure(sec, title, call)
 
     def _across_call(self, name: str, runs: list[str]) -> Call:
         """Neuron types per layer of identification ``name`` in ``runs``, with their stages."""

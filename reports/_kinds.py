@@ -61,6 +61,23 @@ CAPTIONS: Final[Mapping[str, str]] = {
         "each language), by the fraction of replicates that selected them. Right: per language, "
         "the Jaccard index of each replicate's mask with the full-data mask."
     ),
+    "model_profiles": (
+        "Layer profiles on relative depth layer/(L-1), binned on one grid for every model: in "
+        "each bin, the fraction of the model's neurons there that are of the type (specific, "
+        "related, unassigned: selected neurons; general: any neuron above tau in all the "
+        "model's languages); bands: item-bootstrap percentile intervals (descriptive); dotted "
+        "lines: where each model's stages begin."
+    ),
+    "model_shares": (
+        "Neuron types as a fraction of all the model's neurons (left) and of its selected set "
+        "(right; general: the selected general neurons); bars: item-bootstrap percentile "
+        "intervals, which show stability, not coverage of the population share (descriptive)."
+    ),
+    "model_jaccard": (
+        "Jaccard index |M_k ∩ M_l| / |M_k ∪ M_l| of the masks of two languages, per model, over "
+        "the languages every model has (diagonal left blank); titles: Mantel correlation with "
+        "the first model's matrix and its permutation p (languages permuted jointly)."
+    ),
     "qvalues": (
         "Left: p- and FDR q-values of all (neuron, language) tests; right: neurons significant "
         "for each language at the FDR level."
@@ -164,7 +181,26 @@ def _accuracy_ablation_figures(ctx: Context) -> list[tuple[str, Call]]:
     return [(title, Call("accuracy_heatmap", (accuracy_effects_of(ctx.load),)))]
 
 
+def _models_figures(ctx: Context) -> list[tuple[str, Call]]:
+    """The three figures of a cross-model comparison."""
+    return [
+        ("Layer profiles on relative depth", Call("model_profiles", (ctx.load,))),
+        ("Neuron-type shares, models side by side", Call("model_shares", (ctx.load,))),
+        ("Language similarity (Jaccard of masks), per model", Call("model_jaccard", (ctx.load,))),
+    ]
+
+
+#: The label of a cross-model comparison (the report gives it a section of its own).
+MODELS_LABEL: Final = "models of different shapes side by side (compare_models)"
+
 KINDS: Final[tuple[Kind, ...]] = (
+    Kind(
+        MODELS_LABEL,
+        ("type_share", "layer_share", "jaccard", "mantel_r"),
+        ("model",),
+        _models_figures,
+        key_dims=("model", "type"),
+    ),
     Kind(
         "stage boundaries (bootstrap_stages)",
         ("stage_label", "start", "end"),
@@ -290,6 +326,7 @@ def kind_of(ds: xr.Dataset) -> Kind | None:
 __all__ = [
     "CAPTIONS",
     "KINDS",
+    "MODELS_LABEL",
     "Context",
     "Kind",
     "accuracy_effects_of",

@@ -392,8 +392,44 @@ def shared_by_change_line(ds: xr.Dataset) -> str:
     )
 
 
+def models_lines(ds: xr.Dataset) -> list[str]:
+    """Cross-model comparison: per model its shape and type shares; per pair its Mantel test."""
+    a = ds.attrs
+    names = [str(m) for m in ds["model"].values]
+    out = [
+        f"{len(names)} models on {len(a.get('languages', []))} common languages "
+        f"({', '.join(a.get('languages', []))}); {a.get('languages_note', '')}."
+    ]
+    for m in names:
+        sel = ds.sel(model=m)
+        shares = ", ".join(
+            f"{t} {100 * float(sel['type_share'].sel(type=t)):.2f}%"
+            for t in ("specific", "related", "general")
+        )
+        out.append(
+            f"{m} ({int(sel['n_layers'])} layers x {int(sel['n_neurons'])} neurons): {shares} "
+            "of all neurons"
+        )
+    out.append(f"Shares and profiles: {a.get('inference')} ({a.get('inference_reason', '')}).")
+    for pair, r, p in zip(
+        [str(x) for x in ds["pair"].values],
+        ds["mantel_r"].values,
+        ds["mantel_pvalue"].values,
+        strict=True,
+    ):
+        out.append(
+            f"Language similarity {pair}: Mantel r = {num(float(r))}, p = {num(float(p))} "
+            f"({a.get('mantel_inference')}: {a.get('mantel_reason')})"
+        )
+    if a.get("tokens_note"):
+        out.append(f"Tokens: {a['tokens_note']}.")
+    return out
+
+
 def lines_of(kind_label: str, ds: xr.Dataset) -> list[str]:
     """Summary lines of a compare result by its recognised kind (empty when none fits)."""
+    if kind_label.endswith("(compare_models)"):
+        return models_lines(ds)
     if kind_label.endswith("(type_change)"):
         return [type_change_line(ds)]
     if kind_label.endswith("(overlap)"):
@@ -429,6 +465,7 @@ __all__: Sequence[str] = [
     "intro",
     "lambda_warning",
     "lines_of",
+    "models_lines",
     "num",
     "stability_line",
     "stages_line",

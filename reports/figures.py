@@ -9,8 +9,9 @@ identification's masks) refuses it with the function that makes what it draws; t
 only arrange results.
 
 The figures live by subject in private modules: identifications
-(:mod:`~langneurons.reports._fig_types`), comparisons (``_fig_compare``) and statistics
-(``_fig_stats``), over one shared base (``_fig_base``: palette, style, saving).
+(:mod:`~langneurons.reports._fig_types`), comparisons (``_fig_compare``), models of different
+shapes (``_fig_models``) and statistics (``_fig_stats``), over one shared base (``_fig_base``:
+palette, style, saving).
 
 Figures are built with :class:`matplotlib.figure.Figure`, never ``pyplot``: no global figure
 registry, no backend is selected, and nothing changes ``matplotlib.rcParams`` (the house
@@ -44,6 +45,12 @@ from langneurons.reports._fig_base import (
     save,
 )
 from langneurons.reports._fig_compare import overlap_matrix, transitions, type_change
+from langneurons.reports._fig_models import (
+    model_jaccard,
+    model_profiles,
+    model_shares,
+    models_overview,
+)
 from langneurons.reports._fig_stats import deactivation_heatmap, qvalues, stability
 from langneurons.reports._fig_types import layer_types, per_language, shared_by
 
@@ -74,6 +81,10 @@ __all__ = [
     "accuracy_heatmap",
     "deactivation_heatmap",
     "layer_types",
+    "model_jaccard",
+    "model_profiles",
+    "model_shares",
+    "models_overview",
     "overlap_matrix",
     "per_language",
     "qvalues",

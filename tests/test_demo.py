@@ -29,7 +29,7 @@ def test_demo_writes_store_and_report(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "[demo] four stages of tiny-llama/base" in printed and "vocabulary output" in printed
     assert "Jaccard of mask: mean [CI]" in printed
     store = open_store(out / "store.zarr")
-    assert store.runs() == ["tiny-llama/base", "tiny-llama/perturbed"]
+    assert store.runs() == ["tiny-llama-deep/base", "tiny-llama/base", "tiny-llama/perturbed"]
     assert store.validate() == []
     base = "tiny-llama/base"
     assert store.results(base, "identification") == ["lape", "ternary"]
@@ -62,7 +62,19 @@ def test_demo_writes_store_and_report(tmp_path: Path, capsys: pytest.CaptureFixt
     assert {"vs-tiny-llama_base/type_change", "vs-tiny-llama_base/mcnemar"} <= set(compared)
     parts = workflows.open_comparison(store, "tiny-llama/perturbed", base)
     assert "type_change" in parts
+    # a second, differently shaped tiny model, compared on relative depth (compare models)
+    assert "[demo] models of two shapes side by side" in printed
+    assert "Mantel r" in printed and "common languages (3): en, zh, sw" in printed
+    models = store.open_result(
+        base, "compare", "models-tiny-llama_base-tiny-llama-deep_base/models"
+    )
+    assert models["n_layers"].values.tolist() == [6, 8]
+    assert models["n_neurons"].values.tolist() == [256, 128]
+    assert models.attrs["paired"] is True
     report = out / "report"
+    md = (report / "report.md").read_text()
+    assert "Cross-model comparison: tiny-llama/base, tiny-llama-deep/base" in md
+    assert "Layer profiles on relative depth" in md
     for name in ("report.html", "report.md", "report.qmd", "report.ipynb"):
         assert (report / name).stat().st_size > 1000
     assert list((report / "figures").glob("*.svg")) and list((report / "tables").glob("*.csv"))

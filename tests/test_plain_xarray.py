@@ -24,6 +24,7 @@ from langneurons.analysis import (
     bootstrap_identification,
     bootstrap_stages,
     cochran_q,
+    compare_models,
     compare_type_distributions,
     compare_with_identification,
     deactivation_effects,
@@ -222,6 +223,9 @@ CASES: dict[str, Callable[[Inputs], Any]] = {
     "stage_profile": lambda d: stage_profile(d["ternary"]),
     "segment_stages": lambda d: segment_stages(stage_profile(d["ternary"]), 3),
     "type_table": lambda d: type_table(d["ternary"]),
+    "compare_models": lambda d: compare_models(
+        [d["base"], d["aligned"]], [d["ternary"], d["aligned_ternary"]], n_boot=N_BOOT, bins=2
+    ),
     "compare_type_distributions": lambda d: compare_type_distributions(
         d["ternary"], d["aligned_ternary"]
     ),

@@ -496,3 +496,71 @@ def headline(label: str, ds: xr.Dataset) -> Lines:
         return printer(ds)
     except (KeyError, IndexError, ValueError, TypeError, AttributeError):
         return generic(ds)  # a result of an older shape: still print what it has
+
+
+def models(ds: xr.Dataset) -> Lines:
+    """Models side by side: shape, type shares [interval], mask shares, Mantel agreement."""
+    a = ds.attrs
+    names = _labels(ds, "model")
+    boot = "type_share_lower" in ds
+
+    def cell(var: str, m: str, index: dict[str, Any]) -> str:
+        est = ds[var].sel(model=m, **index).item()
+        if not boot:
+            return _fmt(est)
+        lo = ds[f"{var}_lower"].sel(model=m, **index).item()
+        hi = ds[f"{var}_upper"].sel(model=m, **index).item()
+        return f"{_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}]"
+
+    lines = [f"  common languages ({len(a['languages'])}): {', '.join(a['languages'])}"]
+    shape_rows = [
+        [m, int(ds["n_layers"].sel(model=m)), int(ds["n_neurons"].sel(model=m)),
+         int(ds["n_selected"].sel(model=m))]
+        for m in names
+    ]  # fmt: skip
+    lines += table(["model", "layers", "neurons/layer", "selected"], shape_rows)
+    lines.append("  share of all neurons" + (f" [{_fmt(a['ci'])} interval]" if boot else ""))
+    rows = [[t, *(cell("type_share", m, {"type": t}) for m in names)] for t in _labels(ds, "type")]
+    rows += [
+        [f"mask {x}", *(cell("mask_share", m, {"language": x}) for m in names)]
+        for x in _labels(ds, "language")
+    ]
+    lines += table(["type", *names], rows)
+    if "type_share_difference_pvalue" in ds and len(names) > 1:
+        diff_rows = [
+            [m, t, ds["type_share_difference"].sel(model=m, type=t).item(),
+             ds["type_share_difference_pvalue"].sel(model=m, type=t).item()]
+            for m in names[1:] for t in _labels(ds, "type")
+        ]  # fmt: skip
+        lines.append(f"  difference from {names[0]} (item bootstrap, paired={a.get('paired')})")
+        lines += table(["model", "type", "difference", "boot p"], diff_rows)
+    if "stage_start" in ds:
+        srows = [
+            [m, *(cell("stage_start", m, {"boundary": int(b)}) for b in ds["boundary"].values)]
+            for m in names
+        ]
+        lines.append("  stage boundaries in relative depth layer/(L-1)")
+        lines += table(
+            ["model", *(f"stage {int(b) + 1} starts" for b in ds["boundary"].values)], srows
+        )
+    for pair, r, p, floor in zip(
+        _labels(ds, "pair"),
+        ds["mantel_r"].values,
+        ds["mantel_pvalue"].values,
+        ds["mantel_min_pvalue"].values,
+        strict=True,
+    ):
+        lines.append(
+            f"  Jaccard agreement {pair}: Mantel r = {_fmt(float(r))}, p = {_fmt(float(p))} "
+            f"(smallest attainable {_fmt(float(floor))})"
+        )
+    lines.append(f"  Mantel: {a.get('mantel_inference')} ({a.get('mantel_reason')})")
+    if a.get("tokens_note"):
+        lines.append(f"  tokens: {a['tokens_note']}")
+    if a.get("mixed_parameters"):
+        lines.append(f"  mixed parameters (allowed): {', '.join(a['mixed_parameters'])}")
+    lines.append(f"  shares: {a.get('inference')} ({a.get('inference_reason')})")
+    return lines
+
+
+PRINTERS["models"] = models

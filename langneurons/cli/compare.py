@@ -22,7 +22,8 @@ PAIRED: dict[str, bool | str] = {"auto": "auto", "yes": True, "no": False}
 
 @click.group()
 def compare() -> None:
-    """Compare runs (base vs aligned, two groups of runs, or a series of checkpoints)."""
+    """Compare runs (base vs aligned, two groups of runs, a series of checkpoints, or models of
+    different shapes)."""
 
 
 def parse_groups(values: tuple[str, ...]) -> dict[str, list[str]]:
@@ -156,6 +157,12 @@ def _cochran_lines(ds: Any) -> list[str]:
     return generic(ds)
 
 
+def _models_lines(ds: Any) -> list[str]:
+    from langneurons.cli._tables import models
+
+    return models(ds)
+
+
 def _type_change_lines(ds: Any) -> list[str]:
     from langneurons.cli._tables import type_change
 
@@ -168,6 +175,7 @@ PRINTERS = {
     "groups": _group_lines,
     "cochran_q": _cochran_lines,
     "type_change": _type_change_lines,
+    "models": _models_lines,
 }
 
 
@@ -334,3 +342,114 @@ def compare_checkpoints(
         [target.open_run(r) for r in names], split_list(labels) if labels else names, params
     )
     _emit(workflows.save_parts(target.save, names[-1], name, parts), as_json)
+
+
+@compare.command("models")
+@click.argument("store")
+@click.argument("runs", nargs=-1, required=True)
+@click.option(
+    "--result",
+    "result_name",
+    default=None,
+    help="The saved identification of every run to compare (default: the --method's name).",
+)
+@click.option(
+    "--identify",
+    "identify_now",
+    is_flag=True,
+    help="Identify every run here with one common set of parameters (the identification "
+    "options) instead of reading saved identifications.",
+)
+@click.option(
+    "--allow-mixed",
+    is_flag=True,
+    help="Compare identifications made with different methods or parameters (refused "
+    "otherwise); the differences are recorded and printed.",
+)
+@click.option(
+    "--bins",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Bins of relative depth layer/(L-1); at most the shallowest model's layers.",
+)
+@click.option(
+    "--n-stages",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Stages of each model's layer profile, boundaries in relative depth (0: none).",
+)
+@click.option("--n-boot", type=int, default=200, show_default=True)
+@click.option("--n-perm", type=int, default=9999, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", default=None, help="Default: models-RUN-RUN... (slashes become '_').")
+@click.option("--json", "as_json", is_flag=True)
+@results_options
+@identify_options
+def compare_models(
+    store: str,
+    runs: tuple[str, ...],
+    result_name: str | None,
+    identify_now: bool,
+    allow_mixed: bool,
+    bins: int,
+    n_stages: int,
+    n_boot: int,
+    n_perm: int,
+    seed: int,
+    name: str | None,
+    as_json: bool,
+    results_store: str | None,
+    no_save: bool,
+    allow_incomplete: bool,
+    **options: Any,
+) -> None:
+    """Models of different depth, width and languages: type shares, relative-depth profiles,
+    language-similarity (Jaccard) matrices and their Mantel agreement."""
+    from langneurons import workflows
+    from langneurons.analysis.cross_model import check_bins, common_languages
+    from langneurons.analysis.cross_model import compare_models as run_compare
+    from langneurons.analysis.identify import identify as run_identify
+
+    params = identify_params(options)
+    if len(runs) < 2:
+        raise ParameterError(
+            f"compare models needs at least two runs (STORE RUN RUN ...), got {len(runs)}"
+        )
+    if len(set(runs)) != len(runs):
+        raise ParameterError("a run is given twice; name every model once")
+    if identify_now and result_name is not None:
+        raise ParameterError("--identify and --result exclude each other; choose one")
+    target = Target(store, results_store, no_save, allow_incomplete)
+    opened = [target.open_run(r) for r in runs]
+    # the checks that need no identification come first (nothing is computed for bad input)
+    common_languages(opened, runs)
+    check_bins(bins, [int(ds.sizes["layer"]) for ds in opened], runs)
+    saved = result_name or params.method
+    results = []
+    for run, ds in zip(runs, opened, strict=True):
+        if identify_now:
+            results.append(run_identify(ds, params.method, **params.keywords()))
+            continue
+        try:
+            results.append(target.open_result(run, "identification", saved))
+        except LookupError:
+            raise ParameterError(
+                f"run {run!r} has no saved identification {saved!r}; identify it first "
+                f"(`langneurons identify {store} --run {run}`), or pass --identify to identify "
+                "every model here with one common set of parameters"
+            ) from None
+    ds = run_compare(
+        opened,
+        results,
+        names=list(runs),
+        bins=bins,
+        n_stages=n_stages,
+        n_boot=n_boot,
+        n_perm=n_perm,
+        seed=seed,
+        allow_mixed=allow_mixed,
+    )
+    prefix = name or "models-" + "-".join(r.replace("/", "_") for r in runs)
+    _emit(workflows.save_parts(target.save, runs[0], prefix, {"models": ds}), as_json)
