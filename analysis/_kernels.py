@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -360,6 +359,8 @@ def upper_tail(
     Where the variance is 0 the data cannot vary under the model: p = 0 if the effect is
     positive, else 1 (z is +-inf or 0 accordingly).
     """
+    from scipy import special
+
     with np.errstate(divide="ignore", invalid="ignore"):
         z = effect / np.sqrt(var)
     degenerate = ~(var > 0)

@@ -21,7 +21,6 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 from scipy import special
-from statsmodels.stats.multitest import multipletests
 
 from langneurons.analysis._kernels import upper_tail
 from langneurons.analysis._resample import (
@@ -256,6 +255,8 @@ def check_margin(value: object) -> float:
 
 def _fdr(p: FloatArray, alpha: float, correction: str) -> tuple[NDArray[np.bool_], FloatArray]:
     """The step-up rule over all p-values: ``significant`` and ``q`` in ``p``'s shape."""
+    from statsmodels.stats.multitest import multipletests
+
     reject, q, _, _ = multipletests(
         p.reshape(-1), alpha=alpha, method=correction, is_sorted=False, returnsorted=False
     )
