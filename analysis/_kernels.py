@@ -241,16 +241,31 @@ def lambda_condition(
     """The automatic-lambda condition ``ok(lam)``, its arrays flattened and its buffer made once.
 
     ``ok(lam)``: none of the ``k`` lowest-score neurons is above tau in all K languages
-    (``all_k``).
+    (``all_k``). Equal to ``not select_smallest(score, k)[all_k].any()`` without selecting:
+    the watched neuron first in (score, index) order has rank ``#{score < s} + #{score == s
+    before it}``, and none is selected exactly when that rank is at least ``k`` (one comparison
+    pass instead of a partition per lambda).
     """
     flat_h = h.reshape(-1)
     flat_maxp = maxp.reshape(-1)
     watched = np.flatnonzero(all_k.reshape(-1))
     buf = np.empty_like(flat_h)
+    n = flat_h.size
 
     def ok(lam: float) -> bool:
+        if k <= 0 or watched.size == 0:
+            return True
+        if k >= n:
+            return False
         score = ternary_score(flat_h, flat_maxp, lam, normaliser, out=buf)
-        return not bool(select_smallest(score, k)[watched].any())
+        mine = score[watched]
+        first = int(np.argmin(mine))  # the lowest index among equal minima; NaN if any is NaN
+        s = mine[first]
+        if np.isnan(s):
+            return not bool(select_smallest(score, k)[watched].any())
+        rank = np.count_nonzero(score < s)
+        rank += np.count_nonzero(score[: watched[first]] == s)
+        return bool(rank >= k)
 
     return ok
 

@@ -50,3 +50,19 @@ def test_fused_keeps_the_leading_shape() -> None:
     p = np.random.default_rng(0).random((3, 4, 6))
     h, maxp, above = kern.ternary_fused(p, None)
     assert h.shape == maxp.shape == (3, 4) and above is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lambda_condition_equals_selecting(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    m = 500
+    # few distinct values: many ties, at the k-th place too
+    h = rng.integers(0, 6, size=m).astype(np.float64) / 5
+    maxp = rng.integers(0, 4, size=m).astype(np.float64) / 3
+    all_k = rng.random(m) < (0.0 if seed == 0 else 0.05)
+    for k in (0, 1, 7, 60, 250, m - 1, m):
+        holds = kern.lambda_condition(h, maxp, all_k, k, 0.3)
+        for lam in (0.0, 0.05, 0.2, 1.0, 3.0):
+            score = kern.ternary_score(h, maxp, lam, 0.3)
+            expected = not bool(kern.select_smallest(score, k)[all_k].any())
+            assert holds(lam) == expected, (k, lam)
