@@ -56,9 +56,36 @@ def quantile_thresholds(p: ArrayLike, qs: Sequence[float]) -> list[float]:
     for q, r in zip(qs, ranks, strict=True):
         if not 1 <= r <= m:
             raise ValueError(f"quantile {q} of {m} values has rank {r}, outside 1..{m}")
+    return [float(v) for v in _values_at_ranks(flat, ranks)]
+
+
+def _values_at_ranks(flat: FloatArray, ranks: list[int]) -> list[np.float64]:
+    """The values at 1-indexed ``ranks`` of ``flat`` sorted, as ``np.partition`` orders them.
+
+    Without copying all of ``flat``: a strided sample gives a bound ``low`` below the smallest
+    rank; with ``b = #{flat < low}`` (one comparison pass), the value at rank ``r`` is the one at
+    rank ``r - b`` among the few values ``>= low``, which alone are copied and partitioned. Exact;
+    falls back to partitioning a full copy when the bound misses or ``flat`` holds NaN.
+    """
+    m = flat.size
+    first = min(ranks)
+    if m >= 1 << 16 and first > 1:
+        step = 64
+        sample = np.sort(flat[::step])
+        ns = sample.size
+        at = int(ns * (first - 1) / m) - int(6 * math.sqrt(ns)) - 1
+        if at >= 0:
+            low = sample[at]
+            below = int(np.count_nonzero(flat < low))
+            if below < first:
+                kept = flat[flat >= low]
+                if kept.size == m - below:  # no NaN: every value is below low or kept
+                    kth = sorted({r - 1 - below for r in ranks})
+                    part = np.partition(kept, kth)
+                    return [part[r - 1 - below] for r in ranks]
     kth = sorted({r - 1 for r in ranks})
     part = np.partition(flat, kth)
-    return [float(part[r - 1]) for r in ranks]
+    return [part[r - 1] for r in ranks]
 
 
 def count_above(p: ArrayLike, tau: float) -> IntArray:

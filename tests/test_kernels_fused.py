@@ -66,3 +66,23 @@ def test_lambda_condition_equals_selecting(seed: int) -> None:
             score = kern.ternary_score(h, maxp, lam, 0.3)
             expected = not bool(kern.select_smallest(score, k)[all_k].any())
             assert holds(lam) == expected, (k, lam)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_quantile_thresholds_equal_a_full_sort(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    m = 70_001 + seed * 9_999
+    flat = rng.beta(1.5, 6.0, size=m)
+    if seed == 1:
+        flat[rng.random(m) < 0.5] = 0.0  # heavy ties at the bottom
+    if seed == 2:
+        flat = np.round(flat, 2)  # ties everywhere
+    ordered = np.sort(flat)
+    qs = [0.5, 0.9, 0.95, 0.999, 1.0]
+    got = kern.quantile_thresholds(flat, qs)
+    assert got == [float(ordered[kern.quantile_rank(m, q) - 1]) for q in qs]
+    with_nan = flat.copy()
+    with_nan[::7] = np.nan  # the fallback keeps np.partition's order (NaN last)
+    expected = np.partition(with_nan, kern.quantile_rank(m, 0.95) - 1)
+    got_nan = kern.quantile_thresholds(with_nan, [0.95])[0]
+    np.testing.assert_equal(got_nan, expected[kern.quantile_rank(m, 0.95) - 1])
