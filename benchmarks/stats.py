@@ -293,7 +293,7 @@ def main() -> None:
                     peak_of="VmHWM",
                     note=(
                         f"{tests['seconds']:.0f} s; "
-                        f"{raw / 2**20 / tests['seconds']:.0f} MiB/s of raw counts"
+                        f"{raw / 2**20 / tests['seconds']:.1f} MiB/s of raw counts"
                     ),
                 ),
                 _table.row(

@@ -27,6 +27,7 @@ from langneurons.store import schema
 
 #: Variables of an identification result that the stored form changes (see coded_types).
 NEURON_TYPE, ASSIGNED, MASK = "neuron_type", "assigned", "mask"
+IDENTIFICATION = "identification"  # the result kind whose assigned is not stored
 ASSIGNED_DIMS = (LAYER, NEURON, LANGUAGE)
 
 
@@ -242,13 +243,13 @@ def unicode_labels(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def coded_types(ds: xr.Dataset) -> xr.Dataset:
+def coded_types(ds: xr.Dataset, kind: str) -> xr.Dataset:
     """A result as stored: ``neuron_type`` as int8 codes with CF flags, no copy of ``mask``.
 
     ``neuron_type`` strings become :mod:`langneurons._type_codes` codes (left as they are when
-    they hold a label outside its list). ``assigned[layer, neuron, language]``, the identity's
-    ``mask[language, layer, neuron]`` transposed, is dropped when it equals that transpose
-    (``open_result`` gives it back as a lazy view).
+    they hold a label outside its list). In an identification, ``assigned[layer, neuron,
+    language]``, its ``mask[language, layer, neuron]`` transposed, is dropped when it equals that
+    transpose (``open_result`` gives it back as a lazy view).
     """
     out = ds
     if NEURON_TYPE in ds.data_vars and ds[NEURON_TYPE].dtype.kind in "OUT":
@@ -260,7 +261,7 @@ def coded_types(ds: xr.Dataset) -> xr.Dataset:
         if codes is not None:
             attrs = {**var.attrs, **_type_codes.flag_attrs()}
             out = out.assign({NEURON_TYPE: (var.dims, codes, attrs)})
-    if _assigned_is_mask(out):
+    if kind == IDENTIFICATION and _assigned_is_mask(out):
         out = out.drop_vars(ASSIGNED)
     return out
 
@@ -299,7 +300,11 @@ def labelled_types(ds: xr.Dataset) -> xr.Dataset:
             else:
                 labels = _type_codes.decode(np.asarray(data), flags)
             ds = ds.assign({NEURON_TYPE: (var.dims, labels, attrs)})
-    if ASSIGNED not in ds.data_vars and MASK in ds.data_vars and "method" in ds.attrs:
+    if (
+        ds.attrs.get("result_kind") == IDENTIFICATION
+        and ASSIGNED not in ds.data_vars
+        and MASK in ds.data_vars
+    ):
         mask = ds[MASK]
         if set(mask.dims) == set(ASSIGNED_DIMS):
             ds = ds.assign({ASSIGNED: mask.transpose(*ASSIGNED_DIMS)})

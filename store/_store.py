@@ -714,7 +714,7 @@ class ActivationStore:
         if kind not in schema.RESULT_GROUPS:
             raise InvalidNameError(f"result kind {kind!r} is not one of {schema.RESULT_GROUPS}")
         name = schema.check_name(name, "result")
-        data = _nodes.vlen_strings(_nodes.coded_types(result.drop_encoding())).assign_attrs(
+        data = _nodes.vlen_strings(_nodes.coded_types(result.drop_encoding(), kind)).assign_attrs(
             result_kind=kind,
             result_name=name,
             result_saved=schema.now_iso(),
