@@ -35,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -189,6 +190,27 @@ def cluster_vs_threaded(store: Path, repeat: int) -> dict[str, float]:
     }
 
 
+def cluster_row(store: Path, tag: str, repeat: int) -> dict[str, Any]:
+    """Print the LocalCluster-vs-threaded timing of the tests and return its table row."""
+    cl = cluster_vs_threaded(store, repeat)
+    ratio = cl["cluster"] / cl["threaded"]
+    verdict = "helps" if ratio < 1 else "does not help"
+    print(
+        f"tests + FDR: threaded {cl['threaded']:.2f} s, LocalCluster ({cl['workers']} "
+        f"workers x 1 thread) {cl['cluster']:.2f} s (+{cl['start']:.1f} s to start): "
+        f"{ratio:.2f}x; a cluster {verdict} on this machine"
+    )
+    return row(
+        "scale",
+        f"{tag} tests + FDR: LocalCluster vs threaded",
+        cl["cluster"],
+        unit="s",
+        baseline=cl["threaded"],
+        note=f"{cl['workers']} workers; cluster start {cl['start']:.1f} s not included; "
+        f"a cluster {verdict} here",
+    )
+
+
 def measure(store: Path, what: str, size: dict[str, Any]) -> dict[str, Any]:
     """Run ``child`` in a subprocess under the limit and return its JSON."""
     cmd = [sys.executable, __file__, "--child", what, "--store", str(store)]
@@ -335,25 +357,10 @@ def main() -> None:
                 )
             )
         print("tests on a LocalCluster vs the threaded scheduler ...", flush=True)
-        cl = cluster_vs_threaded(store, 1 if args.quick else 3)
-        ratio = cl["cluster"] / cl["threaded"]
-        verdict = "helps" if ratio < 1 else "does not help"
-        print(
-            f"tests + FDR: threaded {cl['threaded']:.2f} s, LocalCluster ({cl['workers']} "
-            f"workers x 1 thread) {cl['cluster']:.2f} s (+{cl['start']:.1f} s to start): "
-            f"{ratio:.2f}x; a cluster {verdict} on this machine"
-        )
-        rows.append(
-            row(
-                "scale",
-                f"{tag} tests + FDR: LocalCluster vs threaded",
-                cl["cluster"],
-                unit="s",
-                baseline=cl["threaded"],
-                note=f"{cl['workers']} workers; cluster start {cl['start']:.1f} s not included; "
-                f"a cluster {verdict} here",
-            )
-        )
+        if importlib.util.find_spec("distributed") is None:
+            print("  skipped: dask.distributed is not installed (pip install '.[distributed]')")
+        else:
+            rows.append(cluster_row(store, tag, 1 if args.quick else 3))
         write_rows(args.json, rows)
     if failed:
         sys.exit(f"failed under the memory limit: {', '.join(failed)}")
