@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -57,9 +56,36 @@ def quantile_thresholds(p: ArrayLike, qs: Sequence[float]) -> list[float]:
     for q, r in zip(qs, ranks, strict=True):
         if not 1 <= r <= m:
             raise ValueError(f"quantile {q} of {m} values has rank {r}, outside 1..{m}")
+    return [float(v) for v in _values_at_ranks(flat, ranks)]
+
+
+def _values_at_ranks(flat: FloatArray, ranks: list[int]) -> list[np.float64]:
+    """The values at 1-indexed ``ranks`` of ``flat`` sorted, as ``np.partition`` orders them.
+
+    Without copying all of ``flat``: a strided sample gives a bound ``low`` below the smallest
+    rank; with ``b = #{flat < low}`` (one comparison pass), the value at rank ``r`` is the one at
+    rank ``r - b`` among the few values ``>= low``, which alone are copied and partitioned. Exact;
+    falls back to partitioning a full copy when the bound misses or ``flat`` holds NaN.
+    """
+    m = flat.size
+    first = min(ranks)
+    if m >= 1 << 16 and first > 1:
+        step = 64
+        sample = np.sort(flat[::step])
+        ns = sample.size
+        at = int(ns * (first - 1) / m) - int(6 * math.sqrt(ns)) - 1
+        if at >= 0:
+            low = sample[at]
+            below = int(np.count_nonzero(flat < low))
+            if below < first:
+                kept = flat[flat >= low]
+                if kept.size == m - below:  # no NaN: every value is below low or kept
+                    kth = sorted({r - 1 - below for r in ranks})
+                    part = np.partition(kept, kth)
+                    return [part[r - 1 - below] for r in ranks]
     kth = sorted({r - 1 for r in ranks})
     part = np.partition(flat, kth)
-    return [float(part[r - 1]) for r in ranks]
+    return [part[r - 1] for r in ranks]
 
 
 def count_above(p: ArrayLike, tau: float) -> IntArray:
@@ -77,43 +103,93 @@ def norm_max(k: int) -> float:
     return sum(1 / j for j in range(1, k + 1)) / k
 
 
+#: Neurons per block of the fused kernels: the K rows of a block and their shares stay in cache
+#: (16384 x K float64 values; measured fastest of 2**11..2**16 at K = 10 in benchmarks/identify.py).
+BLOCK = 1 << 14
+
+
 def ternary_parts(p: ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Rule 1 lambda-free parts per neuron: normalised entropy ``H`` and ``max_k P``.
 
     ``s = sum_k P``; ``q = P / s`` (``1/K`` everywhere where ``s == 0``); ``q = max(q, 1e-12)``;
     ``q = q / sum_k q``; ``H = -sum_k q * log(q + 1e-30) / log(K)``. Sums run over k in order.
     """
+    h, maxp, _ = ternary_fused(p, None)
+    return h, maxp
+
+
+def ternary_fused(
+    p: ArrayLike, tau: float | None
+) -> tuple[FloatArray, FloatArray, IntArray | None]:
+    """:func:`ternary_parts` and, when ``tau`` is given, :func:`count_above` in one pass.
+
+    The neurons are taken in blocks of :data:`BLOCK`: every step of the formula runs over one
+    block's K rows while they are in cache, instead of K passes over all neurons per step. Each
+    value goes through exactly the operations of the formula, in the same order, so the results
+    equal the unblocked formula bit for bit.
+    """
     arr = np.asarray(p)
     rows = language_rows(arr)
     k, m = rows.shape
-    s = np.zeros(m)
-    for row in rows:
-        s += row
-    positive = s > 0
+    h = np.empty(m)
+    maxp = np.empty(m)
+    above = np.zeros(m, dtype=np.int64) if tau is not None else None
+    b = max(1, min(BLOCK, m))
+    s, total, term, acc = (np.empty(b) for _ in range(4))
+    q = np.empty((k, b))
+    positive = np.empty(b, dtype=np.bool_)
+    hit = np.empty(b, dtype=np.bool_)
     uniform = 1.0 / k
-    q = np.empty(m)
-
-    def share(row: FloatArray) -> FloatArray:
-        q.fill(uniform)
-        np.divide(row, s, out=q, where=positive)
-        return np.maximum(q, Q_FLOOR, out=q)
-
-    total = np.zeros(m)
-    for row in rows:
-        total += share(row)
-    acc = np.zeros(m)
-    term = np.empty(m)
-    for row in rows:
-        qk = share(row)
-        qk /= total
-        np.add(qk, LOG_OFFSET, out=term)
-        np.log(term, out=term)
-        term *= qk
-        acc += term
-    h = -acc / math.log(k)
-    maxp = rows.max(axis=0)
+    log_k = math.log(k)
+    for start in range(0, m, b):
+        stop = min(start + b, m)
+        n = stop - start
+        block = rows[:, start:stop]
+        s_, total_, term_, acc_ = s[:n], total[:n], term[:n], acc[:n]
+        positive_, hit_ = positive[:n], hit[:n]
+        maxp_ = maxp[start:stop]
+        np.copyto(s_, block[0])
+        np.copyto(maxp_, block[0])
+        for row in block[1:]:
+            s_ += row
+            np.maximum(maxp_, row, out=maxp_)
+        if above is not None and tau is not None:
+            above_ = above[start:stop]
+            for row in block:
+                np.greater(row, tau, out=hit_)
+                above_ += hit_
+        np.greater(s_, 0, out=positive_)
+        everywhere = bool(positive_.all())
+        for j in range(k):
+            qj = q[j, :n]
+            if everywhere:
+                np.divide(block[j], s_, out=qj)
+            else:
+                qj.fill(uniform)
+                np.divide(block[j], s_, out=qj, where=positive_)
+            np.maximum(qj, Q_FLOOR, out=qj)
+            if j == 0:
+                np.copyto(total_, qj)
+            else:
+                total_ += qj
+        for j in range(k):
+            qj = q[j, :n]
+            qj /= total_
+            np.add(qj, LOG_OFFSET, out=term_)
+            np.log(term_, out=term_)
+            term_ *= qj
+            if j == 0:
+                np.copyto(acc_, term_)
+            else:
+                acc_ += term_
+        np.negative(acc_, out=acc_)
+        np.divide(acc_, log_k, out=h[start:stop])
     shape = arr.shape[:-1]
-    return h.reshape(shape), maxp.reshape(shape)
+    return (
+        h.reshape(shape),
+        maxp.reshape(shape),
+        None if above is None else above.reshape(shape),
+    )
 
 
 def ternary_score(
@@ -192,16 +268,31 @@ def lambda_condition(
     """The automatic-lambda condition ``ok(lam)``, its arrays flattened and its buffer made once.
 
     ``ok(lam)``: none of the ``k`` lowest-score neurons is above tau in all K languages
-    (``all_k``).
+    (``all_k``). Equal to ``not select_smallest(score, k)[all_k].any()`` without selecting:
+    the watched neuron first in (score, index) order has rank ``#{score < s} + #{score == s
+    before it}``, and none is selected exactly when that rank is at least ``k`` (one comparison
+    pass instead of a partition per lambda).
     """
     flat_h = h.reshape(-1)
     flat_maxp = maxp.reshape(-1)
     watched = np.flatnonzero(all_k.reshape(-1))
     buf = np.empty_like(flat_h)
+    n = flat_h.size
 
     def ok(lam: float) -> bool:
+        if k <= 0 or watched.size == 0:
+            return True
+        if k >= n:
+            return False
         score = ternary_score(flat_h, flat_maxp, lam, normaliser, out=buf)
-        return not bool(select_smallest(score, k)[watched].any())
+        mine = score[watched]
+        first = int(np.argmin(mine))  # the lowest index among equal minima; NaN if any is NaN
+        s = mine[first]
+        if np.isnan(s):
+            return not bool(select_smallest(score, k)[watched].any())
+        rank = np.count_nonzero(score < s)
+        rank += np.count_nonzero(score[: watched[first]] == s)
+        return bool(rank >= k)
 
     return ok
 
@@ -310,6 +401,8 @@ def upper_tail(
     Where the variance is 0 the data cannot vary under the model: p = 0 if the effect is
     positive, else 1 (z is +-inf or 0 accordingly).
     """
+    from scipy import special
+
     with np.errstate(divide="ignore", invalid="ignore"):
         z = effect / np.sqrt(var)
     degenerate = ~(var > 0)

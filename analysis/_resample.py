@@ -57,6 +57,9 @@ EXACT_FLOAT32 = 2**24
 EXACT_FLOAT64 = 2**53
 
 TILE_BYTES = 128 << 20  # raw per-sequence counts read at once
+#: Per-sequence counts up to this size stay in memory after a first full pass (later bootstrap
+#: blocks read no store); larger ones are read again each block. Bounded by this, never by B.
+CACHE_BYTES = 512 << 20
 WORK_BYTES = 32 << 20  # float working set of one matrix product
 
 _CORRUPT = "the store is corrupt — run `langneurons validate`"
@@ -473,6 +476,9 @@ class Reader:
         self.n_layers = int(self.var.sizes[LAYER])
         self.n_neurons = int(self.var.sizes[NEURON])
         self.itemsize = int(self.var.dtype.itemsize)
+        self._cached: list[tuple[slice, slice, NDArray[Any]]] | None = None
+        size = int(np.prod([int(v) for v in self.var.sizes.values()])) * self.itemsize
+        self._cacheable = size <= CACHE_BYTES and not in_memory(self.var)
 
     def tiles(self, *, all_sequences: bool) -> Iterator[tuple[slice, slice, NDArray[Any]]]:
         """Yield ``(sequences, layers, counts[s, role, l * n])`` tiles of about ``TILE_BYTES``.
@@ -481,6 +487,15 @@ class Reader:
         stored chunk is read once). ``all_sequences=True``: tiles span every sequence and as
         many layers as fit (what per-cell quantiles over replicates need).
         """
+        if not all_sequences and self._cacheable:  # read once, then reused from memory
+            if self._cached is None:
+                self._cached = list(self._read_tiles(all_sequences=False))
+            yield from self._cached
+            return
+        yield from self._read_tiles(all_sequences=all_sequences)
+
+    def _read_tiles(self, *, all_sequences: bool) -> Iterator[tuple[slice, slice, NDArray[Any]]]:
+        """:meth:`tiles`, read from the variable."""
         n_seq = int(self.var.sizes[SEQUENCE])
         per_cell = self.n_roles * self.n_neurons * self.itemsize
         if all_sequences:

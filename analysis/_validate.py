@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
+from langneurons._type_codes import as_type_labels
 from langneurons.errors import ParameterError, StoreValidationError
 from langneurons.names import ALL_TYPES, LANGUAGE, LAYER, NEURON, ROLE, ROLES
 
@@ -46,9 +47,11 @@ def as_labels(values: object) -> NDArray[np.str_]:
     """String labels as numpy unicode (``<U``), whatever their dtype or backing.
 
     Labels arrive as ``<U`` from ``open_run``, as NumPy ``StringDType`` from plain
-    ``xr.open_zarr``, as object arrays of str, or as bytes; dask-backed or in memory.
+    ``xr.open_zarr``, as object arrays of str, or as bytes; dask-backed or in memory. Neuron
+    types stored as integer codes with CF ``flag_values``/``flag_meanings`` attributes (a
+    DataArray opened with plain xarray) are decoded to their meanings.
     """
-    arr = np.asarray(getattr(values, "values", values))
+    arr = as_type_labels(values)
     if arr.dtype.kind == "U":
         return arr
     if arr.dtype.kind == "T":  # StringDType casts to unicode only with an explicit width

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
-from scipy import stats
 
 from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.errors import InputFormatError, ParameterError
@@ -51,6 +50,8 @@ KIND = "accuracy"
 
 def wilson(k: NDArray[Any], n: NDArray[Any], alpha: float) -> tuple[NDArray[Any], NDArray[Any]]:
     """Wilson score interval of k successes in n trials (NaN where n == 0)."""
+    from scipy import stats
+
     z = stats.norm.ppf(1 - alpha / 2)
     k, n = np.asarray(k, float), np.asarray(n, float)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -71,6 +72,8 @@ def paired_drop(
     sqrt((b + c) - (b - c)^2 / (n + 2)) / (n + 2)``, clipped to [-1, 1]. With 8 items per
     language Newcombe's method 10 covered 0.89 for 95 %, this one 0.96 (docs/calibration.md).
     """
+    from scipy import stats
+
     n = base.size
     if n == 0:
         return math.nan, math.nan, math.nan, math.nan

@@ -56,7 +56,8 @@ def identified_replicates(
     """``(replicate, run, identify(replicate) or why it failed)`` for every replicate and run.
 
     Replicates are built ``block`` at a time (default: as many as fit in ``BLOCK_BYTES``), each
-    block in one pass over every run's ``seq_n_active``; the first block also sums every
+    block in one pass over every run's ``seq_n_active`` (later blocks reuse the tiles in memory
+    when the counts fit in ``_resample.CACHE_BYTES``); the first block also sums every
     sequence once, to check the counts against ``n_active``. Identification re-runs with
     ``params`` (role: the replicate's summed roles) on every replicate; one with a language
     that drew no tokens, or (automatic lambda) with no valid lambda, yields the reason.

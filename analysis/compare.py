@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-import scipy.stats
 import xarray as xr
 from numpy.typing import NDArray
 
@@ -82,6 +81,8 @@ def _stratified_null(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Expected overlap and ``P(X >= observed)`` of sets ``[..., M]`` (layer-major) under the
     layer-stratified null: ``X = sum_l X_l``, ``X_l ~ Hypergeom(N, |A_l|, |B_l|)`` independent."""
+    import scipy.stats
+
     lead = a.shape[:-1]
     a3 = a.reshape(*lead, n_layers, -1)
     b3 = b.reshape(*lead, n_layers, -1)
@@ -106,6 +107,8 @@ def _set_stats(
     a: NDArray[np.bool_], b: NDArray[np.bool_], m: int, null: str, n_layers: int
 ) -> dict[str, NDArray[Any]]:
     """Overlap statistics of boolean sets ``[..., M]`` against the null's chance expectation."""
+    import scipy.stats
+
     n_a = a.sum(axis=-1).astype(np.int64)
     n_b = b.sum(axis=-1).astype(np.int64)
     n_both = (a & b).sum(axis=-1).astype(np.int64)

@@ -32,7 +32,6 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.stats
 import xarray as xr
 from numpy.typing import NDArray
 
@@ -340,6 +339,8 @@ def deactivation_effects(
     Cochran (1977), Sampling Techniques, 3rd ed., ch. 6 (ratio estimators); Satterthwaite
     (1946), Biometrics Bulletin 2.
     """
+    import scipy.stats
+
     if alpha is not None:
         alpha = _check_open_unit("alpha", alpha)
     n_perm = _check_int("n_perm", n_perm, 1)

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-import scipy.stats
 import xarray as xr
 from numpy.typing import NDArray
 
@@ -120,6 +119,8 @@ def _splits(
 
 def _welch(x0: NDArray[np.float64], x1: NDArray[np.float64]) -> tuple[NDArray[Any], ...]:
     """Welch's t, df and two-sided p-value along the first axis (NaN where both are constant)."""
+    import scipy.stats
+
     n0, n1 = x0.shape[0], x1.shape[0]
     v0, v1 = x0.var(axis=0, ddof=1) / n0, x1.var(axis=0, ddof=1) / n1
     se2 = v0 + v1

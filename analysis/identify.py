@@ -81,6 +81,15 @@ def _check_counts(
             f"at {n} cell{'' if n == 1 else 's'}; {_CORRUPT}"
         )
 
+    # the common, valid case in one min and one max reduction per language, with no boolean
+    # copies of the counts; the element-wise checks below only run to word an error
+    if n_active.size and n_tokens.size:
+        flat = n_active.reshape(n_active.shape[0], -1)
+        low, high = flat.min(axis=1), flat.max(axis=1)
+        with np.errstate(invalid="ignore"):
+            fine = bool(np.all(low >= 0) and np.all(high <= n_tokens) and np.all(n_tokens >= 0))
+        if fine:  # NaN anywhere makes a comparison False
+            return
     if n_tokens.dtype.kind == "f":
         first_bad(np.isnan(n_tokens)[:, None], "n_tokens is NaN")
     first_bad((n_tokens < 0)[:, None], "n_tokens is negative")
@@ -206,8 +215,9 @@ def _ternary(inputs: _Inputs, params: IdentifyParams, saved: _Saved | None) -> _
     p = inputs.p
     k_lang = len(inputs.languages)
     (tau,) = _tau(p, [("bar", params.bar)])
-    h, maxp = _over_language(kern.ternary_parts, p, dtypes=(np.float64, np.float64))
-    (shared_by,) = _over_language(kern.count_above, p, tau, dtypes=(np.int64,))
+    h, maxp, shared_by = _over_language(
+        kern.ternary_fused, p, tau, dtypes=(np.float64, np.float64, np.int64)
+    )
     normaliser = kern.norm_max(k_lang)
     k = _n_top(h.size, params.top_rate)
     trace: list[tuple[float, bool]] = []

@@ -29,11 +29,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-import scipy.stats
 import xarray as xr
 from numpy.typing import NDArray
-from statsmodels.stats.contingency_tables import cochrans_q as _sm_cochrans_q
-from statsmodels.stats.contingency_tables import mcnemar as _sm_mcnemar
 
 from langneurons.analysis._validate import as_labels, languages_of
 from langneurons.errors import ParameterError
@@ -79,6 +76,8 @@ def _mcnemar_counts(
     xa: NDArray[np.bool_], xb: NDArray[np.bool_], exact: bool | str, correction: bool
 ) -> tuple[NDArray[np.int64], float, float, bool]:
     """2 x 2 table, statistic, p-value and whether the exact test was used."""
+    from statsmodels.stats.contingency_tables import mcnemar as _sm_mcnemar
+
     table = np.array(
         [[np.sum(xa & xb), np.sum(xa & ~xb)], [np.sum(~xa & xb), np.sum(~xa & ~xb)]],
         dtype=np.int64,
@@ -237,6 +236,8 @@ def cochran_q(
     ----------
     Cochran (1950), "The comparison of percentages in matched samples", Biometrika 37.
     """
+    from statsmodels.stats.contingency_tables import cochrans_q as _sm_cochrans_q
+
     loaded = load_series(results, 2, _membership_vars(language))
     names = checkpoint_labels(labels, len(loaded))
     x = np.stack([_membership(r, language, f"results[{i}]") for i, r in enumerate(loaded)], axis=1)
@@ -303,6 +304,8 @@ def bowker(count: NDArray[Any], fixed: int | None = None) -> tuple[float, int, f
     category sum to 0, which removes one degree of freedom (the normal approximation of the
     pairs' differences conditioned on that sum). NaN when no degree of freedom is left.
     """
+    import scipy.stats
+
     n = np.asarray(count, dtype=np.float64)
     i, j = np.triu_indices(n.shape[0], 1)
     s = n[i, j] + n[j, i]
@@ -327,6 +330,8 @@ def stuart_maxwell(count: NDArray[Any], fixed: int | None = None) -> tuple[float
     (:math:`V - V\mathbf 1 \mathbf 1^\top V / \mathbf 1^\top V \mathbf 1`). NaN when no
     degree of freedom is left.
     """
+    import scipy.stats
+
     n = np.asarray(count, dtype=np.float64)
     d = n.sum(axis=1) - n.sum(axis=0)
     v = -(n + n.T)

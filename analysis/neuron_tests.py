@@ -20,8 +20,6 @@ from typing import Any, Literal, get_args
 import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
-from scipy import special
-from statsmodels.stats.multitest import multipletests
 
 from langneurons.analysis._kernels import upper_tail
 from langneurons.analysis._resample import (
@@ -276,7 +274,13 @@ def _cluster(
 
 
 _EFFECT_CI = 0.95  # level of the effect's interval (descriptive for token-level methods)
-_INTERVAL_Z = float(special.ndtri(0.5 + _EFFECT_CI / 2.0))
+
+
+def _interval_z() -> float:
+    """The normal quantile of the effect's interval (scipy imported here, not at start-up)."""
+    from scipy import special
+
+    return float(special.ndtri(0.5 + _EFFECT_CI / 2.0))
 
 
 def check_margin(value: object) -> float:
@@ -291,6 +295,8 @@ def check_margin(value: object) -> float:
 
 def _fdr(p: FloatArray, alpha: float, correction: str) -> tuple[NDArray[np.bool_], FloatArray]:
     """The step-up rule over all p-values: ``significant`` and ``q`` in ``p``'s shape."""
+    from statsmodels.stats.multitest import multipletests
+
     reject, q, _, _ = multipletests(
         p.reshape(-1), alpha=alpha, method=correction, is_sorted=False, returnsorted=False
     )
@@ -480,7 +486,9 @@ def language_preference_tests(
     else:
         without = _fdr(p0, alpha_, correction_)[0].sum(axis=(0, 1))
         del p0
-    half = _INTERVAL_Z * stats["se"] if used == "binomial" else None
+    from scipy import special
+
+    half = _interval_z() * stats["se"] if used == "binomial" else None
     if half is None:
         with np.errstate(invalid="ignore"):
             half = special.stdtrit(stats["df"], 0.5 + _EFFECT_CI / 2.0) * stats["se"]

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import scipy.stats
 import xarray as xr
 from numpy.typing import NDArray
-from statsmodels.stats.multitest import multipletests
 
+from langneurons._type_codes import FLAG_MEANINGS, FLAG_VALUES, is_coded
 from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.analysis._validate import check_types, require_result, same_grid
 from langneurons.errors import ParameterError
@@ -38,7 +37,7 @@ def type_counts(result: xr.Dataset, types: Sequence[str]) -> NDArray[np.int64]:
 
 def neuron_types(result: xr.Dataset) -> NDArray[np.str_]:
     """``neuron_type`` flattened layer-major, as a numpy string array."""
-    return _as_labels(np.asarray(result["neuron_type"].transpose(LAYER, NEURON).values).reshape(-1))
+    return _as_labels(result["neuron_type"].transpose(LAYER, NEURON)).reshape(-1)
 
 
 def mask_rows(result: xr.Dataset, languages: Sequence[str]) -> NDArray[np.bool_]:
@@ -124,7 +123,13 @@ def fixed_selection(results: Sequence[xr.Dataset]) -> str | None:
 
 
 def _is_type(neuron_type: xr.DataArray, name: str) -> xr.DataArray:
-    """``neuron_type == name`` whatever the labels' string dtype (lazy when dask-backed)."""
+    """``neuron_type == name`` whatever the labels' dtype or coding (lazy when dask-backed)."""
+    if is_coded(neuron_type.attrs, neuron_type.dtype):
+        meanings = str(neuron_type.attrs[FLAG_MEANINGS]).split()
+        values = np.asarray(neuron_type.attrs[FLAG_VALUES]).reshape(-1)
+        if name not in meanings:
+            return xr.zeros_like(neuron_type, dtype=np.bool_)
+        return neuron_type == int(values[meanings.index(name)])
     return xr.apply_ufunc(
         lambda labels: _as_labels(labels) == name,
         neuron_type,
@@ -197,6 +202,8 @@ def _chi2_homogeneity(
     Returns statistic, p, dof, Cramer's V, expected and adjusted residuals (NaN for dropped
     cells), and a note ("" when the test is defined).
     """
+    import scipy.stats
+
     expected = np.full(table.shape, np.nan)
     resid = np.full(table.shape, np.nan)
     keep = table.sum(axis=0) > 0
@@ -273,6 +280,8 @@ def compare_type_distributions(
     Pearson (1900); Haberman (1973), "The analysis of residuals in cross-classified tables",
     Biometrics 29; Cramer (1946), Mathematical Methods of Statistics.
     """
+    from statsmodels.stats.multitest import multipletests
+
     tb = _as_table(base, "base", types)
     ta = _as_table(aligned, "aligned", types)
     if tb.sizes[LAYER] != ta.sizes[LAYER] or not np.array_equal(tb[LAYER].values, ta[LAYER].values):

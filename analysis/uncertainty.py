@@ -30,7 +30,6 @@ from typing import Any, Literal, get_args
 import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
-from scipy import special
 
 from langneurons.analysis._resample import (
     Resampler,
@@ -194,6 +193,8 @@ def _cluster(sums: xr.Dataset, counts: NDArray[np.int64], ci: float) -> xr.Datas
     ``(z / t_{clusters - 1})^2`` for the few clusters. Returns ``design_effect_floor`` per
     language beside the interval.
     """
+    from scipy import special
+
     n = xr.DataArray(counts.astype(np.float64), dims=(LANGUAGE,))
     level = (1.0 + ci) / 2.0
     t = xr.DataArray(special.stdtrit(counts - 1.0, level), dims=(LANGUAGE,))
@@ -411,6 +412,8 @@ def activation_probability(
     counts estimated from survey data", Survey Methodology 24. Kish (1965), *Survey
     Sampling* (design effect).
     """
+    from scipy import special
+
     role_ = check_choice("role", role, get_args(Role))
     method_ = check_choice("method", method, get_args(ProbabilityMethod))
     ci_ = check_open_unit("ci", ci)

@@ -8,6 +8,9 @@ Each script under ``benchmarks/`` (except ``_*.py`` helpers like this one) takes
 
 ``ratio`` is always ``value / baseline`` (lower is better for time and memory), measured in the
 same run of the script as its baseline; ``baseline``, ``ratio`` and ``peak_mib`` may be null.
+A row may carry a ``target``: ``{"of": "ratio" | "value", "op": "<=" | ">=", "limit": x}``
+(e.g. the ratio at most 2, or the value at most 30 s); the table shows it and whether the row
+met it (``met``, ``NOT MET``, ``no data`` when the value is missing, ``-`` without a target).
 ``peak_of`` says what the peak is: ``VmHWM`` (peak resident set of the measuring process),
 ``tracemalloc`` (extra peak traced during the call) or ``ru_maxrss``.
 
@@ -26,7 +29,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("benchmark", "measure", "unit", "value", "baseline", "ratio", "peak MiB", "note")
+COLUMNS = (
+    "benchmark",
+    "measure",
+    "unit",
+    "value",
+    "baseline",
+    "ratio",
+    "target",
+    "verdict",
+    "peak MiB",
+    "note",
+)
 
 
 def row(
@@ -39,8 +53,19 @@ def row(
     peak_mib: float | None = None,
     peak_of: str | None = None,
     note: str = "",
+    target: float | None = None,
+    target_op: str = "<=",
+    target_of: str = "ratio",
 ) -> dict[str, Any]:
-    """One headline row; ``ratio = value / baseline`` when both are there."""
+    """One headline row; ``ratio = value / baseline`` when both are there.
+
+    ``target`` (with ``target_op`` ``"<="`` or ``">="`` and ``target_of`` ``"ratio"`` or
+    ``"value"``) is the row's goal, e.g. ``target=2.0`` for "at most twice the baseline".
+    """
+    if target_op not in ("<=", ">="):
+        raise ValueError(f"target_op must be '<=' or '>=', got {target_op!r}")
+    if target_of not in ("ratio", "value"):
+        raise ValueError(f"target_of must be 'ratio' or 'value', got {target_of!r}")
     ratio = None
     if value is not None and baseline is not None and baseline != 0:
         ratio = value / baseline
@@ -54,7 +79,32 @@ def row(
         "peak_mib": peak_mib,
         "peak_of": peak_of,
         "note": note,
+        "target": None
+        if target is None
+        else {"of": target_of, "op": target_op, "limit": float(target)},
     }
+
+
+def verdict(r: dict[str, Any]) -> str:
+    """``met``, ``NOT MET``, ``no data`` (target but no measured number) or ``-`` (no target)."""
+    target = r.get("target")
+    if not target:
+        return "-"
+    x = r.get(target["of"])
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "no data"
+    ok = x <= target["limit"] if target["op"] == "<=" else x >= target["limit"]
+    return "met" if ok else "NOT MET"
+
+
+def _target_text(r: dict[str, Any]) -> str:
+    """The target as a short cell: ``<= 2x`` for a ratio, ``<= 30 s`` for a value."""
+    target = r.get("target")
+    if not target:
+        return "-"
+    limit = _number(target["limit"])
+    unit = "x" if target["of"] == "ratio" else f" {r.get('unit', '')}".rstrip()
+    return f"{target['op']} {limit}{unit}"
 
 
 def write_rows(path: Path | None, rows: list[dict[str, Any]]) -> None:
@@ -102,12 +152,14 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 _number(r.get("value")),
                 _number(r.get("baseline")),
                 ratio if ratio == "-" else ratio + "x",
+                _target_text(r),
+                verdict(r),
                 peak,
                 str(r.get("note", "")),
             )
         )
     widths = [max(len(c[i]) for c in [COLUMNS, *cells]) for i in range(len(COLUMNS))]
-    right = {3, 4, 5, 6}
+    right = {3, 4, 5, 6, 8}
 
     def line(values: tuple[str, ...]) -> str:
         parts = [
@@ -139,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         "peak MiB: rss = peak resident set (VmHWM) of the measuring process; "
         "traced = extra peak traced by tracemalloc during the call"
     )
+    targets = [r for r in rows if r.get("target")]
+    met = sum(verdict(r) == "met" for r in targets)
+    print(f"targets met: {met} of {len(targets)}")
     if missing:
         print(f"no rows from: {', '.join(missing)} (the script failed or wrote none)")
     return 0

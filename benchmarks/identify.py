@@ -6,6 +6,17 @@ extra peak memory of each call (tracemalloc, in a separate untimed call). For co
 a per-neuron Python loop of the ternary score as the research code computes it, on 2 layers,
 and extrapolates that to the whole model.
 
+Two rows carry targets (issue 15):
+
+- **the kernel against its numpy floor**: ``identify`` with a fixed lambda on counts in memory
+  against the least numpy work the rule needs, measured alternately in the same run (medians):
+  the divide ``P = n_active / n_tokens``, one ``np.log`` over ``P`` and one ``np.partition`` of
+  ``P`` at tau's rank. Target: at most 2x.
+- **the whole process**: ``langneurons identify STORE --lambda 0.05`` as a fresh process (import,
+  open, identify, save) against the seed code's script as a fresh process: ``np.load`` of the
+  counts, ``P``, and the per-neuron loop timed on ``--loop-layers`` layers and extrapolated to all
+  of them. Target: at least 15x faster (the ratio ours / seed at most 1/15).
+
 Usage::
 
     python benchmarks/identify.py            # 7B and 70B sizes
@@ -18,7 +29,10 @@ from __future__ import annotations
 import argparse
 import math
 import resource
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -120,6 +134,95 @@ def peak_mib(fn: Callable[[], Any]) -> float:
     return (peak - base) / 2**20
 
 
+KERNEL_TARGET = 2.0  # identify (fixed lambda, in memory) at most 2x the numpy floor
+PROCESS_SPEEDUP = 15.0  # `langneurons identify`, whole process, at least 15x faster than the seed
+
+SEED_SCRIPT = """
+import sys, time
+import numpy as np
+sys.path.insert(0, {bench_dir!r})
+from identify import research_loop_scores
+n_active = np.load({active!r})  # [language, layer, neuron], the response counts
+n_tokens = np.load({tokens!r})
+p = np.moveaxis(n_active / n_tokens[:, None, None], 0, -1)
+t0 = time.perf_counter()
+research_loop_scores(p, 0.05, {loop_layers})
+print(time.perf_counter() - t0)
+"""
+
+
+def numpy_floor(n_active: np.ndarray, n_tokens: np.ndarray, rank: int) -> float:
+    """The least numpy work of the rule: a divide, a log and a partition over ``P``."""
+    p = np.divide(n_active, n_tokens[:, None, None], dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        np.log(p)
+    return float(np.partition(p.reshape(-1), rank - 1)[rank - 1])
+
+
+def kernel_vs_floor(run: xr.Dataset, repeat: int) -> tuple[float, float]:
+    """Median seconds of ``identify`` (fixed lambda) and the numpy floor, measured alternately."""
+    n_active = run["n_active"].sel(role="response").values
+    n_tokens = run["n_tokens"].sel(role="response").values
+    rank = round(n_active.size * 0.95)
+    ours, floor = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        numpy_floor(n_active, n_tokens, rank)
+        floor.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        identify(run, "ternary", lam=0.05)
+        ours.append(time.perf_counter() - t0)
+    return statistics.median(ours), statistics.median(floor)
+
+
+def whole_process(run: xr.Dataset, repeat: int, loop_layers: int) -> tuple[float, float]:
+    """Median seconds of ``langneurons identify`` and of the seed script, fresh processes each.
+
+    The seed's time is its process (load, ``P``, loop over ``loop_layers`` layers) plus the
+    loop's time extrapolated to the remaining layers.
+    """
+    from langneurons.store import Counts, create_store
+
+    n_layers = run.sizes["layer"]
+    loop_layers = min(loop_layers, n_layers)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.zarr"
+        store = create_store(path)
+        counts = Counts(
+            [str(x) for x in run["language"].values],
+            run["n_active"].values,
+            run["n_tokens"].values,
+        )
+        store.create_run("m/base", n_layers=n_layers, n_neurons=run.sizes["neuron"], counts=counts)
+        active, tokens = Path(tmp) / "active.npy", Path(tmp) / "tokens.npy"
+        np.save(active, run["n_active"].sel(role="response").values)
+        np.save(tokens, run["n_tokens"].sel(role="response").values)
+        script = SEED_SCRIPT.format(
+            bench_dir=str(Path(__file__).resolve().parent),
+            active=str(active),
+            tokens=str(tokens),
+            loop_layers=loop_layers,
+        )
+        py = sys.executable
+        ours, seed = [], []
+        for i in range(repeat):
+            t0 = time.perf_counter()
+            done = subprocess.run([py, "-c", script], check=True, capture_output=True, text=True)
+            wall_s = time.perf_counter() - t0
+            loop_s = float(done.stdout.split()[-1])
+            seed.append(wall_s + loop_s * (n_layers / loop_layers - 1))
+            t0 = time.perf_counter()
+            subprocess.run(
+                [py, "-m", "langneurons", "identify", str(path), "--run", "m/base",
+                 "--lambda", "0.05", "--name", f"bench{i}"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            ours.append(time.perf_counter() - t0)
+    return statistics.median(ours), statistics.median(seed)
+
+
 def bench(n_layers: int, n_neurons: int, repeat: int, loop_layers: int) -> dict[str, Any]:
     """Time the three calls and the research loop at one model size; print as it goes."""
     label = f"{n_layers} x {n_neurons} neurons x {len(LANGUAGES)} languages"
@@ -161,10 +264,26 @@ def bench(n_layers: int, n_neurons: int, repeat: int, loop_layers: int) -> dict[
         f"an automatic search repeats it for each of its {n_evals} lambdas",
         flush=True,
     )
+    kernel, floor = kernel_vs_floor(run, max(repeat, 5))
+    print(
+        f"fixed lambda vs numpy floor (divide, log, partition; medians of "
+        f"{max(repeat, 5)} alternating): {kernel:.3f} s vs {floor:.3f} s = {kernel / floor:.2f}x "
+        f"(target <= {KERNEL_TARGET:g}x)",
+        flush=True,
+    )
+    process, seed = whole_process(run, repeat, loop_layers)
+    print(
+        f"whole process: langneurons identify {process:.2f} s vs seed script {seed:.1f} s "
+        f"(its loop extrapolated from {loop_layers} layers) = {seed / process:.1f}x faster "
+        f"(target >= {PROCESS_SPEEDUP:g}x)",
+        flush=True,
+    )
     return {
         "label": label,
         "tag": tag,
         "loop_layers": loop_layers,
+        "kernel": (kernel, floor),
+        "process": (process, seed),
         "rows": rows,
         "loop": {"fixed lambda (0.05)": loop_pass, "automatic lambda": loop_pass * n_evals},
     }
@@ -203,6 +322,33 @@ def main(argv: list[str] | None = None) -> int:
         )
     table = []
     for res in results:
+        kernel, floor = res["kernel"]
+        table.append(
+            row(
+                "identify",
+                f"{res['tag']} fixed lambda vs numpy floor",
+                kernel,
+                unit="s",
+                baseline=floor,
+                target=KERNEL_TARGET if res["tag"] == "7B" else None,
+                note="floor: divide + log + partition over P; medians, measured alternately",
+            )
+        )
+        process, seed = res["process"]
+        table.append(
+            row(
+                "identify",
+                f"{res['tag']} `langneurons identify` process vs seed script",
+                process,
+                unit="s",
+                baseline=seed,
+                target=1 / PROCESS_SPEEDUP if res["tag"] == "7B" else None,
+                note=(
+                    f"{seed / process:.1f}x faster (target >= {PROCESS_SPEEDUP:g}x); seed loop "
+                    f"extrapolated from {res['loop_layers']} layers; medians"
+                ),
+            )
+        )
         for name, (seconds, peak, _) in res["rows"].items():
             loop = res["loop"].get(name)
             note = "no baseline"

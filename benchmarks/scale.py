@@ -14,7 +14,13 @@ thread reservations), it times
 - ``bootstrap_identification`` (ternary, automatic lambda) with B = 10 replicates,
 
 all on ``role="all"`` (both stored roles), so that every analysis that reads per-sequence counts
-reads every byte of them. It prints wall-clock seconds, the peak resident set (``VmHWM``), the
+reads every byte of them. Last, without the memory limit (a cluster runs worker processes), it
+times the tests under dask's default threaded scheduler against a ``distributed.LocalCluster``
+of one single-threaded worker process per CPU, alternately (its start-up is printed apart):
+the crossover on this machine (a cluster pays for moving chunks between processes and
+helps only when more cores or machines are available than one process can use).
+
+It prints wall-clock seconds, the peak resident set (``VmHWM``), the
 peak address space (``VmPeak``) against the limit, and the peak resident set over the raw
 per-sequence data (below 1: the analysis ran chunk by chunk).
 
@@ -29,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -147,6 +154,61 @@ def child(args: argparse.Namespace) -> None:
     status = proc_status()
     out["maxrss_mib"], out["vmpeak_mib"] = status["VmHWM"], status["VmPeak"]
     print(json.dumps(out))
+
+
+def cluster_vs_threaded(store: Path, repeat: int) -> dict[str, float]:
+    """Median seconds of the tests under the threaded scheduler and on a LocalCluster."""
+    import statistics
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    from langneurons.analysis import language_preference_tests
+    from langneurons.store import open_store
+
+    def tests() -> None:
+        run = open_store(store).open_run(RUN)
+        language_preference_tests(run, role="all", method="cluster", correction="fdr_bh")
+
+    workers = os.cpu_count() or 1
+    threaded, cluster = [], []
+    t0 = time.perf_counter()
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as lc,
+        Client(lc),
+    ):
+        start = time.perf_counter() - t0
+        for _ in range(repeat):
+            with dask.config.set(scheduler="threads"):
+                threaded.append(_timed(tests)[0])
+            cluster.append(_timed(tests)[0])  # the client is the default scheduler
+    return {
+        "threaded": statistics.median(threaded),
+        "cluster": statistics.median(cluster),
+        "start": start,
+        "workers": workers,
+    }
+
+
+def cluster_row(store: Path, tag: str, repeat: int) -> dict[str, Any]:
+    """Print the LocalCluster-vs-threaded timing of the tests and return its table row."""
+    cl = cluster_vs_threaded(store, repeat)
+    ratio = cl["cluster"] / cl["threaded"]
+    verdict = "helps" if ratio < 1 else "does not help"
+    print(
+        f"tests + FDR: threaded {cl['threaded']:.2f} s, LocalCluster ({cl['workers']} "
+        f"workers x 1 thread) {cl['cluster']:.2f} s (+{cl['start']:.1f} s to start): "
+        f"{ratio:.2f}x; a cluster {verdict} on this machine"
+    )
+    return row(
+        "scale",
+        f"{tag} tests + FDR: LocalCluster vs threaded",
+        cl["cluster"],
+        unit="s",
+        baseline=cl["threaded"],
+        note=f"{cl['workers']} workers; cluster start {cl['start']:.1f} s not included; "
+        f"a cluster {verdict} here",
+    )
 
 
 def measure(store: Path, what: str, size: dict[str, Any]) -> dict[str, Any]:
@@ -294,6 +356,11 @@ def main() -> None:
                     note=note,
                 )
             )
+        print("tests on a LocalCluster vs the threaded scheduler ...", flush=True)
+        if importlib.util.find_spec("distributed") is None:
+            print("  skipped: dask.distributed is not installed (pip install '.[distributed]')")
+        else:
+            rows.append(cluster_row(store, tag, 1 if args.quick else 3))
         write_rows(args.json, rows)
     if failed:
         sys.exit(f"failed under the memory limit: {', '.join(failed)}")

@@ -40,6 +40,8 @@ from typing import Any
 import _table
 import numpy as np
 
+#: Issue 15: `stats stability` with B = 200 at 7B size in under 30 s on 2 cores.
+STABILITY_TARGET_S = 30.0
 LANGUAGES = ["en", "zh", "de", "fr", "es", "ja", "ru", "ar", "sw", "th"]
 RUN = "synthetic/base"
 FULL: dict[str, Any] = {
@@ -213,6 +215,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small size (smoke test)")
     parser.add_argument("--keep", type=Path, help="build the store here (reused if present)")
+    parser.add_argument(
+        "--sequences", type=int, help="sequences per language (default: 250; 40 with --quick)"
+    )
     parser.add_argument("--json", type=Path, help="write the headline rows here (make bench)")
     parser.add_argument("--child", choices=["tests", "boot"], help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
@@ -223,7 +228,9 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    size = QUICK if args.quick else FULL
+    size = dict(QUICK if args.quick else FULL)
+    if args.sequences:
+        size["sequences"] = args.sequences
     cells = size["layers"] * size["neurons"]
     raw = size["languages"] * size["sequences"] * 2 * cells * 2
     print(
@@ -284,7 +291,10 @@ def main() -> None:
                     baseline=raw / 2**20,
                     peak_mib=tests["maxrss_mib"],
                     peak_of="VmHWM",
-                    note=f"{tests['seconds']:.0f} s",
+                    note=(
+                        f"{tests['seconds']:.0f} s; "
+                        f"{raw / 2**20 / tests['seconds']:.1f} MiB/s of raw counts"
+                    ),
                 ),
                 _table.row(
                     "stats",
@@ -295,6 +305,18 @@ def main() -> None:
                     peak_mib=large["maxrss_mib"],
                     peak_of="VmHWM",
                     note=f"replicates x{b1 / b0:.0f}; {per_rep:.2f} s per replicate",
+                ),
+                _table.row(
+                    "stats",
+                    f"{tag} stats stability (bootstrap_identification) B={b1}",
+                    large["seconds"],
+                    unit="s",
+                    target=STABILITY_TARGET_S if tag == "7B" else None,
+                    target_of="value",
+                    note=(
+                        f"{size['languages']} x {size['sequences']} sequences, ternary auto "
+                        f"lambda, {os.cpu_count()} CPUs, under tracemalloc"
+                    ),
                 ),
                 _table.row(
                     "stats",

@@ -1,20 +1,26 @@
-"""Store benchmark: write and read a full-size run, against the same arrays saved with torch.save.
+"""Store benchmark: write and read a full-size run, against raw numpy and against torch.save.
 
 A Mistral-7B-size run: 32 layers x 14336 neurons x 10 languages x 2 roles of int64 counts (binomial
 draws with realistic activation rates and ~10^5 tokens per language and role). The baseline is the
 format users have today: one ``torch.save`` file per language and role,
 ``{"total_tokens": int, "over_zero": int64[layers, neurons]}``.
 
-Prints seconds and bytes on disk for both, and the ratios (ours / torch.save), measured in one run
-(writes timed once, reads as the best of three: the first read also pays one-time imports; both
-reads copy the data into memory, since torch.load may map files lazily).
-``--json OUT`` also writes the headline rows for ``make bench``.
+The floor (issue 15's target: the store within 2x of it for writing and reading a run's counts)
+is ``np.save`` / ``np.load`` of the same ``n_active`` array, one uncompressed file. Writes and reads
+of both are timed alternately, ``--repeat`` times, and the medians compared; the compression
+ratio (raw bytes / bytes on disk) is printed beside the speed, and the checksum's own cost is
+measured as crc32c over the raw counts (what the ``crc32c`` codec adds per write and per read).
+
+Prints seconds and bytes on disk, and the ratios measured in one run (reads copy the data into
+memory, since torch.load may map files lazily). ``--json OUT`` also writes the headline rows for
+``make bench``.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -54,16 +60,64 @@ def synthetic_counts(layers: int, neurons: int, languages: int, seed: int = 0) -
     return Counts([f"l{k}" for k in range(languages)], active, tokens)
 
 
+STORE_TARGET = 2.0  # issue 15: write and read within 2x of np.save / np.load
+
+
+def _write_store(path: Path, counts: Counts, layers: int, neurons: int) -> None:
+    """A fresh store at ``path`` holding ``counts`` as one run."""
+    shutil.rmtree(path, ignore_errors=True)
+    store = create_store(path)
+    store.create_run(
+        "bench/base",
+        n_layers=layers,
+        n_neurons=neurons,
+        metadata=RunMetadata(model="synthetic"),
+        counts=counts,
+    )
+
+
+def against_numpy(
+    work: Path, counts: Counts, layers: int, neurons: int, repeat: int
+) -> dict[str, float]:
+    """Median write and read seconds of the store and of np.save / np.load, alternately."""
+    times: dict[str, list[float]] = {k: [] for k in ("ours_w", "ours_r", "np_w", "np_r")}
+    npy = work / "n_active.npy"
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        np.save(npy, counts.n_active)
+        times["np_w"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _write_store(work / f"s{i % 2}.zarr", counts, layers, neurons)
+        times["ours_w"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        np.load(npy)
+        times["np_r"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _ = open_store(work / f"s{i % 2}.zarr").open_run("bench/base").n_active.values
+        times["ours_r"].append(time.perf_counter() - t0)
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out["ours_size"] = _du(work / "s0.zarr")
+    out["np_size"] = _du(npy)
+    from google_crc32c import value as crc32c  # what zarr's crc32c codec calls
+
+    t0 = time.perf_counter()
+    crc32c(counts.n_active.tobytes())
+    out["crc"] = time.perf_counter() - t0
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=32)
     parser.add_argument("--neurons", type=int, default=14336)
     parser.add_argument("--languages", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="a small run (4 x 1024 x 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="alternating timed repeats")
     parser.add_argument("--json", type=Path, help="write the headline rows here (make bench)")
     args = parser.parse_args()
     if args.quick:
         args.layers, args.neurons, args.languages = 4, 1024, 3
+        args.repeat = min(args.repeat, 3)
 
     counts = synthetic_counts(args.layers, args.neurons, args.languages)
     raw = counts.n_active.nbytes
@@ -85,6 +139,7 @@ def main() -> None:
         )
         loaded = open_store(work / "store.zarr").open_run("bench/base").n_active.values
         assert np.array_equal(loaded, counts.n_active)
+        vs_np = against_numpy(work, counts, args.layers, args.neurons, args.repeat)
 
         rows = [
             ("raw int64 n_active", raw, None, None),
@@ -135,12 +190,39 @@ def main() -> None:
         )
     else:
         print("torch not installed: baseline skipped (pip install 'langneurons[extract]')")
+    print(
+        f"against numpy (medians of {args.repeat}, alternating): write "
+        f"{vs_np['ours_w']:.3f} s vs np.save {vs_np['np_w']:.3f} s "
+        f"({vs_np['ours_w'] / vs_np['np_w']:.2f}x), read {vs_np['ours_r']:.3f} s vs np.load "
+        f"{vs_np['np_r']:.3f} s ({vs_np['ours_r'] / vs_np['np_r']:.2f}x); compression "
+        f"{raw / vs_np['ours_size']:.2f}x (raw {raw / 2**20:.1f} MiB, store "
+        f"{vs_np['ours_size'] / 2**20:.1f} MiB); crc32c over the raw counts "
+        f"{vs_np['crc']:.3f} s per pass (target <= {STORE_TARGET:g}x)"
+    )
     tag = "7B" if (args.layers, args.neurons) == (32, 14336) else f"{args.layers}x{args.neurons}"
     peak = peak_rss_mib()
+    full = tag == "7B"
+    ratio_note = (
+        f"compression {raw / vs_np['ours_size']:.2f}x; crc32c {vs_np['crc']:.3f} s/pass; "
+        f"medians of {args.repeat}"
+    )
+    numpy_rows = [
+        row(
+            "store",
+            f"{tag} {what}: zarr vs {base_name}",
+            vs_np[f"ours_{key}"],
+            unit="s",
+            baseline=vs_np[f"np_{key}"],
+            target=STORE_TARGET if full else None,
+            note=ratio_note,
+        )
+        for what, key, base_name in (("write", "w", "np.save"), ("read", "r", "np.load"))
+    ]
     baseline = (pt_size, pt_write, pt_read) if torch is not None else (None, None, None)
     write_rows(
         args.json,
-        [
+        numpy_rows
+        + [
             row(
                 "store",
                 f"{tag} {what}: zarr vs torch.save",

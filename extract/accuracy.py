@@ -34,6 +34,7 @@ from typing import Any, Final
 import numpy as np
 import xarray as xr
 
+from langneurons._type_codes import as_type_labels
 from langneurons.errors import ParameterError, RunExistsError
 from langneurons.extract import corpus as _corpus
 from langneurons.extract._answers import score_answer
@@ -103,7 +104,7 @@ def panel_sets(
     all neurons, as Zhang et al. count them), else the selected neurons typed general.
     """
     mask = np.asarray(identification["mask"].transpose("language", LAYER, NEURON).values, bool)
-    types = np.asarray(identification["neuron_type"].transpose(LAYER, NEURON).values).astype(str)
+    types = as_type_labels(identification["neuron_type"].transpose(LAYER, NEURON)).astype(str)
     if "general" in identification:
         general = np.asarray(identification["general"].transpose(LAYER, NEURON).values, bool)
     else:
@@ -135,7 +136,7 @@ def _digest(neurons: dict[int, np.ndarray]) -> str:
 def _mask_sha256(ident: xr.Dataset) -> str:
     h = hashlib.sha256(json.dumps([str(x) for x in ident["language"].values]).encode())
     h.update(np.ascontiguousarray(ident["mask"].values, dtype=bool).tobytes())
-    h.update("|".join(np.asarray(ident["neuron_type"].values).astype(str).ravel()).encode())
+    h.update("|".join(as_type_labels(ident["neuron_type"]).astype(str).ravel()).encode())
     if "general" in ident:
         h.update(np.ascontiguousarray(ident["general"].values, dtype=bool).tobytes())
     return h.hexdigest()

@@ -21,8 +21,15 @@ import zarr.storage
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 
+from langneurons import _type_codes
 from langneurons.errors import OutOfSpaceError, StoreValidationError
+from langneurons.names import LANGUAGE, LAYER, NEURON
 from langneurons.store import schema
+
+#: Variables of an identification result that the stored form changes (see coded_types).
+NEURON_TYPE, ASSIGNED, MASK = "neuron_type", "assigned", "mask"
+IDENTIFICATION = "identification"  # the result kind whose assigned is not stored
+ASSIGNED_DIMS = (LAYER, NEURON, LANGUAGE)
 
 
 @contextlib.contextmanager
@@ -251,6 +258,74 @@ def unicode_labels(ds: xr.Dataset) -> xr.Dataset:
             values = np.array([str(x) for x in np.asarray(var.values).ravel()], dtype=str)
             value = (var.dims, values.reshape(var.shape), var.attrs)
             ds = ds.assign_coords({name: value}) if name in ds.coords else ds.assign({name: value})
+    return ds
+
+
+def coded_types(ds: xr.Dataset, kind: str) -> xr.Dataset:
+    """A result as stored: ``neuron_type`` as int8 codes with CF flags, no copy of ``mask``.
+
+    ``neuron_type`` strings become :mod:`langneurons._type_codes` codes (left as they are when
+    they hold a label outside its list). In an identification, ``assigned[layer, neuron,
+    language]``, its ``mask[language, layer, neuron]`` transposed, is dropped when it equals that
+    transpose (``open_result`` gives it back as a lazy view).
+    """
+    out = ds
+    if NEURON_TYPE in ds.data_vars and ds[NEURON_TYPE].dtype.kind in "OUT":
+        var = ds[NEURON_TYPE]
+        try:
+            codes = _type_codes.encode(np.asarray(var.values))
+        except ValueError:
+            codes = None
+        if codes is not None:
+            attrs = {**var.attrs, **_type_codes.flag_attrs()}
+            out = out.assign({NEURON_TYPE: (var.dims, codes, attrs)})
+    if kind == IDENTIFICATION and _assigned_is_mask(out):
+        out = out.drop_vars(ASSIGNED)
+    return out
+
+
+def _assigned_is_mask(ds: xr.Dataset) -> bool:
+    """True when ``assigned`` is an in-memory copy of ``mask`` transposed."""
+    if ASSIGNED not in ds.data_vars or MASK not in ds.data_vars:
+        return False
+    assigned, mask = ds[ASSIGNED], ds[MASK]
+    if assigned.dims != ASSIGNED_DIMS or set(mask.dims) != set(ASSIGNED_DIMS):
+        return False
+    if not all(isinstance(v.data, np.ndarray) for v in (assigned, mask)):
+        return False  # lazy: comparing would load both, keep what was given
+    return bool(np.array_equal(assigned.values, mask.transpose(*ASSIGNED_DIMS).values))
+
+
+def labelled_types(ds: xr.Dataset) -> xr.Dataset:
+    """A stored result as the analysis returned it: type labels, ``assigned`` back as a view.
+
+    Coded ``neuron_type`` is decoded lazily (block by block when dask-backed); results saved
+    with string types are returned as they are.
+    """
+    if NEURON_TYPE in ds.data_vars:
+        var = ds[NEURON_TYPE]
+        if _type_codes.is_coded(var.attrs, var.dtype):
+            attrs = {
+                k: v
+                for k, v in var.attrs.items()
+                if k not in (_type_codes.FLAG_VALUES, _type_codes.FLAG_MEANINGS)
+            }
+            flags = dict(var.attrs)
+            data = var.data
+            width = max(len(c) for c in _type_codes.CODES)
+            if hasattr(data, "map_blocks"):
+                labels = data.map_blocks(_type_codes.decode, flags, dtype=np.dtype(f"U{width}"))
+            else:
+                labels = _type_codes.decode(np.asarray(data), flags)
+            ds = ds.assign({NEURON_TYPE: (var.dims, labels, attrs)})
+    if (
+        ds.attrs.get("result_kind") == IDENTIFICATION
+        and ASSIGNED not in ds.data_vars
+        and MASK in ds.data_vars
+    ):
+        mask = ds[MASK]
+        if set(mask.dims) == set(ASSIGNED_DIMS):
+            ds = ds.assign({ASSIGNED: mask.transpose(*ASSIGNED_DIMS)})
     return ds
 
 

@@ -724,7 +724,7 @@ class ActivationStore:
         if kind not in schema.RESULT_GROUPS:
             raise InvalidNameError(f"result kind {kind!r} is not one of {schema.RESULT_GROUPS}")
         name = schema.check_name(name, "result")
-        data = _nodes.vlen_strings(result.drop_encoding()).assign_attrs(
+        data = _nodes.vlen_strings(_nodes.coded_types(result.drop_encoding(), kind)).assign_attrs(
             result_kind=kind,
             result_name=name,
             result_saved=schema.now_iso(),
@@ -827,7 +827,7 @@ class ActivationStore:
             with _nodes.quiet():
                 ds = xr.open_zarr(pinned, group=path, consolidated=False)
             ds.attrs.pop(schema.MANIFESTS_ATTR, None)  # the store's bookkeeping, not the data's
-            return _nodes.unicode_labels(ds)
+            return _nodes.labelled_types(_nodes.unicode_labels(ds))
 
     # ------------------------------------------------------------------ checks
     def validate(self, run: str | None = None) -> list[str]:

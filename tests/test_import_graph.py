@@ -38,6 +38,7 @@ GROUND = {
     "langneurons._format",
     "langneurons._deprecate",
     "langneurons._defaults",
+    "langneurons._type_codes",
 }
 #: The rooms each room may import (the ground floor is open to all).
 ROOMS = {
