@@ -13,7 +13,7 @@ from langneurons.analysis.compare import (
     trajectories,
     transition_table,
 )
-from langneurons.analysis.cross_model import compare_models
+from langneurons.analysis.cross_model import compare_model_groups, compare_models
 from langneurons.analysis.deactivation import deactivation_effects
 from langneurons.analysis.distributions import (
     TYPES,
@@ -57,6 +57,7 @@ __all__ = [
     "language_preference_tests",
     "bootstrap_stages",
     "cochran_q",
+    "compare_model_groups",
     "compare_models",
     "compare_type_distributions",
     "deactivation_effects",

@@ -136,6 +136,41 @@ def _welch(x0: NDArray[np.float64], x1: NDArray[np.float64]) -> tuple[NDArray[An
     return t, df, p
 
 
+def run_level_tests(
+    x: NDArray[np.float64], na: int, nb: int, test: str, n_perm: int, seed: int
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any], list[str], dict[str, Any]]:
+    """The permutation test across runs and Welch's t of run-level statistics ``x[run, stat]``
+    (the first ``na`` runs in the first group): ``(perm_p, welch_t, welch_df, welch_p, tests,
+    attrs)``, NaN for a test the group sizes do not support (see :func:`group_comparison`)."""
+    n = na + nb
+    first = np.arange(n) < na
+    diff = x[first].mean(axis=0) - x[~first].mean(axis=0)
+    perm_p = np.full(diff.shape, np.nan)
+    wt, wdf, wp = (np.full(diff.shape, np.nan) for _ in range(3))
+    tests: list[str] = []
+    attrs: dict[str, Any] = {}
+    if n >= 3 and test in ("auto", "permutation"):
+        rng = np.random.default_rng(np.random.SeedSequence(seed))
+        splits, exact = _splits(n, na, n_perm, rng)
+        a = splits.astype(np.float64)
+        d_perm = a @ x / na - (1.0 - a) @ x / nb
+        extreme = (np.abs(d_perm) >= np.abs(diff) - 1e-9).sum(axis=0)
+        n_splits = splits.shape[0]
+        perm_p = extreme / n_splits if exact else (1.0 + extreme) / (1.0 + n_splits)
+        min_p = (2.0 if na == nb else 1.0) / n_splits if exact else 1.0 / (1.0 + n_splits)
+        tests.append("permutation")
+        attrs.update(
+            permutation="exact" if exact else "random",
+            n_splits=int(n_splits),
+            min_pvalue=float(min_p),
+        )
+    if min(na, nb) >= 2 and test in ("auto", "welch"):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            wt, wdf, wp = _welch(x[first], x[~first])
+        tests.append("welch")
+    return perm_p, wt, wdf, wp, tests, attrs
+
+
 def group_comparison(
     groups: Mapping[str, Sequence[xr.Dataset]],
     params: IdentifyParams | None = None,
@@ -248,29 +283,7 @@ def group_comparison(
     x = np.concatenate([layer_counts.reshape(n, -1), counts], axis=1).astype(np.float64)
     first = np.arange(n) < na
     diff = x[first].mean(axis=0) - x[~first].mean(axis=0)
-    perm_p = np.full(diff.shape, np.nan)
-    wt, wdf, wp = (np.full(diff.shape, np.nan) for _ in range(3))
-    tests: list[str] = []
-    attrs: dict[str, Any] = {}
-    if n >= 3 and test in ("auto", "permutation"):
-        rng = np.random.default_rng(np.random.SeedSequence(seed))
-        splits, exact = _splits(n, na, n_perm, rng)
-        a = splits.astype(np.float64)
-        d_perm = a @ x / na - (1.0 - a) @ x / nb
-        extreme = (np.abs(d_perm) >= np.abs(diff) - 1e-9).sum(axis=0)
-        n_splits = splits.shape[0]
-        perm_p = extreme / n_splits if exact else (1.0 + extreme) / (1.0 + n_splits)
-        min_p = (2.0 if na == nb else 1.0) / n_splits if exact else 1.0 / (1.0 + n_splits)
-        tests.append("permutation")
-        attrs.update(
-            permutation="exact" if exact else "random",
-            n_splits=int(n_splits),
-            min_pvalue=float(min_p),
-        )
-    if min(sizes) >= 2 and test in ("auto", "welch"):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            wt, wdf, wp = _welch(x[first], x[~first])
-        tests.append("welch")
+    perm_p, wt, wdf, wp, tests, attrs = run_level_tests(x, na, nb, test, n_perm, seed)
     reason = fixed_selection(results)
     if reason is not None:  # the selected count is the same in every run: nothing to test
         where = split + HEADLINE.index("selected")

@@ -824,6 +824,7 @@ def models_replicate(
     )
     mantel_p = null["mantel_pvalue"].values
     return {
+        **model_groups_replicate(truth, rng),
         "compare_models difference (boot p)": {
             **_fpr(pvalues[keep]),
             "coverage": float(np.mean(d_cover)),
@@ -838,6 +839,37 @@ def models_replicate(
             "descriptive": float(null.attrs["mantel_inference"] == "descriptive"),
         },
     }
+
+
+def model_groups_replicate(truth: Truth, rng: np.random.Generator) -> Replicate:
+    """Four replicate runs of each of two models of different shapes: from one population (the
+    null of compare_model_groups), and with the second model's population shifted (20 % of its
+    neurons 4x as active in l0: power, over the types whose population share changes)."""
+    from _simulate import shifted
+
+    an = _analysis()
+    params = an.IdentifyParams(**IDENTIFY)
+    moved = reshaped(shifted(truth, 0.2, 3.0, int(rng.integers(2**31)), languages=(0,)))
+    a = [simulate(truth, rng) for _ in range(4)]
+    b = [simulate(reshaped(truth), rng) for _ in range(4)]
+    b_moved = [simulate(moved, rng) for _ in range(4)]
+    seed = int(rng.integers(2**31))
+    null = an.compare_model_groups({"a": a, "b": b}, params, bins=4, seed=seed)
+    alt = an.compare_model_groups({"a": a, "b": b_moved}, params, bins=4, seed=seed)
+    pops = [an.identify(population(t), **IDENTIFY) for t in (truth, moved)]
+    shares = an.compare_models(None, pops, bins=4, n_boot=0)["type_share"].values
+    changed = np.abs(shares[0] - shares[1]) > 1e-9
+    out: Replicate = {}
+    for test in ("perm", "welch"):
+        p = null[f"type_share_{test}_pvalue"].values
+        p_alt = alt[f"type_share_{test}_pvalue"].values[changed]
+        label = "permutation across runs" if test == "perm" else "Welch t"
+        out[f"compare_model_groups type shares ({label}, 4 vs 4 runs)"] = {
+            **_fpr(p[np.isfinite(p)]),
+            "power": float(np.mean(p_alt <= LEVELS[0])) if p_alt.size else float("nan"),
+            "descriptive": float(_descriptive(null)),
+        }
+    return out
 
 
 def models_reference(truth: Truth) -> xr.Dataset:

@@ -197,6 +197,8 @@ MODELS = cal.Cell(
 
 VALID = [
     ("compare_models Mantel (Jaccard agreement)", MODELS),
+    ("compare_model_groups type shares (permutation across runs, 4 vs 4 runs)", MODELS),
+    ("compare_model_groups type shares (Welch t, 4 vs 4 runs)", MODELS),
     ("segment_stages auto (permutation)", STAGES),
     ("overlap (layer null)", OVERLAP),
     ("type_change swap (layer x type)", SWAP),

@@ -248,3 +248,68 @@ def test_report_gains_a_cross_model_section(capsys, store_path: Path, tmp_path: 
     figs = sorted(p.name for p in (tmp_path / "report" / "figures").glob("*.png"))
     assert sum("profiles" in f or "relative-depth" in f for f in figs) >= 1, figs
     assert html.exists()
+
+
+# --------------------------------------------------------------------------- replicate runs
+
+
+def test_model_groups_test_against_run_to_run_variance() -> None:
+    """Four replicate runs of each of two models of different shape: the permutation across
+    runs is exact (70 splits, smallest p 2/70) and Welch's t runs; a planted difference in the
+    specific share is found, and one run per model is descriptive."""
+    from langneurons.analysis import IdentifyParams, compare_model_groups
+
+    a = [_model(6, 40, 100 + i) for i in range(4)]
+    b = [_model(9, 24, 200 + i, langs=[*LANGS[:3], "ja"]) for i in range(4)]
+    params = IdentifyParams(top_rate=0.05)
+    out = compare_model_groups({"A": a, "B": b}, params, bins=3)
+    assert out.attrs["languages"] == LANGS[:3]  # the common ones
+    assert out.attrs["permutation"] == "exact" and out.attrs["n_splits"] == 70
+    assert out.attrs["min_pvalue"] == pytest.approx(2 / 70)
+    assert out.attrs["tests"] == ["permutation", "welch"] and out.attrs["inference"] == "valid"
+    assert out.sizes == {"run": 8, "group": 2, "type": 4, "language": 3, "depth_bin": 3}
+    np.testing.assert_allclose(
+        out["type_share_difference"],
+        out["type_share"][:4].mean("run") - out["type_share"][4:].mean("run"),
+    )
+    # each run's shares are those compare_models gives for that run
+    single = compare_models(None, [_ident(a[0]), _ident(b[0])], bins=3, n_boot=0)
+    np.testing.assert_allclose(out["type_share"][0], single["type_share"][0])
+    np.testing.assert_allclose(out["type_share"][4], single["type_share"][1])
+    p = out["type_share_perm_pvalue"].values
+    assert ((p >= 2 / 70 - 1e-12) & (p <= 1)).all()
+    # one run per model: nothing estimates run-to-run variance
+    one = compare_model_groups({"A": a[:1], "B": b[:1]}, params, bins=3)
+    assert one.attrs["inference"] == "descriptive" and one.attrs["tests"] == []
+    assert np.isnan(one["type_share_perm_pvalue"]).all()
+    with pytest.raises(ParameterError, match=r"^group 'A' has 1 run; Welch's t needs"):
+        compare_model_groups({"A": a[:1], "B": b}, params, test="welch")
+    with pytest.raises(ParameterError, match=r"^models 'A' and 'B' have 1 run each"):
+        compare_model_groups({"A": a[:1], "B": b[:1]}, params, test="permutation")
+    with pytest.raises(ParameterError, match=r"must have the same layer x neuron shape"):
+        compare_model_groups({"A": [a[0], b[1]], "B": b[2:]}, params)
+    with pytest.raises(ParameterError, match=r"^bins=7 is finer than the shallowest model"):
+        compare_model_groups({"A": a, "B": b}, params, bins=7)
+
+
+def test_cli_compare_models_with_groups(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "g.zarr"
+    store = create_store(path)
+    for i in range(2):
+        _write(store, f"a/r{i}", _model(6, 40, 300 + i))
+        _write(store, f"b/r{i}", _model(9, 24, 400 + i))
+    code, out, err = run_cli(
+        capsys, "compare", "models", path, "--group", "A=a/r0,a/r1", "--group", "B=b/r0,b/r1",
+        "--identify", "--top-rate", "0.05", "--bins", "3",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "model_groups: saved at a/r0/compare/models-groups-A-vs-B/model_groups" in out
+    assert "  type        A (2 runs)  B (2 runs)  difference  perm p  Welch p" in out
+    assert "smallest attainable permutation p-value is 0.333" in out
+    code, _, err = run_cli(
+        capsys, "compare", "models", path, "a/r0", "--group", "A=a/r0", "--group", "B=b/r0",
+    )  # fmt: skip
+    assert (code, err) == (
+        1,
+        "langneurons: error: give either RUN RUN ... or two --group options, not both\n",
+    )

@@ -24,6 +24,7 @@ from langneurons.analysis import (
     bootstrap_identification,
     bootstrap_stages,
     cochran_q,
+    compare_model_groups,
     compare_models,
     compare_type_distributions,
     compare_with_identification,
@@ -225,6 +226,10 @@ CASES: dict[str, Callable[[Inputs], Any]] = {
     "type_table": lambda d: type_table(d["ternary"]),
     "compare_models": lambda d: compare_models(
         [d["base"], d["aligned"]], [d["ternary"], d["aligned_ternary"]], n_boot=N_BOOT, bins=2
+    ),
+    "compare_model_groups": lambda d: compare_model_groups(
+        {"a": [d["ternary"], d["aligned_ternary"]], "b": [d["aligned_ternary"], d["ternary"]]},
+        bins=2,
     ),
     "compare_type_distributions": lambda d: compare_type_distributions(
         d["ternary"], d["aligned_ternary"]

@@ -455,6 +455,33 @@ def mask_change(ds: xr.Dataset) -> Lines:
     return lines
 
 
+def model_groups(ds: xr.Dataset) -> Lines:
+    """Per type: each model's mean share over its runs, the difference and its p-values."""
+    a = ds.attrs
+    ga, gb = _labels(ds, "group")
+    rows = []
+    for i, t in enumerate(_labels(ds, "type")):
+        rows.append(
+            [
+                t,
+                float(ds["type_share_mean"].values[0, i]),
+                float(ds["type_share_mean"].values[1, i]),
+                float(ds["type_share_difference"].values[i]),
+                float(ds["type_share_perm_pvalue"].values[i]),
+                float(ds["type_share_welch_pvalue"].values[i]),
+            ]
+        )
+    n_runs = a.get("n_runs", {})
+    header = ["type", f"{ga} ({n_runs.get(ga)} runs)", f"{gb} ({n_runs.get(gb)} runs)",
+              "difference", "perm p", "Welch p"]  # fmt: skip
+    lines = ["  share of all neurons, mean over each model's runs", *table(header, rows)]
+    lines.append(f"  languages in common: {', '.join(a.get('languages', []))}")
+    if a.get("note"):
+        lines.append(f"  note: {a['note']}")
+    lines += inference_line(a)
+    return lines
+
+
 def generic(ds: xr.Dataset) -> Lines:
     """Scalars, then small one-dimensional variables side by side by their dimension."""
     lines = _scalars(ds)
@@ -486,6 +513,7 @@ PRINTERS: dict[str, Callable[[xr.Dataset], Lines]] = {
     "spontaneous": spontaneous,
     "type_change": type_change,
     "mask_change": mask_change,
+    "model_groups": model_groups,
 }
 
 

@@ -346,7 +346,21 @@ def compare_checkpoints(
 
 @compare.command("models")
 @click.argument("store")
-@click.argument("runs", nargs=-1, required=True)
+@click.argument("runs", nargs=-1)
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    help="NAME=RUN,RUN,...: replicate runs of one model; give exactly two (instead of RUN "
+    "RUN ...) to test the models' differences against run-to-run variance.",
+)
+@click.option(
+    "--test",
+    type=click.Choice(["auto", "permutation", "welch"]),
+    default="auto",
+    show_default=True,
+    help="With --group: the test of the models' difference.",
+)
 @click.option(
     "--result",
     "result_name",
@@ -390,6 +404,8 @@ def compare_checkpoints(
 def compare_models(
     store: str,
     runs: tuple[str, ...],
+    groups: tuple[str, ...],
+    test: str,
     result_name: str | None,
     identify_now: bool,
     allow_mixed: bool,
@@ -413,9 +429,15 @@ def compare_models(
     from langneurons.analysis.identify import identify as run_identify
 
     params = identify_params(options)
-    if len(runs) < 2:
+    named = parse_groups(groups) if groups else None
+    if named is not None and runs:
+        raise ParameterError("give either RUN RUN ... or two --group options, not both")
+    if named is not None:
+        runs = tuple(r for members in named.values() for r in members)
+    elif len(runs) < 2:
         raise ParameterError(
-            f"compare models needs at least two runs (STORE RUN RUN ...), got {len(runs)}"
+            f"compare models needs at least two runs (STORE RUN RUN ...) or two --group "
+            f"options, got {len(runs)} run(s)"
         )
     if len(set(runs)) != len(runs):
         raise ParameterError("a run is given twice; name every model once")
@@ -440,6 +462,23 @@ def compare_models(
                 f"(`langneurons identify {store} --run {run}`), or pass --identify to identify "
                 "every model here with one common set of parameters"
             ) from None
+    if named is not None:
+        from langneurons.analysis.cross_model import compare_model_groups
+
+        by_run = dict(zip(runs, results, strict=True))
+        ds = compare_model_groups(
+            {g: [by_run[r] for r in members] for g, members in named.items()},
+            params,
+            bins=bins,
+            test=test,
+            n_perm=n_perm,
+            seed=seed,
+            names=named,
+        )
+        first = next(iter(named.values()))[0]
+        prefix = name or "models-" + workflows.groups_name(list(named))
+        _emit(workflows.save_parts(target.save, first, prefix, {"model_groups": ds}), as_json)
+        return
     ds = run_compare(
         opened,
         results,
