@@ -9,6 +9,12 @@ tokens). All L * N * K tests are run as array operations over every neuron at on
 p-values are adjusted together (Benjamini-Hochberg or Benjamini-Yekutieli) across ALL tests.
 :func:`compare_with_identification` then sets the FDR-significant (neuron, language) pairs
 against an identification rule's assignment.
+
+Why this module is long: it holds the two test families the CLI offers (the cluster-robust t
+test over sequences or items, and the token-level binomial with its design-effect variant,
+each with the margin and the inference label the calibration suite measured) and the FDR step
+they share; each is a short kernel plus its checks, and splitting them would split one
+table of results across modules.
 """
 
 from __future__ import annotations
@@ -139,6 +145,8 @@ def _conditional_tail(x: FloatArray, n: FloatArray, pooled: FloatArray, deff: fl
     sparse counts that the normal tail ignores. ``x`` on ``[language, ...]``; 1 where the
     neuron never fires in the language or always fires.
     """
+    from scipy import special  # imported where used: scipy costs start-up time
+
     scale = deff * (1.0 - pooled)  # [...]
     pi = (n / n.sum())[(slice(None),) + (None,) * (x.ndim - 1)]
     total = x.sum(axis=0)
