@@ -13,7 +13,7 @@ from langneurons.analysis.compare import (
     trajectories,
     transition_table,
 )
-from langneurons.analysis.cross_model import compare_model_groups, compare_models
+from langneurons.analysis.cross_model import compare_models
 from langneurons.analysis.deactivation import deactivation_effects
 from langneurons.analysis.distributions import (
     TYPES,
@@ -32,6 +32,7 @@ from langneurons.analysis.identify import (
     summary,
 )
 from langneurons.analysis.membership import membership_change
+from langneurons.analysis.model_groups import compare_model_groups
 from langneurons.analysis.neuron_tests import (
     compare_with_identification,
     language_preference_tests,

@@ -42,7 +42,7 @@ ONE_RUN_NOTE = (
 )
 
 
-def _check_groups(groups: object) -> list[tuple[str, list[xr.Dataset]]]:
+def check_groups(groups: object) -> list[tuple[str, list[xr.Dataset]]]:
     """Exactly two named, non-empty groups of Datasets."""
     if not isinstance(groups, Mapping):
         raise ParameterError(
@@ -73,7 +73,7 @@ def _check_groups(groups: object) -> list[tuple[str, list[xr.Dataset]]]:
     return out
 
 
-def _names(groups: list[tuple[str, list[xr.Dataset]]], names: object) -> list[str]:
+def group_run_names(groups: list[tuple[str, list[xr.Dataset]]], names: object) -> list[str]:
     """One distinct label per run: ``names[group]`` or ``GROUP/i``."""
     if names is not None and not isinstance(names, Mapping):
         raise ParameterError(f"names must map group names to run names, got {names!r}")
@@ -94,7 +94,7 @@ def _names(groups: list[tuple[str, list[xr.Dataset]]], names: object) -> list[st
     return out
 
 
-def _identified(run: xr.Dataset, params: IdentifyParams) -> xr.Dataset:
+def identified(run: xr.Dataset, params: IdentifyParams) -> xr.Dataset:
     """An identification result as is; a run identified with ``params``."""
     if "neuron_type" in run.variables and "general" in run.variables:
         return run
@@ -245,12 +245,12 @@ def group_comparison(
     Good (2005), Permutation, Parametric and Bootstrap Tests of Hypotheses; Welch (1947),
     Biometrika 34.
     """
-    checked = _check_groups(groups)
+    checked = check_groups(groups)
     check_choice("test", test, GROUP_TESTS)
     n_perm = check_int("n_perm", n_perm, 1)
     seed = check_seed(seed)
     params_ = IdentifyParams() if params is None else params
-    run_names = _names(checked, names)
+    run_names = group_run_names(checked, names)
     sizes = [len(m) for _, m in checked]
     (ga, na), (gb, nb) = ((g, len(m)) for g, m in checked)
     if test == "welch" and min(sizes) < 2:
@@ -273,7 +273,7 @@ def group_comparison(
                 f"{run_names[0]} and {name} must have the same languages; got {langs} and "
                 f"{_languages(r)}"
             )
-    results = [_identified(r, params_) for r in inputs]
+    results = [identified(r, params_) for r in inputs]
     layer_counts = np.stack([type_counts(r, TYPES) for r in results]).astype(np.int64)
     selected = np.array([int(np.asarray(r["selected"].values).sum()) for r in results])
     counts = np.concatenate([selected[:, None], layer_counts.sum(axis=1)], axis=1)

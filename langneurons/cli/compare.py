@@ -463,7 +463,7 @@ def compare_models(
                 "every model here with one common set of parameters"
             ) from None
     if named is not None:
-        from langneurons.analysis.cross_model import compare_model_groups
+        from langneurons.analysis.model_groups import compare_model_groups
 
         by_run = dict(zip(runs, results, strict=True))
         ds = compare_model_groups(
