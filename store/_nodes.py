@@ -21,7 +21,7 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 
 from langneurons.errors import StoreValidationError
-from langneurons.store import schema
+from langneurons.store import _remote, schema
 
 
 @contextlib.contextmanager
@@ -52,7 +52,7 @@ def zarr_store(url: str, *, read_only: bool) -> Store:
     path = local_path(url)
     if path is not None:
         return zarr.storage.LocalStore(path, read_only=read_only)
-    return zarr.storage.FsspecStore.from_url(url, read_only=read_only)
+    return _remote.open_fsspec(url, read_only=read_only)  # its failures as langneurons errors
 
 
 def exists(zstore: Store, key: str) -> bool:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import shutil
+import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import zarr.storage
 
 from langneurons._deprecate import renamed_keywords
+from langneurons._progress import progress
 from langneurons.errors import (
     InvalidNameError,
     NotAStoreError,
@@ -143,15 +147,53 @@ def import_zip(src: StorePath, store: StorePath) -> ActivationStore:
     place, so a refused or failed import leaves nothing behind. (``store`` was named ``dest``
     before 0.2; that name still works, with a DeprecationWarning.)
     """
-    source, dest = Path(src), Path(store)
+    source = Path(src)
 
     def check(unpacked: Path) -> None:
         problems = open_store(unpacked).validate()
         if problems:
             raise StoreValidationError(f"{str(source)!r} holds an invalid store: {problems[0]}")
 
+    url = os.fspath(store)
+    if _nodes.local_path(url) is None:
+        return _import_zip_remote(source, url, check)
+    dest = Path(url)
     _zip.unpack(source, dest, check)
     return open_store(dest, mode="r+")
+
+
+def _import_zip_remote(source: Path, url: str, check: Callable[[Path], None]) -> ActivationStore:
+    """Unpack a zip export into a new store at a URL (object storage), checked before upload.
+
+    The archive is unpacked and validated locally first (as for a directory), then uploaded with
+    the root ``zarr.json`` last: until that key is written no reader sees a store at ``url``, and
+    an upload that fails deletes what it had written.
+    """
+    if url.endswith(".zip"):
+        raise InvalidNameError(f"cannot unpack into zip {url!r}; give a directory or bucket path")
+    zstore = _nodes.zarr_store(url, read_only=False)
+    if _nodes.keys(zstore):
+        raise RunExistsError(
+            f"{url!r} already holds objects; give a new path for the store (nothing is replaced)"
+        )
+    with tempfile.TemporaryDirectory(prefix="langneurons-import-") as work:
+        local = Path(work) / "store.zarr"
+        _zip.unpack(source, local, check)
+        keys = _nodes.keys(zarr.storage.LocalStore(local, read_only=True))
+        ordered = [k for k in keys if k != "zarr.json"] + ["zarr.json"]
+        written: list[str] = []
+        try:
+            with progress("upload", total=len(ordered), unit="file") as task:
+                for key in ordered:
+                    _nodes.put(zstore, key, (local / key).read_bytes())
+                    written.append(key)
+                    task.update()
+        except BaseException:
+            for key in reversed(written):
+                with contextlib.suppress(Exception):
+                    _nodes.delete(zstore, key)
+            raise
+    return open_store(url, mode="r+")
 
 
 def _backup_hint(path: Path, url: str) -> str | None:

@@ -1,0 +1,349 @@
+"""Stores on S3-compatible object storage, against a real S3 protocol server (moto's standalone
+server, started here as a subprocess on a free port): a run imported and written to ``s3://``,
+identified, read back with plain xarray, exported; and the bad inputs (unreachable endpoint,
+missing credentials, a bucket without write permission, a bucket that does not exist), each one
+line, a nonzero exit and nothing written.
+
+Writers on object storage are serialised only within one process (no ``flock`` there); several
+processes writing one store at once is not covered here (see the README's store section).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from langneurons.store import RunMetadata, create_store, open_store
+from tests.conftest import make_counts, run_cli
+
+pytestmark = pytest.mark.requires_s3
+pytest.importorskip("s3fs")
+pytest.importorskip("moto.server")
+
+CREDS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+#: no credentials from anywhere else (files, instance metadata) in the subprocesses we start
+NO_AMBIENT = {
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+
+
+@contextlib.contextmanager
+def moto_server(**extra: str) -> Iterator[str]:
+    """Run ``python -m moto.server`` on a free local port; yield its endpoint URL."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**_base_env(), **CREDS, **extra},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # a TCP connect, not a request: requests count against the auth window
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"moto server did not start on port {port}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _fresh_s3fs() -> None:
+    """Forget fsspec's cached S3 filesystems (they keep the credentials they were made with)."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new, empty bucket; this process's environment points at the server."""
+    import s3fs
+
+    for key, value in {**CREDS, "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(key, value)
+    _fresh_s3fs()
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem().mkdir(name)
+    yield name
+    _fresh_s3fs()
+
+
+def _objects(bucket: str) -> list[str]:
+    import s3fs
+
+    _fresh_s3fs()
+    return sorted(s3fs.S3FileSystem().find(bucket))
+
+
+def _local_store(tmp: Path) -> Path:
+    path = tmp / "local.zarr"
+    store = create_store(path)
+    meta = RunMetadata(model="tiny", corpus="toy", corpus_hash="sha256:" + "0" * 64)
+    counts = make_counts(["en", "de", "fr"], layers=4, neurons=8, sequences=3)
+    store.create_run(
+        "m/base", n_layers=4, n_neurons=8, counts=counts, sequences=True, metadata=meta
+    )
+    return path
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The command line in a fresh process (its own credentials, nothing cached)."""
+    return subprocess.run(
+        [sys.executable, "-m", "langneurons", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+# ------------------------------------------------------------------ the pipeline
+def test_import_identify_read_with_plain_xarray_and_export_over_s3(
+    tmp_path: Path, bucket: str, endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = _local_store(tmp_path)
+    assert run_cli(capsys, "export", local, tmp_path / "s.zip")[0] == 0
+    url = f"s3://{bucket}/stores/s.zarr"
+    code, out, err = run_cli(capsys, "import", "zip", tmp_path / "s.zip", "--store", url)
+    assert code == 0, err
+    assert out.strip() == f"unpacked 1 run(s) into {url}"
+    code, out, err = run_cli(capsys, "validate", url)
+    assert code == 0 and out.strip() == f"ok: 1 run(s) valid in {url}", err
+    # identification on the bucket gives, bit for bit, what it gives on the local store
+    for store in (url, str(local)):
+        code, out, err = run_cli(capsys, "identify", store, "--run", "m/base", "--name", "t")
+        assert code == 0, err
+    remote = open_store(url).open_result("m/base", "identification", "t").load()
+    mine = open_store(local).open_result("m/base", "identification", "t").load()
+    for name in ("mask", "neuron_type", "score", "selected", "probability"):
+        np.testing.assert_array_equal(remote[name].values, mine[name].values)
+    # plain xarray over s3://, counts and the saved result
+    options = {"endpoint_url": endpoint}
+    plain = xr.open_zarr(url, group="m/base", storage_options=options)
+    np.testing.assert_array_equal(
+        plain["n_active"].values, open_store(local).open_run("m/base")["n_active"].values
+    )
+    assert plain.attrs["model"] == "tiny" and plain.attrs["schema_version"] == 2
+    result = xr.open_zarr(url, group="m/base/identification/t", storage_options=options)
+    np.testing.assert_array_equal(result["mask"].values, mine["mask"].values)
+    # and out again, as tables
+    code, out, err = run_cli(capsys, "export", url, tmp_path / "pq", "--format", "parquet")
+    assert code == 0, err
+    assert (tmp_path / "pq" / "m" / "base.parquet").is_file()
+
+
+def test_journaled_writes_through_the_api_on_s3(bucket: str, tmp_path: Path) -> None:
+    """Create a run on S3, merge two shards into it, and find the sum a local store holds."""
+    url = f"s3://{bucket}/api.zarr"
+    shards = [make_counts(["en", "de"], layers=3, neurons=5, seed=s) for s in (1, 2)]
+    for target in (url, str(tmp_path / "serial.zarr")):
+        store = create_store(target)
+        store.create_run("m/base", n_layers=3, n_neurons=5, languages=["en", "de"])
+        writer = store.writer("m/base")
+        for i, shard in enumerate(shards):
+            writer.merge_counts(shard, unit=f"shard-{i}")
+    remote = open_store(url).open_run("m/base")
+    serial = open_store(tmp_path / "serial.zarr").open_run("m/base")
+    for name in ("n_active", "n_tokens"):
+        np.testing.assert_array_equal(remote[name].values, serial[name].values)
+    assert open_store(url).committed_units("m/base") == {"shard-0", "shard-1"}
+    assert open_store(url).validate() == []
+    assert not any("_journal" in key for key in _objects(bucket))
+
+
+def test_import_njunlp_into_s3(tmp_path: Path, bucket: str, capsys: pytest.CaptureFixture[str]):
+    pytest.importorskip("torch")
+    from tests.conftest import write_reference_files
+
+    write_reference_files(tmp_path / "pt", ["en", "de"])
+    url = f"s3://{bucket}/nju.zarr"
+    code, out, err = run_cli(capsys, "import", "njunlp", tmp_path / "pt", "--tag", "t",
+                             "--languages", "en,de", "--store", url, "--run", "m/base")  # fmt: skip
+    assert code == 0, err
+    assert out.startswith(f"imported 2 language(s) into {url} run m/base: en de")
+    assert open_store(url).languages("m/base") == ["en", "de"]
+
+
+# ------------------------------------------------------------------ bad input
+def test_unreachable_endpoint_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    for key, value in {**CREDS, "AWS_ENDPOINT_URL": dead}.items():
+        monkeypatch.setenv(key, value)
+    _fresh_s3fs()
+    local = _local_store(tmp_path)
+    open_store(local).export_zip(tmp_path / "s.zip")
+    for args in (
+        ["info", "s3://some-bucket/s.zarr"],
+        ["import", "zip", tmp_path / "s.zip", "--store", "s3://some-bucket/s.zarr"],
+    ):
+        code, out, err = run_cli(capsys, *args)
+        assert code == 1 and out == ""
+        assert err.startswith(
+            "langneurons: error: cannot reach the object store of 's3://some-bucket/s.zarr' at "
+            f"{dead} ("
+        )
+        assert err.rstrip().endswith(
+            "check the endpoint (AWS_ENDPOINT_URL) and that the server is running and reachable"
+        )
+        assert len(err.strip().splitlines()) == 1
+    _fresh_s3fs()
+
+
+def test_missing_credentials_is_one_line_and_writes_nothing(
+    tmp_path: Path, bucket: str, endpoint: str
+) -> None:
+    local = _local_store(tmp_path)
+    open_store(local).export_zip(tmp_path / "s.zip")
+    env = {**_base_env(), **NO_AMBIENT, "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "x"}
+    url = f"s3://{bucket}/s.zarr"
+    for args in (["info", url], ["import", "zip", str(tmp_path / "s.zip"), "--store", url]):
+        proc = _cli(*args, env=env)
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert proc.stderr.strip() == (
+            f"langneurons: error: no credentials to access store {url!r}; set "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) for the object store"
+        )
+    assert _objects(bucket) == []
+
+
+def test_missing_bucket_is_named(
+    tmp_path: Path, bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = _local_store(tmp_path)
+    open_store(local).export_zip(tmp_path / "s.zip")
+    url = "s3://no-such-bucket-here/s.zarr"
+    code, out, err = run_cli(capsys, "import", "zip", tmp_path / "s.zip", "--store", url)
+    assert code == 1
+    assert err.strip() == (
+        f"langneurons: error: bucket 'no-such-bucket-here' of store {url!r} does not exist; "
+        "create it first (for example `aws s3 mb s3://no-such-bucket-here`) or check the URL"
+    )
+
+
+def test_missing_s3fs_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import zarr.storage
+
+    def no_s3fs(*args: object, **kwargs: object) -> object:
+        raise ImportError("Install s3fs to access S3")
+
+    monkeypatch.setattr(zarr.storage.FsspecStore, "from_url", no_s3fs)
+    code, _, err = run_cli(capsys, "info", "s3://b/s.zarr")
+    assert code == 1
+    assert err.strip() == (
+        "langneurons: error: store 's3://b/s.zarr' needs the fsspec package for s3:// (s3fs); "
+        "install it with pip install 'langneurons[s3]'"
+    )
+
+
+def test_bucket_without_write_permission(tmp_path: Path) -> None:
+    """IAM enforced (moto's INITIAL_NO_AUTH_ACTION_COUNT): a writer and a read-only user."""
+    import boto3
+
+    local = _local_store(tmp_path)
+    open_store(local).export_zip(tmp_path / "s.zip")
+    read = ["s3:GetObject", "s3:ListBucket", "s3:HeadObject", "s3:GetBucketLocation"]
+    # the setup's seven requests run before auth is enforced: a bucket, two users, their keys
+    with moto_server(INITIAL_NO_AUTH_ACTION_COUNT="7") as url:
+        admin = {"endpoint_url": url, "region_name": "us-east-1"}
+        iam = boto3.client("iam", aws_access_key_id="x", aws_secret_access_key="x", **admin)
+        boto3.client("s3", aws_access_key_id="x", aws_secret_access_key="x", **admin).create_bucket(
+            Bucket="shared-counts"
+        )
+        keys = {}
+        for user, actions in (("writer", ["s3:*"]), ("reader", read)):
+            iam.create_user(UserName=user)
+            allow = {"Effect": "Allow", "Action": actions, "Resource": "*"}
+            policy = {"Version": "2012-10-17", "Statement": [allow]}
+            iam.put_user_policy(UserName=user, PolicyName="p", PolicyDocument=json.dumps(policy))
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            keys[user] = {
+                **_base_env(),
+                **NO_AMBIENT,
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL": url,
+            }
+        store = "s3://shared-counts/s.zarr"
+        proc = _cli("import", "zip", str(tmp_path / "s.zip"), "--store", store, env=keys["writer"])
+        assert proc.returncode == 0, proc.stderr
+        s3 = boto3.client(
+            "s3",
+            aws_access_key_id=keys["writer"]["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=keys["writer"]["AWS_SECRET_ACCESS_KEY"],
+            **admin,
+        )
+
+        def objects() -> list[tuple[str, str]]:
+            listed = s3.list_objects_v2(Bucket="shared-counts").get("Contents", [])
+            return sorted((o["Key"], o["ETag"]) for o in listed)
+
+        before = objects()
+        denied = (
+            f"langneurons: error: no permission to write to store {store!r} (access denied); "
+            "use credentials that may write to the bucket, or save results in a writable store "
+            "with --results-store"
+        )
+        # the reader reads, but cannot write: each write is refused in one line, nothing changes
+        proc = _cli("validate", store, env=keys["reader"])
+        assert proc.returncode == 0, proc.stderr
+        proc = _cli("identify", store, "--run", "m/base", env=keys["reader"])
+        errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+        assert proc.returncode == 1 and errors == [denied]  # (a warning on tiny data may precede)
+        other = "s3://shared-counts/other.zarr"
+        proc = _cli("import", "zip", str(tmp_path / "s.zip"), "--store", other, env=keys["reader"])
+        assert proc.returncode == 1 and proc.stderr.strip() == denied.replace(store, other)
+        assert objects() == before
+        # what the message suggests works: the results go to a writable store
+        results = tmp_path / "results.zarr"
+        proc = _cli("identify", store, "--run", "m/base", "--results-store", str(results),
+                    env=keys["reader"])  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert open_store(results).results("m/base", "identification")
+        assert objects() == before
