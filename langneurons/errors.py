@@ -83,6 +83,10 @@ class StorePermissionError(LangneuronsError, PermissionError):
     """The object store denies reading or writing a store with the credentials given."""
 
 
+class LockTimeoutError(LangneuronsError, TimeoutError):
+    """Another process held a store's write lock for longer than a writer would wait."""
+
+
 class OutOfSpaceError(LangneuronsError, OSError):
     """A write ran out of disk space, hit the file-size limit, or ran out of memory."""
 
@@ -117,5 +121,6 @@ __all__ = [
     "MissingDependencyError",
     "OutOfSpaceError",
     "RemoteStoreError",
+    "LockTimeoutError",
     "StorePermissionError",
 ]

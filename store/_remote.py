@@ -7,6 +7,10 @@ cannot be reached, missing or refused credentials, a bucket that does not exist,
 to read or to write. Every operation goes through it, so a failure in the middle of a command
 reads the same as one at its start.
 
+Writes to a store on S3 are serialised across processes and machines by a lock object made with
+a conditional PUT (:mod:`~langneurons.store._objectlock`); other object stores are serialised
+within one process only.
+
 Where an S3 endpoint other than AWS is used (MinIO, Ceph, a local test server), set
 ``AWS_ENDPOINT_URL`` (botocore reads it), or pass ``storage_options`` through fsspec's
 configuration (``FSSPEC_S3_ENDPOINT_URL``).
@@ -29,6 +33,7 @@ from langneurons.errors import (
     StoreNotFoundError,
     StorePermissionError,
 )
+from langneurons.store._objectlock import ObjectLock
 
 #: Extras that install the fsspec implementation of each protocol.
 _EXTRAS = {
@@ -62,6 +67,18 @@ def open_fsspec(url: str, *, read_only: bool) -> Store:
     if url.startswith("memory://"):
         return inner  # in-process: nothing to translate
     return RemoteStore(inner, url)
+
+
+def object_lock(zstore: Store, url: str) -> ObjectLock | None:
+    """The cross-process write lock of a store on S3 (None for other stores: see the module)."""
+    if not (isinstance(zstore, RemoteStore) and url.startswith(("s3://", "s3a://"))):
+        return None
+    inner = zstore.inner
+    if not isinstance(inner, FsspecStore):
+        return None
+    return ObjectLock(
+        inner.fs, inner.path, url, translate=lambda exc: translate(url, exc, writing=True)
+    )
 
 
 def translate(url: str, exc: BaseException, *, writing: bool) -> LangneuronsError | None:
@@ -137,6 +154,11 @@ class RemoteStore(WrapperStore[Store]):
     def __init__(self, store: Store, url: str) -> None:
         super().__init__(store)
         self.url = url
+
+    @property
+    def inner(self) -> Store:
+        """The fsspec store underneath."""
+        return self._store
 
     def _with_store(self, store: Store) -> RemoteStore:
         return type(self)(store, self.url)

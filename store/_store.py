@@ -1,6 +1,7 @@
 """The activation store: a Zarr v3 hierarchy of runs, safe for concurrent writers.
 
 Writes are serialised by a lock on the store (``flock`` on the store directory for local stores,
+a lock object made by a conditional PUT for stores on S3, :mod:`~langneurons.store._objectlock`,
 an in-process lock for other URLs) and made atomic by each run's journal
 (:mod:`langneurons.store._journal`): a writer killed in the middle of a write leaves the journal
 behind, and the next writer (or ``repair``) rolls the run back to its previous state; readers
@@ -64,6 +65,7 @@ from langneurons.store import (
     _metadata,
     _nodes,
     _plan,
+    _remote,
     _validation,
     _zip,
     schema,
@@ -74,6 +76,7 @@ log = logging.getLogger(__name__)
 
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
+_HELD: dict[str, int] = {}  # stores whose lock object this process holds (under its RLock)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +121,16 @@ class ActivationStore:
             with _PROCESS_LOCKS_GUARD:
                 lock = _PROCESS_LOCKS.setdefault(self.url, threading.RLock())
             with lock, _integrity.write_empty_chunks():
-                yield
+                remote = _remote.object_lock(self._zstore, self.url) if exclusive else None
+                if remote is None or _HELD.get(self.url, 0):  # no lock object, or held already
+                    yield
+                    return
+                with remote:  # across processes and machines (a store on S3)
+                    _HELD[self.url] = 1
+                    try:
+                        yield
+                    finally:
+                        _HELD.pop(self.url, None)
 
     def _require_writable(self) -> None:
         if self.read_only:

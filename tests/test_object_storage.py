@@ -347,3 +347,108 @@ def test_bucket_without_write_permission(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         assert open_store(results).results("m/base", "identification")
         assert objects() == before
+
+
+# ------------------------------------------------------------------ concurrent writers
+UNITS = 3
+
+
+def _writer_code(url: str, writer: int, *, kill_at_flush: bool = False) -> str:
+    """A process that merges its UNITS units into ``url`` (or dies in the middle of its first)."""
+    kill = (
+        "import signal\n"
+        "from langneurons.store import _manifest\n"
+        "_manifest.flush = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        if kill_at_flush
+        else ""
+    )
+    return (
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from tests.conftest import make_counts\n"
+        "from langneurons.store import open_store\n"
+        f"{kill}"
+        f"writer = open_store({url!r}, mode='r+').writer('m/base')\n"
+        f"for unit in range({UNITS}):\n"
+        f"    counts = make_counts(['en', 'de'], layers=3, neurons=5, seed=100 * {writer} + unit)\n"
+        f"    writer.merge_counts(counts, unit=f'w{writer}-u{{unit}}')\n"
+    )
+
+
+def _serial(tmp: Path, writers: list[int], skip: set[str] = frozenset()) -> object:  # type: ignore[assignment]
+    """The run a single local writer makes from the same units, one after another."""
+    store = create_store(tmp / f"serial-{uuid.uuid4().hex[:6]}.zarr")
+    store.create_run("m/base", n_layers=3, n_neurons=5, languages=["en", "de"])
+    for writer in writers:
+        for unit in range(UNITS):
+            if f"w{writer}-u{unit}" in skip:
+                continue
+            counts = make_counts(["en", "de"], layers=3, neurons=5, seed=100 * writer + unit)
+            store.writer("m/base").merge_counts(counts, unit=f"w{writer}-u{unit}")
+    return store.open_run("m/base")
+
+
+def _start(code: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("writers", [2, 4])
+def test_concurrent_writers_on_s3_equal_a_serial_run(
+    tmp_path: Path, bucket: str, endpoint: str, writers: int
+) -> None:
+    url = f"s3://{bucket}/shared.zarr"
+    create_store(url).create_run("m/base", n_layers=3, n_neurons=5, languages=["en", "de"])
+    env = {**_base_env(), **CREDS, "AWS_ENDPOINT_URL": endpoint}
+    procs = [_start(_writer_code(url, w), env) for w in range(writers)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    remote = open_store(url).open_run("m/base")
+    serial = _serial(tmp_path, list(range(writers)))
+    for name in ("n_active", "n_tokens", "language"):
+        np.testing.assert_array_equal(remote[name].values, serial[name].values)  # type: ignore[index]
+    units = {f"w{w}-u{u}" for w in range(writers) for u in range(UNITS)}
+    assert open_store(url).committed_units("m/base") == units
+    assert open_store(url).validate() == []
+    # the lock lies next to the store, released, and only its last generation is kept
+    locks = [key for key in _objects(bucket) if key.startswith(f"{bucket}/shared.zarr.lock/")]
+    assert len(locks) == 1
+    assert int(locks[0].rsplit("/", 1)[-1]) >= writers * UNITS  # each write took the lock
+    import s3fs
+
+    assert json.loads(s3fs.S3FileSystem().cat_file(locks[0]))["state"] == "released"
+    assert not any(".lock" in key for key in open_store(url).info()["runs"])
+
+
+def test_a_killed_writer_is_rolled_back_by_the_next_one(
+    tmp_path: Path, bucket: str, endpoint: str
+) -> None:
+    from langneurons.errors import InterruptedWriteError
+
+    url = f"s3://{bucket}/killed.zarr"
+    create_store(url).create_run("m/base", n_layers=3, n_neurons=5, languages=["en", "de"])
+    env = {**_base_env(), **CREDS, "AWS_ENDPOINT_URL": endpoint, "LANGNEURONS_LOCK_LEASE": "2"}
+    first = _start(_writer_code(url, 0), env)
+    assert first.wait(600) == 0, first.stderr.read() if first.stderr else ""
+    before = open_store(url).open_run("m/base")["n_active"].values.copy()
+    killed = _start(_writer_code(url, 1, kill_at_flush=True), env)
+    killed.wait(600)
+    assert killed.returncode == -9  # killed mid-write, holding the lock, its journal armed
+    _fresh_s3fs()
+    with pytest.raises(InterruptedWriteError, match="holds an interrupted write"):
+        open_store(url).open_run("m/base")  # readers never see the half-made write
+    assert open_store(url).committed_units("m/base") == {f"w0-u{u}" for u in range(UNITS)}
+    # the next writer waits out the dead writer's lease, rolls its write back, writes its own
+    start = time.monotonic()
+    last = _start(_writer_code(url, 2), env)
+    assert last.wait(600) == 0, last.stderr.read() if last.stderr else ""
+    assert time.monotonic() - start < 120
+    remote = open_store(url).open_run("m/base")
+    serial = _serial(tmp_path, [0, 2])
+    np.testing.assert_array_equal(remote["n_active"].values, serial["n_active"].values)  # type: ignore[index]
+    np.testing.assert_array_equal(remote["n_tokens"].values, serial["n_tokens"].values)  # type: ignore[index]
+    assert not np.array_equal(before, remote["n_active"].values)
+    assert open_store(url).validate() == []
