@@ -14,7 +14,9 @@ ever sees it):
 - a holder that was killed stops renewing: once its lease has run out the next writer takes a
   new generation, and the store's journal rolls its interrupted write back, as on a local disk.
 
-The lease is :data:`LEASE_S` seconds (``LANGNEURONS_LOCK_LEASE`` overrides it); the clocks of
+A writer waits for the lock up to :data:`WAIT_S` seconds (``LANGNEURONS_LOCK_WAIT``), then fails
+with one line naming the holder. The lease is :data:`LEASE_S` seconds (``LANGNEURONS_LOCK_LEASE``
+overrides it); the clocks of
 the writing machines must agree to well within it. A holder stopped for longer than its lease
 (suspended, not killed) can lose its lock to another writer without knowing: the one case this
 lock does not cover (``docs/design/storage.md``).
@@ -44,6 +46,14 @@ WAIT_S = 3600.0  # how long a writer waits for the lock before giving up
 POLL_S = 0.25
 
 
+def wait_limit() -> float:
+    """How long a writer waits for the lock (``LANGNEURONS_LOCK_WAIT`` or :data:`WAIT_S`)."""
+    try:
+        return max(0.0, float(os.environ.get("LANGNEURONS_LOCK_WAIT", WAIT_S)))
+    except ValueError:
+        return WAIT_S
+
+
 def lease() -> float:
     """The lease of a lock, in seconds (``LANGNEURONS_LOCK_LEASE`` or :data:`LEASE_S`)."""
     try:
@@ -61,14 +71,14 @@ class ObjectLock:
         root: str,
         url: str,
         *,
-        wait: float = WAIT_S,
+        wait: float | None = None,
         translate: Callable[[BaseException], BaseException | None] = lambda exc: None,
     ) -> None:
         self.fs = fs  # an asynchronous s3fs filesystem
         self.translate = translate  # what the object store's failures mean (one line)
         self.dir = root.rstrip("/") + ".lock"
         self.url = url
-        self.wait = wait
+        self.wait = wait_limit() if wait is None else wait
         self.lease = lease()
         self.token = uuid.uuid4().hex
         self.generation: int | None = None

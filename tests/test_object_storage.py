@@ -452,3 +452,38 @@ def test_a_killed_writer_is_rolled_back_by_the_next_one(
     np.testing.assert_array_equal(remote["n_tokens"].values, serial["n_tokens"].values)  # type: ignore[index]
     assert not np.array_equal(before, remote["n_active"].values)
     assert open_store(url).validate() == []
+
+
+def test_a_writer_that_waits_too_long_for_the_lock_says_who_holds_it(
+    tmp_path: Path, bucket: str, endpoint: str
+) -> None:
+    import s3fs
+
+    from langneurons.store import _remote
+
+    url = f"s3://{bucket}/busy.zarr"
+    store = create_store(url)
+    store.create_run("m/base", n_layers=3, n_neurons=5, counts=make_counts(["en", "de"], layers=3,
+                                                                           neurons=5))  # fmt: skip
+    # the conditional create the lock rests on: a second create of one key is refused
+    fs = s3fs.S3FileSystem()
+    fs.pipe_file(f"{bucket}/probe", b"1", mode="create")
+    with pytest.raises(FileExistsError):
+        fs.pipe_file(f"{bucket}/probe", b"2", mode="create")
+    fs.rm_file(f"{bucket}/probe")
+    before = _objects(bucket)
+    env = {**_base_env(), **CREDS, "AWS_ENDPOINT_URL": endpoint, "LANGNEURONS_LOCK_WAIT": "1"}
+    lock = _remote.object_lock(store.zarr_store, url)
+    assert lock is not None
+    with lock:  # another process holds the store's write lock
+        held = _objects(bucket)
+        proc = _cli("identify", url, "--run", "m/base", "--lambda-range", "0,1", env=env)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert errors == [
+        f"langneurons: error: store {url!r} is being written by another process (host "
+        f"{socket.gethostname()}, pid {os.getpid()}) for more than 1 s; try again later"
+    ]
+    assert _objects(bucket) == held  # the waiting writer wrote nothing
+    # the holder's lock object, next to the store (generation 1 was the run's creation)
+    assert sorted(set(held) - set(before)) == [f"{bucket}/busy.zarr.lock/000000000002"]
