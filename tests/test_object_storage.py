@@ -487,3 +487,52 @@ def test_a_writer_that_waits_too_long_for_the_lock_says_who_holds_it(
     assert _objects(bucket) == held  # the waiting writer wrote nothing
     # the holder's lock object, next to the store (generation 1 was the run's creation)
     assert sorted(set(held) - set(before)) == [f"{bucket}/busy.zarr.lock/000000000002"]
+
+
+def test_two_extraction_shards_from_two_processes_into_one_run_on_s3(
+    tmp_path: Path, bucket: str, endpoint: str
+) -> None:
+    """`langneurons extract --shard 0/2` and `1/2` at once into s3://, equal to one local run."""
+    pytest.importorskip("torch")
+    from langneurons.extract import tiny_model
+    from tests.test_extract import write_data
+
+    model = tiny_model("llama", seed=1, path=tmp_path / "llama")
+    data = write_data(tmp_path / "data.jsonl", n_items=2)
+
+    def command(store: str, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "langneurons", "extract", "--model", str(model), "--data",
+                str(data), "--store", store, "--run", "m/base", "--device", "cpu", "--dtype",
+                "float32", "--per-sequence", "--unit-size", "1", "--batch-tokens", "64",
+                *extra]  # fmt: skip
+
+    env = {**_base_env(), **CREDS, "AWS_ENDPOINT_URL": endpoint, "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}  # fmt: skip
+    local = tmp_path / "serial.zarr"
+    proc = subprocess.run(command(str(local)), env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    url = f"s3://{bucket}/extracted.zarr"
+    procs = [
+        subprocess.Popen(
+            command(url, "--shard", shard),
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        for shard in ("0/2", "1/2")
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    remote = open_store(url).open_run("m/base").load()
+    serial = open_store(local).open_run("m/base").load()
+    assert sorted(remote.variables) == sorted(serial.variables)
+    for name in serial.variables:
+        assert remote[name].dtype == serial[name].dtype, name
+        if serial[name].dtype.kind in "iuf":
+            assert remote[name].values.tobytes() == serial[name].values.tobytes(), name
+        else:
+            assert [str(x) for x in remote[name].values] == [str(x) for x in serial[name].values]
+    assert open_store(url).committed_units("m/base") == open_store(local).committed_units("m/base")
+    assert open_store(url).validate() == []
