@@ -157,6 +157,19 @@ class ObjectLock:
         if self.generation is not None:
             await self.fs._pipe_file(self._path(self.generation), self._body(state))
 
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds the lock now (host, pid, lease); None when it is free or its lease ran out."""
+
+        async def newest() -> dict[str, Any] | None:
+            generations = await self._generations()
+            info = await self._read(generations[-1]) if generations else None
+            if info is None or info.get("state") != "held":
+                return None
+            return info if float(info.get("expires", 0)) >= time.time() else None
+
+        found = sync(newest())
+        return found if isinstance(found, dict) else None
+
     # ------------------------------------------------------------------ acquire and renew
     async def _acquire(self) -> None:
         deadline = time.monotonic() + self.wait

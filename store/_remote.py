@@ -81,6 +81,12 @@ def object_lock(zstore: Store, url: str) -> ObjectLock | None:
     )
 
 
+def live_writer(zstore: Store, url: str) -> dict[str, Any] | None:
+    """The process that holds the write lock of a store on S3 now, or None (see ObjectLock)."""
+    lock = object_lock(zstore, url)
+    return lock.holder() if lock is not None else None
+
+
 def translate(url: str, exc: BaseException, *, writing: bool) -> LangneuronsError | None:
     """The langneurons error ``exc`` from the object store means, or None (not one we know)."""
     if isinstance(exc, LangneuronsError):

@@ -46,6 +46,7 @@ from langneurons.errors import (
     CorruptStoreError,
     InterruptedWriteError,
     InvalidNameError,
+    RunChangedError,
     RunExistsError,
     RunNotFoundError,
     SchemaVersionError,
@@ -388,6 +389,13 @@ class ActivationStore:
         run = self._check_run(run)
         with self._lock(exclusive=False):
             if _journal.Journal(self._zstore, run).armed():
+                writer = _remote.live_writer(self._zstore, self.url)
+                if writer is not None:  # on S3 readers take no lock: a write is in flight
+                    raise RunChangedError(
+                        f"run {run!r} is being written by another process (host "
+                        f"{writer.get('host')}, pid {writer.get('pid')}); open it again once the "
+                        "write has committed"
+                    )
                 raise InterruptedWriteError(
                     f"run {run!r} holds an interrupted write; run `langneurons repair "
                     f"{self.url}` to roll it back"

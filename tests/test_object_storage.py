@@ -438,6 +438,7 @@ def test_a_killed_writer_is_rolled_back_by_the_next_one(
     killed.wait(600)
     assert killed.returncode == -9  # killed mid-write, holding the lock, its journal armed
     _fresh_s3fs()
+    time.sleep(2.5)  # the dead writer's lease runs out (while it runs, readers are told to wait)
     with pytest.raises(InterruptedWriteError, match="holds an interrupted write"):
         open_store(url).open_run("m/base")  # readers never see the half-made write
     assert open_store(url).committed_units("m/base") == {f"w0-u{u}" for u in range(UNITS)}
@@ -459,6 +460,7 @@ def test_a_writer_that_waits_too_long_for_the_lock_says_who_holds_it(
 ) -> None:
     import s3fs
 
+    from langneurons.errors import RunChangedError
     from langneurons.store import _remote
 
     url = f"s3://{bucket}/busy.zarr"
@@ -478,6 +480,12 @@ def test_a_writer_that_waits_too_long_for_the_lock_says_who_holds_it(
     with lock:  # another process holds the store's write lock
         held = _objects(bucket)
         proc = _cli("identify", url, "--run", "m/base", "--lambda-range", "0,1", env=env)
+        # a reader meeting the holder's write in flight (its journal armed) is told to wait
+        journal = f"{bucket}/busy.zarr/m/base/_journal/zarr.json"
+        fs.pipe_file(journal, b'{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+        with pytest.raises(RunChangedError, match=r"'m/base' is being written by another process"):
+            open_store(url).open_run("m/base")
+        fs.rm_file(journal)
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert errors == [
