@@ -24,7 +24,7 @@ from langneurons.errors import (
     StoreNotFoundError,
     StoreValidationError,
 )
-from langneurons.store import _leftovers, _nodes, _zip, schema
+from langneurons.store import _leftovers, _nodes, _remote, _zip, schema
 from langneurons.store._store import ActivationStore
 
 StorePath = str | os.PathLike[str]
@@ -109,6 +109,7 @@ def create_store(store: StorePath, *, exist_ok: bool = True) -> ActivationStore:
             raise RunExistsError(f"store {url!r} already exists; open it instead")
         return open_store(url, mode="r+")
     if path is None:
+        _remote.object_lock(zstore, url)  # a store on S3 needs room for its lock: refuse early
         _nodes.init_store(zstore)
         return ActivationStore(url, zstore, read_only=False)
     # Local stores are built next to their path and renamed into place, so a concurrent

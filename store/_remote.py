@@ -27,6 +27,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import FsspecStore, WrapperStore
 
 from langneurons.errors import (
+    InvalidNameError,
     LangneuronsError,
     MissingDependencyError,
     RemoteStoreError,
@@ -76,6 +77,11 @@ def object_lock(zstore: Store, url: str) -> ObjectLock | None:
     inner = zstore.inner
     if not isinstance(inner, FsspecStore):
         return None
+    if "/" not in inner.path.strip("/"):
+        raise InvalidNameError(
+            f"store {url!r} is a whole bucket; writes need a store under a prefix, such as "
+            f"{url.rstrip('/')}/store.zarr (its write lock lies next to it)"
+        )
     return ObjectLock(
         inner.fs, inner.path, url, translate=lambda exc: translate(url, exc, writing=True)
     )

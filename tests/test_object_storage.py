@@ -544,3 +544,11 @@ def test_two_extraction_shards_from_two_processes_into_one_run_on_s3(
             assert [str(x) for x in remote[name].values] == [str(x) for x in serial[name].values]
     assert open_store(url).committed_units("m/base") == open_store(local).committed_units("m/base")
     assert open_store(url).validate() == []
+
+
+def test_a_store_at_a_bucket_root_is_refused_for_writing(bucket: str) -> None:
+    from langneurons.errors import InvalidNameError
+
+    with pytest.raises(InvalidNameError, match=r"is a whole bucket; writes need a store under a"):
+        create_store(f"s3://{bucket}")
+    assert _objects(bucket) == []
