@@ -53,8 +53,11 @@ _BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken
 
 def open_fsspec(url: str, *, read_only: bool) -> Store:
     """The zarr store of an fsspec URL, its failures translated (see :class:`RemoteStore`)."""
+    # no cached directory listings: other processes write the store (a listing cached before
+    # another writer's journal or result appeared would hide it for the life of this process)
+    options = {} if url.startswith("memory://") else {"use_listings_cache": False}
     try:
-        inner = FsspecStore.from_url(url, read_only=read_only)
+        inner = FsspecStore.from_url(url, storage_options=options, read_only=read_only)
     except ImportError as exc:
         protocol = url.split("://", 1)[0]
         package, extra = _EXTRAS.get(protocol, (protocol + "fs", None))

@@ -552,3 +552,22 @@ def test_a_store_at_a_bucket_root_is_refused_for_writing(bucket: str) -> None:
     with pytest.raises(InvalidNameError, match=r"is a whole bucket; writes need a store under a"):
         create_store(f"s3://{bucket}")
     assert _objects(bucket) == []
+
+
+def test_a_long_lived_reader_sees_what_other_processes_commit(
+    tmp_path: Path, bucket: str, endpoint: str
+) -> None:
+    """No directory listing is cached: a result or a journal another process writes is seen."""
+    url = f"s3://{bucket}/live.zarr"
+    store = create_store(url)
+    store.create_run("m/base", n_layers=3, n_neurons=5, languages=["en", "de"])
+    assert store.results("m/base", "identification") == []
+    assert store.committed_units("m/base") == set()
+    env = {**_base_env(), **CREDS, "AWS_ENDPOINT_URL": endpoint}
+    proc = _start(_writer_code(url, 0), env)
+    assert proc.wait(600) == 0
+    proc = _cli("identify", url, "--run", "m/base", "--name", "later", "--lambda-range", "0,1",
+                env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert store.results("m/base", "identification") == ["later"]
+    assert store.committed_units("m/base") == {f"w0-u{u}" for u in range(UNITS)}
