@@ -109,8 +109,20 @@ def create_store(store: StorePath, *, exist_ok: bool = True) -> ActivationStore:
             raise RunExistsError(f"store {url!r} already exists; open it instead")
         return open_store(url, mode="r+")
     if path is None:
-        _remote.object_lock(zstore, url)  # a store on S3 needs room for its lock: refuse early
-        _nodes.init_store(zstore)
+        # a store on S3 is created under its write lock (one of several concurrent creators
+        # writes the root, the others open it); other URLs catch the lost race instead
+        lock = _remote.object_lock(zstore, url)
+        with lock if lock is not None else contextlib.nullcontext():
+            if _nodes.exists(zstore, "zarr.json"):
+                if not exist_ok:
+                    raise RunExistsError(f"store {url!r} already exists; open it instead")
+                return open_store(url, mode="r+")
+            try:
+                _nodes.init_store(zstore)
+            except FileExistsError:
+                if not exist_ok:
+                    raise RunExistsError(f"store {url!r} already exists; open it instead") from None
+                return open_store(url, mode="r+")
         return ActivationStore(url, zstore, read_only=False)
     # Local stores are built next to their path and renamed into place, so a concurrent
     # creator never sees a half-made store; the loser of the race opens the winner's.

@@ -571,3 +571,20 @@ def test_a_long_lived_reader_sees_what_other_processes_commit(
     assert proc.returncode == 0, proc.stderr
     assert store.results("m/base", "identification") == ["later"]
     assert store.committed_units("m/base") == {f"w0-u{u}" for u in range(UNITS)}
+
+
+def test_concurrent_creators_of_one_new_store_on_s3(bucket: str, endpoint: str) -> None:
+    """Four processes create one new store at once: one writes it, the others open it."""
+    url = f"s3://{bucket}/new.zarr"
+    code = (
+        "from langneurons.store import create_store\n"
+        f"store = create_store({url!r})\n"
+        "print(store.url)\n"
+    )
+    env = {**_base_env(), **CREDS, "AWS_ENDPOINT_URL": endpoint}
+    procs = [_start(code, env) for _ in range(4)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert out.strip() == url
+    assert open_store(url).validate() == [] and open_store(url).runs() == []
