@@ -493,8 +493,8 @@ def test_a_writer_that_waits_too_long_for_the_lock_says_who_holds_it(
         f"{socket.gethostname()}, pid {os.getpid()}) for more than 1 s; try again later"
     ]
     assert _objects(bucket) == held  # the waiting writer wrote nothing
-    # the holder's lock object, next to the store (generation 1 was the run's creation)
-    assert sorted(set(held) - set(before)) == [f"{bucket}/busy.zarr.lock/000000000002"]
+    # the holder's lock object, next to the store (1 and 2: the store's and the run's creation)
+    assert sorted(set(held) - set(before)) == [f"{bucket}/busy.zarr.lock/000000000003"]
 
 
 def test_two_extraction_shards_from_two_processes_into_one_run_on_s3(
