@@ -75,6 +75,18 @@ class MissingDependencyError(LangneuronsError, ImportError):
     """An optional dependency (an extra) is needed for this operation."""
 
 
+class RemoteStoreError(LangneuronsError, OSError):
+    """An object store cannot be reached, or refuses to talk without credentials."""
+
+
+class StorePermissionError(LangneuronsError, PermissionError):
+    """The object store denies reading or writing a store with the credentials given."""
+
+
+class LockTimeoutError(LangneuronsError, TimeoutError):
+    """Another process held a store's write lock for longer than a writer would wait."""
+
+
 class OutOfSpaceError(LangneuronsError, OSError):
     """A write ran out of disk space, hit the file-size limit, or ran out of memory."""
 
@@ -108,4 +120,7 @@ __all__ = [
     "NoValidLambdaError",
     "MissingDependencyError",
     "OutOfSpaceError",
+    "RemoteStoreError",
+    "LockTimeoutError",
+    "StorePermissionError",
 ]

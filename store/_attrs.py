@@ -13,8 +13,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 #: Run-group attributes that hold nested data, stored as JSON text.
 JSON_ATTRS: tuple[str, ...] = ("provenance", "writes", "results_of", "migrated", "planned_units")
+#: Attribute of an exported file (NetCDF) naming, as a JSON list, the other attributes it holds as
+#: JSON text: every attribute that is not a string or a number (lists, mappings, booleans, None).
+LISTED: str = "json_attrs"
 
 
 def encode(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -26,10 +31,60 @@ def encode(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def encode_all(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """``attrs`` as strings and numbers only (what netCDF holds), listed under :data:`LISTED`.
+
+    The attributes of :data:`JSON_ATTRS` are JSON text already (as the store writes them); every
+    other attribute that is not a string or a number becomes JSON text and is named in the
+    :data:`LISTED` attribute, so :func:`decode` gives back the attributes exactly.
+    """
+    out: dict[str, Any] = {}
+    listed = []
+    for key, item in attrs.items():
+        if key == LISTED:
+            continue
+        plain = isinstance(item, (str, int, float, np.integer, np.floating))
+        if plain and not isinstance(item, (bool, np.bool_)):
+            out[key] = item.item() if isinstance(item, np.generic) else item
+            continue
+        out[key] = json.dumps(to_python(item), separators=(",", ":"), ensure_ascii=False)
+        if key not in JSON_ATTRS:
+            listed.append(key)
+    if listed:
+        out[LISTED] = json.dumps(listed)
+    return out
+
+
+def to_python(item: Any) -> Any:
+    """``item`` with numpy scalars and arrays as Python data (for json.dumps)."""
+    if isinstance(item, np.ndarray):
+        return item.tolist()
+    if isinstance(item, np.generic):
+        return item.item()
+    if isinstance(item, Mapping):
+        return {str(k): to_python(v) for k, v in item.items()}
+    if isinstance(item, (list, tuple)):
+        return [to_python(v) for v in item]
+    return item
+
+
 def decode(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """``attrs`` with each attribute of :data:`JSON_ATTRS` as data (JSON text or already nested)."""
+    """``attrs`` with each attribute of :data:`JSON_ATTRS` as data (JSON text or already nested).
+
+    Attributes named by a :data:`LISTED` attribute (an exported NetCDF file's) are decoded too,
+    and the list itself dropped.
+    """
     out = dict(attrs)
-    for key in JSON_ATTRS:
+    listed: list[str] = []
+    if isinstance(out.get(LISTED), str):
+        try:
+            found = json.loads(out[LISTED])
+        except ValueError:
+            found = None
+        if isinstance(found, list) and all(isinstance(k, str) for k in found):
+            listed = found
+            del out[LISTED]
+    for key in (*JSON_ATTRS, *listed):
         value = out.get(key)
         if isinstance(value, str):
             try:

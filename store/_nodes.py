@@ -24,7 +24,7 @@ from zarr.core.buffer import default_buffer_prototype
 from langneurons import _type_codes
 from langneurons.errors import OutOfSpaceError, StoreValidationError
 from langneurons.names import LANGUAGE, LAYER, NEURON
-from langneurons.store import schema
+from langneurons.store import _remote, schema
 
 #: Variables of an identification result that the stored form changes (see coded_types).
 NEURON_TYPE, ASSIGNED, MASK = "neuron_type", "assigned", "mask"
@@ -60,7 +60,7 @@ def zarr_store(url: str, *, read_only: bool) -> Store:
     path = local_path(url)
     if path is not None:
         return zarr.storage.LocalStore(path, read_only=read_only)
-    return zarr.storage.FsspecStore.from_url(url, read_only=read_only)
+    return _remote.open_fsspec(url, read_only=read_only)  # its failures as langneurons errors
 
 
 def exists(zstore: Store, key: str) -> bool:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import shutil
+import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import zarr.storage
 
 from langneurons._deprecate import renamed_keywords
+from langneurons._progress import progress
 from langneurons.errors import (
     InvalidNameError,
     NotAStoreError,
@@ -20,7 +24,7 @@ from langneurons.errors import (
     StoreNotFoundError,
     StoreValidationError,
 )
-from langneurons.store import _leftovers, _nodes, _zip, schema
+from langneurons.store import _leftovers, _nodes, _remote, _zip, schema
 from langneurons.store._store import ActivationStore, repair_hint
 
 StorePath = str | os.PathLike[str]
@@ -105,7 +109,20 @@ def create_store(store: StorePath, *, exist_ok: bool = True) -> ActivationStore:
             raise RunExistsError(f"store {url!r} already exists; open it instead")
         return open_store(url, mode="r+")
     if path is None:
-        _nodes.init_store(zstore)
+        # a store on S3 is created under its write lock (one of several concurrent creators
+        # writes the root, the others open it); other URLs catch the lost race instead
+        lock = _remote.object_lock(zstore, url)
+        with lock if lock is not None else contextlib.nullcontext():
+            if _nodes.exists(zstore, "zarr.json"):
+                if not exist_ok:
+                    raise RunExistsError(f"store {url!r} already exists; open it instead")
+                return open_store(url, mode="r+")
+            try:
+                _nodes.init_store(zstore)
+            except FileExistsError:
+                if not exist_ok:
+                    raise RunExistsError(f"store {url!r} already exists; open it instead") from None
+                return open_store(url, mode="r+")
         return ActivationStore(url, zstore, read_only=False)
     # Local stores are built next to their path and renamed into place, so a concurrent
     # creator never sees a half-made store; the loser of the race opens the winner's.
@@ -143,7 +160,7 @@ def import_zip(src: StorePath, store: StorePath) -> ActivationStore:
     place, so a refused or failed import leaves nothing behind. (``store`` was named ``dest``
     before 0.2; that name still works, with a DeprecationWarning.)
     """
-    source, dest = Path(src), Path(store)
+    source = Path(src)
 
     def check(unpacked: Path) -> None:
         problems = open_store(unpacked).validate()
@@ -153,8 +170,46 @@ def import_zip(src: StorePath, store: StorePath) -> ActivationStore:
             first = problems[0].replace(repair_hint(str(unpacked)), hint)
             raise StoreValidationError(f"{str(source)!r} holds an invalid store: {first}")
 
+    url = os.fspath(store)
+    if _nodes.local_path(url) is None:
+        return _import_zip_remote(source, url, check)
+    dest = Path(url)
     _zip.unpack(source, dest, check)
     return open_store(dest, mode="r+")
+
+
+def _import_zip_remote(source: Path, url: str, check: Callable[[Path], None]) -> ActivationStore:
+    """Unpack a zip export into a new store at a URL (object storage), checked before upload.
+
+    The archive is unpacked and validated locally first (as for a directory), then uploaded with
+    the root ``zarr.json`` last: until that key is written no reader sees a store at ``url``, and
+    an upload that fails deletes what it had written.
+    """
+    if url.endswith(".zip"):
+        raise InvalidNameError(f"cannot unpack into zip {url!r}; give a directory or bucket path")
+    zstore = _nodes.zarr_store(url, read_only=False)
+    if _nodes.keys(zstore):
+        raise RunExistsError(
+            f"{url!r} already holds objects; give a new path for the store (nothing is replaced)"
+        )
+    with tempfile.TemporaryDirectory(prefix="langneurons-import-") as work:
+        local = Path(work) / "store.zarr"
+        _zip.unpack(source, local, check)
+        keys = _nodes.keys(zarr.storage.LocalStore(local, read_only=True))
+        ordered = [k for k in keys if k != "zarr.json"] + ["zarr.json"]
+        written: list[str] = []
+        try:
+            with progress("upload", total=len(ordered), unit="file") as task:
+                for key in ordered:
+                    _nodes.put(zstore, key, (local / key).read_bytes())
+                    written.append(key)
+                    task.update()
+        except BaseException:
+            for key in reversed(written):
+                with contextlib.suppress(Exception):
+                    _nodes.delete(zstore, key)
+            raise
+    return open_store(url, mode="r+")
 
 
 def _backup_hint(path: Path, url: str) -> str | None:

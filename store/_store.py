@@ -1,6 +1,7 @@
 """The activation store: a Zarr v3 hierarchy of runs, safe for concurrent writers.
 
 Writes are serialised by a lock on the store (``flock`` on the store directory for local stores,
+a lock object made by a conditional PUT for stores on S3, :mod:`~langneurons.store._objectlock`,
 an in-process lock for other URLs) and made atomic by each run's journal
 (:mod:`langneurons.store._journal`): a writer killed in the middle of a write leaves the journal
 behind, and the next writer (or ``repair``) rolls the run back to its previous state; readers
@@ -45,6 +46,7 @@ from langneurons.errors import (
     CorruptStoreError,
     InterruptedWriteError,
     InvalidNameError,
+    RunChangedError,
     RunExistsError,
     RunNotFoundError,
     SchemaVersionError,
@@ -54,6 +56,9 @@ from langneurons.names import LANGUAGE, LAYER, N_ACTIVE, N_TOKENS, NEURON, SEQ_N
 from langneurons.store import (
     _arrays,
     _attrs,
+    _export_dataset,
+    _export_netcdf,
+    _export_parquet,
     _integrity,
     _journal,
     _leftovers,
@@ -61,6 +66,7 @@ from langneurons.store import (
     _metadata,
     _nodes,
     _plan,
+    _remote,
     _validation,
     _zip,
     schema,
@@ -71,6 +77,7 @@ log = logging.getLogger(__name__)
 
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
+_HELD: dict[str, int] = {}  # stores whose lock object this process holds (under its RLock)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +129,16 @@ class ActivationStore:
             with _PROCESS_LOCKS_GUARD:
                 lock = _PROCESS_LOCKS.setdefault(self.url, threading.RLock())
             with lock, _integrity.write_empty_chunks():
-                yield
+                remote = _remote.object_lock(self._zstore, self.url) if exclusive else None
+                if remote is None or _HELD.get(self.url, 0):  # no lock object, or held already
+                    yield
+                    return
+                with remote:  # across processes and machines (a store on S3)
+                    _HELD[self.url] = 1
+                    try:
+                        yield
+                    finally:
+                        _HELD.pop(self.url, None)
 
     def _require_writable(self) -> None:
         if self.read_only:
@@ -384,6 +400,13 @@ class ActivationStore:
         run = self._check_run(run)
         with self._lock(exclusive=False):
             if _journal.Journal(self._zstore, run).armed():
+                writer = _remote.live_writer(self._zstore, self.url)
+                if writer is not None:  # on S3 readers take no lock: a write is in flight
+                    raise RunChangedError(
+                        f"run {run!r} is being written by another process (host "
+                        f"{writer.get('host')}, pid {writer.get('pid')}); open it again once the "
+                        "write has committed"
+                    )
                 raise InterruptedWriteError(
                     f"run {run!r} holds an interrupted write; {self._repair_hint()} to roll it back"
                 )
@@ -989,8 +1012,6 @@ class ActivationStore:
         return out
 
     # ------------------------------------------------------------------ sharing
-
-    # ------------------------------------------------------------------ sharing
     def export_zip(self, dest: str | os.PathLike[str]) -> Path:
         """Write the whole store to one zip file (xarray reads it through zarr's ``ZipStore``).
 
@@ -1000,14 +1021,118 @@ class ActivationStore:
         dest = Path(dest)
         _zip.check_target(dest)
         with self._lock(exclusive=False):
-            if self._interrupted_runs():
-                raise InterruptedWriteError(
-                    f"store {self.url!r} holds an interrupted write; {self._repair_hint()} "
-                    "before exporting"
-                )
-            self._check_valid("export")
+            self._check_exportable()
             keys = _nodes.keys(self._zstore)
             return _zip.write(dest, self._iter_items(keys), len(keys))
+
+    def export_netcdf(
+        self, dest: str | os.PathLike[str], *, runs: Sequence[str] | None = None
+    ) -> list[Path]:
+        """Write each run (all, or ``runs``) as one NetCDF-4 file under the new folder ``dest``.
+
+        The file of run ``a/b`` is ``dest/a/b.nc``: the counts at its root, each saved result
+        as the group ``KIND/NAME``; attributes that netCDF cannot hold are JSON text, decoded by
+        :func:`langneurons.store.decode_attrs`. Needs the ``share`` extra (h5netcdf). Every file
+        is read back and compared with the store before ``dest`` appears; a damaged store is
+        refused. Returns the files written.
+        """
+        dest = Path(dest)
+        with self._lock(exclusive=False):
+            self._check_exportable()
+            names = self._export_runs(runs)
+            return _export_netcdf.write(
+                dest,
+                names,
+                lambda run: self.open_run(run, chunks={}),  # dask: streamed to disk by chunks
+                lambda run: [
+                    (f"{kind}/{name}", self.open_result(run, kind, name))
+                    for kind in schema.RESULT_GROUPS
+                    for name in self._results(run, kind)
+                ],
+            )
+
+    def export_parquet(
+        self, dest: str | os.PathLike[str], *, runs: Sequence[str] | None = None
+    ) -> list[Path]:
+        """Write each run (all, or ``runs``) as a long-form Parquet neuron table under ``dest``.
+
+        One row per (language, role, layer, neuron): ``run, language, role, layer, neuron,
+        n_active, n_tokens, P`` and, for each saved identification result NAME, ``type_NAME`` and
+        ``mask_NAME`` (see :mod:`langneurons.store._export_parquet`). The file of run ``a/b`` is
+        ``dest/a/b.parquet``, written a batch of layers at a time. Needs the ``share`` extra
+        (pyarrow). Read back and compared with the store before ``dest`` appears.
+        """
+        dest = Path(dest)
+        with self._lock(exclusive=False):
+            self._check_exportable()
+            names = self._export_runs(runs)
+            return _export_parquet.write(
+                dest, names, lambda run: self.open_run(run), self._identifications
+            )
+
+    def export_dataset(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        runs: Sequence[str] | None = None,
+        license: str = "unknown",
+        title: str | None = None,
+    ) -> Path:
+        """Write a folder laid out as a dataset repository, ready to upload to a dataset hub.
+
+        ``dest/README.md`` is a dataset card (YAML metadata: licence, languages, one config per
+        run, and each run's model, revision, corpus and its hash; how it was made and how to load
+        it), ``dest/store.zip`` the whole store (:meth:`export_zip`), ``dest/data/RUN.parquet``
+        the neuron tables (:meth:`export_parquet`). The ``datasets`` library loads a run with
+        ``load_dataset(dest, "RUN")`` (``/`` in a run's name written as ``--``). Every part is
+        read back and checked before ``dest`` appears.
+        """
+        dest = Path(dest)
+        with self._lock(exclusive=False):
+            self._check_exportable()
+            names = self._export_runs(runs)
+            keys = _nodes.keys(self._zstore)
+            return _export_dataset.write(
+                dest,
+                _export_dataset.Parts(
+                    store_url=self.url,
+                    runs=names,
+                    info=self.info(),
+                    write_zip=lambda path: _zip.write(path, self._iter_items(keys), len(keys)),
+                    read_zip=_read_zip,
+                    open_run=lambda run: self.open_run(run),
+                    identifications=self._identifications,
+                ),
+                license=license,
+                title=title,
+            )
+
+    def _identifications(self, run: str) -> list[tuple[str, xr.Dataset]]:
+        """The identification results saved under ``run``, opened, by name."""
+        return [
+            (name, self.open_result(run, "identification", name))
+            for name in self._results(run, "identification")
+        ]
+
+    def _export_runs(self, runs: Sequence[str] | None) -> list[str]:
+        """The runs an export writes: every run, or the ones named (checked)."""
+        if runs is None:
+            found = self.runs()
+            if not found:
+                raise RunNotFoundError(f"store {self.url!r} holds no run with counts to export")
+            return found
+        if isinstance(runs, str):
+            runs = [runs]
+        return list(dict.fromkeys(self._check_run(run) for run in runs))
+
+    def _check_exportable(self) -> None:
+        """Refuse to export a store with an interrupted write or any damage or schema problem."""
+        if self._interrupted_runs():
+            raise InterruptedWriteError(
+                f"store {self.url!r} holds an interrupted write; {self._repair_hint()} "
+                "before exporting"
+            )
+        self._check_valid("export")
 
     def _check_valid(self, action: str) -> None:
         """Raise the first problem ``validate`` finds, as one line, before ``action``."""
@@ -1096,6 +1221,16 @@ class RunWriter:
             yield self.store._group(self.run, zstore=recorder)
             _manifest.flush(self.store._zstore, recorder, new=False)
             self.store._consolidate()
+
+
+def _read_zip(path: Path) -> tuple[list[str], list[str]]:
+    """The runs of a store zip and what ``validate`` finds wrong in it."""
+    url = str(path)
+    zipped = ActivationStore(url, _nodes.zarr_store(url, read_only=True), read_only=True)
+    try:
+        return zipped.runs(), zipped.validate()
+    finally:
+        zipped.zarr_store.close()
 
 
 def _with_unit(provenance: Mapping[str, Any] | None, unit: str | None) -> dict[str, Any]:

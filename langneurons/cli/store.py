@@ -111,12 +111,50 @@ def repair(store: str, rebind: bool) -> None:
 @click.command()
 @click.argument("store")
 @click.argument("dest")
-def export(store: str, dest: str) -> None:
-    """Export STORE as one zip file DEST for sharing (xarray reads it via zarr's ZipStore)."""
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["zip", "netcdf", "parquet", "dataset"]),
+    default="zip",
+    show_default=True,
+    help="zip: the whole store as one zip file DEST; netcdf: one NetCDF-4 file per run under the "
+    "new folder DEST; parquet: one long-form neuron table per run under DEST; dataset: a folder "
+    "laid out as a dataset repository (card, store zip, Parquet tables).",
+)
+@click.option("--runs", default=None, help="Comma-separated runs to export (default all; not zip).")
+@click.option(
+    "--license",
+    default="unknown",
+    show_default=True,
+    help="Licence identifier written in the dataset card (--format dataset), e.g. cc-by-4.0.",
+)
+@click.option("--title", default=None, help="Title of the dataset card (--format dataset).")
+def export(
+    store: str, dest: str, fmt: str, runs: str | None, license: str, title: str | None
+) -> None:
+    """Export STORE to DEST for sharing: a zip (xarray reads it via zarr's ZipStore), NetCDF
+    files, Parquet neuron tables or a dataset folder. A damaged store is refused; what is
+    written is read back and compared before DEST appears."""
     from langneurons.store import open_store
 
-    path = open_store(store).export_zip(dest)
-    click.echo(f"wrote {path}")
+    opened = open_store(store)
+    selected = split_list(runs) or None
+    if fmt == "zip":
+        if selected:
+            raise click.UsageError("--runs is not for --format zip, which exports the whole store")
+        click.echo(f"wrote {opened.export_zip(dest)}")
+        return
+    if fmt == "dataset":
+        path = opened.export_dataset(dest, runs=selected, license=license, title=title)
+        n = len(selected or opened.runs())
+        click.echo(
+            f"wrote dataset folder {path} ({n} run(s): README.md card, store.zip, data/*.parquet;"
+            f" licence {license})"
+        )
+        return
+    write = opened.export_netcdf if fmt == "netcdf" else opened.export_parquet
+    files = write(dest, runs=selected)
+    click.echo(f"wrote {len(files)} {fmt} file(s) under {dest}: " + ", ".join(map(str, files)))
 
 
 @click.command()
