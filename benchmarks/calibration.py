@@ -769,7 +769,7 @@ HETS = ("independent", "beta-binomial", "logit-normal")
 
 
 def full_grid() -> list[Cell]:
-    """The grid of ``make calibration`` (its tests cells; the whole grid took 49 minutes on 2 shared cores)."""
+    """The tests cells of ``make calibration`` (the whole grid: 49 minutes on 2 shared cores)."""
     cells = []
     for het in HETS:
         for rate in (0.01, 0.5):
