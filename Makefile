@@ -59,7 +59,7 @@ bench: venv
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
 
 # the calibration table of every test and interval on simulated runs with known truth
-# (docs/calibration.md; about 20 minutes on 2 cores); `make bench` runs its reduced grid
+# (docs/calibration.md; about 50 minutes on 2 shared cores); `make bench` runs its reduced grid
 calibration: venv
 	$(PY) benchmarks/calibration.py --out docs/calibration.md
 

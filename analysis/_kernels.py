@@ -413,3 +413,27 @@ def upper_tail(
         p = special.stdtr(np.where(degenerate, 1.0, df), -z)
     p[degenerate] = np.where(effect[degenerate] > 0, 0.0, 1.0)
     return z, p
+
+
+def conditional_tail(x: FloatArray, n: FloatArray, pooled: FloatArray, deff: float) -> FloatArray:
+    """Upper tail of language k's count given the neuron's total, on effective counts.
+
+    Given the total ``X`` over languages, ``x_k`` is hypergeometric under H0 (mean ``X pi``,
+    variance ``X pi (1 - pi)(1 - p)`` with ``pi = n_k / N`` and the pooled ``p``), its
+    variance inflated by ``D``. Dividing counts by ``D (1 - p)`` matches both moments with a
+    binomial ``Bin(X', pi)``; the tail ``P(Bin(X', pi) >= x_k') = I_pi(x_k', X' - x_k' + 1)``
+    (the regularised incomplete beta, continuous in the effective counts) keeps the skew of
+    sparse counts that the normal tail ignores. ``x`` on ``[language, ...]``; 1 where the
+    neuron never fires in the language or always fires.
+    """
+    from scipy import special  # imported where used: scipy costs start-up time
+
+    scale = deff * (1.0 - pooled)  # [...]
+    pi = (n / n.sum())[(slice(None),) + (None,) * (x.ndim - 1)]
+    total = x.sum(axis=0)
+    live = (x > 0) & (scale > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.where(live, x / scale, 1.0)
+        rest = np.where(live, (total - x) / scale + 1.0, 1.0)
+        p = np.where(live, special.betainc(k, rest, np.broadcast_to(pi, x.shape)), 1.0)
+    return np.asarray(p, dtype=np.float64)

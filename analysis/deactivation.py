@@ -183,9 +183,9 @@ def _item_variances(
 #: Why the item intervals of a deactivation are labelled descriptive.
 INTERVAL_REASON = (
     "Student-t intervals over skewed items undercover: the damage interval covered 0.93 with 8 "
-    "items per language and 0.942 with 32, the dominance interval 0.942 and 0.952, and with "
-    "heavy-tailed items 0.85-0.89 and 0.92 (docs/calibration.md); read them as approximate "
-    "(the control test and the item t-test hold their level)"
+    "items per language and 0.94 with 32, the dominance interval 0.943 and 0.949, and with "
+    "heavy-tailed items 0.84-0.88 and 0.91-0.92 (docs/calibration.md); read them as "
+    "approximate (the control test and the item t-test hold their level)"
 )
 
 
@@ -280,7 +280,7 @@ def deactivation_effects(
     independent across languages.
     The coverage and sizes are measured by simulation in ``docs/calibration.md``: the tests
     hold their level; the item intervals undercover on skewed items (damage: 0.93 with 8
-    items per language, 0.942 with 32; dominance: 0.942 with 8, 0.92 with 32 heavy-tailed
+    items per language, 0.94 with 32; dominance: 0.943 with 8, 0.92 with 32 heavy-tailed
     items) and are labelled descriptive (``attrs["interval_inference"]``).
 
     Parameters

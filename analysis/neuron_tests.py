@@ -27,7 +27,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from langneurons.analysis._kernels import upper_tail
+from langneurons.analysis._kernels import conditional_tail, upper_tail
 from langneurons.analysis._resample import (
     choose_cluster,
     cluster_sums,
@@ -134,30 +134,6 @@ def _statistics(
     }
 
 
-def _conditional_tail(x: FloatArray, n: FloatArray, pooled: FloatArray, deff: float) -> FloatArray:
-    """Upper tail of language k's count given the neuron's total, on effective counts.
-
-    Given the total ``X`` over languages, ``x_k`` is hypergeometric under H0 (mean ``X pi``,
-    variance ``X pi (1 - pi)(1 - p)`` with ``pi = n_k / N`` and the pooled ``p``), its
-    variance inflated by ``D``. Dividing counts by ``D (1 - p)`` matches both moments with a
-    binomial ``Bin(X', pi)``; the tail ``P(Bin(X', pi) >= x_k') = I_pi(x_k', X' - x_k' + 1)``
-    (the regularised incomplete beta, continuous in the effective counts) keeps the skew of
-    sparse counts that the normal tail ignores. ``x`` on ``[language, ...]``; 1 where the
-    neuron never fires in the language or always fires.
-    """
-    from scipy import special  # imported where used: scipy costs start-up time
-
-    scale = deff * (1.0 - pooled)  # [...]
-    pi = (n / n.sum())[(slice(None),) + (None,) * (x.ndim - 1)]
-    total = x.sum(axis=0)
-    live = (x > 0) & (scale > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k = np.where(live, x / scale, 1.0)
-        rest = np.where(live, (total - x) / scale + 1.0, 1.0)
-        p = np.where(live, special.betainc(k, rest, np.broadcast_to(pi, x.shape)), 1.0)
-    return np.asarray(p, dtype=np.float64)
-
-
 def _binomial(
     run: xr.Dataset, roles: tuple[str, ...], margin: float = 0.0, deff: float | None = None
 ) -> dict[str, FloatArray]:
@@ -165,9 +141,9 @@ def _binomial(
 
     ``z = (p_k - p_r) / sqrt(D p (1 - p) (1/n_k + 1/n_r))`` with the pooled ``p = sum x / sum
     n`` and design effect ``D``; with a margin, the unpooled variance ``D (p_k (1 - p_k) / n_k
-    + p_r (1 - p_r) / n_r)``. With a design effect the p-value is the conditional tail of
-    :func:`_conditional_tail` (with a margin, the larger of that and the margin's z tail).
-    Returns arrays on ``[layer, neuron, language]``.
+    + p_r (1 - p_r) / n_r)``. With a design effect the p-value is the conditional tail
+    (``_kernels.conditional_tail``; with a margin, the larger of that and the margin's z
+    tail). Returns arrays on ``[layer, neuron, language]``.
     """
     counts = xr.Dataset(
         {
@@ -197,7 +173,7 @@ def _binomial(
         if deff is not None:
             # the normal tail of a sparse count deflated by D is too thin: 0.015-0.018 of
             # null p-values fell below 0.01 at the true D, and BH's FDR reached 0.2
-            exact = _conditional_tail(x, n, pooled, deff)
+            exact = conditional_tail(x, n, pooled, deff)
             if margin > 0.0:  # a margin null contains the plain one: never the smaller p
                 out["p0"] = exact
                 out["p"] = np.maximum(out["p"], exact)

@@ -435,7 +435,7 @@ def test_deactivation_tests_hold_their_level_and_have_power(method: str) -> None
 
 
 def test_deactivation_damage_interval_undercovers_and_says_descriptive() -> None:
-    """The t interval of a ratio over 8 skewed items covers 0.93 (0.942 with 32 items): the
+    """The t interval of a ratio over 8 skewed items covers 0.93 (0.94 with 32 items): the
     result labels it descriptive rather than claim 95 %."""
     result = _result(DEACTIVATION, "deactivation damage interval (items)")
     assert result.descriptive and result.verdict() == "descriptive"
@@ -443,7 +443,7 @@ def test_deactivation_damage_interval_undercovers_and_says_descriptive() -> None
 
 
 def test_deactivation_dominance_interval_says_descriptive() -> None:
-    # 0.942 with 8 items in the full grid, 0.92 with 32 heavy-tailed items
+    # 0.943 with 8 items in the full grid, 0.92 with 32 heavy-tailed items
     result = _result(DEACTIVATION, "deactivation dominance interval (items)")
     assert result.descriptive and result.verdict() == "descriptive"
     assert result.mean["coverage"] > 0.9

@@ -225,11 +225,11 @@ def test_design_effect_p_values_are_the_conditional_tail_on_effective_counts() -
         res = language_preference_tests(run, design_effect=deff)
         np.testing.assert_allclose(res["p"].values, _conditional_oracle(run, deff), rtol=1e-10)
     # integer counts, nothing pooled away: exactly scipy's binomial upper tail
-    from langneurons.analysis.neuron_tests import _conditional_tail
+    from langneurons.analysis._kernels import conditional_tail
 
     x = np.array([[7.0], [3.0], [2.0]])
     n = np.array([100.0, 100.0, 200.0])
-    p = _conditional_tail(x, n, np.zeros(1), 1.0)
+    p = conditional_tail(x, n, np.zeros(1), 1.0)
     expect = scipy.stats.binom.sf(x[:, 0] - 1, 12, n / 400.0)
     np.testing.assert_allclose(p[:, 0], expect, rtol=1e-12)
     # with a margin the p-value is never below the plain test's
