@@ -964,6 +964,10 @@ def quick_grid() -> list[Cell]:
 # --------------------------------------------------------------------------- evaluation
 
 
+#: Fewer replicates than this give no verdict (the quick grid's smoke cells).
+MIN_REPS_FOR_VERDICT = 3
+
+
 @dataclasses.dataclass
 class Result:
     """The Monte-Carlo summary of one method on one cell."""
@@ -1002,9 +1006,11 @@ class Result:
         return out
 
     def verdict(self) -> str:
-        """``ok``, ``FAILS (...)`` or ``descriptive``."""
+        """``ok``, ``FAILS (...)``, ``descriptive``, or no verdict from too few replicates."""
         if self.descriptive:
             return "descriptive"
+        if self.reps < MIN_REPS_FOR_VERDICT:  # a Monte-Carlo s.e. from 2 values bounds nothing
+            return f"smoke test only ({self.reps} replicates, no verdict)"
         bad = self.failures()
         return f"FAILS ({'; '.join(bad)})" if bad else "ok"
 

@@ -337,6 +337,9 @@ def test_verdicts_state_the_bound() -> None:
     assert r.verdict() == "descriptive"
     ok = cal.Result("x", cell, 4, {"fdr": 0.05}, {"fdr": 0.01}, False, 0.0)
     assert ok.verdict() == "ok"
+    # two replicates (the quick grid's smoke cells): their s.e. bounds nothing, so no verdict
+    smoke = cal.Result("x", cell, 2, {"coverage": 0.938}, {"coverage": 0.0}, False, 0.0)
+    assert smoke.verdict() == "smoke test only (2 replicates, no verdict)"
 
 
 # --------------------------------------------------------------------------- accuracy ablation
