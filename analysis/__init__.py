@@ -45,6 +45,7 @@ from langneurons.analysis.stages import (
     segment_stages,
     stage_profile,
 )
+from langneurons.analysis.switches import type_switches
 from langneurons.analysis.uncertainty import activation_probability
 
 __all__ = [
@@ -80,5 +81,6 @@ __all__ = [
     "trajectories",
     "transition_table",
     "type_change",
+    "type_switches",
     "type_table",
 ]

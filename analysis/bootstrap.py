@@ -183,8 +183,11 @@ def swap_statistic(
     n_perm: int,
     statistic: Any,
     shape: tuple[int, ...],
+    *,
+    pair_statistic: Any = None,
 ) -> tuple[NDArray[np.float64], int]:
-    """``statistic(second) - statistic(first)`` of ``n_perm`` label-swapped pseudo-run pairs.
+    """``statistic(second) - statistic(first)`` of ``n_perm`` label-swapped pseudo-run pairs
+    (``pair_statistic(first, second)`` instead, when given: a statistic of the pair itself).
 
     Two paired runs (the same units): in permutation ``p`` each unit's sequences are swapped
     between the runs with probability 1/2 (:func:`~langneurons.analysis._resample.draw_swaps`,
@@ -236,7 +239,10 @@ def swap_statistic(
                 except NoValidLambdaError:
                     failed += 1
                     continue
-                out[b0 + j] = statistic(rb) - statistic(ra)
+                if pair_statistic is not None:
+                    out[b0 + j] = pair_statistic(ra, rb)
+                else:
+                    out[b0 + j] = statistic(rb) - statistic(ra)
             del counts
     if failed == n_perm:
         raise NoValidLambdaError(

@@ -461,6 +461,19 @@ def swap_change(
                 np.mean(malt[f"change_pvalue_{kind}"].values[changed_masks] <= LEVELS[0])
             ),
         }
+    snull = an.type_switches(base, aligned, params=params, n_perm=n_perm, seed=seed)
+    salt = an.type_switches(base_s, moved, params=params, n_perm=n_perm, seed=seed)
+    asym = snull["asymmetry_pvalue_swap"].values
+    asym_alt = salt["asymmetry_pvalue_swap"].values
+    masks["type_switches swap (neurons switching)"] = {
+        **_fpr(np.atleast_1d(snull["changed_pvalue_swap"].values)),
+        "power": float(salt["changed_pvalue_swap"].values <= LEVELS[0]),
+    }
+    masks["type_switches swap (asymmetry per pair of types)"] = {
+        **_fpr(asym[np.isfinite(asym)]),
+        # power: the pairs the shift moves neurons between (none <-> specific, l0's masks)
+        "power": float(np.nanmin(asym_alt) <= LEVELS[0]),
+    }
     return {
         **masks,
         "type_change swap (layer x type)": {

@@ -144,7 +144,8 @@ def compare_runs(
         ``top_rate`` -- of each language's mask and each type, Bowker and Stuart-Maxwell);
         with per-sequence counts in both runs and ``n_boot > 0``
         also ``type_change`` and ``shared_by_change``, and when the runs are paired and
-        ``n_swap > 0`` ``mask_change`` (each language's mask size, label-swap test); with
+        ``n_swap > 0`` ``mask_change`` (each language's mask size) and ``type_switches``
+        (neurons switching type, and the direction of the switches), label-swap tests; with
         ``trained_languages``, ``spontaneous`` (bootstrap intervals only with per-sequence counts).
     """
     from langneurons.analysis import compare as cmp
@@ -174,8 +175,13 @@ def compare_runs(
             n_perm=swaps,
         )
         if swaps:
+            from langneurons.analysis.switches import type_switches
+
             parts["mask_change"] = dist.mask_change(
                 base_run, aligned_run, params=params, n_perm=swaps, seed=seed + 2, paired=paired
+            )
+            parts["type_switches"] = type_switches(
+                base_run, aligned_run, params=params, n_perm=swaps, seed=seed + 3, paired=paired
             )
         parts["shared_by_change"] = dist.shared_by_change(
             base_run, aligned_run, params=params, n_boot=n_boot, seed=seed, paired=paired

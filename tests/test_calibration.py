@@ -205,6 +205,8 @@ VALID = [
     ("type_change swap (total per type)", SWAP),
     ("mask_change swap (per language)", SWAP),
     ("mask_change swap (max-T over languages)", SWAP),
+    ("type_switches swap (neurons switching)", SWAP),
+    ("type_switches swap (asymmetry per pair of types)", SWAP),
     ("test cluster", INDEP_128),
     ("BH (cluster test)", INDEP_128),
     ("BY (cluster test)", INDEP_128),

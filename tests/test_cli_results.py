@@ -315,7 +315,7 @@ def test_compare_runs_is_one_workflow_with_one_name(
     assert code == 0, err
     printed = json.loads(out)
     assert list(printed) == ["types", "overlap", "transitions", "mcnemar", "type_change",
-                             "mask_change", "shared_by_change"]  # fmt: skip
+                             "mask_change", "type_switches", "shared_by_change"]  # fmt: skip
     assert printed["types"]["saved"] == "m/aligned/compare/vs-m_base/types"
     # the library workflow gives what the command saved
     parts = workflows.compare_runs(

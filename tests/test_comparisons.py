@@ -404,6 +404,36 @@ def test_compare_runs_reports_the_swap_test_of_the_type_change(
     masks = out[out.index("mask_change: not saved") :]
     assert "  language  base  aligned  change  swap p  max-T p" in masks
     assert "max-T p: familywise over languages" in masks and "inference: valid" in masks
+    switches = out[out.index("type_switches: not saved") :]
+    assert (
+        "  neurons switching type: " in switches
+        and "(one-sided; smallest attainable 0.1)" in switches
+    )
+    assert "forward  back  net  swap p" in switches and "none -> specific" in switches
+
+
+def test_type_switches_against_label_swapped_runs(group_store: str) -> None:
+    from langneurons.analysis import IdentifyParams, transition_table, type_switches
+    from langneurons.store import open_store
+
+    store = open_store(group_store)
+    a, b = store.open_run("m/a1").load(), store.open_run("m/b1").load()
+    params = IdentifyParams(top_rate=0.1, lam_widen=10)
+    out = type_switches(a, b, params=params, n_perm=19, seed=4)
+    table = transition_table(identify(a, top_rate=0.1, lam_widen=10),
+                             identify(b, top_rate=0.1, lam_widen=10))  # fmt: skip
+    np.testing.assert_array_equal(out["count"], table["count"])
+    assert int(out["changed"]) == int(table["changed"])
+    count = out["count"].values
+    assert out["asymmetry"].values[1, 2] == count[1, 2] - count[2, 1]
+    assert np.isnan(out["asymmetry"].values[2, 1]) and np.isnan(out["asymmetry"].values[0, 0])
+    assert 1 / 20 <= float(out["changed_pvalue_swap"]) <= 1
+    assert out.attrs["inference"] == "valid" and out.sizes["permutation"] == 19
+    # a run against itself: nothing switches, nothing is asymmetric
+    same = type_switches(a, a, params=params, n_perm=9)
+    assert int(same["changed"]) == 0 and float(same["changed_pvalue_swap"]) == 1.0
+    with pytest.raises(ParameterError, match=r"^type_switches swaps items between the runs"):
+        type_switches(a, b, params=params, n_perm=9, paired=False)
 
 
 def test_mask_change_swaps_items_and_refuses_what_it_cannot_test(group_store: str) -> None:

@@ -48,6 +48,7 @@ from langneurons.analysis import (
     trajectories,
     transition_table,
     type_change,
+    type_switches,
     type_table,
 )
 from langneurons.analysis._validate import as_labels
@@ -237,6 +238,7 @@ CASES: dict[str, Callable[[Inputs], Any]] = {
     "type_change": lambda d: type_change(d["base"], d["aligned"], n_boot=N_BOOT),
     "shared_by_change": lambda d: shared_by_change(d["base"], d["aligned"], n_boot=N_BOOT),
     "mask_change": lambda d: mask_change(d["base"], d["aligned"], n_perm=N_PERM),
+    "type_switches": lambda d: type_switches(d["base"], d["aligned"], n_perm=N_PERM),
     "spontaneous_alignment": lambda d: spontaneous_alignment(
         d["base"], d["aligned"], ["en"], n_boot=N_BOOT, n_perm=N_PERM
     ),

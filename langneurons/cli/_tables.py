@@ -455,6 +455,29 @@ def mask_change(ds: xr.Dataset) -> Lines:
     return lines
 
 
+def type_switches(ds: xr.Dataset) -> Lines:
+    """Neurons switching type against label-swapped runs, and the asymmetric pairs of types."""
+    a = ds.attrs
+    lines = [
+        f"  neurons switching type: {int(ds['changed'])} (exchangeable runs: "
+        f"{_fmt(float(ds['expected_changed']))} on average), swap p = "
+        f"{_fmt(float(ds['changed_pvalue_swap']))} (one-sided; smallest attainable "
+        f"{_fmt(a['min_pvalue_swap'])})"
+    ]
+    rows = []
+    types = _labels(ds, "from_type")
+    for i, s in enumerate(types):
+        for j, t in enumerate(types):
+            if j > i:
+                net = float(ds["asymmetry"].values[i, j])
+                rows.append([f"{s} -> {t}", int(ds["count"].values[i, j]),
+                             int(ds["count"].values[j, i]), int(net),
+                             float(ds["asymmetry_pvalue_swap"].values[i, j])])  # fmt: skip
+    lines += table(["types", "forward", "back", "net", "swap p"], rows)
+    lines += inference_line(a)
+    return lines
+
+
 def model_groups(ds: xr.Dataset) -> Lines:
     """Per type: each model's mean share over its runs, the difference and its p-values."""
     a = ds.attrs
@@ -514,6 +537,7 @@ PRINTERS: dict[str, Callable[[xr.Dataset], Lines]] = {
     "type_change": type_change,
     "mask_change": mask_change,
     "model_groups": model_groups,
+    "type_switches": type_switches,
 }
 
 
