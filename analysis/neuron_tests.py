@@ -139,6 +139,8 @@ def _conditional_tail(x: FloatArray, n: FloatArray, pooled: FloatArray, deff: fl
     sparse counts that the normal tail ignores. ``x`` on ``[language, ...]``; 1 where the
     neuron never fires in the language or always fires.
     """
+    from scipy import special
+
     scale = deff * (1.0 - pooled)  # [...]
     pi = (n / n.sum())[(slice(None),) + (None,) * (x.ndim - 1)]
     total = x.sum(axis=0)
