@@ -3,11 +3,13 @@
 1. Time of ``extract`` (hooks, on-device counting, and the store commits) against a bare forward
    pass over the very same batches without hooks, with the Gemma 3 270M GGUF model when its
    package is installed (``make gemma``; ``--model tiny`` or without it: a tiny random llama).
-   Target with real weights: at most 1.10x. Also timed, interleaved with those two: the forward
-   with the counting hook alone (no tokenizing, no store), which splits the overhead into the
-   hook's and the rest's, and ``extract --sums`` (which keeps ``act_sum``/``act_sqsum``).
-   Every arm runs with the same ``--threads`` torch threads (``OMP_NUM_THREADS`` is set to it
-   before torch is imported); repeats alternate the arms, and the table takes medians.
+   Target with real weights: at most 1.10x. Also timed: ``extract --sums`` (which keeps
+   ``act_sum``/``act_sqsum``), and the forward with the counting hook alone (no tokenizing, no
+   store) against the bare forward, batch by batch back to back, which splits the overhead into
+   the hook's and the rest's. Every arm runs with the same ``--threads`` torch threads
+   (``OMP_NUM_THREADS`` is set to it before torch is imported); repeats alternate the arms
+   (each repeat in another order), and the table takes the median of each repeat's ratio, since
+   on a shared machine the seconds of one arm move by 2-3x between repeats.
 2. Token positions the model processes, against the reference pipeline's two-pass method (the
    full prompt + response, then the prompt alone, each batched in file order with a fixed batch
    size and padded to the longest sequence in the batch, as the reference code does), with the
@@ -43,7 +45,7 @@ def main() -> None:
         default="auto",
         help="auto: Gemma 3 270M (GGUF) when installed, else the tiny random llama",
     )
-    parser.add_argument("--records", type=int, default=6, help="records per language (timing)")
+    parser.add_argument("--records", type=int, default=3, help="records per language (timing)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every arm")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=256)
@@ -51,7 +53,7 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=2048)
     parser.add_argument("--unit-size", type=int, default=32)
     parser.add_argument("--reference-batch-size", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one timed repeat (smoke test)")
     parser.add_argument("--json", type=Path, help="write the headline rows here (make bench)")
     args = parser.parse_args()
@@ -129,13 +131,6 @@ def main() -> None:
                 for ids, _, attention in prepared:
                     loaded.model(input_ids=ids, attention_mask=attention, **kwargs)
 
-        def hooked() -> None:
-            acc = Accumulator(torch, loaded.n_layers, n_neurons, len(records), "cpu", False)
-            with torch.inference_mode(), capture(loaded.plan, acc):
-                for ids, mask, attention in prepared:
-                    acc.mask = mask
-                    loaded.model(input_ids=ids, attention_mask=attention, **kwargs)
-
         def ours(sums: bool = False) -> None:
             store = work / "store.zarr"
             shutil.rmtree(store, ignore_errors=True)
@@ -152,20 +147,48 @@ def main() -> None:
                 loaded=loaded,
             )
 
+        def interleaved() -> tuple[float, float]:
+            """Bare and hooked forward of each batch back to back (order alternating by batch):
+            the hook's cost, nearly free of the machine's drift."""
+            acc = Accumulator(torch, loaded.n_layers, n_neurons, len(records), "cpu", False)
+            spent = [0.0, 0.0]
+            with torch.inference_mode():
+                for k, (ids, mask, attention) in enumerate(prepared):
+                    for with_hook in (k % 2 == 1, k % 2 == 0):
+                        t0 = time.perf_counter()
+                        if with_hook:
+                            with capture(loaded.plan, acc):
+                                acc.mask = mask
+                                loaded.model(input_ids=ids, attention_mask=attention, **kwargs)
+                        else:
+                            loaded.model(input_ids=ids, attention_mask=attention, **kwargs)
+                        spent[with_hook] += time.perf_counter() - t0
+            return spent[0], spent[1]
+
         arms: dict[str, Any] = {
             "bare": bare,
-            "hook": hooked,
             "ours": ours,
             "sums": lambda: ours(sums=True),
         }
         for fn in arms.values():
             fn()  # warm-up
-        # alternate the arms, so that a drift in the machine's speed affects them alike
+        # alternate the arms, each repeat in another order, so that a drift in the machine's
+        # speed affects them alike; each repeat's ratio compares arms run minutes apart at most
         times: dict[str, list[float]] = {name: [] for name in arms}
-        for _ in range(args.repeat):
-            for name, fn in arms.items():
-                times[name].append(_timed(fn))
+        names = list(arms)
+        for i in range(args.repeat):
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                times[name].append(_timed(arms[name]))
+        pairs = {
+            "ours": [a / b for a, b in zip(times["ours"], times["bare"], strict=True)],
+            "sums": [a / b for a, b in zip(times["sums"], times["ours"], strict=True)],
+        }
+        ratio = {name: statistics.median(v) for name, v in pairs.items()}
+        hook_parts = [interleaved() for _ in range(args.repeat)]
+        ratio["hook"] = statistics.median(h / b for b, h in hook_parts)
         t = {name: statistics.median(v) for name, v in times.items()}
+        t["hook"] = statistics.median(h for _, h in hook_parts)
+        t["hook_bare"] = statistics.median(b for b, _ in hook_parts)
         n_tokens = sum(e.length for e in encoded)
 
         # -- 2. tokens processed: one pass over prompt + response vs the two-pass reference
@@ -203,21 +226,22 @@ def main() -> None:
         f"{len(records)} records ({n_tokens:,} tokens, {len(batches)} batches), CPU, "
         f"{torch.get_num_threads()} torch thread(s), medians of {args.repeat}"
     )
-    print(f"{'measure':<50}{'value':>12}")
-    print(f"{'bare forward over the same batches (s)':<50}{t['bare']:>12.3f}")
-    print(f"{'forward with the counting hook (s)':<50}{t['hook']:>12.3f}")
-    print(f"{'langneurons extract, incl. store commits (s)':<50}{t['ours']:>12.3f}")
-    print(f"{'langneurons extract --sums (s)':<50}{t['sums']:>12.3f}")
-    print(f"{'ratio extract / bare forward (target <= 1.10)':<50}{t['ours'] / t['bare']:>12.3f}")
-    print(f"{'ratio hook / bare forward':<50}{t['hook'] / t['bare']:>12.3f}")
-    print(f"{'ratio extract --sums / extract':<50}{t['sums'] / t['ours']:>12.3f}")
+    print(f"{'measure':<56}{'value':>12}")
+    print(f"{'bare forward over the same batches (s, median)':<56}{t['bare']:>12.3f}")
+    print(f"{'langneurons extract, incl. store commits (s, median)':<56}{t['ours']:>12.3f}")
+    print(f"{'langneurons extract --sums (s, median)':<56}{t['sums']:>12.3f}")
+    print(f"{'extract / bare forward, median of paired ratios':<56}{ratio['ours']:>12.3f}")
+    fastest = min(times["ours"]) / min(times["bare"])
+    print(f"{'  the same, ratio of the fastest repeats':<56}{fastest:>12.3f}")
+    print(f"{'hooked / bare forward, interleaved by batch':<56}{ratio['hook']:>12.3f}")
+    print(f"{'extract --sums / extract, median of paired ratios':<56}{ratio['sums']:>12.3f}")
     print(f"{'token positions, two-pass reference':<50}{ref_positions:>12,}")
     print(f"{'token positions, langneurons one pass':<50}{ours_positions:>12,}")
     print(f"{'ratio reference / ours (target >= 1.8)':<50}{ref_positions / ours_positions:>12.3f}")
     print(f"{'unpadded ratio (2P + R) / (P + R)':<50}{ref_real / ours_real:>12.3f}")
     print(f"{'unpadded ratio, no chat template':<50}{plain_ref / plain_ours:>12.3f}")
     peak = peak_rss_mib()
-    spread = ", ".join(
+    spread = "; ".join(
         f"{name} {min(v):.2f}-{max(v):.2f} s" for name, v in times.items() if len(v) > 1
     )
     name = "Gemma 3 270M" if gemma else "tiny llama"
@@ -226,33 +250,34 @@ def main() -> None:
         [
             row(
                 "extract",
-                f"{name}: extract vs bare forward",
-                t["ours"],
-                unit="s",
-                baseline=t["bare"],
+                f"{name}: extract / bare forward (median of paired ratios)",
+                ratio["ours"],
+                unit="x",
+                baseline=1.0,
                 peak_mib=peak,
                 peak_of="VmHWM",
                 target=1.10 if gemma else None,
                 note=(
-                    f"{n_tokens:,} tokens, {args.threads} thread(s), median of {args.repeat}"
-                    + (f" ({spread})" if spread else "")
+                    f"{n_tokens:,} tokens, {args.threads} thread(s), {args.repeat} repeats, "
+                    f"medians {t['ours']:.2f} s vs {t['bare']:.2f} s"
+                    + (f" (ranges: {spread})" if spread else "")
                     + ("" if gemma else "; tiny random model, not real weights: no target")
                 ),
             ),
             row(
                 "extract",
-                f"{name}: forward with the counting hook vs bare",
+                f"{name}: forward with the counting hook vs bare, interleaved by batch",
                 t["hook"],
                 unit="s",
-                baseline=t["bare"],
+                baseline=t["hook_bare"],
                 note="the hook alone: no tokenizing, no store (reported)",
             ),
             row(
                 "extract",
-                f"{name}: extract --sums vs extract",
-                t["sums"],
-                unit="s",
-                baseline=t["ours"],
+                f"{name}: extract --sums / extract (median of paired ratios)",
+                ratio["sums"],
+                unit="x",
+                baseline=1.0,
                 note="what act_sum/act_sqsum cost (off by default; reported)",
             ),
             row(
