@@ -2,7 +2,8 @@
 
 For every record the prompt and the response are tokenized separately and their ids
 concatenated, so each token is counted under its role (``prompt`` / ``response``); padding is
-never counted. Sums of activations are accumulated in float64 and rounded to multiples of
+never counted. Sums of activations (optional: ``moments=True``, ``extract --sums``) are
+accumulated in float64 and rounded to multiples of
 ``MOMENT_GRID`` (2**-20) before they leave here: sums of such numbers are exact in float64, so
 merging units in any order gives bit-identical stores. Public names are re-exported by
 :mod:`langneurons.extract.engine`.
@@ -86,13 +87,22 @@ class Accumulator:
     """Device-side sums for one unit: counts, moments, and optional per-sequence counts."""
 
     def __init__(
-        self, torch: Any, n_layers: int, n_neurons: int, n_seq: int, device: Any, per_sequence: bool
+        self,
+        torch: Any,
+        n_layers: int,
+        n_neurons: int,
+        n_seq: int,
+        device: Any,
+        per_sequence: bool,
+        moments: bool = False,
     ) -> None:
         self.torch = torch
         self.n_neurons = n_neurons
         self.active = torch.zeros((2, n_layers, n_neurons), dtype=torch.int64, device=device)
-        self.total = torch.zeros((2, n_layers, n_neurons), dtype=torch.float64, device=device)
-        self.squares = torch.zeros((2, n_layers, n_neurons), dtype=torch.float64, device=device)
+        shape = (2, n_layers, n_neurons) if moments else (0,)
+        self.total = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.squares = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.moments = moments
         self.seq = (
             torch.zeros((n_seq, 2, n_layers, n_neurons), dtype=torch.int32, device=device)
             if per_sequence
@@ -115,13 +125,14 @@ class Accumulator:
                 f"the hooked module of layer {layer} saw {x.shape[0]} tokens, expected {b * t}; "
                 "name the activation module with --hook-module"
             )
-        x = x.float()
         positive = (x > 0).float()
         roles = self.mask.reshape(b * t, 2).T  # [2, B*T]
         # float32 matmuls count exactly: each sum is at most the batch's tokens (< 2**24)
         self.active[:, layer] += (roles @ positive).to(torch.int64)
-        self.total[:, layer] += (roles @ x).double()
-        self.squares[:, layer] += (roles @ (x * x)).double()
+        if self.moments:  # two more passes over the activations: only when asked for
+            x = x.float()
+            self.total[:, layer] += (roles @ x).double()
+            self.squares[:, layer] += (roles @ (x * x)).double()
         if self.seq is not None:
             per_seq = torch.einsum("btr,btn->brn", self.mask, positive.view(b, t, -1))
             self.seq[self.rows, :, layer] += per_seq.to(torch.int32)
@@ -142,14 +153,20 @@ def count_unit(
     *,
     batch_tokens: int,
     per_sequence: bool,
+    moments: bool = False,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run the model over some records and return their summed counts (numpy, on the host)."""
+    """Run the model over some records and return their summed counts (numpy, on the host).
+
+    ``moments``: also the sums of activations and of their squares (``act_sum``/``act_sqsum``).
+    """
     from langneurons.extract.architectures import capture
 
     torch = require_torch()
     n_neurons = loaded.plan.neurons or probe_neurons(loaded)
-    acc = Accumulator(torch, loaded.n_layers, n_neurons, len(encoded), loaded.device, per_sequence)
+    acc = Accumulator(
+        torch, loaded.n_layers, n_neurons, len(encoded), loaded.device, per_sequence, moments
+    )
     pad = int(loaded.tokenizer.pad_token_id or 0)
     kwargs = forward_kwargs(loaded.model)
     tokens = torch.zeros((len(encoded), 2), dtype=torch.int64)
@@ -171,10 +188,11 @@ def count_unit(
     out = {
         N_ACTIVE: acc.active.cpu().numpy(),
         N_TOKENS: tokens.sum(0).numpy(),
-        ACT_SUM: to_grid(acc.total.cpu().numpy()),
-        ACT_SQSUM: to_grid(acc.squares.cpu().numpy()),
         SEQ_N_TOKENS: tokens.numpy(),
     }
+    if moments:
+        out[ACT_SUM] = to_grid(acc.total.cpu().numpy())
+        out[ACT_SQSUM] = to_grid(acc.squares.cpu().numpy())
     if acc.seq is not None:
         out[SEQ_N_ACTIVE] = acc.seq.cpu().numpy()
     return out

@@ -153,6 +153,7 @@ def extract(
     gguf_file: str | None = None,
     languages: Sequence[str] | None = None,
     per_sequence: bool = False,
+    sums: bool = False,
     batch_tokens: int = 4096,
     max_length: int = 1024,
     device: str = "auto",
@@ -191,6 +192,12 @@ def extract(
         Extract only these languages (the run still lists every language of the data file).
     per_sequence
         Also store per-sequence counts (needed for bootstrap statistics).
+    sums
+        Also store each neuron's sum of activations and of their squares (``act_sum`` /
+        ``act_sqsum``, for means and variances of the activations). No analysis of langneurons
+        reads them, and they cost two more passes over every hooked activation, so they are off
+        by default. A run keeps the choice it was created with: resuming or joining it with a
+        different ``sums`` is refused.
     batch_tokens, max_length
         Padded tokens per batch; longest prompt + response kept per record.
     resume
@@ -249,6 +256,7 @@ def extract(
         "batch_tokens": batch_tokens,
         "unit_size": unit_size,
         "per_sequence": per_sequence,
+        "sums": bool(sums),
         "moment_grid": MOMENT_GRID,
     }
     # every unit of the whole corpus (all shards, all languages): the run is complete when each
@@ -317,14 +325,15 @@ def extract(
         try:
             for n, unit in enumerate(todo, 1):
                 task.note(f"unit {unit.key} ({n}/{len(todo)})")
-                sums = count_unit(
+                summed = count_unit(
                     loaded,
                     [encoded[i] for i in unit.positions],
                     batch_tokens=batch_tokens,
                     per_sequence=per_sequence,
+                    moments=bool(sums),
                     on_batch=task.update,
                 )
-                counts = _unit_counts(unit, records, sums, per_sequence)
+                counts = _unit_counts(unit, records, summed, per_sequence)
                 if pending is not None:
                     pending.result()
                     pending = None
@@ -369,8 +378,10 @@ def _unit_counts(
     unit: Unit, records: Sequence[_corpus.Record], sums: dict[str, np.ndarray], per_sequence: bool
 ) -> Counts:
     kwargs: dict[str, Any] = {}
+    if ACT_SUM in sums:
+        kwargs = {ACT_SUM: sums[ACT_SUM][None], ACT_SQSUM: sums[ACT_SQSUM][None]}
     if per_sequence:
-        kwargs = {
+        kwargs |= {
             SEQ_N_ACTIVE: sums[SEQ_N_ACTIVE],
             SEQ_N_TOKENS: sums[SEQ_N_TOKENS],
             SEQ_LANGUAGE: [unit.language] * len(unit.positions),
@@ -381,8 +392,6 @@ def _unit_counts(
         [unit.language],
         sums[N_ACTIVE][None],
         sums[N_TOKENS][None],
-        act_sum=sums[ACT_SUM][None],
-        act_sqsum=sums[ACT_SQSUM][None],
         **kwargs,
     )
 
@@ -397,6 +406,7 @@ _IDENTITY_KEYS = (
     "batch_tokens",
     "unit_size",
     "per_sequence",
+    "sums",
     "moment_grid",
 )
 
@@ -432,7 +442,7 @@ def _open_or_create_run(
                 n_layers=loaded.n_layers,
                 n_neurons=n_neurons,
                 metadata=meta,
-                moments=True,
+                moments=bool(identity["sums"]),
                 sequences=per_sequence,
                 seq_dtype=str(schema.seq_dtype_for(max_length)),
                 languages=all_languages,
@@ -450,7 +460,16 @@ def _open_or_create_run(
     checked = [*_IDENTITY_KEYS]
     if theirs.get("revision") and identity.get("revision"):
         checked.append("revision")  # both know which commit of a Hub model they used
+    # runs made before sums were optional have no "sums" key and always stored them
+    theirs = {"sums": True, **theirs}
     for key in checked:
+        if key == "sums" and theirs["sums"] != identity["sums"]:
+            flag = "--sums" if theirs["sums"] else "--no-sums"
+            raise StoreValidationError(
+                f"run {run!r} was extracted {'with' if theirs['sums'] else 'without'} act_sum/"
+                f"act_sqsum; pass {flag} (sums={bool(theirs['sums'])}) to complete it, or extract "
+                "into another --run"
+            )
         if theirs.get(key) != identity.get(key):
             what = "data" if key == "corpus_hash" else "model" if key == "config_sha256" else key
             raise StoreValidationError(

@@ -7,6 +7,7 @@ write replaces (from :func:`plan_write`), and only then calls :func:`apply`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -46,6 +47,22 @@ class Plan(NamedTuple):
 
     current: list[str]  # language labels before the write
     existing: dict[str, int]  # language of the counts -> its row in the run (merged rows)
+    totals: str = ""  # the run's token totals after the write (schema.TOKEN_TOTALS_ATTR)
+
+
+def token_totals(languages: Sequence[str], n_tokens: Any) -> str:
+    """The :data:`schema.TOKEN_TOTALS_ATTR` text of a run's labels and ``n_tokens`` rows."""
+    rows = [[int(x) for x in row] for row in n_tokens]
+    return json.dumps(
+        {"language": [str(x) for x in languages], "n_tokens": rows},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def read_token_totals(group: zarr.Group) -> str:
+    """:func:`token_totals` of a run as its arrays hold them."""
+    return token_totals(_nodes.labels(group, LANGUAGE), _nodes.read(group, N_TOKENS))
 
 
 def check_new_run(
@@ -257,7 +274,7 @@ def plan_write(run: str, group: zarr.Group, counts: Counts, merge: bool) -> Plan
     check_token_total(after, labels, f"run {run!r}: this write would make n_tokens add up to")
     if has_seq:
         _check_sequences(group, counts)
-    return Plan(current, existing)
+    return Plan(current, existing, token_totals(labels, after))
 
 
 def _check_sequences(group: zarr.Group, counts: Counts) -> None:
@@ -299,7 +316,7 @@ def apply(
     ``old`` holds the merged rows as they were (the journal's undo data, read once); without it
     they are read from the arrays.
     """
-    current, existing = plan
+    current, existing = plan.current, plan.existing
     new = [x for x in counts.languages if x not in existing]
     k0 = len(current)
     k1 = k0 + len(new)

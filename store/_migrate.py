@@ -25,7 +25,7 @@ import zarr.storage
 from langneurons._deprecate import renamed_keywords
 from langneurons.errors import InterruptedWriteError, InvalidNameError, StoreValidationError
 from langneurons.names import LANGUAGE, N_ACTIVE, SEQ_ID, SEQ_LANGUAGE, SEQ_N_ACTIVE
-from langneurons.store import _attrs, _journal, _leftovers, _nodes, schema
+from langneurons.store import _arrays, _attrs, _journal, _leftovers, _nodes, schema
 from langneurons.store._arrays import LANGUAGE_ROWS, SEQ_COUNTS
 from langneurons.store._open import open_store
 from langneurons.store._store import ActivationStore
@@ -157,6 +157,8 @@ def _copy(old: ActivationStore, new: ActivationStore, version: int) -> tuple[int
                         "migrated": {"from": version, "time": schema.now_iso()},
                     }
                 )
+                # the totals of the copied arrays (create_run wrote those of its zero rows)
+                | {schema.TOKEN_TOTALS_ATTR: _arrays.read_token_totals(target)}
             )
         for kind in schema.RESULT_GROUPS:
             for name in old.results(run, kind):

@@ -515,6 +515,7 @@ class ActivationStore:
                     plan = _arrays.plan_write(run, group, counts, merge=False)
                     _arrays.apply(group, counts, plan)
                     attrs["writes"] = [_plan.write_record("created", counts, attrs["provenance"])]
+                attrs[schema.TOKEN_TOTALS_ATTR] = _arrays.read_token_totals(group)
                 group.attrs.update(_attrs.encode(attrs))
                 _manifest.flush(self._zstore, recorder, new=True)
             except BaseException:
@@ -577,7 +578,8 @@ class ActivationStore:
                 writes = list(_attrs.value(group.attrs, "writes", []))
                 action = "merged" if merge else "added"
                 _plan.log_write(writes, _plan.write_record(action, counts, provenance or {}))
-                group.attrs.update(_attrs.encode({"updated": schema.now_iso(), "writes": writes}))
+                attrs = {"updated": schema.now_iso(), "writes": writes}
+                group.attrs.update(_attrs.encode(attrs) | {schema.TOKEN_TOTALS_ATTR: plan.totals})
                 _manifest.flush(self._zstore, recorder, new=False)
             except BaseException:
                 journal.roll_back()

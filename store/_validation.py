@@ -8,6 +8,7 @@ check reports a problem as a line; none raises.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -81,6 +82,7 @@ def validate_run(group: zarr.Group) -> list[str]:
     elif total(tokens) > INT64_MAX:
         problems.append(f"n_tokens adds up to {total(tokens)}, above the int64 limit {INT64_MAX}")
     problems.extend(check_counts(group, N_ACTIVE, tokens, langs))
+    problems.extend(check_token_totals(group.attrs.get(schema.TOKEN_TOTALS_ATTR), langs, tokens))
     if ACT_SQSUM in present:
         import dask.array as da
 
@@ -94,6 +96,24 @@ def validate_run(group: zarr.Group) -> list[str]:
         if unknown:
             problems.append(f"seq_language names languages not in the run: {unknown}")
     return problems
+
+
+def check_token_totals(text: object, langs: list[str], tokens: np.ndarray) -> list[str]:
+    """Whether the run's token-totals attribute (when it has one) matches its arrays."""
+    if text is None:
+        return []  # written before the attribute existed: info reads the arrays
+    want = {"language": langs, "n_tokens": [[int(x) for x in row] for row in tokens]}
+    try:
+        have = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        have = None
+    if have != want:
+        return [
+            f"the run's {schema.TOKEN_TOTALS_ATTR} attribute does not match its language and "
+            "n_tokens arrays (langneurons info would show it); delete the attribute, and info "
+            "reads the arrays"
+        ]
+    return []
 
 
 def is_string(arr: zarr.Array) -> bool:

@@ -71,6 +71,11 @@ CHUNK_MANIFEST: Final = "chunk_manifest.json"
 #: Attribute of a run or result group whose arrays all carry a chunk manifest (its format, 1).
 #: Groups written before manifests lack it: their chunks' places are unverified.
 MANIFESTS_ATTR: Final = "chunk_manifests"
+#: Run attribute: the run's language labels and token totals as JSON text
+#: (``{"language": [...], "n_tokens": [[prompt, response], ...]}``), rewritten with every commit
+#: so that ``langneurons info`` reads them without decoding arrays; ``validate`` checks it
+#: against ``language`` and ``n_tokens``. Runs written before it have none.
+TOKEN_TOTALS_ATTR: Final = "token_totals"
 RESERVED_NAMES: Final = frozenset({JOURNAL, *RESULT_GROUPS})
 #: Names Zarr gives its own metadata files (v3 and v2, consolidated included): a run or result
 #: component of one of these names would overwrite or hide a node's metadata.

@@ -177,7 +177,7 @@ def test_counts_equal_the_oracle(tmp_path: Path, data: Path, arch: str) -> None:
 
 def test_moments_match_a_float64_recount(tmp_path: Path, llama: Path, data: Path) -> None:
     store = tmp_path / "s.zarr"
-    extract(llama, data, store, "r", device="cpu", dtype="float32", progress=False)
+    extract(llama, data, store, "r", device="cpu", dtype="float32", sums=True, progress=False)
     ds = open_store(store).open_run("r").load()
     assert ds.act_sum.dtype == np.float64
     assert (ds.act_sqsum >= 0).all()
@@ -186,6 +186,51 @@ def test_moments_match_a_float64_recount(tmp_path: Path, llama: Path, data: Path
     # a mean activation of a positive-count neuron is finite and bounded by the sqrt of sqsum
     mean = ds.act_sum / ds.n_tokens
     assert np.isfinite(mean.values).all()
+
+
+def test_sums_are_optional_and_off_by_default(tmp_path: Path, llama: Path, data: Path) -> None:
+    store = tmp_path / "s.zarr"
+    kwargs: dict[str, Any] = {"device": "cpu", "dtype": "float32", "progress": False}
+    extract(llama, data, store, "plain", **kwargs)
+    extract(llama, data, store, "summed", sums=True, **kwargs)
+    plain = open_store(store).open_run("plain").load()
+    summed = open_store(store).open_run("summed").load()
+    assert "act_sum" not in plain and "act_sqsum" not in plain
+    assert "act_sum" in summed and "act_sqsum" in summed
+    # the counts do not depend on whether the sums were kept
+    np.testing.assert_array_equal(plain.n_active.values, summed.n_active.values)
+    np.testing.assert_array_equal(plain.n_tokens.values, summed.n_tokens.values)
+    assert open_store(store).validate() == []
+    # completing a run with the other choice is refused, naming the flag that fits
+    extract(llama, data, store, "part", languages=["en"], **kwargs)
+    with pytest.raises(StoreValidationError, match="without act_sum/act_sqsum; pass --no-sums"):
+        extract(llama, data, store, "part", sums=True, resume=True, **kwargs)
+    extract(llama, data, store, "part-summed", languages=["en"], sums=True, **kwargs)
+    with pytest.raises(StoreValidationError, match="with act_sum/act_sqsum; pass --sums"):
+        extract(llama, data, store, "part-summed", resume=True, **kwargs)
+    extract(llama, data, store, "part-summed", sums=True, resume=True, **kwargs)
+    done = open_store(store).open_run("part-summed").load()
+    np.testing.assert_array_equal(done.act_sum.values, summed.act_sum.values)
+
+
+def test_runs_from_before_optional_sums_resume_with_sums(
+    tmp_path: Path, llama: Path, data: Path
+) -> None:
+    """A run whose identity has no "sums" key was made when the sums were always stored."""
+    import zarr
+
+    store = tmp_path / "s.zarr"
+    kwargs: dict[str, Any] = {"device": "cpu", "dtype": "float32", "progress": False}
+    extract(llama, data, store, "old", languages=["en"], sums=True, **kwargs)
+    group = zarr.open_group(store / "old", mode="r+")
+    provenance = json.loads(group.attrs["provenance"])
+    del provenance["identity"]["sums"]
+    group.attrs["provenance"] = json.dumps(provenance)
+    zarr.consolidate_metadata(str(store))
+    with pytest.raises(StoreValidationError, match="pass --sums"):
+        extract(llama, data, store, "old", resume=True, **kwargs)
+    extract(llama, data, store, "old", sums=True, resume=True, **kwargs)
+    assert open_store(store).validate() == []
 
 
 # ----------------------------------------------------------------------------- units, batches
@@ -255,6 +300,7 @@ def _cli_command(model: Path, data: Path, store: Path, *extra: str) -> list[str]
         "--dtype",
         "float32",
         "--per-sequence",
+        "--sums",  # the kill chains below die between the moment arrays' writes too
         "--unit-size",
         "1",
         "--batch-tokens",

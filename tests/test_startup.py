@@ -162,6 +162,53 @@ def test_info_asks_the_store_for_what_it_does_not_read(
     assert code == 1 and "is missing" in err
 
 
+def test_info_reads_token_totals_from_the_attribute_without_numpy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import zarr
+
+    from langneurons.cli._info import read_info
+    from langneurons.store import create_store, open_store
+
+    from .conftest import make_counts, run_cli
+
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    store.create_run("m/b", n_layers=3, n_neurons=7, languages=["en", "de", "fr"])
+    store.merge_counts("m/b", make_counts(["de"], layers=3, neurons=7, seed=1))
+    store.merge_counts("m/b", make_counts(["de", "zh"], layers=3, neurons=7, seed=2))
+    ds = open_store(path).open_run("m/b")
+    # every commit rewrote the attribute: it holds what the arrays hold
+    totals = json.loads(ds.attrs["token_totals"])
+    assert totals["language"] == [str(x) for x in ds.language.values] == ["en", "de", "fr", "zh"]
+    assert totals["n_tokens"] == ds.n_tokens.values.tolist()
+    assert open_store(path).validate() == []
+    fast = read_info(str(path))
+    assert fast is not None and json.dumps(fast) == json.dumps(open_store(path).info())
+    code = f"from langneurons.cli import main\nassert main(['info', {str(path)!r}]) == 0"
+    heavy = _loaded(code) & {"numpy", "numcodecs", *HEAVY}
+    assert not heavy, f"langneurons info imports {sorted(heavy)}"
+    # a run written before the attribute existed: its arrays are decoded, to the same answer
+    group = zarr.open_group(path / "m" / "b", mode="r+")
+    del group.attrs["token_totals"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(path))
+    older = read_info(str(path))
+    assert older is not None and json.dumps(older) == json.dumps(open_store(path).info())
+    assert older["runs"]["m/b"]["n_tokens"] == fast["runs"]["m/b"]["n_tokens"]
+    assert open_store(path).validate() == []
+    # an attribute that disagrees with the arrays is named by validate
+    group.attrs["token_totals"] = json.dumps({"language": ["en"], "n_tokens": [[1, 2]]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(path))
+    problems = open_store(path).validate()
+    assert len(problems) == 1 and "token_totals attribute does not match" in problems[0]
+    code, out, err = run_cli(capsys, "validate", path)
+    assert code == 1 and "token_totals" in out + err
+
+
 def test_info_reader_names_agree_with_the_schema() -> None:
     from langneurons.cli import _info
     from langneurons.store import _attrs, _plan, schema
@@ -175,6 +222,7 @@ def test_info_reader_names_agree_with_the_schema() -> None:
     assert _info.RESERVED_NAMES == schema.RESERVED_NAMES
     assert _info.JOURNAL == schema.JOURNAL and _info.RESULTS_OF == schema.RESULTS_OF
     assert _info.JSON_ATTRS == _attrs.JSON_ATTRS and _info.PLANNED_UNITS == _plan.PLANNED_UNITS
+    assert _info.TOKEN_TOTALS == schema.TOKEN_TOTALS_ATTR
 
 
 def test_info_loads_neither_xarray_nor_zarr(tmp_path: Path) -> None:

@@ -20,10 +20,6 @@ from typing import Any
 
 import click
 
-from langneurons.cli import analysis as _analysis
-from langneurons.cli import compare as _compare
-from langneurons.cli import extract as _extract
-from langneurons.cli import store as _store
 from langneurons.cli._options import EXIT_ERROR, EXIT_USAGE
 from langneurons.errors import LangneuronsError, LangneuronsWarning
 
@@ -52,7 +48,47 @@ def _show_warning(
     warnings._showwarning_orig(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Each command and where it is defined (module under ``langneurons.cli``, attribute): a command's
+#: module is imported when the command runs, or when ``--help`` lists them all, so ``langneurons
+#: info`` does not build the options of every other command first.
+_COMMANDS = {
+    # store
+    "info": ("store", "info"),
+    "validate": ("store", "validate"),
+    "repair": ("store", "repair"),
+    "export": ("store", "export"),
+    "migrate": ("store", "migrate"),
+    "import": ("store", "import_"),
+    # models
+    "extract": ("extract", "extract"),
+    "ablate": ("extract", "ablate"),
+    "ablate-accuracy": ("extract", "ablate_accuracy"),
+    "demo": ("extract", "demo"),
+    # analysis
+    "identify": ("analysis", "identify"),
+    "stats": ("analysis", "stats"),
+    "compare": ("compare", "compare"),
+    "report": ("analysis", "report"),
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose commands are imported from their modules when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _COMMANDS:
+            import importlib
+
+            module, name = _COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(f"langneurons.cli.{module}"), name)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
 @click.option(
@@ -82,28 +118,6 @@ def cli(debug: bool, verbose: bool, quiet: bool) -> None:
         if transformers is not None:  # already imported (e.g. main() called in-process)
             transformers.utils.logging.disable_progress_bar()
             transformers.utils.logging.set_verbosity_error()
-
-
-for _command in (
-    # store
-    _store.info,
-    _store.validate,
-    _store.repair,
-    _store.export,
-    _store.migrate,
-    _store.import_,
-    # models
-    _extract.extract,
-    _extract.ablate,
-    _extract.ablate_accuracy,
-    _extract.demo,
-    # analysis
-    _analysis.identify,
-    _analysis.stats,
-    _compare.compare,
-    _analysis.report,
-):
-    cli.add_command(_command)
 
 
 _NO_SPACE = {errno.ENOSPC: "out of disk space", errno.EDQUOT: "over the disk quota",

@@ -2,11 +2,13 @@
 
 Importing zarr and xarray takes most of a second, and ``info`` needs neither: the runs, shapes,
 attributes and saved results are in ``zarr.json`` files (the root's consolidated metadata, and
-each result folder's own), and the rest is two small arrays per run (its language labels and
-token totals) that numcodecs decodes. :func:`read_info` returns exactly what
-:meth:`langneurons.store.ActivationStore.info` returns (a test compares them on many stores), or
-None for anything it does not read the store's own way: a zip, a URL, another schema version, a
-missing or damaged chunk, an unfamiliar codec or layout, a group that is not a readable run.
+each result folder's own), and so are a run's language labels and token totals (the
+``token_totals`` attribute every commit rewrites), so numpy is not imported either; only runs
+written before that attribute existed have their two small arrays decoded with numcodecs.
+:func:`read_info` returns exactly what :meth:`langneurons.store.ActivationStore.info` returns
+(a test compares them on many stores), or None for anything it does not read the store's own
+way: a zip, a URL, another schema version, a missing or damaged chunk (their checksums are
+still checked), an unfamiliar codec or layout, a group that is not a readable run.
 The command then asks the store, which reads it or says what is wrong in its own words.
 
 The schema's names are repeated here (importing ``langneurons.store.schema`` imports the whole
@@ -31,6 +33,7 @@ JOURNAL = "_journal"
 RESERVED_NAMES = frozenset({JOURNAL, *RESULT_GROUPS})
 RESULTS_OF = "results_of"
 PLANNED_UNITS = "planned_units"
+TOKEN_TOTALS = "token_totals"
 #: Run attributes stored as JSON text (``langneurons.store._attrs.JSON_ATTRS``).
 JSON_ATTRS = ("provenance", "writes", "results_of", "migrated", "planned_units")
 
@@ -143,8 +146,7 @@ class _Reader:
         if own is None or not self._is_run_meta(own):
             raise _Unread(run)
         attrs = self.cons[run].get("attributes") or {}
-        langs = self.strings(f"{run}/language")
-        tokens = self.int_rows(f"{run}/n_tokens")
+        langs, tokens = self.totals(run, attrs)
         shape = self.array(f"{run}/n_active")["shape"]
         if len(tokens) != len(langs) or any(len(row) != len(ROLES) for row in tokens):
             raise _Unread(run)
@@ -170,6 +172,30 @@ class _Reader:
             if names:
                 entry.setdefault("results", {})[kind] = names
         return entry
+
+    def totals(self, run: str, attrs: dict[str, Any]) -> tuple[list[str], list[list[int]]]:
+        """The run's language labels and token totals: from the attribute every commit writes
+        (JSON, no numpy needed), or, for runs written before it, decoded from the arrays."""
+        text = attrs.get(TOKEN_TOTALS)
+        if text is None:
+            return self.strings(f"{run}/language"), self.int_rows(f"{run}/n_tokens")
+        totals = json.loads(text) if isinstance(text, str) else None
+        if not isinstance(totals, dict):
+            raise _Unread(run)
+        langs, tokens = totals.get("language"), totals.get("n_tokens")
+        # the arrays' chunks are still read and their checksums checked (a damaged or missing
+        # chunk: the store reports it), only not decoded
+        shape = self._chunks(f"{run}/language", _STRING_CODECS)[0]["shape"]
+        self._chunks(f"{run}/n_tokens", _NUMBER_CODECS)
+        if (
+            not isinstance(langs, list)
+            or not all(isinstance(x, str) for x in langs)
+            or not isinstance(tokens, list)
+            or not all(isinstance(r, list) and all(type(x) is int for x in r) for r in tokens)
+            or shape != [len(langs)]
+        ):
+            raise _Unread(run)  # the store says what is wrong
+        return langs, tokens
 
     # ------------------------------------------------------------------ results on disk
     def results(self, run: str, kind: str) -> list[str]:

@@ -34,6 +34,12 @@ from langneurons.cli._options import echo_json, split_list
 @click.option("--languages", default=None, help="Comma-separated codes to extract (default all).")
 @click.option("--per-sequence", is_flag=True, help="Also store per-sequence counts.")
 @click.option(
+    "--sums/--no-sums",
+    default=False,
+    show_default=True,
+    help="Also store act_sum/act_sqsum (activation means and variances; no analysis reads them).",
+)
+@click.option(
     "--batch-tokens", type=int, default=4096, show_default=True, help="Padded tokens per batch."
 )
 @click.option(
@@ -72,6 +78,7 @@ def extract(
     run: str,
     languages: str | None,
     per_sequence: bool,
+    sums: bool,
     batch_tokens: int,
     max_length: int,
     device: str,
@@ -97,6 +104,7 @@ def extract(
         gguf_file=gguf_file,
         languages=split_list(languages) or None,
         per_sequence=per_sequence,
+        sums=sums,
         batch_tokens=batch_tokens,
         max_length=max_length,
         device=device,
