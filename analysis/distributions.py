@@ -9,6 +9,7 @@ chi-square test are in :mod:`~langneurons.analysis.type_tables`, re-exported her
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -337,6 +338,70 @@ def type_change(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class PairedSwap:
+    """What every label-swap test of two paired runs starts from (:func:`paired_swap_inputs`)."""
+
+    params: IdentifyParams
+    n_perm: int
+    seed: int
+    cluster: str
+    paired: Paired
+    base_result: xr.Dataset
+    aligned_result: xr.Dataset
+    samplers: list[Resampler]
+
+    def attrs(self, n_failed: int, **extra: Any) -> dict[str, Any]:
+        """The attributes every label-swap test records (``extra`` after the common ones)."""
+        return {
+            "method": self.params.method,
+            "identify_params": self.params.to_attrs(),
+            "n_perm": self.n_perm,
+            "seed": self.seed,
+            "cluster": self.cluster,
+            "paired": True,
+            "paired_requested": self.paired,
+            "n_failed_swap": n_failed,
+            "pvalue_swap": SWAP_NULL,
+            "min_pvalue_swap": 1.0 / (1 + self.n_perm),
+            **extra,
+            "inference": "valid",
+            "unit": "item" if self.cluster == "item" else "sequence",
+            **identification_attrs(self.base_result, "base"),
+            **identification_attrs(self.aligned_result, "aligned"),
+        }
+
+
+def paired_swap_inputs(
+    base_run: xr.Dataset,
+    aligned_run: xr.Dataset,
+    method: Method | None,
+    params: IdentifyParams | None,
+    n_perm: int,
+    seed: int,
+    cluster: Cluster,
+    paired: Paired,
+    where: str,
+) -> PairedSwap:
+    """Check the arguments of the label-swap test ``where``, identify both runs and make their
+    samplers (ParameterError when the runs are not paired: the test swaps their items)."""
+    base_run, aligned_run = check_runs(base_run, aligned_run)
+    params_ = resolve_params(params, {}, method=method, where=where)
+    n_perm = check_int("n_perm", n_perm, 1)
+    seed = check_seed(seed)
+    if not resolve_paired(base_run, aligned_run, paired, cluster, n_perm):
+        raise ParameterError(
+            f"{where} swaps items between the runs, so both need the same seq_ids (the same "
+            "corpus through both models, with per-sequence counts)"
+        )
+    res_b, res_a = _points(base_run, aligned_run, params_)
+    samplers = [
+        Resampler(run, params_.role, where, name=name, minimum=1, cluster=cluster)
+        for run, name in ((base_run, "base_run"), (aligned_run, "aligned_run"))
+    ]
+    return PairedSwap(params_, n_perm, seed, cluster, paired, res_b, res_a, samplers)
+
+
 def mask_sizes(result: xr.Dataset) -> NDArray[np.int64]:
     """Neurons in each language's mask (``[language]``, in the result's language order)."""
     mask = result["mask"].transpose(LANGUAGE, LAYER, NEURON)
@@ -380,16 +445,11 @@ def mask_change(
         the parameters, ``pvalue_swap`` (the null), ``min_pvalue_swap``, ``n_failed_swap``
         (pseudo-runs with no valid lambda, left out), ``inference`` and ``paired``.
     """
-    base_run, aligned_run = check_runs(base_run, aligned_run)
-    params_ = resolve_params(params, {}, method=method, where="mask_change")
-    n_perm = check_int("n_perm", n_perm, 1)
-    seed = check_seed(seed)
-    if not resolve_paired(base_run, aligned_run, paired, cluster, n_perm):
-        raise ParameterError(
-            "mask_change swaps items between the runs, so both need the same seq_ids (the same "
-            "corpus through both models, with per-sequence counts)"
-        )
-    res_b, res_a = _points(base_run, aligned_run, params_)
+    setup = paired_swap_inputs(
+        base_run, aligned_run, method, params, n_perm, seed, cluster, paired, "mask_change"
+    )
+    params_, n_perm, seed = setup.params, setup.n_perm, setup.seed
+    res_b, res_a = setup.base_result, setup.aligned_result
     langs = languages_of(res_b)
     if langs != languages_of(res_a):
         raise ParameterError(
@@ -398,34 +458,18 @@ def mask_change(
         )
     mb, ma = mask_sizes(res_b), mask_sizes(res_a)
     change = ma - mb
-    samplers = [
-        Resampler(run, params_.role, "mask_change", name=name, minimum=1, cluster=cluster)
-        for run, name in ((base_run, "base_run"), (aligned_run, "aligned_run"))
-    ]
-    null, n_failed = swap_statistic(samplers, params_, seed, n_perm, mask_sizes, (len(langs),))
+    null, n_failed = swap_statistic(
+        setup.samplers, params_, seed, n_perm, mask_sizes, (len(langs),)
+    )
     finite = np.isfinite(null).all(axis=1)
     top = np.abs(null[finite]).max(axis=1, initial=0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         maxt = (1.0 + (top[:, None] >= np.abs(change)[None, :] - 1e-9).sum(axis=0)) / (
             1.0 + finite.sum()
         )
-    attrs: dict[str, Any] = {
-        "method": params_.method,
-        "identify_params": params_.to_attrs(),
-        "n_perm": n_perm,
-        "seed": seed,
-        "cluster": cluster,
-        "paired": True,
-        "paired_requested": paired,
-        "n_failed_swap": n_failed,
-        "pvalue_swap": SWAP_NULL,
-        "min_pvalue_swap": 1.0 / (1 + n_perm),
-        "pvalue_maxt": "single-step max-T over languages: familywise error controlled",
-        "inference": "valid",
-        "unit": "item" if cluster == "item" else "sequence",
-        **identification_attrs(res_b, "base"),
-        **identification_attrs(res_a, "aligned"),
-    }
+    attrs = setup.attrs(
+        n_failed, pvalue_maxt="single-step max-T over languages: familywise error controlled"
+    )
     return xr.Dataset(
         {
             "base": ((LANGUAGE,), mb),

@@ -16,35 +16,24 @@ questions are asked of the transition table ``T[from, to]``:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from langneurons.analysis._resample import Cluster, Resampler
-from langneurons.analysis._validate import check_int, check_runs, check_seed
-from langneurons.errors import ParameterError
+from langneurons.analysis._resample import Cluster
 
-from .bootstrap import identification_attrs, swap_pvalue, swap_statistic
-from .distributions import SWAP_NULL, Paired, resolve_paired
-from .identify import identify
-from .membership import FROM, TO, TRANSITION_TYPES, type_codes
-from .params import IdentifyParams, Method, resolve_params
+from .bootstrap import swap_pvalue, swap_statistic
+from .compare import transition_table
+from .distributions import Paired, paired_swap_inputs
+from .membership import FROM, TO, TRANSITION_TYPES
+from .params import IdentifyParams, Method
 
 PERMUTATION = "permutation"
 
 
-def _table(a: xr.Dataset, b: xr.Dataset) -> NDArray[np.int64]:
-    """The transition table ``T[from, to]`` of two results (types as in transition_table)."""
-    t = len(TRANSITION_TYPES)
-    pair = type_codes(a, "a").reshape(-1) * t + type_codes(b, "b").reshape(-1)
-    return np.bincount(pair, minlength=t * t).reshape(t, t).astype(np.int64)
-
-
 def _statistics(a: xr.Dataset, b: xr.Dataset) -> NDArray[np.float64]:
     """``[changed, T - T.T (flattened)]`` of one pair of results."""
-    table = _table(a, b)
+    table = np.asarray(transition_table(a, b)["count"].values, dtype=np.int64)
     changed = table.sum() - np.trace(table)
     return np.concatenate([[changed], (table - table.T).reshape(-1)]).astype(np.float64)
 
@@ -86,25 +75,19 @@ def type_switches(
         ``swap_changed[permutation]``; ``attrs`` as for
         :func:`~langneurons.analysis.distributions.mask_change`.
     """
-    base_run, aligned_run = check_runs(base_run, aligned_run)
-    params_ = resolve_params(params, {}, method=method, where="type_switches")
-    n_perm = check_int("n_perm", n_perm, 1)
-    seed = check_seed(seed)
-    if not resolve_paired(base_run, aligned_run, paired, cluster, n_perm):
-        raise ParameterError(
-            "type_switches swaps items between the runs, so both need the same seq_ids (the "
-            "same corpus through both models, with per-sequence counts)"
-        )
-    kw = params_.keywords()
-    res_b = identify(base_run, params_.method, **kw)
-    res_a = identify(aligned_run, params_.method, **kw)
+    setup = paired_swap_inputs(
+        base_run, aligned_run, method, params, n_perm, seed, cluster, paired, "type_switches"
+    )
+    res_b, res_a = setup.base_result, setup.aligned_result
     observed = _statistics(res_b, res_a)
-    samplers = [
-        Resampler(run, params_.role, "type_switches", name=name, minimum=1, cluster=cluster)
-        for run, name in ((base_run, "base_run"), (aligned_run, "aligned_run"))
-    ]
     null, n_failed = swap_statistic(
-        samplers, params_, seed, n_perm, None, observed.shape, pair_statistic=_statistics
+        setup.samplers,
+        setup.params,
+        setup.seed,
+        setup.n_perm,
+        None,
+        observed.shape,
+        pair_statistic=_statistics,
     )
     t = len(TRANSITION_TYPES)
     finite = np.isfinite(null[:, 0])
@@ -114,27 +97,14 @@ def type_switches(
     upper = np.triu(np.ones((t, t), dtype=bool), k=1)
     asym = observed[1:].reshape(t, t)
     p_asym = swap_pvalue(null[:, 1:], observed[1:]).reshape(t, t)
-    attrs: dict[str, Any] = {
-        "method": params_.method,
-        "identify_params": params_.to_attrs(),
-        "n_perm": n_perm,
-        "seed": seed,
-        "cluster": cluster,
-        "paired": True,
-        "paired_requested": paired,
-        "n_failed_swap": n_failed,
-        "pvalue_swap": SWAP_NULL,
-        "pvalue_changed": "one-sided: more neurons switch type than exchangeable runs make switch",
-        "min_pvalue_swap": 1.0 / (1 + n_perm),
-        "inference": "valid",
-        "unit": "item" if cluster == "item" else "sequence",
-        **identification_attrs(res_b, "base"),
-        **identification_attrs(res_a, "aligned"),
-    }
+    attrs = setup.attrs(
+        n_failed,
+        pvalue_changed="one-sided: more neurons switch type than exchangeable runs make switch",
+    )
     ft = (FROM, TO)
     return xr.Dataset(
         {
-            "count": (ft, _table(res_b, res_a)),
+            "count": (ft, transition_table(res_b, res_a)["count"].values),
             "changed": ((), int(observed[0])),
             "expected_changed": ((), float(changed_null.mean()) if finite.any() else np.nan),
             "changed_pvalue_swap": ((), float(p_changed) if finite.any() else np.nan),
@@ -145,7 +115,7 @@ def type_switches(
         coords={
             FROM: list(TRANSITION_TYPES),
             TO: list(TRANSITION_TYPES),
-            PERMUTATION: np.arange(n_perm),
+            PERMUTATION: np.arange(setup.n_perm),
         },
         attrs=attrs,
     )
