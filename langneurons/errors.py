@@ -6,6 +6,8 @@ Messages are one line: what is wrong, then what to do about it.
 
 from __future__ import annotations
 
+import errno
+
 
 class LangneuronsError(Exception):
     """Base class of all langneurons errors (the CLI prints these as one line)."""
@@ -91,6 +93,14 @@ class OutOfSpaceError(LangneuronsError, OSError):
     """A write ran out of disk space, hit the file-size limit, or ran out of memory."""
 
 
+#: The errnos of a write that ran out of room, and how a message names each.
+NO_SPACE: dict[int, str] = {
+    errno.ENOSPC: "out of disk space",
+    errno.EDQUOT: "over the disk quota",
+    errno.EFBIG: "over the file-size limit (ulimit -f)",
+}
+
+
 class LangneuronsWarning(UserWarning):
     """Base class of langneurons' warnings (the CLI prints these as one line)."""
 
@@ -100,6 +110,7 @@ class LambdaAtBoundWarning(LangneuronsWarning):
 
 
 __all__ = [
+    "NO_SPACE",
     "LangneuronsError",
     "LangneuronsWarning",
     "LambdaAtBoundWarning",

@@ -8,7 +8,6 @@ zarr :class:`~zarr.abc.store.Store` or group it works on; none holds state.
 from __future__ import annotations
 
 import contextlib
-import errno
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 
 from langneurons import _type_codes
-from langneurons.errors import OutOfSpaceError, StoreValidationError
+from langneurons.errors import NO_SPACE, OutOfSpaceError, StoreValidationError
 from langneurons.names import LANGUAGE, LAYER, NEURON
 from langneurons.store import _remote, schema
 
@@ -126,10 +125,6 @@ def move(zstore: Store, src: str, dst: str) -> None:
     zarr.core.sync.sync(_copy())
 
 
-_NO_SPACE = {errno.ENOSPC: "out of disk space", errno.EDQUOT: "over the disk quota",
-             errno.EFBIG: "over the file-size limit (ulimit -f)"}  # fmt: skip
-
-
 def consolidate(zstore: Store) -> None:
     """Refresh the consolidated metadata (what plain xarray and readers see).
 
@@ -140,11 +135,11 @@ def consolidate(zstore: Store) -> None:
         with quiet():
             zarr.consolidate_metadata(zstore)
     except OSError as exc:
-        if exc.errno not in _NO_SPACE:
+        if exc.errno not in NO_SPACE:
             raise
         raise OutOfSpaceError(
             f"the store's consolidated metadata (what plain xarray reads) could not be refreshed: "
-            f"{_NO_SPACE[exc.errno]} ({exc.strerror}); everything written before it is saved "
+            f"{NO_SPACE[exc.errno]} ({exc.strerror}); everything written before it is saved "
             "and consistent: free some space and run `langneurons repair STORE` to refresh it"
         ) from exc
 

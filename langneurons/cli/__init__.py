@@ -10,7 +10,6 @@ they share in ``_options``; each command imports the rooms it needs when it runs
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sys
@@ -21,7 +20,7 @@ from typing import Any
 import click
 
 from langneurons.cli._options import EXIT_ERROR, EXIT_USAGE
-from langneurons.errors import LangneuronsError, LangneuronsWarning
+from langneurons.errors import NO_SPACE, LangneuronsError, LangneuronsWarning
 
 __all__ = ["EXIT_ERROR", "EXIT_USAGE", "cli", "main"]
 
@@ -120,16 +119,12 @@ def cli(debug: bool, verbose: bool, quiet: bool) -> None:
             transformers.utils.logging.set_verbosity_error()
 
 
-_NO_SPACE = {errno.ENOSPC: "out of disk space", errno.EDQUOT: "over the disk quota",
-             errno.EFBIG: "over the file-size limit (ulimit -f)"}  # fmt: skip
-
-
 def resource_line(exc: BaseException) -> str | None:
     """One line for running out of disk, file size, memory or threads; None for anything else."""
-    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
         where = f" writing {exc.filename}" if exc.filename else ""
         return (
-            f"{_NO_SPACE[exc.errno]}{where} ({exc.strerror}); free some space or raise the limit "
+            f"{NO_SPACE[exc.errno]}{where} ({exc.strerror}); free some space or raise the limit "
             "and run the command again (an interrupted store write is rolled back by "
             "`langneurons repair STORE`)"
         )
