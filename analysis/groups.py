@@ -136,6 +136,24 @@ def _welch(x0: NDArray[np.float64], x1: NDArray[np.float64]) -> tuple[NDArray[An
     return t, df, p
 
 
+def check_group_sizes(
+    test: str, first: tuple[str, int], second: tuple[str, int], noun: str
+) -> None:
+    """ParameterError when the named ``test`` needs more runs than the two groups hold
+    (``noun`` names the groups in the message: "groups", "models")."""
+    (ga, na), (gb, nb) = first, second
+    if test == "welch" and min(na, nb) < 2:
+        raise ParameterError(
+            f"group {ga if na < 2 else gb!r} has 1 run; Welch's t needs at least 2 runs per "
+            "group: add runs or pass test='permutation'"
+        )
+    if test == "permutation" and na == nb == 1:
+        raise ParameterError(
+            f"{noun} {ga!r} and {gb!r} have 1 run each; a permutation across runs needs at "
+            "least 3 runs in all (with 1 vs 1 its only p-value is 1): add runs"
+        )
+
+
 def run_level_tests(
     x: NDArray[np.float64], na: int, nb: int, test: str, n_perm: int, seed: int
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any], list[str], dict[str, Any]]:
@@ -251,19 +269,8 @@ def group_comparison(
     seed = check_seed(seed)
     params_ = IdentifyParams() if params is None else params
     run_names = group_run_names(checked, names)
-    sizes = [len(m) for _, m in checked]
     (ga, na), (gb, nb) = ((g, len(m)) for g, m in checked)
-    if test == "welch" and min(sizes) < 2:
-        small = ga if na < 2 else gb
-        raise ParameterError(
-            f"group {small!r} has 1 run; Welch's t needs at least 2 runs per group: add runs "
-            "or pass test='permutation'"
-        )
-    if test == "permutation" and na == nb == 1:
-        raise ParameterError(
-            f"groups {ga!r} and {gb!r} have 1 run each; a permutation across runs needs at least "
-            "3 runs in all (with 1 vs 1 its only p-value is 1): add runs"
-        )
+    check_group_sizes(test, (ga, na), (gb, nb), "groups")
     inputs = [r for _, members in checked for r in members]
     langs = _languages(inputs[0])
     for name, r in zip(run_names[1:], inputs[1:], strict=True):  # before identifying any

@@ -17,7 +17,6 @@ import numpy as np
 import xarray as xr
 
 from langneurons.analysis._validate import check_choice, check_int, check_seed, same_grid
-from langneurons.errors import ParameterError
 from langneurons.names import LANGUAGE, LAYER, TYPES
 
 from .cross_model import (
@@ -32,6 +31,7 @@ from .cross_model import (
 from .groups import (
     GROUP_TESTS,
     ONE_RUN_NOTE,
+    check_group_sizes,
     check_groups,
     group_run_names,
     identified,
@@ -116,16 +116,7 @@ def compare_model_groups(
     run_names = group_run_names(checked, names)
     (ga, members_a), (gb, members_b) = checked
     na, nb = len(members_a), len(members_b)
-    if test == "welch" and min(na, nb) < 2:
-        raise ParameterError(
-            f"group {ga if na < 2 else gb!r} has 1 run; Welch's t needs at least 2 runs per "
-            "group: add runs or pass test='permutation'"
-        )
-    if test == "permutation" and na == nb == 1:
-        raise ParameterError(
-            f"models {ga!r} and {gb!r} have 1 run each; a permutation across runs needs at "
-            "least 3 runs in all: add replicate runs"
-        )
+    check_group_sizes(test, (ga, na), (gb, nb), "models")
     inputs = [*members_a, *members_b]
     for members, offset in ((members_a, 0), (members_b, na)):
         for i, r in enumerate(members[1:], start=1):

@@ -284,7 +284,11 @@ def test_model_groups_test_against_run_to_run_variance() -> None:
     assert np.isnan(one["type_share_perm_pvalue"]).all()
     with pytest.raises(ParameterError, match=r"^group 'A' has 1 run; Welch's t needs"):
         compare_model_groups({"A": a[:1], "B": b}, params, test="welch")
-    with pytest.raises(ParameterError, match=r"^models 'A' and 'B' have 1 run each"):
+    with pytest.raises(
+        ParameterError,
+        match=r"^models 'A' and 'B' have 1 run each; a permutation across runs needs at least 3 "
+        r"runs in all \(with 1 vs 1 its only p-value is 1\): add runs$",
+    ):
         compare_model_groups({"A": a[:1], "B": b[:1]}, params, test="permutation")
     with pytest.raises(ParameterError, match=r"must have the same layer x neuron shape"):
         compare_model_groups({"A": [a[0], b[1]], "B": b[2:]}, params)
