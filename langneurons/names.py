@@ -15,6 +15,8 @@ ROLE: Final = "role"
 LAYER: Final = "layer"
 NEURON: Final = "neuron"
 SEQUENCE: Final = "sequence"
+#: Mixture-of-experts runs only: the expert a neuron lives in (docs/design/moe.md).
+EXPERT: Final = "expert"
 
 #: The token roles a run stores, in store order.
 ROLES: Final = ("prompt", "response")
@@ -35,6 +37,21 @@ SEQ_N_ACTIVE: Final = "seq_n_active"
 SEQ_N_TOKENS: Final = "seq_n_tokens"
 SEQ_LANGUAGE: Final = "seq_language"
 SEQ_ID: Final = "seq_id"
+
+# mixture-of-experts runs (docs/design/moe.md): dense runs have none of these
+#: ``n_active[language, role, layer, expert, neuron]`` in a MoE run.
+MOE_COUNT_DIMS: Final = (LANGUAGE, ROLE, LAYER, EXPERT, NEURON)
+MOE_SEQ_DIMS: Final = (SEQUENCE, ROLE, LAYER, EXPERT, NEURON)
+#: ``n_routed[language, role, layer, expert]``: tokens routed to the expert (the denominator).
+N_ROUTED: Final = "n_routed"
+#: ``seq_n_routed[sequence, role, layer, expert]``: the same per sequence (optional).
+SEQ_N_ROUTED: Final = "seq_n_routed"
+#: Coordinate ``expert_shared[expert]``: True for a shared (always-on) expert.
+EXPERT_SHARED: Final = "expert_shared"
+#: Coordinate ``expert_neurons[expert]``: neurons the expert has; ``neuron`` >= it is padding.
+EXPERT_NEURONS: Final = "expert_neurons"
+#: Run attribute of a MoE run: ``{"n_experts", "n_shared", "top_k", "model_type"}``.
+MOE_ATTR: Final = "moe"
 
 #: Neuron types of a selected neuron (disjoint), in report order.
 TYPES: Final = ("specific", "related", "general", "unassigned")
