@@ -259,24 +259,11 @@ def item_sums(run: xr.Dataset, d: Design) -> tuple[xr.Dataset, NDArray[np.int64]
     The sequences of one item in one language (same ``seq_id``) are added up first, so
     ``a``, ``t`` are item totals; items are clusters within each language (stratum).
     """
-    ids = _seq_ids(run, d, required=True)
-    assert ids is not None
+    groups = item_groups(run, d)
     a, t = _per_sequence(run, d)
     parts: list[xr.Dataset] = []
-    counts: list[int] = []
-    for members in d.members:
-        labels, inverse = np.unique(ids[members], return_inverse=True)
-        if labels.size < 2:
-            lang = d.languages[len(parts)]
-            raise ParameterError(
-                f"language {lang!r} has {labels.size} item (seq_id); clustering on items needs "
-                "at least 2 per language; use cluster='sequence'"
-            )
-        counts.append(labels.size)
-        onehot = xr.DataArray(
-            (np.arange(labels.size)[:, None] == inverse[None, :]).astype(np.float64),
-            dims=("item", SEQUENCE),
-        )
+    for members, group in zip(d.members, groups, strict=True):
+        onehot = xr.DataArray(group, dims=("item", SEQUENCE))
         where = {SEQUENCE: contiguous(members)}
         ai = xr.dot(onehot, a.isel(where).drop_vars(list(a.coords), errors="ignore"), dim=SEQUENCE)
         ti = xr.dot(onehot, t.isel(where).drop_vars(list(t.coords), errors="ignore"), dim=SEQUENCE)
@@ -293,7 +280,25 @@ def item_sums(run: xr.Dataset, d: Design) -> tuple[xr.Dataset, NDArray[np.int64]
         )
     out = xr.concat(parts, dim=LANGUAGE, coords="minimal", compat="override", join="override")
     out = out.assign_coords({LAYER: run[LAYER].values, NEURON: run[NEURON].values})
-    return out.assign_coords({LANGUAGE: d.languages}), np.array(counts, dtype=np.int64)
+    counts = np.array([g.shape[0] for g in groups], dtype=np.int64)
+    return out.assign_coords({LANGUAGE: d.languages}), counts
+
+
+def item_groups(run: xr.Dataset, d: Design) -> list[NDArray[np.float64]]:
+    """Per language, its items' one-hot membership ``[item, sequence of the language]``
+    (float64 0/1; items sorted by ``seq_id``); fewer than 2 items is a ParameterError."""
+    ids = _seq_ids(run, d, required=True)
+    assert ids is not None
+    out = []
+    for lang, members in zip(d.languages, d.members, strict=True):
+        labels, inverse = np.unique(ids[members], return_inverse=True)
+        if labels.size < 2:
+            raise ParameterError(
+                f"language {lang!r} has {labels.size} item (seq_id); clustering on items needs "
+                "at least 2 per language; use cluster='sequence'"
+            )
+        out.append((np.arange(labels.size)[:, None] == inverse[None, :]).astype(np.float64))
+    return out
 
 
 def _per_sequence(run: xr.Dataset, d: Design) -> tuple[xr.DataArray, xr.DataArray]:
@@ -304,7 +309,9 @@ def _per_sequence(run: xr.Dataset, d: Design) -> tuple[xr.DataArray, xr.DataArra
         # a lazily indexed store array or a large numpy one: stream it through dask
         seq = seq.chunk(dask_chunks(seq))
         tok = tok.chunk()
-    return seq.astype(np.float64).sum(ROLE), tok.astype(np.float64).sum(ROLE)
+    # without the counts' attrs (units, long_name), which are not those of the sums
+    a, t = seq.astype(np.float64).sum(ROLE), tok.astype(np.float64).sum(ROLE)
+    return a.drop_attrs(), t.drop_attrs()
 
 
 # --------------------------------------------------------------------------- what is drawn
@@ -468,9 +475,6 @@ class Reader:
 
     def __init__(self, run: xr.Dataset, d: Design) -> None:
         var = role_view(run[SEQ_N_ACTIVE], d.roles)
-        if var.chunks is None and not in_memory(var):
-            # read a store through dask: chunks are fetched and decoded in parallel threads
-            var = var.chunk(dask_chunks(var))
         self.var = var.transpose(SEQUENCE, ROLE, LAYER, NEURON)
         self.n_roles = len(d.roles)
         self.n_layers = int(self.var.sizes[LAYER])
@@ -539,6 +543,65 @@ def exact_dtype(largest: int) -> type:
 def column_step(n_cols: int, rows: int) -> int:
     """Columns per matrix product so that ``rows`` float64 rows stay near ``WORK_BYTES``."""
     return int(max(1, min(n_cols, WORK_BYTES // max(1, rows * 8))))
+
+
+def streamed_sums(run: xr.Dataset, d: Design, cluster: str) -> tuple[xr.Dataset, NDArray[np.int64]]:
+    """:func:`cluster_sums` (``cluster="sequence"``) or :func:`item_sums` (``"item"``), computed
+    in one pass of the :class:`Reader` instead of a lazy graph; numpy-backed, identical values.
+
+    Sequences are read in chunk-aligned tiles (each stored chunk once, one dask compute per
+    tile of about ``TILE_BYTES``); items need every sequence of an item together, so they are
+    read in tiles of all sequences and some layers. Per tile and language, ``A`` and ``SAT``
+    are one BLAS product of ``[1, t]`` with the counts, ``S2`` a row-wise dot; every term is
+    an integer in float64, so the sums equal the lazy ones exactly (below 2**53).
+    """
+    groups = item_groups(run, d) if cluster == "item" else None
+    reader = Reader(run, d)
+    k, n_neurons = len(d.languages), reader.n_neurons
+    tokens = seq_tokens(run, d).astype(np.float64)
+    # per language: weights [unit, sequence of the language]; None: the identity (sequences)
+    weights = groups if groups is not None else [None] * k
+    unit_t = [
+        tokens[m] if w is None else w @ tokens[m] for m, w in zip(d.members, weights, strict=True)
+    ]
+    cells = reader.n_layers * n_neurons
+    a_sum, s2_sum, sat_sum = (np.zeros((k, cells)) for _ in range(3))
+    for seqs, layers, block in reader._read_tiles(all_sequences=groups is not None):
+        n_cols = block.shape[2]
+        local = d.language_of[seqs]
+        for j in np.unique(local[local >= 0]):
+            rows = np.flatnonzero(local == j).astype(np.intp)
+            first = int(np.searchsorted(d.members[j], seqs.start + rows[0]))
+            t = unit_t[j] if groups is not None else unit_t[j][first : first + rows.size]
+            ones_t = np.stack([np.ones_like(t), t])
+            step = column_step(n_cols, max(rows.size, t.size))
+            for c0 in range(0, n_cols, step):
+                cols = slice(c0, min(c0 + step, n_cols))
+                x = summed(block, contiguous(rows), cols, np.float64)
+                if groups is not None:
+                    x = groups[j] @ x  # item totals
+                out = slice(
+                    layers.start * n_neurons + cols.start, layers.start * n_neurons + cols.stop
+                )
+                both = ones_t @ x
+                a_sum[j, out] += both[0]
+                sat_sum[j, out] += both[1]
+                s2_sum[j, out] += np.einsum("ij,ij->j", x, x)
+        del block
+    shape = (k, reader.n_layers, n_neurons)
+    cube = (LANGUAGE, LAYER, NEURON)
+    out_ds = xr.Dataset(
+        {
+            "A": (cube, a_sum.reshape(shape)),
+            "S2": (cube, s2_sum.reshape(shape)),
+            "SAT": (cube, sat_sum.reshape(shape)),
+            "T": ((LANGUAGE,), np.array([t.sum() for t in unit_t])),
+            "STT": ((LANGUAGE,), np.array([(t * t).sum() for t in unit_t])),
+        },
+        coords={LANGUAGE: d.languages, LAYER: run[LAYER].values, NEURON: run[NEURON].values},
+    )
+    n_units = np.array([t.size for t in unit_t], dtype=np.int64)
+    return out_ds, n_units
 
 
 # --------------------------------------------------------------------------- one run

@@ -30,11 +30,10 @@ from numpy.typing import NDArray
 from langneurons.analysis._kernels import conditional_tail, upper_tail
 from langneurons.analysis._resample import (
     choose_cluster,
-    cluster_sums,
     design,
     has_sequences,
-    item_sums,
     repeated_items,
+    streamed_sums,
 )
 from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.analysis._validate import check_choice, check_open_unit, stored_roles
@@ -205,11 +204,7 @@ def _cluster(
         "unit), or use method='binomial' (assumes independent tokens)",
     )
     used = choose_cluster(run, design_, cluster)
-    if used == "item":
-        lazy_sums, n_clusters = item_sums(run, design_)
-    else:
-        lazy_sums, n_clusters = cluster_sums(run, design_), design_.counts
-    sums = lazy_sums.compute()
+    sums, n_clusters = streamed_sums(run, design_, used)  # one pass of the chunked reader
     a_all = np.asarray(sums["A"].transpose(LANGUAGE, LAYER, NEURON).values)
     s2_all = np.asarray(sums["S2"].transpose(LANGUAGE, LAYER, NEURON).values)
     sat_all = np.asarray(sums["SAT"].transpose(LANGUAGE, LAYER, NEURON).values)

@@ -44,6 +44,7 @@ from langneurons.analysis._resample import (
     item_sums,
     repeated_items,
     replicate_seeds,
+    streamed_sums,
     summed,
 )
 from langneurons.analysis._validate import (
@@ -466,13 +467,17 @@ def activation_probability(
             )
         if used == "cluster":
             lazy = run["seq_n_active"].chunks is not None
+            if lazy:  # a dask graph, computed when the result is
+                if unit == "item":
+                    sums, n_clusters = item_sums(run, d)
+                else:
+                    sums, n_clusters = cluster_sums(run, d), d.counts
+            else:  # one pass of the chunked reader
+                sums, n_clusters = streamed_sums(run, d, unit)
             if unit == "item":
-                sums, n_clusters = item_sums(run, d)
                 attrs["n_items"] = {
                     lang: int(g) for lang, g in zip(d.languages, n_clusters, strict=True)
                 }
-            else:
-                sums, n_clusters = cluster_sums(run, d), d.counts
             out = _cluster(sums, n_clusters, ci_)
             if not lazy:
                 out = out.compute()

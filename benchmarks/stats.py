@@ -13,9 +13,20 @@ and prints wall-clock seconds and peak memory: ``VmHWM`` (the peak resident set 
 tracing costs a little time), with the ratios of the B = 200 peaks to the B = 20 peaks (memory
 must not grow with B).
 
+Before those, **statistics that stream** (issue 15): ``stats tests`` and ``stats probability``
+(``language_preference_tests`` and ``activation_probability``, method ``cluster``) read the
+per-sequence counts in one pass of the bootstrap's chunked reader (``_resample.Reader``). On runs
+of 16 x 4096 neurons, 10 languages and 250 to 2,000 sequences it times each call against the
+old path kept here as the baseline (:func:`old_path`: the lazy per-language sums of the
+counts read through dask and computed as one graph), alternately in the same process
+(medians), and prints the throughput in MB/s of per-sequence counts read, the dask computes
+per call (a ``dask.callbacks.Callback``) and the cost against the number of sequences with a
+fitted intercept (fixed part) and slope (seconds per 1,000 sequences).
+
 Usage::
 
     python benchmarks/stats.py            # the full size (several minutes on 2 cores)
+    python benchmarks/stats.py --stream-only  # only the streaming statistics
     python benchmarks/stats.py --quick    # a small size, for a smoke test
     python benchmarks/stats.py --keep DIR # build (or reuse) the store in DIR and keep it
     python benchmarks/stats.py --json OUT # also write the headline rows for `make bench`
@@ -33,6 +44,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +54,22 @@ import numpy as np
 
 #: Issue 15: `stats stability` with B = 200 at 7B size in under 30 s on 2 cores.
 STABILITY_TARGET_S = 30.0
+#: Issue 15: streaming tests/probability at least 2x the old throughput (time ratio <= 1/2) at
+#: 2,000 sequences, with at most a handful of dask computes per call.
+STREAM_SPEEDUP = 2.0
+STREAM_COMPUTES = 5
+STREAM: dict[str, Any] = {
+    "layers": 16,
+    "neurons": 4096,
+    "languages": 10,
+    "sequences": [25, 50, 100, 200],
+}
+STREAM_QUICK: dict[str, Any] = {
+    "layers": 4,
+    "neurons": 1024,
+    "languages": 4,
+    "sequences": [10, 20, 40],
+}
 LANGUAGES = ["en", "zh", "de", "fr", "es", "ja", "ru", "ar", "sw", "th"]
 RUN = "synthetic/base"
 FULL: dict[str, Any] = {
@@ -211,6 +239,164 @@ def work_store(keep: Path | None, prefix: str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class _Computes:
+    """Counts dask computes (graph starts) while active: ``with _Computes() as c: ...; c.n``."""
+
+    def __enter__(self) -> _Computes:
+        from dask.callbacks import Callback
+
+        counter = self
+
+        class _Start(Callback):  # type: ignore[misc]
+            def _start(self, dsk: Any) -> None:
+                counter.n += 1
+
+        self.n = 0
+        self._cb = _Start()
+        self._cb.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cb.__exit__(*exc)
+
+
+def old_path(what: str) -> contextlib.AbstractContextManager[Any]:
+    """The baseline: the per-language sums as they were computed before the streaming reader.
+
+    ``language_preference_tests`` called ``cluster_sums(run, d).compute()`` (or ``item_sums``),
+    and ``activation_probability`` built its interval on the lazy sums and computed the result;
+    the lazy sums read a store-backed run through dask in the store's chunks. Patching the
+    streaming sums with these reproduces that path exactly.
+    """
+    from unittest import mock
+
+    from langneurons.analysis import _resample
+
+    def lazy(run: Any, d: Any, cluster: str) -> Any:
+        if cluster == "item":
+            sums, n = _resample.item_sums(run, d)
+        else:
+            sums, n = _resample.cluster_sums(run, d), d.counts
+        return (sums.compute() if what == "tests" else sums), n
+
+    module = "neuron_tests" if what == "tests" else "uncertainty"
+    return mock.patch(f"langneurons.analysis.{module}.streamed_sums", lazy)
+
+
+def stream_call(store: Path, what: str, old: bool) -> tuple[float, int]:
+    """Seconds and dask computes of one call on the run in ``store`` (opened afresh)."""
+    from langneurons.analysis.neuron_tests import language_preference_tests
+    from langneurons.analysis.uncertainty import activation_probability
+    from langneurons.store import open_store
+
+    run = open_store(store).open_run(RUN)
+    call = {
+        "tests": lambda: language_preference_tests(run, method="cluster", correction="fdr_bh"),
+        "probability": lambda: activation_probability(run, method="cluster"),
+    }[what]
+    with (
+        old_path(what) if old else contextlib.nullcontext(),
+        _Computes() as computes,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", RuntimeWarning)  # the old graph's 0/0 on empty neurons
+        t0 = time.perf_counter()
+        call()
+        seconds = time.perf_counter() - t0
+    return seconds, computes.n
+
+
+def streaming(size: dict[str, Any], repeat: int, keep: Path | None) -> list[dict[str, Any]]:
+    """Old vs streaming ``tests`` and ``probability`` over growing sequence counts; table rows."""
+    import statistics
+
+    full = size is STREAM
+    rows: list[dict[str, Any]] = []
+    fits: dict[str, dict[str, tuple[float, float]]] = {}
+    with work_store(keep, "langneurons-stream-") as base:
+        base.mkdir(parents=True, exist_ok=True)
+        stores = {}
+        for per_language in size["sequences"]:
+            path = base / f"seq{per_language}.zarr"
+            if not (path / "zarr.json").exists():
+                build(path, {**size, "sequences": per_language}, piece=200)
+            stores[per_language * size["languages"]] = path
+        cells = size["layers"] * size["neurons"]
+        print(
+            f"\nstreaming statistics: {size['layers']} x {size['neurons']} neurons, "
+            f"{size['languages']} languages, uint16, role response; {repeat} alternating "
+            f"repeats, medians"
+        )
+        print(
+            f"{'call':12s} {'sequences':>9s} {'MB read':>8s} {'old s':>7s} {'new s':>7s} "
+            f"{'old MB/s':>9s} {'new MB/s':>9s} {'speed-up':>9s} {'computes old/new':>17s}"
+        )
+        for what in ("tests", "probability"):
+            for arm in (True, False):  # untimed: imports and first reads of both arms
+                stream_call(next(iter(stores.values())), what, arm)
+            curve: dict[str, list[tuple[int, float]]] = {"old": [], "new": []}
+            last: dict[str, Any] = {}
+            for n_seq, path in stores.items():
+                mb = n_seq * cells * 2 / 1e6  # the response role of seq_n_active, uint16
+                times: dict[str, list[float]] = {"old": [], "new": []}
+                calls: dict[str, int] = {}
+                for _ in range(repeat):
+                    for arm in ("old", "new"):
+                        seconds, calls[arm] = stream_call(path, what, arm == "old")
+                        times[arm].append(seconds)
+                old_s, new_s = (statistics.median(times[a]) for a in ("old", "new"))
+                curve["old"].append((n_seq, old_s))
+                curve["new"].append((n_seq, new_s))
+                print(
+                    f"{what:12s} {n_seq:9d} {mb:8.1f} {old_s:7.2f} {new_s:7.2f} "
+                    f"{mb / old_s:9.0f} {mb / new_s:9.0f} {old_s / new_s:8.2f}x "
+                    f"{calls['old']:>8d} / {calls['new']:<6d}",
+                    flush=True,
+                )
+                last = {"n": n_seq, "mb": mb, "old": old_s, "new": new_s, "calls": calls}
+            fits[what] = {}
+            for arm in ("old", "new"):
+                x = np.array([n for n, _ in curve[arm]], dtype=float)
+                y = np.array([s for _, s in curve[arm]])
+                slope, intercept = np.polyfit(x, y, 1)
+                worst = float(np.max(np.abs(intercept + slope * x - y) / y))
+                fits[what][arm] = (float(intercept), float(slope))
+                print(
+                    f"  {what} {arm}: cost = {intercept:.2f} s + {slope * 1000:.2f} s per 1,000 "
+                    f"sequences (linear fit; largest relative residual {worst:.0%})"
+                )
+            tag = f"{size['layers']}x{size['neurons']} {last['n']:,} seq"
+            icpt, slope = fits[what]["new"]
+            rows.append(
+                _table.row(
+                    "stats",
+                    f"{tag} stats {what}: streaming vs old path, time",
+                    last["new"],
+                    unit="s",
+                    baseline=last["old"],
+                    target=1.0 / STREAM_SPEEDUP if full else None,
+                    note=(
+                        f"{last['mb'] / last['new']:.0f} vs {last['mb'] / last['old']:.0f} MB/s "
+                        f"({last['old'] / last['new']:.2f}x); fit {icpt:.2f} s + "
+                        f"{slope * 1000:.2f} s/1k seq"
+                    ),
+                )
+            )
+            rows.append(
+                _table.row(
+                    "stats",
+                    f"{tag} stats {what}: dask computes per call",
+                    float(last["calls"]["new"]),
+                    unit="calls",
+                    baseline=float(last["calls"]["old"]),
+                    target=float(STREAM_COMPUTES) if full else None,
+                    target_of="value",
+                    note="store-backed run; old: the lazy sums",
+                )
+            )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small size (smoke test)")
@@ -219,6 +405,10 @@ def main() -> None:
         "--sequences", type=int, help="sequences per language (default: 250; 40 with --quick)"
     )
     parser.add_argument("--json", type=Path, help="write the headline rows here (make bench)")
+    parser.add_argument(
+        "--stream-only", action="store_true", help="only the streaming tests/probability"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="repeats of the streaming calls")
     parser.add_argument("--child", choices=["tests", "boot"], help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--boot", type=int, default=0, help=argparse.SUPPRESS)
@@ -227,6 +417,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         child(args)
+        return
+    stream_keep = None if args.keep is None else args.keep.with_name(args.keep.name + "-stream")
+    stream_rows = streaming(STREAM_QUICK if args.quick else STREAM, args.repeat, stream_keep)
+    if args.stream_only:
+        _table.write_rows(args.json, stream_rows)
         return
     size = dict(QUICK if args.quick else FULL)
     if args.sequences:
@@ -282,7 +477,8 @@ def main() -> None:
         tests = rows[0][1]
         _table.write_rows(
             args.json,
-            [
+            stream_rows
+            + [
                 _table.row(
                     "stats",
                     f"{tag} tests + FDR: peak RSS vs raw data",
