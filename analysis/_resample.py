@@ -19,7 +19,13 @@ of activation probabilities (:mod:`~langneurons.analysis.uncertainty`).
   run and ``langneurons validate``.
 - **One streaming pass**: replicate counts are weighted sums over ``seq_n_active`` read in tiles
   aligned to its (dask or store) chunks, in exact integer arithmetic (float32 while every sum
-  stays below 2**24, float64 otherwise).
+  stays below 2**24, float64 otherwise). The per-language cluster sums of the tests and the
+  cluster intervals come from the same reader in one pass (:func:`streamed_sums`); the lazy
+  graph of them (:func:`cluster_sums`) is kept for results that stay lazy on dask-backed runs.
+
+Why this module is long: the design, the draws, the chunked reader and the two sums over it
+(replicate counts, cluster sums) share the sequence layout and one policy on totals; split
+apart, each piece would re-derive the layout the reader already holds.
 """
 
 from __future__ import annotations
