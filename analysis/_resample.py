@@ -67,6 +67,9 @@ TILE_BYTES = 128 << 20  # raw per-sequence counts read at once
 #: blocks read no store); larger ones are read again each block. Bounded by this, never by B.
 CACHE_BYTES = 512 << 20
 WORK_BYTES = 32 << 20  # float working set of one matrix product
+#: float working set of one block of the cluster sums: small enough to stay in cache between
+#: its product and its squares (5-7x less CPU than 32 MiB blocks on 2,000 x 65,536 counts)
+SUMS_WORK_BYTES = 2 << 20
 
 _CORRUPT = "the store is corrupt — run `langneurons validate`"
 
@@ -546,9 +549,11 @@ def exact_dtype(largest: int) -> type:
     return np.float64
 
 
-def column_step(n_cols: int, rows: int) -> int:
-    """Columns per matrix product so that ``rows`` float64 rows stay near ``WORK_BYTES``."""
-    return int(max(1, min(n_cols, WORK_BYTES // max(1, rows * 8))))
+def column_step(n_cols: int, rows: int, work: int | None = None) -> int:
+    """Columns per matrix product so that ``rows`` float64 rows stay near ``work`` bytes
+    (default ``WORK_BYTES``)."""
+    work = WORK_BYTES if work is None else work
+    return int(max(1, min(n_cols, work // max(1, rows * 8))))
 
 
 def streamed_sums(run: xr.Dataset, d: Design, cluster: str) -> tuple[xr.Dataset, NDArray[np.int64]]:
@@ -580,7 +585,7 @@ def streamed_sums(run: xr.Dataset, d: Design, cluster: str) -> tuple[xr.Dataset,
             first = int(np.searchsorted(d.members[j], seqs.start + rows[0]))
             t = unit_t[j] if groups is not None else unit_t[j][first : first + rows.size]
             ones_t = np.stack([np.ones_like(t), t])
-            step = column_step(n_cols, max(rows.size, t.size))
+            step = column_step(n_cols, max(rows.size, t.size), min(WORK_BYTES, SUMS_WORK_BYTES))
             for c0 in range(0, n_cols, step):
                 cols = slice(c0, min(c0 + step, n_cols))
                 x = summed(block, contiguous(rows), cols, np.float64)

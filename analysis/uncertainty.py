@@ -472,8 +472,9 @@ def activation_probability(
                     sums, n_clusters = item_sums(run, d)
                 else:
                     sums, n_clusters = cluster_sums(run, d), d.counts
-            else:  # one pass of the chunked reader
+            else:  # one pass of the chunked reader; the interval per language in threads
                 sums, n_clusters = streamed_sums(run, d, unit)
+                sums = sums.chunk({LANGUAGE: 1})
             if unit == "item":
                 attrs["n_items"] = {
                     lang: int(g) for lang, g in zip(d.languages, n_clusters, strict=True)

@@ -283,8 +283,9 @@ def old_path(what: str) -> contextlib.AbstractContextManager[Any]:
     return mock.patch(f"langneurons.analysis.{module}.streamed_sums", lazy)
 
 
-def stream_call(store: Path, what: str, old: bool) -> tuple[float, int]:
-    """Seconds and dask computes of one call on the run in ``store`` (opened afresh)."""
+def stream_call(store: Path, what: str, old: bool) -> tuple[float, int, float]:
+    """Seconds, dask computes and CPU seconds (all threads) of one call on the run in
+    ``store`` (opened afresh)."""
     from langneurons.analysis.neuron_tests import language_preference_tests
     from langneurons.analysis.uncertainty import activation_probability
     from langneurons.store import open_store
@@ -300,10 +301,10 @@ def stream_call(store: Path, what: str, old: bool) -> tuple[float, int]:
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore", RuntimeWarning)  # the old graph's 0/0 on empty neurons
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         call()
-        seconds = time.perf_counter() - t0
-    return seconds, computes.n
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return seconds, computes.n, cpu
 
 
 def streaming(size: dict[str, Any], repeat: int, keep: Path | None) -> list[dict[str, Any]]:
@@ -329,42 +330,57 @@ def streaming(size: dict[str, Any], repeat: int, keep: Path | None) -> list[dict
         )
         print(
             f"{'call':12s} {'sequences':>9s} {'MB read':>8s} {'old s':>7s} {'new s':>7s} "
-            f"{'old MB/s':>9s} {'new MB/s':>9s} {'speed-up':>9s} {'computes old/new':>17s}"
+            f"{'old MB/s':>9s} {'new MB/s':>9s} {'speed-up':>9s} {'computes old/new':>17s} "
+            f"{'old CPU':>7s} {'new CPU':>7s} {'CPU x':>8s}"
         )
         for what in ("tests", "probability"):
             for arm in (True, False):  # untimed: imports and first reads of both arms
                 stream_call(next(iter(stores.values())), what, arm)
-            curve: dict[str, list[tuple[int, float]]] = {"old": [], "new": []}
+            curve: dict[str, list[tuple[int, float, float]]] = {"old": [], "new": []}
             last: dict[str, Any] = {}
             for n_seq, path in stores.items():
                 mb = n_seq * cells * 2 / 1e6  # the response role of seq_n_active, uint16
                 times: dict[str, list[float]] = {"old": [], "new": []}
+                cpus: dict[str, list[float]] = {"old": [], "new": []}
                 calls: dict[str, int] = {}
                 for _ in range(repeat):
                     for arm in ("old", "new"):
-                        seconds, calls[arm] = stream_call(path, what, arm == "old")
+                        seconds, calls[arm], cpu = stream_call(path, what, arm == "old")
                         times[arm].append(seconds)
+                        cpus[arm].append(cpu)
                 old_s, new_s = (statistics.median(times[a]) for a in ("old", "new"))
-                curve["old"].append((n_seq, old_s))
-                curve["new"].append((n_seq, new_s))
+                old_cpu, new_cpu = (statistics.median(cpus[a]) for a in ("old", "new"))
+                curve["old"].append((n_seq, old_s, old_cpu))
+                curve["new"].append((n_seq, new_s, new_cpu))
                 print(
                     f"{what:12s} {n_seq:9d} {mb:8.1f} {old_s:7.2f} {new_s:7.2f} "
                     f"{mb / old_s:9.0f} {mb / new_s:9.0f} {old_s / new_s:8.2f}x "
-                    f"{calls['old']:>8d} / {calls['new']:<6d}",
+                    f"{calls['old']:>8d} / {calls['new']:<6d} {old_cpu:7.2f} {new_cpu:7.2f} "
+                    f"{old_cpu / new_cpu:7.2f}x",
                     flush=True,
                 )
-                last = {"n": n_seq, "mb": mb, "old": old_s, "new": new_s, "calls": calls}
+                last = {
+                    "n": n_seq,
+                    "mb": mb,
+                    "old": old_s,
+                    "new": new_s,
+                    "calls": calls,
+                    "cpu": (old_cpu, new_cpu),
+                }
             fits[what] = {}
             for arm in ("old", "new"):
-                x = np.array([n for n, _ in curve[arm]], dtype=float)
-                y = np.array([s for _, s in curve[arm]])
-                slope, intercept = np.polyfit(x, y, 1)
-                worst = float(np.max(np.abs(intercept + slope * x - y) / y))
-                fits[what][arm] = (float(intercept), float(slope))
-                print(
-                    f"  {what} {arm}: cost = {intercept:.2f} s + {slope * 1000:.2f} s per 1,000 "
-                    f"sequences (linear fit; largest relative residual {worst:.0%})"
-                )
+                x = np.array([c[0] for c in curve[arm]], dtype=float)
+                for column, clock in ((1, "wall"), (2, "CPU")):
+                    y = np.array([c[column] for c in curve[arm]])
+                    slope, intercept = np.polyfit(x, y, 1)
+                    worst = float(np.max(np.abs(intercept + slope * x - y) / y))
+                    if clock == "wall":
+                        fits[what][arm] = (float(intercept), float(slope))
+                    print(
+                        f"  {what} {arm} {clock}: cost = {intercept:.2f} s + "
+                        f"{slope * 1000:.2f} s per 1,000 sequences (least-squares line; "
+                        f"largest relative residual {worst:.0%})"
+                    )
             tag = f"{size['layers']}x{size['neurons']} {last['n']:,} seq"
             icpt, slope = fits[what]["new"]
             rows.append(
@@ -377,8 +393,8 @@ def streaming(size: dict[str, Any], repeat: int, keep: Path | None) -> list[dict
                     target=1.0 / STREAM_SPEEDUP if full else None,
                     note=(
                         f"{last['mb'] / last['new']:.0f} vs {last['mb'] / last['old']:.0f} MB/s "
-                        f"({last['old'] / last['new']:.2f}x); fit {icpt:.2f} s + "
-                        f"{slope * 1000:.2f} s/1k seq"
+                        f"({last['old'] / last['new']:.2f}x; CPU s {last['cpu'][1]:.2f} vs "
+                        f"{last['cpu'][0]:.2f}); fit {icpt:.2f} s + {slope * 1000:.2f} s/1k seq"
                     ),
                 )
             )
