@@ -479,11 +479,31 @@ def _groups(bounds: list[int], limit: int) -> list[slice]:
     return out
 
 
+def scheduler_elsewhere() -> bool:
+    """Whether the active Dask scheduler runs tasks outside this process's threads (a
+    distributed client, processes, a custom one); not for the default threaded or sync one."""
+    import dask.base
+    import dask.local
+    import dask.threaded
+
+    get = dask.base.get_scheduler()
+    return get is not None and get not in (dask.threaded.get, dask.local.get_sync)
+
+
 class Reader:
-    """Reads ``seq_n_active`` for the role in tiles aligned to its (dask or store) chunks."""
+    """Reads ``seq_n_active`` for the role in tiles aligned to its (dask or store) chunks.
+
+    A store-backed run is read through zarr in this process (its chunks fetched and decoded
+    concurrently; 3-4x faster than through a dask graph here), unless the active scheduler runs
+    elsewhere (a cluster), whose workers then read it; a dask-backed run is read with one
+    compute per tile.
+    """
 
     def __init__(self, run: xr.Dataset, d: Design) -> None:
         var = role_view(run[SEQ_N_ACTIVE], d.roles)
+        if var.chunks is None and not in_memory(var) and scheduler_elsewhere():
+            # a store-backed run under a cluster: its workers fetch and decode the chunks
+            var = var.chunk(dask_chunks(var))
         self.var = var.transpose(SEQUENCE, ROLE, LAYER, NEURON)
         self.n_roles = len(d.roles)
         self.n_layers = int(self.var.sizes[LAYER])

@@ -15,9 +15,9 @@ thread reservations), it times
 
 all on ``role="all"`` (both stored roles), so that every analysis that reads per-sequence counts
 reads every byte of them. Last, without the memory limit (a cluster runs worker processes), it
-times the tests on the run opened dask-backed (``chunks={}``) under dask's default threaded
-scheduler against a ``distributed.LocalCluster`` of one single-threaded worker process per CPU,
-alternately (its start-up is printed apart):
+times the tests under dask's default threaded scheduler (the run read through zarr in the
+process) against a ``distributed.LocalCluster`` of one single-threaded worker process per CPU
+(the workers read it), alternately (its start-up is printed apart):
 the crossover on this machine (a cluster pays for moving chunks between processes and
 helps only when more cores or machines are available than one process can use).
 
@@ -168,9 +168,9 @@ def cluster_vs_threaded(store: Path, repeat: int) -> dict[str, float]:
     from langneurons.store import open_store
 
     def tests() -> None:
-        # dask-backed (the store's chunks), so that the active scheduler reads and decodes
-        # them; a run opened without chunks is read through zarr in this process, no dask
-        run = open_store(store).open_run(RUN, chunks={})
+        # store-backed: read through zarr in this process under the default scheduler, by
+        # the workers (through dask) when the cluster's client is the default
+        run = open_store(store).open_run(RUN)
         language_preference_tests(run, role="all", method="cluster", correction="fdr_bh")
 
     workers = os.cpu_count() or 1
