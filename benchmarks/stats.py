@@ -19,9 +19,11 @@ per-sequence counts in one pass of the bootstrap's chunked reader (``_resample.R
 of 16 x 4096 neurons, 10 languages and 250 to 2,000 sequences it times each call against the
 old path kept here as the baseline (:func:`old_path`: the lazy per-language sums of the
 counts read through dask and computed as one graph), alternately in the same process
-(medians), and prints the throughput in MB/s of per-sequence counts read, the dask computes
-per call (a ``dask.callbacks.Callback``) and the cost against the number of sequences with a
-fitted intercept (fixed part) and slope (seconds per 1,000 sequences).
+(medians), and the reading stage alone (the per-language sums both calls start from; old:
+``cluster_sums(...).compute()``). It prints the throughput in MB/s of per-sequence counts read,
+wall and CPU seconds, the dask computes per call (a ``dask.callbacks.Callback``) and the cost
+against the number of sequences with a fitted intercept (fixed part) and slope (seconds per
+1,000 sequences).
 
 Usage::
 
@@ -286,17 +288,28 @@ def old_path(what: str) -> contextlib.AbstractContextManager[Any]:
 def stream_call(store: Path, what: str, old: bool) -> tuple[float, int, float]:
     """Seconds, dask computes and CPU seconds (all threads) of one call on the run in
     ``store`` (opened afresh)."""
+    from langneurons.analysis import _resample
     from langneurons.analysis.neuron_tests import language_preference_tests
     from langneurons.analysis.uncertainty import activation_probability
     from langneurons.store import open_store
 
     run = open_store(store).open_run(RUN)
+
+    def sums() -> None:
+        """The reading stage alone: the per-language sums both calls start from."""
+        d = _resample.design(run, "response", "the sums")
+        if old:
+            _resample.cluster_sums(run, d).compute()
+        else:
+            _resample.streamed_sums(run, d, "sequence")
+
     call = {
         "tests": lambda: language_preference_tests(run, method="cluster", correction="fdr_bh"),
         "probability": lambda: activation_probability(run, method="cluster"),
+        "sums": sums,
     }[what]
     with (
-        old_path(what) if old else contextlib.nullcontext(),
+        old_path(what) if old and what != "sums" else contextlib.nullcontext(),
         _Computes() as computes,
         warnings.catch_warnings(),
     ):
@@ -333,7 +346,7 @@ def streaming(size: dict[str, Any], repeat: int, keep: Path | None) -> list[dict
             f"{'old MB/s':>9s} {'new MB/s':>9s} {'speed-up':>9s} {'computes old/new':>17s} "
             f"{'old CPU':>7s} {'new CPU':>7s} {'CPU x':>8s}"
         )
-        for what in ("tests", "probability"):
+        for what in ("sums", "tests", "probability"):
             for arm in (True, False):  # untimed: imports and first reads of both arms
                 stream_call(next(iter(stores.values())), what, arm)
             curve: dict[str, list[tuple[int, float, float]]] = {"old": [], "new": []}
@@ -386,11 +399,13 @@ def streaming(size: dict[str, Any], repeat: int, keep: Path | None) -> list[dict
             rows.append(
                 _table.row(
                     "stats",
-                    f"{tag} stats {what}: streaming vs old path, time",
+                    f"{tag} "
+                    + ("reading stage (per-language sums)" if what == "sums" else f"stats {what}")
+                    + ": streaming vs old path, time",
                     last["new"],
                     unit="s",
                     baseline=last["old"],
-                    target=1.0 / STREAM_SPEEDUP if full else None,
+                    target=1.0 / STREAM_SPEEDUP if full and what != "sums" else None,
                     note=(
                         f"{last['mb'] / last['new']:.0f} vs {last['mb'] / last['old']:.0f} MB/s "
                         f"({last['old'] / last['new']:.2f}x; CPU s {last['cpu'][1]:.2f} vs "
@@ -398,6 +413,8 @@ def streaming(size: dict[str, Any], repeat: int, keep: Path | None) -> list[dict
                     ),
                 )
             )
+            if what == "sums":
+                continue
             rows.append(
                 _table.row(
                     "stats",
