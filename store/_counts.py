@@ -385,13 +385,33 @@ def _check_moe(
             f"{active_name} exceeds {routed_name} for {labels[i]!r} role {schema.ROLES[r]!r} at "
             f"{int(above[i, r].sum())} cells; a neuron counts only tokens routed to its expert"
         )
-    tok = tokens.astype(np.int64)
+    problems = routing_problems(moe, routed_name, routed, tokens, labels)
+    if problems:
+        raise StoreValidationError(problems[0])
+    return routed
+
+
+def routing_problems(
+    moe: schema.MoeLayout,
+    name: str,
+    routed: np.ndarray,
+    tokens: np.ndarray,
+    labels: Sequence[str],
+) -> list[str]:
+    """How routed-token counts ``[row, role, layer, expert]`` break the routing invariants.
+
+    The routed experts of a layer receive ``top_k`` x the row's tokens between them, and each
+    shared expert every token. One line per kind of problem (its first place), empty when none.
+    """
+    out = []
+    routed = np.asarray(routed, dtype=np.int64)
+    tok = np.asarray(tokens, dtype=np.int64)
     sums = routed[..., : moe.n_experts].sum(axis=-1, dtype=np.int64)
     bad = np.argwhere(sums != moe.top_k * tok[:, :, None])
     if bad.size:
         i, r, layer = bad[0]
-        raise StoreValidationError(
-            f"{routed_name} of the routed experts adds up to {int(sums[i, r, layer])} for "
+        out.append(
+            f"{name} of the routed experts adds up to {int(sums[i, r, layer])} for "
             f"{labels[i]!r} role {schema.ROLES[r]!r} layer {layer}; with top_k={moe.top_k} it "
             f"must be {moe.top_k} x {int(tok[i, r])} tokens"
         )
@@ -399,9 +419,9 @@ def _check_moe(
     bad = np.argwhere(shared != tok[:, :, None, None])
     if bad.size:
         i, r, layer, e = bad[0]
-        raise StoreValidationError(
-            f"{routed_name} of shared expert {moe.n_experts + e} is {int(shared[i, r, layer, e])}"
-            f" for {labels[i]!r} role {schema.ROLES[r]!r} layer {layer}; a shared expert sees "
-            f"every token ({int(tok[i, r])})"
+        out.append(
+            f"{name} of shared expert {moe.n_experts + e} is {int(shared[i, r, layer, e])} for "
+            f"{labels[i]!r} role {schema.ROLES[r]!r} layer {layer}; a shared expert sees every "
+            f"token ({int(tok[i, r])})"
         )
-    return routed
+    return out
