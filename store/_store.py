@@ -55,6 +55,7 @@ from langneurons.errors import (
 from langneurons.names import (
     LANGUAGE,
     LAYER,
+    MOE_ATTR,
     N_ACTIVE,
     N_TOKENS,
     NEURON,
@@ -1015,7 +1016,7 @@ class ActivationStore:
         """Runs, languages, shapes, token totals and provenance, as plain data."""
         out: dict[str, Any] = {
             "store": self.url,
-            "schema_version": schema.SCHEMA_VERSION,
+            "schema_version": self.schema_version(),
             "runs": {},
         }
         root = self._root(checked=True)
@@ -1026,15 +1027,18 @@ class ActivationStore:
             entry: dict[str, Any] = {
                 "languages": langs,
                 "layers": int(_nodes.arr(group, N_ACTIVE).shape[2]),
-                "neurons": int(_nodes.arr(group, N_ACTIVE).shape[3]),
+                "neurons": int(_nodes.arr(group, N_ACTIVE).shape[-1]),
                 "roles": list(schema.ROLES),
                 "n_tokens": {
                     lang: dict(zip(schema.ROLES, map(int, tokens[i]), strict=True))
                     for i, lang in enumerate(langs)
                 },
-                "optional": [n for n in (*schema.MOMENTS, *schema.SEQUENCES) if n in group],
+                "optional": [n for n in (*schema.MOMENTS, *schema.MOE_SEQUENCES) if n in group],
                 "attrs": _attrs.decode(dict(group.attrs)),
             }
+            moe = entry["attrs"].get(MOE_ATTR)
+            if isinstance(moe, dict):  # a mixture-of-experts run: its experts, from the attribute
+                entry["moe"] = {k: moe.get(k) for k in ("n_experts", "n_shared", "top_k")}
             incomplete = _plan.incompleteness(group.attrs)
             if incomplete is not None:
                 entry["incomplete"] = incomplete

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 
 from langneurons.errors import StoreValidationError
@@ -346,3 +347,93 @@ def _consolidate(path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(path)
+
+
+# ---------------------------------------------------------------------- info, version
+def test_info_shows_experts_and_both_readers_agree(tmp_path: Path, capsys) -> None:
+    from langneurons.cli._info import read_info
+
+    from .conftest import run_cli
+
+    path = tmp_path / "s.zarr"
+    store, _ = _moe_store(path, sequences=2)
+    store.create_run(
+        "dense", n_layers=2, n_neurons=6, counts=make_counts(["de"], layers=2, neurons=6)
+    )
+    info = open_store(path).info()
+    assert info["schema_version"] == schema.MOE_SCHEMA_VERSION
+    entry = info["runs"]["moe/base"]
+    assert entry["layers"] == 2 and entry["neurons"] == 6
+    assert entry["moe"] == {"n_experts": 4, "n_shared": 1, "top_k": 2}
+    assert "seq_n_routed" in entry["optional"] and "moe" not in info["runs"]["dense"]
+    fast = read_info(str(path))
+    assert fast is not None and json.dumps(fast) == json.dumps(info)
+    code, out, _ = run_cli(capsys, "info", path)
+    assert code == 0
+    assert "2 layers x 4 routed + 1 shared experts (top-2) x 6 neurons" in out
+    assert "(schema version 3)" in out
+
+
+def test_a_moe_run_makes_the_store_version_3(tmp_path: Path) -> None:
+    """Releases that read only version 2 refuse such a store in their own clear line."""
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    store.create_run(
+        "dense", n_layers=2, n_neurons=6, counts=make_counts(["de"], layers=2, neurons=6)
+    )
+    root = json.loads((path / "zarr.json").read_text())
+    assert root["attributes"]["langneurons"]["schema_version"] == 2  # dense stays readable
+    _, counts = _moe_store(path)
+    root = json.loads((path / "zarr.json").read_text())
+    assert root["attributes"]["langneurons"]["schema_version"] == 3
+    reopened = open_store(path)
+    assert reopened.validate() == [] and reopened.runs() == ["dense", "moe/base"]
+    assert reopened.open_run("dense").attrs["schema_version"] == 2
+    from langneurons.store import migrate_store
+
+    with pytest.raises(StoreValidationError, match="already has schema version 3; nothing to"):
+        migrate_store(path, tmp_path / "new.zarr")
+
+
+# ---------------------------------------------------------------------- results
+def _expert_result(ds) -> xr.Dataset:
+    """An identification-like result over (language, layer, expert, neuron), as analysis makes."""
+    rng = np.random.default_rng(5)
+    dims = ("language", "layer", "expert", "neuron")
+    shape = tuple(ds.sizes[d] for d in dims)
+    mask = rng.random(shape) < 0.3
+    types = np.array(["specific", "none", "undefined", "padding"])[rng.integers(0, 4, shape[1:])]
+    coords = {d: ds[d].values for d in dims}
+    coords[EXPERT_SHARED] = ("expert", ds[EXPERT_SHARED].values)
+    coords[EXPERT_NEURONS] = ("expert", ds[EXPERT_NEURONS].values)
+    return xr.Dataset(
+        {
+            "mask": (dims, mask),
+            "score": (dims[1:], rng.random(shape[1:])),
+            "neuron_type": (dims[1:], types),
+            "n_language_neurons": (dims[:3], mask.sum(axis=-1)),
+        },
+        coords=coords,
+        attrs={"method": "lape", "rank": "expert", "min_routed": 1},
+    )
+
+
+def test_results_with_an_expert_dim_save_and_load(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    store, _ = _moe_store(path)
+    result = _expert_result(store.open_run("moe/base"))
+    assert store.save_result("moe/base", "identification", "lape", result) == (
+        "moe/base/identification/lape"
+    )
+    store.save_result("moe/base", "stats", "experts", result[["n_language_neurons"]])
+    back = open_store(path).open_result("moe/base", "identification", "lape")
+    for name in ("mask", "score", "neuron_type", "n_language_neurons"):
+        assert back[name].dims == result[name].dims
+        np.testing.assert_array_equal(back[name].values, result[name].values)
+    assert back[EXPERT_SHARED].values.tolist() == [False] * 4 + [True]
+    assert back.attrs["rank"] == "expert"
+    stats = open_store(path).open_result("moe/base", "stats", "experts")
+    assert stats.n_language_neurons.dims == ("language", "layer", "expert")
+    assert store.validate() == []
+    info = open_store(path).info()["runs"]["moe/base"]["results"]
+    assert info == {"identification": ["lape"], "stats": ["experts"]}
