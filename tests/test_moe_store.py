@@ -437,3 +437,68 @@ def test_results_with_an_expert_dim_save_and_load(tmp_path: Path) -> None:
     assert store.validate() == []
     info = open_store(path).info()["runs"]["moe/base"]["results"]
     assert info == {"identification": ["lape"], "stats": ["experts"]}
+
+
+# ---------------------------------------------------------------------- export
+def test_exports_carry_a_moe_run(tmp_path: Path, monkeypatch) -> None:
+    pa = pytest.importorskip("pyarrow.parquet")
+    pytest.importorskip("h5netcdf")
+    from langneurons.store import _export_parquet, decode_attrs
+
+    path = tmp_path / "s.zarr"
+    store, counts = _moe_store(path, sequences=2)
+    result = _expert_result(store.open_run("moe/base"))
+    store.save_result("moe/base", "identification", "lape", result)
+    opened = open_store(path)
+    # zip: the whole store, read back by plain xarray through zarr's ZipStore
+    archive = opened.export_zip(tmp_path / "s.zip")
+    zipped = open_store(archive)
+    assert zipped.validate() == []
+    np.testing.assert_array_equal(zipped.open_run("moe/base")[N_ROUTED].values, counts.n_routed)
+    # netCDF: counts at the root, coords and the moe attribute carried
+    (nc,) = opened.export_netcdf(tmp_path / "nc")
+    with xr.open_dataset(nc) as found:
+        assert found.n_active.dims == MOE_COUNT_DIMS
+        np.testing.assert_array_equal(found.n_active.values, counts.n_active)
+        np.testing.assert_array_equal(found[N_ROUTED].values, counts.n_routed)
+        assert found[EXPERT_SHARED].values.tolist() == [False] * 4 + [True]
+        assert decode_attrs(found.attrs)[MOE_ATTR]["top_k"] == 2
+    with xr.open_dataset(nc, group="identification/lape") as found:
+        assert found.mask.dims == ("language", "layer", "expert", "neuron")
+    # Parquet: one row per (language, role, layer, expert, neuron), P over the routed tokens
+    monkeypatch.setattr(_export_parquet, "ROWS_PER_GROUP", 2 * 2 * 5 * 6)  # a layer a group
+    (pq,) = opened.export_parquet(tmp_path / "pq")
+    table = pa.read_table(pq).to_pandas()
+    assert list(table.columns[:11]) == [
+        "run",
+        "language",
+        "role",
+        "layer",
+        "expert",
+        "neuron",
+        "n_active",
+        "n_tokens",
+        "n_routed",
+        "P",
+        "type_lape",
+    ]
+    assert len(table) == 2 * 2 * 2 * 5 * 6
+    row = table[
+        (table.language == "en")
+        & (table.role == "response")
+        & (table.layer == 1)
+        & (table.expert == 2)
+        & (table.neuron == 3)
+    ].iloc[0]
+    routed = int(np.asarray(counts.n_routed)[1, 1, 1, 2])
+    assert row.n_active == counts.n_active[1, 1, 1, 2, 3] and row.n_routed == routed
+    assert row.P == pytest.approx(counts.n_active[1, 1, 1, 2, 3] / routed)
+    padding = table[(table.expert == 4) & (table.neuron >= 3)]
+    assert len(padding) and padding.P.isna().all() and (padding.n_active == 0).all()
+    assert row.type_lape == result.neuron_type.values[1, 2, 3]
+    # the dataset folder: the zip and the tables, checked
+    folder = opened.export_dataset(tmp_path / "ds", license="cc-by-4.0")
+    assert (folder / "store.zip").is_file() and (folder / "data" / "moe" / "base.parquet").is_file()
+    text = (folder / "README.md").read_text()
+    assert "| shape | 2 layers x 4 routed + 1 shared experts (top-2) x 6 neurons |" in text
+    assert "schema version 3" in text
