@@ -501,6 +501,11 @@ class ActivationStore:
                 f"n_neurons is {n_neurons} but the largest expert has {moe.n_neurons} "
                 "(moe.expert_neurons); pass n_neurons=moe.n_neurons"
             )
+        if counts is not None and counts.moe != moe:  # checked before the store is marked
+            raise StoreValidationError(
+                f"counts have {_arrays.layout_text(counts.moe)} but run {run!r} is created with "
+                f"{_arrays.layout_text(moe)}; pass moe=counts.moe"
+            )
         meta = metadata or schema.RunMetadata()
         if moe is not None:
             meta = dataclasses.replace(meta, schema_version=schema.MOE_SCHEMA_VERSION)

@@ -292,6 +292,8 @@ def test_mixing_dense_and_moe_is_one_clear_line(tmp_path: Path) -> None:
     store.create_run("dense", n_layers=2, n_neurons=6, counts=dense)
     with pytest.raises(StoreValidationError, match="counts are per expert .* dense run"):
         store.add_languages("dense", make_moe_counts(["de"], expert_neurons=SIZES))
+    with pytest.raises(StoreValidationError, match="but run 'new' is created with no experts"):
+        store.create_run("new", n_layers=2, n_neurons=6, counts=other_k)
     with pytest.raises(StoreValidationError, match="n_neurons is 7 but the largest expert has 6"):
         store.create_run("bad", n_layers=2, n_neurons=7, moe=MoeLayout((6, 6)))
     assert store.languages("moe/base") == ["de", "en"]
@@ -502,3 +504,80 @@ def test_exports_carry_a_moe_run(tmp_path: Path, monkeypatch) -> None:
     text = (folder / "README.md").read_text()
     assert "| shape | 2 layers x 4 routed + 1 shared experts (top-2) x 6 neurons |" in text
     assert "schema version 3" in text
+
+
+# ---------------------------------------------------------------------- concurrency, bad input
+_WRITER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from tests._moe_data import make_moe_counts
+from langneurons.store import open_store
+while time.time() < {start}:
+    time.sleep(0.005)
+store = open_store({path!r}, mode="r+")
+for lang, seed in {jobs!r}:
+    store.merge_counts("r", make_moe_counts([lang], seed=seed, sequences=2, expert_neurons={sizes}))
+"""
+
+
+def test_two_processes_merge_moe_counts_concurrently(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "s.zarr"
+    layout = make_moe_counts(["x"], expert_neurons=SIZES).moe
+    create_store(path).create_run("r", n_layers=2, n_neurons=6, moe=layout, sequences=True)
+    jobs = [[("en", 1), ("de", 2), ("en", 3)], [("en", 11), ("fr", 12), ("de", 13)]]
+    start = time.time() + 2.0
+    root = str(Path(__file__).parents[1])
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _WRITER.format(root=root, path=str(path), jobs=j, start=start, sizes=SIZES),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for j in jobs
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    ds = open_store(path).open_run("r").load()
+    for lang in ("en", "de", "fr"):
+        seeds = [s for part in jobs for x, s in part if x == lang]
+        parts = [make_moe_counts([lang], seed=s, sequences=2, expert_neurons=SIZES) for s in seeds]
+        np.testing.assert_array_equal(
+            ds[N_ROUTED].sel(language=lang).values, sum(np.asarray(p.n_routed)[0] for p in parts)
+        )
+        np.testing.assert_array_equal(
+            ds.n_active.sel(language=lang).values, sum(p.n_active[0] for p in parts)
+        )
+    assert ds.sizes["sequence"] == 12
+    assert open_store(path).validate() == []
+
+
+def test_bad_layout_arguments_are_one_line(tmp_path: Path) -> None:
+    store = create_store(tmp_path / "s.zarr")
+    with pytest.raises(StoreValidationError, match="moe must be a langneurons.store.MoeLayout"):
+        store.create_run("r", n_layers=2, n_neurons=6, moe={"n_experts": 4})  # type: ignore[arg-type]
+    counts = make_moe_counts(["de"])
+    with pytest.raises(StoreValidationError, match="moe must be a langneurons.store.MoeLayout"):
+        Counts(["de"], counts.n_active, counts.n_tokens, n_routed=counts.n_routed, moe={"a": 1})  # type: ignore[arg-type]
+    assert store.runs() == []
+
+
+def test_validate_command_names_a_moe_problem(tmp_path: Path, capsys) -> None:
+    from .conftest import run_cli
+
+    path = tmp_path / "s.zarr"
+    _, counts = _moe_store(path)
+    run = zarr.open_group(path, mode="r+", path="moe/base", use_consolidated=False)
+    run["n_routed"][0, 0, 1, 0] = int(np.asarray(counts.n_routed)[0, 0, 1, 0]) + 1
+    rerecord(path, "moe/base/n_routed")
+    code, out, err = run_cli(capsys, "validate", path)
+    assert code == 1
+    assert "invalid: run 'moe/base': n_routed of the routed experts adds up to" in err
