@@ -433,6 +433,9 @@ def test_results_with_an_expert_dim_save_and_load(tmp_path: Path) -> None:
         assert back[name].dims == result[name].dims
         np.testing.assert_array_equal(back[name].values, result[name].values)
     assert back[EXPERT_SHARED].values.tolist() == [False] * 4 + [True]
+    stored = zarr.open_group(path, mode="r", path="moe/base/identification/lape")
+    assert stored["neuron_type"].dtype == np.int8  # undefined and padding are coded too
+    assert "undefined padding" in stored["neuron_type"].attrs["flag_meanings"]
     assert back.attrs["rank"] == "expert"
     stats = open_store(path).open_result("moe/base", "stats", "experts")
     assert stats.n_language_neurons.dims == ("language", "layer", "expert")
