@@ -584,3 +584,26 @@ def test_validate_command_names_a_moe_problem(tmp_path: Path, capsys) -> None:
     code, out, err = run_cli(capsys, "validate", path)
     assert code == 1
     assert "invalid: run 'moe/base': n_routed of the routed experts adds up to" in err
+
+
+def test_validate_reads_sequences_a_block_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """Per-sequence routing is checked a chunk row at a time; a problem in a late block is found."""
+    from langneurons.store import _nodes
+
+    path = tmp_path / "s.zarr"
+    store, counts = _moe_store(path, langs=("de", "en", "fr"), sequences=3)
+    run = zarr.open_group(path, mode="r+", path="moe/base", use_consolidated=False)
+    run["seq_n_routed"][7, 0, 0, 4] += 1  # the shared expert of fr's second sequence
+    rerecord(path, "moe/base/seq_n_routed")
+    real = _nodes.chunk_rows
+    monkeypatch.setattr(
+        _nodes,
+        "chunk_rows",
+        lambda a: (slice(i, min(i + 2, a.shape[0])) for i in range(0, a.shape[0], 2)),
+    )
+    problems = store.validate()
+    monkeypatch.setattr(_nodes, "chunk_rows", real)
+    assert any("seq_n_routed of shared expert 4" in p and "'item1'" in p for p in problems), (
+        problems
+    )
+    assert any("seq_n_routed summed per language differs from n_routed" in p for p in problems)
