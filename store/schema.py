@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import operator
 import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -264,7 +265,12 @@ class MoeLayout:
     model_type: str = ""
 
     def __post_init__(self) -> None:
-        neurons = tuple(int(x) for x in self.expert_neurons)
+        try:
+            neurons = tuple(operator.index(x) for x in self.expert_neurons)
+        except TypeError:
+            raise StoreValidationError(
+                f"expert_neurons must be integers, one per expert; got {self.expert_neurons!r}"
+            ) from None
         object.__setattr__(self, "expert_neurons", neurons)
         n = len(neurons)
         if isinstance(self.n_shared, bool) or not isinstance(self.n_shared, int | np.integer):

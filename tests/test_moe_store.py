@@ -136,6 +136,7 @@ def test_counts_refuse_sequences_that_do_not_add_up() -> None:
         ({"expert_neurons": (4, 4), "top_k": 3}, "top_k is 3; it must be between 1 and the 2"),
         ({"expert_neurons": (4, 0)}, "expert_neurons holds 0"),
         ({"expert_neurons": (4, 4), "top_k": True}, "top_k must be an integer"),
+        ({"expert_neurons": (4.5, 4)}, "expert_neurons must be integers, one per expert"),
     ],
 )
 def test_layout_refuses_bad_parameters(kwargs, message) -> None:
