@@ -181,12 +181,16 @@ SEQUENCES: Final = ("seq_n_active", "seq_n_tokens", "seq_language", "seq_id")
 # mixture-of-experts runs (docs/design/moe.md): the counts gain an expert dim before neuron
 MOE_COUNT_DIMS: Final = names.MOE_COUNT_DIMS
 MOE_SEQ_DIMS: Final = names.MOE_SEQ_DIMS
+_MOE_DIMS: Final[dict[tuple[str, ...], tuple[str, ...]]] = {
+    COUNT_DIMS: MOE_COUNT_DIMS,
+    SEQ_DIMS: MOE_SEQ_DIMS,
+}
 #: The arrays of a MoE run: the dense ones with the expert dim, and the expert's own.
 MOE_VARIABLES: Final[dict[str, VariableSpec]] = {
     **{
         n: dataclasses.replace(
             v,
-            dims={COUNT_DIMS: MOE_COUNT_DIMS, SEQ_DIMS: MOE_SEQ_DIMS}.get(v.dims, v.dims),
+            dims=_MOE_DIMS.get(v.dims, v.dims),
         )
         for n, v in VARIABLES.items()
     },
