@@ -11,9 +11,10 @@ import pytest
 import xarray as xr
 
 from langneurons.analysis import identify, select, summary
+from langneurons.analysis.routing import language_experts, routing_change
 from langneurons.errors import ParameterError, StoreValidationError
 
-from ._moe_data import moe_run
+from ._moe_data import moe_run, routing_run
 from .test_identify import make_run
 
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "identify-small.npz"
@@ -230,3 +231,146 @@ def test_role_all_sums_both_roles() -> None:
     both = identify(run, "lape", top_rate=0.25, filter_rate=0.5, bar=0.5, role="all")
     np.testing.assert_array_equal(one["probability"].values, both["probability"].values)
     np.testing.assert_array_equal(one["selected"].values, both["selected"].values)
+
+
+# --------------------------------------------------------------------------- language experts
+
+
+def simulated_routing(
+    seed: int,
+    p: np.ndarray,
+    n_seq: int = 12,
+    languages: tuple[str, ...] = ("en", "de", "fr"),
+    ids: list[str] | None = None,
+) -> xr.Dataset:
+    """Per-sequence routing (top-1) with routing probabilities ``p[language, layer, expert]``."""
+    rng = np.random.default_rng(seed)
+    seq_lang = [lang for lang in languages for _ in range(n_seq)]
+    if ids is None:
+        ids = [f"item{j}" for _ in languages for j in range(n_seq)]
+    tok = rng.integers(20, 60, len(seq_lang))
+    routed = np.stack(
+        [
+            np.stack([rng.multinomial(t, p[languages.index(lang), li]) for li in range(p.shape[1])])
+            for t, lang in zip(tok, seq_lang, strict=True)
+        ]
+    )
+    return routing_run(routed, tok, seq_lang, languages=languages, seq_ids=ids)
+
+
+def test_language_experts_known_shares_and_types() -> None:
+    """K = 2, one layer, top-1 over 3 routed experts and 1 shared one. en: 10 tokens, all to
+    expert 0; de: 20 tokens, 10 to expert 0 and 10 to expert 1; expert 2 gets none."""
+    seq = np.array([[[5, 0, 0, 5]], [[5, 0, 0, 5]], [[5, 5, 0, 10]], [[5, 5, 0, 10]]])
+    run = routing_run(
+        seq, np.array([5, 5, 10, 10]), ["en", "en", "de", "de"], languages=("en", "de")
+    )
+    run = run.assign_coords(expert_shared=("expert", [False, False, False, True]))
+    result = language_experts(run, n_boot=50)
+    np.testing.assert_array_equal(
+        result["share"].sel(layer=0).values, [[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.0, 1.0]]
+    )
+    # expert 0: profile (1, .5): q = (2/3, 1/3), specificity 1 - H / log 2
+    q = np.array([2 / 3, 1 / 3])
+    expected = 1 + (q * np.log(q)).sum() / np.log(2)
+    spec = result["specificity"].sel(layer=0).values
+    assert spec[0] == pytest.approx(expected, rel=1e-12)
+    assert spec[1] == 1.0 and np.isnan(spec[2]) and np.isnan(spec[3])
+    # preferred: share > 1.5 x mean share (expert 0: 1 > 1.125? no; expert 1: .5 > .375 in de)
+    assert result["expert_type"].sel(layer=0).values.tolist() == [
+        "general",
+        "specific",
+        "unrouted",
+        "shared",
+    ]
+    assert result["top_language"].sel(layer=0, expert=1).item() == "de"
+    assert result.attrs["per_language"] == {"en": 0, "de": 1}
+    assert result.attrs["inference"] == "valid" and result.attrs["unit"] == "sequence"
+    assert (result["share_low"] <= result["share"] + 1e-12).all()
+    assert (result["share_high"] >= result["share"] - 1e-12).all()
+    # descriptive: no per-sequence routing
+    bare = run.drop_vars(["seq_n_routed"])
+    described = language_experts(bare)
+    assert described.attrs["inference"] == "descriptive"
+    assert "seq_n_routed" in described.attrs["inference_reason"]
+    assert "share_low" not in described
+    xr.testing.assert_equal(described["share"], result["share"])
+
+
+def test_language_experts_find_a_planted_language_expert() -> None:
+    p = np.full((3, 2, 4), 0.25)
+    p[1, 0] = [0.7, 0.1, 0.1, 0.1]  # German tokens go to expert 0 of layer 0
+    result = language_experts(simulated_routing(0, p), n_boot=200)
+    types = result["expert_type"].values
+    assert types[0, 0] == "specific" and result["top_language"].values[0, 0] == "de"
+    assert (types[1] == "general").all()
+    low = result["specificity_low"].values
+    assert low[0, 0] > result["specificity_high"].values[1].max()
+
+
+def test_items_are_the_unit_when_they_repeat() -> None:
+    p = np.full((2, 1, 3), 1 / 3)
+    ids = [f"item{j // 2}" for _ in range(2) for j in range(12)]  # two responses per item
+    run = simulated_routing(1, p, languages=("en", "de"), ids=ids)
+    assert language_experts(run, n_boot=20).attrs["unit"] == "item"
+    assert language_experts(run, n_boot=20, cluster="sequence").attrs["unit"] == "sequence"
+
+
+def test_routing_counts_that_do_not_add_up_are_refused() -> None:
+    p = np.full((2, 1, 3), 1 / 3)
+    run = simulated_routing(2, p, languages=("en", "de"))
+    bad = run.copy(deep=True)
+    bad["seq_n_routed"][0, 1, 0, 0] += 1
+    with pytest.raises(StoreValidationError, match=r"^run's per-sequence routing counts"):
+        language_experts(bad)
+    with pytest.raises(ParameterError, match=r"^ratio must be a number > 1, got 1$"):
+        language_experts(run, ratio=1)
+    dense = make_run(np.zeros((2, 1, 3), dtype=int), [5, 5])
+    with pytest.raises(ParameterError, match=r"needs a mixture-of-experts run"):
+        language_experts(dense)
+
+
+# --------------------------------------------------------------------------- routing change
+
+
+def test_routing_change_of_a_run_with_itself_is_null() -> None:
+    run = simulated_routing(3, np.full((3, 2, 4), 0.25))
+    result = routing_change(run, run, n_perm=100)
+    assert (result["change"].values == 0).all()
+    assert (result["pvalue"].values == 1).all() and result.attrs["n_significant"] == 0
+
+
+def test_routing_change_finds_a_planted_shift_and_corrects_per_layer() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.full((3, 2, 4), 0.25)
+    shifted = p.copy()
+    shifted[1, 0] = [0.7, 0.1, 0.1, 0.1]
+    base, aligned = simulated_routing(4, p), simulated_routing(5, shifted)
+    result = routing_change(base, aligned, n_perm=300)
+    assert result.attrs["inference"] == "valid" and result.attrs["unit"] == "item"
+    sig = result["significant"].values
+    assert sig[1, 0].all() and not sig[:, 1].any()
+    assert result.attrs["per_layer"][1] == 0
+    np.testing.assert_allclose(
+        result["change"].values, result["aligned_share"].values - result["base_share"].values
+    )
+    for layer in range(2):
+        p_layer = result["pvalue"].values[:, layer].reshape(-1)
+        q = multipletests(p_layer, method="fdr_bh")[1]
+        np.testing.assert_allclose(result["q"].values[:, layer].reshape(-1), q)
+    # descriptive without per-sequence counts; refused when the runs differ in shape
+    described = routing_change(base.drop_vars("seq_n_routed"), aligned)
+    assert described.attrs["inference"] == "descriptive" and "pvalue" not in described
+    with pytest.raises(ParameterError, match=r"^base_run and aligned_run must hold the same"):
+        routing_change(base, aligned.isel(expert=slice(0, 3)))
+
+
+def test_routing_change_needs_the_same_items() -> None:
+    p = np.full((2, 1, 3), 1 / 3)
+    base = simulated_routing(6, p, languages=("en", "de"))
+    other = simulated_routing(
+        7, p, languages=("en", "de"), ids=[f"x{j}" for _ in range(2) for j in range(12)]
+    )
+    with pytest.raises(ParameterError, match=r"must hold the same items to be resampled together"):
+        routing_change(base, other, n_perm=10)
