@@ -14,7 +14,7 @@ from langneurons.analysis import identify, select, summary
 from langneurons.analysis.routing import language_experts, routing_change
 from langneurons.errors import ParameterError, StoreValidationError
 
-from ._moe_data import moe_run, routing_run
+from ._moe_runs import moe_run, routing_run
 from .test_identify import make_run
 
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "identify-small.npz"
