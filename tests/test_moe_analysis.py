@@ -285,7 +285,8 @@ def test_language_experts_known_shares_and_types() -> None:
     ]
     assert result["top_language"].sel(layer=0, expert=1).item() == "de"
     assert result.attrs["per_language"] == {"en": 0, "de": 1}
-    assert result.attrs["inference"] == "valid" and result.attrs["unit"] == "sequence"
+    assert result.attrs["inference"] == "descriptive" and result.attrs["unit"] == "sequence"
+    assert result.attrs["inference_reason"].startswith("fewer than 16 sequences in some language")
     assert (result["share_low"] <= result["share"] + 1e-12).all()
     assert (result["share_high"] >= result["share"] - 1e-12).all()
     # descriptive: no per-sequence routing
@@ -300,7 +301,24 @@ def test_language_experts_known_shares_and_types() -> None:
 def test_language_experts_find_a_planted_language_expert() -> None:
     p = np.full((3, 2, 4), 0.25)
     p[1, 0] = [0.7, 0.1, 0.1, 0.1]  # German tokens go to expert 0 of layer 0
-    result = language_experts(simulated_routing(0, p), n_boot=200)
+    run = simulated_routing(0, p, n_seq=16)
+    result = language_experts(run, n_boot=200)
+    assert result.attrs["inference"] == "valid" and result.attrs["n_clusters"]["de"] == 16
+    assert result.attrs["specificity_inference"] == "descriptive"
+    # the share interval of (de, layer 0, expert 0) by hand: jackknife se, t on the logit scale
+    from scipy import special
+
+    de = run["seq_language"].values == "de"
+    a = run["seq_n_routed"].sel(role="response").values[de, 0, 0].astype(float)
+    t = run["seq_n_tokens"].sel(role="response").values[de].astype(float)
+    s = a.sum() / t.sum()
+    loo = (a.sum() - a) / (t.sum() - t)
+    se = np.sqrt(15 / 16 * ((loo - loo.mean()) ** 2).sum())
+    width = special.stdtrit(15, 0.975) * se / (s * (1 - s))
+    logit = np.log(s / (1 - s))
+    cell = result.sel(language="de", layer=0, expert=0)
+    assert float(cell["share_low"]) == pytest.approx(special.expit(logit - width), rel=1e-12)
+    assert float(cell["share_high"]) == pytest.approx(special.expit(logit + width), rel=1e-12)
     types = result["expert_type"].values
     assert types[0, 0] == "specific" and result["top_language"].values[0, 0] == "de"
     assert (types[1] == "general").all()
