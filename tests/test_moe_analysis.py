@@ -392,3 +392,81 @@ def test_routing_change_needs_the_same_items() -> None:
     )
     with pytest.raises(ParameterError, match=r"must hold the same items to be resampled together"):
         routing_change(base, other, n_perm=10)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@pytest.fixture
+def moe_store(tmp_path: Path) -> Path:
+    from langneurons.store import create_store
+
+    from ._moe_data import make_moe_counts
+
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    for run, seed in (("m/base", 1), ("m/aligned", 2)):
+        counts = make_moe_counts(["en", "de", "fr"], layers=2, sequences=16, seed=seed)
+        store.create_run(
+            run,
+            n_layers=2,
+            n_neurons=counts.moe.n_neurons,
+            moe=counts.moe,
+            counts=counts,
+            sequences=True,
+        )
+    return path
+
+
+def test_cli_identify_and_experts_on_a_moe_store(
+    moe_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from langneurons.store import open_store
+
+    from .conftest import run_cli
+
+    code, out, err = run_cli(
+        capsys, "identify", moe_store, "--run", "m/base", "--method", "lape", "--rank", "layer"
+    )
+    assert code == 0, err
+    assert "thresholds and top-rate selection within each layer (rank layer)" in out
+    saved = open_store(moe_store).open_result("m/base", "identification", "lape")
+    assert saved.attrs["rank"] == "layer" and saved["mask"].dims[-2:] == ("expert", "neuron")
+    code, out, err = run_cli(
+        capsys,
+        "stats",
+        "experts",
+        moe_store,
+        "--run",
+        "m/base",
+        "--compare",
+        "m/aligned",
+        "--n-boot",
+        50,
+        "--n-perm",
+        50,
+    )
+    assert code == 0, err
+    assert (
+        "language experts by routing (response tokens): 2 layers x 4 routed experts (+1 "
+        "shared)" in out
+    )
+    assert "share intervals: 95 %" in out and "16-16 sequences per language" in out
+    assert "routing change, base -> aligned:" in out and "Benjamini-Hochberg" in out
+    store = open_store(moe_store)
+    assert store.open_result("m/base", "stats", "experts").attrs["inference"] == "valid"
+    assert "q" in store.open_result("m/aligned", "stats", "experts-change")
+
+
+def test_cli_bad_moe_input_is_one_line(
+    moe_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .conftest import run_cli
+
+    code, _, err = run_cli(
+        capsys, "identify", moe_store, "--run", "m/base", "--export-mask", tmp_path / "m.pt"
+    )
+    assert code != 0 and err.count("\n") == 1
+    assert "the LAPE mask file format has no expert dimension" in err
+    code, _, err = run_cli(capsys, "stats", "experts", moe_store, "--run", "m/base", "--ratio", 1)
+    assert code != 0 and "ratio must be a number > 1, got 1.0" in err
