@@ -327,7 +327,6 @@ def identify_experts(
             "n_undefined_cells": len(undefined_cells),
             "n_undefined_neurons": int((real[None] & ~analysed).sum()),
             "undefined_cells": undefined_cells,
-            "moe": True,
         }
     )
     if params.method == "lape":
