@@ -519,3 +519,17 @@ def test_the_report_draws_the_moe_figures(
     assert "m-base-stats-experts-routing-shares.png" in names
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "routing change between two mixture-of-experts runs (routing_change)" in text
+
+
+def test_dense_only_analyses_refuse_a_moe_run_in_one_line() -> None:
+    from langneurons.analysis import activation_probability, bootstrap_identification
+
+    p = np.full((2, 1, 3), 1 / 3)
+    run = simulated_routing(8, p, languages=("en", "de"))
+    run["seq_n_active"] = run["seq_n_routed"].expand_dims(neuron=2, axis=-1).astype(np.uint16) * 0
+    for call in (
+        lambda: activation_probability(run),
+        lambda: bootstrap_identification(run, n_boot=2),
+    ):
+        with pytest.raises(ParameterError, match=r"has an expert dimension: this is a mixture"):
+            call()
