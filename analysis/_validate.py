@@ -82,7 +82,7 @@ def require_variable(
     if name not in run.data_vars:
         raise StoreValidationError(f"run has no variable {name!r}; expected {expected}")
     var = run[name]
-    if set(var.dims) == set(dims) | {EXPERT}:
+    if EXPERT not in dims and set(var.dims) == set(dims) | {EXPERT}:
         raise ParameterError(
             f"{name} has an expert dimension: this is a mixture-of-experts run, which this "
             "analysis does not handle; `identify` and `stats experts` do (docs/design/moe.md)"

@@ -472,11 +472,14 @@ def routing_change(
         "change": (dims, change),
     }
     attrs: dict[str, Any] = {"role": role, "n_perm": n_perm, "seed": seed, "alpha": alpha}
-    if a.design is None or b.design is None or n_perm == 0:
-        attrs.update(
-            inference="descriptive",
-            inference_reason=DESCRIPTIVE_REASON if n_perm else "n_perm=0: the change only",
-        )
+    no_ids = [n for n, r in (("base_run", base_run), ("aligned_run", aligned_run))
+              if SEQ_ID not in r.variables]  # fmt: skip
+    if a.design is None or b.design is None or n_perm == 0 or no_ids:
+        reason = DESCRIPTIVE_REASON if a.design is None or b.design is None else (
+            "n_perm=0: the change only" if n_perm == 0 else
+            f"{no_ids[0]} has no seq_id, so the items of the two runs cannot be paired"
+        )  # fmt: skip
+        attrs.update(inference="descriptive", inference_reason=reason)
     else:
         pvalue = _swap_pvalues(base_run, aligned_run, a, b, change, n_perm, seed)
         pvalue = np.where(routed_experts[None, None, :], pvalue, np.nan)
@@ -513,7 +516,16 @@ def _swap_pvalues(
     """Label-swap permutation p-values of the share change, items swapped between the runs."""
     assert a.design is not None and b.design is not None
     plan_a = units(base_run, a.design, "item")
-    plan_b = units(aligned_run, b.design, "item").onto(plan_a, ("base_run", "aligned_run"))
+    plan_b = units(aligned_run, b.design, "item")
+    only_a = sorted({k for _, k in plan_a.keys} - {k for _, k in plan_b.keys})
+    only_b = sorted({k for _, k in plan_b.keys} - {k for _, k in plan_a.keys})
+    if only_a or only_b:
+        raise ParameterError(
+            f"base_run and aligned_run must hold the same items (seq_id) to be compared item "
+            f"by item; only in base_run: {only_a[:3]}, only in aligned_run: {only_b[:3]} "
+            "(run both models on the same corpus)"
+        )
+    plan_b = plan_b.onto(plan_a, ("base_run", "aligned_run"))
     seeds = replicate_seeds(seed, n_perm)
     hits = np.zeros(observed.shape)
     valid = np.zeros(observed.shape)

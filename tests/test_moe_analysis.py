@@ -390,8 +390,13 @@ def test_routing_change_needs_the_same_items() -> None:
     other = simulated_routing(
         7, p, languages=("en", "de"), ids=[f"x{j}" for _ in range(2) for j in range(12)]
     )
-    with pytest.raises(ParameterError, match=r"must hold the same items to be resampled together"):
+    with pytest.raises(ParameterError, match=r"^base_run and aligned_run must hold the same items"):
         routing_change(base, other, n_perm=10)
+    described = routing_change(base, other.drop_vars("seq_id"), n_perm=10)
+    assert described.attrs["inference"] == "descriptive"
+    assert described.attrs["inference_reason"] == (
+        "aligned_run has no seq_id, so the items of the two runs cannot be paired"
+    )
 
 
 # --------------------------------------------------------------------------- command line
