@@ -273,7 +273,8 @@ def language_experts(
         A language is preferred by an expert whose share in it exceeds ``ratio`` times the
         expert's mean share over languages.
     n_boot : int >= 0
-        Bootstrap replicates (0: point values only, descriptive).
+        Bootstrap replicates of the specificity intervals (0: none; the share intervals need
+        no replicates).
     ci : float in (0, 1)
     seed : int >= 0
     cluster : {"auto", "sequence", "item"}
@@ -329,40 +330,42 @@ def language_experts(
         "expert_type": ((LAYER, EXPERT), types),
         "top_language": ((LAYER, EXPERT), top),
     }
-    if r.design is None or n_boot == 0:
-        attrs.update(
-            inference="descriptive",
-            inference_reason=DESCRIPTIVE_REASON
-            if r.design is None
-            else "n_boot=0: point values only",
-            cluster=None,
-        )
+    if r.design is None:
+        attrs.update(inference="descriptive", inference_reason=DESCRIPTIVE_REASON, cluster=None)
     else:
         used = choose_cluster(run, r.design, cluster)
         low, high, clusters = _share_interval(r, run, used, ci)
-        plan = units(run, r.design, used)
-        seeds = replicate_seeds(seed, n_boot)
-        boot = np.empty((n_boot, *share.shape))
-        for b0 in range(0, n_boot, BLOCK):
-            (w,) = draw_weights([plan], seeds[b0 : b0 + BLOCK])
-            boot[b0 : b0 + w.shape[0]] = _replicate_shares(r, w)
-        s_low, s_high = percentile_interval(_specificity(boot, routed_experts), ci)
         data.update(
             share_low=((LANGUAGE, LAYER, EXPERT), low),
             share_high=((LANGUAGE, LAYER, EXPERT), high),
-            specificity_low=((LAYER, EXPERT), s_low),
-            specificity_high=((LAYER, EXPERT), s_high),
         )
+        if n_boot:
+            plan = units(run, r.design, used)
+            seeds = replicate_seeds(seed, n_boot)
+            boot = np.empty((n_boot, *share.shape))
+            for b0 in range(0, n_boot, BLOCK):
+                (w,) = draw_weights([plan], seeds[b0 : b0 + BLOCK])
+                boot[b0 : b0 + w.shape[0]] = _replicate_shares(r, w)
+            s_low, s_high = percentile_interval(_specificity(boot, routed_experts), ci)
+            data.update(
+                specificity_low=((LAYER, EXPERT), s_low),
+                specificity_high=((LAYER, EXPERT), s_high),
+            )
+            attrs["resampling"] = resampling_note(used)
         few = min(clusters.values()) < MIN_CLUSTERS
         attrs.update(
             inference="descriptive" if few else "valid",
             interval="share: Student t on the logit scale with the delete-one-cluster "
-            "jackknife se; specificity: percentile bootstrap",
+            "jackknife se"
+            + (
+                "; specificity: percentile bootstrap"
+                if n_boot
+                else "; specificity: none (n_boot=0)"
+            ),
             specificity_inference="descriptive",
             specificity_reason=SPECIFICITY_REASON,
             cluster=used,
             unit="item" if used == "item" else "sequence",
-            resampling=resampling_note(used),
             n_clusters=clusters,
         )
         if few:

@@ -538,3 +538,11 @@ def test_dense_only_analyses_refuse_a_moe_run_in_one_line() -> None:
     ):
         with pytest.raises(ParameterError, match=r"has an expert dimension: this is a mixture"):
             call()
+
+
+def test_share_intervals_need_no_bootstrap() -> None:
+    run = simulated_routing(9, np.full((2, 1, 3), 1 / 3), n_seq=16, languages=("en", "de"))
+    with_boot = language_experts(run, n_boot=20)
+    without = language_experts(run, n_boot=0)
+    xr.testing.assert_identical(with_boot["share_low"], without["share_low"])
+    assert "specificity_low" not in without and without.attrs["inference"] == "valid"
