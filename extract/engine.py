@@ -59,6 +59,7 @@ from langneurons.extract._loading import (
     from_pretrained_objects,
     load_model,
 )
+from langneurons.extract._moe import is_moe_plan
 from langneurons.names import (
     ACT_SQSUM,
     ACT_SUM,
@@ -83,6 +84,7 @@ __all__ = [
     "Unit",
     "as_loaded",
     "bucket_batches",
+    "check_experts",
     "count_unit",
     "encode",
     "extract",
@@ -171,6 +173,7 @@ def extract(
     tokenizer: Any = None,
     revision: str | None = None,
     allow_download: bool = False,
+    experts: bool | None = None,
 ) -> dict[str, Any]:
     """Extract activation counts of ``model`` on ``data`` into ``store`` under ``run``.
 
@@ -207,6 +210,12 @@ def extract(
     generate, max_new_tokens
         Generate missing responses greedily first; the completed records are saved next to the
         store and extracted.
+    experts
+        Per-expert counts (``n_active[language, role, layer, expert, neuron]`` and the experts'
+        token counts ``n_routed``, docs/design/moe.md). ``None`` (the default): per expert for
+        a mixture-of-experts model of the registry (:mod:`langneurons.extract._moe`), dense
+        otherwise; ``True`` refuses a dense model and ``False`` a mixture of experts (whose
+        neurons have no per-layer count).
     progress
         ``False``: report no progress. ``None`` (or ``True``): report it as
         ``langneurons._progress.configure`` chose (the command line: a bar on a terminal, a
@@ -243,6 +252,7 @@ def extract(
         revision=revision,
         allow_download=allow_download,
     )
+    check_experts(loaded, experts)
     if generate:
         records = generate_missing(
             loaded, records, store, run, max_new_tokens=max_new_tokens, chat_template=chat_template
@@ -345,6 +355,22 @@ def extract(
             if pending is not None:
                 pending.result()
     return report
+
+
+def check_experts(loaded: LoadedModel, experts: bool | None) -> None:
+    """Refuse per-expert counts of a dense model, and dense counts of a mixture of experts."""
+    moe = is_moe_plan(loaded.plan)
+    model_type = loaded.plan.model_type
+    if experts is True and not moe:
+        raise ParameterError(
+            f"per-expert counts were asked for, but the model ({model_type}) is dense: it has no "
+            "experts; drop --experts"
+        )
+    if experts is False and moe:
+        raise ParameterError(
+            f"the model ({model_type}) is a mixture of experts: its neurons live inside experts "
+            "and are counted per expert; drop --no-experts"
+        )
 
 
 def load_records(

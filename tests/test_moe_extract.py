@@ -176,3 +176,73 @@ def test_counts_do_not_depend_on_the_experts_implementation(tmp_path: Path, data
         got = count_unit(loaded, encoded, batch_tokens=150, per_sequence=True)
         for key in ("n_active", "n_routed", "seq_n_active", "seq_n_routed"):
             np.testing.assert_array_equal(got[key], first[key], err_msg=f"{impl}: {key}")
+
+
+# ----------------------------------------------------------------------------- bad inputs
+@pytest.fixture(scope="module")
+def qwen3_moe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model("qwen3_moe", seed=1, path=tmp_path_factory.mktemp("qwen3_moe"))
+
+
+def test_per_expert_counts_of_a_dense_model_are_refused(tmp_path: Path) -> None:
+    from langneurons.extract.engine import check_experts
+
+    loaded = load_model(tiny_model("llama", path=tmp_path / "llama"), device="cpu")
+    check_experts(loaded, None)
+    check_experts(loaded, False)
+    with pytest.raises(ParameterError) as info:
+        check_experts(loaded, True)
+    assert str(info.value) == (
+        "per-expert counts were asked for, but the model (llama) is dense: it has no experts; "
+        "drop --experts"
+    )
+
+
+def test_dense_counts_of_a_moe_model_are_refused(qwen3_moe: Path) -> None:
+    from langneurons.extract.engine import check_experts
+
+    loaded = load_model(qwen3_moe, device="cpu")
+    check_experts(loaded, True)
+    with pytest.raises(ParameterError, match=r"is a mixture of experts.*drop --no-experts$"):
+        check_experts(loaded, False)
+
+
+def test_a_hook_module_on_a_moe_model_is_refused(qwen3_moe: Path) -> None:
+    with pytest.raises(ParameterError) as info:
+        load_model(qwen3_moe, device="cpu", hook_module="model.layers.*.mlp.experts.act_fn")
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith("--hook-module cannot count a mixture of experts (qwen3_moe)")
+
+
+def test_an_unregistered_moe_architecture_is_refused(qwen3_moe: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from langneurons.extract.engine import from_pretrained_objects
+    from langneurons.extract.tiny import byte_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(qwen3_moe)
+    model.config.model_type = "my_moe"
+    with pytest.raises(ParameterError) as info:
+        from_pretrained_objects(model, byte_tokenizer())
+    assert str(info.value) == (
+        "architecture 'my_moe' is a mixture of experts whose routing langneurons cannot read "
+        "(supported MoE: gpt_oss, mixtral, olmoe, qwen2_moe, qwen3_moe); extract a supported model"
+    )
+
+
+def test_a_dense_layer_in_a_moe_model_is_refused(tmp_path: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from langneurons.extract.engine import from_pretrained_objects
+    from langneurons.extract.tiny import byte_tokenizer
+
+    config = AutoConfig.from_pretrained(tiny_model("qwen3_moe", path=tmp_path / "m"))
+    config.mlp_only_layers = [1]  # layer 1 is a dense MLP: no router there
+    model = AutoModelForCausalLM.from_config(config)
+    with pytest.raises(ParameterError) as info:
+        from_pretrained_objects(model, byte_tokenizer())
+    assert str(info.value) == (
+        "decoder layer 1 of the qwen3_moe model has no sparse block with 'gate' and 'experts' at "
+        "'model.layers.1.mlp' (a dense layer, or another transformers layout); per-expert "
+        "counting needs every layer sparse"
+    )
