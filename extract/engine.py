@@ -252,7 +252,7 @@ def extract(
         revision=revision,
         allow_download=allow_download,
     )
-    check_experts(loaded, experts)
+    check_experts(loaded, experts, sums=bool(sums))
     if generate:
         records = generate_missing(
             loaded, records, store, run, max_new_tokens=max_new_tokens, chat_template=chat_template
@@ -357,8 +357,9 @@ def extract(
     return report
 
 
-def check_experts(loaded: LoadedModel, experts: bool | None) -> None:
-    """Refuse per-expert counts of a dense model, and dense counts of a mixture of experts."""
+def check_experts(loaded: LoadedModel, experts: bool | None, *, sums: bool = False) -> None:
+    """Refuse per-expert counts of a dense model, dense counts of a mixture of experts, and
+    sums of activations of a mixture of experts (not in its run layout)."""
     moe = is_moe_plan(loaded.plan)
     model_type = loaded.plan.model_type
     if experts is True and not moe:
@@ -370,6 +371,11 @@ def check_experts(loaded: LoadedModel, experts: bool | None) -> None:
         raise ParameterError(
             f"the model ({model_type}) is a mixture of experts: its neurons live inside experts "
             "and are counted per expert; drop --no-experts"
+        )
+    if sums and moe:
+        raise ParameterError(
+            f"--sums is not supported for mixture-of-experts models ({model_type}): sums per "
+            "expert are not in the run layout; drop --sums"
         )
 
 
