@@ -64,13 +64,22 @@ from langneurons.names import (
     ACT_SQSUM,
     ACT_SUM,
     N_ACTIVE,
+    N_ROUTED,
     N_TOKENS,
     SEQ_ID,
     SEQ_LANGUAGE,
     SEQ_N_ACTIVE,
+    SEQ_N_ROUTED,
     SEQ_N_TOKENS,
 )
-from langneurons.store import ActivationStore, Counts, RunMetadata, create_store, schema
+from langneurons.store import (
+    ActivationStore,
+    Counts,
+    MoeLayout,
+    RunMetadata,
+    create_store,
+    schema,
+)
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +352,7 @@ def extract(
                     moments=bool(sums),
                     on_batch=task.update,
                 )
-                counts = _unit_counts(unit, records, summed, per_sequence)
+                counts = _unit_counts(unit, records, summed, per_sequence, _run_layout(loaded))
                 if pending is not None:
                     pending.result()
                     pending = None
@@ -406,12 +415,33 @@ def _choose_languages(all_languages: list[str], languages: Sequence[str] | None)
     return [x for x in all_languages if x in set(languages)]
 
 
+def _run_layout(loaded: LoadedModel) -> MoeLayout | None:
+    """The store's layout of a MoE run of the loaded model, or None for a dense model."""
+    plan = loaded.plan
+    if not is_moe_plan(plan):
+        return None
+    return MoeLayout(
+        expert_neurons=plan.expert_neurons,
+        n_shared=plan.n_shared,
+        top_k=plan.top_k,
+        model_type=plan.model_type,
+    )
+
+
 def _unit_counts(
-    unit: Unit, records: Sequence[_corpus.Record], sums: dict[str, np.ndarray], per_sequence: bool
+    unit: Unit,
+    records: Sequence[_corpus.Record],
+    sums: dict[str, np.ndarray],
+    per_sequence: bool,
+    moe: MoeLayout | None = None,
 ) -> Counts:
     kwargs: dict[str, Any] = {}
+    if moe is not None:
+        kwargs = {"moe": moe, N_ROUTED: sums[N_ROUTED][None]}
+        if per_sequence:
+            kwargs[SEQ_N_ROUTED] = sums[SEQ_N_ROUTED]
     if ACT_SUM in sums:
-        kwargs = {ACT_SUM: sums[ACT_SUM][None], ACT_SQSUM: sums[ACT_SQSUM][None]}
+        kwargs |= {ACT_SUM: sums[ACT_SUM][None], ACT_SQSUM: sums[ACT_SQSUM][None]}
     if per_sequence:
         kwargs |= {
             SEQ_N_ACTIVE: sums[SEQ_N_ACTIVE],
@@ -480,6 +510,7 @@ def _open_or_create_run(
                 languages=all_languages,
                 sequence_labels=labels if per_sequence else None,
                 planned_units=planned,
+                moe=_run_layout(loaded),
             )
             return opened
         except RunExistsError:
