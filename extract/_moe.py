@@ -11,14 +11,18 @@ How the counts are taken. transformers 5.24 keeps the routed experts of a layer 
 with fused 3-D weights (``gate_up_proj``: ``[E, 2I, H]``, or ``[E, H, 2I]`` interleaved for
 GPT-OSS) and dispatches its forward to an *experts implementation* (``eager``, ``batched_mm``,
 ``grouped_mm`` -- the default -- or GPU kernels), each of which orders the (token, expert) pairs
-its own way. A forward pre-hook on the experts module reads what every implementation receives:
-the hidden states and the router's top-k expert indices. From them :class:`MoeAccumulator`
-computes ``act(x @ W_gate_e^T)`` itself, for the routed pairs only (sorted by expert, one
-grouped matmul over the gate halves of the experts' weights), and counts the positive values
-per (role, expert, neuron). The counts therefore depend on the inputs and the weights only, not
-on which experts implementation runs the model; the price is the gate matmul done twice (about
-a third of the experts' multiply-adds; ``benchmarks/extract.py`` measures the whole overhead).
-Shared experts are counted from a forward hook on their activation module, as dense layers are.
+its own way. A forward pre-hook on the experts module reads what every implementation receives
+(the hidden states and the router's top-k indices) and, for the three implementations of
+transformers itself, reproduces the order in which their rows reach the gate activation
+(:func:`row_order`); a forward hook on the experts' ``act_fn`` (GPT-OSS: a wrapper of
+``_apply_gate``) then counts the activations the model computes anyway, per (role, expert,
+neuron), and a hook after the experts' forward checks that every routed pair was seen. For any
+other implementation (or ``MoeAccumulator(recompute=True)``) the gate of the routed pairs is
+recomputed from the weights (:func:`expert_gate`: sorted by expert, one grouped matmul over the
+gate halves), which costs about a third of the experts' multiply-adds more. Both ways give the
+same counts; tests/test_moe_extract.py checks eager, batched_mm, grouped_mm and the recompute
+against an unbatched oracle. Shared experts are counted from a forward hook on their
+activation module, as dense layers are.
 
 Torch is imported lazily; the registry works without it.
 """
