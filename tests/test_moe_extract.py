@@ -383,3 +383,44 @@ def test_extract_cli_refuses_experts_on_a_dense_model(
         "it has no experts; drop --experts"
     ]
     assert not store.exists()  # refused before anything was written
+
+
+# ----------------------------------------------------------------------------- demo --moe
+def test_demo_moe_runs_end_to_end_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from langneurons.cli import main
+    from langneurons.store import open_store
+
+    out = tmp_path / "demo"
+    code = main(["demo", "--moe", "--out", str(out), "--languages", "en,zh,de", "--n-boot", "5"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert f"report {out / 'report' / 'report.html'}" in printed
+    assert "[demo] tiny-qwen2-moe/base ternary" in printed
+    assert "rank expert" in printed
+    assert "language experts by routing (response tokens): 4 layers x 8 routed experts" in printed
+    assert "routing change, base -> aligned" in printed
+    store = open_store(out / "store.zarr")
+    assert store.runs() == ["tiny-qwen2-moe/aligned", "tiny-qwen2-moe/base"]
+    assert store.validate() == []
+    base = store.open_run("tiny-qwen2-moe/base")
+    assert base.sizes["expert"] == 9 and bool(base.expert_shared.values[-1])
+    assert store.results("tiny-qwen2-moe/base", "identification") == ["lape", "ternary"]
+    assert store.results("tiny-qwen2-moe/base", "stats") == ["experts"]
+    assert store.results("tiny-qwen2-moe/aligned", "stats") == ["routing-change"]
+    assert (out / "report" / "report.html").is_file()
+
+
+def test_demo_moe_refuses_another_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from langneurons.cli import main
+
+    code = main(["demo", "--moe", "--model", "gemma3-270m", "--out", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .endswith("--moe runs a tiny random Qwen2-MoE built offline; drop --model gemma3-270m")
+    )
+    assert not (tmp_path / "d").exists()
