@@ -240,7 +240,8 @@ def resolve_moe(model: Any) -> MoePlan:
             f"the {model_type} model has no '{layout.layers}' (the MoE registry's layer path); "
             "its routing cannot be read with this transformers version"
         ) from None
-    experts, shared = [], []
+    experts: list[Any] = []
+    shared: list[tuple[Any, ...]] = []
     for i, layer in enumerate(layers):
         where = f"{layout.layers}.{i}.{layout.block}"
         try:
@@ -475,7 +476,8 @@ class MoeAccumulator:
         shape = (2, plan.n_layers, n_x)
         self.active = torch.zeros((*shape, plan.neurons), dtype=torch.int64, device=device)
         self.routed_count = torch.zeros(shape, dtype=torch.int64, device=device)
-        self.seq = self.seq_routed = None
+        self.seq: Any = None
+        self.seq_routed: Any = None
         if per_sequence:
             self.seq = torch.zeros((n_seq, *shape, plan.neurons), dtype=torch.int32, device=device)
             self.seq_routed = torch.zeros((n_seq, *shape), dtype=torch.int64, device=device)
