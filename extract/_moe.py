@@ -162,6 +162,16 @@ class MoePlan:
         return max(self.expert_neurons)
 
     @property
+    def modules(self) -> tuple[Any, ...]:
+        """Refused: a MoE model has no one activation module per layer (commands written for
+        dense models ask for it)."""
+        raise ParameterError(
+            f"this command hooks one activation module per layer, but the model "
+            f"({self.model_type}) is a mixture of experts, counted per expert; use a command "
+            "that supports mixture-of-experts runs"
+        )
+
+    @property
     def architecture(self) -> None:
         """No dense architecture entry (kept so code that asks a dense plan gets None)."""
         return None
