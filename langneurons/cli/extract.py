@@ -67,6 +67,12 @@ from langneurons.cli._options import echo_json, split_list
 @click.option(
     "--unit-size", type=int, default=32, show_default=True, help="Records per committed unit."
 )
+@click.option(
+    "--experts/--no-experts",
+    default=None,
+    help="Per-expert counts (default: on for mixture-of-experts models, off for dense ones); "
+    "--experts refuses a dense model.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def extract(
     model: str,
@@ -91,6 +97,7 @@ def extract(
     max_new_tokens: int,
     trust_remote_code: bool,
     unit_size: int,
+    experts: bool | None,
     as_json: bool,
 ) -> None:
     """Run a model once over prompts and responses and store its activation counts."""
@@ -119,6 +126,7 @@ def extract(
         unit_size=unit_size,
         revision=revision,
         allow_download=allow_download,
+        experts=experts,
     )
     if as_json:
         echo_json(report)
@@ -279,10 +287,24 @@ def ablate(
     show_default=True,
     help="Bootstrap replicates for the statistics.",
 )
-def demo(out: str, model: str, languages: str | None, n_boot: int) -> None:
+@click.option(
+    "--moe",
+    is_flag=True,
+    help="A tiny random mixture of experts (Qwen2-MoE): per-expert extraction, identification, "
+    "language experts, routing change, report.",
+)
+def demo(out: str, model: str, languages: str | None, n_boot: int, moe: bool) -> None:
     """Run the whole pipeline on the built-in ten-language corpus and write a report."""
-    from langneurons.demo import run_demo
+    from langneurons.demo import run_demo, run_moe_demo
+    from langneurons.errors import ParameterError
 
+    if moe:
+        if model != "tiny":
+            raise ParameterError(
+                f"--moe runs a tiny random Qwen2-MoE built offline; drop --model {model}"
+            )
+        run_moe_demo(out, languages=split_list(languages) or None, n_boot=n_boot, echo=click.echo)
+        return
     run_demo(
         out,
         model=model,  # type: ignore[arg-type]
