@@ -1,0 +1,440 @@
+"""Deactivation inside mixture-of-experts models (issue 17 item 5), against independent oracles.
+
+Tiny random Mixtral / Qwen2-MoE / Qwen3-MoE models are built from config in float64
+(float32 for ``grouped_mm``, which has no float64 kernel). The
+oracle recomputes every sparse block token by token from the weights (router softmax and top-k,
+each chosen expert's ``act(gate) * keep * up`` and down projection, the shared expert with its
+sigmoid gate), with no code of transformers' experts or of the module under test.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from langneurons.errors import ParameterError  # noqa: E402
+from langneurons.extract import moe_ablation as moe  # noqa: E402
+
+E, K, LAYERS, HIDDEN, INTER, SHARED_INTER, VOCAB = 4, 2, 3, 16, 12, 20, 64
+KINDS = ("mixtral", "qwen2_moe", "qwen3_moe")
+IMPLEMENTATIONS = ("eager", "batched_mm", "grouped_mm")
+
+
+def _config(kind: str) -> Any:
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_experts_per_tok=K,
+        max_position_embeddings=64,
+    )
+    if kind == "mixtral":
+        return transformers.MixtralConfig(
+            intermediate_size=INTER, num_local_experts=E, head_dim=8, **common
+        )
+    if kind == "qwen2_moe":
+        return transformers.Qwen2MoeConfig(
+            intermediate_size=SHARED_INTER,
+            moe_intermediate_size=INTER,
+            shared_expert_intermediate_size=SHARED_INTER,
+            num_experts=E,
+            norm_topk_prob=False,
+            **common,
+        )
+    return transformers.Qwen3MoeConfig(
+        intermediate_size=SHARED_INTER,
+        moe_intermediate_size=INTER,
+        num_experts=E,
+        norm_topk_prob=True,
+        head_dim=8,
+        **common,
+    )
+
+
+def tiny_moe(kind: str, seed: int = 0, implementation: str = "eager", dtype: Any = None) -> Any:
+    """A tiny random MoE model with non-trivial router weights (float64, but float32 for
+    grouped_mm, which has no float64 kernel)."""
+    if dtype is None:
+        dtype = torch.float32 if implementation == "grouped_mm" else torch.float64
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(_config(kind)).to(dtype)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.gate.weight.normal_(0.0, 1.0)  # Qwen routers start at 0: all ties
+    model.set_experts_implementation(implementation)
+    return model.eval()
+
+
+def _ids(seed: int = 1) -> Any:
+    return torch.randint(3, VOCAB, (2, 7), generator=torch.Generator().manual_seed(seed))
+
+
+def _atol(model: Any) -> float:
+    return 1e-12 if model.dtype == torch.float64 else 1e-5
+
+
+def _logits(model: Any, ids: Any) -> Any:
+    with torch.inference_mode():
+        return model(input_ids=ids).logits
+
+
+# ----------------------------------------------------------------------------- the oracle
+def _oracle_forward(
+    block: Any,
+    normalize: bool,
+    keep: dict[int, Any],
+    masked: set[int],
+) -> Any:
+    """A sparse block's forward, token by token, with ``keep[e]`` (0/1 per neuron) multiplied
+    into each expert's activation and the ``masked`` experts removed."""
+    experts = block.experts
+    routed = experts.num_experts
+    inter = experts.gate_up_proj.shape[1] // 2
+
+    def forward(self: Any, hidden: Any) -> Any:
+        shape = hidden.shape
+        x = hidden.reshape(-1, shape[-1])
+        out = torch.zeros_like(x)
+        for t in range(x.shape[0]):
+            logits = block.gate.weight @ x[t]
+            allowed = [e for e in range(routed) if e not in masked]
+            # the routers of transformers take the softmax (and renormalise) in float32
+            probs = torch.softmax(logits[allowed].float(), dim=-1)
+            order = sorted(range(len(allowed)), key=lambda i: -float(probs[i]))[:K]
+            weights = probs[order]
+            if normalize:
+                weights = weights / weights.sum()
+            for w, i in zip(weights.double(), order, strict=True):
+                e = allowed[i]
+                gate = experts.gate_up_proj[e, :inter] @ x[t]
+                up = experts.gate_up_proj[e, inter:] @ x[t]
+                act = experts.act_fn(gate) * keep.get(e, 1.0)
+                out[t] += w * (experts.down_proj[e] @ (act * up))
+            shared = getattr(block, "shared_expert", None)
+            if shared is not None and routed not in masked:
+                mlp = shared
+                act = mlp.act_fn(mlp.gate_proj.weight @ x[t]) * keep.get(routed, 1.0)
+                s = mlp.down_proj.weight @ (act * (mlp.up_proj.weight @ x[t]))
+                out[t] += torch.sigmoid(block.shared_expert_gate.weight @ x[t])[0] * s
+        return out.reshape(shape)
+
+    return forward
+
+
+def _normalize(kind: str, model: Any) -> bool:
+    return True if kind == "mixtral" else bool(model.config.norm_topk_prob)
+
+
+def _oracle_model(
+    model: Any,
+    kind: str,
+    units: dict[tuple[int, int], np.ndarray] | None = None,
+    experts: dict[int, list[int]] | None = None,
+) -> Any:
+    reference = copy.deepcopy(model)
+    layout = moe.moe_layout(reference)
+    for layer, decoder in enumerate(reference.model.layers):
+        keep = {}
+        for e, n in enumerate(layout.expert_neurons):
+            mask = torch.ones(n, dtype=model.dtype)
+            mask[list((units or {}).get((layer, e), []))] = 0.0
+            keep[e] = mask
+        block = decoder.mlp
+        block.forward = types.MethodType(
+            _oracle_forward(
+                block, _normalize(kind, model), keep, set((experts or {}).get(layer, []))
+            ),
+            block,
+        )
+    return reference
+
+
+def _units(layout: moe.MoeLayout, seed: int) -> dict[tuple[int, int], np.ndarray]:
+    """About a third of the neurons of some experts (every kind, shared ones included)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for layer in range(layout.n_layers):
+        for e, n in enumerate(layout.expert_neurons):
+            if rng.random() < 0.7:
+                out[(layer, e)] = np.sort(rng.choice(n, size=n // 3, replace=False))
+    return out
+
+
+# ----------------------------------------------------------------------------- neurons
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_neurons_in_experts_equal_the_oracle(kind: str, implementation: str) -> None:
+    model = tiny_moe(kind, implementation=implementation)
+    layout = moe.moe_layout(model)
+    units = _units(layout, seed=3)
+    ids = _ids()
+    before = _logits(model, ids)
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # the oracle itself reproduces the unablated model
+    torch.testing.assert_close(
+        _logits(_oracle_model(model, kind), ids), before, rtol=0, atol=_atol(model)
+    )
+    with moe.deactivate_moe(layout, units):
+        ablated = _logits(model, ids)
+    expected = _logits(_oracle_model(model, kind, units), ids)
+    torch.testing.assert_close(ablated, expected, rtol=0, atol=_atol(model))
+    assert (ablated - before).abs().max() > 1e-6  # the deactivation changed something
+    # restored bit for bit
+    assert all(torch.equal(p, weights[n]) for n, p in model.named_parameters())
+    assert torch.equal(_logits(model, ids), before)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_grouped_mm_equals_eager_bit_for_bit(kind: str) -> None:
+    """In float32 the grouped and eager experts give the same bits, ablated or not."""
+    eager = tiny_moe(kind, implementation="eager", dtype=torch.float32)
+    grouped = tiny_moe(kind, implementation="grouped_mm", dtype=torch.float32)
+    units = _units(moe.moe_layout(eager), seed=5)
+    drop = {0: np.array([2]), 2: np.array([1])}
+    ids = _ids(2)
+    assert torch.equal(_logits(eager, ids), _logits(grouped, ids))
+    out = []
+    for model in (eager, grouped):
+        layout = moe.moe_layout(model)
+        with moe.deactivate_moe(layout, units), moe.mask_experts(layout, drop):
+            out.append(_logits(model, ids))
+    assert torch.equal(out[0], out[1])
+
+
+def test_neurons_bit_exact_across_implementations() -> None:
+    """Zeroing the gate row is the same as zeroing act(gate) inside the eager loop, bit for bit."""
+    model = tiny_moe("qwen2_moe", implementation="eager")
+    layout = moe.moe_layout(model)
+    units = {(1, 2): np.array([0, 5, 7]), (0, 0): np.array([3])}
+    ids = _ids()
+    with moe.deactivate_moe(layout, units):
+        ablated = _logits(model, ids)
+    # the same deactivation by hooking act_fn of the eager loop, which runs the experts in
+    # ascending order: the hook learns the expert from the order of its calls
+    experts = model.model.layers[1].mlp.experts
+    seen: list[int] = []
+
+    def pre(module: Any, args: Any) -> None:
+        hit = sorted({int(e) for e in args[1].flatten()})
+        seen[:] = hit
+
+    def hook(module: Any, args: Any, output: Any) -> Any:
+        e = seen.pop(0)
+        if e == 2:
+            output = output.clone()
+            output[:, [0, 5, 7]] = 0
+        return output
+
+    experts0 = model.model.layers[0].mlp.experts
+    seen0: list[int] = []
+
+    def pre0(module: Any, args: Any) -> None:
+        seen0[:] = sorted({int(e) for e in args[1].flatten()})
+
+    def hook0(module: Any, args: Any, output: Any) -> Any:
+        if seen0.pop(0) == 0:
+            output = output.clone()
+            output[:, 3] = 0
+        return output
+
+    handles = [
+        experts.register_forward_pre_hook(pre),
+        experts.act_fn.register_forward_hook(hook),
+        experts0.register_forward_pre_hook(pre0),
+        experts0.act_fn.register_forward_hook(hook0),
+    ]
+    try:
+        hooked = _logits(model, ids)
+    finally:
+        for h in handles:
+            h.remove()
+    assert torch.equal(ablated, hooked)
+
+
+def test_shared_expert_neurons_are_switched_off_on_every_token() -> None:
+    model = tiny_moe("qwen2_moe")
+    layout = moe.moe_layout(model)
+    assert layout.expert_neurons == (INTER,) * E + (SHARED_INTER,)
+    seen = []
+    down = model.model.layers[0].mlp.shared_expert.down_proj  # its input is act(gate) * up
+    handle = down.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    off = [1, SHARED_INTER - 1]
+    try:
+        _logits(model, _ids())
+        with moe.deactivate_moe(layout, {(0, E): np.array(off)}):
+            _logits(model, _ids())
+    finally:
+        handle.remove()
+    assert (seen[0][..., off] != 0).all()
+    assert (seen[1][..., off] == 0).all()
+    on = [n for n in range(SHARED_INTER) if n not in off]
+    assert torch.equal(seen[0][..., on], seen[1][..., on])
+
+
+# ----------------------------------------------------------------------------- routing
+@pytest.mark.parametrize("kind", KINDS)
+def test_routing_rule_reproduces_the_router(kind: str) -> None:
+    model = tiny_moe(kind)
+    layout = moe.moe_layout(model)
+    x = torch.randn(11, HIDDEN, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    router = model.model.layers[0].mlp.gate
+    logits, weights, index = router(x)
+    none = torch.zeros(E, dtype=torch.bool)
+    ours_w, ours_i = layout.paths.routing.route(layout.config, logits, K, none)
+    assert torch.equal(ours_i, index) and torch.equal(ours_w, weights)
+
+
+def _dropped_model(model: Any, kind: str, drop: dict[int, int]) -> Any:
+    """The same model with expert ``drop[layer]`` physically removed from each layer."""
+    config = copy.deepcopy(model.config)
+    if kind == "mixtral":
+        config.num_local_experts = E - 1
+    else:
+        config.num_experts = E - 1
+    smaller = transformers.AutoModelForCausalLM.from_config(config).to(model.dtype).eval()
+    smaller.set_experts_implementation("eager")
+    state = {}
+    for name, value in model.state_dict().items():
+        parts = name.split(".")
+        if "mlp" in parts and parts[-1] in ("gate_up_proj", "down_proj", "weight"):
+            layer = int(parts[2])
+            if parts[-2] == "experts" or (parts[-2] == "gate" and parts[-3] == "mlp"):
+                keep = [e for e in range(E) if e != drop[layer]]
+                value = value[keep]
+        state[name] = value
+    smaller.load_state_dict(state)
+    return smaller
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_masked_experts_get_no_tokens_and_equal_a_model_without_them(
+    kind: str, implementation: str
+) -> None:
+    model = tiny_moe(kind, implementation=implementation)
+    layout = moe.moe_layout(model)
+    drop = {0: 1, 1: 3, 2: 0}
+    routed: dict[int, list[Any]] = {layer: [] for layer in range(LAYERS)}
+
+    def pre(layer: int) -> Any:
+        return lambda module, args: routed[layer].append(args[1].clone())
+
+    handles = [
+        d.mlp.experts.register_forward_pre_hook(pre(i)) for i, d in enumerate(model.model.layers)
+    ]
+    ids = _ids()
+    try:
+        before = _logits(model, ids)
+        assert all(any((r == drop[i]).any() for r in routed[i]) for i in drop)  # used before
+        for r in routed.values():
+            r.clear()
+        with moe.mask_experts(layout, {i: np.array([e]) for i, e in drop.items()}):
+            masked = _logits(model, ids)
+    finally:
+        for h in handles:
+            h.remove()
+    assert all(not (r == drop[i]).any() for i in drop for r in routed[i])
+    expected = _logits(_dropped_model(model, kind, drop), ids)
+    torch.testing.assert_close(masked, expected, rtol=0, atol=_atol(model))
+    # and the token-by-token oracle agrees
+    oracle = _logits(_oracle_model(model, kind, experts={i: [e] for i, e in drop.items()}), ids)
+    torch.testing.assert_close(masked, oracle, rtol=0, atol=_atol(model))
+    assert torch.equal(_logits(model, ids), before)  # hooks removed
+
+
+def test_masking_the_shared_expert_zeroes_its_output() -> None:
+    model = tiny_moe("qwen2_moe")
+    layout = moe.moe_layout(model)
+    ids = _ids()
+    with moe.mask_experts(layout, {1: np.array([E, 2])}):
+        masked = _logits(model, ids)
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        reference.model.layers[1].mlp.shared_expert.down_proj.weight.zero_()
+    with moe.mask_experts(moe.moe_layout(reference), {1: np.array([2])}):
+        expected = _logits(reference, ids)
+    assert torch.equal(masked, expected)
+    oracle = _logits(_oracle_model(model, "qwen2_moe", experts={1: [E, 2]}), ids)
+    torch.testing.assert_close(masked, oracle, rtol=0, atol=_atol(model))
+
+
+# ----------------------------------------------------------------------------- controls
+def test_random_controls_are_matched_and_reproducible() -> None:
+    units = {(0, 1): np.array([0, 2, 5]), (2, 4): np.array([1]), (1, 0): np.array([], int)}
+    sizes = (12, 12, 12, 12, 20)
+    a = moe.random_neuron_control(units, sizes, np.random.default_rng(7))
+    b = moe.random_neuron_control(units, sizes, np.random.default_rng(7))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    for key, index in units.items():
+        assert len(a[key]) == len(index)
+        assert not set(a[key]) & set(index)
+        assert (a[key] < sizes[key[1]]).all()
+    experts = {0: np.array([1, 4]), 2: np.array([0, 3])}
+    c = moe.random_expert_control(experts, 4, 1, np.random.default_rng(1))
+    again = moe.random_expert_control(experts, 4, 1, np.random.default_rng(1))
+    assert c.keys() == again.keys() and all(np.array_equal(c[k], again[k]) for k in c)
+    assert len(c[0]) == 1 and c[0][0] not in (1, 4)  # the only shared expert is taken
+    assert len(c[2]) == 2 and not set(c[2]) & {0, 3} and (c[2] < 4).all()
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_input_is_one_clear_line() -> None:
+    model = tiny_moe("qwen2_moe")
+    layout = moe.moe_layout(model)
+    cases = [
+        (lambda: moe.deactivate_moe(layout, {(0, 9): np.array([0])}), "expert 9 is out of range"),
+        (lambda: moe.deactivate_moe(layout, {(0, 1): np.array([12])}), "neuron 12 of expert 1"),
+        (lambda: moe.deactivate_moe(layout, {(5, 1): np.array([0])}), "layer 5 is out of range"),
+        (lambda: moe.mask_experts(layout, {0: np.arange(E)}), "routing is impossible"),
+        (lambda: moe.mask_experts(layout, {0: np.array([0, 1, 2])}), "at most 2 routed"),
+        (lambda: moe.mask_experts(layout, {0: np.array([5])}), "expert 5 is out of range"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ParameterError, match=message) as info:
+            with call():
+                pass
+        assert "\n" not in str(info.value)
+    dense = transformers.AutoModelForCausalLM.from_config(
+        transformers.LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            intermediate_size=INTER,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        )
+    )
+    with pytest.raises(ParameterError, match="not a supported mixture of experts"):
+        moe.moe_layout(dense)
+
+
+def test_activation_that_is_not_zero_at_zero_is_refused() -> None:
+    model = tiny_moe("mixtral")
+    model.model.layers[0].mlp.experts.act_fn = torch.nn.Sigmoid()
+    layout = moe.moe_layout(model)
+    weights = model.model.layers[0].mlp.experts.gate_up_proj.detach().clone()
+    with pytest.raises(ParameterError, match="cannot be switched off by a zero gate"):
+        with moe.deactivate_moe(layout, {(1, 0): np.array([1]), (0, 0): np.array([1])}):
+            pass
+    assert torch.equal(model.model.layers[0].mlp.experts.gate_up_proj, weights)
+    assert (model.model.layers[1].mlp.experts.gate_up_proj[0, 1] != 0).any()  # restored
+
+
+def test_dense_mlp_layers_of_qwen_moe_are_refused() -> None:
+    torch.manual_seed(0)
+    config = _config("qwen2_moe")
+    config.mlp_only_layers = [1]
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    layout = moe.moe_layout(model)
+    assert layout.layers[1] is None and layout.layers[0] is not None
+    with pytest.raises(ParameterError, match="layer 1 of the qwen2_moe model is a dense MLP"):
+        with moe.mask_experts(layout, {1: np.array([0])}):
+            pass
