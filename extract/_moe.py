@@ -1,0 +1,460 @@
+"""Mixture-of-experts models: where the router and the experts are, and per-expert counting.
+
+A neuron of a mixture-of-experts (MoE) model lives inside one expert, and an expert sees only
+the tokens its router sends it (docs/design/moe.md). The neuron of expert ``e`` is
+``act(gate_e(x))`` on the tokens routed to ``e`` -- not multiplied by ``up_e(x)``, as in dense
+gated MLPs (:mod:`langneurons.extract.architectures`). Shared experts (Qwen2-MoE) are ordinary
+gated MLPs that every token passes through; they get their own expert index after the routed
+experts.
+
+How the counts are taken. transformers 5.24 keeps the routed experts of a layer in one module
+with fused 3-D weights (``gate_up_proj``: ``[E, 2I, H]``, or ``[E, H, 2I]`` interleaved for
+GPT-OSS) and dispatches its forward to an *experts implementation* (``eager``, ``batched_mm``,
+``grouped_mm`` -- the default -- or GPU kernels), each of which orders the (token, expert) pairs
+its own way. A forward pre-hook on the experts module reads what every implementation receives:
+the hidden states and the router's top-k expert indices. From them :class:`MoeAccumulator`
+computes ``act(x @ W_gate_e^T)`` itself, for the routed pairs only (sorted by expert, one
+grouped matmul over the gate halves of the experts' weights), and counts the positive values
+per (role, expert, neuron). The counts therefore depend on the inputs and the weights only, not
+on which experts implementation runs the model; the price is the gate matmul done twice (about
+a third of the experts' multiply-adds; ``benchmarks/extract.py`` measures the whole overhead).
+Shared experts are counted from a forward hook on their activation module, as dense layers are.
+
+Torch is imported lazily; the registry works without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from langneurons.errors import ParameterError
+
+log = logging.getLogger(__name__)
+
+#: Config attributes whose positive value marks a mixture of experts.
+EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+
+
+@dataclass(frozen=True)
+class MoeLayout:
+    """Where the routing and the experts of one MoE architecture are.
+
+    Parameters
+    ----------
+    model_type
+        The transformers ``config.model_type``.
+    layers
+        Dotted path from the loaded causal LM to the decoder layers.
+    block
+        Dotted path from one decoder layer to the sparse MoE block.
+    router, experts
+        Attributes of the block: the top-k router and the fused experts module (a
+        ``@use_experts_implementation`` class called as ``experts(hidden, top_k_index, ...)``).
+    shared
+        Attribute of the block holding a shared (always-on) gated MLP, or None.
+    experts_key, top_k_key, neurons_key, shared_neurons_key
+        Config attributes: routed experts, experts per token, neurons per routed expert, neurons
+        of the shared expert.
+    gate_layout
+        ``"concatenated"``: ``gate_up_proj`` is ``[E, 2I, H]`` with the gate rows first (Mixtral,
+        Qwen-MoE, OLMoE); ``"interleaved_transposed"``: ``[E, H, 2I]`` with gate columns at even
+        positions and a ``gate_up_proj_bias`` (GPT-OSS).
+    clamped_glu
+        GPT-OSS's activation: ``g * sigmoid(alpha * g)`` of the gate clamped at ``limit``
+        (``swiglu_alpha`` / ``swiglu_limit`` of the experts module) instead of ``act_fn``.
+    """
+
+    model_type: str
+    experts_key: str
+    neurons_key: str
+    layers: str = "model.layers"
+    block: str = "mlp"
+    router: str = "gate"
+    experts: str = "experts"
+    shared: str | None = None
+    top_k_key: str = "num_experts_per_tok"
+    shared_neurons_key: str | None = None
+    gate_layout: str = "concatenated"
+    clamped_glu: bool = False
+    note: str = ""
+
+    @property
+    def hook_point(self) -> str:
+        """The dotted path of the hooked experts module, with ``{i}`` for the layer index."""
+        return f"{self.layers}.{{i}}.{self.block}.{self.experts}"
+
+
+_BUILTIN = (
+    MoeLayout("mixtral", "num_local_experts", "intermediate_size"),
+    MoeLayout(
+        "qwen2_moe",
+        "num_experts",
+        "moe_intermediate_size",
+        shared="shared_expert",
+        shared_neurons_key="shared_expert_intermediate_size",
+        note="one shared expert (its own intermediate size) scaled by a sigmoid "
+        "shared_expert_gate; the gate scales the output only, so the shared expert's neurons "
+        "are act(gate_proj(x))",
+    ),
+    MoeLayout("qwen3_moe", "num_experts", "moe_intermediate_size"),
+    MoeLayout("olmoe", "num_experts", "intermediate_size"),
+    MoeLayout(
+        "gpt_oss",
+        "num_local_experts",
+        "intermediate_size",
+        router="router",
+        gate_layout="interleaved_transposed",
+        clamped_glu=True,
+        note="the neuron is glu = g * sigmoid(alpha * g) with g = min(gate, limit); "
+        "not multiplied by (up + 1)",
+    ),
+)
+
+_REGISTRY: dict[str, MoeLayout] = {layout.model_type: layout for layout in _BUILTIN}
+
+#: Read-only view of the MoE registry, keyed by ``config.model_type``.
+MOE_ARCHITECTURES: Mapping[str, MoeLayout] = MappingProxyType(_REGISTRY)
+
+
+def moe_supported() -> list[str]:
+    """The MoE ``model_type`` values the registry knows, sorted."""
+    return sorted(_REGISTRY)
+
+
+@dataclass(frozen=True)
+class MoePlan:
+    """The modules to hook in one loaded MoE model and the sizes of its experts.
+
+    ``experts[layer]`` is the fused experts module of a layer, ``shared[layer]`` the activation
+    modules of its shared experts (empty tuples without shared experts). Expert indices: routed
+    experts ``0..n_experts-1``, then shared experts. ``neurons`` is the widest expert;
+    ``expert_neurons[x]`` the width of expert ``x``.
+    """
+
+    model_type: str
+    hook_point: str
+    layout: MoeLayout
+    experts: tuple[Any, ...]
+    shared: tuple[tuple[Any, ...], ...]
+    n_experts: int
+    n_shared: int
+    top_k: int
+    activation: str
+    expert_neurons: tuple[int, ...]
+
+    @property
+    def n_layers(self) -> int:
+        """The number of decoder layers (all sparse)."""
+        return len(self.experts)
+
+    @property
+    def neurons(self) -> int:
+        """The neuron axis: the widest expert."""
+        return max(self.expert_neurons)
+
+    @property
+    def architecture(self) -> None:
+        """No dense architecture entry (kept so code that asks a dense plan gets None)."""
+        return None
+
+    def moe_attr(self) -> dict[str, Any]:
+        """The run attribute ``moe`` of docs/design/moe.md."""
+        return {
+            "n_experts": self.n_experts,
+            "n_shared": self.n_shared,
+            "top_k": self.top_k,
+            "model_type": self.model_type,
+        }
+
+
+def is_moe_plan(plan: Any) -> bool:
+    """True for a :class:`MoePlan`."""
+    return isinstance(plan, MoePlan)
+
+
+def _config_int(config: Any, key: str, model_type: str) -> int:
+    value = getattr(config, key, None)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ParameterError(
+            f"the {model_type} config has '{key}' = {value!r}; expected a positive integer, so "
+            "the model's routing cannot be read (is the config complete?)"
+        )
+    return value
+
+
+def looks_moe(model: Any) -> bool:
+    """True when a model seems to be a mixture of experts (config keys or experts modules)."""
+    config = getattr(model, "config", None)
+    get_text = getattr(config, "get_text_config", None)
+    config = get_text(decoder=True) if callable(get_text) else config
+    for key in EXPERT_COUNT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            return True
+    modules = getattr(model, "modules", None)
+    if callable(modules):
+        return any(type(m).__name__.endswith("Experts") for m in modules())
+    return False
+
+
+def resolve_moe(model: Any) -> MoePlan:
+    """The experts modules and sizes of a loaded MoE model from the registry.
+
+    Raises
+    ------
+    ParameterError
+        The ``model_type`` is not in the registry, a registered module is missing (a
+        transformers version with another layout), or some decoder layers are dense.
+    """
+    config = model.config
+    get_text = getattr(config, "get_text_config", None)
+    config = get_text(decoder=True) if callable(get_text) else config
+    model_type = str(getattr(model.config, "model_type", "") or "")
+    layout = _REGISTRY.get(model_type)
+    if layout is None:
+        raise ParameterError(
+            f"architecture '{model_type}' is a mixture of experts whose routing langneurons "
+            f"cannot read (supported MoE: {', '.join(moe_supported())}); extract a supported model"
+        )
+    n_experts = _config_int(config, layout.experts_key, model_type)
+    top_k = _config_int(config, layout.top_k_key, model_type)
+    neurons = _config_int(config, layout.neurons_key, model_type)
+    shared_neurons = (
+        _config_int(config, layout.shared_neurons_key, model_type)
+        if layout.shared_neurons_key
+        else 0
+    )
+    try:
+        layers = model.get_submodule(layout.layers)
+    except AttributeError:
+        raise ParameterError(
+            f"the {model_type} model has no '{layout.layers}' (the MoE registry's layer path); "
+            "its routing cannot be read with this transformers version"
+        ) from None
+    experts, shared = [], []
+    for i, layer in enumerate(layers):
+        where = f"{layout.layers}.{i}.{layout.block}"
+        try:
+            block = layer.get_submodule(layout.block)
+            module = block.get_submodule(layout.experts)
+            block.get_submodule(layout.router)
+        except AttributeError:
+            raise ParameterError(
+                f"decoder layer {i} of the {model_type} model has no sparse block with "
+                f"'{layout.router}' and '{layout.experts}' at '{where}' (a dense layer, or "
+                "another transformers layout); per-expert counting needs every layer sparse"
+            ) from None
+        if getattr(module, "gate_up_proj", None) is None or getattr(module, "num_experts", 0) != (
+            n_experts
+        ):
+            raise ParameterError(
+                f"'{where}.{layout.experts}' of the {model_type} model has no fused gate_up_proj "
+                f"for {n_experts} experts; its routing cannot be read with this transformers "
+                "version"
+            )
+        experts.append(module)
+        if layout.shared is not None:
+            try:
+                shared.append((block.get_submodule(f"{layout.shared}.act_fn"),))
+            except AttributeError:
+                raise ParameterError(
+                    f"'{where}' of the {model_type} model has no shared expert "
+                    f"'{layout.shared}.act_fn'; its routing cannot be read with this "
+                    "transformers version"
+                ) from None
+        else:
+            shared.append(())
+    n_shared = len(shared[0]) if shared else 0
+    activation = "clamped_swiglu" if layout.clamped_glu else str(config.hidden_act)
+    widths = (neurons,) * n_experts + (shared_neurons,) * n_shared
+    return MoePlan(
+        model_type,
+        layout.hook_point,
+        layout,
+        tuple(experts),
+        tuple(shared),
+        n_experts,
+        n_shared,
+        top_k,
+        activation,
+        widths,
+    )
+
+
+# --------------------------------------------------------------------------- hooks
+def expert_gate(plan: MoePlan, layer: int, x: Any, sizes: Any, expert_ids: Any) -> Any:
+    """The neuron values ``act(gate_e(x))`` of routed (token, expert) pairs sorted by expert.
+
+    ``x``: ``[S, H]`` hidden states of the pairs, grouped by expert in ascending order;
+    ``sizes``: ``[E]`` pairs per expert; ``expert_ids``: ``[S]`` the expert of each pair.
+    Returns ``[S, I]`` in the dtype of the model.
+    """
+    import torch
+
+    module = plan.experts[layer]
+    n_neurons = plan.expert_neurons[0]
+    weight = module.gate_up_proj
+    if plan.layout.gate_layout == "interleaved_transposed":
+        gate_w = weight[:, :, ::2]  # [E, H, I]
+    else:
+        gate_w = weight[:, :n_neurons, :].transpose(1, 2)  # [E, H, I]
+    x = x.to(weight.dtype)
+    grouped = getattr(torch.nn.functional, "grouped_mm", None)
+    dense_rows = 1 in (gate_w.stride(-1), gate_w.stride(-2))  # grouped_mm needs one of them
+    if grouped is not None and dense_rows and x.device.type == "cpu" and x.dtype == torch.float32:
+        offsets = torch.cumsum(sizes, 0).to(torch.int32)
+        gate = grouped(x, gate_w, offs=offsets)
+    else:  # one matmul per expert that received tokens
+        gate = torch.empty((x.shape[0], n_neurons), dtype=x.dtype, device=x.device)
+        start = 0
+        for e, size in enumerate(sizes.tolist()):
+            if size:
+                torch.mm(x[start : start + size], gate_w[e], out=gate[start : start + size])
+            start += size
+    if plan.layout.gate_layout == "interleaved_transposed":
+        gate = gate + module.gate_up_proj_bias[:, ::2][expert_ids]
+    if plan.layout.clamped_glu:
+        gate = gate.clamp(max=module.limit)
+        return gate * torch.sigmoid(gate * module.alpha)
+    return module.act_fn(gate)
+
+
+@contextmanager
+def capture_moe(plan: MoePlan, accumulator: Any) -> Iterator[MoePlan]:
+    """Hook every layer: ``accumulator.routed(layer, hidden, top_k_index)`` before each experts
+    module runs and ``accumulator.shared(layer, s, activations)`` after each shared expert's
+    activation. The hooks are removed on exit, also when the block raises."""
+    handles: list[Any] = []
+
+    def routed_hook(layer: int) -> Callable[..., None]:
+        def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            hidden = args[0] if args else kwargs.get("hidden_states")
+            if len(args) > 1:
+                index = args[1]
+            else:
+                index = kwargs.get("top_k_index", kwargs.get("router_indices"))
+            if hidden is None or index is None:
+                raise ParameterError(
+                    f"the experts module of layer {layer} was called without hidden states and "
+                    "top-k indices; the routing of this model cannot be read"
+                )
+            accumulator.routed(layer, hidden, index)
+
+        return hook
+
+    def shared_hook(layer: int, s: int) -> Callable[..., None]:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            accumulator.shared(layer, s, output)
+
+        return hook
+
+    try:
+        for layer, module in enumerate(plan.experts):
+            handles.append(module.register_forward_pre_hook(routed_hook(layer), with_kwargs=True))
+            for s, act in enumerate(plan.shared[layer]):
+                handles.append(act.register_forward_hook(shared_hook(layer, s)))
+        yield plan
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class MoeAccumulator:
+    """Device-side per-expert counts of one unit: ``n_active``, ``n_routed`` and per-sequence forms.
+
+    Shapes: ``active [2, L, X, N]``, ``routed [2, L, X]`` (role, layer, expert, neuron) with
+    ``X = n_experts + n_shared``; ``seq [n_seq, 2, L, X, N]`` and ``seq_routed [n_seq, 2, L, X]``
+    with ``per_sequence``. Padding tokens (role mask all zero) are neither routed nor counted.
+    """
+
+    def __init__(self, torch: Any, plan: MoePlan, n_seq: int, device: Any, per_sequence: bool):
+        self.torch = torch
+        self.plan = plan
+        n_x = plan.n_experts + plan.n_shared
+        shape = (2, plan.n_layers, n_x)
+        self.active = torch.zeros((*shape, plan.neurons), dtype=torch.int64, device=device)
+        self.routed_count = torch.zeros(shape, dtype=torch.int64, device=device)
+        self.seq = self.seq_routed = None
+        if per_sequence:
+            self.seq = torch.zeros((n_seq, *shape, plan.neurons), dtype=torch.int32, device=device)
+            self.seq_routed = torch.zeros((n_seq, *shape), dtype=torch.int64, device=device)
+        self.mask: Any = None  # [B, T, 2] float32 role mask of the current batch
+        self.rows: Any = None  # unit-local sequence rows of the current batch
+
+    def _tokens(self, layer: int, n: int) -> tuple[int, int]:
+        b, t, _ = self.mask.shape
+        if n != b * t:
+            raise ParameterError(
+                f"the experts of layer {layer} saw {n} tokens, expected {b * t}; the routing "
+                "of this model cannot be read"
+            )
+        return b, t
+
+    def routed(self, layer: int, hidden: Any, index: Any) -> None:
+        """Count the routed experts' neurons of one layer on the tokens routed to each."""
+        torch, plan = self.torch, self.plan
+        b, t = self._tokens(layer, hidden.shape[0])
+        n_e, k = plan.n_experts, index.shape[-1]
+        mask = self.mask.reshape(b * t, 2)
+        valid = mask.sum(-1) > 0
+        role = mask[:, 1].to(torch.int64)  # 0 prompt, 1 response (valid tokens)
+        token = torch.arange(b * t, device=hidden.device).repeat_interleave(k)
+        expert = index.reshape(-1).to(torch.int64)
+        keep = valid[token]
+        token, expert = token[keep], expert[keep]
+        order = torch.argsort(expert, stable=True)
+        token, expert = token[order], expert[order]
+        sizes = torch.bincount(expert, minlength=n_e)
+        act = expert_gate(plan, layer, hidden[token], sizes, expert)
+        positive = (act > 0).float()
+        n_i = positive.shape[-1]
+        key = role[token] * n_e + expert  # [role, expert]
+        # float32 sums of 0/1 count exactly: each is at most the batch's tokens (< 2**24)
+        counted = torch.zeros((2 * n_e, n_i), dtype=torch.float32, device=hidden.device)
+        counted.index_add_(0, key, positive)
+        self.active[:, layer, :n_e, :n_i] += counted.view(2, n_e, n_i).to(torch.int64)
+        self.routed_count[:, layer, :n_e] += torch.bincount(key, minlength=2 * n_e).view(2, n_e)
+        if self.seq is not None:
+            seq_key = (token // t) * (2 * n_e) + key  # [batch row, role, expert]
+            per_seq = torch.zeros((b * 2 * n_e, n_i), dtype=torch.float32, device=hidden.device)
+            per_seq.index_add_(0, seq_key, positive)
+            self.seq[self.rows, :, layer, :n_e, :n_i] += per_seq.view(b, 2, n_e, n_i).to(
+                torch.int32
+            )
+            routed = torch.bincount(seq_key, minlength=b * 2 * n_e).view(b, 2, n_e)
+            self.seq_routed[self.rows, :, layer, :n_e] += routed
+
+    def shared(self, layer: int, s: int, output: Any) -> None:
+        """Count a shared expert's neurons of one layer on every token."""
+        torch = self.torch
+        b, t = self._tokens(layer, output.reshape(-1, output.shape[-1]).shape[0])
+        x = self.plan.n_experts + s
+        positive = (output.reshape(b * t, -1) > 0).float()
+        n_i = positive.shape[-1]
+        roles = self.mask.reshape(b * t, 2).T  # [2, B*T]
+        self.active[:, layer, x, :n_i] += (roles @ positive).to(torch.int64)
+        self.routed_count[:, layer, x] += roles.sum(-1).to(torch.int64)
+        if self.seq is not None:
+            per_seq = torch.einsum("btr,btn->brn", self.mask, positive.view(b, t, -1))
+            self.seq[self.rows, :, layer, x, :n_i] += per_seq.to(torch.int32)
+            self.seq_routed[self.rows, :, layer, x] += self.mask.sum(1).to(torch.int64)
+
+
+__all__ = [
+    "EXPERT_COUNT_KEYS",
+    "MOE_ARCHITECTURES",
+    "MoeAccumulator",
+    "MoeLayout",
+    "MoePlan",
+    "capture_moe",
+    "expert_gate",
+    "is_moe_plan",
+    "looks_moe",
+    "moe_supported",
+    "resolve_moe",
+]
