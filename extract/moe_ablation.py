@@ -27,11 +27,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from langneurons.errors import ParameterError
+from langneurons.extract._moe import MOE_ARCHITECTURES, MoePlan, looks_moe, resolve_moe
 from langneurons.extract._torchio import require_torch
 
 #: Neuron units: ``{(layer, expert): neuron indices}``.
@@ -44,7 +46,7 @@ ExpertUnits = Mapping[int, np.ndarray]
 def _softmax_topk(
     logits: Any, top_k: int, masked: Any, *, normalize: bool, cast: bool
 ) -> tuple[Any, Any]:
-    """Softmax over the experts, then top-k (the rule of Mixtral and Qwen-MoE routers).
+    """Softmax over the experts, then top-k (the rule of Mixtral, Qwen-MoE and OLMoE routers).
 
     ``masked`` (bool, [experts]) sets those logits to -inf first; the top-k is taken over the
     probabilities with the masked ones below every other, so a masked expert is never chosen.
@@ -62,80 +64,75 @@ def _softmax_topk(
     return value, index
 
 
+def _topk_softmax(logits: Any, top_k: int, masked: Any) -> tuple[Any, Any]:
+    """Top-k of the logits, then a softmax over those k (GPT-OSS), masked logits at -inf."""
+    torch = require_torch()
+    logits = logits.masked_fill(masked, float("-inf"))
+    value, index = torch.topk(logits, top_k, dim=-1)
+    return torch.nn.functional.softmax(value, dim=1, dtype=value.dtype), index
+
+
 @dataclasses.dataclass(frozen=True)
 class Routing:
     """How one architecture's router turns logits into the top-k experts and their weights.
 
-    ``normalize``: True, False, or the config attribute that says (``norm_topk_prob``);
-    ``cast``: the weights are cast back to the logits' dtype (Qwen-MoE) or left float32 (Mixtral).
-    The router's forward must return ``(logits, weights, indices)``.
+    ``rule``: ``"softmax_topk"`` (softmax over all experts, then top-k) or ``"topk_softmax"``
+    (top-k logits, then a softmax over them); ``normalize``: renormalise the top-k weights --
+    True, False, or the config attribute that says (``norm_topk_prob``); ``cast``: the weights
+    are cast back to the logits' dtype (Qwen-MoE, OLMoE) or left float32 (Mixtral). The router's
+    forward must return ``(logits, weights, indices)``.
     """
 
-    normalize: bool | str
-    cast: bool
+    rule: str = "softmax_topk"
+    normalize: bool | str = True
+    cast: bool = False
 
     def route(self, config: Any, logits: Any, top_k: int, masked: Any) -> tuple[Any, Any]:
         """The top-k weights and indices with ``masked`` experts excluded."""
+        if self.rule == "topk_softmax":
+            return _topk_softmax(logits, top_k, masked)
         normalize = self.normalize
         if isinstance(normalize, str):
             normalize = bool(getattr(config, normalize, False))
         return _softmax_topk(logits, top_k, masked, normalize=normalize, cast=self.cast)
 
 
-@dataclasses.dataclass(frozen=True)
-class MoeBlockPaths:
-    """Where the parts of one MoE architecture's sparse block are (from a decoder layer)."""
-
-    model_type: str
-    layers: str = "model.layers"
-    block: str = "mlp"
-    router: str = "gate"
-    experts: str = "experts"
-    shared: tuple[str, ...] = ()
-    routing: Routing = Routing(normalize=True, cast=False)
-
-
-_PATHS: dict[str, MoeBlockPaths] = {
-    p.model_type: p
-    for p in (
-        MoeBlockPaths("mixtral", routing=Routing(normalize=True, cast=False)),
-        MoeBlockPaths(
-            "qwen2_moe",
-            shared=("shared_expert",),
-            routing=Routing(normalize="norm_topk_prob", cast=True),
-        ),
-        MoeBlockPaths("qwen3_moe", routing=Routing(normalize="norm_topk_prob", cast=True)),
-    )
-}
-
-
-def supported_moe() -> list[str]:
-    """The ``model_type`` values whose experts can be deactivated, sorted."""
-    return sorted(_PATHS)
+_QWEN_ROUTING = Routing(normalize="norm_topk_prob", cast=True)
+#: The routing rule of each MoE ``model_type`` of the extraction registry, checked against the
+#: routers of transformers 5.24 (tests/test_moe_ablation.py reproduces each router bit for bit).
+ROUTING: Mapping[str, Routing] = MappingProxyType(
+    {
+        "mixtral": Routing(normalize=True, cast=False),
+        "qwen2_moe": _QWEN_ROUTING,
+        "qwen3_moe": _QWEN_ROUTING,
+        "olmoe": _QWEN_ROUTING,
+        "gpt_oss": Routing(rule="topk_softmax"),
+    }
+)
 
 
 # ----------------------------------------------------------------------------- the layout
 @dataclasses.dataclass(frozen=True)
 class MoeLayer:
-    """The router, the fused routed experts and the shared experts of one decoder layer."""
+    """The router, the fused routed experts and the shared experts (MLP, activation) of a layer."""
 
     router: Any
     experts: Any
     shared: tuple[Any, ...]
+    shared_act: tuple[Any, ...]
 
 
 @dataclasses.dataclass(frozen=True)
-class MoeLayout:
-    """Where the experts of a loaded MoE model are, and their sizes.
+class MoeTargets:
+    """What the interventions touch in a loaded MoE model, and its expert sizes.
 
-    ``layers[i]`` is None for a decoder layer with a dense MLP (Qwen-MoE ``mlp_only_layers``).
-    ``expert_neurons[e]`` is the neuron count of expert e (routed, then shared).
+    ``expert_neurons[e]`` is the neuron count of expert e (routed ``0..E-1``, then shared).
     """
 
     model_type: str
     config: Any
-    paths: MoeBlockPaths
-    layers: tuple[MoeLayer | None, ...]
+    routing: Routing
+    layers: tuple[MoeLayer, ...]
     n_experts: int
     n_shared: int
     top_k: int
@@ -143,86 +140,64 @@ class MoeLayout:
 
     @property
     def n_layers(self) -> int:
-        """Decoder layers (MoE or not)."""
+        """Decoder layers."""
         return len(self.layers)
 
     @property
     def max_neurons(self) -> int:
-        """The ``neuron`` dimension of a MoE run: the largest expert's neuron count."""
+        """The ``neuron`` dimension of a MoE run: the widest expert."""
         return max(self.expert_neurons)
 
 
-def _text_config(model: Any) -> Any:
-    config = model.config
-    get = getattr(config, "get_text_config", None)
-    return get(decoder=True) if callable(get) else config
+def moe_targets(model: Any, plan: MoePlan | None = None) -> MoeTargets:
+    """The routers, experts and shared experts of every decoder layer of a MoE ``model``.
 
-
-def _sub(module: Any, path: str) -> Any:
-    try:
-        return module.get_submodule(path)
-    except AttributeError:
-        return None
-
-
-def is_moe(model: Any) -> bool:
-    """True when ``model`` is a mixture-of-experts architecture this module knows."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    return model_type in _PATHS
-
-
-def moe_layout(model: Any) -> MoeLayout:
-    """Find the router, experts and shared experts of every decoder layer of ``model``.
+    ``plan`` is the model's :class:`~langneurons.extract._moe.MoePlan` (resolved when None).
 
     Raises
     ------
     ParameterError
-        The model is not a known mixture-of-experts architecture, or its modules are not where
-        the registry says.
+        The model is dense, or a mixture of experts whose routing is not in the registry.
     """
     require_torch()
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    paths = _PATHS.get(str(model_type))
-    if paths is None:
-        raise ParameterError(
-            f"model type {model_type!r} is not a supported mixture of experts (supported: "
-            f"{', '.join(supported_moe())}); per-expert deactivation needs a MoE model"
-        )
-    decoder = _sub(model, paths.layers)
-    if decoder is None:
-        raise ParameterError(f"the {model_type} model has no '{paths.layers}' module list")
-    layers: list[MoeLayer | None] = []
-    n_experts = n_neurons = 0
-    shared_neurons: list[int] = []
-    for layer in decoder:
-        block = _sub(layer, paths.block)
-        router = _sub(block, paths.router) if block is not None else None
-        experts = _sub(block, paths.experts) if block is not None else None
-        if router is None or experts is None:
-            layers.append(None)  # a dense MLP layer
-            continue
-        shared = tuple(_sub(block, s) for s in paths.shared)
-        if any(s is None for s in shared):
+    model_type = str(getattr(getattr(model, "config", None), "model_type", "") or "")
+    if plan is None:
+        if model_type not in MOE_ARCHITECTURES and not looks_moe(model):
             raise ParameterError(
-                f"the {model_type} block has no shared expert at {paths.shared}; the model does "
-                "not match the registry"
+                f"the model ({model_type or type(model).__name__}) is dense, not a mixture of "
+                "experts; a per-expert mask needs the MoE model it was identified on"
             )
-        gate_rows = experts.gate_up_proj.shape[-1 if _transposed(experts) else -2]
-        n_experts, n_neurons = int(experts.num_experts), int(gate_rows) // 2
-        shared_neurons = [int(s.gate_proj.out_features) for s in shared]
-        layers.append(MoeLayer(router, experts, shared))
-    if not n_experts:
-        raise ParameterError(f"the {model_type} model has no sparse MoE block in any layer")
-    config = _text_config(model)
-    return MoeLayout(
-        model_type=str(model_type),
-        config=config,
-        paths=paths,
+        plan = resolve_moe(model)
+    routing = ROUTING.get(plan.model_type)
+    if routing is None:
+        raise ParameterError(
+            f"the router of model type {plan.model_type!r} has no routing rule for masking "
+            f"(known: {', '.join(sorted(ROUTING))}); deactivate neurons instead of experts"
+        )
+    decoder = model.get_submodule(plan.layout.layers)
+    layers = []
+    for i, layer in enumerate(decoder):
+        block = layer.get_submodule(plan.layout.block)
+        shared = (block.get_submodule(plan.layout.shared),) if plan.layout.shared else ()
+        layers.append(
+            MoeLayer(
+                router=block.get_submodule(plan.layout.router),
+                experts=plan.experts[i],
+                shared=shared,
+                shared_act=tuple(plan.shared[i]),
+            )
+        )
+    config = model.config
+    get = getattr(config, "get_text_config", None)
+    return MoeTargets(
+        model_type=plan.model_type,
+        config=get(decoder=True) if callable(get) else config,
+        routing=routing,
         layers=tuple(layers),
-        n_experts=n_experts,
-        n_shared=len(paths.shared),
-        top_k=int(config.num_experts_per_tok),
-        expert_neurons=(n_neurons,) * n_experts + tuple(shared_neurons),
+        n_experts=plan.n_experts,
+        n_shared=plan.n_shared,
+        top_k=plan.top_k,
+        expert_neurons=tuple(plan.expert_neurons),
     )
 
 
@@ -240,22 +215,16 @@ def _as_index(value: Any) -> np.ndarray:
     return out.astype(np.int64)
 
 
-def _check_layer(layout: MoeLayout, layer: int) -> MoeLayer:
+def _check_layer(layout: MoeTargets, layer: int) -> MoeLayer:
     if not 0 <= layer < layout.n_layers:
         raise ParameterError(
             f"layer {layer} is out of range: the {layout.model_type} model has layers "
             f"0..{layout.n_layers - 1}"
         )
-    found = layout.layers[layer]
-    if found is None:
-        raise ParameterError(
-            f"layer {layer} of the {layout.model_type} model is a dense MLP, not a mixture of "
-            "experts; leave it out of the expert mask"
-        )
-    return found
+    return layout.layers[layer]
 
 
-def _check_expert(layout: MoeLayout, expert: int) -> None:
+def _check_expert(layout: MoeTargets, expert: int) -> None:
     total = layout.n_experts + layout.n_shared
     if not 0 <= expert < total:
         raise ParameterError(
@@ -265,7 +234,7 @@ def _check_expert(layout: MoeLayout, expert: int) -> None:
         )
 
 
-def check_neuron_units(layout: MoeLayout, units: NeuronUnits) -> dict[tuple[int, int], np.ndarray]:
+def check_neuron_units(layout: MoeTargets, units: NeuronUnits) -> dict[tuple[int, int], np.ndarray]:
     """The units as sorted unique int64 indices, checked against the model's experts."""
     out = {}
     for (layer, expert), index in units.items():
@@ -284,7 +253,7 @@ def check_neuron_units(layout: MoeLayout, units: NeuronUnits) -> dict[tuple[int,
     return out
 
 
-def check_expert_units(layout: MoeLayout, units: ExpertUnits) -> dict[int, np.ndarray]:
+def check_expert_units(layout: MoeTargets, units: ExpertUnits) -> dict[int, np.ndarray]:
     """The expert sets as sorted unique int64 indices, checked: at least top_k routed experts of
     every layer must stay unmasked."""
     out = {}
@@ -322,21 +291,37 @@ def _gate_rows(experts: Any, neurons: np.ndarray) -> tuple[str, Any, str | None]
 
 
 def _check_act_zero(experts: Any, where: str) -> None:
-    """Refuse an activation with act(0) != 0: a zero gate row would not switch the neuron off."""
+    """Refuse experts whose gating is not 0 at a zero gate: a zero gate row would not switch
+    the neuron off. The experts' own ``_apply_gate`` (``act(gate) * up``, or GPT-OSS's clamped
+    GLU) is evaluated on a gate of 0 and an up of 1, in the layout of ``gate_up_proj``."""
     torch = require_torch()
     weight = experts.gate_up_proj if hasattr(experts, "gate_up_proj") else experts.up_proj
-    zero = torch.zeros(4, dtype=weight.dtype, device=weight.device)
-    with torch.no_grad():
-        value = experts.act_fn(zero)
+    if not getattr(experts, "has_gate", True):
+        with torch.no_grad():
+            value = experts.act_fn(torch.zeros(4, dtype=weight.dtype, device=weight.device))
+    else:
+        gate_up = torch.ones(1, 8, dtype=weight.dtype, device=weight.device)
+        if getattr(experts, "is_concatenated", True):
+            gate_up[:, :4] = 0
+        else:
+            gate_up[:, ::2] = 0
+        apply = getattr(experts, "_apply_gate", None)
+        with torch.no_grad():
+            if callable(apply):
+                value = apply(gate_up)
+            else:
+                gate, up = gate_up.chunk(2, dim=-1)
+                value = experts.act_fn(gate) * up
     if not bool((value == 0).all()):
         raise ParameterError(
-            f"the activation of the experts of {where} gives {float(value[0])!r} at 0, not 0, so "
-            "its neurons cannot be switched off by a zero gate; deactivate whole experts instead"
+            f"the activation of the experts of {where} is {float(value.flatten()[0])!r} at 0, "
+            "not 0, so their neurons cannot be switched off by a zero gate; deactivate whole "
+            "experts instead"
         )
 
 
 @contextlib.contextmanager
-def deactivate_moe(layout: MoeLayout, units: NeuronUnits) -> Iterator[None]:
+def deactivate_moe(layout: MoeTargets, units: NeuronUnits) -> Iterator[None]:
     """Switch off neurons inside experts while the block runs.
 
     Parameters
@@ -366,14 +351,13 @@ def deactivate_moe(layout: MoeLayout, units: NeuronUnits) -> Iterator[None]:
         with torch.no_grad():
             for (layer, expert), neurons in checked.items():
                 found = layout.layers[layer]
-                assert found is not None  # checked above
                 if expert >= layout.n_experts:
-                    mlp = found.shared[expert - layout.n_experts]
-                    act = mlp.act_fn
+                    s = expert - layout.n_experts
                     keep = torch.ones(layout.expert_neurons[expert], dtype=torch.bool)
                     keep[torch.as_tensor(neurons)] = False
-                    device = mlp.gate_proj.weight.device
-                    handles.append(act.register_forward_hook(hook_for(keep.to(device))))
+                    device = next(found.shared[s].parameters()).device
+                    handle = found.shared_act[s].register_forward_hook(hook_for(keep.to(device)))
+                    handles.append(handle)
                     continue
                 experts = found.experts
                 _check_act_zero(experts, f"layer {layer}")
@@ -399,7 +383,7 @@ def deactivate_moe(layout: MoeLayout, units: NeuronUnits) -> Iterator[None]:
 
 # ----------------------------------------------------------------------------- experts
 @contextlib.contextmanager
-def mask_experts(layout: MoeLayout, units: ExpertUnits) -> Iterator[None]:
+def mask_experts(layout: MoeTargets, units: ExpertUnits) -> Iterator[None]:
     """Remove whole experts while the block runs.
 
     Parameters
@@ -416,7 +400,7 @@ def mask_experts(layout: MoeLayout, units: ExpertUnits) -> Iterator[None]:
     torch = require_torch()
     checked = check_expert_units(layout, units)
     handles: list[Any] = []
-    routing = layout.paths.routing
+    routing = layout.routing
 
     def router_hook(masked: Any) -> Callable[..., Any]:
         def hook(module: Any, args: Any, output: Any) -> Any:
@@ -432,7 +416,6 @@ def mask_experts(layout: MoeLayout, units: ExpertUnits) -> Iterator[None]:
     try:
         for layer, experts in checked.items():
             found = layout.layers[layer]
-            assert found is not None  # checked above
             routed = experts[experts < layout.n_experts]
             if routed.size:
                 masked = torch.zeros(layout.n_experts, dtype=torch.bool)
@@ -488,18 +471,16 @@ def random_expert_control(
 
 __all__ = [
     "ExpertUnits",
-    "MoeBlockPaths",
+    "ROUTING",
     "MoeLayer",
-    "MoeLayout",
+    "MoeTargets",
     "NeuronUnits",
     "Routing",
     "check_expert_units",
     "check_neuron_units",
     "deactivate_moe",
-    "is_moe",
     "mask_experts",
-    "moe_layout",
+    "moe_targets",
     "random_expert_control",
     "random_neuron_control",
-    "supported_moe",
 ]

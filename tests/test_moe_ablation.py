@@ -23,7 +23,7 @@ from langneurons.errors import ParameterError  # noqa: E402
 from langneurons.extract import moe_ablation as moe  # noqa: E402
 
 E, K, LAYERS, HIDDEN, INTER, SHARED_INTER, VOCAB = 4, 2, 3, 16, 12, 20, 64
-KINDS = ("mixtral", "qwen2_moe", "qwen3_moe")
+KINDS = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss")
 IMPLEMENTATIONS = ("eager", "batched_mm", "grouped_mm")
 
 
@@ -50,6 +50,19 @@ def _config(kind: str) -> Any:
             norm_topk_prob=False,
             **common,
         )
+    if kind == "olmoe":
+        return transformers.OlmoeConfig(
+            intermediate_size=INTER, num_experts=E, norm_topk_prob=False, **common
+        )
+    if kind == "gpt_oss":
+        return transformers.GptOssConfig(
+            intermediate_size=INTER,
+            num_local_experts=E,
+            head_dim=8,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            sliding_window=16,
+            **{**common, "max_position_embeddings": 131072},
+        )
     return transformers.Qwen3MoeConfig(
         intermediate_size=SHARED_INTER,
         moe_intermediate_size=INTER,
@@ -58,6 +71,10 @@ def _config(kind: str) -> Any:
         head_dim=8,
         **common,
     )
+
+
+def _router(block: Any) -> Any:
+    return block.router if hasattr(block, "router") else block.gate
 
 
 def tiny_moe(kind: str, seed: int = 0, implementation: str = "eager", dtype: Any = None) -> Any:
@@ -69,7 +86,11 @@ def tiny_moe(kind: str, seed: int = 0, implementation: str = "eager", dtype: Any
     model = transformers.AutoModelForCausalLM.from_config(_config(kind)).to(dtype)
     with torch.no_grad():
         for layer in model.model.layers:
-            layer.mlp.gate.weight.normal_(0.0, 1.0)  # Qwen routers start at 0: all ties
+            _router(layer.mlp).weight.normal_(0.0, 1.0)  # Qwen routers start at 0: all ties
+            if kind == "gpt_oss":
+                layer.mlp.router.bias.normal_(0.0, 0.5)
+                layer.mlp.experts.gate_up_proj_bias.normal_(0.0, 0.5)
+                layer.mlp.experts.down_proj_bias.normal_(0.0, 0.5)
     model.set_experts_implementation(implementation)
     return model.eval()
 
@@ -90,6 +111,7 @@ def _logits(model: Any, ids: Any) -> Any:
 # ----------------------------------------------------------------------------- the oracle
 def _oracle_forward(
     block: Any,
+    kind: str,
     normalize: bool,
     keep: dict[int, Any],
     masked: set[int],
@@ -98,40 +120,57 @@ def _oracle_forward(
     into each expert's activation and the ``masked`` experts removed."""
     experts = block.experts
     routed = experts.num_experts
-    inter = experts.gate_up_proj.shape[1] // 2
+    router = _router(block)
+    oss = kind == "gpt_oss"
+    inter = experts.gate_up_proj.shape[-1 if oss else 1] // 2
+
+    def expert_out(e: int, x: Any) -> Any:
+        if oss:  # [H, 2I] interleaved, with biases; a clamped GLU times (up + 1)
+            gate_up = x @ experts.gate_up_proj[e] + experts.gate_up_proj_bias[e]
+            gate, up = gate_up[::2].clamp(max=experts.limit), gate_up[1::2]
+            up = up.clamp(min=-experts.limit, max=experts.limit)
+            act = gate * torch.sigmoid(gate * experts.alpha) * keep[e]
+            return (act * (up + 1)) @ experts.down_proj[e] + experts.down_proj_bias[e]
+        gate = experts.gate_up_proj[e, :inter] @ x
+        up = experts.gate_up_proj[e, inter:] @ x
+        act = experts.act_fn(gate) * keep[e]
+        return experts.down_proj[e] @ (act * up)
 
     def forward(self: Any, hidden: Any) -> Any:
         shape = hidden.shape
         x = hidden.reshape(-1, shape[-1])
         out = torch.zeros_like(x)
         for t in range(x.shape[0]):
-            logits = block.gate.weight @ x[t]
+            logits = router.weight @ x[t]
             allowed = [e for e in range(routed) if e not in masked]
-            # the routers of transformers take the softmax (and renormalise) in float32
-            probs = torch.softmax(logits[allowed].float(), dim=-1)
-            order = sorted(range(len(allowed)), key=lambda i: -float(probs[i]))[:K]
-            weights = probs[order]
-            if normalize:
-                weights = weights / weights.sum()
-            for w, i in zip(weights.double(), order, strict=True):
-                e = allowed[i]
-                gate = experts.gate_up_proj[e, :inter] @ x[t]
-                up = experts.gate_up_proj[e, inter:] @ x[t]
-                act = experts.act_fn(gate) * keep.get(e, 1.0)
-                out[t] += w * (experts.down_proj[e] @ (act * up))
+            if oss:  # top-k logits, then a softmax over them
+                logits = logits + router.bias
+                order = sorted(range(len(allowed)), key=lambda i: -float(logits[allowed][i]))[:K]
+                weights = torch.softmax(logits[allowed][order], dim=-1)
+            else:
+                # the routers of transformers take the softmax (and renormalise) in float32
+                probs = torch.softmax(logits[allowed].float(), dim=-1)
+                order = sorted(range(len(allowed)), key=lambda i: -float(probs[i]))[:K]
+                weights = probs[order]
+                if normalize:
+                    weights = weights / weights.sum()
+            for w, i in zip(weights.to(x.dtype), order, strict=True):
+                out[t] += w * expert_out(allowed[i], x[t])
             shared = getattr(block, "shared_expert", None)
             if shared is not None and routed not in masked:
                 mlp = shared
-                act = mlp.act_fn(mlp.gate_proj.weight @ x[t]) * keep.get(routed, 1.0)
+                act = mlp.act_fn(mlp.gate_proj.weight @ x[t]) * keep[routed]
                 s = mlp.down_proj.weight @ (act * (mlp.up_proj.weight @ x[t]))
                 out[t] += torch.sigmoid(block.shared_expert_gate.weight @ x[t])[0] * s
+        if oss:  # GptOssMLP also returns the router scores, which the layer drops
+            return out.reshape(shape), None
         return out.reshape(shape)
 
     return forward
 
 
 def _normalize(kind: str, model: Any) -> bool:
-    return True if kind == "mixtral" else bool(model.config.norm_topk_prob)
+    return True if kind == "mixtral" else bool(getattr(model.config, "norm_topk_prob", False))
 
 
 def _oracle_model(
@@ -141,7 +180,7 @@ def _oracle_model(
     experts: dict[int, list[int]] | None = None,
 ) -> Any:
     reference = copy.deepcopy(model)
-    layout = moe.moe_layout(reference)
+    layout = moe.moe_targets(reference)
     for layer, decoder in enumerate(reference.model.layers):
         keep = {}
         for e, n in enumerate(layout.expert_neurons):
@@ -151,14 +190,14 @@ def _oracle_model(
         block = decoder.mlp
         block.forward = types.MethodType(
             _oracle_forward(
-                block, _normalize(kind, model), keep, set((experts or {}).get(layer, []))
+                block, kind, _normalize(kind, model), keep, set((experts or {}).get(layer, []))
             ),
             block,
         )
     return reference
 
 
-def _units(layout: moe.MoeLayout, seed: int) -> dict[tuple[int, int], np.ndarray]:
+def _units(layout: moe.MoeTargets, seed: int) -> dict[tuple[int, int], np.ndarray]:
     """About a third of the neurons of some experts (every kind, shared ones included)."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -174,7 +213,7 @@ def _units(layout: moe.MoeLayout, seed: int) -> dict[tuple[int, int], np.ndarray
 @pytest.mark.parametrize("kind", KINDS)
 def test_neurons_in_experts_equal_the_oracle(kind: str, implementation: str) -> None:
     model = tiny_moe(kind, implementation=implementation)
-    layout = moe.moe_layout(model)
+    layout = moe.moe_targets(model)
     units = _units(layout, seed=3)
     ids = _ids()
     before = _logits(model, ids)
@@ -198,13 +237,13 @@ def test_grouped_mm_equals_eager_bit_for_bit(kind: str) -> None:
     """In float32 the grouped and eager experts give the same bits, ablated or not."""
     eager = tiny_moe(kind, implementation="eager", dtype=torch.float32)
     grouped = tiny_moe(kind, implementation="grouped_mm", dtype=torch.float32)
-    units = _units(moe.moe_layout(eager), seed=5)
+    units = _units(moe.moe_targets(eager), seed=5)
     drop = {0: np.array([2]), 2: np.array([1])}
     ids = _ids(2)
     assert torch.equal(_logits(eager, ids), _logits(grouped, ids))
     out = []
     for model in (eager, grouped):
-        layout = moe.moe_layout(model)
+        layout = moe.moe_targets(model)
         with moe.deactivate_moe(layout, units), moe.mask_experts(layout, drop):
             out.append(_logits(model, ids))
     assert torch.equal(out[0], out[1])
@@ -213,7 +252,7 @@ def test_grouped_mm_equals_eager_bit_for_bit(kind: str) -> None:
 def test_neurons_bit_exact_across_implementations() -> None:
     """Zeroing the gate row is the same as zeroing act(gate) inside the eager loop, bit for bit."""
     model = tiny_moe("qwen2_moe", implementation="eager")
-    layout = moe.moe_layout(model)
+    layout = moe.moe_targets(model)
     units = {(1, 2): np.array([0, 5, 7]), (0, 0): np.array([3])}
     ids = _ids()
     with moe.deactivate_moe(layout, units):
@@ -262,7 +301,7 @@ def test_neurons_bit_exact_across_implementations() -> None:
 
 def test_shared_expert_neurons_are_switched_off_on_every_token() -> None:
     model = tiny_moe("qwen2_moe")
-    layout = moe.moe_layout(model)
+    layout = moe.moe_targets(model)
     assert layout.expert_neurons == (INTER,) * E + (SHARED_INTER,)
     seen = []
     down = model.model.layers[0].mlp.shared_expert.down_proj  # its input is act(gate) * up
@@ -284,19 +323,20 @@ def test_shared_expert_neurons_are_switched_off_on_every_token() -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_routing_rule_reproduces_the_router(kind: str) -> None:
     model = tiny_moe(kind)
-    layout = moe.moe_layout(model)
+    layout = moe.moe_targets(model)
     x = torch.randn(11, HIDDEN, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    router = model.model.layers[0].mlp.gate
+    router = layout.layers[0].router
+    assert router is _router(model.model.layers[0].mlp)
     logits, weights, index = router(x)
     none = torch.zeros(E, dtype=torch.bool)
-    ours_w, ours_i = layout.paths.routing.route(layout.config, logits, K, none)
+    ours_w, ours_i = layout.routing.route(layout.config, logits, K, none)
     assert torch.equal(ours_i, index) and torch.equal(ours_w, weights)
 
 
 def _dropped_model(model: Any, kind: str, drop: dict[int, int]) -> Any:
     """The same model with expert ``drop[layer]`` physically removed from each layer."""
     config = copy.deepcopy(model.config)
-    if kind == "mixtral":
+    if kind in ("mixtral", "gpt_oss"):
         config.num_local_experts = E - 1
     else:
         config.num_experts = E - 1
@@ -305,9 +345,9 @@ def _dropped_model(model: Any, kind: str, drop: dict[int, int]) -> Any:
     state = {}
     for name, value in model.state_dict().items():
         parts = name.split(".")
-        if "mlp" in parts and parts[-1] in ("gate_up_proj", "down_proj", "weight"):
+        if "mlp" in parts:
             layer = int(parts[2])
-            if parts[-2] == "experts" or (parts[-2] == "gate" and parts[-3] == "mlp"):
+            if parts[-2] == "experts" or (parts[-2] in ("gate", "router") and parts[-3] == "mlp"):
                 keep = [e for e in range(E) if e != drop[layer]]
                 value = value[keep]
         state[name] = value
@@ -321,7 +361,7 @@ def test_masked_experts_get_no_tokens_and_equal_a_model_without_them(
     kind: str, implementation: str
 ) -> None:
     model = tiny_moe(kind, implementation=implementation)
-    layout = moe.moe_layout(model)
+    layout = moe.moe_targets(model)
     drop = {0: 1, 1: 3, 2: 0}
     routed: dict[int, list[Any]] = {layer: [] for layer in range(LAYERS)}
 
@@ -353,14 +393,14 @@ def test_masked_experts_get_no_tokens_and_equal_a_model_without_them(
 
 def test_masking_the_shared_expert_zeroes_its_output() -> None:
     model = tiny_moe("qwen2_moe")
-    layout = moe.moe_layout(model)
+    layout = moe.moe_targets(model)
     ids = _ids()
     with moe.mask_experts(layout, {1: np.array([E, 2])}):
         masked = _logits(model, ids)
     reference = copy.deepcopy(model)
     with torch.no_grad():
         reference.model.layers[1].mlp.shared_expert.down_proj.weight.zero_()
-    with moe.mask_experts(moe.moe_layout(reference), {1: np.array([2])}):
+    with moe.mask_experts(moe.moe_targets(reference), {1: np.array([2])}):
         expected = _logits(reference, ids)
     assert torch.equal(masked, expected)
     oracle = _logits(_oracle_model(model, "qwen2_moe", experts={1: [E, 2]}), ids)
@@ -389,7 +429,7 @@ def test_random_controls_are_matched_and_reproducible() -> None:
 # ----------------------------------------------------------------------------- bad input
 def test_bad_input_is_one_clear_line() -> None:
     model = tiny_moe("qwen2_moe")
-    layout = moe.moe_layout(model)
+    layout = moe.moe_targets(model)
     cases = [
         (lambda: moe.deactivate_moe(layout, {(0, 9): np.array([0])}), "expert 9 is out of range"),
         (lambda: moe.deactivate_moe(layout, {(0, 1): np.array([12])}), "neuron 12 of expert 1"),
@@ -412,14 +452,16 @@ def test_bad_input_is_one_clear_line() -> None:
             num_attention_heads=2,
         )
     )
-    with pytest.raises(ParameterError, match="not a supported mixture of experts"):
-        moe.moe_layout(dense)
+    with pytest.raises(
+        ParameterError, match=r"the model \(llama\) is dense, not a mixture of experts"
+    ):
+        moe.moe_targets(dense)
 
 
 def test_activation_that_is_not_zero_at_zero_is_refused() -> None:
     model = tiny_moe("mixtral")
     model.model.layers[0].mlp.experts.act_fn = torch.nn.Sigmoid()
-    layout = moe.moe_layout(model)
+    layout = moe.moe_targets(model)
     weights = model.model.layers[0].mlp.experts.gate_up_proj.detach().clone()
     with pytest.raises(ParameterError, match="cannot be switched off by a zero gate"):
         with moe.deactivate_moe(layout, {(1, 0): np.array([1]), (0, 0): np.array([1])}):
@@ -428,13 +470,12 @@ def test_activation_that_is_not_zero_at_zero_is_refused() -> None:
     assert (model.model.layers[1].mlp.experts.gate_up_proj[0, 1] != 0).any()  # restored
 
 
-def test_dense_mlp_layers_of_qwen_moe_are_refused() -> None:
+def test_moe_with_dense_layers_is_refused() -> None:
     torch.manual_seed(0)
     config = _config("qwen2_moe")
     config.mlp_only_layers = [1]
     model = transformers.AutoModelForCausalLM.from_config(config)
-    layout = moe.moe_layout(model)
-    assert layout.layers[1] is None and layout.layers[0] is not None
-    with pytest.raises(ParameterError, match="layer 1 of the qwen2_moe model is a dense MLP"):
-        with moe.mask_experts(layout, {1: np.array([0])}):
-            pass
+    with pytest.raises(
+        ParameterError, match="decoder layer 1 of the qwen2_moe model has no sparse"
+    ):
+        moe.moe_targets(model)
