@@ -41,7 +41,7 @@ EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "mo
 
 
 @dataclass(frozen=True)
-class MoeLayout:
+class MoeArchitecture:
     """Where the routing and the experts of one MoE architecture are.
 
     Parameters
@@ -90,8 +90,8 @@ class MoeLayout:
 
 
 _BUILTIN = (
-    MoeLayout("mixtral", "num_local_experts", "intermediate_size"),
-    MoeLayout(
+    MoeArchitecture("mixtral", "num_local_experts", "intermediate_size"),
+    MoeArchitecture(
         "qwen2_moe",
         "num_experts",
         "moe_intermediate_size",
@@ -101,9 +101,9 @@ _BUILTIN = (
         "shared_expert_gate; the gate scales the output only, so the shared expert's neurons "
         "are act(gate_proj(x))",
     ),
-    MoeLayout("qwen3_moe", "num_experts", "moe_intermediate_size"),
-    MoeLayout("olmoe", "num_experts", "intermediate_size"),
-    MoeLayout(
+    MoeArchitecture("qwen3_moe", "num_experts", "moe_intermediate_size"),
+    MoeArchitecture("olmoe", "num_experts", "intermediate_size"),
+    MoeArchitecture(
         "gpt_oss",
         "num_local_experts",
         "intermediate_size",
@@ -115,10 +115,10 @@ _BUILTIN = (
     ),
 )
 
-_REGISTRY: dict[str, MoeLayout] = {layout.model_type: layout for layout in _BUILTIN}
+_REGISTRY: dict[str, MoeArchitecture] = {layout.model_type: layout for layout in _BUILTIN}
 
 #: Read-only view of the MoE registry, keyed by ``config.model_type``.
-MOE_ARCHITECTURES: Mapping[str, MoeLayout] = MappingProxyType(_REGISTRY)
+MOE_ARCHITECTURES: Mapping[str, MoeArchitecture] = MappingProxyType(_REGISTRY)
 
 
 def moe_supported() -> list[str]:
@@ -138,7 +138,7 @@ class MoePlan:
 
     model_type: str
     hook_point: str
-    layout: MoeLayout
+    layout: MoeArchitecture
     experts: tuple[Any, ...]
     shared: tuple[tuple[Any, ...], ...]
     n_experts: int
@@ -449,7 +449,7 @@ __all__ = [
     "EXPERT_COUNT_KEYS",
     "MOE_ARCHITECTURES",
     "MoeAccumulator",
-    "MoeLayout",
+    "MoeArchitecture",
     "MoePlan",
     "capture_moe",
     "expert_gate",

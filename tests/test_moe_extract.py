@@ -176,3 +176,180 @@ def test_counts_do_not_depend_on_the_experts_implementation(tmp_path: Path, data
         got = count_unit(loaded, encoded, batch_tokens=150, per_sequence=True)
         for key in ("n_active", "n_routed", "seq_n_active", "seq_n_routed"):
             np.testing.assert_array_equal(got[key], first[key], err_msg=f"{impl}: {key}")
+
+
+# ----------------------------------------------------------------------------- bad inputs
+@pytest.fixture(scope="module")
+def qwen3_moe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model("qwen3_moe", seed=1, path=tmp_path_factory.mktemp("qwen3_moe"))
+
+
+def test_per_expert_counts_of_a_dense_model_are_refused(tmp_path: Path) -> None:
+    from langneurons.extract.engine import check_experts
+
+    loaded = load_model(tiny_model("llama", path=tmp_path / "llama"), device="cpu")
+    check_experts(loaded, None)
+    check_experts(loaded, False)
+    with pytest.raises(ParameterError) as info:
+        check_experts(loaded, True)
+    assert str(info.value) == (
+        "per-expert counts were asked for, but the model (llama) is dense: it has no experts; "
+        "drop --experts"
+    )
+
+
+def test_dense_counts_of_a_moe_model_are_refused(qwen3_moe: Path) -> None:
+    from langneurons.extract.engine import check_experts
+
+    loaded = load_model(qwen3_moe, device="cpu")
+    check_experts(loaded, True)
+    with pytest.raises(ParameterError, match=r"is a mixture of experts.*drop --no-experts$"):
+        check_experts(loaded, False)
+
+
+def test_a_hook_module_on_a_moe_model_is_refused(qwen3_moe: Path) -> None:
+    with pytest.raises(ParameterError) as info:
+        load_model(qwen3_moe, device="cpu", hook_module="model.layers.*.mlp.experts.act_fn")
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith("--hook-module cannot count a mixture of experts (qwen3_moe)")
+
+
+def test_an_unregistered_moe_architecture_is_refused(qwen3_moe: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from langneurons.extract.engine import from_pretrained_objects
+    from langneurons.extract.tiny import byte_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(qwen3_moe)
+    model.config.model_type = "my_moe"
+    with pytest.raises(ParameterError) as info:
+        from_pretrained_objects(model, byte_tokenizer())
+    assert str(info.value) == (
+        "architecture 'my_moe' is a mixture of experts whose routing langneurons cannot read "
+        "(supported MoE: gpt_oss, mixtral, olmoe, qwen2_moe, qwen3_moe); extract a supported model"
+    )
+
+
+def test_a_dense_layer_in_a_moe_model_is_refused(tmp_path: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from langneurons.extract.engine import from_pretrained_objects
+    from langneurons.extract.tiny import byte_tokenizer
+
+    config = AutoConfig.from_pretrained(tiny_model("qwen3_moe", path=tmp_path / "m"))
+    config.mlp_only_layers = [1]  # layer 1 is a dense MLP: no router there
+    model = AutoModelForCausalLM.from_config(config)
+    with pytest.raises(ParameterError) as info:
+        from_pretrained_objects(model, byte_tokenizer())
+    assert str(info.value) == (
+        "decoder layer 1 of the qwen3_moe model has no sparse block with 'gate' and 'experts' at "
+        "'model.layers.1.mlp' (a dense layer, or another transformers layout); per-expert "
+        "counting needs every layer sparse"
+    )
+
+
+# ----------------------------------------------------------------------------- into a store
+def test_extract_writes_the_oracle_counts_into_a_moe_run(tmp_path: Path, data: Path) -> None:
+    from langneurons.extract.engine import extract
+    from langneurons.names import EXPERT_NEURONS, EXPERT_SHARED
+    from langneurons.store import open_store
+
+    model_dir = tiny_model("qwen2_moe", seed=4, path=tmp_path / "m", intermediate=24, experts=6)
+    store = tmp_path / "s.zarr"
+    kwargs: dict[str, Any] = {"device": "cpu", "dtype": "float32", "progress": False}
+    report = extract(
+        model_dir,
+        data,
+        store,
+        "moe/base",
+        per_sequence=True,
+        unit_size=2,
+        batch_tokens=150,
+        **kwargs,
+    )
+    assert report["units_done"] == 6
+    ds = open_store(store).open_run("moe/base").load()
+    expected = oracle(model_dir, data)
+    np.testing.assert_array_equal(ds.seq_n_active.values.astype(np.int64), expected["active"])
+    np.testing.assert_array_equal(ds.seq_n_routed.values, expected["routed"])
+    rows = np.asarray(expected["language"])
+    for k, lang in enumerate(ds.language.values):
+        np.testing.assert_array_equal(
+            ds.n_active.values[k], expected["active"][rows == lang].sum(0)
+        )
+        np.testing.assert_array_equal(
+            ds.n_routed.values[k], expected["routed"][rows == lang].sum(0)
+        )
+    assert ds[EXPERT_SHARED].values.tolist() == [False] * 6 + [True]
+    assert ds[EXPERT_NEURONS].values.tolist() == [24] * 6 + [36]
+    assert json.loads(ds.attrs["moe"]) == {
+        "n_experts": 6,
+        "n_shared": 1,
+        "top_k": 2,
+        "model_type": "qwen2_moe",
+    }
+    assert open_store(store).validate() == []
+
+
+def test_extract_cli_on_a_moe_model_resumes_bit_exact(
+    tmp_path: Path, data: Path, qwen3_moe: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from langneurons.store import open_store
+
+    from .conftest import run_cli
+
+    common = ["--model", qwen3_moe, "--data", data, "--device", "cpu", "--dtype", "float32"]
+    store = tmp_path / "s.zarr"
+    code, out, err = run_cli(capsys, "extract", *common, "--store", store, "--run", "whole")
+    assert code == 0, err
+    # a partial run (one language), then the rest with --resume
+    code, _, err = run_cli(
+        capsys, "extract", *common, "--store", store, "--run", "part", "--languages", "de"
+    )
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "extract", *common, "--store", store, "--run", "part")
+    assert code != 0 and "pass --resume to complete it" in err
+    code, out, err = run_cli(
+        capsys, "extract", *common, "--store", store, "--run", "part", "--resume", "--experts"
+    )
+    assert code == 0, err
+    assert "extracted 2 unit(s) (1 already done)" in out
+    whole = open_store(store).open_run("whole").load()
+    part = open_store(store).open_run("part").load()
+    for name in ("n_active", "n_routed", "n_tokens"):
+        np.testing.assert_array_equal(whole[name].values, part[name].values)
+    # the bad inputs on the command line: one line each, nothing written
+    code, _, err = run_cli(capsys, "extract", *common, "--store", store, "--run", "x", "--sums")
+    assert code != 0 and err.strip().endswith("drop --sums") and len(err.strip().splitlines()) == 1
+    assert "x" not in open_store(store).runs()
+
+
+def test_extract_cli_refuses_experts_on_a_dense_model(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .conftest import run_cli
+
+    model = tiny_model("llama", path=tmp_path / "llama")
+    capsys.readouterr()  # the progress bars of writing the model
+    store = tmp_path / "s.zarr"
+    code, _, err = run_cli(
+        capsys,
+        "extract",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--store",
+        store,
+        "--run",
+        "r",
+        "--device",
+        "cpu",
+        "--experts",
+    )
+    assert code != 0
+    assert err.strip().splitlines()[-1:] == [
+        "langneurons: error: per-expert counts were asked for, but the model (llama) is dense: "
+        "it has no experts; drop --experts"
+    ]
+    assert not store.exists()  # refused before anything was written

@@ -35,7 +35,7 @@ RESULTS_OF = "results_of"
 PLANNED_UNITS = "planned_units"
 TOKEN_TOTALS = "token_totals"
 #: Run attributes stored as JSON text (``langneurons.store._attrs.JSON_ATTRS``).
-JSON_ATTRS = ("provenance", "writes", "results_of", "migrated", "planned_units")
+JSON_ATTRS = ("provenance", "writes", "results_of", "migrated", "planned_units", "moe")
 
 _STRING_CODECS = ["vlen-utf8", "zstd", "crc32c"]
 _NUMBER_CODECS = ["bytes", "blosc", "crc32c"]

@@ -67,6 +67,12 @@ from langneurons.cli._options import echo_json, split_list
 @click.option(
     "--unit-size", type=int, default=32, show_default=True, help="Records per committed unit."
 )
+@click.option(
+    "--experts/--no-experts",
+    default=None,
+    help="Per-expert counts (default: on for mixture-of-experts models, off for dense ones); "
+    "--experts refuses a dense model.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def extract(
     model: str,
@@ -91,6 +97,7 @@ def extract(
     max_new_tokens: int,
     trust_remote_code: bool,
     unit_size: int,
+    experts: bool | None,
     as_json: bool,
 ) -> None:
     """Run a model once over prompts and responses and store its activation counts."""
@@ -119,6 +126,7 @@ def extract(
         unit_size=unit_size,
         revision=revision,
         allow_download=allow_download,
+        experts=experts,
     )
     if as_json:
         echo_json(report)
