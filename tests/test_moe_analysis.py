@@ -1,0 +1,376 @@
+"""Analysis of mixture-of-experts runs: per-expert identification, language experts, routing
+comparison (issue 17, docs/design/moe.md), on hand-built runs with known answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from langneurons.analysis import identify, select, summary
+from langneurons.analysis.routing import language_experts, routing_change
+from langneurons.errors import ParameterError, StoreValidationError
+
+from ._moe_runs import moe_run, routing_run
+from .test_identify import make_run
+
+FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "identify-small.npz"
+RULES: list[dict[str, Any]] = [
+    dict(method="ternary", top_rate=0.1, bar=0.9, lam_range=(0, 2)),
+    dict(method="ternary", top_rate=0.1, bar=0.9, lam=0.3),
+    dict(method="lape", top_rate=0.1, filter_rate=0.9, bar=0.8),
+]
+
+
+def split_experts(n_active: np.ndarray, n_experts: int) -> np.ndarray:
+    """Dense ``[language, layer, neuron]`` as ``[language, layer, expert, neuron / E]``."""
+    k, n_layers, n_neurons = n_active.shape
+    return n_active.reshape(k, n_layers, n_experts, n_neurons // n_experts)
+
+
+def random_counts(seed: int = 0, k: int = 3, layers: int = 3, experts: int = 4, neurons: int = 10):
+    rng = np.random.default_rng(seed)
+    routed = rng.integers(40, 400, size=(k, layers, experts))
+    p = rng.beta(1.0, 3.0, size=(1, layers, experts, neurons)) * rng.uniform(0.5, 1.5, (k, 1, 1, 1))
+    active = rng.binomial(routed[..., None], np.clip(p, 0, 1))
+    return active, routed
+
+
+@pytest.fixture(scope="module")
+def fixture_npz() -> dict[str, np.ndarray]:
+    if not FIXTURE.exists():
+        pytest.skip(f"shared fixture not found at {FIXTURE}")
+    with np.load(FIXTURE, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+# --------------------------------------------------------------------------- reduces to dense
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: f"{r['method']}-{r.get('lam', 'auto')}")
+def test_experts_seeing_every_token_give_the_dense_result_bit_for_bit(
+    fixture_npz: dict[str, np.ndarray], rule: dict[str, Any]
+) -> None:
+    """With n_routed == n_tokens everywhere, P is the dense P and rank="model" is the dense rule
+    on the (layer, expert, neuron) units in order: the spec fixture's answers, bit for bit."""
+    dense_active, tokens = fixture_npz["n_active"], fixture_npz["n_tokens"]
+    languages = tuple(str(x) for x in fixture_npz["languages"])
+    n_experts = 2
+    active = split_experts(dense_active, n_experts)
+    routed = np.broadcast_to(tokens[:, None, None], active.shape[:3]).copy()
+    moe = identify(moe_run(active, routed, tokens, languages=languages), **rule)
+    dense = identify(make_run(dense_active, tokens, languages=list(languages)), **rule)
+    shape = moe["score"].shape
+    for name in ("score", "selected", "shared_by", "n_assigned", "general"):
+        np.testing.assert_array_equal(moe[name].values, dense[name].values.reshape(shape), name)
+    np.testing.assert_array_equal(
+        moe["mask"].values, dense["mask"].values.reshape(moe["mask"].shape)
+    )
+    assert moe.attrs["tau"] == dense.attrs["tau"]
+    assert moe.attrs["lambda"] == dense.attrs.get("lambda")
+    for key in ("appear", "per_language", "shared_by_n", "n_selected"):
+        assert moe.attrs[key] == dense.attrs[key], key
+    assert moe.attrs["rank"] == "model" and moe.attrs["n_undefined_cells"] == 0
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: f"{r['method']}-{r.get('lam', 'auto')}")
+def test_rank_expert_and_layer_are_the_dense_rule_on_each_scope(rule: dict[str, Any]) -> None:
+    active, routed = random_counts(seed=3)
+    run = moe_run(active, routed, routed[:, 0].sum(axis=1))
+    by_expert = identify(run, rank="expert", **rule)
+    by_layer = identify(run, rank="layer", **rule)
+    assert by_expert.attrs["rank"] == "expert" and by_layer.attrs["rank"] == "layer"
+    assert by_expert["tau"].dims == ("layer", "expert") and by_layer["tau"].dims == ("layer",)
+    assert by_expert.attrs["tau"] is None
+    n_layers, n_experts = routed.shape[1:]
+    # a cell alone: a dense run of one layer whose tokens are the expert's routed tokens
+    for layer in range(n_layers):
+        for expert in range(n_experts):
+            cell = active[:, layer, expert][:, None, :]
+            dense = identify(make_run(cell, routed[:, layer, expert]), **rule)
+            got = by_expert.isel(layer=layer, expert=expert)
+            np.testing.assert_array_equal(got["selected"].values, dense["selected"].values[0])
+            np.testing.assert_array_equal(got["score"].values, dense["score"].values[0])
+            assert float(got["tau"]) == dense.attrs["tau"]
+    # a layer alone: where a layer's experts share one denominator per language, rank="layer"
+    # is the dense rule on that layer's (expert, neuron) units
+    even = np.broadcast_to(routed[:, :, :1], routed.shape).copy()
+    act = np.minimum(active, even[..., None])
+    by_layer = identify(moe_run(act, even, even[:, 0].sum(axis=1)), rank="layer", **rule)
+    for layer in range(n_layers):
+        flat = act[:, layer].reshape(act.shape[0], 1, -1)
+        dense = identify(make_run(flat, even[:, layer, 0]), **rule)
+        got = by_layer.isel(layer=layer)
+        np.testing.assert_array_equal(got["selected"].values.reshape(-1), dense["selected"][0])
+        np.testing.assert_array_equal(got["score"].values.reshape(-1), dense["score"][0])
+        assert float(got["tau"]) == dense.attrs["tau"]
+
+
+# --------------------------------------------------------------------------- denominators
+
+
+def hand_run(**kw: Any) -> xr.Dataset:
+    """K = 2 (en, de), one layer, two experts of two neurons.
+
+    Expert 0 receives 100 en and 10 de tokens; its neuron 0 fires on 50 en and 5 de tokens
+    (P = .5, .5: not language-bound, although its raw counts are 10:1). Expert 1 receives 100
+    en and 10 de tokens; its neuron 0 fires on 10 en and 10 de tokens (P = .1, 1.0: German).
+    The neurons 1 fire on every routed token (P = 1, 1: general)."""
+    active = np.array([[[[50, 100], [10, 100]]], [[[5, 10], [10, 10]]]])
+    routed = np.array([[[100, 100]], [[10, 10]]])
+    return moe_run(active, routed, np.array([100, 10]), languages=("en", "de"), top_k=1, **kw)
+
+
+def test_probabilities_use_the_experts_own_token_count() -> None:
+    result = identify(hand_run(), "lape", top_rate=0.25, filter_rate=0.25, bar=0.25)
+    p = result["probability"].sel(layer=0)
+    np.testing.assert_array_equal(p.sel(language="en").values, [[0.5, 1.0], [0.1, 1.0]])
+    np.testing.assert_array_equal(p.sel(language="de").values, [[0.5, 1.0], [1.0, 1.0]])
+    # one of the four units is selected: the German one (lowest entropy, above the filter)
+    assert result.attrs["n_selected"] == 1
+    assert bool(result["selected"].sel(layer=0, expert=1, neuron=0))
+    assert result["neuron_type"].sel(layer=0, expert=1, neuron=0).item() == "specific"
+    assert result["mask"].sel(language="de").values.sum() == 1
+    assert result["mask"].sel(language="en").values.sum() == 0
+    assert result["n_language_neurons"].sel(language="de", layer=0).values.tolist() == [0, 1]
+    assert result.attrs["per_expert"]["specific"] == [0, 1]
+    assert summary(result)["per_language"]["de"] == {"specific": 1, "related": 0, "mask": 1}
+
+
+# --------------------------------------------------------------------------- undefined P
+
+
+def test_an_expert_without_tokens_of_a_language_is_undefined_not_zero() -> None:
+    active, routed = random_counts(seed=5, k=3, layers=2, experts=3, neurons=6)
+    active[1, 1, 2] = 0
+    routed[1, 1, 2] = 0  # expert 2 of layer 1 saw no token of the second language
+    run = moe_run(active, routed, routed[:, 0].sum(axis=1))
+    result = identify(run, "lape", top_rate=0.2, filter_rate=0.5, bar=0.5)
+    cell = result.isel(layer=1, expert=2)
+    assert (cell["neuron_type"].values == "undefined").all()
+    assert not cell["selected"].values.any() and not cell["analysed"].values.any()
+    assert np.isnan(cell["score"].values).all()
+    assert np.isnan(cell["probability"].isel(language=1).values).all()
+    assert not np.isnan(cell["probability"].isel(language=0).values).any()  # defined ones kept
+    assert not bool(result["defined"].isel(language=1, layer=1, expert=2))
+    assert result.attrs["n_undefined_cells"] == 1
+    assert result.attrs["n_undefined_neurons"] == 6
+    assert result.attrs["undefined_cells"] == [{"layer": 1, "expert": 2, "languages": ["de"]}]
+    assert result.attrs["n_units"] == 2 * 3 * 6 - 6
+    # the other units are exactly what the run without that cell gives: tau over defined units
+    p = result["probability"].values[:, result["analysed"].values]
+    ranks = round(p.size * 0.5)
+    assert result.attrs["tau"] == float(np.sort(p.reshape(-1))[ranks - 1])
+
+
+def test_min_routed_leaves_out_experts_with_too_few_tokens() -> None:
+    active, routed = random_counts(seed=2, k=3, layers=2, experts=3, neurons=6)
+    routed[1, 0, 0] = 15
+    active[1, 0, 0] = np.minimum(active[1, 0, 0], 15)
+    run = moe_run(active, routed, routed[:, 0].sum(axis=1))
+    result = identify(run, "lape", top_rate=0.2, filter_rate=0.5, bar=0.5, min_routed=16)
+    assert result.attrs["n_undefined_cells"] == 1 and result.attrs["min_routed"] == 16
+    assert result.attrs["undefined_cells"] == [{"layer": 0, "expert": 0, "languages": ["de"]}]
+    # with min_routed > 0 the probability of a defined-but-rare language is still kept out
+    assert np.isnan(result["probability"].isel(language=1, layer=0, expert=0).values).all()
+    result = identify(run, "lape", top_rate=0.2, filter_rate=0.5, bar=0.5, min_routed=15)
+    assert result.attrs["n_undefined_cells"] == 0
+    with pytest.raises(ParameterError, match=r"^no expert received at least min_routed=1000"):
+        identify(run, "lape", rank="expert", min_routed=1000)
+    with pytest.raises(ParameterError, match=r"^min_routed must be an integer >= 1, got 0$"):
+        identify(run, min_routed=0)
+
+
+# --------------------------------------------------------------------------- padding
+
+
+def test_padding_neurons_are_never_analysed() -> None:
+    active, routed = random_counts(seed=7, k=3, layers=2, experts=3, neurons=6)
+    active[:, :, 1, 4:] = 0  # expert 1 has 4 neurons
+    run = moe_run(active, routed, routed[:, 0].sum(axis=1), expert_neurons=np.array([6, 4, 6]))
+    for rank in ("model", "layer", "expert"):
+        result = identify(run, "lape", top_rate=0.5, filter_rate=0.3, bar=0.5, rank=rank)
+        pad = result.isel(expert=1, neuron=slice(4, None))
+        assert (pad["neuron_type"].values == "padding").all()
+        assert not pad["selected"].values.any() and not pad["mask"].values.any()
+        assert np.isnan(pad["probability"].values).all()
+        assert result.attrs["n_padding"] == 2 * 2 and result.attrs["n_units"] == 2 * 16
+    active[0, 0, 1, 5] = 1
+    bad = moe_run(active, routed, routed[:, 0].sum(axis=1), expert_neurons=np.array([6, 4, 6]))
+    with pytest.raises(StoreValidationError, match=r"^padding neurons .* hold nonzero n_active"):
+        identify(bad)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_one_clear_line() -> None:
+    active, routed = random_counts(seed=1)
+    run = moe_run(active, routed, routed[:, 0].sum(axis=1))
+    with pytest.raises(ParameterError, match=r"^rank must be one of 'model', 'layer', 'expert'"):
+        identify(run, rank="neuron")
+    dense = make_run(active.reshape(3, 3, -1), routed[:, 0].sum(axis=1))
+    with pytest.raises(ParameterError, match=r"^rank and min_routed apply to mixture-of-experts"):
+        identify(dense, rank="layer")
+    with pytest.raises(ParameterError, match=r"^select\(\) re-selects dense identifications"):
+        select(identify(run, "lape"), top_rate=0.2)
+    over = active.copy()
+    over[2, 1, 3, 0] = routed[2, 1, 3] + 1
+    with pytest.raises(StoreValidationError, match=r"^n_active exceeds n_routed for language"):
+        identify(moe_run(over, routed, routed[:, 0].sum(axis=1)))
+    with pytest.raises(StoreValidationError, match=r"^run has no variable 'n_routed'"):
+        identify(run.drop_vars("n_routed"))
+
+
+def test_role_all_sums_both_roles() -> None:
+    run = hand_run()
+    one = identify(run, "lape", top_rate=0.25, filter_rate=0.5, bar=0.5)
+    both = identify(run, "lape", top_rate=0.25, filter_rate=0.5, bar=0.5, role="all")
+    np.testing.assert_array_equal(one["probability"].values, both["probability"].values)
+    np.testing.assert_array_equal(one["selected"].values, both["selected"].values)
+
+
+# --------------------------------------------------------------------------- language experts
+
+
+def simulated_routing(
+    seed: int,
+    p: np.ndarray,
+    n_seq: int = 12,
+    languages: tuple[str, ...] = ("en", "de", "fr"),
+    ids: list[str] | None = None,
+) -> xr.Dataset:
+    """Per-sequence routing (top-1) with routing probabilities ``p[language, layer, expert]``."""
+    rng = np.random.default_rng(seed)
+    seq_lang = [lang for lang in languages for _ in range(n_seq)]
+    if ids is None:
+        ids = [f"item{j}" for _ in languages for j in range(n_seq)]
+    tok = rng.integers(20, 60, len(seq_lang))
+    routed = np.stack(
+        [
+            np.stack([rng.multinomial(t, p[languages.index(lang), li]) for li in range(p.shape[1])])
+            for t, lang in zip(tok, seq_lang, strict=True)
+        ]
+    )
+    return routing_run(routed, tok, seq_lang, languages=languages, seq_ids=ids)
+
+
+def test_language_experts_known_shares_and_types() -> None:
+    """K = 2, one layer, top-1 over 3 routed experts and 1 shared one. en: 10 tokens, all to
+    expert 0; de: 20 tokens, 10 to expert 0 and 10 to expert 1; expert 2 gets none."""
+    seq = np.array([[[5, 0, 0, 5]], [[5, 0, 0, 5]], [[5, 5, 0, 10]], [[5, 5, 0, 10]]])
+    run = routing_run(
+        seq, np.array([5, 5, 10, 10]), ["en", "en", "de", "de"], languages=("en", "de")
+    )
+    run = run.assign_coords(expert_shared=("expert", [False, False, False, True]))
+    result = language_experts(run, n_boot=50)
+    np.testing.assert_array_equal(
+        result["share"].sel(layer=0).values, [[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.0, 1.0]]
+    )
+    # expert 0: profile (1, .5): q = (2/3, 1/3), specificity 1 - H / log 2
+    q = np.array([2 / 3, 1 / 3])
+    expected = 1 + (q * np.log(q)).sum() / np.log(2)
+    spec = result["specificity"].sel(layer=0).values
+    assert spec[0] == pytest.approx(expected, rel=1e-12)
+    assert spec[1] == 1.0 and np.isnan(spec[2]) and np.isnan(spec[3])
+    # preferred: share > 1.5 x mean share (expert 0: 1 > 1.125? no; expert 1: .5 > .375 in de)
+    assert result["expert_type"].sel(layer=0).values.tolist() == [
+        "general",
+        "specific",
+        "unrouted",
+        "shared",
+    ]
+    assert result["top_language"].sel(layer=0, expert=1).item() == "de"
+    assert result.attrs["per_language"] == {"en": 0, "de": 1}
+    assert result.attrs["inference"] == "valid" and result.attrs["unit"] == "sequence"
+    assert (result["share_low"] <= result["share"] + 1e-12).all()
+    assert (result["share_high"] >= result["share"] - 1e-12).all()
+    # descriptive: no per-sequence routing
+    bare = run.drop_vars(["seq_n_routed"])
+    described = language_experts(bare)
+    assert described.attrs["inference"] == "descriptive"
+    assert "seq_n_routed" in described.attrs["inference_reason"]
+    assert "share_low" not in described
+    xr.testing.assert_equal(described["share"], result["share"])
+
+
+def test_language_experts_find_a_planted_language_expert() -> None:
+    p = np.full((3, 2, 4), 0.25)
+    p[1, 0] = [0.7, 0.1, 0.1, 0.1]  # German tokens go to expert 0 of layer 0
+    result = language_experts(simulated_routing(0, p), n_boot=200)
+    types = result["expert_type"].values
+    assert types[0, 0] == "specific" and result["top_language"].values[0, 0] == "de"
+    assert (types[1] == "general").all()
+    low = result["specificity_low"].values
+    assert low[0, 0] > result["specificity_high"].values[1].max()
+
+
+def test_items_are_the_unit_when_they_repeat() -> None:
+    p = np.full((2, 1, 3), 1 / 3)
+    ids = [f"item{j // 2}" for _ in range(2) for j in range(12)]  # two responses per item
+    run = simulated_routing(1, p, languages=("en", "de"), ids=ids)
+    assert language_experts(run, n_boot=20).attrs["unit"] == "item"
+    assert language_experts(run, n_boot=20, cluster="sequence").attrs["unit"] == "sequence"
+
+
+def test_routing_counts_that_do_not_add_up_are_refused() -> None:
+    p = np.full((2, 1, 3), 1 / 3)
+    run = simulated_routing(2, p, languages=("en", "de"))
+    bad = run.copy(deep=True)
+    bad["seq_n_routed"][0, 1, 0, 0] += 1
+    with pytest.raises(StoreValidationError, match=r"^run's per-sequence routing counts"):
+        language_experts(bad)
+    with pytest.raises(ParameterError, match=r"^ratio must be a number > 1, got 1$"):
+        language_experts(run, ratio=1)
+    dense = make_run(np.zeros((2, 1, 3), dtype=int), [5, 5])
+    with pytest.raises(ParameterError, match=r"needs a mixture-of-experts run"):
+        language_experts(dense)
+
+
+# --------------------------------------------------------------------------- routing change
+
+
+def test_routing_change_of_a_run_with_itself_is_null() -> None:
+    run = simulated_routing(3, np.full((3, 2, 4), 0.25))
+    result = routing_change(run, run, n_perm=100)
+    assert (result["change"].values == 0).all()
+    assert (result["pvalue"].values == 1).all() and result.attrs["n_significant"] == 0
+
+
+def test_routing_change_finds_a_planted_shift_and_corrects_per_layer() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.full((3, 2, 4), 0.25)
+    shifted = p.copy()
+    shifted[1, 0] = [0.7, 0.1, 0.1, 0.1]
+    base, aligned = simulated_routing(4, p), simulated_routing(5, shifted)
+    result = routing_change(base, aligned, n_perm=300)
+    assert result.attrs["inference"] == "valid" and result.attrs["unit"] == "item"
+    sig = result["significant"].values
+    assert sig[1, 0].all() and not sig[:, 1].any()
+    assert result.attrs["per_layer"][1] == 0
+    np.testing.assert_allclose(
+        result["change"].values, result["aligned_share"].values - result["base_share"].values
+    )
+    for layer in range(2):
+        p_layer = result["pvalue"].values[:, layer].reshape(-1)
+        q = multipletests(p_layer, method="fdr_bh")[1]
+        np.testing.assert_allclose(result["q"].values[:, layer].reshape(-1), q)
+    # descriptive without per-sequence counts; refused when the runs differ in shape
+    described = routing_change(base.drop_vars("seq_n_routed"), aligned)
+    assert described.attrs["inference"] == "descriptive" and "pvalue" not in described
+    with pytest.raises(ParameterError, match=r"^base_run and aligned_run must hold the same"):
+        routing_change(base, aligned.isel(expert=slice(0, 3)))
+
+
+def test_routing_change_needs_the_same_items() -> None:
+    p = np.full((2, 1, 3), 1 / 3)
+    base = simulated_routing(6, p, languages=("en", "de"))
+    other = simulated_routing(
+        7, p, languages=("en", "de"), ids=[f"x{j}" for _ in range(2) for j in range(12)]
+    )
+    with pytest.raises(ParameterError, match=r"must hold the same items to be resampled together"):
+        routing_change(base, other, n_perm=10)
