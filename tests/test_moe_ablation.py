@@ -479,3 +479,153 @@ def test_moe_with_dense_layers_is_refused() -> None:
         ParameterError, match="decoder layer 1 of the qwen2_moe model has no sparse"
     ):
         moe.moe_targets(model)
+
+
+# ----------------------------------------------------------------------------- in ablate
+ABLATE: dict[str, Any] = {
+    "controls": 2,
+    "seed": 3,
+    "batch_tokens": 64,
+    "device": "cpu",
+    "dtype": "float32",
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="module")
+def moe_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tiny Qwen2-MoE model, a MoE run of it with an identification per expert, held-out
+    evaluation data, and a dense run (of a tiny Llama) beside it."""
+    from langneurons.analysis import identify
+    from langneurons.extract.engine import extract
+    from langneurons.extract.tiny import tiny_model
+    from langneurons.store import open_store
+
+    from .test_ablation_resume import write_heldout
+    from .test_extract import write_data
+
+    root = tmp_path_factory.mktemp("moe_ablation")
+    model = tiny_model("qwen2_moe", seed=2, path=root / "m", hidden=16, intermediate=8)
+    dense = tiny_model("llama", seed=2, path=root / "llama", hidden=16, intermediate=12)
+    corpus = write_data(root / "corpus.jsonl", n_items=2)
+    data = write_heldout(root / "data.jsonl", n_items=2)
+    store = root / "s.zarr"
+    kw = {"device": "cpu", "dtype": "float32", "progress": False, "per_sequence": True}
+    extract(model, corpus, store, "moe", **kw)
+    extract(dense, corpus, store, "dense", **kw)
+    opened = open_store(store, mode="r+")
+    run = opened.open_run("moe")
+    ident = identify(run, "lape", top_rate=0.1, rank="expert")
+    opened.save_result("moe", "identification", "lape", ident)
+    opened.save_result(
+        "dense", "identification", "lape", identify(opened.open_run("dense"), "lape")
+    )
+    return {"model": model, "dense": dense, "data": data, "store": store, "ident": ident}
+
+
+def _save(store: Any, run: str, name: str, ds: Any) -> None:
+    from langneurons.store import open_store
+
+    open_store(store, mode="r+").save_result(run, "identification", name, ds)
+
+
+def _expert_mask(ident: Any, chosen: dict[int, list[int]]) -> Any:
+    """An expert mask ``[language, layer, expert]``: ``chosen[layer]`` for the first language,
+    expert 1 of layer 0 for the others."""
+    import xarray as xr
+
+    shape = (ident.sizes["language"], ident.sizes["layer"], ident.sizes["expert"])
+    mask = np.zeros(shape, dtype=bool)
+    for layer, experts in chosen.items():
+        mask[0, layer, experts] = True
+    mask[1:, 0, 1] = True
+    return xr.Dataset(
+        {"mask": (("language", "layer", "expert"), mask)},
+        coords={"language": ident.language.values},
+    )
+
+
+def test_ablate_switches_off_neurons_inside_experts(moe_store: dict[str, Any]) -> None:
+    from langneurons.analysis import deactivation_effects
+    from langneurons.extract import engine
+    from langneurons.extract.ablation import ablate, response_nll
+    from langneurons.extract.corpus import read_records
+
+    s = moe_store
+    result = ablate(s["model"], s["store"], "moe", "lape", s["data"], name="n", **ABLATE)
+    mask = s["ident"]["mask"].transpose("language", "layer", "expert", "neuron").values
+    langs = [str(x) for x in s["ident"].language.values]
+    assert result.attrs["moe_unit"] == "neuron"
+    assert "per layer and expert" in result.attrs["control_rule"]
+    assert result["n_neurons"].sel(deactivated=langs).values.tolist() == [
+        int(mask[k].sum()) for k in range(len(langs))
+    ]
+    # each language's value is the NLL with its neurons off, recomputed here directly
+    loaded = engine.load_model(s["model"], device="cpu", dtype="float32")
+    targets = moe.moe_targets(loaded.model, loaded.plan)
+    records = read_records(s["data"])
+    lang = langs[0]
+    units = moe.language_sets(s["ident"]["mask"], "neuron", [lang])[lang]
+    own = [r for r in records if r.language == lang]
+    kw = {"batch_tokens": 64, "max_length": 1024, "chat_template": False}
+    with moe.deactivate_moe(targets, units):
+        total, count = response_nll(loaded, own, **kw)
+    assert result["nll"].sel(deactivated=lang, evaluated=lang).item() == pytest.approx(
+        total / count, rel=1e-6
+    )
+    total, count = response_nll(loaded, own, **kw)
+    assert result["nll"].sel(deactivated="none", evaluated=lang).item() == pytest.approx(
+        total / count, rel=1e-6
+    )
+    assert np.isfinite(result["control_nll"].sel(deactivated=langs).values).all()
+    effects = deactivation_effects(result, alpha=None)
+    assert (
+        effects["n_neurons"].values.tolist()
+        == result["n_neurons"].sel(deactivated=langs).values.tolist()
+    )
+
+
+def test_ablate_masks_whole_experts(moe_store: dict[str, Any]) -> None:
+    from langneurons.analysis import deactivation_effects
+    from langneurons.extract.ablation import ablate
+
+    s = moe_store
+    _save(s["store"], "moe", "experts", _expert_mask(s["ident"], {0: [0, 4], 1: [2]}))
+    result = ablate(s["model"], s["store"], "moe", "experts", s["data"], name="x", **ABLATE)
+    assert result.attrs["moe_unit"] == "expert"
+    langs = [str(x) for x in s["ident"].language.values]
+    assert result["n_experts"].sel(deactivated=langs).values.tolist() == [3] + [1] * (
+        len(langs) - 1
+    )
+    # the NLL changed when experts were masked, and the controls ran
+    assert (result["nll"].sel(deactivated=langs[0]) != result["nll"].sel(deactivated="none")).all()
+    assert np.isfinite(result["control_nll"].sel(deactivated=langs).values).all()
+    effects = deactivation_effects(result, alpha=None)
+    assert (
+        effects["n_experts"].values.tolist()
+        == result["n_experts"].sel(deactivated=langs).values.tolist()
+    )
+
+
+def test_ablate_refuses_mismatched_masks_in_one_line(moe_store: dict[str, Any]) -> None:
+    from langneurons.extract.ablation import ablate
+
+    s = moe_store
+    dense_ident = (
+        s["ident"]
+        .isel(expert=0)
+        .drop_vars([v for v in s["ident"].coords if "expert" in v], errors="ignore")[["mask"]]
+    )
+    _save(s["store"], "moe", "flat", dense_ident)
+    _save(s["store"], "dense", "experts", _expert_mask(s["ident"], {0: [0]}).isel(layer=[0, 1]))
+    _save(s["store"], "moe", "all", _expert_mask(s["ident"], {1: [0, 1, 2, 3]}))
+    cases = [
+        ("moe", "flat", s["model"], "has no expert dim but run 'moe' is a mixture of experts"),
+        ("dense", "experts", s["dense"], "has an expert dim but run 'dense' is dense"),
+        ("moe", "all", s["model"], "routing is impossible"),
+        ("moe", "lape", s["dense"], "deactivates neurons inside experts but the model is dense"),
+    ]
+    for run, ident, model, message in cases:
+        with pytest.raises(ParameterError, match=message) as info:
+            ablate(model, s["store"], run, ident, s["data"], name="bad", **ABLATE)
+        assert "\n" not in str(info.value)
