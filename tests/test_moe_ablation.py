@@ -10,7 +10,9 @@ sigmoid gate), with no code of transformers' experts or of the module under test
 from __future__ import annotations
 
 import copy
+import json
 import types
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -629,3 +631,71 @@ def test_ablate_refuses_mismatched_masks_in_one_line(moe_store: dict[str, Any]) 
         with pytest.raises(ParameterError, match=message) as info:
             ablate(model, s["store"], run, ident, s["data"], name="bad", **ABLATE)
         assert "\n" not in str(info.value)
+
+
+def test_cli_ablate_on_a_moe_run_resumes_bit_exact(
+    moe_store: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langneurons.extract import ablation
+    from langneurons.store import open_store
+
+    from .conftest import run_cli
+    from .test_ablation_resume import assert_bit_identical
+
+    s = moe_store
+    args = [
+        "--quiet", "ablate", "--model", s["model"], "--store", s["store"], "--run", "moe",
+        "--identification", "experts_cli", "--data", s["data"], "--controls", "1",
+        "--seed", "3", "--batch-tokens", "64", "--device", "cpu", "--dtype", "float32",
+        "--checkpoint-seconds", "0",
+    ]  # fmt: skip
+    _save(s["store"], "moe", "experts_cli", _expert_mask(s["ident"], {1: [3]}))
+    code, out, err = run_cli(capsys, *args, "--name", "whole")
+    assert code == 0, err
+    assert "mixture of experts: experts off; controls: same count of routed" in out
+    whole = open_store(s["store"]).open_result("moe", "ablation", "whole").load()
+    # killed inside its fourth unit, then resumed: the same bits
+    original, calls = ablation._summed_nll, []
+
+    def failing(*a: Any, **k: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("interrupted")
+        return original(*a, **k)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ablation, "_summed_nll", failing)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            run_cli(capsys, *args, "--name", "again")
+    code, out, err = run_cli(capsys, *args, "--name", "again", "--resume")
+    assert code == 0, err
+    assert_bit_identical(
+        open_store(s["store"]).open_result("moe", "ablation", "again").load(), whole
+    )
+    # a bad expert mask: one line, exit code of a parameter error
+    _save(s["store"], "moe", "all_cli", _expert_mask(s["ident"], {0: [0, 1, 2]}))
+    code, _, err = run_cli(capsys, *args[:9], "all_cli", *args[10:], "--name", "bad")
+    assert code != 0
+    assert err.strip() == (
+        "langneurons: error: masking 3 of the 4 routed experts of layer 0 leaves fewer than "
+        "top_k = 2 for each token: routing is impossible; mask at most 2 routed experts per layer"
+    )
+
+
+def test_ablate_accuracy_refuses_a_moe_run(moe_store: dict[str, Any], tmp_path: Path) -> None:
+    import xarray as xr
+
+    from langneurons.extract.accuracy import ablate_accuracy
+
+    s = moe_store
+    mask = s["ident"]["mask"]
+    ternary = xr.Dataset(
+        {"mask": mask, "neuron_type": xr.full_like(mask.isel(language=0), 0, dtype=np.int8)},
+        attrs={"method": "ternary"},
+    )
+    _save(s["store"], "moe", "ternary", ternary)
+    lines = [json.loads(x) for x in s["data"].read_text().splitlines()]
+    answered = tmp_path / "answered.jsonl"
+    answered.write_text("".join(json.dumps({**x, "answer": "6"}) + "\n" for x in lines))
+    with pytest.raises(ParameterError, match="ablate-accuracy does not take mixture-of-experts"):
+        ablate_accuracy(s["model"], s["store"], "moe", "ternary", answered, device="cpu")

@@ -221,6 +221,8 @@ def ablate(
     Finished (deactivated set, language) units are saved every --checkpoint-seconds; --resume
     completes a killed run with the same result an uninterrupted one gives. The evaluation
     items must be held out from the run's identification sequences (--allow-overlap to accept).
+    On a mixture-of-experts run, a per-expert identification switches off neurons inside
+    experts; a mask [language, layer, expert] masks whole experts in the router.
     """
     from langneurons.cli._output import emit
     from langneurons.extract import ablate as run_ablate
@@ -254,6 +256,10 @@ def ablate(
         emit({"ablation": (ds, path)}, True)
         return
     click.echo(f"ablation saved at {path}")
+    if "moe_unit" in ds.attrs:
+        click.echo(
+            f"mixture of experts: {ds.attrs['moe_unit']}s off; controls: {ds.attrs['control_rule']}"
+        )
     heldout = ds.attrs.get("heldout")
     if heldout is not None:
         click.echo(f"held-out evaluation: {heldout} ({ds.attrs.get('heldout_note', '')})")
