@@ -472,8 +472,8 @@ def ablate(
         }
     else:  # {(layer, expert): neurons} or {layer: experts}, checked before any unit runs
         sets |= _moe.language_sets(mask_da, moe_off.unit, [x for x in mask_langs if x in evaluated])
-        for units in sets.values():
-            moe_off.check(units)
+        for one in sets.values():
+            moe_off.check(one)
     labels = list(sets)
     # the random controls, always drawn in the same order, so a resumed run draws the same sets
     rng = np.random.default_rng(seed)

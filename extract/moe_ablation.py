@@ -348,6 +348,7 @@ def deactivate_moe(layout: MoeTargets, units: NeuronUnits) -> Iterator[None]:
     checked = check_neuron_units(layout, units)
     saved: list[tuple[Any, Any, Any, Any]] = []  # (parameter, expert, rows, original values)
     handles: list[Any] = []
+    checked_layers: set[int] = set()
 
     def hook_for(keep: Any) -> Callable[..., Any]:
         def hook(module: Any, args: Any, output: Any) -> Any:
@@ -368,7 +369,9 @@ def deactivate_moe(layout: MoeTargets, units: NeuronUnits) -> Iterator[None]:
                     handles.append(handle)
                     continue
                 experts = found.experts
-                _check_act_zero(experts, f"layer {layer}")
+                if layer not in checked_layers:  # once per layer, not per expert
+                    _check_act_zero(experts, f"layer {layer}")
+                    checked_layers.add(layer)
                 name, rows, bias = _gate_rows(experts, neurons)
                 for pname, axis in ((name, -1 if _transposed(experts) else -2), (bias, -1)):
                     if pname is None:
