@@ -699,3 +699,21 @@ def test_ablate_accuracy_refuses_a_moe_run(moe_store: dict[str, Any], tmp_path: 
     answered.write_text("".join(json.dumps({**x, "answer": "6"}) + "\n" for x in lines))
     with pytest.raises(ParameterError, match="ablate-accuracy does not take mixture-of-experts"):
         ablate_accuracy(s["model"], s["store"], "moe", "ternary", answered, device="cpu")
+
+
+def test_ablate_masks_the_language_experts_of_a_routing_analysis(moe_store: dict[str, Any]) -> None:
+    from langneurons.analysis import language_experts
+    from langneurons.extract.ablation import ablate
+    from langneurons.store import open_store
+
+    s = moe_store
+    run = open_store(s["store"]).open_run("moe")
+    experts = language_experts(run, n_boot=0, ratio=1.2)
+    preferred = experts["preferred"].transpose("language", "layer", "expert").values
+    _save(s["store"], "moe", "routing", experts)
+    result = ablate(s["model"], s["store"], "moe", "routing", s["data"], name="r", **ABLATE)
+    langs = [str(x) for x in experts.language.values]
+    assert result.attrs["moe_unit"] == "expert"
+    assert result["n_experts"].sel(deactivated=langs).values.tolist() == [
+        int(preferred[k].sum()) for k in range(len(langs))
+    ]
