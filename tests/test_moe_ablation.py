@@ -669,6 +669,12 @@ def test_cli_ablate_on_a_moe_run_resumes_bit_exact(
             run_cli(capsys, *args, "--name", "again")
     code, out, err = run_cli(capsys, *args, "--name", "again", "--resume")
     assert code == 0, err
+    code, out, err = run_cli(
+        capsys, "stats", "deactivation", s["store"], "--run", "moe", "--ablation", "again",
+        "--alpha", "none", "--name", "again",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "mixture of experts: experts switched off" in out
     assert_bit_identical(
         open_store(s["store"]).open_result("moe", "ablation", "again").load(), whole
     )
