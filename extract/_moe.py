@@ -11,14 +11,18 @@ How the counts are taken. transformers 5.24 keeps the routed experts of a layer 
 with fused 3-D weights (``gate_up_proj``: ``[E, 2I, H]``, or ``[E, H, 2I]`` interleaved for
 GPT-OSS) and dispatches its forward to an *experts implementation* (``eager``, ``batched_mm``,
 ``grouped_mm`` -- the default -- or GPU kernels), each of which orders the (token, expert) pairs
-its own way. A forward pre-hook on the experts module reads what every implementation receives:
-the hidden states and the router's top-k expert indices. From them :class:`MoeAccumulator`
-computes ``act(x @ W_gate_e^T)`` itself, for the routed pairs only (sorted by expert, one
-grouped matmul over the gate halves of the experts' weights), and counts the positive values
-per (role, expert, neuron). The counts therefore depend on the inputs and the weights only, not
-on which experts implementation runs the model; the price is the gate matmul done twice (about
-a third of the experts' multiply-adds; ``benchmarks/extract.py`` measures the whole overhead).
-Shared experts are counted from a forward hook on their activation module, as dense layers are.
+its own way. A forward pre-hook on the experts module reads what every implementation receives
+(the hidden states and the router's top-k indices) and, for the three implementations of
+transformers itself, reproduces the order in which their rows reach the gate activation
+(:func:`row_order`); a forward hook on the experts' ``act_fn`` (GPT-OSS: a wrapper of
+``_apply_gate``) then counts the activations the model computes anyway, per (role, expert,
+neuron), and a hook after the experts' forward checks that every routed pair was seen. For any
+other implementation (or ``MoeAccumulator(recompute=True)``) the gate of the routed pairs is
+recomputed from the weights (:func:`expert_gate`: sorted by expert, one grouped matmul over the
+gate halves), which costs about a third of the experts' multiply-adds more. Both ways give the
+same counts; tests/test_moe_extract.py checks eager, batched_mm, grouped_mm and the recompute
+against an unbatched oracle. Shared experts are counted from a forward hook on their
+activation module, as dense layers are.
 
 Torch is imported lazily; the registry works without it.
 """
@@ -236,7 +240,8 @@ def resolve_moe(model: Any) -> MoePlan:
             f"the {model_type} model has no '{layout.layers}' (the MoE registry's layer path); "
             "its routing cannot be read with this transformers version"
         ) from None
-    experts, shared = [], []
+    experts: list[Any] = []
+    shared: list[tuple[Any, ...]] = []
     for i, layer in enumerate(layers):
         where = f"{layout.layers}.{i}.{layout.block}"
         try:
@@ -324,12 +329,58 @@ def expert_gate(plan: MoePlan, layer: int, x: Any, sizes: Any, expert_ids: Any) 
     return module.act_fn(gate)
 
 
+#: Experts implementations of transformers 5.24 whose order of (token, expert) rows
+#: :func:`row_order` knows; any other one is counted by recomputing the gate.
+KNOWN_IMPLEMENTATIONS = ("eager", "grouped_mm", "batched_mm")
+
+
+def implementation(module: Any) -> str:
+    """The experts implementation a fused experts module runs (``"eager"`` when unset)."""
+    config = getattr(module, "config", None)
+    name = getattr(config, "_experts_implementation", None)
+    return str(name) if name else "eager"
+
+
+def row_order(impl: str, index: Any, n_experts: int) -> tuple[Any, Any]:
+    """Token and expert of each row the gate activation sees, in the order of ``impl``.
+
+    ``index`` is the router's ``top_k_index [T, k]``. ``batched_mm`` runs the pairs token by
+    token (``j -> (j // k, index.flat[j])``); ``grouped_mm`` sorts them by expert with
+    ``torch.sort`` (the same call on the same tensor gives the same permutation); ``eager``
+    calls the activation once per expert that received tokens, in ascending order, on the pairs
+    ``torch.where(one_hot(index)[..., e].T)`` finds: ordered by top-k slot, then token.
+    """
+    import torch
+
+    k = index.shape[-1]
+    flat = index.reshape(-1)
+    if impl == "batched_mm":
+        order = torch.arange(flat.shape[0], device=flat.device)
+    elif impl == "grouped_mm":
+        _, order = torch.sort(flat)
+    elif impl == "eager":
+        n_tokens = index.shape[0]
+        j = torch.arange(flat.shape[0], device=flat.device)
+        key = flat.to(torch.int64) * (k * n_tokens) + (j % k) * n_tokens + j // k
+        order = torch.argsort(key)
+    else:
+        raise ParameterError(f"experts implementation '{impl}' has no known row order")
+    return order // k, flat[order].to(torch.int64)
+
+
 @contextmanager
 def capture_moe(plan: MoePlan, accumulator: Any) -> Iterator[MoePlan]:
-    """Hook every layer: ``accumulator.routed(layer, hidden, top_k_index)`` before each experts
-    module runs and ``accumulator.shared(layer, s, activations)`` after each shared expert's
-    activation. The hooks are removed on exit, also when the block raises."""
+    """Hook every layer for :class:`MoeAccumulator`.
+
+    Before each experts module runs, ``accumulator.routed(layer, module, hidden, top_k_index)``;
+    on each gate activation inside it (the ``act_fn`` module's output, or GPT-OSS's
+    ``_apply_gate`` input), ``accumulator.gate(layer, values)``; after it,
+    ``accumulator.finished(layer)``; after each shared expert's activation,
+    ``accumulator.shared(layer, s, activations)``. Everything is undone on exit, also when the
+    block raises.
+    """
     handles: list[Any] = []
+    wrapped: list[Any] = []
 
     def routed_hook(layer: int) -> Callable[..., None]:
         def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -343,9 +394,33 @@ def capture_moe(plan: MoePlan, accumulator: Any) -> Iterator[MoePlan]:
                     f"the experts module of layer {layer} was called without hidden states and "
                     "top-k indices; the routing of this model cannot be read"
                 )
-            accumulator.routed(layer, hidden, index)
+            accumulator.routed(layer, module, hidden, index)
 
         return hook
+
+    def finished_hook(layer: int) -> Callable[..., None]:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            accumulator.finished(layer)
+
+        return hook
+
+    def act_hook(layer: int) -> Callable[..., None]:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            accumulator.gate(layer, output)
+
+        return hook
+
+    def glu_wrapper(layer: int, module: Any) -> Callable[[Any], Any]:
+        original = module._apply_gate  # a bound method of the class
+
+        def apply_gate(gate_up: Any) -> Any:
+            import torch
+
+            gate = gate_up[..., ::2].clamp(max=module.limit)
+            accumulator.gate(layer, gate * torch.sigmoid(gate * module.alpha))
+            return original(gate_up)
+
+        return apply_gate
 
     def shared_hook(layer: int, s: int) -> Callable[..., None]:
         def hook(module: Any, args: Any, output: Any) -> None:
@@ -356,12 +431,20 @@ def capture_moe(plan: MoePlan, accumulator: Any) -> Iterator[MoePlan]:
     try:
         for layer, module in enumerate(plan.experts):
             handles.append(module.register_forward_pre_hook(routed_hook(layer), with_kwargs=True))
+            handles.append(module.register_forward_hook(finished_hook(layer)))
+            if plan.layout.clamped_glu:
+                module._apply_gate = glu_wrapper(layer, module)
+                wrapped.append(module)
+            else:
+                handles.append(module.act_fn.register_forward_hook(act_hook(layer)))
             for s, act in enumerate(plan.shared[layer]):
                 handles.append(act.register_forward_hook(shared_hook(layer, s)))
         yield plan
     finally:
         for handle in handles:
             handle.remove()
+        for module in wrapped:
+            del module._apply_gate  # the class's method again
 
 
 class MoeAccumulator:
@@ -370,69 +453,132 @@ class MoeAccumulator:
     Shapes: ``active [2, L, X, N]``, ``routed [2, L, X]`` (role, layer, expert, neuron) with
     ``X = n_experts + n_shared``; ``seq [n_seq, 2, L, X, N]`` and ``seq_routed [n_seq, 2, L, X]``
     with ``per_sequence``. Padding tokens (role mask all zero) are neither routed nor counted.
+
+    With an experts implementation of :data:`KNOWN_IMPLEMENTATIONS` the activations the model
+    computes are counted as they pass (no extra work but the bookkeeping); with any other one,
+    or ``recompute=True``, the gate of the routed tokens is recomputed (:func:`expert_gate`).
     """
 
-    def __init__(self, torch: Any, plan: MoePlan, n_seq: int, device: Any, per_sequence: bool):
+    def __init__(
+        self,
+        torch: Any,
+        plan: MoePlan,
+        n_seq: int,
+        device: Any,
+        per_sequence: bool,
+        *,
+        recompute: bool = False,
+    ) -> None:
         self.torch = torch
         self.plan = plan
+        self.recompute = recompute
         n_x = plan.n_experts + plan.n_shared
         shape = (2, plan.n_layers, n_x)
         self.active = torch.zeros((*shape, plan.neurons), dtype=torch.int64, device=device)
         self.routed_count = torch.zeros(shape, dtype=torch.int64, device=device)
-        self.seq = self.seq_routed = None
+        self.seq: Any = None
+        self.seq_routed: Any = None
         if per_sequence:
             self.seq = torch.zeros((n_seq, *shape, plan.neurons), dtype=torch.int32, device=device)
             self.seq_routed = torch.zeros((n_seq, *shape), dtype=torch.int64, device=device)
         self.mask: Any = None  # [B, T, 2] float32 role mask of the current batch
         self.rows: Any = None  # unit-local sequence rows of the current batch
+        self.pending: dict[int, list[Any]] = {}  # layer -> [tokens, experts, rows seen]
+        self._role: tuple[Any, Any] = (None, None)  # (mask, its token roles)
 
-    def _tokens(self, layer: int, n: int) -> tuple[int, int]:
+    def _roles(self, layer: int, n: int) -> tuple[int, int, Any]:
+        """Batch size, width, and each token's role: 0 prompt, 1 response, 2 padding."""
         b, t, _ = self.mask.shape
         if n != b * t:
             raise ParameterError(
                 f"the experts of layer {layer} saw {n} tokens, expected {b * t}; the routing "
                 "of this model cannot be read"
             )
-        return b, t
+        if self._role[0] is not self.mask:  # once per batch
+            mask = self.mask.reshape(b * t, 2)
+            role = mask[:, 1].to(self.torch.int64).masked_fill(mask.sum(-1) == 0, 2)
+            self._role = (self.mask, role)
+        return b, t, self._role[1]
 
-    def routed(self, layer: int, hidden: Any, index: Any) -> None:
-        """Count the routed experts' neurons of one layer on the tokens routed to each."""
+    def routed(self, layer: int, module: Any, hidden: Any, index: Any) -> None:
+        """Before a layer's experts run: plan the rows their activations will come in."""
+        impl = implementation(module)
+        parallel = getattr(module, "_is_expert_parallel", False)
+        if self.recompute or impl not in KNOWN_IMPLEMENTATIONS or parallel:
+            self._recount(layer, hidden, index)
+            return
+        self._roles(layer, hidden.shape[0])
+        token, expert = row_order(impl, index, self.plan.n_experts)
+        self.pending[layer] = [token, expert, 0]
+
+    def gate(self, layer: int, values: Any) -> None:
+        """The gate activations of some of a layer's rows, in the planned order."""
+        pending = self.pending.get(layer)
+        if pending is None:
+            return  # recounted in routed(), or a call outside the experts' forward
+        token, expert, seen = pending
+        n = values.reshape(-1, values.shape[-1]).shape[0]
+        if seen + n > token.shape[0]:
+            raise ParameterError(
+                f"the experts of layer {layer} computed more activation rows than routed "
+                "(token, expert) pairs; the routing of this model cannot be read"
+            )
+        pending[2] = seen + n
+        self._count(layer, token[seen : seen + n], expert[seen : seen + n], values)
+
+    def finished(self, layer: int) -> None:
+        """After a layer's experts ran: every planned row must have been counted."""
+        pending = self.pending.pop(layer, None)
+        if pending is not None and pending[2] != pending[0].shape[0]:
+            raise ParameterError(
+                f"the experts of layer {layer} computed {pending[2]} activation rows for "
+                f"{pending[0].shape[0]} routed (token, expert) pairs; the routing of this "
+                "model cannot be read"
+            )
+
+    def _recount(self, layer: int, hidden: Any, index: Any) -> None:
+        """Count by recomputing the gate of the routed, non-padding pairs."""
         torch, plan = self.torch, self.plan
-        b, t = self._tokens(layer, hidden.shape[0])
-        n_e, k = plan.n_experts, index.shape[-1]
-        mask = self.mask.reshape(b * t, 2)
-        valid = mask.sum(-1) > 0
-        role = mask[:, 1].to(torch.int64)  # 0 prompt, 1 response (valid tokens)
-        token = torch.arange(b * t, device=hidden.device).repeat_interleave(k)
+        _, _, role = self._roles(layer, hidden.shape[0])
+        k = index.shape[-1]
+        token = torch.arange(hidden.shape[0], device=hidden.device).repeat_interleave(k)
         expert = index.reshape(-1).to(torch.int64)
-        keep = valid[token]
+        keep = role[token] < 2
         token, expert = token[keep], expert[keep]
         order = torch.argsort(expert, stable=True)
         token, expert = token[order], expert[order]
-        sizes = torch.bincount(expert, minlength=n_e)
-        act = expert_gate(plan, layer, hidden[token], sizes, expert)
-        positive = (act > 0).float()
+        sizes = torch.bincount(expert, minlength=plan.n_experts)
+        values = expert_gate(plan, layer, hidden[token], sizes, expert)
+        self._count(layer, token, expert, values)
+
+    def _count(self, layer: int, token: Any, expert: Any, values: Any) -> None:
+        """Add the rows' positives and routings under (role, expert) and (sequence, role,
+        expert)."""
+        torch = self.torch
+        n_e = self.plan.n_experts
+        b, t, role = self._roles(layer, self.mask.shape[0] * self.mask.shape[1])
+        positive = (values.reshape(token.shape[0], -1) > 0).float()
         n_i = positive.shape[-1]
-        key = role[token] * n_e + expert  # [role, expert]
+        key = role[token] * n_e + expert  # [role (with padding), expert]
         # float32 sums of 0/1 count exactly: each is at most the batch's tokens (< 2**24)
-        counted = torch.zeros((2 * n_e, n_i), dtype=torch.float32, device=hidden.device)
+        counted = torch.zeros((3 * n_e, n_i), dtype=torch.float32, device=positive.device)
         counted.index_add_(0, key, positive)
-        self.active[:, layer, :n_e, :n_i] += counted.view(2, n_e, n_i).to(torch.int64)
-        self.routed_count[:, layer, :n_e] += torch.bincount(key, minlength=2 * n_e).view(2, n_e)
+        self.active[:, layer, :n_e, :n_i] += counted[: 2 * n_e].view(2, n_e, n_i).to(torch.int64)
+        routed = torch.bincount(key, minlength=3 * n_e)[: 2 * n_e].view(2, n_e)
+        self.routed_count[:, layer, :n_e] += routed
         if self.seq is not None:
-            seq_key = (token // t) * (2 * n_e) + key  # [batch row, role, expert]
-            per_seq = torch.zeros((b * 2 * n_e, n_i), dtype=torch.float32, device=hidden.device)
+            seq_key = (token // t) * (3 * n_e) + key  # [batch row, role, expert]
+            per_seq = torch.zeros((b * 3 * n_e, n_i), dtype=torch.float32, device=positive.device)
             per_seq.index_add_(0, seq_key, positive)
-            self.seq[self.rows, :, layer, :n_e, :n_i] += per_seq.view(b, 2, n_e, n_i).to(
-                torch.int32
-            )
-            routed = torch.bincount(seq_key, minlength=b * 2 * n_e).view(b, 2, n_e)
+            per_seq = per_seq.view(b, 3, n_e, n_i)[:, :2]
+            self.seq[self.rows, :, layer, :n_e, :n_i] += per_seq.to(torch.int32)
+            routed = torch.bincount(seq_key, minlength=b * 3 * n_e).view(b, 3, n_e)[:, :2]
             self.seq_routed[self.rows, :, layer, :n_e] += routed
 
     def shared(self, layer: int, s: int, output: Any) -> None:
         """Count a shared expert's neurons of one layer on every token."""
         torch = self.torch
-        b, t = self._tokens(layer, output.reshape(-1, output.shape[-1]).shape[0])
+        b, t, _ = self._roles(layer, output.reshape(-1, output.shape[-1]).shape[0])
         x = self.plan.n_experts + s
         positive = (output.reshape(b * t, -1) > 0).float()
         n_i = positive.shape[-1]
@@ -447,14 +593,17 @@ class MoeAccumulator:
 
 __all__ = [
     "EXPERT_COUNT_KEYS",
+    "KNOWN_IMPLEMENTATIONS",
     "MOE_ARCHITECTURES",
     "MoeAccumulator",
     "MoeArchitecture",
     "MoePlan",
     "capture_moe",
     "expert_gate",
+    "implementation",
     "is_moe_plan",
     "looks_moe",
     "moe_supported",
     "resolve_moe",
+    "row_order",
 ]

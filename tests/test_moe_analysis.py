@@ -285,7 +285,8 @@ def test_language_experts_known_shares_and_types() -> None:
     ]
     assert result["top_language"].sel(layer=0, expert=1).item() == "de"
     assert result.attrs["per_language"] == {"en": 0, "de": 1}
-    assert result.attrs["inference"] == "valid" and result.attrs["unit"] == "sequence"
+    assert result.attrs["inference"] == "descriptive" and result.attrs["unit"] == "sequence"
+    assert result.attrs["inference_reason"].startswith("fewer than 16 sequences in some language")
     assert (result["share_low"] <= result["share"] + 1e-12).all()
     assert (result["share_high"] >= result["share"] - 1e-12).all()
     # descriptive: no per-sequence routing
@@ -300,7 +301,24 @@ def test_language_experts_known_shares_and_types() -> None:
 def test_language_experts_find_a_planted_language_expert() -> None:
     p = np.full((3, 2, 4), 0.25)
     p[1, 0] = [0.7, 0.1, 0.1, 0.1]  # German tokens go to expert 0 of layer 0
-    result = language_experts(simulated_routing(0, p), n_boot=200)
+    run = simulated_routing(0, p, n_seq=16)
+    result = language_experts(run, n_boot=200)
+    assert result.attrs["inference"] == "valid" and result.attrs["n_clusters"]["de"] == 16
+    assert result.attrs["specificity_inference"] == "descriptive"
+    # the share interval of (de, layer 0, expert 0) by hand: jackknife se, t on the logit scale
+    from scipy import special
+
+    de = run["seq_language"].values == "de"
+    a = run["seq_n_routed"].sel(role="response").values[de, 0, 0].astype(float)
+    t = run["seq_n_tokens"].sel(role="response").values[de].astype(float)
+    s = a.sum() / t.sum()
+    loo = (a.sum() - a) / (t.sum() - t)
+    se = np.sqrt(15 / 16 * ((loo - loo.mean()) ** 2).sum())
+    width = special.stdtrit(15, 0.975) * se / (s * (1 - s))
+    logit = np.log(s / (1 - s))
+    cell = result.sel(language="de", layer=0, expert=0)
+    assert float(cell["share_low"]) == pytest.approx(special.expit(logit - width), rel=1e-12)
+    assert float(cell["share_high"]) == pytest.approx(special.expit(logit + width), rel=1e-12)
     types = result["expert_type"].values
     assert types[0, 0] == "specific" and result["top_language"].values[0, 0] == "de"
     assert (types[1] == "general").all()
@@ -374,3 +392,81 @@ def test_routing_change_needs_the_same_items() -> None:
     )
     with pytest.raises(ParameterError, match=r"must hold the same items to be resampled together"):
         routing_change(base, other, n_perm=10)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@pytest.fixture
+def moe_store(tmp_path: Path) -> Path:
+    from langneurons.store import create_store
+
+    from ._moe_data import make_moe_counts
+
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    for run, seed in (("m/base", 1), ("m/aligned", 2)):
+        counts = make_moe_counts(["en", "de", "fr"], layers=2, sequences=16, seed=seed)
+        store.create_run(
+            run,
+            n_layers=2,
+            n_neurons=counts.moe.n_neurons,
+            moe=counts.moe,
+            counts=counts,
+            sequences=True,
+        )
+    return path
+
+
+def test_cli_identify_and_experts_on_a_moe_store(
+    moe_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from langneurons.store import open_store
+
+    from .conftest import run_cli
+
+    code, out, err = run_cli(
+        capsys, "identify", moe_store, "--run", "m/base", "--method", "lape", "--rank", "layer"
+    )
+    assert code == 0, err
+    assert "thresholds and top-rate selection within each layer (rank layer)" in out
+    saved = open_store(moe_store).open_result("m/base", "identification", "lape")
+    assert saved.attrs["rank"] == "layer" and saved["mask"].dims[-2:] == ("expert", "neuron")
+    code, out, err = run_cli(
+        capsys,
+        "stats",
+        "experts",
+        moe_store,
+        "--run",
+        "m/base",
+        "--compare",
+        "m/aligned",
+        "--n-boot",
+        50,
+        "--n-perm",
+        50,
+    )
+    assert code == 0, err
+    assert (
+        "language experts by routing (response tokens): 2 layers x 4 routed experts (+1 "
+        "shared)" in out
+    )
+    assert "share intervals: 95 %" in out and "16-16 sequences per language" in out
+    assert "routing change, base -> aligned:" in out and "Benjamini-Hochberg" in out
+    store = open_store(moe_store)
+    assert store.open_result("m/base", "stats", "experts").attrs["inference"] == "valid"
+    assert "q" in store.open_result("m/aligned", "stats", "experts-change")
+
+
+def test_cli_bad_moe_input_is_one_line(
+    moe_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .conftest import run_cli
+
+    code, _, err = run_cli(
+        capsys, "identify", moe_store, "--run", "m/base", "--export-mask", tmp_path / "m.pt"
+    )
+    assert code != 0 and err.count("\n") == 1
+    assert "the LAPE mask file format has no expert dimension" in err
+    code, _, err = run_cli(capsys, "stats", "experts", moe_store, "--run", "m/base", "--ratio", 1)
+    assert code != 0 and "ratio must be a number > 1, got 1.0" in err

@@ -20,8 +20,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from langneurons.errors import ParameterError  # noqa: E402
+from langneurons.extract._moe import MoeAccumulator, capture_moe, implementation  # noqa: E402
 from langneurons.extract.corpus import read_records  # noqa: E402
-from langneurons.extract.engine import count_unit, encode, load_model  # noqa: E402
+from langneurons.extract.engine import (  # noqa: E402
+    bucket_batches,
+    count_unit,
+    encode,
+    load_model,
+    pad_batch,
+)
 from langneurons.extract.tiny import TINY_MOE_ARCHITECTURES, tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.requires_torch
@@ -133,7 +140,15 @@ def _extracted(model_dir: Path, data: Path) -> tuple[Any, dict[str, np.ndarray]]
 
 
 @pytest.mark.parametrize("arch", TINY_MOE_ARCHITECTURES)
-def test_per_expert_counts_equal_the_oracle(tmp_path: Path, data: Path, arch: str) -> None:
+def test_per_expert_counts_equal_the_oracle(
+    tmp_path: Path, data: Path, arch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import langneurons.extract._moe as moe
+
+    def no_recount(*args: Any) -> None:
+        raise AssertionError("the default experts implementation is counted as it runs")
+
+    monkeypatch.setattr(moe, "expert_gate", no_recount)
     model_dir = tiny_model(arch, seed=5, path=tmp_path / arch, intermediate=24, experts=6)
     loaded, got = _extracted(model_dir, data)
     expected = oracle(model_dir, data)
@@ -176,6 +191,21 @@ def test_counts_do_not_depend_on_the_experts_implementation(tmp_path: Path, data
         got = count_unit(loaded, encoded, batch_tokens=150, per_sequence=True)
         for key in ("n_active", "n_routed", "seq_n_active", "seq_n_routed"):
             np.testing.assert_array_equal(got[key], first[key], err_msg=f"{impl}: {key}")
+    # an implementation of unknown row order is counted by recomputing the gate: same counts
+    loaded.model.set_experts_implementation("grouped_mm")
+    loaded.model.config._experts_implementation_internal = "some_kernel"
+    for module in loaded.plan.experts:  # the model still runs grouped_mm; the hooks see a name
+        assert implementation(module) == "some_kernel"
+    loaded.model.config._experts_implementation_internal = "grouped_mm"
+    acc = MoeAccumulator(torch, loaded.plan, len(encoded), "cpu", True, recompute=True)
+    with torch.inference_mode(), capture_moe(loaded.plan, acc):
+        for batch in bucket_batches([e.length for e in encoded], 150):
+            ids, mask = pad_batch([encoded[i] for i in batch], 0)
+            acc.mask, acc.rows = mask, torch.tensor(batch)
+            loaded.model(input_ids=ids, attention_mask=mask.sum(-1).long(), use_cache=False)
+    np.testing.assert_array_equal(acc.active.numpy(), first["n_active"])
+    np.testing.assert_array_equal(acc.routed_count.numpy(), first["n_routed"])
+    np.testing.assert_array_equal(acc.seq.numpy(), first["seq_n_active"])
 
 
 # ----------------------------------------------------------------------------- bad inputs
@@ -353,3 +383,44 @@ def test_extract_cli_refuses_experts_on_a_dense_model(
         "it has no experts; drop --experts"
     ]
     assert not store.exists()  # refused before anything was written
+
+
+# ----------------------------------------------------------------------------- demo --moe
+def test_demo_moe_runs_end_to_end_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from langneurons.cli import main
+    from langneurons.store import open_store
+
+    out = tmp_path / "demo"
+    code = main(["demo", "--moe", "--out", str(out), "--languages", "en,zh,de", "--n-boot", "5"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert f"report {out / 'report' / 'report.html'}" in printed
+    assert "[demo] tiny-qwen2-moe/base ternary" in printed
+    assert "rank expert" in printed
+    assert "language experts by routing (response tokens): 4 layers x 8 routed experts" in printed
+    assert "routing change, base -> aligned" in printed
+    store = open_store(out / "store.zarr")
+    assert store.runs() == ["tiny-qwen2-moe/aligned", "tiny-qwen2-moe/base"]
+    assert store.validate() == []
+    base = store.open_run("tiny-qwen2-moe/base")
+    assert base.sizes["expert"] == 9 and bool(base.expert_shared.values[-1])
+    assert store.results("tiny-qwen2-moe/base", "identification") == ["lape", "ternary"]
+    assert store.results("tiny-qwen2-moe/base", "stats") == ["experts"]
+    assert store.results("tiny-qwen2-moe/aligned", "stats") == ["routing-change"]
+    assert (out / "report" / "report.html").is_file()
+
+
+def test_demo_moe_refuses_another_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from langneurons.cli import main
+
+    code = main(["demo", "--moe", "--model", "gemma3-270m", "--out", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .endswith("--moe runs a tiny random Qwen2-MoE built offline; drop --model gemma3-270m")
+    )
+    assert not (tmp_path / "d").exists()

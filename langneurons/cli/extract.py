@@ -293,10 +293,24 @@ def ablate(
     show_default=True,
     help="Bootstrap replicates for the statistics.",
 )
-def demo(out: str, model: str, languages: str | None, n_boot: int) -> None:
+@click.option(
+    "--moe",
+    is_flag=True,
+    help="A tiny random mixture of experts (Qwen2-MoE): per-expert extraction, identification, "
+    "language experts, routing change, report.",
+)
+def demo(out: str, model: str, languages: str | None, n_boot: int, moe: bool) -> None:
     """Run the whole pipeline on the built-in ten-language corpus and write a report."""
-    from langneurons.demo import run_demo
+    from langneurons.demo import run_demo, run_moe_demo
+    from langneurons.errors import ParameterError
 
+    if moe:
+        if model != "tiny":
+            raise ParameterError(
+                f"--moe runs a tiny random Qwen2-MoE built offline; drop --model {model}"
+            )
+        run_moe_demo(out, languages=split_list(languages) or None, n_boot=n_boot, echo=click.echo)
+        return
     run_demo(
         out,
         model=model,  # type: ignore[arg-type]
