@@ -228,7 +228,7 @@ def identify_experts(
     n_lang, n_layers, n_experts, n_neurons = active.shape
     real = real_neurons(run)  # [expert, neuron]
     defined = routed >= min_routed  # [language, layer, expert]
-    cell_ok = defined.all(axis=0)  # [layer, expert]
+    cell_ok: NDArray[np.bool_] = np.asarray(defined.all(axis=0))  # [layer, expert]
     analysed = cell_ok[:, :, None] & real[None, :, :]  # [layer, expert, neuron]
     with np.errstate(divide="ignore", invalid="ignore"):
         prob = np.where(
@@ -327,7 +327,6 @@ def identify_experts(
             "n_undefined_cells": len(undefined_cells),
             "n_undefined_neurons": int((real[None] & ~analysed).sum()),
             "undefined_cells": undefined_cells,
-            "moe": True,
         }
     )
     if params.method == "lape":

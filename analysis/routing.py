@@ -273,7 +273,8 @@ def language_experts(
         A language is preferred by an expert whose share in it exceeds ``ratio`` times the
         expert's mean share over languages.
     n_boot : int >= 0
-        Bootstrap replicates (0: point values only, descriptive).
+        Bootstrap replicates of the specificity intervals (0: none; the share intervals need
+        no replicates).
     ci : float in (0, 1)
     seed : int >= 0
     cluster : {"auto", "sequence", "item"}
@@ -329,40 +330,42 @@ def language_experts(
         "expert_type": ((LAYER, EXPERT), types),
         "top_language": ((LAYER, EXPERT), top),
     }
-    if r.design is None or n_boot == 0:
-        attrs.update(
-            inference="descriptive",
-            inference_reason=DESCRIPTIVE_REASON
-            if r.design is None
-            else "n_boot=0: point values only",
-            cluster=None,
-        )
+    if r.design is None:
+        attrs.update(inference="descriptive", inference_reason=DESCRIPTIVE_REASON, cluster=None)
     else:
         used = choose_cluster(run, r.design, cluster)
         low, high, clusters = _share_interval(r, run, used, ci)
-        plan = units(run, r.design, used)
-        seeds = replicate_seeds(seed, n_boot)
-        boot = np.empty((n_boot, *share.shape))
-        for b0 in range(0, n_boot, BLOCK):
-            (w,) = draw_weights([plan], seeds[b0 : b0 + BLOCK])
-            boot[b0 : b0 + w.shape[0]] = _replicate_shares(r, w)
-        s_low, s_high = percentile_interval(_specificity(boot, routed_experts), ci)
         data.update(
             share_low=((LANGUAGE, LAYER, EXPERT), low),
             share_high=((LANGUAGE, LAYER, EXPERT), high),
-            specificity_low=((LAYER, EXPERT), s_low),
-            specificity_high=((LAYER, EXPERT), s_high),
         )
+        if n_boot:
+            plan = units(run, r.design, used)
+            seeds = replicate_seeds(seed, n_boot)
+            boot = np.empty((n_boot, *share.shape))
+            for b0 in range(0, n_boot, BLOCK):
+                (w,) = draw_weights([plan], seeds[b0 : b0 + BLOCK])
+                boot[b0 : b0 + w.shape[0]] = _replicate_shares(r, w)
+            s_low, s_high = percentile_interval(_specificity(boot, routed_experts), ci)
+            data.update(
+                specificity_low=((LAYER, EXPERT), s_low),
+                specificity_high=((LAYER, EXPERT), s_high),
+            )
+            attrs["resampling"] = resampling_note(used)
         few = min(clusters.values()) < MIN_CLUSTERS
         attrs.update(
             inference="descriptive" if few else "valid",
             interval="share: Student t on the logit scale with the delete-one-cluster "
-            "jackknife se; specificity: percentile bootstrap",
+            "jackknife se"
+            + (
+                "; specificity: percentile bootstrap"
+                if n_boot
+                else "; specificity: none (n_boot=0)"
+            ),
             specificity_inference="descriptive",
             specificity_reason=SPECIFICITY_REASON,
             cluster=used,
             unit="item" if used == "item" else "sequence",
-            resampling=resampling_note(used),
             n_clusters=clusters,
         )
         if few:
@@ -472,11 +475,14 @@ def routing_change(
         "change": (dims, change),
     }
     attrs: dict[str, Any] = {"role": role, "n_perm": n_perm, "seed": seed, "alpha": alpha}
-    if a.design is None or b.design is None or n_perm == 0:
-        attrs.update(
-            inference="descriptive",
-            inference_reason=DESCRIPTIVE_REASON if n_perm else "n_perm=0: the change only",
-        )
+    no_ids = [n for n, r in (("base_run", base_run), ("aligned_run", aligned_run))
+              if SEQ_ID not in r.variables]  # fmt: skip
+    if a.design is None or b.design is None or n_perm == 0 or no_ids:
+        reason = DESCRIPTIVE_REASON if a.design is None or b.design is None else (
+            "n_perm=0: the change only" if n_perm == 0 else
+            f"{no_ids[0]} has no seq_id, so the items of the two runs cannot be paired"
+        )  # fmt: skip
+        attrs.update(inference="descriptive", inference_reason=reason)
     else:
         pvalue = _swap_pvalues(base_run, aligned_run, a, b, change, n_perm, seed)
         pvalue = np.where(routed_experts[None, None, :], pvalue, np.nan)
@@ -513,7 +519,16 @@ def _swap_pvalues(
     """Label-swap permutation p-values of the share change, items swapped between the runs."""
     assert a.design is not None and b.design is not None
     plan_a = units(base_run, a.design, "item")
-    plan_b = units(aligned_run, b.design, "item").onto(plan_a, ("base_run", "aligned_run"))
+    plan_b = units(aligned_run, b.design, "item")
+    only_a = sorted({k for _, k in plan_a.keys} - {k for _, k in plan_b.keys})
+    only_b = sorted({k for _, k in plan_b.keys} - {k for _, k in plan_a.keys})
+    if only_a or only_b:
+        raise ParameterError(
+            f"base_run and aligned_run must hold the same items (seq_id) to be compared item "
+            f"by item; only in base_run: {only_a[:3]}, only in aligned_run: {only_b[:3]} "
+            "(run both models on the same corpus)"
+        )
+    plan_b = plan_b.onto(plan_a, ("base_run", "aligned_run"))
     seeds = replicate_seeds(seed, n_perm)
     hits = np.zeros(observed.shape)
     valid = np.zeros(observed.shape)

@@ -499,6 +499,8 @@ class Builder:
                 "Neurons shared by N languages",
                 Call("shared_by", ([ref],), (("labels", [run]),)),
             )
+        if "n_language_neurons" in ds:  # a mixture-of-experts identification
+            self.figure(sec, "Language neurons per expert", Call("expert_neurons", (ref,)))
 
     def result(self, ref: Load, identifications: dict[str, xr.Dataset]) -> None:
         ds = self.loader(ref)

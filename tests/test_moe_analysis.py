@@ -390,8 +390,13 @@ def test_routing_change_needs_the_same_items() -> None:
     other = simulated_routing(
         7, p, languages=("en", "de"), ids=[f"x{j}" for _ in range(2) for j in range(12)]
     )
-    with pytest.raises(ParameterError, match=r"must hold the same items to be resampled together"):
+    with pytest.raises(ParameterError, match=r"^base_run and aligned_run must hold the same items"):
         routing_change(base, other, n_perm=10)
+    described = routing_change(base, other.drop_vars("seq_id"), n_perm=10)
+    assert described.attrs["inference"] == "descriptive"
+    assert described.attrs["inference_reason"] == (
+        "aligned_run has no seq_id, so the items of the two runs cannot be paired"
+    )
 
 
 # --------------------------------------------------------------------------- command line
@@ -470,3 +475,74 @@ def test_cli_bad_moe_input_is_one_line(
     assert "the LAPE mask file format has no expert dimension" in err
     code, _, err = run_cli(capsys, "stats", "experts", moe_store, "--run", "m/base", "--ratio", 1)
     assert code != 0 and "ratio must be a number > 1, got 1.0" in err
+
+
+# --------------------------------------------------------------------------- figures and report
+
+
+def test_figures_of_a_moe_run() -> None:
+    from langneurons.errors import InputFormatError
+    from langneurons.reports import figures
+
+    p = np.full((3, 2, 4), 0.25)
+    p[1, 0] = [0.7, 0.1, 0.1, 0.1]
+    experts = language_experts(simulated_routing(0, p, n_seq=16), n_boot=20)
+    fig = figures.routing_shares(experts)
+    assert len(fig.axes) == 3 * 2  # a heatmap and its colour bar per language
+    heatmaps = [a for a in fig.axes if a.images]
+    assert heatmaps[1].get_title(loc="left") == "de: share of its tokens routed to each expert"
+    assert len(heatmaps[1].patches) == 1  # expert 0 of layer 0 is outlined: German-specific
+    assert len(heatmaps[0].patches) == 0
+    assert len(figures.routing_shares(experts, language="fr").axes) == 2
+    with pytest.raises(ParameterError, match=r"^language must be one of"):
+        figures.routing_shares(experts, language="xx")
+    active, routed = random_counts(seed=4)
+    routed[2, 1, 3] = 0
+    active[2, 1, 3] = 0
+    result = identify(moe_run(active, routed, routed[:, 0].sum(axis=1)), "lape", rank="expert")
+    fig = figures.expert_neurons(result)
+    assert len(fig.axes) == 3 * 2
+    image = fig.axes[0].images[0].get_array()
+    assert bool(np.ma.getmaskarray(image)[1, 3]) and not np.ma.getmaskarray(image)[0, 0]
+    dense = identify(make_run(active.reshape(3, 3, -1), routed[:, 0].sum(axis=1)))
+    with pytest.raises(InputFormatError, match=r"^identification is dense"):
+        figures.expert_neurons(dense)
+
+
+def test_the_report_draws_the_moe_figures(
+    moe_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .conftest import run_cli
+
+    assert run_cli(capsys, "identify", moe_store, "--run", "m/base", "--method", "lape")[0] == 0
+    args = ("--run", "m/base", "--n-boot", 20, "--compare", "m/aligned", "--n-perm", 20)
+    assert run_cli(capsys, "stats", "experts", moe_store, *args)[0] == 0
+    code, _, err = run_cli(capsys, "report", moe_store, "--out", tmp_path / "rep")
+    assert code == 0, err
+    names = {p.name for p in (tmp_path / "rep" / "figures").glob("*.png")}
+    assert "m-base-identification-lape-expert-neurons.png" in names
+    assert "m-base-stats-experts-routing-shares.png" in names
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "routing change between two mixture-of-experts runs (routing_change)" in text
+
+
+def test_dense_only_analyses_refuse_a_moe_run_in_one_line() -> None:
+    from langneurons.analysis import activation_probability, bootstrap_identification
+
+    p = np.full((2, 1, 3), 1 / 3)
+    run = simulated_routing(8, p, languages=("en", "de"))
+    run["seq_n_active"] = run["seq_n_routed"].expand_dims(neuron=2, axis=-1).astype(np.uint16) * 0
+    for call in (
+        lambda: activation_probability(run),
+        lambda: bootstrap_identification(run, n_boot=2),
+    ):
+        with pytest.raises(ParameterError, match=r"has an expert dimension: this is a mixture"):
+            call()
+
+
+def test_share_intervals_need_no_bootstrap() -> None:
+    run = simulated_routing(9, np.full((2, 1, 3), 1 / 3), n_seq=16, languages=("en", "de"))
+    with_boot = language_experts(run, n_boot=20)
+    without = language_experts(run, n_boot=0)
+    xr.testing.assert_identical(with_boot["share_low"], without["share_low"])
+    assert "specificity_low" not in without and without.attrs["inference"] == "valid"
