@@ -377,12 +377,12 @@ def _check_same_experts(run: str, group: zarr.Group, counts: Counts) -> None:
         )
     if layout is not None and counts.moe != layout:
         raise StoreValidationError(
-            f"counts have {_layout_text(counts.moe)} but run {run!r} has {_layout_text(layout)}; "
+            f"counts have {layout_text(counts.moe)} but run {run!r} has {layout_text(layout)}; "
             "write them to a run of the same model"
         )
 
 
-def _layout_text(moe: schema.MoeLayout | None) -> str:
+def layout_text(moe: schema.MoeLayout | None) -> str:
     """A layout in a message, with what tells two apart."""
     if moe is None:
         return "no experts"

@@ -55,6 +55,7 @@ from langneurons.errors import (
 from langneurons.names import (
     LANGUAGE,
     LAYER,
+    MOE_ATTR,
     N_ACTIVE,
     N_TOKENS,
     NEURON,
@@ -499,6 +500,11 @@ class ActivationStore:
             raise StoreValidationError(
                 f"n_neurons is {n_neurons} but the largest expert has {moe.n_neurons} "
                 "(moe.expert_neurons); pass n_neurons=moe.n_neurons"
+            )
+        if counts is not None and counts.moe != moe:  # checked before the store is marked
+            raise StoreValidationError(
+                f"counts have {_arrays.layout_text(counts.moe)} but run {run!r} is created with "
+                f"{_arrays.layout_text(moe)}; pass moe=counts.moe"
             )
         meta = metadata or schema.RunMetadata()
         if moe is not None:
@@ -1015,7 +1021,7 @@ class ActivationStore:
         """Runs, languages, shapes, token totals and provenance, as plain data."""
         out: dict[str, Any] = {
             "store": self.url,
-            "schema_version": schema.SCHEMA_VERSION,
+            "schema_version": self.schema_version(),
             "runs": {},
         }
         root = self._root(checked=True)
@@ -1026,15 +1032,18 @@ class ActivationStore:
             entry: dict[str, Any] = {
                 "languages": langs,
                 "layers": int(_nodes.arr(group, N_ACTIVE).shape[2]),
-                "neurons": int(_nodes.arr(group, N_ACTIVE).shape[3]),
+                "neurons": int(_nodes.arr(group, N_ACTIVE).shape[-1]),
                 "roles": list(schema.ROLES),
                 "n_tokens": {
                     lang: dict(zip(schema.ROLES, map(int, tokens[i]), strict=True))
                     for i, lang in enumerate(langs)
                 },
-                "optional": [n for n in (*schema.MOMENTS, *schema.SEQUENCES) if n in group],
+                "optional": [n for n in (*schema.MOMENTS, *schema.MOE_SEQUENCES) if n in group],
                 "attrs": _attrs.decode(dict(group.attrs)),
             }
+            moe = entry["attrs"].get(MOE_ATTR)
+            if isinstance(moe, dict):  # a mixture-of-experts run: its experts, from the attribute
+                entry["moe"] = {k: moe.get(k) for k in ("n_experts", "n_shared", "top_k")}
             incomplete = _plan.incompleteness(group.attrs)
             if incomplete is not None:
                 entry["incomplete"] = incomplete

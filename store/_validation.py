@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import zarr
@@ -139,14 +140,15 @@ def is_string(arr: zarr.Array) -> bool:
 def check_counts(
     group: zarr.Group,
     name: str,
-    tokens: np.ndarray,
+    tokens: Any,
     labels: Sequence[str],
     denominator: str = N_TOKENS,
 ) -> list[str]:
     """Negative counts, and counts above their token total, in the count array ``name``.
 
     ``tokens`` is the denominator: ``[row, role]`` token totals, or the ``[row, role, layer,
-    expert]`` routed tokens (``denominator="n_routed"``) of a mixture-of-experts run.
+    expert]`` routed tokens (``denominator="n_routed"``, a numpy or dask array) of a
+    mixture-of-experts run.
     """
     import dask.array as da
 
@@ -222,24 +224,35 @@ def check_sequence_experts(group: zarr.Group, tokens: np.ndarray, langs: list[st
     except StoreValidationError:
         return []  # check_experts names it
     assert moe is not None
+    import dask.array as da
+
     seq_tokens = _nodes.read(group, SEQ_N_TOKENS)
     seq_ids = _nodes.labels(group, SEQ_ID)
-    seq_routed = _nodes.read(group, SEQ_N_ROUTED)
-    if (seq_routed < 0).any():
-        return ["seq_n_routed holds negative counts"]
-    out = routing_problems(moe, SEQ_N_ROUTED, seq_routed, seq_tokens, seq_ids)
-    out.extend(check_counts(group, SEQ_N_ACTIVE, seq_routed, seq_ids, SEQ_N_ROUTED))
-    out.extend(check_padding(group, SEQ_N_ACTIVE, moe, seq_ids))
-    index = {x: i for i, x in enumerate(langs)}
     seq_langs = _nodes.labels(group, SEQ_LANGUAGE)
-    if all(x in index for x in seq_langs):
-        idx = np.array([index[x] for x in seq_langs], dtype=np.intp)
-        for name, seq, whole in (
-            (N_TOKENS, seq_tokens, tokens),
-            (N_ROUTED, seq_routed, _nodes.read(group, N_ROUTED)),
+    index = {x: i for i, x in enumerate(langs)}
+    known = all(x in index for x in seq_langs)
+    idx = np.array([index.get(x, 0) for x in seq_langs], dtype=np.intp)
+    routed_array = _nodes.arr(group, SEQ_N_ROUTED)
+    summed = np.zeros(_nodes.arr(group, N_ROUTED).shape, dtype=np.int64)
+    found: dict[str, str] = {}  # the first line of each kind of problem
+    for rows in _nodes.chunk_rows(routed_array):  # a block of sequences at a time
+        block = np.asarray(routed_array[rows])
+        if (block < 0).any():
+            return ["seq_n_routed holds negative counts"]
+        for line in routing_problems(moe, SEQ_N_ROUTED, block, seq_tokens[rows], seq_ids[rows]):
+            found.setdefault("shared" if "shared expert" in line else "routed", line)
+        np.add.at(summed, idx[rows], block)
+    out = list(found.values())
+    limit = da.from_zarr(routed_array)
+    out.extend(check_counts(group, SEQ_N_ACTIVE, limit, seq_ids, SEQ_N_ROUTED))
+    out.extend(check_padding(group, SEQ_N_ACTIVE, moe, seq_ids))
+    if known:
+        tok = np.zeros(tokens.shape, dtype=np.int64)
+        np.add.at(tok, idx, seq_tokens.astype(np.int64))
+        for name, mine, whole in (
+            (N_TOKENS, tok, tokens),
+            (N_ROUTED, summed, _nodes.read(group, N_ROUTED)),
         ):
-            summed = np.zeros(whole.shape, dtype=np.int64)
-            np.add.at(summed, idx, seq.astype(np.int64))
-            if not np.array_equal(summed, whole):
+            if not np.array_equal(mine, whole):
                 out.append(f"seq_{name} summed per language differs from {name}")
     return out

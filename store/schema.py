@@ -15,6 +15,12 @@ Layout (one Zarr v3 hierarchy)::
         seq_n_active[sequence, role, layer, neuron]         unsigned int (optional)
         seq_n_tokens[sequence, role]                        int64 (optional, with seq_n_active)
         seq_language[sequence], seq_id[sequence]            strings (optional, with seq_n_active)
+        mixture-of-experts runs (docs/design/moe.md; the store is then version 3):
+        n_active, act_sum, act_sqsum[language, role, layer, expert, neuron]
+        n_routed[language, role, layer, expert]              int64, tokens routed to the expert
+        seq_n_active[sequence, role, layer, expert, neuron], seq_n_routed[sequence, role, layer,
+        expert] (optional); expert[expert], expert_shared[expert] (bool), expert_neurons[expert]
+        and the run attribute "moe" {"n_experts", "n_shared", "top_k", "model_type"}
         identification/<name>/     results saved next to the run (later issues)
         _journal/                  exists only while a write is in flight (or was killed)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 
 from langneurons.errors import StoreValidationError
@@ -291,6 +292,8 @@ def test_mixing_dense_and_moe_is_one_clear_line(tmp_path: Path) -> None:
     store.create_run("dense", n_layers=2, n_neurons=6, counts=dense)
     with pytest.raises(StoreValidationError, match="counts are per expert .* dense run"):
         store.add_languages("dense", make_moe_counts(["de"], expert_neurons=SIZES))
+    with pytest.raises(StoreValidationError, match="but run 'new' is created with no experts"):
+        store.create_run("new", n_layers=2, n_neurons=6, counts=other_k)
     with pytest.raises(StoreValidationError, match="n_neurons is 7 but the largest expert has 6"):
         store.create_run("bad", n_layers=2, n_neurons=7, moe=MoeLayout((6, 6)))
     assert store.languages("moe/base") == ["de", "en"]
@@ -346,3 +349,261 @@ def _consolidate(path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(path)
+
+
+# ---------------------------------------------------------------------- info, version
+def test_info_shows_experts_and_both_readers_agree(tmp_path: Path, capsys) -> None:
+    from langneurons.cli._info import read_info
+
+    from .conftest import run_cli
+
+    path = tmp_path / "s.zarr"
+    store, _ = _moe_store(path, sequences=2)
+    store.create_run(
+        "dense", n_layers=2, n_neurons=6, counts=make_counts(["de"], layers=2, neurons=6)
+    )
+    info = open_store(path).info()
+    assert info["schema_version"] == schema.MOE_SCHEMA_VERSION
+    entry = info["runs"]["moe/base"]
+    assert entry["layers"] == 2 and entry["neurons"] == 6
+    assert entry["moe"] == {"n_experts": 4, "n_shared": 1, "top_k": 2}
+    assert "seq_n_routed" in entry["optional"] and "moe" not in info["runs"]["dense"]
+    fast = read_info(str(path))
+    assert fast is not None and json.dumps(fast) == json.dumps(info)
+    code, out, _ = run_cli(capsys, "info", path)
+    assert code == 0
+    assert "2 layers x 4 routed + 1 shared experts (top-2) x 6 neurons" in out
+    assert "(schema version 3)" in out
+
+
+def test_a_moe_run_makes_the_store_version_3(tmp_path: Path) -> None:
+    """Releases that read only version 2 refuse such a store in their own clear line."""
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    store.create_run(
+        "dense", n_layers=2, n_neurons=6, counts=make_counts(["de"], layers=2, neurons=6)
+    )
+    root = json.loads((path / "zarr.json").read_text())
+    assert root["attributes"]["langneurons"]["schema_version"] == 2  # dense stays readable
+    _, counts = _moe_store(path)
+    root = json.loads((path / "zarr.json").read_text())
+    assert root["attributes"]["langneurons"]["schema_version"] == 3
+    reopened = open_store(path)
+    assert reopened.validate() == [] and reopened.runs() == ["dense", "moe/base"]
+    assert reopened.open_run("dense").attrs["schema_version"] == 2
+    from langneurons.store import migrate_store
+
+    with pytest.raises(StoreValidationError, match="already has schema version 3; nothing to"):
+        migrate_store(path, tmp_path / "new.zarr")
+
+
+# ---------------------------------------------------------------------- results
+def _expert_result(ds) -> xr.Dataset:
+    """An identification-like result over (language, layer, expert, neuron), as analysis makes."""
+    rng = np.random.default_rng(5)
+    dims = ("language", "layer", "expert", "neuron")
+    shape = tuple(ds.sizes[d] for d in dims)
+    mask = rng.random(shape) < 0.3
+    types = np.array(["specific", "none", "undefined", "padding"])[rng.integers(0, 4, shape[1:])]
+    coords = {d: ds[d].values for d in dims}
+    coords[EXPERT_SHARED] = ("expert", ds[EXPERT_SHARED].values)
+    coords[EXPERT_NEURONS] = ("expert", ds[EXPERT_NEURONS].values)
+    return xr.Dataset(
+        {
+            "mask": (dims, mask),
+            "score": (dims[1:], rng.random(shape[1:])),
+            "neuron_type": (dims[1:], types),
+            "n_language_neurons": (dims[:3], mask.sum(axis=-1)),
+        },
+        coords=coords,
+        attrs={"method": "lape", "rank": "expert", "min_routed": 1},
+    )
+
+
+def test_results_with_an_expert_dim_save_and_load(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    store, _ = _moe_store(path)
+    result = _expert_result(store.open_run("moe/base"))
+    assert store.save_result("moe/base", "identification", "lape", result) == (
+        "moe/base/identification/lape"
+    )
+    store.save_result("moe/base", "stats", "experts", result[["n_language_neurons"]])
+    back = open_store(path).open_result("moe/base", "identification", "lape")
+    for name in ("mask", "score", "neuron_type", "n_language_neurons"):
+        assert back[name].dims == result[name].dims
+        np.testing.assert_array_equal(back[name].values, result[name].values)
+    assert back[EXPERT_SHARED].values.tolist() == [False] * 4 + [True]
+    stored = zarr.open_group(path, mode="r", path="moe/base/identification/lape")
+    assert stored["neuron_type"].dtype == np.int8  # undefined and padding are coded too
+    assert "undefined padding" in stored["neuron_type"].attrs["flag_meanings"]
+    assert back.attrs["rank"] == "expert"
+    stats = open_store(path).open_result("moe/base", "stats", "experts")
+    assert stats.n_language_neurons.dims == ("language", "layer", "expert")
+    assert store.validate() == []
+    info = open_store(path).info()["runs"]["moe/base"]["results"]
+    assert info == {"identification": ["lape"], "stats": ["experts"]}
+
+
+# ---------------------------------------------------------------------- export
+def test_exports_carry_a_moe_run(tmp_path: Path, monkeypatch) -> None:
+    pa = pytest.importorskip("pyarrow.parquet")
+    pytest.importorskip("h5netcdf")
+    from langneurons.store import _export_parquet, decode_attrs
+
+    path = tmp_path / "s.zarr"
+    store, counts = _moe_store(path, sequences=2)
+    result = _expert_result(store.open_run("moe/base"))
+    store.save_result("moe/base", "identification", "lape", result)
+    opened = open_store(path)
+    # zip: the whole store, read back by plain xarray through zarr's ZipStore
+    archive = opened.export_zip(tmp_path / "s.zip")
+    zipped = open_store(archive)
+    assert zipped.validate() == []
+    np.testing.assert_array_equal(zipped.open_run("moe/base")[N_ROUTED].values, counts.n_routed)
+    # netCDF: counts at the root, coords and the moe attribute carried
+    (nc,) = opened.export_netcdf(tmp_path / "nc")
+    with xr.open_dataset(nc) as found:
+        assert found.n_active.dims == MOE_COUNT_DIMS
+        np.testing.assert_array_equal(found.n_active.values, counts.n_active)
+        np.testing.assert_array_equal(found[N_ROUTED].values, counts.n_routed)
+        assert found[EXPERT_SHARED].values.tolist() == [False] * 4 + [True]
+        assert decode_attrs(found.attrs)[MOE_ATTR]["top_k"] == 2
+    with xr.open_dataset(nc, group="identification/lape") as found:
+        assert found.mask.dims == ("language", "layer", "expert", "neuron")
+    # Parquet: one row per (language, role, layer, expert, neuron), P over the routed tokens
+    monkeypatch.setattr(_export_parquet, "ROWS_PER_GROUP", 2 * 2 * 5 * 6)  # a layer a group
+    (pq,) = opened.export_parquet(tmp_path / "pq")
+    table = pa.read_table(pq).to_pandas()
+    assert list(table.columns[:11]) == [
+        "run",
+        "language",
+        "role",
+        "layer",
+        "expert",
+        "neuron",
+        "n_active",
+        "n_tokens",
+        "n_routed",
+        "P",
+        "type_lape",
+    ]
+    assert len(table) == 2 * 2 * 2 * 5 * 6
+    row = table[
+        (table.language == "en")
+        & (table.role == "response")
+        & (table.layer == 1)
+        & (table.expert == 2)
+        & (table.neuron == 3)
+    ].iloc[0]
+    routed = int(np.asarray(counts.n_routed)[1, 1, 1, 2])
+    assert row.n_active == counts.n_active[1, 1, 1, 2, 3] and row.n_routed == routed
+    assert row.P == pytest.approx(counts.n_active[1, 1, 1, 2, 3] / routed)
+    padding = table[(table.expert == 4) & (table.neuron >= 3)]
+    assert len(padding) and padding.P.isna().all() and (padding.n_active == 0).all()
+    assert row.type_lape == result.neuron_type.values[1, 2, 3]
+    # the dataset folder: the zip and the tables, checked
+    folder = opened.export_dataset(tmp_path / "ds", license="cc-by-4.0")
+    assert (folder / "store.zip").is_file() and (folder / "data" / "moe" / "base.parquet").is_file()
+    text = (folder / "README.md").read_text()
+    assert "| shape | 2 layers x 4 routed + 1 shared experts (top-2) x 6 neurons |" in text
+    assert "schema version 3" in text
+
+
+# ---------------------------------------------------------------------- concurrency, bad input
+_WRITER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from tests._moe_data import make_moe_counts
+from langneurons.store import open_store
+while time.time() < {start}:
+    time.sleep(0.005)
+store = open_store({path!r}, mode="r+")
+for lang, seed in {jobs!r}:
+    store.merge_counts("r", make_moe_counts([lang], seed=seed, sequences=2, expert_neurons={sizes}))
+"""
+
+
+def test_two_processes_merge_moe_counts_concurrently(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "s.zarr"
+    layout = make_moe_counts(["x"], expert_neurons=SIZES).moe
+    create_store(path).create_run("r", n_layers=2, n_neurons=6, moe=layout, sequences=True)
+    jobs = [[("en", 1), ("de", 2), ("en", 3)], [("en", 11), ("fr", 12), ("de", 13)]]
+    start = time.time() + 2.0
+    root = str(Path(__file__).parents[1])
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _WRITER.format(root=root, path=str(path), jobs=j, start=start, sizes=SIZES),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for j in jobs
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    ds = open_store(path).open_run("r").load()
+    for lang in ("en", "de", "fr"):
+        seeds = [s for part in jobs for x, s in part if x == lang]
+        parts = [make_moe_counts([lang], seed=s, sequences=2, expert_neurons=SIZES) for s in seeds]
+        np.testing.assert_array_equal(
+            ds[N_ROUTED].sel(language=lang).values, sum(np.asarray(p.n_routed)[0] for p in parts)
+        )
+        np.testing.assert_array_equal(
+            ds.n_active.sel(language=lang).values, sum(p.n_active[0] for p in parts)
+        )
+    assert ds.sizes["sequence"] == 12
+    assert open_store(path).validate() == []
+
+
+def test_bad_layout_arguments_are_one_line(tmp_path: Path) -> None:
+    store = create_store(tmp_path / "s.zarr")
+    with pytest.raises(StoreValidationError, match="moe must be a langneurons.store.MoeLayout"):
+        store.create_run("r", n_layers=2, n_neurons=6, moe={"n_experts": 4})  # type: ignore[arg-type]
+    counts = make_moe_counts(["de"])
+    with pytest.raises(StoreValidationError, match="moe must be a langneurons.store.MoeLayout"):
+        Counts(["de"], counts.n_active, counts.n_tokens, n_routed=counts.n_routed, moe={"a": 1})  # type: ignore[arg-type]
+    assert store.runs() == []
+
+
+def test_validate_command_names_a_moe_problem(tmp_path: Path, capsys) -> None:
+    from .conftest import run_cli
+
+    path = tmp_path / "s.zarr"
+    _, counts = _moe_store(path)
+    run = zarr.open_group(path, mode="r+", path="moe/base", use_consolidated=False)
+    run["n_routed"][0, 0, 1, 0] = int(np.asarray(counts.n_routed)[0, 0, 1, 0]) + 1
+    rerecord(path, "moe/base/n_routed")
+    code, out, err = run_cli(capsys, "validate", path)
+    assert code == 1
+    assert "invalid: run 'moe/base': n_routed of the routed experts adds up to" in err
+
+
+def test_validate_reads_sequences_a_block_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """Per-sequence routing is checked a chunk row at a time; a problem in a late block is found."""
+    from langneurons.store import _nodes
+
+    path = tmp_path / "s.zarr"
+    store, counts = _moe_store(path, langs=("de", "en", "fr"), sequences=3)
+    run = zarr.open_group(path, mode="r+", path="moe/base", use_consolidated=False)
+    run["seq_n_routed"][7, 0, 0, 4] += 1  # the shared expert of fr's second sequence
+    rerecord(path, "moe/base/seq_n_routed")
+    real = _nodes.chunk_rows
+    monkeypatch.setattr(
+        _nodes,
+        "chunk_rows",
+        lambda a: (slice(i, min(i + 2, a.shape[0])) for i in range(0, a.shape[0], 2)),
+    )
+    problems = store.validate()
+    monkeypatch.setattr(_nodes, "chunk_rows", real)
+    assert any("seq_n_routed of shared expert 4" in p and "'item1'" in p for p in problems), (
+        problems
+    )
+    assert any("seq_n_routed summed per language differs from n_routed" in p for p in problems)
