@@ -310,6 +310,7 @@ def ablate(
     revision: str | None = None,
     allow_download: bool = False,
     checkpoint_seconds: float = 10.0,
+    source: str = "identification",
 ) -> xr.Dataset:
     """Deactivate each language's neurons in turn and measure every language's response NLL.
 
@@ -333,8 +334,10 @@ def ablate(
     model, gguf_file, revision, allow_download, tokenizer
         The run's model: a path, a Hugging Face id, or a model in memory (see
         :func:`langneurons.extract.engine.extract`).
-    identification
-        A saved identification of ``run`` whose per-language ``mask`` is switched off.
+    identification, source
+        A saved identification of ``run`` whose per-language ``mask`` is switched off (on a
+        mixture of experts, see :mod:`langneurons.extract.moe_ablation`); ``source="stats"``:
+        a saved ``stats experts`` result, whose ``preferred`` experts are masked.
     data
         Evaluation records; their response tokens are scored.
     languages
@@ -379,7 +382,7 @@ def ablate(
             raise ParameterError(f"{key} must be a positive integer, got {value!r}")
     name = schema.check_name(name or identification, "result")
     opened = open_store(store, mode="r+")
-    result = opened.open_result(run, "identification", identification)
+    result = opened.open_result(run, _moe.check_source(source), identification)
     mask_da = _moe.identification_mask(result, identification)
     moe_unit = _moe.mask_unit(mask_da, identification)  # None: dense; neurons or whole experts
     mask_langs = [str(x) for x in mask_da.language.values]
@@ -406,6 +409,7 @@ def ablate(
         "model": {},
         "control_rule": "same count per layer, drawn from the layer's neurons outside the set",
     }
+    attrs |= {"source": source} if source != "identification" else {}
     # an earlier ablation of this name: refused without --resume, checked (before the model is
     # loaded, then its identity after) with it
     earlier: xr.Dataset | None = None

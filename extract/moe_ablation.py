@@ -484,6 +484,13 @@ def random_expert_control(
 NEURON_UNIT, EXPERT_UNIT = "neuron", "expert"
 
 
+def check_source(source: str) -> str:
+    """The result kind ablate reads its mask from: an identification or ``stats experts``."""
+    if source not in ("identification", "stats"):
+        raise ParameterError(f"source must be 'identification' or 'stats', got {source!r}")
+    return source
+
+
 def identification_mask(result: xr.Dataset, name: str) -> xr.DataArray:
     """The per-language mask of a saved result: ``mask``, or the language experts' ``preferred``
     (``[layer, expert, language]``) as an expert mask."""
@@ -625,6 +632,7 @@ __all__ = [
     "NEURON_UNIT",
     "MoeDeactivation",
     "check_run",
+    "check_source",
     "for_ablation",
     "identification_mask",
     "language_sets",

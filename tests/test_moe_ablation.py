@@ -707,19 +707,37 @@ def test_ablate_accuracy_refuses_a_moe_run(moe_store: dict[str, Any], tmp_path: 
         ablate_accuracy(s["model"], s["store"], "moe", "ternary", answered, device="cpu")
 
 
-def test_ablate_masks_the_language_experts_of_a_routing_analysis(moe_store: dict[str, Any]) -> None:
-    from langneurons.analysis import language_experts
-    from langneurons.extract.ablation import ablate
+def test_ablate_masks_the_language_experts_of_stats_experts(
+    moe_store: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     from langneurons.store import open_store
 
+    from .conftest import run_cli
+
     s = moe_store
-    run = open_store(s["store"]).open_run("moe")
-    experts = language_experts(run, n_boot=0, ratio=1.2)
+    code, out, err = run_cli(
+        capsys, "stats", "experts", s["store"], "--run", "moe", "--n-boot", "0",
+        "--ratio", "1.2", "--name", "lexp",
+    )  # fmt: skip
+    assert code == 0, err
+    experts = open_store(s["store"]).open_result("moe", "stats", "lexp")
     preferred = experts["preferred"].transpose("language", "layer", "expert").values
-    _save(s["store"], "moe", "routing", experts)
-    result = ablate(s["model"], s["store"], "moe", "routing", s["data"], name="r", **ABLATE)
+    code, out, err = run_cli(
+        capsys, "--quiet", "ablate", "--model", s["model"], "--store", s["store"], "--run", "moe",
+        "--identification", "lexp", "--language-experts", "--data", s["data"], "--controls", "1",
+        "--device", "cpu", "--dtype", "float32",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "mixture of experts: experts off" in out
+    result = open_store(s["store"]).open_result("moe", "ablation", "lexp")
+    assert result.attrs["source"] == "stats" and result.attrs["moe_unit"] == "expert"
     langs = [str(x) for x in experts.language.values]
-    assert result.attrs["moe_unit"] == "expert"
     assert result["n_experts"].sel(deactivated=langs).values.tolist() == [
         int(preferred[k].sum()) for k in range(len(langs))
     ]
+    # without --language-experts the name is looked up among the identifications
+    code, _, err = run_cli(
+        capsys, "--quiet", "ablate", "--model", s["model"], "--store", s["store"], "--run", "moe",
+        "--identification", "lexp", "--data", s["data"], "--name", "nope",
+    )  # fmt: skip
+    assert code != 0 and "lexp" in err and err.strip().count("\n") == 0

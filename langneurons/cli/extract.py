@@ -191,6 +191,12 @@ def extract(
     help="Save finished units at most this often (0: after every unit).",
 )
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--language-experts",
+    is_flag=True,
+    help="--identification names a saved `stats experts` result: mask each language's "
+    "preferred experts (mixture-of-experts runs).",
+)
 def ablate(
     model: str,
     gguf_file: str | None,
@@ -215,6 +221,7 @@ def ablate(
     resume: bool,
     checkpoint_seconds: float,
     as_json: bool,
+    language_experts: bool,
 ) -> None:
     """Deactivate each language's neurons and measure every language's perplexity.
 
@@ -250,6 +257,7 @@ def ablate(
         checkpoint_seconds=checkpoint_seconds,
         revision=revision,
         allow_download=allow_download,
+        source="stats" if language_experts else "identification",
     )
     path = str(ds.attrs["result_path"])
     if as_json:
