@@ -31,8 +31,8 @@ import numpy as np
 import xarray as xr
 
 from langneurons.errors import ParameterError, RunExistsError
+from langneurons.extract import _moe_ablate as _moe
 from langneurons.extract import corpus as _corpus
-from langneurons.extract import moe_ablation as _moe
 from langneurons.extract._heldout import heldout_check
 from langneurons.extract._torchio import require_torch
 from langneurons.extract.engine import (

@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from langneurons.errors import ParameterError  # noqa: E402
+from langneurons.extract import _moe_ablate as moe_ablate  # noqa: E402
 from langneurons.extract import moe_ablation as moe  # noqa: E402
 
 E, K, LAYERS, HIDDEN, INTER, SHARED_INTER, VOCAB = 4, 2, 3, 16, 12, 20, 64
@@ -567,7 +568,7 @@ def test_ablate_switches_off_neurons_inside_experts(moe_store: dict[str, Any]) -
     targets = moe.moe_targets(loaded.model, loaded.plan)
     records = read_records(s["data"])
     lang = langs[0]
-    units = moe.language_sets(s["ident"]["mask"], "neuron", [lang])[lang]
+    units = moe_ablate.language_sets(s["ident"]["mask"], "neuron", [lang])[lang]
     own = [r for r in records if r.language == lang]
     kw = {"batch_tokens": 64, "max_length": 1024, "chat_template": False}
     with moe.deactivate_moe(targets, units):
