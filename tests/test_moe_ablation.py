@@ -742,3 +742,28 @@ def test_ablate_masks_the_language_experts_of_stats_experts(
         "--identification", "lexp", "--data", s["data"], "--name", "nope",
     )  # fmt: skip
     assert code != 0 and "lexp" in err and err.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bfloat16_restores_weights_and_keeps_masked_experts_empty(kind: str) -> None:
+    model = tiny_moe(kind, implementation="eager", dtype=torch.bfloat16)
+    layout = moe.moe_targets(model)
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ids = _ids()
+    before = _logits(model, ids)
+    seen: list[Any] = []
+    handle = layout.layers[1].experts.register_forward_pre_hook(
+        lambda m, a: seen.append(a[1].clone())
+    )
+    try:
+        with (
+            moe.deactivate_moe(layout, _units(layout, seed=4)),
+            moe.mask_experts(layout, {1: np.array([0, 3])}),
+        ):
+            ablated = _logits(model, ids)
+    finally:
+        handle.remove()
+    assert seen and all(not ((s == 0) | (s == 3)).any() for s in seen)
+    assert not torch.equal(ablated, before)
+    assert all(torch.equal(p, weights[n]) for n, p in model.named_parameters())
+    assert torch.equal(_logits(model, ids), before)
