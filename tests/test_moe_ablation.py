@@ -608,6 +608,14 @@ def test_ablate_masks_whole_experts(moe_store: dict[str, Any]) -> None:
         effects["n_experts"].values.tolist()
         == result["n_experts"].sel(deactivated=langs).values.tolist()
     )
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from langneurons.reports.figures import deactivation_heatmap
+
+    figure = deactivation_heatmap(effects)  # the dense figure draws a MoE ablation as is
+    assert len(figure.axes) == 3  # heatmap, dominance, colour bar
+    plt.close(figure)
 
 
 def test_ablate_refuses_mismatched_masks_in_one_line(moe_store: dict[str, Any]) -> None:
