@@ -296,11 +296,17 @@ def _gate_rows(experts: Any, neurons: np.ndarray) -> tuple[str, Any, str | None]
 
 
 def _check_act_zero(experts: Any, where: str) -> None:
-    """Refuse experts whose gating is not 0 at a zero gate: a zero gate row would not switch
-    the neuron off. The experts' own ``_apply_gate`` (``act(gate) * up``, or GPT-OSS's clamped
-    GLU) is evaluated on a gate of 0 and an up of 1, in the layout of ``gate_up_proj``."""
+    """Refuse offloaded experts, and experts whose gating is not 0 at a zero gate (a zero gate
+    row would not switch the neuron off). The experts' own ``_apply_gate`` (``act(gate) * up``,
+    or GPT-OSS's clamped GLU) is evaluated on a gate of 0 and an up of 1, in the layout of
+    ``gate_up_proj``."""
     torch = require_torch()
     weight = experts.gate_up_proj if hasattr(experts, "gate_up_proj") else experts.up_proj
+    if weight.is_meta:  # offloaded: an edit of these weights would change nothing
+        raise ParameterError(
+            f"the experts of {where} are offloaded (on the meta device), so their neurons cannot "
+            "be switched off; load the model without offloading (no device_map disk or CPU offload)"
+        )
     if not getattr(experts, "has_gate", True):
         with torch.no_grad():
             value = experts.act_fn(torch.zeros(4, dtype=weight.dtype, device=weight.device))

@@ -473,6 +473,17 @@ def test_activation_that_is_not_zero_at_zero_is_refused() -> None:
     assert (model.model.layers[1].mlp.experts.gate_up_proj[0, 1] != 0).any()  # restored
 
 
+def test_offloaded_experts_are_refused() -> None:
+    model = tiny_moe("qwen3_moe")
+    layout = moe.moe_targets(model)
+    model.model.layers[2].mlp.experts.to("meta")
+    kept = model.model.layers[0].mlp.experts.gate_up_proj.detach().clone()
+    with pytest.raises(ParameterError, match="experts of layer 2 are offloaded"):
+        with moe.deactivate_moe(layout, {(0, 1): np.array([2]), (2, 1): np.array([2])}):
+            pass
+    assert torch.equal(model.model.layers[0].mlp.experts.gate_up_proj, kept)
+
+
 def test_moe_with_dense_layers_is_refused() -> None:
     torch.manual_seed(0)
     config = _config("qwen2_moe")
