@@ -16,7 +16,10 @@ its own way. A forward pre-hook on the experts module reads what every implement
 transformers itself, reproduces the order in which their rows reach the gate activation
 (:func:`row_order`); a forward hook on the experts' ``act_fn`` (GPT-OSS: a wrapper of
 ``_apply_gate``) then counts the activations the model computes anyway, per (role, expert,
-neuron), and a hook after the experts' forward checks that every routed pair was seen. For any
+neuron). Two checks guard the reproduced order: the first and last rows of each layer's first
+activation call are recomputed from the weights and must match (a transformers version that
+orders rows otherwise is refused, not miscounted), and a hook after the experts' forward checks
+that every routed pair was seen. For any
 other implementation (or ``MoeAccumulator(recompute=True)``) the gate of the routed pairs is
 recomputed from the weights (:func:`expert_gate`: sorted by expert, one grouped matmul over the
 gate halves), which costs about a third of the experts' multiply-adds more. Both ways give the
@@ -160,6 +163,16 @@ class MoePlan:
     def neurons(self) -> int:
         """The neuron axis: the widest expert."""
         return max(self.expert_neurons)
+
+    @property
+    def modules(self) -> tuple[Any, ...]:
+        """Refused: a MoE model has no one activation module per layer (commands written for
+        dense models ask for it)."""
+        raise ParameterError(
+            f"this command hooks one activation module per layer, but the model "
+            f"({self.model_type}) is a mixture of experts, counted per expert; use a command "
+            "that supports mixture-of-experts runs"
+        )
 
     @property
     def architecture(self) -> None:
@@ -485,6 +498,7 @@ class MoeAccumulator:
         self.rows: Any = None  # unit-local sequence rows of the current batch
         self.pending: dict[int, list[Any]] = {}  # layer -> [tokens, experts, rows seen]
         self._role: tuple[Any, Any] = (None, None)  # (mask, its token roles)
+        self._checking = False  # inside _spot_check (its act_fn call is not the model's)
 
     def _roles(self, layer: int, n: int) -> tuple[int, int, Any]:
         """Batch size, width, and each token's role: 0 prompt, 1 response, 2 padding."""
@@ -509,22 +523,47 @@ class MoeAccumulator:
             return
         self._roles(layer, hidden.shape[0])
         token, expert = row_order(impl, index, self.plan.n_experts)
-        self.pending[layer] = [token, expert, 0]
+        self.pending[layer] = [token, expert, 0, hidden]
 
     def gate(self, layer: int, values: Any) -> None:
         """The gate activations of some of a layer's rows, in the planned order."""
         pending = self.pending.get(layer)
-        if pending is None:
-            return  # recounted in routed(), or a call outside the experts' forward
-        token, expert, seen = pending
-        n = values.reshape(-1, values.shape[-1]).shape[0]
+        if pending is None or self._checking:
+            return  # recounted in routed(), a call outside the experts' forward, or our own
+        token, expert, seen, hidden = pending
+        values = values.reshape(-1, values.shape[-1])
+        n = values.shape[0]
         if seen + n > token.shape[0]:
             raise ParameterError(
                 f"the experts of layer {layer} computed more activation rows than routed "
                 "(token, expert) pairs; the routing of this model cannot be read"
             )
+        if seen == 0:  # once a layer and batch: the planned order is the model's order
+            self._spot_check(layer, hidden, token[[0, n - 1]], expert[[0, n - 1]], values)
         pending[2] = seen + n
         self._count(layer, token[seen : seen + n], expert[seen : seen + n], values)
+
+    def _spot_check(self, layer: int, hidden: Any, token: Any, expert: Any, values: Any) -> None:
+        """Recompute the first and last rows of a call from the weights; refuse a mismatch."""
+        torch = self.torch
+        for row, (t, e) in enumerate(zip(token.tolist(), expert.tolist(), strict=True)):
+            sizes = torch.zeros(self.plan.n_experts, dtype=torch.int64, device=hidden.device)
+            sizes[e] = 1
+            ids = torch.tensor([e], device=hidden.device)
+            self._checking = True
+            try:
+                mine = expert_gate(self.plan, layer, hidden[t : t + 1], sizes, ids)[0].float()
+            finally:
+                self._checking = False
+            theirs = values[-1 if row else 0].float()
+            scale = float(theirs.abs().max()) + 1e-6
+            if not torch.allclose(mine, theirs, rtol=0.05, atol=0.05 * scale):
+                raise ParameterError(
+                    f"the gate activations of layer {layer} do not come in the order of "
+                    f"{implementation(self.plan.experts[layer])!r} that langneurons expects (a "
+                    "transformers version with another experts implementation?); the routing "
+                    "of this model cannot be read"
+                )
 
     def finished(self, layer: int) -> None:
         """After a layer's experts ran: every planned row must have been counted."""

@@ -148,7 +148,7 @@ def test_per_expert_counts_equal_the_oracle(
     def no_recount(*args: Any) -> None:
         raise AssertionError("the default experts implementation is counted as it runs")
 
-    monkeypatch.setattr(moe, "expert_gate", no_recount)
+    monkeypatch.setattr(moe.MoeAccumulator, "_recount", no_recount)
     model_dir = tiny_model(arch, seed=5, path=tmp_path / arch, intermediate=24, experts=6)
     loaded, got = _extracted(model_dir, data)
     expected = oracle(model_dir, data)
@@ -424,3 +424,28 @@ def test_demo_moe_refuses_another_model(tmp_path: Path, capsys: pytest.CaptureFi
         .endswith("--moe runs a tiny random Qwen2-MoE built offline; drop --model gemma3-270m")
     )
     assert not (tmp_path / "d").exists()
+
+
+def test_activations_in_an_unexpected_order_are_refused(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import langneurons.extract._moe as moe
+
+    model_dir = tiny_model("mixtral", seed=5, path=tmp_path / "m", intermediate=24, experts=6)
+    loaded = load_model(model_dir, device="cpu", dtype="float32")
+    encoded = [encode(r, loaded.tokenizer, chat_template=False, max_length=1024)
+               for r in read_records(data)]  # fmt: skip
+    original = moe.row_order
+
+    def shifted(impl: str, index: Any, n_experts: int) -> tuple[Any, Any]:
+        token, expert = original(impl, index, n_experts)
+        return token.roll(1), expert.roll(1)  # what a changed implementation would look like
+
+    monkeypatch.setattr(moe, "row_order", shifted)
+    with pytest.raises(ParameterError) as info:
+        count_unit(loaded, encoded, batch_tokens=150, per_sequence=False)
+    assert str(info.value) == (
+        "the gate activations of layer 0 do not come in the order of 'grouped_mm' that "
+        "langneurons expects (a transformers version with another experts implementation?); "
+        "the routing of this model cannot be read"
+    )
