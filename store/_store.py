@@ -563,8 +563,10 @@ class ActivationStore:
         """Raise the store's schema version to ``version`` (never lowers it)."""
         with _nodes.quiet():
             root = zarr.open_group(self._zstore, mode="r+", use_consolidated=False)
-            mark = dict(root.attrs.get(schema.STORE_ATTR) or {})
-            if int(mark.get("schema_version", 0)) < version:
+            found: Any = root.attrs.get(schema.STORE_ATTR)
+            mark = dict(found) if isinstance(found, dict) else {}
+            current = mark.get("schema_version")
+            if not isinstance(current, int) or current < version:
                 mark["schema_version"] = version
                 root.attrs.update({schema.STORE_ATTR: mark})
 

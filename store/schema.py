@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import operator
 import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -180,12 +181,16 @@ SEQUENCES: Final = ("seq_n_active", "seq_n_tokens", "seq_language", "seq_id")
 # mixture-of-experts runs (docs/design/moe.md): the counts gain an expert dim before neuron
 MOE_COUNT_DIMS: Final = names.MOE_COUNT_DIMS
 MOE_SEQ_DIMS: Final = names.MOE_SEQ_DIMS
+_MOE_DIMS: Final[dict[tuple[str, ...], tuple[str, ...]]] = {
+    COUNT_DIMS: MOE_COUNT_DIMS,
+    SEQ_DIMS: MOE_SEQ_DIMS,
+}
 #: The arrays of a MoE run: the dense ones with the expert dim, and the expert's own.
 MOE_VARIABLES: Final[dict[str, VariableSpec]] = {
     **{
         n: dataclasses.replace(
             v,
-            dims={COUNT_DIMS: MOE_COUNT_DIMS, SEQ_DIMS: MOE_SEQ_DIMS}.get(v.dims, v.dims),
+            dims=_MOE_DIMS.get(v.dims, v.dims),
         )
         for n, v in VARIABLES.items()
     },
@@ -264,7 +269,12 @@ class MoeLayout:
     model_type: str = ""
 
     def __post_init__(self) -> None:
-        neurons = tuple(int(x) for x in self.expert_neurons)
+        try:
+            neurons = tuple(operator.index(x) for x in self.expert_neurons)
+        except TypeError:
+            raise StoreValidationError(
+                f"expert_neurons must be integers, one per expert; got {self.expert_neurons!r}"
+            ) from None
         object.__setattr__(self, "expert_neurons", neurons)
         n = len(neurons)
         if isinstance(self.n_shared, bool) or not isinstance(self.n_shared, int | np.integer):

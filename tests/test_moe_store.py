@@ -136,6 +136,7 @@ def test_counts_refuse_sequences_that_do_not_add_up() -> None:
         ({"expert_neurons": (4, 4), "top_k": 3}, "top_k is 3; it must be between 1 and the 2"),
         ({"expert_neurons": (4, 0)}, "expert_neurons holds 0"),
         ({"expert_neurons": (4, 4), "top_k": True}, "top_k must be an integer"),
+        ({"expert_neurons": (4.5, 4)}, "expert_neurons must be integers, one per expert"),
     ],
 )
 def test_layout_refuses_bad_parameters(kwargs, message) -> None:
@@ -607,3 +608,27 @@ def test_validate_reads_sequences_a_block_at_a_time(tmp_path: Path, monkeypatch)
         problems
     )
     assert any("seq_n_routed summed per language differs from n_routed" in p for p in problems)
+
+
+def test_damaged_or_misplaced_moe_chunks_are_named(tmp_path: Path) -> None:
+    from langneurons.errors import CorruptStoreError
+
+    path = tmp_path / "s.zarr"
+    store, _ = _moe_store(path)
+    chunks = path / "moe" / "base" / "n_routed" / "c"
+    de, en = chunks / "0" / "0" / "0" / "0", chunks / "1" / "0" / "0" / "0"
+    de_bytes, en_bytes = de.read_bytes(), en.read_bytes()
+    de.write_bytes(en_bytes)  # a valid chunk, checksum and all, of another language's row
+    problems = store.validate()
+    assert problems and "array 'n_routed'" in problems[0], problems
+    assert problems == [
+        "run 'moe/base', array 'n_routed': chunk c/0/0/0/0 is not the chunk written there (its "
+        "bytes are the chunk written at c/1/0/0/0: chunks swapped or copied)"
+    ]
+    with pytest.raises(CorruptStoreError, match="n_routed"):
+        open_store(path).open_run("moe/base")[N_ROUTED].load()
+    de.write_bytes(de_bytes[:-1] + bytes([de_bytes[-1] ^ 1]))  # a flipped bit
+    problems = store.validate()
+    assert problems and "array 'n_routed'" in problems[0] and "checksum" in problems[0]
+    de.write_bytes(de_bytes)
+    assert store.validate() == []
