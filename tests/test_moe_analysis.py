@@ -546,3 +546,26 @@ def test_share_intervals_need_no_bootstrap() -> None:
     without = language_experts(run, n_boot=0)
     xr.testing.assert_identical(with_boot["share_low"], without["share_low"])
     assert "specificity_low" not in without and without.attrs["inference"] == "valid"
+
+
+def test_an_identification_with_undefined_cells_saves_and_reopens(tmp_path: Path) -> None:
+    from langneurons.store import Counts, create_store
+
+    from ._moe_data import make_moe_counts
+
+    c = make_moe_counts(["en", "de", "fr"], layers=2, seed=3)
+    routed = c.n_routed.copy()
+    active = c.n_active.copy()
+    routed[1, :, 0, 1] += routed[1, :, 0, 0]  # de tokens of layer 0 go to expert 1, not 0
+    routed[1, :, 0, 0] = 0
+    active[1, :, 0, 0] = 0
+    moved = Counts(c.languages, active, c.n_tokens, n_routed=routed, moe=c.moe)
+    store = create_store(tmp_path / "s.zarr")
+    store.create_run("m/r", n_layers=2, n_neurons=c.moe.n_neurons, moe=c.moe, counts=moved)
+    result = identify(store.open_run("m/r"), "lape", top_rate=0.1)
+    assert result.attrs["undefined_cells"] == [{"layer": 0, "expert": 0, "languages": ["de"]}]
+    store.save_result("m/r", "identification", "lape", result)
+    back = store.open_result("m/r", "identification", "lape")
+    assert (back["neuron_type"].sel(layer=0, expert=0).values == "undefined").all()
+    np.testing.assert_array_equal(back["mask"].values, result["mask"].values)
+    assert back.attrs["n_undefined_cells"] == 1
