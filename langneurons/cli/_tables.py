@@ -292,6 +292,8 @@ def deactivation(ds: xr.Dataset) -> Lines:
             lines.append(f"  intervals descriptive: {a.get('interval_inference_reason', '')}")
     if a.get("heldout"):
         lines.append(f"  held-out evaluation: {a['heldout']} ({a.get('heldout_note', '')})")
+    if a.get("moe_unit"):
+        lines.append(f"  mixture of experts: {a['moe_unit']}s switched off")
     if a.get("inference") == "descriptive":
         lines.append(f"  descriptive: {a.get('inference_reason', '')}")
     lines += _scalars(ds, ["mean_dominance", "pvalue_control_mean", "pvalue_permutation"])

@@ -191,6 +191,12 @@ def extract(
     help="Save finished units at most this often (0: after every unit).",
 )
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--language-experts",
+    is_flag=True,
+    help="--identification names a saved `stats experts` result: mask each language's "
+    "preferred experts (mixture-of-experts runs).",
+)
 def ablate(
     model: str,
     gguf_file: str | None,
@@ -215,12 +221,15 @@ def ablate(
     resume: bool,
     checkpoint_seconds: float,
     as_json: bool,
+    language_experts: bool,
 ) -> None:
     """Deactivate each language's neurons and measure every language's perplexity.
 
     Finished (deactivated set, language) units are saved every --checkpoint-seconds; --resume
     completes a killed run with the same result an uninterrupted one gives. The evaluation
     items must be held out from the run's identification sequences (--allow-overlap to accept).
+    On a mixture-of-experts run, a per-expert identification switches off neurons inside
+    experts; a mask [language, layer, expert] masks whole experts in the router.
     """
     from langneurons.cli._output import emit
     from langneurons.extract import ablate as run_ablate
@@ -248,12 +257,17 @@ def ablate(
         checkpoint_seconds=checkpoint_seconds,
         revision=revision,
         allow_download=allow_download,
+        source="stats" if language_experts else "identification",
     )
     path = str(ds.attrs["result_path"])
     if as_json:
         emit({"ablation": (ds, path)}, True)
         return
     click.echo(f"ablation saved at {path}")
+    if "moe_unit" in ds.attrs:
+        click.echo(
+            f"mixture of experts: {ds.attrs['moe_unit']}s off; controls: {ds.attrs['control_rule']}"
+        )
     heldout = ds.attrs.get("heldout")
     if heldout is not None:
         click.echo(f"held-out evaluation: {heldout} ({ds.attrs.get('heldout_note', '')})")
