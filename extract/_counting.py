@@ -210,6 +210,8 @@ def count_unit(
             )
             if on_batch is not None:
                 on_batch(int(attention.sum()))
+    if isinstance(acc, MoeAccumulator):
+        acc.verify()
     out = {
         N_ACTIVE: acc.active.cpu().numpy(),
         N_TOKENS: tokens.sum(0).numpy(),

@@ -17,15 +17,23 @@ transformers itself, reproduces the order in which their rows reach the gate act
 (:func:`row_order`); a forward hook on the experts' ``act_fn`` (GPT-OSS: a wrapper of
 ``_apply_gate``) then counts the activations the model computes anyway, per (role, expert,
 neuron). Two checks guard the reproduced order: the first and last rows of each layer's first
-activation call are recomputed from the weights and must match (a transformers version that
-orders rows otherwise is refused, not miscounted), and a hook after the experts' forward checks
-that every routed pair was seen. For any
-other implementation (or ``MoeAccumulator(recompute=True)``) the gate of the routed pairs is
-recomputed from the weights (:func:`expert_gate`: sorted by expert, one grouped matmul over the
-gate halves), which costs about a third of the experts' multiply-adds more. Both ways give the
-same counts; tests/test_moe_extract.py checks eager, batched_mm, grouped_mm and the recompute
-against an unbatched oracle. Shared experts are counted from a forward hook on their
-activation module, as dense layers are.
+activation call of a unit are recomputed from the weights and must match (a transformers
+version that orders rows otherwise is refused, not miscounted), and a hook after the experts'
+forward checks that every routed pair was seen. For any other implementation (or
+``MoeAccumulator(recompute=True)``) the gate of the routed pairs is recomputed from the weights
+(:func:`expert_gate`: sorted by expert, one grouped matmul over the gate halves), which costs
+about a third of the experts' multiply-adds more. Both ways give the same counts;
+tests/test_moe_extract.py checks eager, batched_mm, grouped_mm and the recompute against an
+unbatched oracle. Shared experts are counted from a forward hook on their activation module, as
+dense layers are. On a GPU nothing here waits for the device: the spot checks record a mismatch
+in a device flag that :meth:`MoeAccumulator.verify` reads once, after the batches, and run on a
+layer's first batch only (measured on an H200, bfloat16, Qwen3-MoE proportions: 1.40x a bare
+forward before these two changes, 1.12x after both, 1.19x with per-sequence counts;
+benchmarks/_gpu_moe_check.py).
+
+Why this module is long: the registry, the hooks and the accumulator share the row-order
+contract of the experts implementations, and splitting them would put one fragile invariant
+(which row is which (token, expert) pair) in two places.
 
 Torch is imported lazily; the registry works without it.
 """
@@ -342,6 +350,27 @@ def expert_gate(plan: MoePlan, layer: int, x: Any, sizes: Any, expert_ids: Any) 
     return module.act_fn(gate)
 
 
+def pair_gate(plan: MoePlan, layer: int, x: Any, expert: Any) -> Any:
+    """``act(gate_e(x))`` of a few (token, expert) rows, without synchronising with a GPU.
+
+    ``x``: ``[R, H]`` hidden states; ``expert``: ``[R]`` each row's expert (a device tensor).
+    """
+    import torch
+
+    module = plan.experts[layer]
+    weight = module.gate_up_proj
+    x = x.to(weight.dtype)
+    if plan.layout.gate_layout == "interleaved_transposed":
+        gate = torch.einsum("rh,rhi->ri", x, weight[expert][:, :, ::2])
+        gate = gate + module.gate_up_proj_bias[expert][:, ::2]
+    else:
+        gate = torch.einsum("rh,rih->ri", x, weight[expert][:, : plan.expert_neurons[0], :])
+    if plan.layout.clamped_glu:
+        gate = gate.clamp(max=module.limit)
+        return gate * torch.sigmoid(gate * module.alpha)
+    return module.act_fn(gate)
+
+
 #: Experts implementations of transformers 5.24 whose order of (token, expert) rows
 #: :func:`row_order` knows; any other one is counted by recomputing the gate.
 KNOWN_IMPLEMENTATIONS = ("eager", "grouped_mm", "batched_mm")
@@ -499,6 +528,8 @@ class MoeAccumulator:
         self.pending: dict[int, list[Any]] = {}  # layer -> [tokens, experts, rows seen]
         self._role: tuple[Any, Any] = (None, None)  # (mask, its token roles)
         self._checking = False  # inside _spot_check (its act_fn call is not the model's)
+        self._bad: Any = None  # [L] bool on the device: a spot check failed (see verify)
+        self._checked: set[int] = set()  # layers spot-checked (on their first batch)
 
     def _roles(self, layer: int, n: int) -> tuple[int, int, Any]:
         """Batch size, width, and each token's role: 0 prompt, 1 response, 2 padding."""
@@ -538,32 +569,42 @@ class MoeAccumulator:
                 f"the experts of layer {layer} computed more activation rows than routed "
                 "(token, expert) pairs; the routing of this model cannot be read"
             )
-        if seen == 0:  # once a layer and batch: the planned order is the model's order
+        if seen == 0 and layer not in self._checked:  # the planned order is the model's order
+            self._checked.add(layer)  # once a layer and unit: the order is the implementation's
             self._spot_check(layer, hidden, token[[0, n - 1]], expert[[0, n - 1]], values)
         pending[2] = seen + n
         self._count(layer, token[seen : seen + n], expert[seen : seen + n], values)
 
     def _spot_check(self, layer: int, hidden: Any, token: Any, expert: Any, values: Any) -> None:
-        """Recompute the first and last rows of a call from the weights; refuse a mismatch."""
+        """Recompute the first and last rows of a call from the weights; a mismatch is recorded
+        on the device (no synchronisation with the GPU) and refused by :meth:`verify`."""
         torch = self.torch
-        for row, (t, e) in enumerate(zip(token.tolist(), expert.tolist(), strict=True)):
-            sizes = torch.zeros(self.plan.n_experts, dtype=torch.int64, device=hidden.device)
-            sizes[e] = 1
-            ids = torch.tensor([e], device=hidden.device)
-            self._checking = True
-            try:
-                mine = expert_gate(self.plan, layer, hidden[t : t + 1], sizes, ids)[0].float()
-            finally:
-                self._checking = False
-            theirs = values[-1 if row else 0].float()
-            scale = float(theirs.abs().max()) + 1e-6
-            if not torch.allclose(mine, theirs, rtol=0.05, atol=0.05 * scale):
-                raise ParameterError(
-                    f"the gate activations of layer {layer} do not come in the order of "
-                    f"{implementation(self.plan.experts[layer])!r} that langneurons expects (a "
-                    "transformers version with another experts implementation?); the routing "
-                    "of this model cannot be read"
-                )
+        self._checking = True
+        try:
+            mine = pair_gate(self.plan, layer, hidden[token], expert).float()
+        finally:
+            self._checking = False
+        theirs = values.reshape(-1, values.shape[-1])[[0, -1]].float()
+        scale = theirs.abs().amax(-1, keepdim=True) + 1e-6
+        close = ((mine - theirs).abs() <= 0.05 * scale + 0.05 * theirs.abs()).all(-1).all()
+        if self._bad is None:
+            self._bad = torch.zeros(self.plan.n_layers, dtype=torch.bool, device=close.device)
+        self._bad[layer] |= ~close
+
+    def verify(self) -> None:
+        """Refuse the counts when a spot check found the activations in another order than
+        planned (one read of the device flags, after the batches)."""
+        if self._bad is None:
+            return
+        bad = self._bad.cpu().tolist()
+        if any(bad):
+            layer = bad.index(True)
+            raise ParameterError(
+                f"the gate activations of layer {layer} do not come in the order of "
+                f"{implementation(self.plan.experts[layer])!r} that langneurons expects (a "
+                "transformers version with another experts implementation?); the routing "
+                "of this model cannot be read"
+            )
 
     def finished(self, layer: int) -> None:
         """After a layer's experts ran: every planned row must have been counted."""
@@ -603,16 +644,18 @@ class MoeAccumulator:
         counted = torch.zeros((3 * n_e, n_i), dtype=torch.float32, device=positive.device)
         counted.index_add_(0, key, positive)
         self.active[:, layer, :n_e, :n_i] += counted[: 2 * n_e].view(2, n_e, n_i).to(torch.int64)
-        routed = torch.bincount(key, minlength=3 * n_e)[: 2 * n_e].view(2, n_e)
-        self.routed_count[:, layer, :n_e] += routed
+        ones = torch.ones_like(key)  # index_add_, not bincount: no synchronisation with a GPU
+        routed = torch.zeros(3 * n_e, dtype=torch.int64, device=key.device).index_add_(0, key, ones)
+        self.routed_count[:, layer, :n_e] += routed[: 2 * n_e].view(2, n_e)
         if self.seq is not None:
             seq_key = (token // t) * (3 * n_e) + key  # [batch row, role, expert]
             per_seq = torch.zeros((b * 3 * n_e, n_i), dtype=torch.float32, device=positive.device)
             per_seq.index_add_(0, seq_key, positive)
             per_seq = per_seq.view(b, 3, n_e, n_i)[:, :2]
             self.seq[self.rows, :, layer, :n_e, :n_i] += per_seq.to(torch.int32)
-            routed = torch.bincount(seq_key, minlength=b * 3 * n_e).view(b, 3, n_e)[:, :2]
-            self.seq_routed[self.rows, :, layer, :n_e] += routed
+            routed = torch.zeros(b * 3 * n_e, dtype=torch.int64, device=key.device)
+            routed.index_add_(0, seq_key, ones)
+            self.seq_routed[self.rows, :, layer, :n_e] += routed.view(b, 3, n_e)[:, :2]
 
     def shared(self, layer: int, s: int, output: Any) -> None:
         """Count a shared expert's neurons of one layer on every token."""
@@ -643,6 +686,7 @@ __all__ = [
     "is_moe_plan",
     "looks_moe",
     "moe_supported",
+    "pair_gate",
     "resolve_moe",
     "row_order",
 ]
