@@ -121,9 +121,9 @@ def _in_threads(func: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> It
     """``func(*job)`` of every job, in order, ``THREADS`` at a time.
 
     Identification is numpy work that releases the GIL for most of its time, so replicates
-    run side by side on the cores; at most ``THREADS + 1`` are in flight (memory stays
-    bounded), and each result is the one a serial call gives (every replicate's counts are
-    fixed before it runs).
+    run side by side on the cores; at most ``THREADS`` are in flight (memory stays bounded),
+    and each result is the one a serial call gives (every replicate's counts are fixed before
+    it runs).
     """
     if THREADS <= 1 or len(jobs) <= 1:
         yield from (func(*job) for job in jobs)
@@ -132,7 +132,7 @@ def _in_threads(func: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> It
         pending: deque[Future[Any]] = deque()
         for job in jobs:
             pending.append(pool.submit(func, *job))
-            if len(pending) > THREADS:
+            if len(pending) >= THREADS:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()

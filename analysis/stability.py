@@ -115,8 +115,8 @@ class _Tally:
             if name in self.values:
                 self.values[name][b] = value
         k = mask.shape[0]
-        inter = (mask & self.full_mask).reshape(k, -1).sum(axis=1)
-        union = mask.reshape(k, -1).sum(axis=1) + self.full_size - inter
+        inter = np.count_nonzero((mask & self.full_mask).reshape(k, -1), axis=1)
+        union = np.count_nonzero(mask.reshape(k, -1), axis=1) + self.full_size - inter
         self.values["jaccard"][b] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
