@@ -61,9 +61,10 @@ def identified_replicates(
     """``(replicate, run, identify(replicate) or why it failed)`` for every replicate and run.
 
     Replicates are built ``block`` at a time (default: as many as fit in ``BLOCK_BYTES``), each
-    block in one pass over every run's ``seq_n_active`` (later blocks reuse the tiles in memory
-    when the counts fit in ``_resample.CACHE_BYTES``); the first block also sums every
-    sequence once, to check the counts against ``n_active``. Identification re-runs with
+    block in one pass over every run's ``seq_n_active`` (later blocks reuse the role-summed
+    counts kept in memory when they fit in ``_resample.CACHE_BYTES``); the first block also
+    sums every sequence once, to check the counts against ``n_active``. Replicates are
+    identified ``THREADS`` at a time and yielded in order. Identification re-runs with
     ``params`` (role: the replicate's summed roles) on every replicate; one with a language
     that drew no tokens, or (automatic lambda) with no valid lambda, yields the reason.
     ``params`` may be one set for every run or one per run (models identified each with its own).
