@@ -36,7 +36,7 @@ from langneurons.names import (
     SEQ_N_TOKENS,
     SEQUENCE,
 )
-from langneurons.store import _attrs, _integrity, _nodes, schema
+from langneurons.store import _attrs, _chunks, _integrity, _nodes, schema
 from langneurons.store._counts import Counts, check_token_total
 
 #: The arrays indexed by language (rows a write appends or adds to), moments last; n_routed
@@ -252,7 +252,8 @@ def create_arrays(
                     compressors=text,
                 )
         for name, array in group.arrays():
-            array.attrs.update(schema.VARIABLE_ATTRS.get(name, {}))
+            if schema.VARIABLE_ATTRS.get(name):  # one metadata write (attrs.update: one a key)
+                array.update_attributes(schema.VARIABLE_ATTRS[name])
 
 
 def _with_coords(*attrs: dict[str, Any]) -> dict[str, Any]:
@@ -452,8 +453,8 @@ def apply(
             j = counts.languages.index(lang)
             before = old[name][rows.index(i)] if old is not None else array[i]
             array[i] = before + data[j]
-        for offset, lang in enumerate(new):
-            array[k0 + offset] = data[counts.languages.index(lang)]
+        if new:
+            _chunks.write_or_set(array, k0, _rows(data, [counts.languages.index(x) for x in new]))
     if new:
         labels = _nodes.arr(group, LANGUAGE)
         labels.resize((k1,))
@@ -479,3 +480,11 @@ def apply(
                 else:
                     value = np.asarray(value).astype(array.dtype)
                 array[s0:s1] = value
+
+
+def _rows(data: Any, order: list[int]) -> np.ndarray:
+    """``data[order]``, a view when ``order`` is a run of consecutive rows (no copy of counts)."""
+    values = np.asarray(data)
+    if order == list(range(order[0], order[0] + len(order))):
+        return values[order[0] : order[0] + len(order)]
+    return values[order]

@@ -548,8 +548,10 @@ class ActivationStore:
                     plan = _arrays.plan_write(run, group, counts, merge=False)
                     _arrays.apply(group, counts, plan)
                     attrs["writes"] = [_plan.write_record("created", counts, attrs["provenance"])]
-                attrs[schema.TOKEN_TOTALS_ATTR] = _arrays.read_token_totals(group)
-                group.attrs.update(_attrs.encode(attrs))
+                attrs[schema.TOKEN_TOTALS_ATTR] = (
+                    plan.totals if counts is not None else _arrays.read_token_totals(group)
+                )
+                group.update_attributes(_attrs.encode(attrs))  # one metadata write, not one a key
                 _manifest.flush(self._zstore, recorder, new=True)
             except BaseException:
                 journal.roll_back()
@@ -630,7 +632,8 @@ class ActivationStore:
                 action = "merged" if merge else "added"
                 _plan.log_write(writes, _plan.write_record(action, counts, provenance or {}))
                 attrs = {"updated": schema.now_iso(), "writes": writes}
-                group.attrs.update(_attrs.encode(attrs) | {schema.TOKEN_TOTALS_ATTR: plan.totals})
+                attrs = _attrs.encode(attrs) | {schema.TOKEN_TOTALS_ATTR: plan.totals}
+                group.update_attributes(attrs)  # one metadata write, not one a key
                 _manifest.flush(self._zstore, recorder, new=False)
             except BaseException:
                 journal.roll_back()
