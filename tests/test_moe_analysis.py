@@ -526,6 +526,32 @@ def test_the_report_draws_the_moe_figures(
     assert "routing change between two mixture-of-experts runs (routing_change)" in text
 
 
+def test_the_report_across_moe_runs_skips_the_overlap_matrix_and_says_why(
+    moe_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .conftest import run_cli
+
+    for run in ("m/base", "m/aligned"):
+        assert run_cli(capsys, "identify", moe_store, "--run", run, "--method", "lape")[0] == 0
+    code, _, err = run_cli(capsys, "report", moe_store, "--out", tmp_path / "rep")
+    assert code == 0, err
+    assert "could not be drawn" not in err
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "Mixture-of-experts runs: no overlap matrix between runs" in text
+
+
+def test_comparisons_of_identifications_refuse_moe_results_in_one_line() -> None:
+    from langneurons.analysis import overlap, transition_table
+
+    counts, routed = random_counts()
+    result = identify(moe_run(counts, routed, routed[:, 0].sum(axis=1)))
+    for call in (lambda: overlap(result, result), lambda: transition_table(result, result)):
+        with pytest.raises(ParameterError) as info:
+            call()
+        assert "\n" not in str(info.value)
+        assert "a mixture-of-experts run (it has an expert dimension)" in str(info.value)
+
+
 def test_dense_only_analyses_refuse_a_moe_run_in_one_line() -> None:
     from langneurons.analysis import activation_probability, bootstrap_identification
 
