@@ -38,6 +38,7 @@ from langneurons.analysis.neuron_tests import (
     language_preference_tests,
 )
 from langneurons.analysis.params import IdentifyParams
+from langneurons.analysis.routing import language_experts, routing_change
 from langneurons.analysis.stability import bootstrap_identification
 from langneurons.analysis.stages import (
     FOUR_STAGES,
@@ -55,6 +56,7 @@ __all__ = [
     "activation_probability",
     "bootstrap_identification",
     "compare_with_identification",
+    "language_experts",
     "language_overlap",
     "language_preference_tests",
     "bootstrap_stages",
@@ -72,6 +74,7 @@ __all__ = [
     "membership_change",
     "group_comparison",
     "overlap",
+    "routing_change",
     "segment_stages",
     "select",
     "shared_by_change",

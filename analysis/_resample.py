@@ -23,9 +23,10 @@ of activation probabilities (:mod:`~langneurons.analysis.uncertainty`).
   cluster intervals come from the same reader in one pass (:func:`streamed_sums`); the lazy
   graph of them (:func:`cluster_sums`) is kept for results that stay lazy on dask-backed runs.
 
-Why this module is long: the design, the draws, the chunked reader and the two sums over it
-(replicate counts, cluster sums) share the sequence layout and one policy on totals; split
-apart, each piece would re-derive the layout the reader already holds.
+Why this module is long: it is that one engine, design, units, random stream, streaming reader,
+the replicate products (with the role-summed counts kept between blocks) and the cluster sums
+over the same reader, and every bootstrap and test depends on all of them agreeing; split, the
+sequence layout, the random stream and the exactness policy would each live in two places.
 """
 
 from __future__ import annotations
@@ -661,6 +662,7 @@ class Resampler:
         self.units = units(run, self.design, cluster)
         self.tokens = seq_tokens(run, self.design)
         self.reader = Reader(run, self.design)
+        self._kept: tuple[np.dtype[Any], list[NDArray[Any]]] | None = None
         self.totals = np.array([self.tokens[m].sum() for m in self.design.members], np.int64)
         stored = run["n_tokens"].sel({ROLE: list(self.design.roles)}).sum(ROLE).values
         stored = np.asarray(stored, dtype=np.int64)
@@ -684,12 +686,21 @@ class Resampler:
     def replicate_counts(self, weights: NDArray[Any], dtype: type) -> NDArray[Any]:
         """Weighted counts ``[replicate, language, layer * neuron]``: ``sum_i w_bi a_i``.
 
-        One pass over ``seq_n_active`` in chunk-aligned tiles; each tile's sequences of language
-        ``k`` contribute ``W[:, rows] @ counts[rows]`` (a BLAS product on exact integers).
+        Each language's sequences contribute ``W[:, rows] @ counts[rows]`` (a BLAS product on
+        exact integers, written in place: the result is a view of ``[language, replicate,
+        cell]``). The role-summed counts of every language are kept as ``dtype`` after the
+        first call while they fit in ``CACHE_BYTES`` (one product per language and block);
+        larger ones are streamed from ``seq_n_active`` in chunk-aligned tiles on every call.
         """
         reader, d = self.reader, self.design
         n_rep = weights.shape[0]
-        out: NDArray[Any] = np.zeros((n_rep, len(d.languages), self.n_cells), dtype=dtype)
+        out: NDArray[Any] = np.zeros((len(d.languages), n_rep, self.n_cells), dtype=dtype)
+        kept = self._language_counts(dtype)
+        if kept is not None:
+            for k, (members, x) in enumerate(zip(d.members, kept, strict=True)):
+                if members.size:
+                    np.matmul(weights[:, members].astype(dtype), x, out=out[k])
+            return out.transpose(1, 0, 2)
         for seqs, layers, block in reader.tiles(all_sequences=False):
             offset = layers.start * reader.n_neurons
             n_cols = block.shape[2]
@@ -702,9 +713,31 @@ class Resampler:
                 for c0 in range(0, n_cols, step):
                     cols = slice(c0, min(c0 + step, n_cols))
                     x = summed(block, tile_rows, cols, dtype)
-                    out[:, k, offset + cols.start : offset + cols.stop] += w @ x
+                    out[k, :, offset + cols.start : offset + cols.stop] += w @ x
             del block  # free this tile before the next one is read
-        return out
+        return out.transpose(1, 0, 2)
+
+    def _language_counts(self, dtype: type) -> list[NDArray[Any]] | None:
+        """Each language's role-summed counts ``[its sequences, cells]`` as ``dtype``, read
+        in one pass and kept (None when they would exceed ``CACHE_BYTES``: stream instead)."""
+        want = np.dtype(dtype)
+        if self._kept is not None and self._kept[0] == want:
+            return self._kept[1]
+        d = self.design
+        if sum(m.size for m in d.members) * self.n_cells * want.itemsize > CACHE_BYTES:
+            return None
+        self._kept = None  # another dtype's copy goes before this one is built
+        kept = [np.empty((m.size, self.n_cells), dtype=want) for m in d.members]
+        # straight from the variable: the raw tiles are not kept beside their sums
+        for seqs, _, block in self.reader._read_tiles(all_sequences=False):
+            local = d.language_of[seqs]
+            for k in np.unique(local[local >= 0]):
+                rows = np.flatnonzero(local == k).astype(np.intp)
+                at = np.searchsorted(d.members[k], seqs.start + rows)
+                kept[k][at] = summed(block, contiguous(rows), slice(None), want.type)
+            del block
+        self._kept = (want, kept)
+        return kept
 
     def check_active(self, totals: NDArray[Any]) -> None:
         """StoreValidationError when the summed per-sequence counts ``[language, cells]``

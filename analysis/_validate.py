@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from langneurons._type_codes import as_type_labels
 from langneurons.errors import ParameterError, StoreValidationError
-from langneurons.names import ALL_TYPES, LANGUAGE, LAYER, NEURON, ROLE, ROLES
+from langneurons.names import ALL_TYPES, EXPERT, LANGUAGE, LAYER, NEURON, ROLE, ROLES
 
 
 def check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
@@ -82,6 +82,11 @@ def require_variable(
     if name not in run.data_vars:
         raise StoreValidationError(f"run has no variable {name!r}; expected {expected}")
     var = run[name]
+    if EXPERT not in dims and set(var.dims) == set(dims) | {EXPERT}:
+        raise ParameterError(
+            f"{name} has an expert dimension: this is a mixture-of-experts run, which this "
+            "analysis does not handle; `identify` and `stats experts` do (docs/design/moe.md)"
+        )
     if set(var.dims) != set(dims):
         raise StoreValidationError(
             f"{name} has dims {tuple(var.dims)}, expected {expected}; the run breaks the schema"

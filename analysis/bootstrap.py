@@ -11,7 +11,10 @@ and collects a statistic of every replicate, for :mod:`~langneurons.analysis.sta
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -37,6 +40,8 @@ from .params import IdentifyParams
 log = logging.getLogger(__name__)
 
 BLOCK_BYTES = 256 << 20  # replicate counts held at once when block=None
+#: Replicates identified side by side (threads: numpy releases the GIL).
+THREADS = max(1, min(2, os.cpu_count() or 1))
 
 
 #: Why a replicate has no identification.
@@ -56,9 +61,10 @@ def identified_replicates(
     """``(replicate, run, identify(replicate) or why it failed)`` for every replicate and run.
 
     Replicates are built ``block`` at a time (default: as many as fit in ``BLOCK_BYTES``), each
-    block in one pass over every run's ``seq_n_active`` (later blocks reuse the tiles in memory
-    when the counts fit in ``_resample.CACHE_BYTES``); the first block also sums every
-    sequence once, to check the counts against ``n_active``. Identification re-runs with
+    block in one pass over every run's ``seq_n_active`` (later blocks reuse the role-summed
+    counts kept in memory when they fit in ``_resample.CACHE_BYTES``); the first block also
+    sums every sequence once, to check the counts against ``n_active``. Replicates are
+    identified ``THREADS`` at a time and yielded in order. Identification re-runs with
     ``params`` (role: the replicate's summed roles) on every replicate; one with a language
     that drew no tokens, or (automatic lambda) with no valid lambda, yields the reason.
     ``params`` may be one set for every run or one per run (models identified each with its own).
@@ -92,21 +98,45 @@ def identified_replicates(
                 if not checked:
                     sampler.check_active(counts[0])
                     tokens, counts = tokens[1:], counts[1:]
-                for j in range(b1 - b0):
+                jobs = [(sampler, counts[j], tokens[j], rules[r]) for j in range(b1 - b0)]
+                for j, result in enumerate(_in_threads(_identify_one, jobs)):
                     task.update()
-                    if not (tokens[j] > 0).all():
-                        yield b0 + j, r, NO_TOKENS
-                        continue
-                    try:
-                        yield (
-                            b0 + j,
-                            r,
-                            identify(sampler.replicate(counts[j], tokens[j]), **_kw(rules[r])),
-                        )
-                    except NoValidLambdaError:
-                        yield b0 + j, r, NO_LAMBDA
-                del counts
+                    yield b0 + j, r, result
+                del counts, jobs
             checked = True
+
+
+def _identify_one(
+    sampler: Resampler, counts: NDArray[Any], tokens: NDArray[np.int64], rule: IdentifyParams
+) -> xr.Dataset | str:
+    """``identify`` of one replicate, or why it has none."""
+    if not (tokens > 0).all():
+        return NO_TOKENS
+    try:
+        return identify(sampler.replicate(counts, tokens), **_kw(rule))
+    except NoValidLambdaError:
+        return NO_LAMBDA
+
+
+def _in_threads(func: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
+    """``func(*job)`` of every job, in order, ``THREADS`` at a time.
+
+    Identification is numpy work that releases the GIL for most of its time, so replicates
+    run side by side on the cores; at most ``THREADS`` are in flight (memory stays bounded),
+    and each result is the one a serial call gives (every replicate's counts are fixed before
+    it runs).
+    """
+    if THREADS <= 1 or len(jobs) <= 1:
+        yield from (func(*job) for job in jobs)
+        return
+    with ThreadPoolExecutor(THREADS, thread_name_prefix="replicate") as pool:
+        pending: deque[Future[Any]] = deque()
+        for job in jobs:
+            pending.append(pool.submit(func, *job))
+            if len(pending) >= THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _kw(params: IdentifyParams) -> dict[str, Any]:

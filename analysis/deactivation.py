@@ -6,6 +6,9 @@ random neuron sets of the same size in the same layers switched off ("controls")
 the neurons of language d should hurt language d much more than the others (Tang et al. 2024,
 Fig. 3; Zhang et al. 2025); :func:`deactivation_effects` measures this "diagonal dominance" and
 tests it against the random controls and against a permutation of the language labels.
+The same statistics apply to a mixture of experts, whose units are neurons inside experts
+(controls: the same count per layer and expert) or whole experts masked in the router
+(``n_experts``; controls: the same count of experts per layer); ``attrs["moe_unit"]`` says which.
 
 Ablation schema (built by the extraction code)::
 
@@ -15,7 +18,7 @@ Ablation schema (built by the extraction code)::
     nll[deactivated, evaluated]               mean NLL per response token
     ppl[deactivated, evaluated]               exp(nll)
     control_nll[deactivated, evaluated, control]   same with a random set ("none" row: NaN)
-    n_neurons[deactivated]                    size of each mask
+    n_neurons[deactivated]                    size of each mask (n_experts: masked experts)
     item_nll[deactivated, item]               summed response NLL of each evaluation record
     control_item_nll[deactivated, item, control]   same with each random set
     item_tokens[item]                         scored response tokens of each record
@@ -288,8 +291,10 @@ def deactivation_effects(
     ablation : xarray.Dataset
         ``nll[deactivated, evaluated]`` and ``control_nll[deactivated, evaluated, control]``
         with a ``"none"`` row, every deactivated language also evaluated, K >= 2 evaluated
-        languages (see the module docstring for the full schema). ``n_neurons`` is carried
-        over when present. Control entries may be NaN (missing); they are left out. With
+        languages (see the module docstring for the full schema). ``n_neurons`` (or
+        ``n_experts``, when whole experts of a mixture of experts were masked) and
+        ``attrs["moe_unit"]`` are carried over when present. Control entries may be NaN
+        (missing); they are left out. With
         ``item_nll[deactivated, item]``, ``item_tokens[item]`` and the coordinates
         ``item_language`` and ``item_id``, intervals over items are computed.
     alpha : float in (0, 1) or None
@@ -459,8 +464,9 @@ def deactivation_effects(
         "permutation_dominance": ((PERMUTATION,), perm_dom),
         "pvalue_permutation": ((), p_perm),
     }
-    if "n_neurons" in ablation.data_vars and DEACTIVATED in ablation["n_neurons"].dims:
-        data["n_neurons"] = ablation["n_neurons"].sel({DEACTIVATED: langs}).compute().variable
+    for size in ("n_neurons", "n_experts"):  # neurons (dense or in experts), or whole experts
+        if size in ablation.data_vars and DEACTIVATED in ablation[size].dims:
+            data[size] = ablation[size].sel({DEACTIVATED: langs}).compute().variable
     control_coord = ds[CONTROL].values if CONTROL in ds.coords else np.arange(cdamage.shape[-1])
     return xr.Dataset(
         data,
@@ -502,6 +508,11 @@ def deactivation_effects(
                 "random sets of the same size in the same layers"
             ),
             "heldout": str(ablation.attrs.get("heldout", "unknown")),
+            **(
+                {"moe_unit": str(ablation.attrs["moe_unit"])}
+                if "moe_unit" in ablation.attrs
+                else {}
+            ),
             "heldout_note": str(
                 ablation.attrs.get("heldout_note", "ablated before the held-out check was recorded")
             ),

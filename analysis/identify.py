@@ -31,10 +31,11 @@ from langneurons.errors import (
     ParameterError,
     StoreValidationError,
 )
-from langneurons.names import LANGUAGE, LAYER, N_ACTIVE, N_TOKENS, NEURON, ROLE
+from langneurons.names import EXPERT, LANGUAGE, LAYER, N_ACTIVE, N_TOKENS, NEURON, ROLE
 
 from . import _kernels as kern
 from .masks import masks_from_lists, masks_to_lists
+from .moe import RuleOutcome, identify_experts
 from .params import DEFAULTS, MAX_LAMBDA_WIDEN, IdentifyParams, Method
 
 Role = Literal["response", "prompt", "all"]
@@ -290,6 +291,14 @@ _RULES: dict[str, Callable[[_Inputs, IdentifyParams, _Saved | None], _Selection]
 }
 
 
+def apply_rule(p: xr.DataArray, params: IdentifyParams) -> RuleOutcome:
+    """The rule of :func:`identify` on ``P[language, layer, neuron]`` already computed (the MoE
+    identification stacks its units into such arrays: one implementation of each rule)."""
+    labels = _as_labels(p[LANGUAGE])
+    c = _RULES[params.method](_Inputs(p, labels.tolist()), params, None)
+    return RuleOutcome(c.score, c.selected, c.tau, c.shared_by, dict(c.attrs))
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -305,6 +314,8 @@ def identify(
     lam_range: tuple[float, float] = DEFAULTS.lam_range,
     eps: float = DEFAULTS.eps,
     lam_widen: int = DEFAULTS.lam_widen,
+    rank: str | None = None,
+    min_routed: int = 1,
 ) -> xr.Dataset:
     r"""Identify language neurons with the ternary rule or LAPE.
 
@@ -354,6 +365,9 @@ def identify(
         ``lam_range`` exactly as the spec does). When the condition holds at the top of the
         range finally searched, the largest lambda may lie above it: ``attrs["lambda_at_bound"]``
         is True and a :class:`~langneurons.errors.LambdaAtBoundWarning` says what to do.
+    rank, min_routed : {"model", "layer", "expert"} (None: "model"), int >= 1
+        Mixture-of-experts runs only (an ``expert`` dimension; dense runs accept the defaults
+        only): see :func:`~langneurons.analysis.moe.identify_experts`, which such runs go to.
 
     Returns
     -------
@@ -386,6 +400,15 @@ def identify(
     params = IdentifyParams(
         method, role, top_rate, bar, filter_rate, lam, lam_range, eps, lam_widen
     )
+    if isinstance(run, xr.Dataset) and EXPERT in run.dims:
+        return identify_experts(
+            run, apply_rule, params, rank="model" if rank is None else rank, min_routed=min_routed
+        )
+    if rank not in (None, "model") or min_routed != 1:
+        raise ParameterError(
+            "rank and min_routed apply to mixture-of-experts runs only (a run with an 'expert' "
+            "dimension); drop them (--rank, --min-routed) for this dense run"
+        )
     return _identify(_probabilities(run, params.role), params, None)
 
 
@@ -452,6 +475,11 @@ def select(
         As :func:`identify`.
     """
     base = params_of(identification)
+    if EXPERT in identification.dims:
+        raise ParameterError(
+            "select() re-selects dense identifications only; for a mixture-of-experts one, run "
+            "identify() on the run again with the new top_rate or bar"
+        )
     missing = [v for v in ("probability", "score") if v not in identification.variables]
     if missing:
         raise ParameterError(
@@ -600,6 +628,7 @@ def summary(result: xr.Dataset) -> dict[str, Any]:
 
 __all__ = [
     "identify",
+    "apply_rule",
     "select",
     "params_of",
     "summary",

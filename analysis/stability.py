@@ -9,7 +9,8 @@ every count the identification reports, describe how much of an identification i
 
 Memory does not grow with the number of replicates: replicates are processed ``block`` at a
 time, and each block's counts are built by one streaming pass over ``seq_n_active`` in tiles
-aligned to its chunks. Every replicate draws from its own generator
+aligned to its chunks (or, when they fit in 512 MiB, from the role-summed counts the first pass
+kept), and identified two at a time in threads. Every replicate draws from its own generator
 (``SeedSequence(seed).spawn(n_boot)``), and the weighted counts are exact integers (float32
 products while every sum stays below 2**24, float64 otherwise), so results depend neither on
 ``block`` nor on how the run is chunked or backed (numpy, dask, or a lazily read store).
@@ -115,8 +116,8 @@ class _Tally:
             if name in self.values:
                 self.values[name][b] = value
         k = mask.shape[0]
-        inter = (mask & self.full_mask).reshape(k, -1).sum(axis=1)
-        union = mask.reshape(k, -1).sum(axis=1) + self.full_size - inter
+        inter = np.count_nonzero((mask & self.full_mask).reshape(k, -1), axis=1)
+        union = np.count_nonzero(mask.reshape(k, -1), axis=1) + self.full_size - inter
         self.values["jaccard"][b] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 

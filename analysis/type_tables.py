@@ -22,7 +22,7 @@ from langneurons._type_codes import FLAG_MEANINGS, FLAG_VALUES, is_coded
 from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.analysis._validate import check_types, require_result, same_grid
 from langneurons.errors import ParameterError
-from langneurons.names import ALL_TYPES, LANGUAGE, LAYER, NEURON, TYPES
+from langneurons.names import ALL_TYPES, EXPERT, LANGUAGE, LAYER, NEURON, TYPES
 
 TYPE, RUN = "type", "run"
 
@@ -55,6 +55,14 @@ RESULT_VARS: tuple[str, ...] = ("selected", "mask", "neuron_type", "general")
 def load_result(result: object, name: str, variables: Sequence[str] = RESULT_VARS) -> xr.Dataset:
     """Validate an identification result and bring the needed variables into memory."""
     ds = require_result(result, name, variables)
+    if EXPERT in ds.dims:
+        # the layer null and the type tables count the neurons of a layer x neuron grid; a MoE
+        # result's analysed units (padding and undefined cells left out) are not such a grid
+        raise ParameterError(
+            f"{name} is an identification of a mixture-of-experts run (it has an expert "
+            "dimension); comparisons between identifications take dense runs only, so compare "
+            "MoE runs' routing with `stats experts --compare` (docs/design/moe.md)"
+        )
     return ds[list(variables)].compute().assign_attrs(ds.attrs)
 
 

@@ -44,6 +44,7 @@ from typing import Any
 import _table
 import numpy as np
 import xarray as xr
+from _routing import PERMUTATIONS, RoutingShape, routing_cells, routing_replicate
 from _simulate import (
     AblationShape,
     Shape,
@@ -904,7 +905,7 @@ class Cell:
     """One cell of the grid: a shape, a family of methods and a replicate count."""
 
     family: str  # "tests", "compare", "bootstrap", "stages", "deactivation", ...
-    shape: Shape | AblationShape
+    shape: Shape | AblationShape | RoutingShape
     reps: int
     n_boot: int = 0
     controls: int = 0  # accuracy cells: random controls per set
@@ -1034,12 +1035,15 @@ def evaluate(cell: Cell, seed: int = 0) -> list[Result]:
     extra: dict[str, Any] = {}
     step: Callable[..., Replicate]
     truth: Any
-    if isinstance(cell.shape, AblationShape):
-        truth = cell.shape  # an ablation's truth is its shape
+    if isinstance(cell.shape, (AblationShape, RoutingShape)):
+        truth = cell.shape  # an ablation's (a routing design's) truth is its shape
     else:
         truth = make_truth(cell.shape, seed)
     if cell.family == "deactivation":
         step = deactivation_tests
+    elif cell.family == "routing":  # MoE language experts and the routing change
+        step = routing_replicate
+        extra = {"n_boot": cell.n_boot, "n_perm": PERMUTATIONS, "seed": seed}
     elif cell.family == "tests":
         step, extra = probability_and_tests, {"n_boot": cell.n_boot}
     elif cell.family == "compare":
@@ -1260,6 +1264,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cells = (quick_grid() if args.quick else full_grid()) + comparison_cells(args.quick)
     cells += deactivation_cells(args.quick)
+    cells += [Cell("routing", **c) for c in routing_cells(args.quick)]
     if args.family:
         cells = [c for c in cells if c.family in set(args.family)]
     results: list[Result] = []

@@ -15,6 +15,12 @@
    size and padded to the longest sequence in the batch, as the reference code does), with the
    tiny llama's tokenizer and chat template over the whole built-in corpus. Target: at least
    1.8x fewer. Without the chat template the unpadded ratio (2P + R) / (P + R) is printed too.
+3. Mixture of experts: the forward of a tiny random Qwen3-MoE with Qwen3-30B-A3B's proportions
+   (expert width 0.375 x hidden, 128 experts, 8 per token; ``--moe-*``) with the per-expert
+   counting hooks against the bare forward (its default ``grouped_mm`` experts), batch by batch
+   back to back over the timed corpus. Target: at most 1.2x. Timed in CPU seconds of this
+   process (``time.process_time``, one torch thread), which other processes on a shared
+   machine move far less than wall-clock seconds.
 
 The timed corpus is the first ``--records`` records of ``--languages`` languages of the built-in
 corpus (default 32 of 2: full units of 32 records, each committed once, as an extraction commits
@@ -58,6 +64,9 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=2048)
     parser.add_argument("--unit-size", type=int, default=32)
     parser.add_argument("--reference-batch-size", type=int, default=8)
+    parser.add_argument("--moe-experts", type=int, default=128)
+    parser.add_argument("--moe-top-k", type=int, default=8)
+    parser.add_argument("--moe-intermediate", type=int, default=96, help="per routed expert")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="one timed repeat (smoke test)")
     parser.add_argument("--json", type=Path, help="write the headline rows here (make bench)")
@@ -225,6 +234,9 @@ def main() -> None:
         ]
         plain_prefix = [len(tiny_tok(r.prompt)["input_ids"]) for r in all_records]
         plain_ours, plain_ref = sum(plain_full), sum(plain_full) + sum(plain_prefix)
+
+        # -- 3. mixture of experts: per-expert counting hooks vs the bare forward
+        moe = _moe_overhead(args, work, records)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -247,6 +259,7 @@ def main() -> None:
     print(f"{'ratio reference / ours (target >= 1.8)':<50}{ref_positions / ours_positions:>12.3f}")
     print(f"{'unpadded ratio (2P + R) / (P + R)':<50}{ref_real / ours_real:>12.3f}")
     print(f"{'unpadded ratio, no chat template':<50}{plain_ref / plain_ours:>12.3f}")
+    print(f"{moe['label']}: hooked / bare forward, interleaved{moe['ratio']:>12.3f}")
     peak = peak_rss_mib()
     spread = "; ".join(
         f"{name} {min(v):.2f}-{max(v):.2f} s" for name, v in times.items() if len(v) > 1
@@ -294,6 +307,19 @@ def main() -> None:
             ),
             row(
                 "extract",
+                f"MoE extraction vs a bare forward: {moe['label']}, interleaved by batch",
+                moe["hooked"],
+                unit="s",
+                baseline=moe["bare"],
+                target=1.2,
+                note=(
+                    f"{moe['tokens']:,} tokens, {args.threads} thread(s), median of "
+                    f"{args.repeat} repeats of per-repeat ratios = {moe['ratio']:.3f}; counting "
+                    "hooks alone (no tokenizing, no store); CPU seconds of the process"
+                ),
+            ),
+            row(
+                "extract",
                 "token positions: one pass vs two-pass reference",
                 ours_positions,
                 unit="tokens",
@@ -317,6 +343,67 @@ def main() -> None:
             ),
         ],
     )
+
+
+def _moe_overhead(args: argparse.Namespace, work: Path, records: list[Any]) -> dict[str, Any]:
+    """Hooked and bare forward of a tiny random Qwen3-MoE over the same batches, interleaved."""
+    import torch
+
+    from langneurons.extract._moe import MoeAccumulator, capture_moe
+    from langneurons.extract.engine import (
+        bucket_batches,
+        encode,
+        forward_kwargs,
+        load_model,
+        pad_batch,
+    )
+    from langneurons.extract.tiny import tiny_model
+
+    path = tiny_model(
+        "qwen3_moe",
+        seed=0,
+        path=work / "moe",
+        layers=args.layers,
+        hidden=args.hidden,
+        intermediate=args.moe_intermediate,
+        experts=args.moe_experts,
+        top_k=args.moe_top_k,
+    )
+    loaded = load_model(path, device="cpu", dtype="float32")
+    encoded = [encode(r, loaded.tokenizer, chat_template=True, max_length=1024) for r in records]
+    kwargs = forward_kwargs(loaded.model)
+    prepared = []
+    for batch in bucket_batches([e.length for e in encoded], args.batch_tokens):
+        ids, mask = pad_batch([encoded[i] for i in batch], 0)
+        prepared.append((ids, mask, mask.sum(-1).to(torch.int64)))
+    acc = MoeAccumulator(torch, loaded.plan, len(encoded), "cpu", False)
+
+    def once() -> tuple[float, float]:
+        spent = [0.0, 0.0]
+        with torch.inference_mode():
+            for k, (ids, mask, attention) in enumerate(prepared):
+                for with_hook in (k % 2 == 1, k % 2 == 0):
+                    t0 = time.process_time()
+                    if with_hook:
+                        with capture_moe(loaded.plan, acc):
+                            acc.mask = mask
+                            loaded.model(input_ids=ids, attention_mask=attention, **kwargs)
+                    else:
+                        loaded.model(input_ids=ids, attention_mask=attention, **kwargs)
+                    spent[with_hook] += time.process_time() - t0
+        return spent[0], spent[1]
+
+    once()  # warm-up
+    parts = [once() for _ in range(args.repeat)]
+    plan = loaded.plan
+    return {
+        "label": f"tiny random Qwen3-MoE {args.layers} x {plan.n_experts} experts (top "
+        f"{plan.top_k}) x {plan.neurons}, hidden {args.hidden}",
+        "bare": statistics.median(b for b, _ in parts),
+        "hooked": statistics.median(h for _, h in parts),
+        "ratio": statistics.median(h / b for b, h in parts),
+        "tokens": sum(e.length for e in encoded),
+    }
 
 
 def _timed(fn: object) -> float:

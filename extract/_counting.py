@@ -22,7 +22,16 @@ from langneurons.errors import ParameterError
 from langneurons.extract._loading import LoadedModel
 from langneurons.extract._torchio import require_torch
 from langneurons.extract.corpus import Record
-from langneurons.names import ACT_SQSUM, ACT_SUM, N_ACTIVE, N_TOKENS, SEQ_N_ACTIVE, SEQ_N_TOKENS
+from langneurons.names import (
+    ACT_SQSUM,
+    ACT_SUM,
+    N_ACTIVE,
+    N_ROUTED,
+    N_TOKENS,
+    SEQ_N_ACTIVE,
+    SEQ_N_ROUTED,
+    SEQ_N_TOKENS,
+)
 
 MOMENT_GRID = 2.0**-20
 
@@ -159,20 +168,36 @@ def count_unit(
     """Run the model over some records and return their summed counts (numpy, on the host).
 
     ``moments``: also the sums of activations and of their squares (``act_sum``/``act_sqsum``).
+    A mixture-of-experts model (a :class:`~langneurons.extract._moe.MoePlan`) is counted per
+    expert: ``n_active`` is ``[role, layer, expert, neuron]`` and ``n_routed`` (and
+    ``seq_n_routed``) come with it; ``moments`` is refused there.
     """
+    from langneurons.extract._moe import MoeAccumulator, capture_moe, is_moe_plan
     from langneurons.extract.architectures import capture
 
     torch = require_torch()
-    n_neurons = loaded.plan.neurons or probe_neurons(loaded)
-    acc = Accumulator(
-        torch, loaded.n_layers, n_neurons, len(encoded), loaded.device, per_sequence, moments
-    )
+    moe = is_moe_plan(loaded.plan)
+    acc: Accumulator | MoeAccumulator
+    if moe:
+        if moments:
+            raise ParameterError(
+                "--sums is not supported for mixture-of-experts models (sums per expert are not "
+                "in the run layout); drop --sums"
+            )
+        acc = MoeAccumulator(torch, loaded.plan, len(encoded), loaded.device, per_sequence)
+        hooks: Any = capture_moe(loaded.plan, acc)
+    else:
+        n_neurons = loaded.plan.neurons or probe_neurons(loaded)
+        acc = Accumulator(
+            torch, loaded.n_layers, n_neurons, len(encoded), loaded.device, per_sequence, moments
+        )
+        hooks = capture(loaded.plan, acc)
     pad = int(loaded.tokenizer.pad_token_id or 0)
     kwargs = forward_kwargs(loaded.model)
     tokens = torch.zeros((len(encoded), 2), dtype=torch.int64)
     for i, enc in enumerate(encoded):
         tokens[i, 0], tokens[i, 1] = len(enc.prompt), len(enc.response)
-    with torch.inference_mode(), capture(loaded.plan, acc):
+    with torch.inference_mode(), hooks:
         for batch in bucket_batches([e.length for e in encoded], batch_tokens):
             ids, mask = pad_batch([encoded[i] for i in batch], pad)
             attention = mask.sum(-1).to(torch.int64)
@@ -185,11 +210,19 @@ def count_unit(
             )
             if on_batch is not None:
                 on_batch(int(attention.sum()))
+    if isinstance(acc, MoeAccumulator):
+        acc.verify()
     out = {
         N_ACTIVE: acc.active.cpu().numpy(),
         N_TOKENS: tokens.sum(0).numpy(),
         SEQ_N_TOKENS: tokens.numpy(),
     }
+    if isinstance(acc, MoeAccumulator):
+        out[N_ROUTED] = acc.routed_count.cpu().numpy()
+        if acc.seq is not None:
+            out[SEQ_N_ACTIVE] = acc.seq.cpu().numpy()
+            out[SEQ_N_ROUTED] = acc.seq_routed.cpu().numpy()
+        return out
     if moments:
         out[ACT_SUM] = to_grid(acc.total.cpu().numpy())
         out[ACT_SQSUM] = to_grid(acc.squares.cpu().numpy())

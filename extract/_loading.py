@@ -254,12 +254,23 @@ def _finish(
     snapshot: str,
 ) -> LoadedModel:
     """Eval mode, a pad token, the neuron modules and the identity of a loaded model."""
+    from langneurons.extract._moe import looks_moe, resolve_moe
     from langneurons.extract.architectures import resolve
 
     model = model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    plan = resolve(model, hook_module)
+    plan: Any
+    if looks_moe(model):
+        if hook_module is not None:
+            raise ParameterError(
+                f"--hook-module cannot count a mixture of experts ({model.config.model_type}): "
+                "its neurons live inside experts that see only their routed tokens; drop "
+                "--hook-module (supported MoE architectures are counted per expert)"
+            )
+        plan = resolve_moe(model)
+    else:
+        plan = resolve(model, hook_module)
     config_text = model.config.to_json_string(use_diff=False)
     identity = {
         "model": name,

@@ -31,6 +31,7 @@ import numpy as np
 import xarray as xr
 
 from langneurons.errors import ParameterError, RunExistsError
+from langneurons.extract import _moe_ablate as _moe
 from langneurons.extract import corpus as _corpus
 from langneurons.extract._heldout import heldout_check
 from langneurons.extract._torchio import require_torch
@@ -309,6 +310,7 @@ def ablate(
     revision: str | None = None,
     allow_download: bool = False,
     checkpoint_seconds: float = 10.0,
+    source: str = "identification",
 ) -> xr.Dataset:
     """Deactivate each language's neurons in turn and measure every language's response NLL.
 
@@ -332,8 +334,10 @@ def ablate(
     model, gguf_file, revision, allow_download, tokenizer
         The run's model: a path, a Hugging Face id, or a model in memory (see
         :func:`langneurons.extract.engine.extract`).
-    identification
-        A saved identification of ``run`` whose per-language ``mask`` is switched off.
+    identification, source
+        A saved identification of ``run`` whose per-language ``mask`` is switched off (on a
+        mixture of experts, see :mod:`langneurons.extract.moe_ablation`); ``source="stats"``:
+        a saved ``stats experts`` result, whose ``preferred`` experts are masked.
     data
         Evaluation records; their response tokens are scored.
     languages
@@ -378,10 +382,10 @@ def ablate(
             raise ParameterError(f"{key} must be a positive integer, got {value!r}")
     name = schema.check_name(name or identification, "result")
     opened = open_store(store, mode="r+")
-    result = opened.open_result(run, "identification", identification)
-    if "mask" not in result:
-        raise ParameterError(f"identification {identification!r} holds no per-language mask")
-    mask_langs = [str(x) for x in result.language.values]
+    result = opened.open_result(run, _moe.check_source(source), identification)
+    mask_da = _moe.identification_mask(result, identification)
+    moe_unit = _moe.mask_unit(mask_da, identification)  # None: dense; neurons or whole experts
+    mask_langs = [str(x) for x in mask_da.language.values]
     records = load_records(data)
     evaluated = list(dict.fromkeys(r.language for r in records))
     if languages:
@@ -390,7 +394,7 @@ def ablate(
             raise ParameterError(f"language {unknown[0]!r} is not in the evaluation data")
         evaluated = [x for x in evaluated if x in set(languages)]
     items = [r for lang in evaluated for r in records if r.language == lang]
-    mask = np.asarray(result["mask"].values, dtype=bool)  # [language, layer, neuron]
+    mask = np.asarray(mask_da.values, dtype=bool)  # [language, layer, (expert,) neuron]
     attrs: dict[str, Any] = {
         "identification": identification,
         "mask_sha256": _mask_sha256(mask, mask_langs),
@@ -405,6 +409,7 @@ def ablate(
         "model": {},
         "control_rule": "same count per layer, drawn from the layer's neurons outside the set",
     }
+    attrs |= {"source": source} if source != "identification" else {}
     # an earlier ablation of this name: refused without --resume, checked (before the model is
     # loaded, then its identity after) with it
     earlier: xr.Dataset | None = None
@@ -434,6 +439,7 @@ def ablate(
         _check_same(run, name, theirs, {k: v for k, v in ours.items() if k in _CHECKED})
     # held out from the identification sequences: checked before anything is loaded or written
     run_ds = opened.open_run(run)
+    _moe.check_run(moe_unit, run_ds, identification, run)
     attrs |= heldout_check(run_ds, items, allow_overlap=allow_overlap, run=run)
     loaded = load_for_run(
         model,
@@ -449,6 +455,9 @@ def ablate(
         revision=revision,
         allow_download=allow_download,
     )
+    moe_off = _moe.for_ablation(loaded, moe_unit, identification, run, run_ds)
+    if moe_off is not None:  # what is switched off, and how the controls are drawn
+        attrs |= {"moe_unit": moe_off.unit, "control_rule": moe_off.control_rule}
     writer = opened.writer(run)  # the run's name is checked once, for every save below
     attrs["model"] = loaded.identity
     if earlier is not None:
@@ -458,16 +467,24 @@ def ablate(
             earlier.attrs["result_path"] = f"{writer.run}/ablation/{name}"
             return earlier
     # each evaluated language's own set is switched off in turn (its diagonal needs both)
-    sets: dict[str, dict[int, np.ndarray]] = {NONE: {}} | {
-        lang: {layer: np.flatnonzero(mask[k, layer]) for layer in range(mask.shape[1])}
-        for k, lang in enumerate(mask_langs)
-        if lang in evaluated
-    }
+    sets: dict[str, dict[Any, np.ndarray]] = {NONE: {}}
+    if moe_off is None:
+        sets |= {
+            lang: {layer: np.flatnonzero(mask[k, layer]) for layer in range(mask.shape[1])}
+            for k, lang in enumerate(mask_langs)
+            if lang in evaluated
+        }
+    else:  # {(layer, expert): neurons} or {layer: experts}, checked before any unit runs
+        sets |= _moe.language_sets(mask_da, moe_off.unit, [x for x in mask_langs if x in evaluated])
+        for one in sets.values():
+            moe_off.check(one)
     labels = list(sets)
     # the random controls, always drawn in the same order, so a resumed run draws the same sets
     rng = np.random.default_rng(seed)
     drawn = {
-        (d, c + 1): random_control(sets[label], loaded.plan.neurons, rng)
+        (d, c + 1): moe_off.control(sets[label], rng)
+        if moe_off is not None
+        else random_control(sets[label], loaded.plan.neurons, rng)
         for d, label in enumerate(labels)
         if label != NONE
         for c in range(controls)
@@ -519,7 +536,10 @@ def ablate(
                 item_values[unit.row, slices[lang], unit.variant] = item_values[0, slices[lang], 0]
                 task.update(tokens[lang])
             else:
-                with deactivate(loaded, neurons):
+                off = (
+                    deactivate(loaded, neurons) if moe_off is None else moe_off.switch_off(neurons)
+                )
+                with off:
                     scored = _summed_nll(
                         loaded, by_lang[lang], batch_tokens=batch_tokens, on_batch=task.update
                     )
@@ -555,7 +575,10 @@ def ablate(
             "nll": (("deactivated", "evaluated"), nll_table),
             "ppl": (("deactivated", "evaluated"), np.exp(nll_table)),
             "control_nll": (("deactivated", "evaluated", "control"), values[:, :, 1:]),
-            "n_neurons": (("deactivated",), sizes),
+            ("n_experts" if moe_unit == _moe.EXPERT_UNIT else "n_neurons"): (
+                ("deactivated",),
+                sizes,
+            ),
             "item_nll": (("deactivated", "item"), item_values[:, :, 0]),
             "control_item_nll": (("deactivated", "item", "control"), item_values[:, :, 1:]),
             "item_tokens": (("item",), item_tokens),

@@ -48,7 +48,7 @@ from langneurons.extract.ablation import (
     random_control,
 )
 from langneurons.extract.engine import LoadedModel, load_records, reporting
-from langneurons.names import LAYER, NEURON
+from langneurons.names import EXPERT, LAYER, NEURON
 from langneurons.store import open_store, schema
 
 log = logging.getLogger(__name__)
@@ -284,6 +284,11 @@ def ablate_accuracy(
         )
     ident = ident[["mask", "neuron_type", *(["general"] if "general" in ident else [])]].load()
     run_ds = opened.open_run(run)
+    if EXPERT in ident.dims or EXPERT in run_ds.dims:
+        raise ParameterError(
+            f"ablate-accuracy does not take mixture-of-experts runs yet (run {run!r} has an "
+            "expert dim); measure their deactivation with `langneurons ablate`"
+        )
     held = heldout_check(run_ds, records, allow_overlap=allow_overlap, run=run)
     rows = [x for x in evaluated if x in {str(v) for v in ident["language"].values}]
     if not rows:

@@ -59,17 +59,27 @@ from langneurons.extract._loading import (
     from_pretrained_objects,
     load_model,
 )
+from langneurons.extract._moe import is_moe_plan
 from langneurons.names import (
     ACT_SQSUM,
     ACT_SUM,
     N_ACTIVE,
+    N_ROUTED,
     N_TOKENS,
     SEQ_ID,
     SEQ_LANGUAGE,
     SEQ_N_ACTIVE,
+    SEQ_N_ROUTED,
     SEQ_N_TOKENS,
 )
-from langneurons.store import ActivationStore, Counts, RunMetadata, create_store, schema
+from langneurons.store import (
+    ActivationStore,
+    Counts,
+    MoeLayout,
+    RunMetadata,
+    create_store,
+    schema,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +93,7 @@ __all__ = [
     "Unit",
     "as_loaded",
     "bucket_batches",
+    "check_experts",
     "count_unit",
     "encode",
     "extract",
@@ -171,6 +182,7 @@ def extract(
     tokenizer: Any = None,
     revision: str | None = None,
     allow_download: bool = False,
+    experts: bool | None = None,
 ) -> dict[str, Any]:
     """Extract activation counts of ``model`` on ``data`` into ``store`` under ``run``.
 
@@ -207,6 +219,12 @@ def extract(
     generate, max_new_tokens
         Generate missing responses greedily first; the completed records are saved next to the
         store and extracted.
+    experts
+        Per-expert counts (``n_active[language, role, layer, expert, neuron]`` and the experts'
+        token counts ``n_routed``, docs/design/moe.md). ``None`` (the default): per expert for
+        a mixture-of-experts model of the registry (:mod:`langneurons.extract._moe`), dense
+        otherwise; ``True`` refuses a dense model and ``False`` a mixture of experts (whose
+        neurons have no per-layer count).
     progress
         ``False``: report no progress. ``None`` (or ``True``): report it as
         ``langneurons._progress.configure`` chose (the command line: a bar on a terminal, a
@@ -243,6 +261,7 @@ def extract(
         revision=revision,
         allow_download=allow_download,
     )
+    check_experts(loaded, experts, sums=bool(sums))
     if generate:
         records = generate_missing(
             loaded, records, store, run, max_new_tokens=max_new_tokens, chat_template=chat_template
@@ -333,7 +352,7 @@ def extract(
                     moments=bool(sums),
                     on_batch=task.update,
                 )
-                counts = _unit_counts(unit, records, summed, per_sequence)
+                counts = _unit_counts(unit, records, summed, per_sequence, _run_layout(loaded))
                 if pending is not None:
                     pending.result()
                     pending = None
@@ -345,6 +364,28 @@ def extract(
             if pending is not None:
                 pending.result()
     return report
+
+
+def check_experts(loaded: LoadedModel, experts: bool | None, *, sums: bool = False) -> None:
+    """Refuse per-expert counts of a dense model, dense counts of a mixture of experts, and
+    sums of activations of a mixture of experts (not in its run layout)."""
+    moe = is_moe_plan(loaded.plan)
+    model_type = loaded.plan.model_type
+    if experts is True and not moe:
+        raise ParameterError(
+            f"per-expert counts were asked for, but the model ({model_type}) is dense: it has no "
+            "experts; drop --experts"
+        )
+    if experts is False and moe:
+        raise ParameterError(
+            f"the model ({model_type}) is a mixture of experts: its neurons live inside experts "
+            "and are counted per expert; drop --no-experts"
+        )
+    if sums and moe:
+        raise ParameterError(
+            f"--sums is not supported for mixture-of-experts models ({model_type}): sums per "
+            "expert are not in the run layout; drop --sums"
+        )
 
 
 def load_records(
@@ -374,12 +415,33 @@ def _choose_languages(all_languages: list[str], languages: Sequence[str] | None)
     return [x for x in all_languages if x in set(languages)]
 
 
+def _run_layout(loaded: LoadedModel) -> MoeLayout | None:
+    """The store's layout of a MoE run of the loaded model, or None for a dense model."""
+    plan = loaded.plan
+    if not is_moe_plan(plan):
+        return None
+    return MoeLayout(
+        expert_neurons=plan.expert_neurons,
+        n_shared=plan.n_shared,
+        top_k=plan.top_k,
+        model_type=plan.model_type,
+    )
+
+
 def _unit_counts(
-    unit: Unit, records: Sequence[_corpus.Record], sums: dict[str, np.ndarray], per_sequence: bool
+    unit: Unit,
+    records: Sequence[_corpus.Record],
+    sums: dict[str, np.ndarray],
+    per_sequence: bool,
+    moe: MoeLayout | None = None,
 ) -> Counts:
     kwargs: dict[str, Any] = {}
+    if moe is not None:
+        kwargs = {"moe": moe, N_ROUTED: sums[N_ROUTED][None]}
+        if per_sequence:
+            kwargs[SEQ_N_ROUTED] = sums[SEQ_N_ROUTED]
     if ACT_SUM in sums:
-        kwargs = {ACT_SUM: sums[ACT_SUM][None], ACT_SQSUM: sums[ACT_SQSUM][None]}
+        kwargs |= {ACT_SUM: sums[ACT_SUM][None], ACT_SQSUM: sums[ACT_SQSUM][None]}
     if per_sequence:
         kwargs |= {
             SEQ_N_ACTIVE: sums[SEQ_N_ACTIVE],
@@ -448,6 +510,7 @@ def _open_or_create_run(
                 languages=all_languages,
                 sequence_labels=labels if per_sequence else None,
                 planned_units=planned,
+                moe=_run_layout(loaded),
             )
             return opened
         except RunExistsError:

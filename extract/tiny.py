@@ -188,8 +188,68 @@ _CONFIGS: dict[str, Callable[[_Sizes], dict[str, Any]]] = {
     "bloom": _bloom,
 }
 
-#: The architectures :func:`tiny_model` can build (transformers ``model_type`` values).
+#: The dense architectures :func:`tiny_model` can build (transformers ``model_type`` values).
 TINY_ARCHITECTURES: tuple[str, ...] = tuple(_CONFIGS)
+
+
+def _moe_sizes(s: _Sizes, experts: int, top_k: int) -> dict[str, Any]:
+    """Llama-like sizes of a MoE model: ``intermediate`` is each routed expert's width."""
+    return {**_llama_like(s), "num_experts_per_tok": top_k, "norm_topk_prob": True}
+
+
+def _mixtral(s: _Sizes, experts: int, top_k: int) -> dict[str, Any]:
+    """Mixtral: num_local_experts experts of intermediate_size neurons."""
+    return {**_moe_sizes(s, experts, top_k), "num_local_experts": experts}
+
+
+def _qwen2_moe(s: _Sizes, experts: int, top_k: int) -> dict[str, Any]:
+    """Qwen2-MoE: routed experts of moe_intermediate_size plus one wider shared expert."""
+    return {
+        **_moe_sizes(s, experts, top_k),
+        "num_experts": experts,
+        "moe_intermediate_size": s.intermediate,
+        "shared_expert_intermediate_size": s.intermediate + s.intermediate // 2,
+        "intermediate_size": 2 * s.intermediate,
+    }
+
+
+def _qwen3_moe(s: _Sizes, experts: int, top_k: int) -> dict[str, Any]:
+    """Qwen3-MoE: routed experts of moe_intermediate_size, every layer sparse."""
+    return {
+        **_moe_sizes(s, experts, top_k),
+        "num_experts": experts,
+        "moe_intermediate_size": s.intermediate,
+        "intermediate_size": 2 * s.intermediate,
+    }
+
+
+def _olmoe(s: _Sizes, experts: int, top_k: int) -> dict[str, Any]:
+    """OLMoE: num_experts experts of intermediate_size neurons."""
+    return {**_moe_sizes(s, experts, top_k), "num_experts": experts}
+
+
+def _gpt_oss(s: _Sizes, experts: int, top_k: int) -> dict[str, Any]:
+    """GPT-OSS: interleaved gate/up with biases; alternating sliding and full attention."""
+    kwargs = {**_mixtral(s, experts, top_k)}
+    del kwargs["norm_topk_prob"]
+    kinds = ("sliding_attention", "full_attention")
+    kwargs["layer_types"] = [kinds[i % 2] for i in range(s.layers)]
+    kwargs["sliding_window"] = 16
+    kwargs["max_position_embeddings"] = 131072  # YaRN factor 32 of the default 4096
+    return kwargs
+
+
+#: Config keyword arguments of each tiny mixture-of-experts architecture.
+_MOE_CONFIGS: dict[str, Callable[[_Sizes, int, int], dict[str, Any]]] = {
+    "mixtral": _mixtral,
+    "qwen2_moe": _qwen2_moe,
+    "qwen3_moe": _qwen3_moe,
+    "olmoe": _olmoe,
+    "gpt_oss": _gpt_oss,
+}
+
+#: The mixture-of-experts architectures :func:`tiny_model` can build.
+TINY_MOE_ARCHITECTURES: tuple[str, ...] = tuple(_MOE_CONFIGS)
 
 
 def _require() -> tuple[Any, Any, Any]:
@@ -261,13 +321,16 @@ def tiny_model(
     layers: int = 2,
     hidden: int = 32,
     intermediate: int = 64,
+    experts: int = 4,
+    top_k: int = 2,
 ) -> Path:
     """Write a tiny random-weight model and its byte-level tokenizer to a directory.
 
     Parameters
     ----------
     arch
-        A transformers ``model_type`` from :data:`TINY_ARCHITECTURES`.
+        A transformers ``model_type`` from :data:`TINY_ARCHITECTURES` or
+        :data:`TINY_MOE_ARCHITECTURES`.
     seed
         Seed of the weight initialisation; the same seed gives the same weights. The global
         torch random state is left as it was.
@@ -276,7 +339,11 @@ def tiny_model(
     layers, hidden, intermediate
         Decoder layers, hidden size (a multiple of 8: heads are 8 wide) and MLP intermediate
         size, i.e. neurons per layer. BLOOM ignores ``intermediate``: its MLP is always
-        ``4 * hidden`` wide.
+        ``4 * hidden`` wide. In a mixture of experts, ``intermediate`` is each routed expert's
+        width (Qwen2-MoE's shared expert is 1.5 times as wide).
+    experts, top_k
+        Routed experts per layer and experts per token of a mixture of experts (ignored by
+        dense architectures).
 
     Returns
     -------
@@ -291,11 +358,10 @@ def tiny_model(
     MissingDependencyError
         torch, transformers or tokenizers is not installed.
     """
-    build = _CONFIGS.get(arch) if isinstance(arch, str) else None
-    if build is None:
-        raise ParameterError(
-            f"arch {arch!r} has no tiny model (available: {', '.join(TINY_ARCHITECTURES)})"
-        )
+    known = isinstance(arch, str) and (arch in _CONFIGS or arch in _MOE_CONFIGS)
+    if not known:
+        available = ", ".join((*TINY_ARCHITECTURES, *TINY_MOE_ARCHITECTURES))
+        raise ParameterError(f"arch {arch!r} has no tiny model (available: {available})")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParameterError(f"seed must be a non-negative integer, not {seed!r}")
     sizes = _Sizes(
@@ -303,6 +369,13 @@ def tiny_model(
         _positive_int("hidden", hidden, multiple_of=HEAD_DIM),
         _positive_int("intermediate", intermediate),
     )
+    if arch in _MOE_CONFIGS:
+        _positive_int("experts", experts)
+        if _positive_int("top_k", top_k) > experts:
+            raise ParameterError(f"top_k must be at most experts ({experts}), not {top_k}")
+        kwargs = _MOE_CONFIGS[arch](sizes, experts, top_k)
+    else:
+        kwargs = _CONFIGS[arch](sizes)
     torch, transformers, _ = _require()
     if path is None:
         out = Path(tempfile.mkdtemp(prefix=f"langneurons-tiny-{arch}-"))
@@ -312,7 +385,7 @@ def tiny_model(
             raise ParameterError(f"path {str(out)!r} is a file; give a directory for the model")
         out.mkdir(parents=True, exist_ok=True)
 
-    config = transformers.AutoConfig.for_model(arch, **build(sizes))
+    config = transformers.AutoConfig.for_model(arch, **kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = transformers.AutoModelForCausalLM.from_config(config)
@@ -330,6 +403,7 @@ __all__ = [
     "PAD_ID",
     "SPECIAL_TOKENS",
     "TINY_ARCHITECTURES",
+    "TINY_MOE_ARCHITECTURES",
     "VOCAB_SIZE",
     "byte_tokenizer",
     "tiny_model",

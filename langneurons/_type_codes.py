@@ -17,13 +17,16 @@ from numpy.typing import NDArray
 
 #: ``CODES[i]`` is the type of code ``i`` (the order of the identification kernels' codes).
 CODES: Final = ("none", "unassigned", "specific", "related", "general")
+#: The codes of a mixture-of-experts identification (docs/design/moe.md): the dense ones, then a
+#: neuron of an expert with no tokens of a language (``undefined``) and a padding neuron.
+MOE_CODES: Final = (*CODES, "undefined", "padding")
 FLAG_VALUES: Final = "flag_values"
 FLAG_MEANINGS: Final = "flag_meanings"
 
 
-def flag_attrs() -> dict[str, Any]:
+def flag_attrs(codes: tuple[str, ...] = CODES) -> dict[str, Any]:
     """The CF attributes of coded neuron types (JSON-serialisable)."""
-    return {FLAG_VALUES: list(range(len(CODES))), FLAG_MEANINGS: " ".join(CODES)}
+    return {FLAG_VALUES: list(range(len(codes))), FLAG_MEANINGS: " ".join(codes)}
 
 
 def is_coded(attrs: Mapping[str, Any], dtype: np.dtype[Any]) -> bool:
@@ -31,20 +34,21 @@ def is_coded(attrs: Mapping[str, Any], dtype: np.dtype[Any]) -> bool:
     return dtype.kind in "iu" and FLAG_VALUES in attrs and FLAG_MEANINGS in attrs
 
 
-def encode(labels: NDArray[Any]) -> NDArray[np.int8]:
-    """``int8`` codes of type labels (any string dtype); ValueError naming an unknown label."""
+def encode(labels: NDArray[Any], codes: tuple[str, ...] = CODES) -> NDArray[np.int8]:
+    """``int8`` codes of type labels (any string dtype) in the table ``codes`` (:data:`CODES`
+    or :data:`MOE_CODES`); ValueError naming an unknown label."""
     arr = np.asarray(labels)
     if arr.dtype.kind not in "UT":
         arr = arr.astype(str)
     out = np.zeros(arr.shape, dtype=np.int8)
     known = np.zeros(arr.shape, dtype=np.bool_)
-    for code, name in enumerate(CODES):
+    for code, name in enumerate(codes):
         hit = arr == name
         out[hit] = code
         known |= hit
     if not known.all():
         bad = str(arr[~known].reshape(-1)[0])
-        raise ValueError(f"neuron_type holds {bad!r}, not one of {list(CODES)}")
+        raise ValueError(f"neuron_type holds {bad!r}, not one of {list(codes)}")
     return out
 
 

@@ -362,3 +362,124 @@ def run_demo(
         "seconds": total,
         "timings": timings,
     }
+
+
+#: The tiny mixture of experts of ``demo --moe``: Qwen2-MoE (routed experts and a shared one).
+MOE_SHAPE: dict[str, int] = {"layers": 4, "hidden": 64, "intermediate": 64, "experts": 8}
+
+
+def _nudged_router_copy(loaded: Any, scale: float, seed: int) -> Any:
+    """The same MoE model with its routers nudged: a stand-in second (e.g. aligned) checkpoint
+    whose routing differs."""
+    import copy
+
+    import torch
+
+    twin = copy.deepcopy(loaded)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in twin.model.named_parameters():
+            if name.endswith("mlp.gate.weight"):
+                noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+                param.add_((noise * param.float().std() * scale).to(param.dtype))
+    twin.identity = {**loaded.identity, "perturbed": {"scale": scale, "seed": seed}}
+    twin.identity["config_sha256"] = loaded.identity["config_sha256"] + f"+router{seed}"
+    return twin
+
+
+def run_moe_demo(
+    out: str | Path = "demo-out",
+    *,
+    languages: list[str] | None = None,
+    n_boot: int = 30,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """``demo --moe``: a tiny random Qwen2-MoE, offline, end to end.
+
+    Extracts per-expert counts (with per-sequence counts) of the model and of a copy with nudged
+    routers, identifies language neurons per expert with both rules (ranked within each expert),
+    finds the language experts by routing share and tests the routing change between the two
+    checkpoints, and writes the report. ``out`` follows :func:`run_demo`'s rules.
+    """
+    from langneurons.analysis import identify
+    from langneurons.analysis.routing import language_experts, routing_change
+    from langneurons.cli.moe import change_lines, experts_lines, identification_lines
+    from langneurons.extract.corpus import builtin_corpus, write_records
+    from langneurons.extract.engine import extract, load_model
+    from langneurons.extract.tiny import tiny_model
+    from langneurons.reports import write_report
+    from langneurons.store import open_store
+
+    out = Path(out)
+    _clear_earlier_demo(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(
+        json.dumps({"langneurons-demo": True, "entries": list(DEMO_ENTRIES)}, indent=2) + "\n",
+        encoding="utf-8",
+    )
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def step(name: str) -> Callable[[], None]:
+        t0 = time.perf_counter()
+        echo(f"[demo] {name} ...")
+
+        def done() -> None:
+            timings[name] = round(time.perf_counter() - t0, 2)
+
+        return done
+
+    done = step("model")
+    model_path = tiny_model("qwen2_moe", seed=0, path=out / "model", **MOE_SHAPE)
+    base = load_model(model_path, device="auto", dtype="auto")
+    twin = _nudged_router_copy(base, scale=0.5, seed=1)
+    done()
+
+    records = builtin_corpus(languages, part="identify")
+    data = out / "corpus.jsonl"
+    write_records(data, records)
+    store_path = out / "store.zarr"
+    name = "tiny-qwen2-moe"
+    runs = {f"{name}/base": base, f"{name}/aligned": twin}
+    for run, loaded in runs.items():
+        done = step(f"extract {run} (per expert)")
+        extract(model_path, data, store_path, run, per_sequence=True, chat_template=True,
+                max_length=768, loaded=loaded, experts=True)  # fmt: skip
+        done()
+
+    store = open_store(store_path, mode="r+")
+    lines: list[str] = []
+    for run in runs:
+        done = step(f"identify {run} (per expert)")
+        ds = store.open_run(run)
+        for method in ("ternary", "lape"):
+            result = identify(ds, method, top_rate=0.05, rank="expert")
+            store.save_result(run, "identification", method, result)
+            if run.endswith("/base"):
+                lines += [f"[demo] {run} {method}", *identification_lines(result)]
+        done()
+
+    base_run, other = f"{name}/base", f"{name}/aligned"
+    done = step("language experts")
+    experts = language_experts(store.open_run(base_run), n_boot=n_boot, seed=0)
+    store.save_result(base_run, "stats", "experts", experts)
+    change = routing_change(store.open_run(base_run), store.open_run(other), n_perm=200, seed=0)
+    store.save_result(other, "stats", "routing-change", change)
+    done()
+    lines += ["", f"[demo] language experts of {base_run}", *experts_lines(experts)]
+    lines += ["", f"[demo] routing {base_run} -> {other} (nudged routers)", *change_lines(change)]
+
+    done = step("report")
+    html = write_report(store_path, out / "report")
+    done()
+    for line in lines:
+        echo(line)
+    total = round(time.perf_counter() - started, 1)
+    echo(f"[demo] done in {total} s: store {store_path}, report {html}")
+    return {
+        "out": str(out),
+        "store": str(store_path),
+        "report": str(html),
+        "seconds": total,
+        "timings": timings,
+    }

@@ -16,7 +16,7 @@ from typing import Any, Final
 import xarray as xr
 
 from langneurons.errors import LangneuronsError
-from langneurons.names import LAYER, NEURON
+from langneurons.names import EXPERT, LAYER, NEURON
 from langneurons.reports import _summary as summ
 from langneurons.reports import figures
 from langneurons.reports._blocks import (
@@ -499,6 +499,8 @@ class Builder:
                 "Neurons shared by N languages",
                 Call("shared_by", ([ref],), (("labels", [run]),)),
             )
+        if "n_language_neurons" in ds:  # a mixture-of-experts identification
+            self.figure(sec, "Language neurons per expert", Call("expert_neurons", (ref,)))
 
     def result(self, ref: Load, identifications: dict[str, xr.Dataset]) -> None:
         ds = self.loader(ref)
@@ -586,14 +588,23 @@ class Builder:
                 sec.blocks.append(Para(f"Left out of the joint figures (other shape): {left}."))
             labels = [r.run for r in same]
             self.figure(sec, f"Neuron types per layer ({name})", self._across_call(name, labels))
-            self.figure(
-                sec,
-                f"Overlap of the selected neurons between runs ({name})",
-                Call(
-                    "overlap_matrix",
-                    (Derive("derived.run_overlap", (same,), (("labels", labels),)),),
-                ),
-            )
+            if EXPERT in first.dims:
+                sec.blocks.append(
+                    Para(
+                        "Mixture-of-experts runs: no overlap matrix between runs (its chance "
+                        "null counts a layer x neuron grid); the routing change between runs "
+                        "is under the aligned run's stats (routing-change)."
+                    )
+                )
+            else:
+                self.figure(
+                    sec,
+                    f"Overlap of the selected neurons between runs ({name})",
+                    Call(
+                        "overlap_matrix",
+                        (Derive("derived.run_overlap", (same,), (("labels", labels),)),),
+                    ),
+                )
             self.figure(
                 sec,
                 f"Neurons shared by N languages ({name})",

@@ -33,6 +33,16 @@ CAPTIONS: Final[Mapping[str, str]] = {
         "both sets empty."
     ),
     "shared_by": "All neurons, by the number N of languages in which P > tau.",
+    "expert_neurons": (
+        "Language neurons (the language's mask: selected, P > tau, with P = n_active / "
+        "n_routed) in each expert (columns) of each layer (rows); grey: the expert received "
+        "too few tokens of some language there (undefined P, left out)."
+    ),
+    "routing_shares": (
+        "Fraction of each language's tokens that the router of a layer (rows) sends to each "
+        "routed expert (columns), n_routed / n_tokens; summed over a layer it is top_k. "
+        "Outlined: experts specific to the language (share above ratio x their mean share)."
+    ),
     "type_change": (
         "Change in the number of neurons of each type, per layer and over all layers (second "
         "run minus first), with bootstrap percentile intervals from resampling sequences; "
@@ -194,6 +204,21 @@ def _models_figures(ctx: Context) -> list[tuple[str, Call]]:
 MODELS_LABEL: Final = "models of different shapes side by side (compare_models)"
 
 KINDS: Final[tuple[Kind, ...]] = (
+    # mixture-of-experts routing results (before the per-neuron tests, whose variables the
+    # routing change shares)
+    Kind(
+        "language experts of a mixture-of-experts run (language_experts)",
+        ("share", "specificity", "expert_type"),
+        (LANGUAGE, LAYER, "expert"),
+        _one("Routing share per expert and layer", "routing_shares"),
+        key_attr="per_language",
+    ),
+    Kind(
+        "routing change between two mixture-of-experts runs (routing_change)",
+        ("base_share", "aligned_share", "change"),
+        (LANGUAGE, LAYER, "expert"),
+        key_attr="per_layer",
+    ),
     Kind(
         MODELS_LABEL,
         ("type_share", "layer_share", "jaccard", "mantel_r"),

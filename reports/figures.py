@@ -10,7 +10,8 @@ only arrange results.
 
 The figures live by subject in private modules: identifications
 (:mod:`~langneurons.reports._fig_types`), comparisons (``_fig_compare``), models of different
-shapes (``_fig_models``) and statistics (``_fig_stats``), over one shared base (``_fig_base``:
+shapes (``_fig_models``), statistics (``_fig_stats``) and mixture-of-experts runs
+(``_fig_moe``), over one shared base (``_fig_base``:
 palette, style, saving).
 
 Figures are built with :class:`matplotlib.figure.Figure`, never ``pyplot``: no global figure
@@ -51,6 +52,7 @@ from langneurons.reports._fig_models import (
     model_shares,
     models_overview,
 )
+from langneurons.reports._fig_moe import expert_neurons, routing_shares
 from langneurons.reports._fig_stats import deactivation_heatmap, qvalues, stability
 from langneurons.reports._fig_types import layer_types, per_language, shared_by
 
@@ -80,6 +82,7 @@ __all__ = [
     "TYPE_NOTE",
     "accuracy_heatmap",
     "deactivation_heatmap",
+    "expert_neurons",
     "layer_types",
     "model_jaccard",
     "model_profiles",
@@ -88,6 +91,7 @@ __all__ = [
     "overlap_matrix",
     "per_language",
     "qvalues",
+    "routing_shares",
     "save",
     "shared_by",
     "stability",

@@ -8,7 +8,7 @@ from langneurons.store._counts import Counts
 from langneurons.store._migrate import Migration, migrate_store
 from langneurons.store._open import create_store, import_zip, open_store
 from langneurons.store._store import ActivationStore, RunWriter
-from langneurons.store.schema import SCHEMA_VERSION, RunMetadata
+from langneurons.store.schema import SCHEMA_VERSION, MoeLayout, RunMetadata
 
 __all__ = [
     "decode_attrs",
@@ -16,6 +16,7 @@ __all__ = [
     "ActivationStore",
     "Counts",
     "Migration",
+    "MoeLayout",
     "RunMetadata",
     "RunWriter",
     "create_store",

@@ -17,27 +17,33 @@ import zarr
 from langneurons.errors import StoreValidationError
 from langneurons.names import (
     ACT_SUM,
+    EXPERT,
+    EXPERT_NEURONS,
+    EXPERT_SHARED,
     LANGUAGE,
     LAYER,
+    MOE_ATTR,
     N_ACTIVE,
+    N_ROUTED,
     N_TOKENS,
     NEURON,
     ROLE,
     ROLES,
-    SEQ_DIMS,
     SEQ_ID,
     SEQ_LANGUAGE,
     SEQ_N_ACTIVE,
+    SEQ_N_ROUTED,
     SEQ_N_TOKENS,
     SEQUENCE,
 )
-from langneurons.store import _integrity, _nodes, schema
+from langneurons.store import _attrs, _chunks, _integrity, _nodes, schema
 from langneurons.store._counts import Counts, check_token_total
 
-#: The arrays indexed by language (rows a write appends or adds to), moments last.
-LANGUAGE_ROWS = (N_ACTIVE, N_TOKENS, *schema.MOMENTS)
-#: The per-sequence count arrays (slots a write adds to).
-SEQ_COUNTS = (SEQ_N_ACTIVE, SEQ_N_TOKENS)
+#: The arrays indexed by language (rows a write appends or adds to), moments last; n_routed
+#: only in a mixture-of-experts run (every user skips an array the run does not have).
+LANGUAGE_ROWS = (N_ACTIVE, N_TOKENS, N_ROUTED, *schema.MOMENTS)
+#: The per-sequence count arrays (slots a write adds to); seq_n_routed only in a MoE run.
+SEQ_COUNTS = (SEQ_N_ACTIVE, SEQ_N_TOKENS, SEQ_N_ROUTED)
 
 SequenceLabels = tuple[Sequence[str], Sequence[str]]
 
@@ -63,6 +69,18 @@ def token_totals(languages: Sequence[str], n_tokens: Any) -> str:
 def read_token_totals(group: zarr.Group) -> str:
     """:func:`token_totals` of a run as its arrays hold them."""
     return token_totals(_nodes.labels(group, LANGUAGE), _nodes.read(group, N_TOKENS))
+
+
+def moe_layout(group: zarr.Group, where: str = "run") -> schema.MoeLayout | None:
+    """The experts of a mixture-of-experts run (None for a dense run), from its attrs and coords."""
+    if N_ROUTED not in group and MOE_ATTR not in group.attrs:
+        return None
+    return schema.MoeLayout.from_parts(
+        group.attrs.get(MOE_ATTR),
+        _nodes.read(group, EXPERT_SHARED),
+        _nodes.read(group, EXPERT_NEURONS),
+        where,
+    )
 
 
 def check_new_run(
@@ -117,9 +135,20 @@ def create_arrays(
     moments: bool,
     sequences: bool,
     seq_dtype: str,
+    moe: schema.MoeLayout | None = None,
 ) -> None:
-    """Create the (empty) arrays of a new run in ``group``."""
+    """Create the (empty) arrays of a new run in ``group`` (``moe``: a mixture-of-experts run)."""
     lc = schema.layer_chunk(n_layers, n_neurons)
+    # a MoE run: counts [.., layer, expert, neuron], chunked by layers (or experts) as dense runs
+    inner: tuple[int, ...] = (n_neurons,)
+    chunk_inner: tuple[int, ...] = (lc, n_neurons)
+    count_coords: dict[str, Any] = {}
+    if moe is not None:
+        inner = (moe.size, n_neurons)
+        chunk_inner = schema.expert_chunks(n_layers, moe.size, n_neurons)
+        chunk_inner = (*chunk_inner, n_neurons)
+        count_coords = {"coordinates": f"{EXPERT_SHARED} {EXPERT_NEURONS}"}
+    dims = schema.variables(moe is not None)
     codec = _integrity.numeric_codecs()
     text = _integrity.string_codecs()
     with _nodes.quiet():
@@ -150,17 +179,21 @@ def create_arrays(
                 compressors=codec,
             )
             coord[:] = np.arange(size, dtype=np.int64)
+        if moe is not None:
+            _create_experts(group, moe, n_layers, codec)
+            group.attrs.update(_attrs.encode({MOE_ATTR: moe.to_attr()}))
         names = [N_ACTIVE] + (list(schema.MOMENTS) if moments else [])
         for name in names:
-            spec = schema.VARIABLES[name]
+            spec = dims[name]
             group.create_array(
                 name,
-                shape=(0, 2, n_layers, n_neurons),
-                chunks=(1, 1, lc, n_neurons),
+                shape=(0, 2, n_layers, *inner),
+                chunks=(1, 1, *chunk_inner),
                 dtype=spec.dtype,
                 fill_value=0,
                 dimension_names=list(spec.dims),
                 compressors=codec,
+                attributes=count_coords,
             )
         group.create_array(
             N_TOKENS,
@@ -172,18 +205,33 @@ def create_arrays(
             compressors=codec,
         )
         if sequences:
-            slc = schema.layer_chunk(n_layers, n_neurons, np.dtype(seq_dtype).itemsize)
+            itemsize = np.dtype(seq_dtype).itemsize
+            slc: tuple[int, ...] = (schema.layer_chunk(n_layers, n_neurons, itemsize),)
+            if moe is not None:
+                slc = schema.expert_chunks(n_layers, moe.size, n_neurons, itemsize)
             coords: dict[str, Any] = {"coordinates": " ".join(schema.SEQ_COORDS)}
             group.create_array(
                 SEQ_N_ACTIVE,
-                shape=(0, 2, n_layers, n_neurons),
-                chunks=(8, 1, slc, n_neurons),
+                shape=(0, 2, n_layers, *inner),
+                chunks=(8, 1, *slc, n_neurons),
                 dtype=seq_dtype,
                 fill_value=0,
                 compressors=codec,
-                dimension_names=list(SEQ_DIMS),
-                attributes=coords,
+                dimension_names=list(dims[SEQ_N_ACTIVE].dims),
+                attributes=_with_coords(coords, count_coords),
             )
+            if moe is not None:
+                per_seq = 2 * n_layers * moe.size * 8
+                group.create_array(
+                    SEQ_N_ROUTED,
+                    shape=(0, 2, n_layers, moe.size),
+                    chunks=(max(1, min(1024, (8 << 20) // per_seq)), 2, n_layers, moe.size),
+                    dtype="int64",
+                    fill_value=0,
+                    compressors=codec,
+                    dimension_names=list(dims[SEQ_N_ROUTED].dims),
+                    attributes=_with_coords(coords, count_coords),
+                )
             group.create_array(
                 SEQ_N_TOKENS,
                 shape=(0, 2),
@@ -204,7 +252,43 @@ def create_arrays(
                     compressors=text,
                 )
         for name, array in group.arrays():
-            array.attrs.update(schema.VARIABLE_ATTRS.get(name, {}))
+            if schema.VARIABLE_ATTRS.get(name):  # one metadata write (attrs.update: one a key)
+                array.update_attributes(schema.VARIABLE_ATTRS[name])
+
+
+def _with_coords(*attrs: dict[str, Any]) -> dict[str, Any]:
+    """Array attributes naming the coordinates of each of ``attrs`` (xarray reads them)."""
+    names = " ".join(a["coordinates"] for a in attrs if a.get("coordinates"))
+    return {"coordinates": names} if names else {}
+
+
+def _create_experts(group: zarr.Group, moe: schema.MoeLayout, n_layers: int, codec: Any) -> None:
+    """The expert coordinates of a MoE run, and its (empty) ``n_routed``."""
+    values = {
+        EXPERT: np.arange(moe.size, dtype=np.int64),
+        EXPERT_SHARED: moe.expert_shared,
+        EXPERT_NEURONS: np.asarray(moe.expert_neurons, dtype=np.int64),
+    }
+    for name, value in values.items():
+        coord = group.create_array(
+            name,
+            shape=(moe.size,),
+            chunks=(moe.size,),
+            dtype=value.dtype,
+            dimension_names=[EXPERT],
+            compressors=codec,
+        )
+        coord[:] = value
+    group.create_array(
+        N_ROUTED,
+        shape=(0, 2, n_layers, moe.size),
+        chunks=(1, 2, n_layers, moe.size),
+        dtype="int64",
+        fill_value=0,
+        dimension_names=list(schema.MOE_VARIABLES[N_ROUTED].dims),
+        compressors=codec,
+        attributes={"coordinates": f"{EXPERT_SHARED} {EXPERT_NEURONS}"},
+    )
 
 
 def preallocate(
@@ -224,7 +308,7 @@ def preallocate(
         labels[:] = np.array(list(languages), dtype=object).astype(str)
     if sequence_labels:
         n = len(sequence_labels[0])
-        for name in schema.SEQUENCES:
+        for name in seq_arrays(group):
             array = _nodes.arr(group, name)
             array.resize((n, *array.shape[1:]))
             if name not in schema.SEQ_COORDS:
@@ -236,7 +320,9 @@ def preallocate(
 def plan_write(run: str, group: zarr.Group, counts: Counts, merge: bool) -> Plan:
     """Check counts against the run; return its current languages and the rows merged into."""
     current = _nodes.labels(group, LANGUAGE)
-    layers, neurons = _nodes.arr(group, N_ACTIVE).shape[2:]
+    shape = _nodes.arr(group, N_ACTIVE).shape
+    layers, neurons = shape[2], shape[-1]
+    _check_same_experts(run, group, counts)
     if counts.shape != (layers, neurons):
         raise StoreValidationError(
             f"counts have {counts.shape[0]} layers x {counts.shape[1]} neurons but run {run!r} "
@@ -275,6 +361,41 @@ def plan_write(run: str, group: zarr.Group, counts: Counts, merge: bool) -> Plan
     if has_seq:
         _check_sequences(group, counts)
     return Plan(current, existing, token_totals(labels, after))
+
+
+def _check_same_experts(run: str, group: zarr.Group, counts: Counts) -> None:
+    """Refuse dense counts in a MoE run, MoE counts in a dense one, or other experts."""
+    layout = moe_layout(group, f"run {run!r}")
+    if layout is None and counts.moe is not None:
+        raise StoreValidationError(
+            f"counts are per expert ({counts.moe.describe()}) but run {run!r} is a dense run; "
+            "write them to a run created with moe=MoeLayout(...)"
+        )
+    if layout is not None and counts.moe is None:
+        raise StoreValidationError(
+            f"run {run!r} is a mixture-of-experts run ({layout.describe()}) but the counts are "
+            "dense; give Counts(..., moe=..., n_routed=...) of the same model"
+        )
+    if layout is not None and counts.moe != layout:
+        raise StoreValidationError(
+            f"counts have {layout_text(counts.moe)} but run {run!r} has {layout_text(layout)}; "
+            "write them to a run of the same model"
+        )
+
+
+def layout_text(moe: schema.MoeLayout | None) -> str:
+    """A layout in a message, with what tells two apart."""
+    if moe is None:
+        return "no experts"
+    return (
+        f"{moe.describe()} (expert_neurons {list(moe.expert_neurons)}, model_type "
+        f"{moe.model_type!r})"
+    )
+
+
+def seq_arrays(group: zarr.Group) -> tuple[str, ...]:
+    """The per-sequence arrays of the run ``group`` (a MoE run's include ``seq_n_routed``)."""
+    return schema.MOE_SEQUENCES if SEQ_N_ROUTED in group else schema.SEQUENCES
 
 
 def _check_sequences(group: zarr.Group, counts: Counts) -> None:
@@ -321,6 +442,7 @@ def apply(
     k0 = len(current)
     k1 = k0 + len(new)
     names = [N_ACTIVE, N_TOKENS] + (list(schema.MOMENTS) if counts.has_moments else [])
+    names += [N_ROUTED] if counts.moe is not None else []
     rows = sorted(existing.values())
     for name in names:
         array = _nodes.arr(group, name)
@@ -331,8 +453,8 @@ def apply(
             j = counts.languages.index(lang)
             before = old[name][rows.index(i)] if old is not None else array[i]
             array[i] = before + data[j]
-        for offset, lang in enumerate(new):
-            array[k0 + offset] = data[counts.languages.index(lang)]
+        if new:
+            _chunks.write_or_set(array, k0, _rows(data, [counts.languages.index(x) for x in new]))
     if new:
         labels = _nodes.arr(group, LANGUAGE)
         labels.resize((k1,))
@@ -340,6 +462,8 @@ def apply(
     if counts.has_sequences and counts.seq_index is not None:
         index = np.asarray(counts.seq_index, dtype=np.intp)
         for name in SEQ_COUNTS:
+            if name not in group:
+                continue
             array = _nodes.arr(group, name)
             before = np.asarray(array.oindex[index], dtype=np.int64)
             array.oindex[index] = (before + np.asarray(getattr(counts, name))).astype(array.dtype)
@@ -347,7 +471,7 @@ def apply(
         s0 = _nodes.arr(group, SEQ_N_ACTIVE).shape[0]
         s1 = s0 + len(counts.seq_language or [])
         if s1 > s0:
-            for name in schema.SEQUENCES:
+            for name in seq_arrays(group):
                 array = _nodes.arr(group, name)
                 array.resize((s1, *array.shape[1:]))
                 value = getattr(counts, name)
@@ -356,3 +480,11 @@ def apply(
                 else:
                     value = np.asarray(value).astype(array.dtype)
                 array[s0:s1] = value
+
+
+def _rows(data: Any, order: list[int]) -> np.ndarray:
+    """``data[order]``, a view when ``order`` is a run of consecutive rows (no copy of counts)."""
+    values = np.asarray(data)
+    if order == list(range(order[0], order[0] + len(order))):
+        return values[order[0] : order[0] + len(order)]
+    return values[order]

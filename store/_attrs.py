@@ -2,9 +2,9 @@
 
 netCDF (and most dataset tools) accept only numbers, strings and flat lists of them as attributes,
 so ``ds.to_netcdf()`` fails on a run whose attributes hold mappings. A run group's nested
-attributes (``provenance``, ``writes``, ``migrated``, ``planned_units``, and ``results_of`` of
-a results-only group) are written as JSON text, and every langneurons reader decodes them; runs
-written before this keep their nested form on disk, and readers accept both.
+attributes (``provenance``, ``writes``, ``migrated``, ``planned_units``, ``moe``, and
+``results_of`` of a results-only group) are written as JSON text, and every langneurons reader
+decodes them; runs written before this keep their nested form on disk, and readers accept both.
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 #: Run-group attributes that hold nested data, stored as JSON text.
-JSON_ATTRS: tuple[str, ...] = ("provenance", "writes", "results_of", "migrated", "planned_units")
+JSON_ATTRS: tuple[str, ...] = (
+    "provenance",
+    "writes",
+    "results_of",
+    "migrated",
+    "planned_units",
+    "moe",  # a mixture-of-experts run's experts (docs/design/moe.md)
+)
 #: Attribute of an exported file (NetCDF) naming, as a JSON list, the other attributes it holds as
 #: JSON text: every attribute that is not a string or a number (lists, mappings, booleans, None).
 LISTED: str = "json_attrs"

@@ -25,6 +25,12 @@ class Counts:
     The role axis is ``("prompt", "response")``. Per-sequence counts are appended to the run's
     sequences, unless ``seq_index`` names the positions of pre-allocated sequence slots
     (see ``create_run(sequence_labels=...)``) to add them into.
+
+    Counts of a mixture-of-experts model (docs/design/moe.md) give ``moe`` (the experts'
+    :class:`~langneurons.store.schema.MoeLayout`) and ``n_routed[language, role, layer, expert]``
+    (tokens routed to each expert); ``n_active`` (and the moments) then have the dims
+    ``[language, role, layer, expert, neuron]``, and per-sequence counts add
+    ``seq_n_routed[sequence, role, layer, expert]`` to a 5-D ``seq_n_active``.
     """
 
     languages: Sequence[str]
@@ -37,17 +43,29 @@ class Counts:
     seq_language: Sequence[str] | None = None
     seq_id: Sequence[str] | None = None
     seq_index: Sequence[int] | None = None
+    n_routed: np.ndarray | None = None
+    seq_n_routed: np.ndarray | None = None
+    moe: schema.MoeLayout | None = None
 
     def __post_init__(self) -> None:
         self.languages = [schema.check_language(x) for x in self.languages]
         self.n_active = _as_counts("n_active", self.n_active)
         self.n_tokens = _as_counts("n_tokens", self.n_tokens)
+        if self.n_routed is not None:
+            self.n_routed = _as_counts("n_routed", self.n_routed)
+        if self.seq_n_routed is not None:
+            self.seq_n_routed = _as_counts("seq_n_routed", self.seq_n_routed)
         self.validate()
 
     @property
     def shape(self) -> tuple[int, int]:
         """``(n_layers, n_neurons)``."""
-        return int(self.n_active.shape[2]), int(self.n_active.shape[3])
+        return int(self.n_active.shape[2]), int(self.n_active.shape[-1])
+
+    @property
+    def is_moe(self) -> bool:
+        """Whether these are the counts of a mixture-of-experts model (``moe`` given)."""
+        return self.moe is not None
 
     @property
     def has_moments(self) -> bool:
@@ -65,12 +83,14 @@ class Counts:
         dup = sorted({x for x in self.languages if list(self.languages).count(x) > 1})
         if dup:
             raise StoreValidationError(f"duplicate language {dup[0]!r}; each language once")
-        _check_int("n_active", self.n_active, 4)
+        moe = _check_moe_parts(self)
+        _check_int("n_active", self.n_active, 5 if moe else 4)
         _check_int("n_tokens", self.n_tokens, 2)
         if self.n_active.shape[:2] != (k, 2) or self.n_tokens.shape != (k, 2):
+            dims = "layers, experts, neurons" if moe else "layers, neurons"
             raise StoreValidationError(
                 f"n_active has shape {self.n_active.shape} and n_tokens {self.n_tokens.shape}; "
-                f"expected ({k}, 2, layers, neurons) and ({k}, 2) for {k} languages x 2 roles"
+                f"expected ({k}, 2, {dims}) and ({k}, 2) for {k} languages x 2 roles"
             )
         if self.n_tokens.min(initial=0) < 0:
             raise StoreValidationError("n_tokens holds negative token totals; totals must be >= 0")
@@ -78,7 +98,18 @@ class Counts:
             raise StoreValidationError("n_active holds negative counts; counts must be >= 0")
         _check_int64("n_tokens", self.n_tokens, self.languages)
         _check_int64("n_active", self.n_active, self.languages)
-        _check_not_above("n_active", self.n_active, self.n_tokens, self.languages)
+        if moe is not None:
+            self.n_routed = _check_moe(
+                moe,
+                "n_active",
+                self.n_active,
+                "n_routed",
+                self.n_routed,
+                self.n_tokens,
+                self.languages,
+            )
+        else:
+            _check_not_above("n_active", self.n_active, self.n_tokens, self.languages)
         check_token_total(self.n_tokens, self.languages)
         for name in schema.MOMENTS:
             arr = getattr(self, name)
@@ -94,12 +125,17 @@ class Counts:
                 if not np.isfinite(arr).all():
                     raise StoreValidationError(f"{name} holds NaN or infinite values")
         seq_parts = [self.seq_n_active, self.seq_n_tokens, self.seq_language, self.seq_id]
+        names = "seq_n_active, seq_n_tokens, seq_language, seq_id"
+        if moe is not None:
+            seq_parts.append(self.seq_n_routed)
+            names = "seq_n_active, seq_n_routed, seq_n_tokens, seq_language, seq_id"
+        elif self.seq_n_routed is not None:
+            raise StoreValidationError(
+                "seq_n_routed given without moe; per-expert counts need the experts' MoeLayout"
+            )
         if any(p is not None for p in seq_parts):
             if any(p is None for p in seq_parts):
-                raise StoreValidationError(
-                    "per-sequence counts need all of seq_n_active, seq_n_tokens, seq_language, "
-                    "seq_id"
-                )
+                raise StoreValidationError(f"per-sequence counts need all of {names}")
             self._validate_sequences()
 
     def _validate_sequences(self) -> None:
@@ -107,14 +143,14 @@ class Counts:
         assert self.seq_language is not None and self.seq_id is not None
         self.seq_n_active = _as_counts("seq_n_active", self.seq_n_active)
         self.seq_n_tokens = _as_counts("seq_n_tokens", self.seq_n_tokens)
-        _check_int("seq_n_active", self.seq_n_active, 4)
+        _check_int("seq_n_active", self.seq_n_active, self.n_active.ndim)
         _check_int("seq_n_tokens", self.seq_n_tokens, 2)
         s = len(self.seq_language)
-        layers, neurons = self.shape
-        if self.seq_n_active.shape != (s, 2, layers, neurons) or self.seq_n_tokens.shape != (s, 2):
+        want = (s, 2, *self.n_active.shape[2:])
+        if self.seq_n_active.shape != want or self.seq_n_tokens.shape != (s, 2):
             raise StoreValidationError(
                 f"seq_n_active has shape {self.seq_n_active.shape} and seq_n_tokens "
-                f"{self.seq_n_tokens.shape}; expected ({s}, 2, {layers}, {neurons}) and ({s}, 2)"
+                f"{self.seq_n_tokens.shape}; expected {want} and ({s}, 2)"
             )
         if len(self.seq_id) != s:
             raise StoreValidationError(f"seq_id has {len(self.seq_id)} entries; expected {s}")
@@ -143,7 +179,18 @@ class Counts:
                 f"seq_n_tokens adds up to {total(self.seq_n_tokens)}, above the int64 limit "
                 f"{INT64_MAX}; check the input: no real token total is this large"
             )
-        _check_not_above("seq_n_active", self.seq_n_active, self.seq_n_tokens, self.seq_id)
+        if self.moe is not None:
+            self.seq_n_routed = _check_moe(
+                self.moe,
+                "seq_n_active",
+                self.seq_n_active,
+                "seq_n_routed",
+                self.seq_n_routed,
+                self.seq_n_tokens,
+                self.seq_id,
+            )
+        else:
+            _check_not_above("seq_n_active", self.seq_n_active, self.seq_n_tokens, self.seq_id)
         # per-sequence counts must add up to the per-language totals they refine
         lang_index = {x: i for i, x in enumerate(self.languages)}
         idx = np.array([lang_index[x] for x in self.seq_language], dtype=np.intp)
@@ -154,6 +201,16 @@ class Counts:
                 "seq_n_tokens summed per language differs from n_tokens; the per-sequence and "
                 "per-language counts must come from the same tokens"
             )
+        if self.moe is not None:  # and so must the per-expert counts
+            for name, seq_name in (("n_routed", "seq_n_routed"), ("n_active", "seq_n_active")):
+                mine = getattr(self, name)
+                summed = np.zeros(mine.shape, dtype=np.int64)
+                np.add.at(summed, idx, np.asarray(getattr(self, seq_name)).astype(np.int64))
+                if not np.array_equal(summed, mine):
+                    raise StoreValidationError(
+                        f"{seq_name} summed per language differs from {name}; the per-sequence "
+                        "and per-language counts must come from the same tokens"
+                    )
 
     def subset(self, languages: Sequence[str]) -> Counts:
         """The counts of some languages (and their sequences), in the given order."""
@@ -174,6 +231,11 @@ class Counts:
                 x for x, k in zip(self.seq_language or [], keep, strict=True) if k
             ]
             kwargs["seq_id"] = [x for x, k in zip(self.seq_id or [], keep, strict=True) if k]
+            if self.seq_n_routed is not None:
+                kwargs["seq_n_routed"] = np.asarray(self.seq_n_routed)[keep]
+        if self.moe is not None:
+            kwargs["moe"] = self.moe
+            kwargs["n_routed"] = np.asarray(self.n_routed)[index]
         return Counts(**kwargs)
 
 
@@ -251,3 +313,115 @@ def _check_not_above(
             f"{name} exceeds its token total for {labels[i]!r} role {schema.ROLES[r]!r} at "
             f"{int(above[i, r].sum())} cells; counts can never exceed the tokens counted"
         )
+
+
+def _check_moe_parts(counts: Counts) -> schema.MoeLayout | None:
+    """The MoE layout of ``counts`` (None for a dense model's), its parts checked together."""
+    if counts.moe is None:
+        if counts.n_routed is not None:
+            raise StoreValidationError(
+                "n_routed given without moe; per-expert counts need the experts' MoeLayout "
+                "(Counts(..., moe=MoeLayout(...)))"
+            )
+        return None
+    if not isinstance(counts.moe, schema.MoeLayout):
+        raise StoreValidationError(
+            f"moe must be a langneurons.store.MoeLayout, got {type(counts.moe).__name__}"
+        )
+    if counts.n_routed is None:
+        raise StoreValidationError(
+            "MoE counts need n_routed[language, role, layer, expert], the tokens routed to each "
+            "expert (the denominator of n_active)"
+        )
+    return counts.moe
+
+
+def _check_moe(
+    moe: schema.MoeLayout,
+    active_name: str,
+    active: np.ndarray,
+    routed_name: str,
+    routed: np.ndarray | None,
+    tokens: np.ndarray,
+    labels: Sequence[str],
+) -> np.ndarray:
+    """Check per-expert counts ``[row, role, layer, expert, neuron]`` against their routing.
+
+    Returns ``routed`` as int64. Every invariant of docs/design/moe.md: the expert and neuron
+    dims match ``moe``, padding neurons are 0, no count exceeds its expert's routed tokens, the
+    routed experts receive ``top_k`` x the tokens, a shared expert every token.
+    """
+    assert routed is not None
+    rows, _, layers = active.shape[:3]
+    if active.shape[3:] != (moe.size, moe.n_neurons):
+        raise StoreValidationError(
+            f"{active_name} has {active.shape[3]} experts x {active.shape[4]} neurons; the MoE "
+            f"layout ({moe.describe()}) has {moe.size} experts x {moe.n_neurons} neurons"
+        )
+    _check_int(routed_name, routed, 4)
+    if routed.shape != (rows, 2, layers, moe.size):
+        raise StoreValidationError(
+            f"{routed_name} has shape {routed.shape}; expected {(rows, 2, layers, moe.size)} "
+            f"({active_name} without its neuron dim)"
+        )
+    if routed.min(initial=0) < 0:
+        raise StoreValidationError(f"{routed_name} holds negative counts; counts must be >= 0")
+    _check_int64(routed_name, routed, labels)
+    routed = routed.astype(np.int64)
+    padding = np.arange(moe.n_neurons)[None, :] >= np.asarray(moe.expert_neurons)[:, None]
+    if padding.any():
+        bad = np.argwhere((active[:, :, :, padding] != 0).any(axis=-1))
+        if bad.size:
+            i, r = bad[0][:2]
+            raise StoreValidationError(
+                f"{active_name} for {labels[i]!r} role {schema.ROLES[r]!r} counts padding "
+                "neurons (neuron >= expert_neurons of their expert); those must hold 0"
+            )
+    counted = active.astype(np.int64) if active.dtype == np.uint64 else active
+    above = counted > routed[..., None]
+    if above.any():
+        i, r = np.argwhere(above.any(axis=(2, 3, 4)))[0]
+        raise StoreValidationError(
+            f"{active_name} exceeds {routed_name} for {labels[i]!r} role {schema.ROLES[r]!r} at "
+            f"{int(above[i, r].sum())} cells; a neuron counts only tokens routed to its expert"
+        )
+    problems = routing_problems(moe, routed_name, routed, tokens, labels)
+    if problems:
+        raise StoreValidationError(problems[0])
+    return routed
+
+
+def routing_problems(
+    moe: schema.MoeLayout,
+    name: str,
+    routed: np.ndarray,
+    tokens: np.ndarray,
+    labels: Sequence[str],
+) -> list[str]:
+    """How routed-token counts ``[row, role, layer, expert]`` break the routing invariants.
+
+    The routed experts of a layer receive ``top_k`` x the row's tokens between them, and each
+    shared expert every token. One line per kind of problem (its first place), empty when none.
+    """
+    out = []
+    routed = np.asarray(routed, dtype=np.int64)
+    tok = np.asarray(tokens, dtype=np.int64)
+    sums = routed[..., : moe.n_experts].sum(axis=-1, dtype=np.int64)
+    bad = np.argwhere(sums != moe.top_k * tok[:, :, None])
+    if bad.size:
+        i, r, layer = bad[0]
+        out.append(
+            f"{name} of the routed experts adds up to {int(sums[i, r, layer])} for "
+            f"{labels[i]!r} role {schema.ROLES[r]!r} layer {layer}; with top_k={moe.top_k} it "
+            f"must be {moe.top_k} x {int(tok[i, r])} tokens"
+        )
+    shared = routed[..., moe.n_experts :]
+    bad = np.argwhere(shared != tok[:, :, None, None])
+    if bad.size:
+        i, r, layer, e = bad[0]
+        out.append(
+            f"{name} of shared expert {moe.n_experts + e} is {int(shared[i, r, layer, e])} for "
+            f"{labels[i]!r} role {schema.ROLES[r]!r} layer {layer}; a shared expert sees every "
+            f"token ({int(tok[i, r])})"
+        )
+    return out

@@ -125,7 +125,7 @@ def card(
             for i, run in enumerate(parts.runs)
         ],
         "langneurons": {
-            "schema_version": schema.SCHEMA_VERSION,
+            "schema_version": parts.info.get("schema_version", schema.SCHEMA_VERSION),
             "tool_version": __version__,
             "store_zip": ZIP_NAME,
             "store_zip_sha256": zip_sha256,
@@ -140,8 +140,16 @@ def card(
         "the probability `P = n_active / n_tokens` is computed from them.",
         "",
         f"- `{ZIP_NAME}`: the whole activation store (Zarr v3, schema version "
-        f"{schema.SCHEMA_VERSION}), {zip_sha256}",
+        f"{parts.info.get('schema_version', schema.SCHEMA_VERSION)}), {zip_sha256}",
         f"- `{DATA_DIR}/`: one Parquet table per run, one row per (language, role, layer, neuron)",
+        *(
+            [
+                "  (mixture-of-experts runs: per (language, role, layer, expert, neuron), with "
+                "`n_routed` and `P = n_active / n_routed`)"
+            ]
+            if any("moe" in entry for entry in runs.values())
+            else []
+        ),
         "",
         f"**Licence:** `{license}`."
         + (
@@ -181,9 +189,20 @@ def _run_entry(info: dict[str, Any]) -> dict[str, Any]:
     }
     if "sequences" in info:
         entry["sequences"] = int(info["sequences"])
+    if "moe" in info:  # a mixture-of-experts run
+        entry["moe"] = dict(info["moe"])
     if prov:
         entry["provenance"] = prov
     return entry
+
+
+def _experts(entry: dict[str, Any]) -> str:
+    """``"8 routed + 1 shared experts (top-2) x "`` of a MoE run's card entry ("" when dense)."""
+    moe = entry.get("moe")
+    if not moe:
+        return ""
+    shared = f" + {moe['n_shared']} shared" if moe.get("n_shared") else ""
+    return f"{moe['n_experts']} routed{shared} experts (top-{moe['top_k']}) x "
 
 
 def _run_section(run: str, entry: dict[str, Any], file: str) -> list[str]:
@@ -196,7 +215,7 @@ def _run_section(run: str, entry: dict[str, Any], file: str) -> list[str]:
         f"| corpus | {entry['corpus'] or '?'} ({entry['corpus_hash'] or 'no hash recorded'}) |",
         f"| counted | {entry['hook_point'] or '?'} ({entry['activation'] or '?'}, "
         f"{entry['dtype']}) |",
-        f"| shape | {entry['layers']} layers x {entry['neurons']} neurons |",
+        f"| shape | {entry['layers']} layers x {_experts(entry)}{entry['neurons']} neurons |",
         f"| languages | {' '.join(entry['languages'])} |",
         f"| how it was made | {entry['made'] or '?'} by langneurons {entry['tool_version']}, "
         f"{entry['created']} |",

@@ -4,6 +4,11 @@ One row per (language, role, layer, neuron) of a run, with the columns:
 
 ``run, language, role, layer, neuron, n_active, n_tokens, P``
     the counts, and ``P = n_active / n_tokens`` (NaN where no token was counted);
+``expert``, ``n_routed`` (mixture-of-experts runs only: one row per language, role, layer,
+    expert and neuron)
+    the expert after ``layer``, the tokens routed to it after ``n_tokens``, and
+    ``P = n_active / n_routed`` (null where the expert received no token, and at the padding
+    neurons of an expert smaller than the largest, docs/design/moe.md);
 ``type_<name>``, ``mask_<name>``
     for each saved identification result ``<name>`` (``/`` in a name written as ``.``): the
     neuron's type (``specific``, ``related``, ``general``, ``none``, ...) and whether it is in
@@ -30,7 +35,17 @@ import xarray as xr
 
 from langneurons._progress import progress
 from langneurons.errors import StoreValidationError
-from langneurons.names import LANGUAGE, LAYER, N_ACTIVE, N_TOKENS, NEURON, ROLE
+from langneurons.names import (
+    EXPERT,
+    EXPERT_NEURONS,
+    LANGUAGE,
+    LAYER,
+    N_ACTIVE,
+    N_ROUTED,
+    N_TOKENS,
+    NEURON,
+    ROLE,
+)
 from langneurons.store import _attrs, _export
 
 log = logging.getLogger(__name__)
@@ -48,6 +63,11 @@ class Source:
     result: xr.Dataset
     type_column: str | None
     mask_column: str | None
+
+
+def _inner(counts: xr.Dataset) -> tuple[str, ...]:
+    """The dims after ``layer`` of a run's counts: the expert too in a MoE run."""
+    return (EXPERT, NEURON) if N_ROUTED in counts else (NEURON,)
 
 
 def column_names(name: str) -> tuple[str, str]:
@@ -91,7 +111,7 @@ def write_into(
         counts = open_run(run)
         sources = _sources(run, counts, identifications(run))
         path = _export.run_file(folder, run, ".parquet")
-        schema = _schema(pa, sources).with_metadata(
+        schema = _schema(pa, sources, N_ROUTED in counts).with_metadata(
             {METADATA_KEY: json.dumps(_metadata(run, counts, sources)).encode()}
         )
         batches = list(_layer_batches(counts))
@@ -112,7 +132,7 @@ def _sources(run: str, counts: xr.Dataset, found: list[tuple[str, xr.Dataset]]) 
         same = all(
             dim in result.coords
             and np.array_equal(np.asarray(result[dim].values), np.asarray(counts[dim].values))
-            for dim in (LAYER, NEURON)
+            for dim in (LAYER, *_inner(counts))
         )
         has_type, has_mask = "neuron_type" in result, "mask" in result
         if not same or not (has_type or has_mask):
@@ -130,17 +150,19 @@ def _sources(run: str, counts: xr.Dataset, found: list[tuple[str, xr.Dataset]]) 
     return out
 
 
-def _schema(pa: Any, sources: list[Source]) -> Any:
+def _schema(pa: Any, sources: list[Source], moe: bool = False) -> Any:
     words = pa.dictionary(pa.int32(), pa.string())
     fields = [
         pa.field("run", words, nullable=False),
         pa.field(LANGUAGE, words, nullable=False),
         pa.field(ROLE, words, nullable=False),
         pa.field(LAYER, pa.int64(), nullable=False),
+        *([pa.field(EXPERT, pa.int64(), nullable=False)] if moe else []),
         pa.field(NEURON, pa.int64(), nullable=False),
         pa.field(N_ACTIVE, pa.int64(), nullable=False),
         pa.field(N_TOKENS, pa.int64(), nullable=False),
-        pa.field("P", pa.float64(), nullable=False),
+        *([pa.field(N_ROUTED, pa.int64(), nullable=False)] if moe else []),
+        pa.field("P", pa.float64(), nullable=moe),
     ]
     for source in sources:
         if source.type_column:
@@ -154,7 +176,11 @@ def _metadata(run: str, counts: xr.Dataset, sources: list[Source]) -> dict[str, 
     return {
         "run": run,
         "attrs": _attrs.to_python(_attrs.decode(counts.attrs)),
-        "rows": "one per (language, role, layer, neuron); P = n_active / n_tokens",
+        "rows": (
+            "one per (language, role, layer, expert, neuron); P = n_active / n_routed"
+            if N_ROUTED in counts
+            else "one per (language, role, layer, neuron); P = n_active / n_tokens"
+        ),
         "columns": {
             col: {"result": f"identification/{s.name}", "variable": var}
             for s in sources
@@ -167,7 +193,8 @@ def _metadata(run: str, counts: xr.Dataset, sources: list[Source]) -> dict[str, 
 
 def _layer_batches(counts: xr.Dataset) -> Iterator[slice]:
     """Slices of the layer axis, each about :data:`ROWS_PER_GROUP` rows of the table."""
-    k, r, n_layers, n = (counts.sizes[d] for d in (LANGUAGE, ROLE, LAYER, NEURON))
+    k, r, n_layers = (counts.sizes[d] for d in (LANGUAGE, ROLE, LAYER))
+    n = int(np.prod([counts.sizes[d] for d in _inner(counts)]))
     per_layer = max(1, k * r * n)
     step = max(1, ROWS_PER_GROUP // per_layer)
     for start in range(0, n_layers, step):
@@ -177,24 +204,33 @@ def _layer_batches(counts: xr.Dataset) -> Iterator[slice]:
 def _table(
     pa: Any, schema: Any, run: str, counts: xr.Dataset, sources: list[Source], layers: slice
 ) -> Any:
-    """The rows of one batch of layers, ordered language, role, layer, neuron."""
+    """The rows of one batch of layers, ordered language, role, layer, (expert,) neuron."""
+    inner = _inner(counts)
+    moe = len(inner) == 2
     languages = _export.labels(counts[LANGUAGE].variable)
     roles = _export.labels(counts[ROLE].variable)
     layer_ids = np.asarray(counts[LAYER].values)[layers]
-    neuron_ids = np.asarray(counts[NEURON].values)
-    k, r, b, n = len(languages), len(roles), len(layer_ids), len(neuron_ids)
-    shape = (k, r, b, n)
+    inner_ids = [np.asarray(counts[d].values) for d in inner]
+    k, r, b = len(languages), len(roles), len(layer_ids)
+    shape = (k, r, b, *(len(x) for x in inner_ids))
     active = np.asarray(
-        counts[N_ACTIVE].transpose(LANGUAGE, ROLE, LAYER, NEURON).isel({LAYER: layers}).values,
+        counts[N_ACTIVE].transpose(LANGUAGE, ROLE, LAYER, *inner).isel({LAYER: layers}).values,
         dtype=np.int64,
     )
     tokens = np.asarray(counts[N_TOKENS].transpose(LANGUAGE, ROLE).values, dtype=np.int64)
-    tokens_cells = np.broadcast_to(tokens[:, :, None, None], shape)
+    tokens_cells = np.broadcast_to(tokens.reshape(k, r, *[1] * (len(shape) - 2)), shape)
+    denominator = tokens_cells
+    if moe:
+        routed = counts[N_ROUTED].transpose(LANGUAGE, ROLE, LAYER, EXPERT).isel({LAYER: layers})
+        denominator = np.broadcast_to(np.asarray(routed.values, dtype=np.int64)[..., None], shape)
     with np.errstate(divide="ignore", invalid="ignore"):
-        prob = np.where(tokens_cells > 0, active / np.maximum(tokens_cells, 1), np.nan)
+        prob = np.where(denominator > 0, active / np.maximum(denominator, 1), np.nan)
+    if moe:  # padding neurons of a smaller expert: no probability
+        sizes = np.asarray(counts[EXPERT_NEURONS].values)
+        prob = np.where(inner_ids[1][None, :] >= sizes[:, None], np.nan, prob)
 
     def index(values: np.ndarray, axis: int) -> np.ndarray:
-        view = [1, 1, 1, 1]
+        view = [1] * len(shape)
         view[axis] = len(values)
         return np.broadcast_to(values.reshape(view), shape).reshape(-1)
 
@@ -202,39 +238,51 @@ def _table(
         codes = index(np.arange(len(labels), dtype=np.int32), axis)
         return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(labels.tolist()))
 
+    cells = int(np.prod(shape))
     columns: dict[str, Any] = {
         "run": pa.DictionaryArray.from_arrays(
-            pa.array(np.zeros(k * r * b * n, dtype=np.int32)), pa.array([run])
+            pa.array(np.zeros(cells, dtype=np.int32)), pa.array([run])
         ),
         LANGUAGE: words(languages, 0),
         ROLE: words(roles, 1),
         LAYER: index(layer_ids.astype(np.int64), 2),
-        NEURON: index(neuron_ids.astype(np.int64), 3),
-        N_ACTIVE: active.reshape(-1),
-        N_TOKENS: tokens_cells.reshape(-1),
-        "P": prob.reshape(-1),
     }
+    for axis, (dim, ids) in enumerate(zip(inner, inner_ids, strict=True), start=3):
+        columns[dim] = index(ids.astype(np.int64), axis)
+    columns[N_ACTIVE] = active.reshape(-1)
+    columns[N_TOKENS] = tokens_cells.reshape(-1)
+    if moe:
+        columns[N_ROUTED] = denominator.reshape(-1)
+    columns["P"] = prob.reshape(-1)
+    if moe:  # undefined P is null (an expert without tokens, a padding neuron)
+        columns["P"] = pa.array(columns["P"], mask=np.isnan(columns["P"]), type=pa.float64())
     for source in sources:
         part = source.result.isel({LAYER: layers})
         if source.type_column:
-            kinds = _export.labels(part["neuron_type"].transpose(LAYER, NEURON).variable)
+            kinds = _export.labels(part["neuron_type"].transpose(LAYER, *inner).variable)
             table, codes = np.unique(kinds, return_inverse=True)
-            cells = np.broadcast_to(codes.reshape(1, 1, b, n).astype(np.int32), shape)
+            typed = np.broadcast_to(codes.reshape(1, 1, *shape[2:]).astype(np.int32), shape)
             columns[source.type_column] = pa.DictionaryArray.from_arrays(
-                pa.array(cells.reshape(-1)), pa.array(table.tolist())
+                pa.array(typed.reshape(-1)), pa.array(table.tolist())
             )
         if source.mask_column:
-            columns[source.mask_column] = _mask_column(pa, part, languages, shape)
+            columns[source.mask_column] = _mask_column(pa, part, languages, shape, inner)
     return pa.table(columns, schema=schema)
 
 
-def _mask_column(pa: Any, part: xr.Dataset, languages: np.ndarray, shape: tuple[int, ...]) -> Any:
+def _mask_column(
+    pa: Any,
+    part: xr.Dataset,
+    languages: np.ndarray,
+    shape: tuple[int, ...],
+    inner: tuple[str, ...] = (NEURON,),
+) -> Any:
     """The result's mask for each row's language (null for a language the result lacks)."""
-    k, r, b, n = shape
-    mask = part["mask"].transpose(LANGUAGE, LAYER, NEURON)
+    k = shape[0]
+    mask = part["mask"].transpose(LANGUAGE, LAYER, *inner)
     have = list(_export.labels(mask[LANGUAGE].variable))
-    values = np.zeros((k, b, n), dtype=bool)
-    valid = np.zeros((k, b, n), dtype=bool)
+    values = np.zeros((k, *shape[2:]), dtype=bool)
+    valid = np.zeros((k, *shape[2:]), dtype=bool)
     data = np.asarray(mask.values, dtype=bool)
     for i, lang in enumerate(languages):
         if lang in have:
@@ -259,7 +307,7 @@ def check(path: Path, run: str, counts: xr.Dataset, sources: list[Source], schem
         if not found.schema_arrow.equals(schema, check_metadata=True):
             raise StoreValidationError(f"{where}: the schema read back differs")
         for i, layers in enumerate(batches):
-            expected = _table(pa, schema, run, counts, sources, layers)
+            expected = _table(pa, schema, run, counts, sources, layers)  # MoE runs too
             if not found.read_row_group(i).equals(expected):
                 raise StoreValidationError(
                     f"{where}: row group {i} (layers {layers.start}..{layers.stop - 1}) differs "

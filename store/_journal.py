@@ -25,7 +25,7 @@ from zarr.abc.store import Store
 from langneurons.errors import CorruptStoreError
 from langneurons.names import LANGUAGE, SEQ_N_ACTIVE
 from langneurons.store import _attrs, _manifest, _nodes, schema
-from langneurons.store._arrays import LANGUAGE_ROWS, SEQ_COUNTS, Plan
+from langneurons.store._arrays import LANGUAGE_ROWS, SEQ_COUNTS, Plan, seq_arrays
 from langneurons.store._counts import Counts
 from langneurons.store._plan import units_of
 
@@ -93,7 +93,8 @@ class Journal:
         if counts.seq_index is not None and SEQ_N_ACTIVE in group:
             index = np.asarray(counts.seq_index, dtype=np.intp)
             for name in SEQ_COUNTS:
-                undo[name] = np.asarray(_nodes.arr(checked, name).oindex[index])
+                if name in group:
+                    undo[name] = np.asarray(_nodes.arr(checked, name).oindex[index])
             state["seq_index"] = [int(i) for i in index]
         # the undo data goes first; the group marker, written last, arms the journal
         if self.leftovers():
@@ -181,7 +182,7 @@ class Journal:
         with _nodes.quiet():
             group = zarr.open_group(self._zstore, path=self.run, mode="r", use_consolidated=False)
         want = {n: len(merged) for n in LANGUAGE_ROWS if merged and n in group}
-        want.update({n: len(seq_index) for n in SEQ_COUNTS if seq_index is not None})
+        want.update({n: len(seq_index) for n in SEQ_COUNTS if seq_index is not None and n in group})
         raw = _nodes.raw(self._zstore, f"{self.path}/{UNDO}")
         try:
             if raw is None:
@@ -232,9 +233,10 @@ class Journal:
         if "seq_index" in state:
             index = np.array(state["seq_index"], dtype=np.intp)
             for name in SEQ_COUNTS:
-                _nodes.arr(group, name).oindex[index] = undo[name]
+                if name in group:
+                    _nodes.arr(group, name).oindex[index] = undo[name]
         if SEQ_N_ACTIVE in group:
-            for name in schema.SEQUENCES:
+            for name in seq_arrays(group):
                 _nodes.shrink(_nodes.arr(group, name), s0)
         group.attrs.put(dict(state["attrs"]))
         _manifest.flush(self._zstore, recorder, new=False)

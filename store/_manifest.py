@@ -15,6 +15,7 @@ what a check found. Each manifest is one key, written atomically by the store.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Mapping
@@ -88,7 +89,7 @@ class Recorder(WrapperStore[Store]):
             return
         match = CHUNK_KEY.match(key)
         if match is not None:
-            crc = None if value is None else tail(value.to_bytes())
+            crc = None if value is None else tail(value.as_numpy_array()[-4:].tobytes())
             self.chunks.setdefault(match["array"], {})[match["chunk"]] = crc
 
     async def set(self, key: str, value: Buffer) -> None:
@@ -105,9 +106,8 @@ class Recorder(WrapperStore[Store]):
         self._note(key, None)
 
 
-def _is_checked_array(zstore: Store, path: str) -> bool:
-    """Whether ``path`` is an array whose chunks end in a CRC32C (a schema-2 array)."""
-    raw = _nodes.raw(zstore, f"{path}/zarr.json")
+def _checked_meta(raw: bytes | None) -> bool:
+    """Whether ``raw`` is the ``zarr.json`` of an array whose chunks end in a CRC32C."""
     try:
         meta = json.loads(raw) if raw is not None else None
     except ValueError:
@@ -130,12 +130,18 @@ def flush(zstore: Store, recorder: Recorder, *, new: bool) -> None:
     ``new``: the arrays were created through the recorder, so each gets a manifest of what it
     recorded. Otherwise only arrays that already have a manifest are updated: an array written
     before manifests stays unverified rather than getting a manifest of its newest chunks only.
+    The arrays are updated concurrently (each manifest is its own key).
     """
-    for path in sorted(recorder.arrays | set(recorder.chunks)):
-        if not _is_checked_array(zstore, path):
-            continue
+    proto = default_buffer_prototype()
+
+    async def one(path: str) -> None:
+        meta_raw, raw = await asyncio.gather(
+            zstore.get(f"{path}/zarr.json", proto), zstore.get(key(path), proto)
+        )
+        if not _checked_meta(None if meta_raw is None else meta_raw.to_bytes()):
+            return
         try:
-            entries = load(zstore, path)
+            entries = None if raw is None else parse(raw.to_bytes())
         except ValueError as exc:
             raise CorruptStoreError(
                 f"{key(path)!r} is not a chunk manifest ({exc}); the store is damaged: restore it "
@@ -143,14 +149,23 @@ def flush(zstore: Store, recorder: Recorder, *, new: bool) -> None:
             ) from exc
         if entries is None:
             if not new:
-                continue
+                return
             entries = {}
         for chunk, crc in recorder.chunks.get(path, {}).items():
             if crc is None:
                 entries.pop(chunk, None)
             else:
                 entries[chunk] = crc
-        _nodes.put(zstore, key(path), dumps(entries))
+        await zstore.set(key(path), proto.buffer.from_bytes(dumps(entries)))
+
+    async def every() -> list[BaseException | None]:
+        paths = sorted(recorder.arrays | set(recorder.chunks))
+        return list(await asyncio.gather(*(one(p) for p in paths), return_exceptions=True))
+
+    # every update has finished before a failure is raised (a rollback never races one)
+    for outcome in zarr.core.sync.sync(every()):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def rebind(zstore: Store, arr: zarr.Array) -> None:

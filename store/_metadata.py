@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from langneurons import names
 from langneurons.store import schema
 
 #: Zarr v3 data types of string arrays (variable-length UTF-8, as written and as older zarr names).
@@ -104,7 +105,18 @@ def problems(read: Reader, run: str, cons: dict[str, Any] | None = None) -> list
         cons = consolidated(read)
     out: list[tuple[str, str]] = []
     sizes: dict[str, tuple[int, str]] = {}
-    for name, spec in schema.VARIABLES.items():
+    group = _json(read, f"{run}/zarr.json") or {}
+    attrs = group.get("attributes")
+    moe = isinstance(attrs, dict) and names.MOE_ATTR in attrs  # a mixture-of-experts run
+    if not moe and _json(read, f"{run}/{names.N_ROUTED}/zarr.json") is not None:
+        out.append(
+            (
+                names.N_ROUTED,
+                f"is there but the run has no {names.MOE_ATTR!r} attribute (the "
+                "attribute of a mixture-of-experts run)",
+            )
+        )
+    for name, spec in schema.variables(moe).items():
         own = _json(read, f"{run}/{name}/zarr.json")
         listed = None if cons is None else cons.get(f"{run}/{name}")
         if own is None or own.get("node_type") != "array":

@@ -267,12 +267,15 @@ def coded_types(ds: xr.Dataset, kind: str) -> xr.Dataset:
     out = ds
     if NEURON_TYPE in ds.data_vars and ds[NEURON_TYPE].dtype.kind in "OUT":
         var = ds[NEURON_TYPE]
-        try:
-            codes = _type_codes.encode(np.asarray(var.values))
-        except ValueError:
-            codes = None
+        codes = None
+        for table in (_type_codes.CODES, _type_codes.MOE_CODES):  # MoE: undefined, padding
+            try:
+                codes = _type_codes.encode(np.asarray(var.values), table)
+            except ValueError:
+                continue
+            break
         if codes is not None:
-            attrs = {**var.attrs, **_type_codes.flag_attrs()}
+            attrs = {**var.attrs, **_type_codes.flag_attrs(table)}
             out = out.assign({NEURON_TYPE: (var.dims, codes, attrs)})
     if kind == IDENTIFICATION and _assigned_is_mask(out):
         out = out.drop_vars(ASSIGNED)
@@ -307,7 +310,7 @@ def labelled_types(ds: xr.Dataset) -> xr.Dataset:
             }
             flags = dict(var.attrs)
             data = var.data
-            width = max(len(c) for c in _type_codes.CODES)
+            width = max(len(c) for c in str(var.attrs[_type_codes.FLAG_MEANINGS]).split())
             if hasattr(data, "map_blocks"):
                 labels = data.map_blocks(_type_codes.decode, flags, dtype=np.dtype(f"U{width}"))
             else:

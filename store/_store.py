@@ -52,7 +52,15 @@ from langneurons.errors import (
     SchemaVersionError,
     StoreValidationError,
 )
-from langneurons.names import LANGUAGE, LAYER, N_ACTIVE, N_TOKENS, NEURON, SEQ_N_ACTIVE
+from langneurons.names import (
+    LANGUAGE,
+    LAYER,
+    MOE_ATTR,
+    N_ACTIVE,
+    N_TOKENS,
+    NEURON,
+    SEQ_N_ACTIVE,
+)
 from langneurons.store import (
     _arrays,
     _attrs,
@@ -451,11 +459,16 @@ class ActivationStore:
         languages: Sequence[str] | None = None,
         sequence_labels: tuple[Sequence[str], Sequence[str]] | None = None,
         planned_units: Sequence[str] | None = None,
+        moe: schema.MoeLayout | None = None,
     ) -> str:
         """Create a run, optionally writing its first counts in the same atomic step.
 
         Parameters
         ----------
+        moe
+            The experts of a mixture-of-experts model: the run's counts then carry an
+            ``expert`` dim (docs/design/moe.md), ``n_neurons`` is the largest expert's neurons
+            (``moe.n_neurons``), and the store becomes schema version 3.
         languages
             Language rows to create up front, with zero counts, in this order. Writers that
             later merge into them cannot change the order, so concurrent writers of different
@@ -479,7 +492,23 @@ class ActivationStore:
             sequence_labels=sequence_labels,
             planned_units=planned_units,
         )
+        if moe is not None and not isinstance(moe, schema.MoeLayout):
+            raise StoreValidationError(
+                f"moe must be a langneurons.store.MoeLayout, got {type(moe).__name__}"
+            )
+        if moe is not None and n_neurons != moe.n_neurons:
+            raise StoreValidationError(
+                f"n_neurons is {n_neurons} but the largest expert has {moe.n_neurons} "
+                "(moe.expert_neurons); pass n_neurons=moe.n_neurons"
+            )
+        if counts is not None and counts.moe != moe:  # checked before the store is marked
+            raise StoreValidationError(
+                f"counts have {_arrays.layout_text(counts.moe)} but run {run!r} is created with "
+                f"{_arrays.layout_text(moe)}; pass moe=counts.moe"
+            )
         meta = metadata or schema.RunMetadata()
+        if moe is not None:
+            meta = dataclasses.replace(meta, schema_version=schema.MOE_SCHEMA_VERSION)
         with self._lock():
             self._recover_all()
             existing = self.runs()
@@ -498,6 +527,8 @@ class ActivationStore:
                 # leftovers of a create that was rolled back while being deleted
                 log.warning("removing the remains of an unfinished run at %s", run)
                 self._delete_group(run)
+            if moe is not None:  # before the run exists: older releases refuse the store
+                self._mark_version(schema.MOE_SCHEMA_VERSION)
             recorder = _manifest.Recorder(self._zstore)  # every chunk written goes on record
             with _nodes.quiet():
                 root = zarr.open_group(recorder, mode="r+", use_consolidated=False)
@@ -505,7 +536,9 @@ class ActivationStore:
             journal = _journal.Journal(self._zstore, run)
             journal.arm_create(group)
             try:
-                _arrays.create_arrays(group, n_layers, n_neurons, moments, sequences, seq_dtype)
+                _arrays.create_arrays(
+                    group, n_layers, n_neurons, moments, sequences, seq_dtype, moe=moe
+                )
                 _arrays.preallocate(group, languages, sequence_labels)
                 attrs = meta.to_attrs()
                 attrs[schema.MANIFESTS_ATTR] = _manifest.FORMAT
@@ -515,8 +548,10 @@ class ActivationStore:
                     plan = _arrays.plan_write(run, group, counts, merge=False)
                     _arrays.apply(group, counts, plan)
                     attrs["writes"] = [_plan.write_record("created", counts, attrs["provenance"])]
-                attrs[schema.TOKEN_TOTALS_ATTR] = _arrays.read_token_totals(group)
-                group.attrs.update(_attrs.encode(attrs))
+                attrs[schema.TOKEN_TOTALS_ATTR] = (
+                    plan.totals if counts is not None else _arrays.read_token_totals(group)
+                )
+                group.update_attributes(_attrs.encode(attrs))  # one metadata write, not one a key
                 _manifest.flush(self._zstore, recorder, new=True)
             except BaseException:
                 journal.roll_back()
@@ -525,6 +560,24 @@ class ActivationStore:
             self._consolidate()
         log.info("created run %s (%d x %d)", run, n_layers, n_neurons)
         return run
+
+    def _mark_version(self, version: int) -> None:
+        """Raise the store's schema version to ``version`` (never lowers it)."""
+        with _nodes.quiet():
+            root = zarr.open_group(self._zstore, mode="r+", use_consolidated=False)
+            found: Any = root.attrs.get(schema.STORE_ATTR)
+            mark = dict(found) if isinstance(found, dict) else {}
+            current = mark.get("schema_version")
+            if not isinstance(current, int) or current < version:
+                mark["schema_version"] = version
+                root.attrs.update({schema.STORE_ATTR: mark})
+
+    def schema_version(self) -> int:
+        """The store's schema version: 3 when it holds a mixture-of-experts run, else 2."""
+        raw = self._raw("zarr.json")
+        attrs = json.loads(raw or b"{}").get("attributes", {}).get(schema.STORE_ATTR) or {}
+        version = attrs.get("schema_version", schema.SCHEMA_VERSION)
+        return int(version) if isinstance(version, int) else schema.SCHEMA_VERSION
 
     def writer(self, run: str) -> RunWriter:
         """The writes of one committed run, its name checked once (see :class:`RunWriter`)."""
@@ -579,7 +632,8 @@ class ActivationStore:
                 action = "merged" if merge else "added"
                 _plan.log_write(writes, _plan.write_record(action, counts, provenance or {}))
                 attrs = {"updated": schema.now_iso(), "writes": writes}
-                group.attrs.update(_attrs.encode(attrs) | {schema.TOKEN_TOTALS_ATTR: plan.totals})
+                attrs = _attrs.encode(attrs) | {schema.TOKEN_TOTALS_ATTR: plan.totals}
+                group.update_attributes(attrs)  # one metadata write, not one a key
                 _manifest.flush(self._zstore, recorder, new=False)
             except BaseException:
                 journal.roll_back()
@@ -972,7 +1026,7 @@ class ActivationStore:
         """Runs, languages, shapes, token totals and provenance, as plain data."""
         out: dict[str, Any] = {
             "store": self.url,
-            "schema_version": schema.SCHEMA_VERSION,
+            "schema_version": self.schema_version(),
             "runs": {},
         }
         root = self._root(checked=True)
@@ -983,15 +1037,18 @@ class ActivationStore:
             entry: dict[str, Any] = {
                 "languages": langs,
                 "layers": int(_nodes.arr(group, N_ACTIVE).shape[2]),
-                "neurons": int(_nodes.arr(group, N_ACTIVE).shape[3]),
+                "neurons": int(_nodes.arr(group, N_ACTIVE).shape[-1]),
                 "roles": list(schema.ROLES),
                 "n_tokens": {
                     lang: dict(zip(schema.ROLES, map(int, tokens[i]), strict=True))
                     for i, lang in enumerate(langs)
                 },
-                "optional": [n for n in (*schema.MOMENTS, *schema.SEQUENCES) if n in group],
+                "optional": [n for n in (*schema.MOMENTS, *schema.MOE_SEQUENCES) if n in group],
                 "attrs": _attrs.decode(dict(group.attrs)),
             }
+            moe = entry["attrs"].get(MOE_ATTR)
+            if isinstance(moe, dict):  # a mixture-of-experts run: its experts, from the attribute
+                entry["moe"] = {k: moe.get(k) for k in ("n_experts", "n_shared", "top_k")}
             incomplete = _plan.incompleteness(group.attrs)
             if incomplete is not None:
                 entry["incomplete"] = incomplete

@@ -15,6 +15,12 @@ Layout (one Zarr v3 hierarchy)::
         seq_n_active[sequence, role, layer, neuron]         unsigned int (optional)
         seq_n_tokens[sequence, role]                        int64 (optional, with seq_n_active)
         seq_language[sequence], seq_id[sequence]            strings (optional, with seq_n_active)
+        mixture-of-experts runs (docs/design/moe.md; the store is then version 3):
+        n_active, act_sum, act_sqsum[language, role, layer, expert, neuron]
+        n_routed[language, role, layer, expert]              int64, tokens routed to the expert
+        seq_n_active[sequence, role, layer, expert, neuron], seq_n_routed[sequence, role, layer,
+        expert] (optional); expert[expert], expert_shared[expert] (bool), expert_neurons[expert]
+        and the run attribute "moe" {"n_experts", "n_shared", "top_k", "model_type"}
         identification/<name>/     results saved next to the run (later issues)
         _journal/                  exists only while a write is in flight (or was killed)
 
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import operator
 import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -45,6 +52,12 @@ from langneurons import names
 from langneurons.errors import InvalidNameError, SchemaVersionError, StoreValidationError
 
 SCHEMA_VERSION: Final = 2
+#: The version of a store (and of a run) that holds a mixture-of-experts run: a store becomes
+#: version 3 when its first MoE run is created, so that releases reading only version 2 refuse
+#: it in one clear line instead of misreading its 5-D counts (docs/design/moe.md). Stores of
+#: dense runs only stay version 2, readable by older releases; this release reads both.
+MOE_SCHEMA_VERSION: Final = 3
+READS: Final = (SCHEMA_VERSION, MOE_SCHEMA_VERSION)  # versions this release reads as they are
 MIGRATES_FROM: Final = (1,)  # older versions `langneurons migrate` rewrites
 STORE_ATTR: Final = "langneurons"  # root attribute holding {"schema_version": ..., "kind": "store"}
 
@@ -88,7 +101,7 @@ class VariableSpec:
 
     name: str
     dims: tuple[str, ...]
-    kind: Literal["i", "u", "f", "T"]  # numpy dtype kind; "T" = variable-length string
+    kind: Literal["i", "u", "f", "b", "T"]  # numpy dtype kind; "T" = variable-length string
     dtype: str | None  # exact dtype when fixed, None when any of the kind is allowed
     group: Literal["required", "moments", "sequences", "coordinate"]
 
@@ -164,6 +177,194 @@ VARIABLE_ATTRS: Final[dict[str, dict[str, str]]] = {
 REQUIRED: Final = tuple(n for n, v in VARIABLES.items() if v.group in ("required", "coordinate"))
 MOMENTS: Final = ("act_sum", "act_sqsum")
 SEQUENCES: Final = ("seq_n_active", "seq_n_tokens", "seq_language", "seq_id")
+
+# mixture-of-experts runs (docs/design/moe.md): the counts gain an expert dim before neuron
+MOE_COUNT_DIMS: Final = names.MOE_COUNT_DIMS
+MOE_SEQ_DIMS: Final = names.MOE_SEQ_DIMS
+_MOE_DIMS: Final[dict[tuple[str, ...], tuple[str, ...]]] = {
+    COUNT_DIMS: MOE_COUNT_DIMS,
+    SEQ_DIMS: MOE_SEQ_DIMS,
+}
+#: The arrays of a MoE run: the dense ones with the expert dim, and the expert's own.
+MOE_VARIABLES: Final[dict[str, VariableSpec]] = {
+    **{
+        n: dataclasses.replace(
+            v,
+            dims=_MOE_DIMS.get(v.dims, v.dims),
+        )
+        for n, v in VARIABLES.items()
+    },
+    **{
+        v.name: v
+        for v in (
+            VariableSpec(names.EXPERT, (names.EXPERT,), "i", "int64", "coordinate"),
+            VariableSpec(names.EXPERT_SHARED, (names.EXPERT,), "b", "bool", "coordinate"),
+            VariableSpec(names.EXPERT_NEURONS, (names.EXPERT,), "i", "int64", "coordinate"),
+            VariableSpec(names.N_ROUTED, MOE_COUNT_DIMS[:-1], "i", "int64", "required"),
+            VariableSpec(names.SEQ_N_ROUTED, MOE_SEQ_DIMS[:-1], "i", "int64", "sequences"),
+        )
+    },
+}
+MOE_REQUIRED: Final = tuple(
+    n for n, v in MOE_VARIABLES.items() if v.group in ("required", "coordinate")
+)
+MOE_SEQUENCES: Final = (*SEQUENCES, names.SEQ_N_ROUTED)
+VARIABLE_ATTRS.update(
+    {
+        names.EXPERT: {
+            "long_name": "expert",
+            "units": "1",
+            "description": "0-based expert index within its layer: routed experts, then shared",
+        },
+        names.EXPERT_SHARED: {
+            "long_name": "shared expert",
+            "description": "True for a shared (always-on) expert that sees every token",
+        },
+        names.EXPERT_NEURONS: {
+            "long_name": "neurons of the expert",
+            "units": "1",
+            "description": "MLP neurons the expert has; neuron indices at or above it are "
+            "padding (count 0)",
+        },
+        names.N_ROUTED: {
+            "long_name": "routed token count",
+            "units": "tokens",
+            "description": "counted tokens of the language and role routed to the expert (the "
+            "denominator of n_active in a mixture-of-experts run)",
+        },
+        names.SEQ_N_ROUTED: {
+            "long_name": "routed token count per sequence",
+            "units": "tokens",
+            "description": "tokens of one sequence and role routed to the expert",
+        },
+    }
+)
+
+
+def variables(moe: bool) -> dict[str, VariableSpec]:
+    """The arrays of a dense run, or of a mixture-of-experts run (``moe``)."""
+    return MOE_VARIABLES if moe else VARIABLES
+
+
+@dataclasses.dataclass(frozen=True)
+class MoeLayout:
+    """The experts of a mixture-of-experts model, as one of its runs stores them.
+
+    Parameters
+    ----------
+    expert_neurons
+        Neurons of each expert, in expert order: the routed experts, then the shared ones.
+        The run's ``neuron`` dim is their maximum; an expert's higher neuron indices are padding.
+    n_shared
+        How many of the experts (the last ones) are shared (always-on) experts.
+    top_k
+        Routed experts each token is sent to (per layer).
+    model_type
+        The model's ``config.model_type`` (e.g. ``"qwen2_moe"``), "" when unknown.
+    """
+
+    expert_neurons: tuple[int, ...]
+    n_shared: int = 0
+    top_k: int = 1
+    model_type: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            neurons = tuple(operator.index(x) for x in self.expert_neurons)
+        except TypeError:
+            raise StoreValidationError(
+                f"expert_neurons must be integers, one per expert; got {self.expert_neurons!r}"
+            ) from None
+        object.__setattr__(self, "expert_neurons", neurons)
+        n = len(neurons)
+        if isinstance(self.n_shared, bool) or not isinstance(self.n_shared, int | np.integer):
+            raise StoreValidationError(f"n_shared must be an integer, got {self.n_shared!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int | np.integer):
+            raise StoreValidationError(f"top_k must be an integer, got {self.top_k!r}")
+        object.__setattr__(self, "n_shared", int(self.n_shared))
+        object.__setattr__(self, "top_k", int(self.top_k))
+        if not 0 <= self.n_shared < n:
+            raise StoreValidationError(
+                f"n_shared is {self.n_shared} for {n} experts; a MoE run needs at least one "
+                "routed expert and 0 <= n_shared < experts"
+            )
+        if not 1 <= self.top_k <= self.n_experts:
+            raise StoreValidationError(
+                f"top_k is {self.top_k}; it must be between 1 and the {self.n_experts} routed "
+                "experts"
+            )
+        if min(neurons) < 1:
+            raise StoreValidationError(
+                f"expert_neurons holds {min(neurons)}; every expert has at least one neuron"
+            )
+        if not isinstance(self.model_type, str):
+            raise StoreValidationError(f"model_type must be a string, got {self.model_type!r}")
+
+    @property
+    def n_experts(self) -> int:
+        """Routed experts (expert indices ``0..n_experts-1``)."""
+        return len(self.expert_neurons) - self.n_shared
+
+    @property
+    def size(self) -> int:
+        """Length of the ``expert`` dim: routed and shared experts."""
+        return len(self.expert_neurons)
+
+    @property
+    def n_neurons(self) -> int:
+        """Length of the ``neuron`` dim: the largest expert's neurons."""
+        return max(self.expert_neurons)
+
+    @property
+    def expert_shared(self) -> np.ndarray:
+        """The ``expert_shared`` coordinate."""
+        return np.arange(self.size) >= self.n_experts
+
+    def to_attr(self) -> dict[str, Any]:
+        """The run attribute :data:`langneurons.names.MOE_ATTR` (stored as JSON text)."""
+        return {
+            "n_experts": self.n_experts,
+            "n_shared": self.n_shared,
+            "top_k": self.top_k,
+            "model_type": self.model_type,
+        }
+
+    def describe(self) -> str:
+        """``"8 routed + 1 shared experts, top-2"``, for messages."""
+        shared = f" + {self.n_shared} shared" if self.n_shared else ""
+        return f"{self.n_experts} routed{shared} experts, top-{self.top_k}"
+
+    @classmethod
+    def from_parts(
+        cls, attr: Any, expert_shared: Any, expert_neurons: Any, where: str = "run"
+    ) -> MoeLayout:
+        """The layout of a stored run: its ``moe`` attribute (mapping or JSON text) and coords."""
+        import json
+
+        if isinstance(attr, str):
+            try:
+                attr = json.loads(attr)
+            except ValueError:
+                attr = None
+        if not isinstance(attr, Mapping):
+            raise StoreValidationError(f"{where}: attribute {names.MOE_ATTR!r} must be a mapping")
+        layout = cls(
+            tuple(int(x) for x in np.asarray(expert_neurons).ravel()),
+            n_shared=attr.get("n_shared", -1),
+            top_k=attr.get("top_k", 0),
+            model_type=attr.get("model_type", ""),
+        )
+        shared = np.asarray(expert_shared, dtype=bool).ravel()
+        if attr.get("n_experts") != layout.n_experts or not np.array_equal(
+            shared, layout.expert_shared
+        ):
+            raise StoreValidationError(
+                f"{where}: attribute {names.MOE_ATTR!r} ({dict(attr)}) does not match the "
+                f"expert_shared coordinate {shared.tolist()} (routed experts first, then shared)"
+            )
+        return layout
+
+
 SEQ_COORDS: Final = ("seq_language", "seq_id")
 SEQ_DTYPES: Final = ("uint8", "uint16", "uint32", "uint64")
 
@@ -285,7 +486,7 @@ def check_version(version: object, where: str = "store", url: str | None = None)
             f"{where}: schema_version must be the integer {SCHEMA_VERSION}, found {found}; the "
             "attribute is damaged: restore the store from a copy"
         )
-    if version == SCHEMA_VERSION:
+    if version in READS:
         return
     if version in MIGRATES_FROM:
         raise SchemaVersionError(
@@ -302,6 +503,20 @@ def layer_chunk(n_layers: int, n_neurons: int, itemsize: int = 8, target: int = 
     """Layers per chunk so that one (language, role) chunk stays near ``target`` bytes."""
     per_layer = max(1, n_neurons * itemsize)
     return int(max(1, min(n_layers, target // per_layer)))
+
+
+def expert_chunks(
+    n_layers: int, n_experts: int, n_neurons: int, itemsize: int = 8, target: int = 8 << 20
+) -> tuple[int, int]:
+    """``(layers, experts)`` per chunk of a MoE count array, near ``target`` bytes per chunk.
+
+    As dense runs chunk whole layers: every expert of as many layers as fit, or, when one
+    layer's experts are larger than ``target``, as many whole experts of one layer as fit.
+    """
+    per_layer = n_experts * n_neurons * itemsize
+    if per_layer <= target:
+        return layer_chunk(n_layers, n_experts * n_neurons, itemsize, target), n_experts
+    return 1, int(max(1, min(n_experts, target // max(1, n_neurons * itemsize))))
 
 
 def seq_dtype_for(max_count: int) -> np.dtype[Any]:

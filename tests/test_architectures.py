@@ -510,8 +510,11 @@ def test_tiny_model_sizes(tmp_path: Any) -> None:
         (
             {"arch": "mamba"},
             "arch 'mamba' has no tiny model (available: llama, mistral, qwen2, qwen3, gemma, "
-            "gemma2, gemma3_text, gemma3, phi3, gpt2, gpt_neox, opt, bloom)",
+            "gemma2, gemma3_text, gemma3, phi3, gpt2, gpt_neox, opt, bloom, mixtral, qwen2_moe, "
+            "qwen3_moe, olmoe, gpt_oss)",
         ),
+        ({"arch": "mixtral", "experts": 0}, "experts must be a positive integer, not 0"),
+        ({"arch": "olmoe", "experts": 4, "top_k": 5}, "top_k must be at most experts (4), not 5"),
         ({"hidden": 12}, "hidden must be a positive integer divisible by 8, not 12"),
         ({"layers": 0}, "layers must be a positive integer, not 0"),
         ({"seed": -1}, "seed must be a non-negative integer, not -1"),

@@ -61,3 +61,15 @@ def test_no_cache_above_the_budget(run: xr.Dataset, monkeypatch: pytest.MonkeyPa
     assert len(reads) >= 6  # read again for every block
     for name in cached.data_vars:
         np.testing.assert_array_equal(cached[name].values, uncached[name].values)
+
+
+def test_replicates_identified_in_threads_agree_with_one_at_a_time(
+    run: xr.Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langneurons.analysis import bootstrap
+
+    monkeypatch.setattr(bootstrap, "THREADS", 2)
+    threaded = _boot(run, 4)
+    monkeypatch.setattr(bootstrap, "THREADS", 1)
+    serial = _boot(run, 4)
+    xr.testing.assert_identical(threaded, serial)

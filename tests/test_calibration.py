@@ -469,3 +469,27 @@ def test_deactivation_interval_labels() -> None:
 
     text = "\n".join(deactivation_table(deactivation_effects(abl)))
     assert "  intervals descriptive: Student-t intervals over skewed items undercover" in text
+
+
+# --------------------------------------------------------------------------- routing (MoE)
+
+ROUTING_16 = cal.Cell(
+    "routing", cal.RoutingShape(items=16, concentration=5.0, shift=3.0), reps=20, n_boot=100
+)
+ROUTING_8 = cal.Cell("routing", cal.RoutingShape(items=8, concentration=5.0), reps=10, n_boot=50)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["language_experts share", "routing_change"])
+def test_routing_share_intervals_and_change_test_meet_the_bounds(method: str) -> None:
+    result = _result(ROUTING_16, method)
+    assert not result.descriptive
+    assert result.failures() == [], result.verdict()
+    if method == "routing_change":
+        assert result.mean["power"] > 0.3
+
+
+@pytest.mark.slow
+def test_routing_specificity_and_few_items_say_descriptive() -> None:
+    assert _result(ROUTING_16, "language_experts specificity").descriptive
+    assert _result(ROUTING_8, "language_experts share").descriptive

@@ -191,6 +191,8 @@ def test_cli_compare_models_prints_its_headline_and_saves(capsys, store_path: Pa
     assert "common languages (4): en, de, fr, zh" in out
     assert "specific" in out and "Mantel r" in out and "paired by" not in err
     assert "stage boundaries in relative depth" in out
+    # the between-model difference is descriptive (calibration family `models`): no p-value
+    assert "descriptive, no p-value" in out and "boot p" not in out
     assert "saved at" in out
     code, out, _ = run_cli(
         capsys, "compare", "models", store_path, "a/base", "b/base", "--bins", "3",

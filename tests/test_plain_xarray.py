@@ -31,6 +31,7 @@ from langneurons.analysis import (
     deactivation_effects,
     group_comparison,
     identify,
+    language_experts,
     language_overlap,
     language_preference_tests,
     mask_change,
@@ -39,6 +40,7 @@ from langneurons.analysis import (
     mcnemar,
     membership_change,
     overlap,
+    routing_change,
     segment_stages,
     select,
     shared_by_change,
@@ -194,6 +196,34 @@ def inputs(shared: dict[str, Any], variant: tuple[str, str, str]) -> Inputs:
 
 # --------------------------------------------------------------------------- the analyses
 
+
+def moe_view(ds: xr.Dataset, n_experts: int = 4) -> xr.Dataset:
+    """A per-sequence dense run in the MoE layout (docs/design/moe.md) by plain xarray: its
+    neurons split into ``n_experts`` experts that each see every token; labels and backing kept.
+    """
+    active = ds["n_active"].transpose("language", "role", "layer", "neuron")
+    data = active.data.reshape(*active.shape[:3], n_experts, NEURONS // n_experts)
+    expert = xr.DataArray(np.zeros(n_experts, dtype=np.int64), dims="expert")
+    tokens = ds["n_tokens"].astype(np.int64)
+    seq_tokens = ds["seq_n_tokens"].astype(np.int64)
+    layer = xr.zeros_like(ds["layer"], dtype=np.int64)
+    out = xr.Dataset(
+        {
+            "n_active": (("language", "role", "layer", "expert", "neuron"), data),
+            "n_routed": (tokens + layer + expert).transpose("language", "role", "layer", "expert"),
+            "n_tokens": ds["n_tokens"],
+            "seq_n_routed": (seq_tokens + layer + expert).transpose(
+                "sequence", "role", "layer", "expert"
+            ),
+            "seq_n_tokens": ds["seq_n_tokens"],
+            "seq_language": ds["seq_language"],
+            "seq_id": ds["seq_id"],
+        },
+        coords={"expert": np.arange(n_experts), "neuron": np.arange(NEURONS // n_experts)},
+    )
+    return out.assign_coords(expert_shared=("expert", np.zeros(n_experts, dtype=bool)))
+
+
 CASES: dict[str, Callable[[Inputs], Any]] = {
     "identify": lambda d: identify(d["base"]),
     "identify[lape, all roles]": lambda d: identify(d["base"], "lape", role="all"),
@@ -256,6 +286,11 @@ CASES: dict[str, Callable[[Inputs], Any]] = {
     "language_overlap": lambda d: language_overlap(d["ternary"]),
     "deactivation_effects": lambda d: deactivation_effects(d["ablation"], n_perm=N_PERM),
     "accuracy_effects": lambda d: accuracy_effects(d["accuracy"]),
+    "identify[moe, rank=layer]": lambda d: identify(moe_view(d["base"]), "lape", rank="layer"),
+    "language_experts": lambda d: language_experts(moe_view(d["base"]), n_boot=N_BOOT),
+    "routing_change": lambda d: routing_change(
+        moe_view(d["base"]), moe_view(d["aligned"]), n_perm=N_PERM
+    ),
     "neurons.identify": lambda d: d["base"].neurons.identify("lape"),
     "neurons.probability": lambda d: d["base"].neurons.probability(),
     "neurons.probability[all]": lambda d: d["base"].neurons.probability("all"),

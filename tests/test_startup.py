@@ -211,6 +211,7 @@ def test_info_reads_token_totals_from_the_attribute_without_numpy(
 
 def test_info_reader_names_agree_with_the_schema() -> None:
     from langneurons.cli import _info
+    from langneurons.names import MOE_ATTR
     from langneurons.store import _attrs, _plan, schema
 
     assert _info.SCHEMA_VERSION == schema.SCHEMA_VERSION
@@ -223,6 +224,8 @@ def test_info_reader_names_agree_with_the_schema() -> None:
     assert _info.JOURNAL == schema.JOURNAL and _info.RESULTS_OF == schema.RESULTS_OF
     assert _info.JSON_ATTRS == _attrs.JSON_ATTRS and _info.PLANNED_UNITS == _plan.PLANNED_UNITS
     assert _info.TOKEN_TOTALS == schema.TOKEN_TOTALS_ATTR
+    assert _info.READS == schema.READS and _info.MOE_SEQUENCES == schema.MOE_SEQUENCES
+    assert _info.MOE_ATTR == MOE_ATTR
 
 
 def test_info_loads_neither_xarray_nor_zarr(tmp_path: Path) -> None:

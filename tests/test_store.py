@@ -338,19 +338,28 @@ def test_importing_langneurons_does_not_import_torch() -> None:
 
 # ---------------------------------------------------------------------------- atomicity
 _CRASH = """
-import atexit, os, sys, numpy as np, zarr
+import atexit, os, sys, threading, numpy as np, zarr
 sys.path.insert(0, {tests!r})
 from conftest import make_counts
-from langneurons.store import open_store
+from langneurons.store import _chunks, open_store
 calls = 0
+lock = threading.Lock()
+def crash_point():
+    global calls
+    with lock:
+        calls += 1
+        if calls == {after}:
+            os._exit(9)
 original = zarr.Array.__setitem__
 def crashing(self, key, value):
-    global calls
-    calls += 1
-    if calls == {after}:
-        os._exit(9)
+    crash_point()
     return original(self, key, value)
 zarr.Array.__setitem__ = crashing
+encode = _chunks._encode  # whole chunk rows bypass __setitem__: crash before each chunk
+def crashing_encode(blosc, chunk):
+    crash_point()
+    return encode(blosc, chunk)
+_chunks._encode = crashing_encode
 store = open_store({path!r}, mode="r+")
 store.{method}("model/base", make_counts({langs!r}, seed=11))
 print(calls)
@@ -403,13 +412,19 @@ def test_killed_create_leaves_no_run(tmp_path: Path) -> None:
     create_store(path)
     code = f"""
 import os, numpy as np, zarr
-from langneurons.store import open_store, Counts
+from langneurons.store import _chunks, open_store, Counts
 original = zarr.Array.__setitem__
 def crashing(self, key, value):
     if self.path.endswith("n_active"):
         os._exit(9)
     return original(self, key, value)
 zarr.Array.__setitem__ = crashing
+write_rows = _chunks.write_rows  # whole chunk rows bypass __setitem__
+def crashing_rows(array, start, data):
+    if array.path.endswith("n_active"):
+        os._exit(9)
+    return write_rows(array, start, data)
+_chunks.write_rows = crashing_rows
 store = open_store({str(path)!r}, mode="r+")
 store.create_run("r", n_layers=2, n_neurons=2,
                  counts=Counts(["en"], np.zeros((1, 2, 2, 2), np.int64), np.ones((1, 2), np.int64)))

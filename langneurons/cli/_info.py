@@ -24,10 +24,14 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 2
+#: Versions read here: 3 marks a store holding a mixture-of-experts run (docs/design/moe.md).
+READS = (2, 3)
 STORE_ATTR = "langneurons"
 ROLES = ("prompt", "response")
 MOMENTS = ("act_sum", "act_sqsum")
 SEQUENCES = ("seq_n_active", "seq_n_tokens", "seq_language", "seq_id")
+MOE_SEQUENCES = (*SEQUENCES, "seq_n_routed")
+MOE_ATTR = "moe"
 RESULT_GROUPS = ("identification", "stats", "compare", "ablation")
 JOURNAL = "_journal"
 RESERVED_NAMES = frozenset({JOURNAL, *RESULT_GROUPS})
@@ -35,7 +39,7 @@ RESULTS_OF = "results_of"
 PLANNED_UNITS = "planned_units"
 TOKEN_TOTALS = "token_totals"
 #: Run attributes stored as JSON text (``langneurons.store._attrs.JSON_ATTRS``).
-JSON_ATTRS = ("provenance", "writes", "results_of", "migrated", "planned_units")
+JSON_ATTRS = ("provenance", "writes", "results_of", "migrated", "planned_units", "moe")
 
 _STRING_CODECS = ["vlen-utf8", "zstd", "crc32c"]
 _NUMBER_CODECS = ["bytes", "blosc", "crc32c"]
@@ -111,13 +115,14 @@ class _Reader:
         mark = (root.get("attributes") or {}).get(STORE_ATTR)
         if not isinstance(mark, dict) or type(mark.get("schema_version")) is not int:
             raise _Unread("not a store of this version")
-        if mark["schema_version"] != SCHEMA_VERSION:
+        if mark["schema_version"] not in READS:
             raise _Unread("another version")
         cons = root["consolidated_metadata"]["metadata"]
         if not isinstance(cons, dict) or not all(isinstance(m, dict) for m in cons.values()):
             raise _Unread("consolidated metadata")
         self.cons: dict[str, dict[str, Any]] = cons
-        out: dict[str, Any] = {"store": self.url, "schema_version": SCHEMA_VERSION, "runs": {}}
+        version = mark["schema_version"]
+        out: dict[str, Any] = {"store": self.url, "schema_version": version, "runs": {}}
         for run in sorted(p for p, m in cons.items() if self._is_run_meta(m)):
             out["runs"][run] = self.run(run)
         unreadable = self.unreadable()
@@ -153,15 +158,18 @@ class _Reader:
         entry: dict[str, Any] = {
             "languages": langs,
             "layers": int(shape[2]),
-            "neurons": int(shape[3]),
+            "neurons": int(shape[-1]),
             "roles": list(ROLES),
             "n_tokens": {
                 lang: dict(zip(ROLES, map(int, tokens[i]), strict=True))
                 for i, lang in enumerate(langs)
             },
-            "optional": [n for n in (*MOMENTS, *SEQUENCES) if f"{run}/{n}" in self.cons],
+            "optional": [n for n in (*MOMENTS, *MOE_SEQUENCES) if f"{run}/{n}" in self.cons],
             "attrs": _decode(attrs),
         }
+        moe = entry["attrs"].get(MOE_ATTR)
+        if isinstance(moe, dict):  # a mixture-of-experts run: its experts, from the attribute
+            entry["moe"] = {k: moe.get(k) for k in ("n_experts", "n_shared", "top_k")}
         incomplete = _incompleteness(attrs)
         if incomplete is not None:
             entry["incomplete"] = incomplete

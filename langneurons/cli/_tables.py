@@ -292,6 +292,8 @@ def deactivation(ds: xr.Dataset) -> Lines:
             lines.append(f"  intervals descriptive: {a.get('interval_inference_reason', '')}")
     if a.get("heldout"):
         lines.append(f"  held-out evaluation: {a['heldout']} ({a.get('heldout_note', '')})")
+    if a.get("moe_unit"):
+        lines.append(f"  mixture of experts: {a['moe_unit']}s switched off")
     if a.get("inference") == "descriptive":
         lines.append(f"  descriptive: {a.get('inference_reason', '')}")
     lines += _scalars(ds, ["mean_dominance", "pvalue_control_mean", "pvalue_permutation"])
@@ -578,14 +580,21 @@ def models(ds: xr.Dataset) -> Lines:
         for x in _labels(ds, "language")
     ]
     lines += table(["type", *names], rows)
-    if "type_share_difference_pvalue" in ds and len(names) > 1:
+    if "type_share_difference_lower" in ds and len(names) > 1:
+        # descriptive (calibration family `models`): an interval to read, no p-value to quote
         diff_rows = [
             [m, t, ds["type_share_difference"].sel(model=m, type=t).item(),
-             ds["type_share_difference_pvalue"].sel(model=m, type=t).item()]
+             f"[{_fmt(ds['type_share_difference_lower'].sel(model=m, type=t).item())}, "
+             f"{_fmt(ds['type_share_difference_upper'].sel(model=m, type=t).item())}]"]
             for m in names[1:] for t in _labels(ds, "type")
         ]  # fmt: skip
-        lines.append(f"  difference from {names[0]} (item bootstrap, paired={a.get('paired')})")
-        lines += table(["model", "type", "difference", "boot p"], diff_rows)
+        lines.append(
+            f"  difference from {names[0]} (item bootstrap, paired={a.get('paired')}; "
+            "descriptive, no p-value: see the shares line below)"
+        )
+        lines += table(
+            ["model", "type", "difference", f"{_fmt(a.get('ci', 0.95))} interval"], diff_rows
+        )
     if "stage_start" in ds:
         srows = [
             [m, *(cell("stage_start", m, {"boundary": int(b)}) for b in ds["boundary"].values)]

@@ -23,6 +23,21 @@ from langneurons.cli._options import (
 @click.option("--name", default=None, help="Result name (default: the method).")
 @click.option("--export-mask", default=None, help="Also write the LAPE mask file format here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--rank",
+    type=click.Choice(["model", "layer", "expert"]),
+    default=None,
+    help="Mixture-of-experts runs: compute thresholds and the top-rate selection over the "
+    "model (default), within each layer, or within each expert.",
+)
+@click.option(
+    "--min-routed",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Mixture-of-experts runs: leave out an expert of a layer with fewer routed tokens "
+    "than this in some language.",
+)
 @results_options
 def identify(
     store: str,
@@ -30,6 +45,8 @@ def identify(
     name: str | None,
     export_mask: str | None,
     as_json: bool,
+    rank: str | None,
+    min_routed: int,
     results_store: str | None,
     no_save: bool,
     allow_incomplete: bool,
@@ -43,7 +60,15 @@ def identify(
     params = identify_params(options)
     target = Target(store, results_store, no_save, allow_incomplete)
     ds = target.open_run(run)
-    result = run_identify(ds, params.method, **params.keywords())
+    if export_mask and "expert" in ds.dims:
+        from langneurons.errors import ParameterError
+
+        raise ParameterError(
+            "the LAPE mask file format has no expert dimension, so a mixture-of-experts "
+            "identification cannot be written to it; drop --export-mask (the masks are saved "
+            "in the store)"
+        )
+    result = run_identify(ds, params.method, **params.keywords(), rank=rank, min_routed=min_routed)
     path = target.save(run, "identification", name or params.method, result)
     if export_mask:
         from langneurons.extract import save_mask
@@ -58,6 +83,10 @@ def identify(
         + (f"; mask written to {export_mask}" if export_mask else "")
     )
     for line in identification(result):
+        click.echo(line)
+    from langneurons.cli.moe import identification_lines
+
+    for line in identification_lines(result):
         click.echo(line)
 
 
@@ -465,3 +494,13 @@ def stats_stability(
     ds = bootstrap_identification(target.open_run(run), params=params, n_boot=n_boot, seed=seed)
     path = target.save(run, "stats", name or f"stability-{params.method}", ds)
     emit({"stability": (ds, path)}, as_json)
+
+
+def _moe_commands() -> None:
+    """The mixture-of-experts stats command (langneurons.cli.moe), in the stats group."""
+    from langneurons.cli.moe import stats_experts
+
+    stats.add_command(stats_experts, "experts")
+
+
+_moe_commands()

@@ -67,6 +67,12 @@ from langneurons.cli._options import echo_json, split_list
 @click.option(
     "--unit-size", type=int, default=32, show_default=True, help="Records per committed unit."
 )
+@click.option(
+    "--experts/--no-experts",
+    default=None,
+    help="Per-expert counts (default: on for mixture-of-experts models, off for dense ones); "
+    "--experts refuses a dense model.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def extract(
     model: str,
@@ -91,6 +97,7 @@ def extract(
     max_new_tokens: int,
     trust_remote_code: bool,
     unit_size: int,
+    experts: bool | None,
     as_json: bool,
 ) -> None:
     """Run a model once over prompts and responses and store its activation counts."""
@@ -119,6 +126,7 @@ def extract(
         unit_size=unit_size,
         revision=revision,
         allow_download=allow_download,
+        experts=experts,
     )
     if as_json:
         echo_json(report)
@@ -183,6 +191,12 @@ def extract(
     help="Save finished units at most this often (0: after every unit).",
 )
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--language-experts",
+    is_flag=True,
+    help="--identification names a saved `stats experts` result: mask each language's "
+    "preferred experts (mixture-of-experts runs).",
+)
 def ablate(
     model: str,
     gguf_file: str | None,
@@ -207,12 +221,15 @@ def ablate(
     resume: bool,
     checkpoint_seconds: float,
     as_json: bool,
+    language_experts: bool,
 ) -> None:
     """Deactivate each language's neurons and measure every language's perplexity.
 
     Finished (deactivated set, language) units are saved every --checkpoint-seconds; --resume
     completes a killed run with the same result an uninterrupted one gives. The evaluation
     items must be held out from the run's identification sequences (--allow-overlap to accept).
+    On a mixture-of-experts run, a per-expert identification switches off neurons inside
+    experts; a mask [language, layer, expert] masks whole experts in the router.
     """
     from langneurons.cli._output import emit
     from langneurons.extract import ablate as run_ablate
@@ -240,12 +257,17 @@ def ablate(
         checkpoint_seconds=checkpoint_seconds,
         revision=revision,
         allow_download=allow_download,
+        source="stats" if language_experts else "identification",
     )
     path = str(ds.attrs["result_path"])
     if as_json:
         emit({"ablation": (ds, path)}, True)
         return
     click.echo(f"ablation saved at {path}")
+    if "moe_unit" in ds.attrs:
+        click.echo(
+            f"mixture of experts: {ds.attrs['moe_unit']}s off; controls: {ds.attrs['control_rule']}"
+        )
     heldout = ds.attrs.get("heldout")
     if heldout is not None:
         click.echo(f"held-out evaluation: {heldout} ({ds.attrs.get('heldout_note', '')})")
@@ -279,10 +301,24 @@ def ablate(
     show_default=True,
     help="Bootstrap replicates for the statistics.",
 )
-def demo(out: str, model: str, languages: str | None, n_boot: int) -> None:
+@click.option(
+    "--moe",
+    is_flag=True,
+    help="A tiny random mixture of experts (Qwen2-MoE): per-expert extraction, identification, "
+    "language experts, routing change, report.",
+)
+def demo(out: str, model: str, languages: str | None, n_boot: int, moe: bool) -> None:
     """Run the whole pipeline on the built-in ten-language corpus and write a report."""
-    from langneurons.demo import run_demo
+    from langneurons.demo import run_demo, run_moe_demo
+    from langneurons.errors import ParameterError
 
+    if moe:
+        if model != "tiny":
+            raise ParameterError(
+                f"--moe runs a tiny random Qwen2-MoE built offline; drop --model {model}"
+            )
+        run_moe_demo(out, languages=split_list(languages) or None, n_boot=n_boot, echo=click.echo)
+        return
     run_demo(
         out,
         model=model,  # type: ignore[arg-type]

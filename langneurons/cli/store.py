@@ -40,7 +40,15 @@ def info_lines(data: dict[str, Any]) -> list[str]:
         out.append(f"run {run}")
         model = f"{attrs.get('model') or '?'} {attrs.get('revision') or ''}".rstrip()
         out.append(f"  model      {model}")
-        out.append(f"  shape      {entry['layers']} layers x {entry['neurons']} neurons")
+        moe = entry.get("moe")
+        if moe:  # a mixture-of-experts run: neurons is the largest expert's
+            shared = f" + {moe['n_shared']} shared" if moe.get("n_shared") else ""
+            out.append(
+                f"  shape      {entry['layers']} layers x {moe['n_experts']} routed{shared} "
+                f"experts (top-{moe['top_k']}) x {entry['neurons']} neurons"
+            )
+        else:
+            out.append(f"  shape      {entry['layers']} layers x {entry['neurons']} neurons")
         out.append(f"  made       {prov.get('method', '?')} {prov.get('format', '')}".rstrip())
         if "incomplete" in entry:
             out.append(f"  status     {entry['incomplete']}")

@@ -1,0 +1,127 @@
+"""Whole-chunk writes of the count arrays, encoded here instead of by zarr's per-chunk path.
+
+Writing a block of rows that covers whole chunks (a new language's counts: one chunk row of
+``n_active``) through ``array[rows] = data`` costs zarr, for each chunk, a chunk-sized buffer
+filled with the fill value, a copy of the data into it, a comparison of it with the fill value,
+the encode, and a copy to append the checksum: about 5x what the encode and the write cost
+(``benchmarks/store.py``). :func:`write_rows` encodes each chunk with the same codecs as the
+array's metadata declares (bytes, blosc, crc32c: the schema-2 chain of
+:func:`~langneurons.store._integrity.numeric_codecs`), from a view of the data where the chunk
+is whole, and stores the chunks concurrently through the same store (so a
+:class:`~langneurons.store._manifest.Recorder` records every one). The stored bytes are the ones
+zarr writes (a test compares them), so readers, ``validate`` and the manifests see no
+difference. Any other array, codec chain or region falls back to zarr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import google_crc32c
+import numpy as np
+import zarr
+from numcodecs import Blosc
+from zarr.core.buffer import default_buffer_prototype
+
+_SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
+_CONCURRENT = 4  # chunks encoded or being written at once (memory: a few compressed chunks)
+
+
+def _encoder(array: zarr.Array) -> tuple[np.dtype[Any], Blosc] | None:
+    """The little-endian dtype and blosc codec of ``array``, or None when its chain differs."""
+    meta: dict[str, Any] = dict(array.metadata.to_dict())
+    if meta.get("zarr_format") != 3 or meta.get("chunk_key_encoding", {}).get("name") != "default":
+        return None
+    grid = meta.get("chunk_grid", {})
+    if grid.get("name") != "regular":
+        return None
+    codecs: list[Any] = list(meta.get("codecs") or [])
+    names = [c.get("name") if isinstance(c, dict) else None for c in codecs]
+    if names != ["bytes", "blosc", "crc32c"]:
+        return None
+    dtype = np.dtype(array.dtype)
+    if dtype.kind not in "iuf":
+        return None
+    endian = (codecs[0].get("configuration") or {}).get("endian", "little")
+    if dtype.itemsize > 1 and endian != "little":
+        return None
+    conf: dict[str, Any] = dict(codecs[1].get("configuration") or {})
+    shuffle = _SHUFFLE.get(str(conf.get("shuffle")))
+    if shuffle is None or not isinstance(conf.get("typesize"), int):
+        return None
+    blosc = Blosc(
+        cname=str(conf["cname"]),
+        clevel=int(conf["clevel"]),
+        shuffle=shuffle,
+        blocksize=int(conf.get("blocksize") or 0),
+        typesize=int(conf["typesize"]),
+    )
+    return dtype.newbyteorder("<"), blosc
+
+
+def _encode(blosc: Blosc, chunk: np.ndarray) -> bytes:
+    """One chunk's stored bytes: blosc of its little-endian bytes, then their CRC32C."""
+    packed = blosc.encode(chunk.reshape(-1).view(np.uint8))
+    return bytes(packed) + np.uint32(google_crc32c.value(packed)).tobytes()
+
+
+def write_rows(array: zarr.Array, start: int, data: np.ndarray) -> bool:
+    """``array[start:start + len(data)] = data`` for blocks of whole chunk rows.
+
+    Returns False, having written nothing, when the block is not one this path handles (the
+    caller then writes it through zarr): ``start`` not on a chunk boundary of the first axis, a
+    block that ends inside a chunk row before the array's end, other dtypes or codecs.
+    """
+    found = _encoder(array)
+    data = np.asarray(data)
+    if found is None or data.dtype != array.dtype or data.ndim != array.ndim:
+        return False
+    dtype, blosc = found
+    shape, chunks = tuple(array.shape), tuple(array.chunks)
+    stop = start + data.shape[0]
+    if data.shape[1:] != shape[1:] or stop > shape[0] or start % chunks[0]:
+        return False
+    if stop % chunks[0] and stop != shape[0]:
+        return False
+    fill = array.fill_value
+    grid = [range(start // chunks[0], -(-stop // chunks[0]))]
+    grid += [range(-(-s // c)) for s, c in zip(shape[1:], chunks[1:], strict=True)]
+
+    def chunk_bytes(coords: tuple[int, ...]) -> bytes:
+        region = tuple(
+            slice(i * c - (start if axis == 0 else 0), (i + 1) * c - (start if axis == 0 else 0))
+            for axis, (i, c) in enumerate(zip(coords, chunks, strict=True))
+        )
+        part = data[region]
+        if part.shape != chunks:  # an edge chunk: stored whole, padded with the fill value
+            whole = np.full(chunks, fill, dtype=dtype)
+            whole[tuple(slice(0, n) for n in part.shape)] = part
+            part = whole
+        return _encode(blosc, np.ascontiguousarray(part, dtype=dtype))
+
+    store = array.store_path.store
+    prefix = array.path + "/" if array.path else ""
+    coords = [tuple(int(i) for i in idx) for idx in np.ndindex(*map(len, grid))]
+    coords = [(c[0] + grid[0].start, *c[1:]) for c in coords]
+
+    async def _write_all() -> None:
+        gate = asyncio.Semaphore(_CONCURRENT)
+        proto = default_buffer_prototype()
+
+        async def one(where: tuple[int, ...]) -> None:
+            async with gate:
+                raw = await asyncio.to_thread(chunk_bytes, where)
+                key = prefix + array.metadata.encode_chunk_key(where)
+                await store.set(key, proto.buffer.from_bytes(raw))
+
+        await asyncio.gather(*(one(where) for where in coords))
+
+    zarr.core.sync.sync(_write_all())
+    return True
+
+
+def write_or_set(array: zarr.Array, start: int, data: np.ndarray) -> None:
+    """``array[start:start + len(data)] = data``: by :func:`write_rows` where it can, else zarr."""
+    if not write_rows(array, start, data):
+        array[start : start + len(data)] = data

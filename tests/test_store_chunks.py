@@ -1,0 +1,67 @@
+"""The store's own encoder of whole chunk rows writes exactly the bytes zarr writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from langneurons.store import _chunks, _integrity
+
+
+def _chunk_files(path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name != "zarr.json"
+    }
+
+
+def _array(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str) -> zarr.Array:
+    with _integrity.write_empty_chunks():
+        return zarr.create_array(
+            path,
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            fill_value=0,
+            compressors=_integrity.numeric_codecs(),
+        )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "chunks", "start", "n"),
+    [
+        ("int64", (5, 2, 7, 33), (1, 1, 3, 33), 2, 3),  # edge chunks along layers, padded
+        ("uint16", (19, 2, 7, 33), (8, 1, 7, 33), 8, 11),  # ends inside the last chunk row
+        ("float64", (4, 2, 5, 10), (1, 2, 5, 10), 0, 4),
+        ("int64", (3, 2), (1, 2), 1, 2),
+    ],
+)
+def test_whole_chunk_rows_match_zarr_byte_for_byte(
+    tmp_path: Path, dtype: str, shape: tuple[int, ...], chunks: tuple[int, ...], start: int, n: int
+) -> None:
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 1000, size=(n, *shape[1:])).astype(dtype)
+    by_zarr = _array(tmp_path / "zarr", shape, chunks, dtype)
+    with _integrity.write_empty_chunks():
+        by_zarr[start : start + n] = data
+    ours = _array(tmp_path / "ours", shape, chunks, dtype)
+    assert _chunks.write_rows(ours, start, data)
+    assert _chunk_files(tmp_path / "ours") == _chunk_files(tmp_path / "zarr")
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "ours")[start : start + n], data)
+
+
+def test_other_blocks_and_codecs_are_left_to_zarr(tmp_path: Path) -> None:
+    arr = _array(tmp_path / "a", (19, 2, 3), (8, 1, 3), "uint16")
+    rows = np.ones((3, 2, 3), dtype="uint16")
+    assert not _chunks.write_rows(arr, 1, rows)  # starts inside a chunk row
+    assert not _chunks.write_rows(arr, 0, rows)  # ends inside a chunk row before the end
+    assert not _chunks.write_rows(arr, 0, rows.astype("int64"))  # another dtype
+    assert _chunk_files(tmp_path / "a") == {}  # nothing written by the refusals
+    _chunks.write_or_set(arr, 1, rows)  # through zarr instead
+    np.testing.assert_array_equal(arr[1:4], rows)
+    plain = zarr.create_array(tmp_path / "b", shape=(2, 3), chunks=(1, 3), dtype="int64")
+    assert not _chunks.write_rows(plain, 0, np.ones((2, 3), dtype="int64"))  # zstd, no crc32c
