@@ -123,7 +123,7 @@ def panel_sets(
         general = types == "general"
     index = {str(x): k for k, x in enumerate(identification["language"].values)}
     parts = panel.split("+")
-    out = {}
+    out: dict[str, dict[Any, np.ndarray]] = {}
     for lang in languages:
         own = mask[index[lang]]
         chosen = np.zeros(own.shape, dtype=bool)

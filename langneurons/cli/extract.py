@@ -335,7 +335,11 @@ def demo(out: str, model: str, languages: str | None, n_boot: int, moe: bool) ->
 @click.option("--allow-download", is_flag=True, help="Download an id that is not cached.")
 @click.option("--store", required=True)
 @click.option("--run", required=True)
-@click.option("--identification", required=True, help="A saved ternary identification.")
+@click.option(
+    "--identification",
+    required=True,
+    help="A saved ternary identification (MoE: per expert, or a mask of whole experts).",
+)
 @click.option(
     "--data",
     required=True,
