@@ -134,7 +134,9 @@ def accuracy_effects(ablation: xr.Dataset, *, alpha: float = 0.05) -> xr.Dataset
         ``control_dominance`` on ``[panel, deactivated, control]``; ``baseline``,
         ``baseline_low``, ``baseline_high``, ``n_items`` on ``[evaluated]``. ``attrs``:
         ``kind``, ``alpha``, ``controls``, ``min_pvalue_control`` (1 / (C + 1)),
-        ``inference`` and ``inference_reason``, ``assumption``.
+        ``inference`` and ``inference_reason``, ``assumption``. The set sizes
+        ``n_neurons[panel, deactivated]`` (``n_experts`` when whole experts of a mixture of
+        experts were masked) and ``attrs["moe_unit"]`` are carried over when present.
 
     Raises
     ------
@@ -221,8 +223,9 @@ def accuracy_effects(ablation: xr.Dataset, *, alpha: float = 0.05) -> xr.Dataset
         "baseline_high": ((EVALUATED,), b_hi),
         "n_items": ((EVALUATED,), n_items.astype(np.int64)),
     }
-    if "n_neurons" in ds:
-        data["n_neurons"] = ((PANEL, DEACTIVATED), np.asarray(ds["n_neurons"].values)[:, :, 0])
+    for size in ("n_neurons", "n_experts"):  # neurons (dense or in experts), or whole experts
+        if size in ds:
+            data[size] = ((PANEL, DEACTIVATED), np.asarray(ds[size].values)[:, :, 0])
     return xr.Dataset(
         data,
         coords={
@@ -243,6 +246,7 @@ def accuracy_effects(ablation: xr.Dataset, *, alpha: float = 0.05) -> xr.Dataset
             "statistic": "drop = baseline accuracy - accuracy with the set off; dominance = "
             "own-language drop minus mean drop on the other evaluated languages",
             "alternative": "greater",
+            **({"moe_unit": str(ds.attrs["moe_unit"])} if "moe_unit" in ds.attrs else {}),
         },
     )
 

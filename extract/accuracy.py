@@ -15,6 +15,12 @@ layer's other neurons), and the baseline answers with nothing off. Per-item resu
 at ``RUN/ablation/NAME`` with ``attrs["kind"] == "accuracy"``; :mod:`langneurons.analysis.accuracy`
 turns them into accuracies, drops and tests.
 
+On a mixture-of-experts run a per-expert ternary identification (``mask[language, layer,
+expert, neuron]``) gives each panel's neurons inside experts, and a mask ``[language, layer,
+expert]`` or, with ``source="stats"``, a ``stats experts`` result's ``preferred`` experts gives
+whole experts masked in the router (one panel, ``experts``); both are switched off, and their
+controls drawn, by :mod:`langneurons.extract._moe_ablate` as ``ablate`` does.
+
 Work is split into units (the baseline; one set of one panel for one language, or one of its
 controls), each answering every item. Finished units are saved as a partial result at most every
 ``checkpoint_seconds``; ``resume=True`` completes it with the answers an uninterrupted run gives.
@@ -22,6 +28,7 @@ controls), each answering every item. Finished units are saved as a partial resu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -36,6 +43,7 @@ import xarray as xr
 
 from langneurons._type_codes import as_type_labels
 from langneurons.errors import ParameterError, RunExistsError
+from langneurons.extract import _moe_ablate as _moe
 from langneurons.extract import corpus as _corpus
 from langneurons.extract._answers import score_answer
 from langneurons.extract._generate import generate_answers
@@ -57,6 +65,8 @@ KIND: Final = "accuracy"
 PARTS: Final = ("specific", "related", "general")
 PANELS: Final = ("specific", "specific+related", "specific+related+general")
 FIELDS: Final = ("correct", "number_ok", "language_ok", "detected", "text")
+#: The one panel of whole experts (a mask [language, layer, expert] has no neuron types).
+EXPERT_PANEL: Final = "experts"
 #: What a resumed accuracy ablation must share with the one it completes.
 _CHECKED: Final = (
     "identification",
@@ -96,22 +106,24 @@ def check_panels(panels: Sequence[str]) -> tuple[str, ...]:
 
 def panel_sets(
     identification: xr.Dataset, languages: Sequence[str], panel: str
-) -> dict[str, dict[int, np.ndarray]]:
-    """Each language's neuron set ({layer: indices}) of one panel of a ternary identification.
+) -> dict[str, dict[Any, np.ndarray]]:
+    """Each language's neuron set ({layer: indices}; on a mixture of experts {(layer, expert):
+    indices}, non-empty cells only) of one panel of a ternary identification.
 
     Specific and related neurons are those of the language's mask with that type; general
     neurons are the identification's ``general`` variable (above tau in every language, over
     all neurons, as Zhang et al. count them), else the selected neurons typed general.
     """
-    mask = np.asarray(identification["mask"].transpose("language", LAYER, NEURON).values, bool)
-    types = as_type_labels(identification["neuron_type"].transpose(LAYER, NEURON)).astype(str)
+    grid = (LAYER, EXPERT, NEURON) if EXPERT in identification["mask"].dims else (LAYER, NEURON)
+    mask = np.asarray(identification["mask"].transpose("language", *grid).values, bool)
+    types = as_type_labels(identification["neuron_type"].transpose(*grid)).astype(str)
     if "general" in identification:
-        general = np.asarray(identification["general"].transpose(LAYER, NEURON).values, bool)
+        general = np.asarray(identification["general"].transpose(*grid).values, bool)
     else:
         general = types == "general"
     index = {str(x): k for k, x in enumerate(identification["language"].values)}
     parts = panel.split("+")
-    out = {}
+    out: dict[str, dict[Any, np.ndarray]] = {}
     for lang in languages:
         own = mask[index[lang]]
         chosen = np.zeros(own.shape, dtype=bool)
@@ -121,11 +133,17 @@ def panel_sets(
             chosen |= own & (types == "related")
         if "general" in parts:
             chosen |= general
-        out[lang] = {layer: np.flatnonzero(chosen[layer]) for layer in range(len(chosen))}
+        if chosen.ndim == 3:  # [layer, expert, neuron]: the (layer, expert) cells with neurons
+            out[lang] = {
+                (int(layer), int(expert)): np.flatnonzero(chosen[layer, expert])
+                for layer, expert in zip(*np.nonzero(chosen.any(axis=2)), strict=True)
+            }
+        else:
+            out[lang] = {layer: np.flatnonzero(chosen[layer]) for layer in range(len(chosen))}
     return out
 
 
-def _digest(neurons: dict[int, np.ndarray]) -> str:
+def _digest(neurons: dict[Any, np.ndarray]) -> str:
     h = hashlib.sha256()  # empty layers are left out: an empty set is the baseline's
     for layer in sorted(k for k, v in neurons.items() if len(v)):
         h.update(f"{layer}:".encode())
@@ -136,7 +154,8 @@ def _digest(neurons: dict[int, np.ndarray]) -> str:
 def _mask_sha256(ident: xr.Dataset) -> str:
     h = hashlib.sha256(json.dumps([str(x) for x in ident["language"].values]).encode())
     h.update(np.ascontiguousarray(ident["mask"].values, dtype=bool).tobytes())
-    h.update("|".join(as_type_labels(ident["neuron_type"]).astype(str).ravel()).encode())
+    if "neuron_type" in ident:  # absent from a mask of whole experts
+        h.update("|".join(as_type_labels(ident["neuron_type"]).astype(str).ravel()).encode())
     if "general" in ident:
         h.update(np.ascontiguousarray(ident["general"].values, dtype=bool).tobytes())
     return h.hexdigest()
@@ -166,7 +185,7 @@ def ablate_accuracy(
     data: str | os.PathLike[str],
     *,
     languages: Sequence[str] | None = None,
-    panels: Sequence[str] = PANELS,
+    panels: Sequence[str] | None = None,
     controls: int = 1,
     seed: int = 0,
     max_new_tokens: int = 64,
@@ -187,6 +206,7 @@ def ablate_accuracy(
     revision: str | None = None,
     allow_download: bool = False,
     checkpoint_seconds: float = 30.0,
+    source: str = "identification",
 ) -> xr.Dataset:
     """Answer every evaluation item with each panel's neuron sets off; score each answer.
 
@@ -195,8 +215,12 @@ def ablate_accuracy(
     model, gguf_file, revision, allow_download, tokenizer, loaded, device, dtype, hook_module,
     trust_remote_code
         The run's model (see :func:`langneurons.extract.engine.extract`).
-    identification
-        A saved *ternary* identification of ``run`` (its ``mask`` and ``neuron_type``).
+    identification, source
+        A saved *ternary* identification of ``run`` (its ``mask`` and ``neuron_type``; on a
+        mixture of experts, per expert: neurons inside experts are switched off), or a mask
+        ``[language, layer, expert]`` of whole experts (masked in the router; one panel,
+        ``experts``); ``source="stats"``: a saved ``stats experts`` result, whose ``preferred``
+        experts are masked.
     data
         Evaluation records with an ``answer`` each (e.g. ``"builtin:evaluate"``), held out
         from the run's sequences unless ``allow_overlap``.
@@ -204,7 +228,8 @@ def ablate_accuracy(
         Evaluate (and deactivate) only these languages; default every language of ``data``.
         Languages the identification lacks are evaluated but not deactivated.
     panels
-        Neuron sets per language: ``+``-joined neuron types (default the paper's three).
+        Neuron sets per language: ``+``-joined neuron types (default the paper's three; whole
+        experts have the one panel ``experts``).
     controls, seed
         Random sets per real set (same count per layer), drawn from ``seed`` in a fixed order.
         Generation is costly: few controls are allowed, and the smallest attainable control
@@ -225,10 +250,12 @@ def ablate_accuracy(
     xarray.Dataset
         ``correct``, ``number_ok``, ``language_ok`` (bool), ``detected`` and ``text`` (str) on
         ``[panel, deactivated, variant, item]``; ``baseline_*`` the same on ``[item]``;
-        ``n_neurons[panel, deactivated, variant]``; coordinates ``item_id`` and
-        ``item_language`` on ``item``. ``attrs``: ``kind == "accuracy"``, the parameters, the
-        held-out check (``heldout``, ``heldout_note``, ``heldout_overlap``), the model identity
-        and ``min_pvalue_control``; ``attrs["result_path"]`` is where it is saved.
+        ``n_neurons[panel, deactivated, variant]`` (``n_experts`` for whole experts, with
+        ``attrs["moe_unit"]`` on a mixture of experts, as ``ablate`` saves); coordinates
+        ``item_id`` and ``item_language`` on ``item``. ``attrs``: ``kind == "accuracy"``, the
+        parameters, the held-out check (``heldout``, ``heldout_note``, ``heldout_overlap``),
+        the model identity and ``min_pvalue_control``; ``attrs["result_path"]`` is where it
+        is saved.
 
     Raises
     ------
@@ -245,7 +272,8 @@ def ablate_accuracy(
     Neurons Perspective"; Shi et al. (2023), "Language Models are Multilingual Chain-of-Thought
     Reasoners" (MGSM, final-number scoring).
     """
-    panels = check_panels(panels)
+    if panels is not None and list(panels) != [EXPERT_PANEL]:
+        panels = check_panels(panels)
     controls = _check_int("controls", controls, 0)
     max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1)
     batch_size = _check_int("batch_size", batch_size, 1)
@@ -275,20 +303,29 @@ def ablate_accuracy(
         )
     records = [r for r in records if r.language in set(evaluated)]
     opened = open_store(store, mode="r+")
-    ident = opened.open_result(run, "identification", identification)
-    if "neuron_type" not in ident or "mask" not in ident or ident.attrs.get("method") != "ternary":
-        raise ParameterError(
-            f"identification {identification!r} is not ternary (method "
-            f"{ident.attrs.get('method')!r}); the panels need the ternary rule's specific, "
-            "related and general neurons: identify with --method ternary"
-        )
-    ident = ident[["mask", "neuron_type", *(["general"] if "general" in ident else [])]].load()
+    ident = opened.open_result(run, _moe.check_source(source), identification)
+    mask_da = _moe.identification_mask(ident, identification)
+    unit = _moe.mask_unit(mask_da, identification)  # None: dense; neurons or whole experts
+    if unit == _moe.EXPERT_UNIT:  # whole experts: no neuron types, one panel
+        if panels is not None and tuple(panels) != (EXPERT_PANEL,):
+            raise ParameterError(
+                f"{identification!r} masks whole experts, which have no neuron types; drop "
+                f"--panels (the one panel of whole experts is {EXPERT_PANEL!r})"
+            )
+        panels = (EXPERT_PANEL,)
+        ident = xr.Dataset({"mask": mask_da}).load()
+    else:
+        panels = check_panels(PANELS if panels is None else panels)
+        if "neuron_type" not in ident or ident.attrs.get("method") != "ternary":
+            raise ParameterError(
+                f"identification {identification!r} is not ternary (method "
+                f"{ident.attrs.get('method')!r}); the panels need the ternary rule's specific, "
+                "related and general neurons: identify with --method ternary"
+            )
+        ident = ident[["mask", "neuron_type", *(["general"] if "general" in ident else [])]]
+        ident = ident.load()
     run_ds = opened.open_run(run)
-    if EXPERT in ident.dims or EXPERT in run_ds.dims:
-        raise ParameterError(
-            f"ablate-accuracy does not take mixture-of-experts runs yet (run {run!r} has an "
-            "expert dim); measure their deactivation with `langneurons ablate`"
-        )
+    _moe.check_run(unit, run_ds, identification, run)
     held = heldout_check(run_ds, records, allow_overlap=allow_overlap, run=run)
     rows = [x for x in evaluated if x in {str(v) for v in ident["language"].values}]
     if not rows:
@@ -319,6 +356,7 @@ def ablate_accuracy(
         "variant_meaning": "0: the panel's set of the deactivated language; c + 1: control c",
         "model": {},
     }
+    attrs |= {"source": source} if source != "identification" else {}
     earlier = _earlier(opened, run, name, resume)
     loaded = load_for_run(
         model,
@@ -334,6 +372,9 @@ def ablate_accuracy(
         revision=revision,
         allow_download=allow_download,
     )
+    moe_off = _moe.for_ablation(loaded, unit, identification, run, run_ds)
+    if moe_off is not None:  # what is switched off, and how the controls are drawn
+        attrs |= {"moe_unit": moe_off.unit, "control_rule": moe_off.control_rule}
     attrs["model"] = loaded.identity
     writer = opened.writer(run)
     if earlier is not None:
@@ -349,16 +390,28 @@ def ablate_accuracy(
             earlier.attrs["result_path"] = f"{writer.run}/ablation/{name}"
             return earlier
 
-    sets = {p: panel_sets(ident, rows, p) for p in panels}
+    if unit == _moe.EXPERT_UNIT:
+        sets = {EXPERT_PANEL: _moe.language_sets(ident["mask"], unit, rows)}
+    else:
+        sets = {p: panel_sets(ident, rows, p) for p in panels}
+    if moe_off is not None:  # units the model lacks, or too many experts: refused up front
+        for per_lang in sets.values():
+            for one in per_lang.values():
+                moe_off.check(one)
     rng = np.random.default_rng(seed)  # drawn in a fixed order: a resumed run draws the same
-    chosen: dict[_Unit, dict[int, np.ndarray]] = {_Unit(-1, 0, 0): {}}
+    chosen: dict[_Unit, dict[Any, np.ndarray]] = {_Unit(-1, 0, 0): {}}
     for i, p in enumerate(panels):
         for r, lang in enumerate(rows):
             chosen[_Unit(i, r, 0)] = sets[p][lang]
             for c in range(controls):
-                chosen[_Unit(i, r, c + 1)] = random_control(sets[p][lang], loaded.plan.neurons, rng)
+                chosen[_Unit(i, r, c + 1)] = (
+                    random_control(sets[p][lang], loaded.plan.neurons, rng)
+                    if moe_off is None
+                    else moe_off.control(sets[p][lang], rng)
+                )
     shape = (len(panels), len(rows), controls + 1, len(records))
-    table = _Table.empty(shape) if earlier is None else _Table.of(earlier)
+    size_name = "n_experts" if unit == _moe.EXPERT_UNIT else "n_neurons"
+    table = _Table.empty(shape, size_name) if earlier is None else _Table.of(earlier)
     todo = [u for u in chosen if not table.is_done(u)]
     answers_of: dict[str, list[tuple[str, Any]]] = {}  # same set, same answers (greedy)
     for u in chosen:
@@ -379,7 +432,7 @@ def ablate_accuracy(
             if key in answers_of:  # the same set again (a panel adding none, an empty set)
                 scored = answers_of[key]
             else:
-                with deactivate(loaded, neurons):
+                with _switch_off(loaded, moe_off, neurons):
                     texts = generate_answers(
                         loaded,
                         records,
@@ -402,6 +455,17 @@ def ablate_accuracy(
     ds = table.dataset(panels, rows, records, attrs, final=True)
     ds.attrs["result_path"] = writer.save_result("ablation", name, ds)
     return ds
+
+
+def _switch_off(
+    loaded: LoadedModel, moe_off: _moe.MoeDeactivation | None, units: dict[Any, np.ndarray]
+) -> contextlib.AbstractContextManager[Any]:
+    """The context in which a set is off: dense neurons, or neurons / experts of a MoE."""
+    if moe_off is None:
+        return deactivate(loaded, units)
+    if not any(len(v) for v in units.values()):  # the baseline: nothing to switch off
+        return contextlib.nullcontext()
+    return moe_off.switch_off(units)
 
 
 def _earlier(opened: Any, run: str, name: str, resume: bool) -> xr.Dataset | None:
@@ -434,12 +498,13 @@ class _Table:
 
     values: dict[str, np.ndarray]  # FIELDS on [panel, row, variant, item]
     base: dict[str, np.ndarray]  # FIELDS on [item]
-    n_neurons: np.ndarray
+    n_neurons: np.ndarray  # saved as size_name
     done: np.ndarray
     base_done: bool
+    size_name: str = "n_neurons"  # "n_experts" when whole experts are masked
 
     @classmethod
-    def empty(cls, shape: tuple[int, int, int, int]) -> _Table:
+    def empty(cls, shape: tuple[int, int, int, int], size_name: str = "n_neurons") -> _Table:
         def fresh(field: str, n: tuple[int, ...]) -> np.ndarray:
             return (
                 np.zeros(n, bool) if field not in ("detected", "text") else np.full(n, "", object)
@@ -451,6 +516,7 @@ class _Table:
             np.zeros(shape[:3], np.int64),
             np.zeros(shape[:3], bool),
             False,
+            size_name,
         )
 
     @classmethod
@@ -459,12 +525,14 @@ class _Table:
             values = np.asarray(ds[name].values)
             return values.astype(object) if values.dtype.kind in "UO" else values.copy()
 
+        size_name = "n_experts" if "n_experts" in ds else "n_neurons"
         return cls(
             {f: arr(f) for f in FIELDS},
             {f: arr(f"baseline_{f}") for f in FIELDS},
-            arr("n_neurons"),
+            arr(size_name),
             arr("unit_done").astype(bool),
             bool(ds["baseline_done"].values),
+            size_name,
         )
 
     def is_done(self, u: _Unit) -> bool:
@@ -520,7 +588,7 @@ class _Table:
             kind = str if f in ("detected", "text") else bool
             data[f] = (dims, self.values[f].astype(kind))
             data[f"baseline_{f}"] = (("item",), self.base[f].astype(kind))
-        data["n_neurons"] = (dims[:3], self.n_neurons)
+        data[self.size_name] = (dims[:3], self.n_neurons)
         out_attrs = dict(attrs)
         if not final:
             data["unit_done"] = (dims[:3], self.done.copy())
@@ -544,4 +612,4 @@ class _Table:
         )
 
 
-__all__ = ["KIND", "PANELS", "ablate_accuracy", "check_panels", "panel_sets"]
+__all__ = ["EXPERT_PANEL", "KIND", "PANELS", "ablate_accuracy", "check_panels", "panel_sets"]

@@ -89,8 +89,9 @@ def accuracy_heatmap(effects: xr.Dataset, ax: AxesArg = None) -> Figure:
                 cell += f"\nctrl {control[i, j]:+.0f}"
             text[i, j] = cell
         row_labels = rows
-        if "n_neurons" in effects:
-            sizes = as_array(effects["n_neurons"].sel(panel=panel))
+        size = "n_experts" if "n_experts" in effects else "n_neurons"  # MoE: whole experts
+        if size in effects:
+            sizes = as_array(effects[size].sel(panel=panel))
             row_labels = [f"{d} ({int(n):,} off)" for d, n in zip(rows, sizes, strict=True)]
         heatmap(
             a,
@@ -101,7 +102,7 @@ def accuracy_heatmap(effects: xr.Dataset, ax: AxesArg = None) -> Figure:
             norm=norm,
             text=text,
             colorbar="accuracy drop (pp)" if k == len(panels) - 1 else None,
-            row_label="deactivated neurons of" if k == 0 else "",
+            row_label=f"deactivated {size[2:]} of" if k == 0 else "",
             col_label="evaluated language",
         )
         for i, d in enumerate(rows):

@@ -10,9 +10,7 @@ sigmoid gate), with no code of transformers' experts or of the module under test
 from __future__ import annotations
 
 import copy
-import json
 import types
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -706,25 +704,6 @@ def test_cli_ablate_on_a_moe_run_resumes_bit_exact(
         "langneurons: error: masking 3 of the 4 routed experts of layer 0 leaves fewer than "
         "top_k = 2 for each token: routing is impossible; mask at most 2 routed experts per layer"
     )
-
-
-def test_ablate_accuracy_refuses_a_moe_run(moe_store: dict[str, Any], tmp_path: Path) -> None:
-    import xarray as xr
-
-    from langneurons.extract.accuracy import ablate_accuracy
-
-    s = moe_store
-    mask = s["ident"]["mask"]
-    ternary = xr.Dataset(
-        {"mask": mask, "neuron_type": xr.full_like(mask.isel(language=0), 0, dtype=np.int8)},
-        attrs={"method": "ternary"},
-    )
-    _save(s["store"], "moe", "ternary", ternary)
-    lines = [json.loads(x) for x in s["data"].read_text().splitlines()]
-    answered = tmp_path / "answered.jsonl"
-    answered.write_text("".join(json.dumps({**x, "answer": "6"}) + "\n" for x in lines))
-    with pytest.raises(ParameterError, match="ablate-accuracy does not take mixture-of-experts"):
-        ablate_accuracy(s["model"], s["store"], "moe", "ternary", answered, device="cpu")
 
 
 def test_ablate_masks_the_language_experts_of_stats_experts(

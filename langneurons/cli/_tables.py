@@ -314,6 +314,7 @@ def accuracy(ds: xr.Dataset) -> Lines:
         )
     ]
     evaluated = _labels(ds, "evaluated")
+    size = "n_experts" if "n_experts" in ds else "n_neurons"  # whole experts masked, or neurons
     rows = []
     for i, panel in enumerate(_labels(ds, "panel")):
         for j, lang in enumerate(_labels(ds, "deactivated")):
@@ -324,7 +325,7 @@ def accuracy(ds: xr.Dataset) -> Lines:
                 [
                     panel,
                     lang,
-                    int(ds["n_neurons"].values[i, j]) if "n_neurons" in ds else "-",
+                    int(ds[size].values[i, j]) if size in ds else "-",
                     float(ds["drop"].values[i, j, e]),
                     f"[{_fmt(float(ds['drop_low'].values[i, j, e]))}, "
                     f"{_fmt(float(ds['drop_high'].values[i, j, e]))}]",
@@ -334,8 +335,10 @@ def accuracy(ds: xr.Dataset) -> Lines:
                 ]
             )
     lines += table(
-        ["panel", "off", "neurons", "own drop", "CI", "item p", "dominance", "control p"], rows
+        ["panel", "off", size[2:], "own drop", "CI", "item p", "dominance", "control p"], rows
     )
+    if a.get("moe_unit"):
+        lines.append(f"  mixture of experts: {a['moe_unit']}s switched off")
     lines.append(
         f"  {a.get('controls')} control(s) per set: smallest attainable control p "
         f"{_fmt(a.get('min_pvalue_control'))}; inference {a.get('inference')} "

@@ -335,7 +335,11 @@ def demo(out: str, model: str, languages: str | None, n_boot: int, moe: bool) ->
 @click.option("--allow-download", is_flag=True, help="Download an id that is not cached.")
 @click.option("--store", required=True)
 @click.option("--run", required=True)
-@click.option("--identification", required=True, help="A saved ternary identification.")
+@click.option(
+    "--identification",
+    required=True,
+    help="A saved ternary identification (MoE: per expert, or a mask of whole experts).",
+)
 @click.option(
     "--data",
     required=True,
@@ -344,9 +348,9 @@ def demo(out: str, model: str, languages: str | None, n_boot: int, moe: bool) ->
 @click.option("--languages", default=None, help="Evaluate only these languages.")
 @click.option(
     "--panels",
-    default="specific,specific+related,specific+related+general",
-    show_default=True,
-    help="Comma-separated neuron sets: '+'-joined types (specific, related, general).",
+    default=None,
+    help="Comma-separated neuron sets: '+'-joined types (specific, related, general). "
+    "[default: specific,specific+related,specific+related+general; whole experts: experts]",
 )
 @click.option(
     "--controls", type=int, default=1, show_default=True, help="Random sets per real set."
@@ -369,6 +373,12 @@ def demo(out: str, model: str, languages: str | None, n_boot: int, moe: bool) ->
 @click.option("--resume", is_flag=True, help="Complete an interrupted ablation of that name.")
 @click.option("--checkpoint-seconds", type=float, default=30.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--language-experts",
+    is_flag=True,
+    help="--identification names a saved `stats experts` result: mask each language's "
+    "preferred experts (mixture-of-experts runs).",
+)
 def ablate_accuracy(
     model: str,
     gguf_file: str | None,
@@ -379,7 +389,7 @@ def ablate_accuracy(
     identification: str,
     data: str,
     languages: str | None,
-    panels: str,
+    panels: str | None,
     controls: int,
     seed: int,
     max_new_tokens: int,
@@ -395,11 +405,14 @@ def ablate_accuracy(
     resume: bool,
     checkpoint_seconds: float,
     as_json: bool,
+    language_experts: bool,
 ) -> None:
     """Answer each evaluation item with each panel's neurons off; score the answers.
 
     An answer is correct when its final number is the item's answer and it is written in the
     question's language. Prints baseline accuracy and, per panel, the own-language drop.
+    On a mixture-of-experts run, a per-expert ternary identification switches off neurons
+    inside experts; a mask [language, layer, expert] masks whole experts in the router.
     """
     from langneurons.analysis.accuracy import accuracy_effects
     from langneurons.cli._output import emit
@@ -416,7 +429,7 @@ def ablate_accuracy(
         revision=revision,
         allow_download=allow_download,
         languages=split_list(languages) or None,
-        panels=split_list(panels) or [],
+        panels=None if panels is None else split_list(panels) or [],
         controls=controls,
         seed=seed,
         max_new_tokens=max_new_tokens,
@@ -431,6 +444,7 @@ def ablate_accuracy(
         name=name,
         resume=resume,
         checkpoint_seconds=checkpoint_seconds,
+        source="stats" if language_experts else "identification",
     )
     path = str(ds.attrs["result_path"])
     effects = accuracy_effects(ds)
