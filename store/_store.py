@@ -163,11 +163,15 @@ class ActivationStore:
         return _integrity.CheckedStore(self._zstore)
 
     def _root(self, consolidated: bool = True, *, checked: bool = False) -> zarr.Group:
+        """The root group (``consolidated``: through the consolidated metadata when the root
+        holds it, else by listing: another process creating the store or committing a run
+        rewrites the root's ``zarr.json`` before it consolidates again, and a reader that
+        demanded the summary then failed)."""
         with _nodes.quiet():
             return zarr.open_group(
                 self._checked() if checked else self._zstore,
                 mode="r" if self.read_only else "r+",
-                use_consolidated=consolidated,
+                use_consolidated=None if consolidated else False,
             )
 
     @property

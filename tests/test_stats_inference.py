@@ -471,24 +471,32 @@ def test_tiny_tiles_give_the_same_results(
 def test_failed_replicates_are_recorded_and_left_out(
     stored: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import threading
+
     from langneurons.analysis import bootstrap
     from langneurons.errors import NoValidLambdaError
 
     calls = {"n": 0}
+    lock = threading.Lock()
 
     def flaky(run: xr.Dataset, *args: Any, **kwargs: Any) -> xr.Dataset:
-        calls["n"] += 1
-        if calls["n"] == 2:  # the replicates only: replicate 1 fails
+        with lock:  # replicates are identified two at a time in threads
+            calls["n"] += 1
+            fail = calls["n"] == 2  # a replicate (the first call is the point estimate)
+        if fail:
             raise NoValidLambdaError("no lambda")
         return identify(run, *args, **kwargs)
 
     monkeypatch.setattr(bootstrap, "identify", flaky)
     kwargs: dict[str, Any] = dict(n_boot=4, seed=1, params=P)
     res = bootstrap_identification(stored["numpy"], **kwargs)
-    assert res["ok"].values.tolist() == [True, False, True, True]
+    # which replicate's identification runs second depends on the threads' timing
+    failed = np.flatnonzero(~res["ok"].values)
+    assert len(failed) == 1
+    i = int(failed[0])
     assert res.attrs["n_failed"] == 1 and res.attrs["failures"] == {"no valid lambda": 1}
-    assert np.isnan(res["tau"].values[1]) and np.isnan(res["jaccard"].values[1]).all()
-    ok = res.isel(replicate=[0, 2, 3])
+    assert np.isnan(res["tau"].values[i]) and np.isnan(res["jaccard"].values[i]).all()
+    ok = res.isel(replicate=[r for r in range(4) if r != i])
     np.testing.assert_allclose(res["jaccard_mean"], ok["jaccard"].mean("replicate"))
     np.testing.assert_allclose(res["tau_upper"], np.quantile(ok["tau"].values, 0.975))
     assert float(res["selection_frequency"].sum()) == pytest.approx(12)
