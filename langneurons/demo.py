@@ -123,8 +123,12 @@ def _summary(store: Any, runs: list[str], base_run: str) -> list[str]:
     return [*lines, ""]
 
 
-def _perturbed_copy(loaded: Any, scale: float, seed: int) -> Any:
-    """The same model with its MLP gate weights nudged: a stand-in second checkpoint."""
+def _nudged_copy(loaded: Any, scale: float, seed: int, *, routers: bool = False) -> Any:
+    """The same model with some weights nudged: a stand-in second checkpoint.
+
+    Nudged are the MLP gate weights (``routers=False``: the neurons change) or, in a mixture
+    of experts, the routers (``routers=True``: the routing changes).
+    """
     import copy
 
     import torch
@@ -133,12 +137,54 @@ def _perturbed_copy(loaded: Any, scale: float, seed: int) -> Any:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in twin.model.named_parameters():
-            if "mlp" in name and param.ndim == 2:
+            chosen = (
+                name.endswith("mlp.gate.weight") if routers else "mlp" in name and param.ndim == 2
+            )
+            if chosen:
                 noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
                 param.add_((noise * param.float().std() * scale).to(param.dtype))
+    tag = "router" if routers else "perturbed"
     twin.identity = {**loaded.identity, "perturbed": {"scale": scale, "seed": seed}}
-    twin.identity["config_sha256"] = loaded.identity["config_sha256"] + f"+perturbed{seed}"
+    twin.identity["config_sha256"] = loaded.identity["config_sha256"] + f"+{tag}{seed}"
     return twin
+
+
+class _DemoClock:
+    """A demo's output folder (an earlier demo's entries cleared, the marker written), its
+    step timings and its closing line."""
+
+    def __init__(self, out: Path, echo: Callable[[str], None]) -> None:
+        _clear_earlier_demo(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text(
+            json.dumps({"langneurons-demo": True, "entries": list(DEMO_ENTRIES)}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+        self.out, self.echo = out, echo
+        self.started = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def step(self, name: str) -> Callable[[], None]:
+        """Announce a step; the returned callable records its seconds."""
+        t0 = time.perf_counter()
+        self.echo(f"[demo] {name} ...")
+
+        def done() -> None:
+            self.timings[name] = round(time.perf_counter() - t0, 2)
+
+        return done
+
+    def finish(self, store_path: Path, html: Any) -> dict[str, Any]:
+        """Print the closing line; return paths and timings."""
+        total = round(time.perf_counter() - self.started, 1)
+        self.echo(f"[demo] done in {total} s: store {store_path}, report {html}")
+        return {
+            "out": str(self.out),
+            "store": str(store_path),
+            "report": str(html),
+            "seconds": total,
+            "timings": self.timings,
+        }
 
 
 #: Languages the demo deactivates: the four with the largest masks; every one is deactivated in
@@ -226,23 +272,8 @@ def run_demo(
 
     gguf = _gemma_path() if model == "gemma3-270m" else None  # fail before writing anything
     out = Path(out)
-    _clear_earlier_demo(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text(
-        json.dumps({"langneurons-demo": True, "entries": list(DEMO_ENTRIES)}, indent=2) + "\n",
-        encoding="utf-8",
-    )
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def step(name: str) -> Callable[[], None]:
-        t0 = time.perf_counter()
-        echo(f"[demo] {name} ...")
-
-        def done() -> None:
-            timings[name] = round(time.perf_counter() - t0, 2)
-
-        return done
+    clock = _DemoClock(out, echo)
+    step = clock.step
 
     done = step("model")
     if gguf is None:
@@ -256,7 +287,7 @@ def run_demo(
     else:
         model_path, name, chat, max_length, top_rate = gguf, "gemma3-270m", False, 256, 0.01
     base = load_model(model_path, device="auto", dtype="auto")
-    twin = _perturbed_copy(base, scale=0.05, seed=1)
+    twin = _nudged_copy(base, scale=0.05, seed=1)
     done()
 
     # identify on one part of the built-in corpus, deactivate on the other (held out by item)
@@ -353,38 +384,11 @@ def run_demo(
         echo(line)
     for line in models_lines:
         echo(line)
-    total = round(time.perf_counter() - started, 1)
-    echo(f"[demo] done in {total} s: store {store_path}, report {html}")
-    return {
-        "out": str(out),
-        "store": str(store_path),
-        "report": str(html),
-        "seconds": total,
-        "timings": timings,
-    }
+    return clock.finish(store_path, html)
 
 
 #: The tiny mixture of experts of ``demo --moe``: Qwen2-MoE (routed experts and a shared one).
 MOE_SHAPE: dict[str, int] = {"layers": 4, "hidden": 64, "intermediate": 64, "experts": 8}
-
-
-def _nudged_router_copy(loaded: Any, scale: float, seed: int) -> Any:
-    """The same MoE model with its routers nudged: a stand-in second (e.g. aligned) checkpoint
-    whose routing differs."""
-    import copy
-
-    import torch
-
-    twin = copy.deepcopy(loaded)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in twin.model.named_parameters():
-            if name.endswith("mlp.gate.weight"):
-                noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-                param.add_((noise * param.float().std() * scale).to(param.dtype))
-    twin.identity = {**loaded.identity, "perturbed": {"scale": scale, "seed": seed}}
-    twin.identity["config_sha256"] = loaded.identity["config_sha256"] + f"+router{seed}"
-    return twin
 
 
 def run_moe_demo(
@@ -411,28 +415,13 @@ def run_moe_demo(
     from langneurons.store import open_store
 
     out = Path(out)
-    _clear_earlier_demo(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text(
-        json.dumps({"langneurons-demo": True, "entries": list(DEMO_ENTRIES)}, indent=2) + "\n",
-        encoding="utf-8",
-    )
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def step(name: str) -> Callable[[], None]:
-        t0 = time.perf_counter()
-        echo(f"[demo] {name} ...")
-
-        def done() -> None:
-            timings[name] = round(time.perf_counter() - t0, 2)
-
-        return done
+    clock = _DemoClock(out, echo)
+    step = clock.step
 
     done = step("model")
     model_path = tiny_model("qwen2_moe", seed=0, path=out / "model", **MOE_SHAPE)
     base = load_model(model_path, device="auto", dtype="auto")
-    twin = _nudged_router_copy(base, scale=0.5, seed=1)
+    twin = _nudged_copy(base, scale=0.5, seed=1, routers=True)
     done()
 
     records = builtin_corpus(languages, part="identify")
@@ -474,12 +463,4 @@ def run_moe_demo(
     done()
     for line in lines:
         echo(line)
-    total = round(time.perf_counter() - started, 1)
-    echo(f"[demo] done in {total} s: store {store_path}, report {html}")
-    return {
-        "out": str(out),
-        "store": str(store_path),
-        "report": str(html),
-        "seconds": total,
-        "timings": timings,
-    }
+    return clock.finish(store_path, html)
