@@ -36,6 +36,7 @@ from langneurons.names import LANGUAGE, LAYER, NEURON, SEQ_ID, SEQ_LANGUAGE, TYP
 from .bootstrap import (
     bootstrap_attrs,
     bootstrap_runs,
+    bootstrap_statistic,
     identification_attrs,
     swap_pvalue,
     swap_statistic,
@@ -123,6 +124,16 @@ def _points(
     """The two point identifications."""
     kw = params.keywords()
     return identify(base_run, params.method, **kw), identify(aligned_run, params.method, **kw)
+
+
+def _samplers(
+    base_run: xr.Dataset, aligned_run: xr.Dataset, role: str, what: str, cluster: str
+) -> list[Resampler]:
+    """The samplers of the base and the aligned run, for their bootstrap or label swaps."""
+    return [
+        Resampler(run, role, what, name=name, minimum=1, cluster=cluster)
+        for run, name in ((base_run, "base_run"), (aligned_run, "aligned_run"))
+    ]
 
 
 def type_change(
@@ -260,16 +271,15 @@ def type_change(
     def stat(result: xr.Dataset) -> NDArray[np.int64]:
         return type_counts(result, types_)
 
-    (boot_b, fail_b), (boot_a, fail_a) = bootstrap_runs(
-        [(base_run, "base_run"), (aligned_run, "aligned_run")],
-        params_,
-        seed,
-        n_boot,
-        stat,
-        shape,
-        what="type_change with n_boot > 0",
-        cluster=cluster,
-        paired=paired_,
+    # one sampler per run, for the bootstrap and the label swaps alike (none read without them)
+    what = f"type_change with {'n_boot' if n_boot else 'n_perm'} > 0"
+    samplers = (
+        _samplers(base_run, aligned_run, params_.role, what, cluster) if n_boot or n_perm else []
+    )
+    (boot_b, fail_b), (boot_a, fail_a) = (
+        bootstrap_statistic(samplers, params_, seed, n_boot, stat, shape, paired=paired_)
+        if samplers
+        else [(np.full((0, *shape), np.nan), 0)] * 2
     )
     boot = boot_a - boot_b
     low, high = percentile_interval(boot, ci)
@@ -288,17 +298,6 @@ def type_change(
     )
     swap: dict[str, Any] = {}
     if n_perm:
-        samplers = [
-            Resampler(
-                run,
-                params_.role,
-                "type_change with n_perm > 0",
-                name=name,
-                minimum=1,
-                cluster=cluster,
-            )
-            for run, name in ((base_run, "base_run"), (aligned_run, "aligned_run"))
-        ]
         null, n_failed = swap_statistic(samplers, params_, seed + 1, n_perm, stat, shape)
         swap = {
             "change_pvalue_swap": (lt, swap_pvalue(null, change)),
@@ -395,10 +394,7 @@ def paired_swap_inputs(
             "corpus through both models, with per-sequence counts)"
         )
     res_b, res_a = _points(base_run, aligned_run, params_)
-    samplers = [
-        Resampler(run, params_.role, where, name=name, minimum=1, cluster=cluster)
-        for run, name in ((base_run, "base_run"), (aligned_run, "aligned_run"))
-    ]
+    samplers = _samplers(base_run, aligned_run, params_.role, where, cluster)
     return PairedSwap(params_, n_perm, seed, cluster, paired, res_b, res_a, samplers)
 
 

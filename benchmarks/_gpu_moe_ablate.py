@@ -13,45 +13,17 @@ import os
 
 import numpy as np
 import torch
-import transformers
+from _gpu_moe_configs import tiny_moe
 
 import langneurons.extract._moe as moe
 import langneurons.extract.moe_ablation as ab
 
 dev = "cpu" if os.environ.get("SMOKE") else "cuda"
-base = dict(
-    vocab_size=320,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    max_position_embeddings=512,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-    num_experts_per_tok=2,
-)
-CFG = {
-    "mixtral": dict(hidden_size=64, intermediate_size=48, num_local_experts=8),
-    "qwen2_moe": dict(
-        hidden_size=64,
-        intermediate_size=96,
-        moe_intermediate_size=48,
-        shared_expert_intermediate_size=72,
-        num_experts=8,
-    ),
-    "qwen3_moe": dict(
-        hidden_size=64, intermediate_size=96, moe_intermediate_size=48, num_experts=8
-    ),
-    "olmoe": dict(hidden_size=64, intermediate_size=48, num_experts=8),
-}
 g = torch.Generator().manual_seed(0)
 ids = torch.randint(3, 300, (4, 32), generator=g).to(dev)
 out = {}
-for arch, extra in CFG.items():
-    torch.manual_seed(0)
-    cfg = transformers.AutoConfig.for_model(arch, **{**base, **extra})
-    model = transformers.AutoModelForCausalLM.from_config(cfg).to(dev, torch.float32).eval()
+for arch in ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe"):  # not GPT-OSS
+    model = tiny_moe(arch, dev, torch.float32)
     plan = moe.resolve_moe(model)
     layout = ab.moe_targets(model, plan)
     rng = np.random.default_rng(0)

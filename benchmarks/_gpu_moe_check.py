@@ -21,45 +21,12 @@ import time
 
 import torch
 import transformers
+from _gpu_moe_configs import CFG, tiny_moe
 
 import langneurons.extract._moe as moe
 
 print("torch", torch.__version__, "transformers", transformers.__version__)
 dev = "cpu" if os.environ.get("SMOKE") else "cuda"
-base = dict(
-    vocab_size=320,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    max_position_embeddings=512,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-    num_experts_per_tok=2,
-)
-CFG = {
-    "mixtral": dict(hidden_size=64, intermediate_size=48, num_local_experts=8),
-    "qwen2_moe": dict(
-        hidden_size=64,
-        intermediate_size=96,
-        moe_intermediate_size=48,
-        shared_expert_intermediate_size=72,
-        num_experts=8,
-    ),
-    "qwen3_moe": dict(
-        hidden_size=64, intermediate_size=96, moe_intermediate_size=48, num_experts=8
-    ),
-    "olmoe": dict(hidden_size=64, intermediate_size=48, num_experts=8),
-    "gpt_oss": dict(
-        hidden_size=64,
-        intermediate_size=48,
-        num_local_experts=8,
-        layer_types=["sliding_attention", "full_attention"],
-        sliding_window=16,
-        max_position_embeddings=131072,
-    ),
-}
 
 
 def run(model, plan, ids, mask, recompute=False):
@@ -82,11 +49,9 @@ for b in range(B):
     mask[b, T - 3 * b :] = 0
 mask = mask.to(dev)
 tokens = mask.sum((0, 1))
-for arch, extra in CFG.items():
+for arch in CFG:
     for dtype in (torch.float32, torch.bfloat16):
-        torch.manual_seed(0)
-        cfg = transformers.AutoConfig.for_model(arch, **{**base, **extra})
-        model = transformers.AutoModelForCausalLM.from_config(cfg).to(dev, dtype).eval()
+        model = tiny_moe(arch, dev, dtype)
         plan = moe.resolve_moe(model)
         res = {}
         for impl in ("grouped_mm", "batched_mm", "eager"):

@@ -38,6 +38,8 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -163,22 +165,8 @@ def main() -> None:
             )
 
         def interleaved() -> tuple[float, float]:
-            """Bare and hooked forward of each batch back to back (order alternating by batch):
-            the hook's cost, nearly free of the machine's drift."""
             acc = Accumulator(torch, loaded.n_layers, n_neurons, len(records), "cpu", False)
-            spent = [0.0, 0.0]
-            with torch.inference_mode():
-                for k, (ids, mask, attention) in enumerate(prepared):
-                    for with_hook in (k % 2 == 1, k % 2 == 0):
-                        t0 = time.perf_counter()
-                        if with_hook:
-                            with capture(loaded.plan, acc):
-                                acc.mask = mask
-                                loaded.model(input_ids=ids, attention_mask=attention, **kwargs)
-                        else:
-                            loaded.model(input_ids=ids, attention_mask=attention, **kwargs)
-                        spent[with_hook] += time.perf_counter() - t0
-            return spent[0], spent[1]
+            return _interleaved(loaded, kwargs, prepared, capture, acc, time.perf_counter)
 
         arms: dict[str, Any] = {
             "bare": bare,
@@ -379,19 +367,7 @@ def _moe_overhead(args: argparse.Namespace, work: Path, records: list[Any]) -> d
     acc = MoeAccumulator(torch, loaded.plan, len(encoded), "cpu", False)
 
     def once() -> tuple[float, float]:
-        spent = [0.0, 0.0]
-        with torch.inference_mode():
-            for k, (ids, mask, attention) in enumerate(prepared):
-                for with_hook in (k % 2 == 1, k % 2 == 0):
-                    t0 = time.process_time()
-                    if with_hook:
-                        with capture_moe(loaded.plan, acc):
-                            acc.mask = mask
-                            loaded.model(input_ids=ids, attention_mask=attention, **kwargs)
-                    else:
-                        loaded.model(input_ids=ids, attention_mask=attention, **kwargs)
-                    spent[with_hook] += time.process_time() - t0
-        return spent[0], spent[1]
+        return _interleaved(loaded, kwargs, prepared, capture_moe, acc, time.process_time)
 
     once()  # warm-up
     parts = [once() for _ in range(args.repeat)]
@@ -404,6 +380,34 @@ def _moe_overhead(args: argparse.Namespace, work: Path, records: list[Any]) -> d
         "ratio": statistics.median(h / b for b, h in parts),
         "tokens": sum(e.length for e in encoded),
     }
+
+
+def _interleaved(
+    loaded: Any,
+    kwargs: dict[str, Any],
+    prepared: list[Any],
+    capture: Callable[[Any, Any], AbstractContextManager[Any]],
+    acc: Any,
+    clock: Callable[[], float],
+) -> tuple[float, float]:
+    """Seconds (by ``clock``) of the bare and the hooked forward of each batch back to back (order
+    alternating by batch; ``capture(plan, acc)`` opens the hooks): the hook's cost, nearly free of
+    the machine's drift."""
+    import torch
+
+    spent = [0.0, 0.0]
+    with torch.inference_mode():
+        for k, (ids, mask, attention) in enumerate(prepared):
+            for with_hook in (k % 2 == 1, k % 2 == 0):
+                t0 = clock()
+                if with_hook:
+                    with capture(loaded.plan, acc):
+                        acc.mask = mask
+                        loaded.model(input_ids=ids, attention_mask=attention, **kwargs)
+                else:
+                    loaded.model(input_ids=ids, attention_mask=attention, **kwargs)
+                spent[with_hook] += clock() - t0
+    return spent[0], spent[1]
 
 
 def _timed(fn: object) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -163,3 +164,55 @@ def other_version_store(path: Path, version: int = 99) -> Path:
     meta.pop("consolidated_metadata", None)
     (path / "zarr.json").write_text(json.dumps(meta))
     return path
+
+
+TEXTS = {
+    "en": ("How many apples are left?", "Ten minus four is six, so six apples are left."),
+    "de": ("Wie viele Äpfel bleiben übrig?", "Zehn minus vier ist sechs."),
+    "zh": ("还剩下多少个苹果？", "十减四等于六，所以还剩六个。"),
+}
+
+
+def write_data(path: Path, n_items: int = 4) -> Path:
+    """A small parallel JSONL corpus with varied lengths (so batches need padding)."""
+    lines = []
+    for lang, (prompt, response) in TEXTS.items():
+        for i in range(n_items):
+            lines.append(
+                {
+                    "language": lang,
+                    "id": f"q{i}",
+                    "prompt": prompt + " " * (i % 2) + "?" * i,
+                    "response": response + "!" * (3 * i),
+                }
+            )
+    path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n")
+    return path
+
+
+def write_heldout(path: Path, n_items: int = 2) -> Path:
+    """Evaluation records held out from ``write_data``'s: other ids, other texts."""
+    lines = [json.loads(line) for line in write_data(path, n_items).read_text().splitlines()]
+    for line in lines:
+        line["id"] = "e" + line["id"][1:]
+        line["response"] = line["response"] + " ok"
+    path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n")
+    return path
+
+
+def moe_and_dense_runs(root: Path, seed: int) -> dict[str, Path]:
+    """A tiny Qwen2-MoE (``model``) and a tiny Llama (``dense``), both hidden 16, extracted with
+    per-sequence counts from :func:`write_data`'s corpus into runs "moe" and "dense" of one
+    ``store``, and :func:`write_heldout`'s evaluation records (``heldout``)."""
+    from langneurons.extract.engine import extract
+    from langneurons.extract.tiny import tiny_model
+
+    model = tiny_model("qwen2_moe", seed=seed, path=root / "m", hidden=16, intermediate=8)
+    dense = tiny_model("llama", seed=seed, path=root / "llama", hidden=16, intermediate=12)
+    corpus = write_data(root / "corpus.jsonl", n_items=2)
+    heldout = write_heldout(root / "heldout.jsonl", n_items=2)
+    store = root / "s.zarr"
+    kw = {"device": "cpu", "dtype": "float32", "progress": False, "per_sequence": True}
+    extract(model, corpus, store, "moe", **kw)
+    extract(dense, corpus, store, "dense", **kw)
+    return {"model": model, "dense": dense, "heldout": heldout, "store": store}

@@ -29,19 +29,7 @@ from langneurons.extract.engine import extract  # noqa: E402
 from langneurons.extract.tiny import tiny_model  # noqa: E402
 from langneurons.store import open_store  # noqa: E402
 
-from .conftest import run_cli  # noqa: E402
-from .test_extract import write_data  # noqa: E402
-
-
-def write_heldout(path: Path, n_items: int = 2) -> Path:
-    """Evaluation records held out from ``write_data``'s: other ids, other texts."""
-    lines = [json.loads(line) for line in write_data(path, n_items).read_text().splitlines()]
-    for line in lines:
-        line["id"] = "e" + line["id"][1:]
-        line["response"] = line["response"] + " ok"
-    path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n")
-    return path
-
+from .conftest import run_cli, write_data, write_heldout  # noqa: E402
 
 pytestmark = pytest.mark.requires_torch
 

@@ -40,32 +40,9 @@ from langneurons.extract.engine import (  # noqa: E402
 from langneurons.extract.tiny import tiny_model  # noqa: E402
 from langneurons.store import decode_attrs, open_store  # noqa: E402
 
-from .conftest import run_cli  # noqa: E402
+from .conftest import TEXTS, run_cli, write_data  # noqa: E402
 
 pytestmark = pytest.mark.requires_torch
-
-TEXTS = {
-    "en": ("How many apples are left?", "Ten minus four is six, so six apples are left."),
-    "de": ("Wie viele Äpfel bleiben übrig?", "Zehn minus vier ist sechs."),
-    "zh": ("还剩下多少个苹果？", "十减四等于六，所以还剩六个。"),
-}
-
-
-def write_data(path: Path, n_items: int = 4) -> Path:
-    """A small parallel JSONL corpus with varied lengths (so batches need padding)."""
-    lines = []
-    for lang, (prompt, response) in TEXTS.items():
-        for i in range(n_items):
-            lines.append(
-                {
-                    "language": lang,
-                    "id": f"q{i}",
-                    "prompt": prompt + " " * (i % 2) + "?" * i,
-                    "response": response + "!" * (3 * i),
-                }
-            )
-    path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ from langneurons.extract.engine import extract, load_model  # noqa: E402
 from langneurons.extract.tiny import tiny_model  # noqa: E402
 from langneurons.store import open_store  # noqa: E402
 
-from .conftest import run_cli  # noqa: E402
-from .test_extract import write_data  # noqa: E402
+from .conftest import run_cli, write_data  # noqa: E402
 
 pytestmark = pytest.mark.requires_torch
 

@@ -16,8 +16,7 @@ from langneurons.extract.engine import extract  # noqa: E402
 from langneurons.extract.tiny import tiny_model  # noqa: E402
 from langneurons.store import Counts, create_store, decode_attrs, open_store  # noqa: E402
 
-from .conftest import make_counts, run_cli  # noqa: E402
-from .test_extract import write_data  # noqa: E402
+from .conftest import make_counts, run_cli, write_data  # noqa: E402
 
 pytestmark = pytest.mark.requires_torch
 

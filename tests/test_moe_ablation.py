@@ -509,22 +509,12 @@ def moe_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A tiny Qwen2-MoE model, a MoE run of it with an identification per expert, held-out
     evaluation data, and a dense run (of a tiny Llama) beside it."""
     from langneurons.analysis import identify
-    from langneurons.extract.engine import extract
-    from langneurons.extract.tiny import tiny_model
     from langneurons.store import open_store
 
-    from .test_ablation_resume import write_heldout
-    from .test_extract import write_data
+    from .conftest import moe_and_dense_runs
 
-    root = tmp_path_factory.mktemp("moe_ablation")
-    model = tiny_model("qwen2_moe", seed=2, path=root / "m", hidden=16, intermediate=8)
-    dense = tiny_model("llama", seed=2, path=root / "llama", hidden=16, intermediate=12)
-    corpus = write_data(root / "corpus.jsonl", n_items=2)
-    data = write_heldout(root / "data.jsonl", n_items=2)
-    store = root / "s.zarr"
-    kw = {"device": "cpu", "dtype": "float32", "progress": False, "per_sequence": True}
-    extract(model, corpus, store, "moe", **kw)
-    extract(dense, corpus, store, "dense", **kw)
+    built = moe_and_dense_runs(tmp_path_factory.mktemp("moe_ablation"), seed=2)
+    model, dense, data, store = built["model"], built["dense"], built["heldout"], built["store"]
     opened = open_store(store, mode="r+")
     run = opened.open_run("moe")
     ident = identify(run, "lape", top_rate=0.1, rank="expert")

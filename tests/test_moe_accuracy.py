@@ -45,25 +45,16 @@ def moe_acc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     import xarray as xr
 
     from langneurons.analysis import identify
-    from langneurons.extract.engine import extract
-    from langneurons.extract.tiny import tiny_model
     from langneurons.store import open_store
 
-    from .test_ablation_resume import write_heldout
-    from .test_extract import write_data
+    from .conftest import moe_and_dense_runs
 
     root = tmp_path_factory.mktemp("moe_accuracy")
-    model = tiny_model("qwen2_moe", seed=3, path=root / "m", hidden=16, intermediate=8)
-    dense = tiny_model("llama", seed=3, path=root / "llama", hidden=16, intermediate=12)
-    corpus = write_data(root / "corpus.jsonl", n_items=2)
-    heldout = write_heldout(root / "heldout.jsonl", n_items=2)
+    built = moe_and_dense_runs(root, seed=3)
+    model, dense, store = built["model"], built["dense"], built["store"]
     data = root / "data.jsonl"
-    lines = [json.loads(x) for x in heldout.read_text().splitlines()]
+    lines = [json.loads(x) for x in built["heldout"].read_text().splitlines()]
     data.write_text("".join(json.dumps({**x, "answer": "6"}) + "\n" for x in lines))
-    store = root / "s.zarr"
-    kw = {"device": "cpu", "dtype": "float32", "progress": False, "per_sequence": True}
-    extract(model, corpus, store, "moe", **kw)
-    extract(dense, corpus, store, "dense", **kw)
     opened = open_store(store, mode="r+")
     ident = identify(opened.open_run("moe"), "ternary", top_rate=0.2, rank="expert")
     opened.save_result("moe", "identification", "ternary", ident)

@@ -503,7 +503,7 @@ def test_two_extraction_shards_from_two_processes_into_one_run_on_s3(
     """`langneurons extract --shard 0/2` and `1/2` at once into s3://, equal to one local run."""
     pytest.importorskip("torch")
     from langneurons.extract import tiny_model
-    from tests.test_extract import write_data
+    from tests.conftest import write_data
 
     model = tiny_model("llama", seed=1, path=tmp_path / "llama")
     data = write_data(tmp_path / "data.jsonl", n_items=2)
