@@ -74,8 +74,11 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     }
 
 
-def _lazy_sums(run: xr.Dataset, d: _resample.Design, cluster: str) -> tuple[xr.Dataset, Any]:
-    """The sums as the tests and intervals computed them before the streaming reader."""
+def _lazy_sums(
+    run: xr.Dataset, d: _resample.Design, cluster: str, on_language: Any = None
+) -> tuple[xr.Dataset, Any]:
+    """The sums as the tests and intervals computed them before the streaming reader (no
+    language reported early: the interval then starts from the returned sums)."""
     if cluster == "item":
         sums, n = _resample.item_sums(run, d)
     else:
@@ -127,13 +130,61 @@ def test_results_identical_to_the_lazy_path(
             xr.testing.assert_identical(a, b)
 
 
+def _old_cluster(sums: xr.Dataset, counts: Any, ci: float) -> xr.Dataset:
+    """The interval as xarray computed it before session 8 (the reference for the numpy one)."""
+    from scipy import special
+
+    n = xr.DataArray(counts.astype(np.float64), dims=("language",))
+    level = (1.0 + ci) / 2.0
+    t = xr.DataArray(special.stdtrit(counts - 1.0, level), dims=("language",))
+    p = sums["A"] / sums["T"]
+    resid = sums["S2"] - 2.0 * p * sums["SAT"] + p * p * sums["STT"]
+    var = (n / (n - 1.0)) * np.maximum(resid, 0.0) / (sums["T"] * sums["T"])
+    pq = p * (1.0 - p)
+    known = (var > 0) & (pq > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        deff = xr.where(known, var * sums["T"] / pq, np.nan)
+    cells = [dim for dim in deff.dims if dim != "language"]
+    floor = np.maximum(deff.quantile(0.5, dim=cells, skipna=True).fillna(1.0), 1.0)
+    floor = floor.drop_vars("quantile")
+    n_eff = sums["T"] / np.maximum(deff.fillna(1.0), floor)
+    n_eff = n_eff * (float(special.ndtri(level)) / t) ** 2
+    x = p * n_eff
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lower = xr.where(x > 0, special.betaincinv(x, n_eff - x + 1.0, 1.0 - level), 0.0)
+        upper = xr.where(x < n_eff, special.betaincinv(x + 1.0, n_eff - x, level), 1.0)
+    return xr.Dataset(
+        {"p": p, "lower": lower, "upper": upper, "se": np.sqrt(var), "design_effect_floor": floor}
+    )
+
+
+@pytest.mark.parametrize("ci", [0.95, 0.99])
+def test_interval_matches_the_xarray_formula(runs: dict[str, xr.Dataset], ci: float) -> None:
+    """The numpy interval (streamed: per language in threads as languages are read; dask-backed:
+    one task per language) gives what the xarray formula gave, on every backing."""
+    for name, run in runs.items():
+        res = activation_probability(run, method="cluster", ci=ci).compute()
+        d = _resample.design(run, "response", "test")
+        unit = res.attrs["cluster"]
+        sums, n = _lazy_sums(run, d, unit)
+        ref = _old_cluster(sums, n, ci)
+        for var in ("p", "lower", "upper", "se", "design_effect_floor"):
+            np.testing.assert_allclose(
+                res[var].values,
+                ref[var].transpose(*res[var].dims).values,
+                rtol=1e-13,
+                atol=0,
+                err_msg=f"{name} {var}",
+            )
+
+
 def test_a_handful_of_dask_computes(
     runs: dict[str, xr.Dataset], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store-backed run is read chunk by chunk through zarr without dask (the interval of the
-    probabilities is then one compute, per language in threads); a dask-backed one computes
-    once for the token totals and once per tile of about TILE_BYTES."""
-    for call, expected in ((language_preference_tests, 0), (activation_probability, 1)):
+    probabilities is then numpy, per language in threads); a dask-backed one computes once for
+    the token totals and once per tile of about TILE_BYTES."""
+    for call, expected in ((language_preference_tests, 0), (activation_probability, 0)):
         with Computes() as computes:
             call(runs["store"], method="cluster")
         assert computes.n == expected, call
