@@ -18,6 +18,10 @@ When an item (``seq_id``) has several sequences in a language, the item is the s
 
 The sequence design, the per-language cluster sums, the chunked reader and the replicate
 weights are the resampling engine's (:mod:`~langneurons.analysis._resample`).
+
+Why this module is long: it holds the three interval methods of one call and their shared
+checks; the cluster one keeps its numpy kernel (streamed per language in threads, or one dask
+task per language) and its fast exact Beta quantile beside the formula they implement.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ log = logging.getLogger(__name__)
 THREADS = max(1, os.cpu_count() or 1)
 #: Pieces of one language's cells, computed in separate tasks (no thread idles at the end).
 BOUND_PIECES = 4
+#: The largest last Halley step (relative) that :func:`_beta_quantile` accepts.
+HALLEY_TOLERANCE = 1e-12
 
 ProbabilityMethod = Literal["auto", "bootstrap", "cluster", "wilson"]
 Role = Literal["response", "prompt", "all"]
@@ -221,15 +227,50 @@ def _interval(
     return {"p": p, "se": np.sqrt(var)}, floor, (p * n_eff, n_eff)
 
 
+def _beta_quantile(a: NDArray[np.float64], b: NDArray[np.float64], q: float) -> NDArray[np.float64]:
+    """``scipy.special.betaincinv(a, b, q)`` in about half the time, to ~1e-13 relative.
+
+    Where ``a, b >= 5``: the start of Abramowitz and Stegun 26.5.22 (a normal deviate with a
+    skewness term, within ~1% here) and two Halley steps on ``betainc`` (cubic convergence),
+    kept only where the second step moved the quantile by at most ``1e-12`` of it (so the one
+    before was already that close); every other element (small parameters, slow convergence,
+    non-finite) is scipy's own inverse. tests/test_beta_quantile.py checks a dense grid.
+    """
+    from scipy import special
+
+    out = np.empty(np.broadcast(a, b).shape)
+    a, b = np.broadcast_to(a, out.shape), np.broadcast_to(b, out.shape)
+    fast = (a >= 5.0) & (b >= 5.0)
+    if fast.any():
+        aa, bb = a[fast], b[fast]
+        y = special.ndtri(1.0 - q)  # the upper-tail normal deviate of q
+        lam = (y * y - 3.0) / 6.0
+        r, s = 1.0 / (2.0 * aa - 1.0), 1.0 / (2.0 * bb - 1.0)
+        h = 2.0 / (r + s)
+        w = y * np.sqrt(h + lam) / h - (s - r) * (lam + 5.0 / 6.0 - 2.0 / (3.0 * h))
+        with np.errstate(all="ignore"):
+            x = aa / (aa + bb * np.exp(2.0 * w))
+            log_beta = special.betaln(aa, bb)
+            for _ in range(2):
+                log_density = (aa - 1.0) * np.log(x) + (bb - 1.0) * np.log1p(-x) - log_beta
+                step = (special.betainc(aa, bb, x) - q) / np.exp(log_density)
+                x = x - step / (1.0 - 0.5 * step * ((aa - 1.0) / x - (bb - 1.0) / (1.0 - x)))
+            done = (np.abs(step) <= HALLEY_TOLERANCE * x) & (x > 0.0) & (x < 1.0)
+        out[fast] = x
+        fast[fast] = done
+    rest = ~fast
+    if rest.any():
+        out[rest] = special.betaincinv(a[rest], b[rest], q)
+    return out
+
+
 def _korn_graubard(
     x: NDArray[np.float64], n_eff: NDArray[np.float64], level: float
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Clopper-Pearson bounds of ``x`` events in ``n_eff`` trials (0 and 1 at the edges)."""
-    from scipy import special
-
     with np.errstate(divide="ignore", invalid="ignore"):
-        lower = np.where(x > 0, special.betaincinv(x, n_eff - x + 1.0, 1.0 - level), 0.0)
-        upper = np.where(x < n_eff, special.betaincinv(x + 1.0, n_eff - x, level), 1.0)
+        lower = np.where(x > 0, _beta_quantile(x, n_eff - x + 1.0, 1.0 - level), 0.0)
+        upper = np.where(x < n_eff, _beta_quantile(x + 1.0, n_eff - x, level), 1.0)
     return lower, upper
 
 
