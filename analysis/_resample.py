@@ -580,7 +580,7 @@ def column_step(n_cols: int, rows: int, work: int | None = None) -> int:
 class LanguageSums(NamedTuple):
     """One language's cluster sums (rows of :func:`streamed_sums`), final once reported."""
 
-    index: int  # the language's position in run order
+    language: int  # its position in run order
     A: NDArray[np.float64]  # [cell]
     S2: NDArray[np.float64]  # [cell]
     SAT: NDArray[np.float64]  # [cell]

@@ -351,11 +351,11 @@ def _streamed_cluster(
 
     def language(sums: LanguageSums) -> None:
         est, floor, (x, n_eff) = _interval(sums, level, z)
-        results[sums.index] = (est, np.empty_like(x), np.empty_like(x), floor)
+        results[sums.language] = (est, np.empty_like(x), np.empty_like(x), floor)
         step = max(1, -(-x.size // BOUND_PIECES))
         for c0 in range(0, x.size, step):
             cols = slice(c0, c0 + step)
-            futures.append(pool.submit(bounds, sums.index, cols, x, n_eff))
+            futures.append(pool.submit(bounds, sums.language, cols, x, n_eff))
 
     with ThreadPoolExecutor(THREADS, thread_name_prefix="interval") as pool:
         sums, n_clusters = streamed_sums(run, d, unit, on_language=language)
