@@ -38,6 +38,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from langneurons.analysis._resample import (
+    Design,
     LanguageSums,
     Resampler,
     choose_cluster,
@@ -332,7 +333,7 @@ def _cluster(sums: xr.Dataset, counts: NDArray[np.int64], ci: float) -> xr.Datas
 
 
 def _streamed_cluster(
-    run: xr.Dataset, d: Any, unit: str, ci: float
+    run: xr.Dataset, d: Design, unit: str, ci: float
 ) -> tuple[xr.Dataset, NDArray[np.int64]]:
     """:func:`_cluster` on the sums of one pass of the chunked reader, numpy throughout: each
     language's interval is computed in threads (scipy releases the GIL) as soon as its sums are
