@@ -111,6 +111,52 @@ def test_streamed_sums_equal_the_lazy_sums_exactly(
                 )
 
 
+def _reported(
+    run: xr.Dataset, cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[tuple[_resample.LanguageSums, int]], int, xr.Dataset, Any]:
+    """``streamed_sums`` with each reported language and the tiles read when it was reported,
+    the number of tiles, the sums and the clusters."""
+    d = _resample.design(run, "response", "test")
+    seen: list[tuple[_resample.LanguageSums, int]] = []
+    tiles = [0]
+
+    def report(s: _resample.LanguageSums) -> None:  # copies: rows read later must not change
+        seen.append((s._replace(A=s.A.copy(), S2=s.S2.copy(), SAT=s.SAT.copy()), tiles[0]))
+
+    real = _resample.Reader._read_tiles
+
+    def counted(self: Any, **kw: Any) -> Any:
+        for tile in real(self, **kw):
+            tiles[0] += 1
+            yield tile
+
+    with monkeypatch.context() as m:
+        m.setattr(_resample.Reader, "_read_tiles", counted)
+        sums, n = _resample.streamed_sums(run, d, cluster, on_language=report)
+    return seen, tiles[0], sums, n
+
+
+def test_each_language_reported_once_with_its_final_sums(
+    runs: dict[str, xr.Dataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``on_language`` sees every language once, with the sums ``streamed_sums`` returns; with
+    sequences in tiles smaller than a language, the first is reported before the last tile."""
+    for tiles in (None, 300):
+        if tiles:
+            monkeypatch.setattr(_resample, "TILE_BYTES", tiles)
+        for cluster in ("sequence", "item"):
+            seen, n_tiles, sums, n = _reported(runs["store"], cluster, monkeypatch)
+            assert sorted(s.language for s, _ in seen) == list(range(len(LANGS)))
+            for s, _ in seen:
+                j = s.language
+                np.testing.assert_array_equal(s.A, sums["A"].values[j].ravel())
+                np.testing.assert_array_equal(s.S2, sums["S2"].values[j].ravel())
+                np.testing.assert_array_equal(s.SAT, sums["SAT"].values[j].ravel())
+                assert (s.T, s.STT, s.n) == (sums["T"].values[j], sums["STT"].values[j], n[j])
+            if tiles and cluster == "sequence":
+                assert seen[0][1] < n_tiles  # reported while later tiles were still unread
+
+
 def test_results_identical_to_the_lazy_path(
     runs: dict[str, xr.Dataset], monkeypatch: pytest.MonkeyPatch
 ) -> None:
