@@ -249,7 +249,7 @@ def _beta_quantile(a: NDArray[np.float64], b: NDArray[np.float64], q: float) -> 
         r, s = 1.0 / (2.0 * aa - 1.0), 1.0 / (2.0 * bb - 1.0)
         h = 2.0 / (r + s)
         w = y * np.sqrt(h + lam) / h - (s - r) * (lam + 5.0 / 6.0 - 2.0 / (3.0 * h))
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"):  # a start of 0 or 1 fails the check below
             x = aa / (aa + bb * np.exp(2.0 * w))
             log_beta = special.betaln(aa, bb)
             for _ in range(2):
