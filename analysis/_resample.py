@@ -32,9 +32,9 @@ sequence layout, the random stream and the exactness policy would each live in t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -577,7 +577,24 @@ def column_step(n_cols: int, rows: int, work: int | None = None) -> int:
     return int(max(1, min(n_cols, work // max(1, rows * 8))))
 
 
-def streamed_sums(run: xr.Dataset, d: Design, cluster: str) -> tuple[xr.Dataset, NDArray[np.int64]]:
+class LanguageSums(NamedTuple):
+    """One language's cluster sums (rows of :func:`streamed_sums`), final once reported."""
+
+    language: int  # its position in run order
+    A: NDArray[np.float64]  # [cell]
+    S2: NDArray[np.float64]  # [cell]
+    SAT: NDArray[np.float64]  # [cell]
+    T: float
+    STT: float
+    n: int  # clusters (sequences or items)
+
+
+def streamed_sums(
+    run: xr.Dataset,
+    d: Design,
+    cluster: str,
+    on_language: Callable[[LanguageSums], object] | None = None,
+) -> tuple[xr.Dataset, NDArray[np.int64]]:
     """:func:`cluster_sums` (``cluster="sequence"``) or :func:`item_sums` (``"item"``), computed
     in one pass of the :class:`Reader` instead of a lazy graph; numpy-backed, identical values.
 
@@ -586,6 +603,10 @@ def streamed_sums(run: xr.Dataset, d: Design, cluster: str) -> tuple[xr.Dataset,
     read in tiles of all sequences and some layers. Per tile and language, ``A`` and ``SAT``
     are one BLAS product of ``[1, t]`` with the counts, ``S2`` a row-wise dot; every term is
     an integer in float64, so the sums equal the lazy ones exactly (below 2**53).
+
+    ``on_language`` is called with each language's sums as soon as they are final (sequences
+    of a language stored together: after the tile holding its last one; items: at the end),
+    so a caller can work on one language while the next is read.
     """
     groups = item_groups(run, d) if cluster == "item" else None
     reader = Reader(run, d)
@@ -598,6 +619,18 @@ def streamed_sums(run: xr.Dataset, d: Design, cluster: str) -> tuple[xr.Dataset,
     ]
     cells = reader.n_layers * n_neurons
     a_sum, s2_sum, sat_sum = (np.zeros((k, cells)) for _ in range(3))
+    last = [int(m[-1]) if m.size else -1 for m in d.members]
+    reported = [False] * k
+
+    def report(done: int) -> None:  # languages whose last sequence is below ``done``
+        for j in range(k):
+            if on_language is not None and not reported[j] and last[j] < done:
+                reported[j] = True
+                t = unit_t[j]
+                on_language(
+                    LanguageSums(j, a_sum[j], s2_sum[j], sat_sum[j], t.sum(), (t * t).sum(), t.size)
+                )
+
     for seqs, layers, block in reader._read_tiles(all_sequences=groups is not None):
         n_cols = block.shape[2]
         local = d.language_of[seqs]
@@ -620,6 +653,9 @@ def streamed_sums(run: xr.Dataset, d: Design, cluster: str) -> tuple[xr.Dataset,
                 sat_sum[j, out] += both[1]
                 s2_sum[j, out] += np.einsum("ij,ij->j", x, x)
         del block
+        if groups is None:  # every layer of these sequences read
+            report(seqs.stop)
+    report(d.n_sequences + 1)
     shape = (k, reader.n_layers, n_neurons)
     cube = (LANGUAGE, LAYER, NEURON)
     out_ds = xr.Dataset(

@@ -266,13 +266,46 @@ class _Computes:
         self._cb.__exit__(*exc)
 
 
+def old_cluster(sums: Any, counts: Any, ci: float) -> Any:
+    """The interval as ``activation_probability`` built it on the lazy sums before session 8
+    (xarray over the whole cube; the baseline of ``stats probability``)."""
+    import xarray as xr
+    from scipy import special
+
+    n = xr.DataArray(counts.astype(np.float64), dims=("language",))
+    level = (1.0 + ci) / 2.0
+    t = xr.DataArray(special.stdtrit(counts - 1.0, level), dims=("language",))
+    p = sums["A"] / sums["T"]
+    resid = sums["S2"] - 2.0 * p * sums["SAT"] + p * p * sums["STT"]
+    var = (n / (n - 1.0)) * np.maximum(resid, 0.0) / (sums["T"] * sums["T"])
+    pq = p * (1.0 - p)
+    known = (var > 0) & (pq > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        deff = xr.where(known, var * sums["T"] / pq, np.nan)
+    cells = [dim for dim in deff.dims if dim != "language"]
+    if deff.chunks is not None:
+        deff = deff.chunk({dim: -1 for dim in cells})
+    floor = np.maximum(deff.quantile(0.5, dim=cells, skipna=True).fillna(1.0), 1.0)
+    floor = floor.drop_vars("quantile")
+    n_eff = sums["T"] / np.maximum(deff.fillna(1.0), floor)
+    n_eff = n_eff * (float(special.ndtri(level)) / t) ** 2
+    x = p * n_eff
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lower = xr.where(x > 0, special.betaincinv(x, n_eff - x + 1.0, 1.0 - level), 0.0)
+        upper = xr.where(x < n_eff, special.betaincinv(x + 1.0, n_eff - x, level), 1.0)
+    return xr.Dataset(
+        {"p": p, "lower": lower, "upper": upper, "se": np.sqrt(var), "design_effect_floor": floor}
+    )
+
+
 def old_path(what: str) -> contextlib.AbstractContextManager[Any]:
     """The baseline: the per-language sums as they were computed before the streaming reader.
 
     ``language_preference_tests`` called ``cluster_sums(run, d).compute()`` (or ``item_sums``),
-    and ``activation_probability`` built its interval on the lazy sums and computed the result;
-    the lazy sums read a store-backed run through dask in the store's chunks. Patching the
-    streaming sums with these reproduces that path exactly.
+    and ``activation_probability`` built its interval (:func:`old_cluster`) on the lazy sums,
+    chunked per language, and computed the result; the lazy sums read a store-backed run
+    through dask in the store's chunks. Patching the streaming sums (tests) or the streaming
+    interval (probability) with these reproduces that path exactly.
     """
     from unittest import mock
 
@@ -285,8 +318,14 @@ def old_path(what: str) -> contextlib.AbstractContextManager[Any]:
             sums, n = _resample.cluster_sums(run, d), d.counts
         return (sums.compute() if what == "tests" else sums), n
 
-    module = "neuron_tests" if what == "tests" else "uncertainty"
-    return mock.patch(f"langneurons.analysis.{module}.streamed_sums", lazy)
+    if what == "tests":
+        return mock.patch("langneurons.analysis.neuron_tests.streamed_sums", lazy)
+
+    def interval(run: Any, d: Any, cluster: str, ci: float) -> Any:
+        sums, n = lazy(run, d, cluster)
+        return old_cluster(sums.chunk({"language": 1}), n, ci).compute(), n
+
+    return mock.patch("langneurons.analysis.uncertainty._streamed_cluster", interval)
 
 
 def stream_call(store: Path, what: str, old: bool) -> tuple[float, int, float]:

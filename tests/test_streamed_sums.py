@@ -74,8 +74,11 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     }
 
 
-def _lazy_sums(run: xr.Dataset, d: _resample.Design, cluster: str) -> tuple[xr.Dataset, Any]:
-    """The sums as the tests and intervals computed them before the streaming reader."""
+def _lazy_sums(
+    run: xr.Dataset, d: _resample.Design, cluster: str, on_language: Any = None
+) -> tuple[xr.Dataset, Any]:
+    """The sums as the tests and intervals computed them before the streaming reader (no
+    language reported early: the interval then starts from the returned sums)."""
     if cluster == "item":
         sums, n = _resample.item_sums(run, d)
     else:
@@ -108,6 +111,52 @@ def test_streamed_sums_equal_the_lazy_sums_exactly(
                 )
 
 
+def _reported(
+    run: xr.Dataset, cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[tuple[_resample.LanguageSums, int]], int, xr.Dataset, Any]:
+    """``streamed_sums`` with each reported language and the tiles read when it was reported,
+    the number of tiles, the sums and the clusters."""
+    d = _resample.design(run, "response", "test")
+    seen: list[tuple[_resample.LanguageSums, int]] = []
+    tiles = [0]
+
+    def report(s: _resample.LanguageSums) -> None:  # copies: rows read later must not change
+        seen.append((s._replace(A=s.A.copy(), S2=s.S2.copy(), SAT=s.SAT.copy()), tiles[0]))
+
+    real = _resample.Reader._read_tiles
+
+    def counted(self: Any, **kw: Any) -> Any:
+        for tile in real(self, **kw):
+            tiles[0] += 1
+            yield tile
+
+    with monkeypatch.context() as m:
+        m.setattr(_resample.Reader, "_read_tiles", counted)
+        sums, n = _resample.streamed_sums(run, d, cluster, on_language=report)
+    return seen, tiles[0], sums, n
+
+
+def test_each_language_reported_once_with_its_final_sums(
+    runs: dict[str, xr.Dataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``on_language`` sees every language once, with the sums ``streamed_sums`` returns; with
+    sequences in tiles smaller than a language, the first is reported before the last tile."""
+    for tiles in (None, 300):
+        if tiles:
+            monkeypatch.setattr(_resample, "TILE_BYTES", tiles)
+        for cluster in ("sequence", "item"):
+            seen, n_tiles, sums, n = _reported(runs["store"], cluster, monkeypatch)
+            assert sorted(s.language for s, _ in seen) == list(range(len(LANGS)))
+            for s, _ in seen:
+                j = s.language
+                np.testing.assert_array_equal(s.A, sums["A"].values[j].ravel())
+                np.testing.assert_array_equal(s.S2, sums["S2"].values[j].ravel())
+                np.testing.assert_array_equal(s.SAT, sums["SAT"].values[j].ravel())
+                assert (s.T, s.STT, s.n) == (sums["T"].values[j], sums["STT"].values[j], n[j])
+            if tiles and cluster == "sequence":
+                assert seen[0][1] < n_tiles  # reported while later tiles were still unread
+
+
 def test_results_identical_to_the_lazy_path(
     runs: dict[str, xr.Dataset], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -127,13 +176,61 @@ def test_results_identical_to_the_lazy_path(
             xr.testing.assert_identical(a, b)
 
 
+def _old_cluster(sums: xr.Dataset, counts: Any, ci: float) -> xr.Dataset:
+    """The interval as xarray computed it before session 8 (the reference for the numpy one)."""
+    from scipy import special
+
+    n = xr.DataArray(counts.astype(np.float64), dims=("language",))
+    level = (1.0 + ci) / 2.0
+    t = xr.DataArray(special.stdtrit(counts - 1.0, level), dims=("language",))
+    p = sums["A"] / sums["T"]
+    resid = sums["S2"] - 2.0 * p * sums["SAT"] + p * p * sums["STT"]
+    var = (n / (n - 1.0)) * np.maximum(resid, 0.0) / (sums["T"] * sums["T"])
+    pq = p * (1.0 - p)
+    known = (var > 0) & (pq > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        deff = xr.where(known, var * sums["T"] / pq, np.nan)
+    cells = [dim for dim in deff.dims if dim != "language"]
+    floor = np.maximum(deff.quantile(0.5, dim=cells, skipna=True).fillna(1.0), 1.0)
+    floor = floor.drop_vars("quantile")
+    n_eff = sums["T"] / np.maximum(deff.fillna(1.0), floor)
+    n_eff = n_eff * (float(special.ndtri(level)) / t) ** 2
+    x = p * n_eff
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lower = xr.where(x > 0, special.betaincinv(x, n_eff - x + 1.0, 1.0 - level), 0.0)
+        upper = xr.where(x < n_eff, special.betaincinv(x + 1.0, n_eff - x, level), 1.0)
+    return xr.Dataset(
+        {"p": p, "lower": lower, "upper": upper, "se": np.sqrt(var), "design_effect_floor": floor}
+    )
+
+
+@pytest.mark.parametrize("ci", [0.95, 0.99])
+def test_interval_matches_the_xarray_formula(runs: dict[str, xr.Dataset], ci: float) -> None:
+    """The numpy interval (streamed: per language in threads as languages are read; dask-backed:
+    one task per language) gives what the xarray formula gave, on every backing."""
+    for name, run in runs.items():
+        res = activation_probability(run, method="cluster", ci=ci).compute()
+        d = _resample.design(run, "response", "test")
+        unit = res.attrs["cluster"]
+        sums, n = _lazy_sums(run, d, unit)
+        ref = _old_cluster(sums, n, ci)
+        for var in ("p", "lower", "upper", "se", "design_effect_floor"):
+            np.testing.assert_allclose(
+                res[var].values,
+                ref[var].transpose(*res[var].dims).values,
+                rtol=1e-13,
+                atol=0,
+                err_msg=f"{name} {var}",
+            )
+
+
 def test_a_handful_of_dask_computes(
     runs: dict[str, xr.Dataset], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store-backed run is read chunk by chunk through zarr without dask (the interval of the
-    probabilities is then one compute, per language in threads); a dask-backed one computes
-    once for the token totals and once per tile of about TILE_BYTES."""
-    for call, expected in ((language_preference_tests, 0), (activation_probability, 1)):
+    probabilities is then numpy, per language in threads); a dask-backed one computes once for
+    the token totals and once per tile of about TILE_BYTES."""
+    for call, expected in ((language_preference_tests, 0), (activation_probability, 0)):
         with Computes() as computes:
             call(runs["store"], method="cluster")
         assert computes.n == expected, call
