@@ -1,9 +1,10 @@
-"""Session 8: the cluster interval of ``activation_probability`` (numpy per language, fast Beta
+"""A one-off check, not run by ``make bench`` (it takes no ``--json``): the cluster
+interval of ``activation_probability`` (numpy per language, fast Beta
 quantile) against the xarray formula with ``scipy.special.betaincinv`` it replaced, on the
 calibration's ``tests`` cells (``calibration.full_grid``): the largest relative difference of
 the bounds and the coverage of the true probability by each (which must be identical).
 
-Usage: python benchmarks/probability_equivalence.py [--reps N]
+Usage: python benchmarks/_probability_equivalence.py [--reps N]
 """
 
 from __future__ import annotations
