@@ -7,6 +7,7 @@ zarr :class:`~zarr.abc.store.Store` or group it works on; none holds state.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import warnings
 from collections.abc import Iterator
@@ -125,6 +126,21 @@ def move(zstore: Store, src: str, dst: str) -> None:
     zarr.core.sync.sync(_copy())
 
 
+def copy_keys(src: Store, dst: Store, prefix: str, skip: tuple[str, ...] = ()) -> None:
+    """Store every key of ``src`` (but ``skip``) under ``prefix`` in ``dst``, concurrently."""
+
+    async def _copy() -> None:
+        proto = default_buffer_prototype()
+        keys = [k async for k in src.list() if k not in skip]
+        values = await asyncio.gather(*(src.get(k, prototype=proto) for k in keys))
+        base = prefix.rstrip("/") + "/" if prefix else ""
+        await asyncio.gather(
+            *(dst.set(base + k, v) for k, v in zip(keys, values, strict=True) if v is not None)
+        )
+
+    zarr.core.sync.sync(_copy())
+
+
 def consolidate(zstore: Store) -> None:
     """Refresh the consolidated metadata (what plain xarray and readers see).
 
@@ -165,10 +181,12 @@ def init_store(zstore: Store) -> None:
 class _CachedGroup:
     """A group whose children are looked up once (each lookup otherwise re-reads metadata)."""
 
-    def __init__(self, group: zarr.Group) -> None:
+    def __init__(self, group: zarr.Group, members: dict[str, Any] | None = None) -> None:
         self._group = group
-        with quiet():
-            self._members = dict(group.members())
+        if members is None:
+            with quiet():
+                members = dict(group.members())
+        self._members = members
 
     def __contains__(self, name: str) -> bool:
         return name in self._members
@@ -180,9 +198,12 @@ class _CachedGroup:
         return getattr(self._group, attr)
 
 
-def cached(group: zarr.Group) -> zarr.Group:
-    """``group`` with its children cached, for the many lookups of one write."""
-    return cast(zarr.Group, _CachedGroup(group))
+def cached(group: zarr.Group, members: dict[str, Any] | None = None) -> zarr.Group:
+    """``group`` with its children cached, for the many lookups of one write.
+
+    ``members``: the children as the caller has just created them (nothing is read).
+    """
+    return cast(zarr.Group, _CachedGroup(group, members))
 
 
 def arr(group: zarr.Group, name: str) -> zarr.Array:

@@ -540,9 +540,10 @@ class ActivationStore:
             journal = _journal.Journal(self._zstore, run)
             journal.arm_create(group)
             try:
-                _arrays.create_arrays(
+                made = _arrays.create_arrays(
                     group, n_layers, n_neurons, moments, sequences, seq_dtype, moe=moe
                 )
+                group = _nodes.cached(group, made)  # the new arrays, not read back
                 _arrays.preallocate(group, languages, sequence_labels)
                 attrs = meta.to_attrs()
                 attrs[schema.MANIFESTS_ATTR] = _manifest.FORMAT

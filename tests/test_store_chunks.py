@@ -65,3 +65,31 @@ def test_other_blocks_and_codecs_are_left_to_zarr(tmp_path: Path) -> None:
     np.testing.assert_array_equal(arr[1:4], rows)
     plain = zarr.create_array(tmp_path / "b", shape=(2, 3), chunks=(1, 3), dtype="int64")
     assert not _chunks.write_rows(plain, 0, np.ones((2, 3), dtype="int64"))  # zstd, no crc32c
+
+
+@pytest.mark.parametrize("moe", [False, True])
+def test_new_run_arrays_are_the_ones_zarr_creates_one_by_one(tmp_path: Path, moe: bool) -> None:
+    """create_arrays builds the arrays in memory and stores their keys at once: same bytes."""
+    from langneurons.store import _arrays, schema
+
+    layout = schema.MoeLayout(expert_neurons=(6, 6, 6), n_shared=1)
+    args = (3, 6, True, True, "uint16", layout if moe else None)
+    ours = zarr.open_group(tmp_path / "ours", mode="w", zarr_format=3).require_group("m/base")
+    made = _arrays.create_arrays(ours, *args[:5], moe=args[5])
+    plain = zarr.open_group(tmp_path / "plain", mode="w", zarr_format=3).require_group("m/base")
+    if moe:
+        plain.attrs.update(dict(ours.attrs))
+    with _integrity.write_empty_chunks():
+        for name, kwargs, value in _arrays._array_specs(*args):
+            array = plain.create_array(name, **kwargs)
+            if value is not None:
+                array[:] = value
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    assert files(tmp_path / "ours") == files(tmp_path / "plain")
+    assert sorted(made) == sorted(name for name, _ in plain.arrays())
+    for name, array in made.items():  # the returned arrays are the stored ones
+        assert array.metadata == plain[name].metadata
+        np.testing.assert_array_equal(array[...], plain[name][...])
