@@ -17,6 +17,7 @@ from typing import Any, cast
 import numpy as np
 import xarray as xr
 import zarr
+import zarr.api.asynchronous
 import zarr.storage
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
@@ -139,6 +140,26 @@ def copy_keys(src: Store, dst: Store, prefix: str, skip: tuple[str, ...] = ()) -
         )
 
     zarr.core.sync.sync(_copy())
+
+
+def open_arrays(zstore: Store, group: str, names: list[str]) -> dict[str, zarr.Array]:
+    """The arrays ``names`` of ``group`` (zarr v3), their metadata read concurrently."""
+
+    async def _open() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(
+                    zarr.api.asynchronous.open_array(
+                        store=zstore, path=f"{group}/{name}", mode="r", zarr_format=3
+                    )
+                    for name in names
+                )
+            )
+        )
+
+    with quiet():
+        found = zarr.core.sync.sync(_open())
+    return {name: zarr.Array(a) for name, a in zip(names, found, strict=True)}
 
 
 def consolidate(zstore: Store) -> None:

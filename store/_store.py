@@ -64,6 +64,7 @@ from langneurons.names import (
 from langneurons.store import (
     _arrays,
     _attrs,
+    _chunks,
     _export_dataset,
     _export_netcdf,
     _export_parquet,
@@ -435,6 +436,8 @@ class ActivationStore:
             schema.RunMetadata.from_attrs(ds.attrs, where=f"run {run!r}")
             if not allow_incomplete:
                 _plan.check_complete(run, ds.attrs)
+            if chunks is None:  # whole variables (.values) read by the store's chunk reader
+                ds = _chunks.whole_reads(ds, _nodes.open_arrays(pinned, run, list(ds.data_vars)))
             ds = _nodes.described(_nodes.unicode_labels(ds))
             ds.attrs.pop(schema.MANIFESTS_ATTR, None)  # the store's bookkeeping, not the data's
             # nested attributes as JSON text, as stored (older runs stored them nested): every
