@@ -243,7 +243,7 @@ def whole_reads(ds: xr.Dataset, arrays: Mapping[str, zarr.Array]) -> xr.Dataset:
             continue
         if any(k in var.encoding for k in _DECODED):  # values xarray changes from stored ones
             continue
-        lazy = indexing.LazilyIndexedArray(_WholeReads(array))
+        lazy: Any = indexing.LazilyIndexedArray(_WholeReads(array))  # as xarray wraps it
         data = indexing.MemoryCachedArray(indexing.CopyOnWriteArray(lazy))
         swapped[name] = xr.Variable(var.dims, data, var.attrs, var.encoding)
     return ds.assign(swapped) if swapped else ds

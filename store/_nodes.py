@@ -75,6 +75,17 @@ def raw(zstore: Store, key: str) -> bytes | None:
     return None if value is None else value.to_bytes()
 
 
+def raw_many(zstore: Store, keys: list[str]) -> dict[str, bytes | None]:
+    """:func:`raw` of each of ``keys``, read concurrently."""
+
+    async def _get() -> list[Any]:
+        proto = default_buffer_prototype()
+        return list(await asyncio.gather(*(zstore.get(k, prototype=proto) for k in keys)))
+
+    values = zarr.core.sync.sync(_get())
+    return {k: None if v is None else v.to_bytes() for k, v in zip(keys, values, strict=True)}
+
+
 def put(zstore: Store, key: str, data: bytes) -> None:
     """Store ``data`` at ``key``."""
     buffer = default_buffer_prototype().buffer.from_bytes(data)

@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1014,8 +1014,17 @@ class ActivationStore:
 
     def _metadata_damage(self, run: str, cons: dict[str, Any] | None = None) -> list[str]:
         """Each way the metadata of a run's arrays breaks the schema (metadata reads only)."""
-        found = _metadata.problems(self._raw, run, cons)
+        found = _metadata.problems(self._prefetched(run), run, cons)
         return [f"{_integrity.describe(f'{run}/{name}')}: {p}" for name, p in found]
+
+    def _prefetched(self, run: str) -> Callable[[str], bytes | None]:
+        """A reader of keys whose metadata checks of ``run`` are read at once, concurrently
+        (one round trip instead of two or three per array); other keys are read when asked."""
+        keys = ["zarr.json", f"{run}/zarr.json"]
+        for name in schema.variables(True):  # a MoE run's arrays include a dense run's
+            keys += [f"{run}/{name}/zarr.json", f"{run}/{name}/{schema.CHUNK_MANIFEST}"]
+        found = _nodes.raw_many(self._zstore, keys)
+        return lambda key: found[key] if key in found else self._raw(key)
 
     def _damage(self, run: str, *, verify: bool = True) -> list[str]:
         """Chunks of a run's arrays (results included) that are missing, fail their checksum or
