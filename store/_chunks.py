@@ -38,6 +38,7 @@ from langneurons.store import _integrity
 
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
 _DECODED = ("_FillValue", "missing_value", "scale_factor", "add_offset", "units", "calendar")
+_READ_BATCH = 64  # chunks read at once (memory: their compressed bytes)
 _CONCURRENT = 4  # chunks encoded or being written at once (memory: a few compressed chunks)
 
 
@@ -188,20 +189,22 @@ def read_all(array: zarr.Array) -> np.ndarray | None:
             problem = f"chunk {key} does not decode ({exc})"
             raise _damage(array.path, problem) from exc
 
-    async def _read_all() -> None:
-        gate = asyncio.Semaphore(_CONCURRENT * 2)
-        proto = default_buffer_prototype()
-
-        async def one(where: tuple[int, ...]) -> None:
-            async with gate:
-                key = array.metadata.encode_chunk_key(where)
-                value = await store.get(prefix + key, proto)
-                await asyncio.to_thread(place, where, value, key)
-
-        await asyncio.gather(*(one(where) for where in coords))
-
-    zarr.core.sync.sync(_read_all())
+    keys = [array.metadata.encode_chunk_key(where) for where in coords]
+    for start in range(0, len(keys), _READ_BATCH):  # the compressed chunks of a batch in memory
+        batch = keys[start : start + _READ_BATCH]
+        values = zarr.core.sync.sync(_get_all(store, [prefix + key for key in batch]))
+        # decoded here, one by one: blosc decodes at memory speed, and threads did not add any
+        for where, value, key in zip(
+            coords[start : start + _READ_BATCH], values, batch, strict=True
+        ):
+            place(where, value, key)
     return out
+
+
+async def _get_all(store: Any, keys: list[str]) -> list[Buffer | None]:
+    """The values of ``keys``, read concurrently."""
+    proto = default_buffer_prototype()
+    return list(await asyncio.gather(*(store.get(key, proto) for key in keys)))
 
 
 def _damage(path: str, problem: str) -> Exception:
