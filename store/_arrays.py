@@ -49,6 +49,8 @@ LANGUAGE_ROWS = (N_ACTIVE, N_TOKENS, N_ROUTED, *schema.MOMENTS)
 SEQ_COUNTS = (SEQ_N_ACTIVE, SEQ_N_TOKENS, SEQ_N_ROUTED)
 
 SequenceLabels = tuple[Sequence[str], Sequence[str]]
+#: Array config of every write: chunks holding only the fill value are stored too (schema 2).
+_WHOLE: dict[str, Any] = {"write_empty_chunks": True}
 
 
 class Plan(NamedTuple):
@@ -166,7 +168,9 @@ def create_arrays(
     metadata = zarr.core.sync.sync(_build())
     _nodes.copy_keys(draft, group.store_path.store, group.path, skip=("zarr.json",))
     return {
-        name: zarr.Array(zarr.AsyncArray(metadata=meta, store_path=group.store_path / name))
+        name: zarr.Array(
+            zarr.AsyncArray(metadata=meta, store_path=group.store_path / name, config=_WHOLE)
+        )
         for name, meta in metadata.items()
     }
 
@@ -199,9 +203,7 @@ def _array_specs(
         kwargs.setdefault("dimension_names", [name])
         # the variable's CF attributes on top of the given ones (one metadata write)
         attrs = {**kwargs.pop("attributes", {}), **schema.VARIABLE_ATTRS.get(name, {})}
-        # every chunk stored, even one holding only the fill value (schema 2)
-        config = {"write_empty_chunks": True}
-        specs.append((name, {**kwargs, "attributes": attrs, "config": config}, value))
+        specs.append((name, {**kwargs, "attributes": attrs, "config": _WHOLE}, value))
 
     add(LANGUAGE, shape=(0,), chunks=(64,), dtype=str, compressors=text)
     add(ROLE, np.array(ROLES), shape=(2,), chunks=(2,), dtype=str, compressors=text)
