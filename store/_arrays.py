@@ -50,7 +50,7 @@ SEQ_COUNTS = (SEQ_N_ACTIVE, SEQ_N_TOKENS, SEQ_N_ROUTED)
 
 SequenceLabels = tuple[Sequence[str], Sequence[str]]
 #: Array config of every write: chunks holding only the fill value are stored too (schema 2).
-_WHOLE: dict[str, Any] = {"write_empty_chunks": True}
+_WHOLE: Any = {"write_empty_chunks": True}  # zarr types it as ArrayConfigParams
 
 
 class Plan(NamedTuple):

@@ -217,6 +217,8 @@ def _damage(path: str, problem: str) -> Exception:
 class _WholeReads(ZarrArrayWrapper):
     """xarray's lazy zarr array, reading the whole array (``.values``) by :func:`read_all`."""
 
+    __slots__ = ()
+
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, indexing.BasicIndexer) and _everything(key.tuple, self.shape):
             values = read_all(self.get_array())
