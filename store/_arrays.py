@@ -465,11 +465,12 @@ def apply(
     names = [N_ACTIVE, N_TOKENS] + (list(schema.MOMENTS) if counts.has_moments else [])
     names += [N_ROUTED] if counts.moe is not None else []
     rows = sorted(existing.values())
+    if new:  # every array's new shape in one round trip (one metadata write each)
+        grown = [_nodes.arr(group, name) for name in [*names, LANGUAGE]]
+        _nodes.resize_many([(a, (k1, *a.shape[1:])) for a in grown])
     for name in names:
         array = _nodes.arr(group, name)
         data = getattr(counts, name)
-        if new:
-            array.resize((k1, *array.shape[1:]))
         for lang, i in existing.items():
             j = counts.languages.index(lang)
             before = old[name][rows.index(i)] if old is not None else array[i]
@@ -477,9 +478,7 @@ def apply(
         if new:
             _chunks.write_or_set(array, k0, _rows(data, [counts.languages.index(x) for x in new]))
     if new:
-        labels = _nodes.arr(group, LANGUAGE)
-        labels.resize((k1,))
-        labels[k0:k1] = np.array(new, dtype=object).astype(str)
+        _nodes.arr(group, LANGUAGE)[k0:k1] = np.array(new, dtype=object).astype(str)
     if counts.has_sequences and counts.seq_index is not None:
         index = np.asarray(counts.seq_index, dtype=np.intp)
         for name in SEQ_COUNTS:

@@ -271,6 +271,15 @@ def chunk_rows(array: zarr.Array) -> Iterator[slice]:
         yield slice(start, min(start + step, array.shape[0]))
 
 
+def resize_many(changes: list[tuple[zarr.Array, tuple[int, ...]]]) -> None:
+    """``array.resize(shape)`` of each ``(array, shape)``, concurrently (one round trip)."""
+
+    async def _resize() -> None:
+        await asyncio.gather(*(a.async_array.resize(shape) for a, shape in changes))
+
+    zarr.core.sync.sync(_resize())
+
+
 def shrink(array: zarr.Array, n: int) -> None:
     """Cut ``array`` to ``n`` rows and rewrite its last, partial chunk row.
 
