@@ -7,12 +7,15 @@ write replaces (from :func:`plan_write`), and only then calls :func:`apply`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import zarr
+import zarr.api.asynchronous
+import zarr.storage
 
 from langneurons.errors import StoreValidationError
 from langneurons.names import (
@@ -46,6 +49,8 @@ LANGUAGE_ROWS = (N_ACTIVE, N_TOKENS, N_ROUTED, *schema.MOMENTS)
 SEQ_COUNTS = (SEQ_N_ACTIVE, SEQ_N_TOKENS, SEQ_N_ROUTED)
 
 SequenceLabels = tuple[Sequence[str], Sequence[str]]
+#: Array config of every write: chunks holding only the fill value are stored too (schema 2).
+_WHOLE: Any = {"write_empty_chunks": True}  # zarr types it as ArrayConfigParams
 
 
 class Plan(NamedTuple):
@@ -136,8 +141,49 @@ def create_arrays(
     sequences: bool,
     seq_dtype: str,
     moe: schema.MoeLayout | None = None,
-) -> None:
-    """Create the (empty) arrays of a new run in ``group`` (``moe``: a mixture-of-experts run)."""
+) -> dict[str, zarr.Array]:
+    """Create the (empty) arrays of a new run in ``group`` (``moe``: a mixture-of-experts run).
+
+    Returns the arrays by name, bound to ``group``'s store (nothing is read back). Zarr builds
+    them (metadata and coordinate chunks) in memory; their keys are then stored concurrently,
+    each once: creating them one by one in the store cost about 50 round trips of checks,
+    parent groups and attribute rewrites (``benchmarks/store.py``). The stored bytes are the
+    ones zarr writes (a test compares them).
+    """
+    specs = _array_specs(n_layers, n_neurons, moments, sequences, seq_dtype, moe)
+    if moe is not None:
+        group.attrs.update(_attrs.encode({MOE_ATTR: moe.to_attr()}))
+    draft = zarr.storage.MemoryStore()
+
+    async def _build() -> dict[str, Any]:
+        with _nodes.quiet():
+            root = await zarr.api.asynchronous.open_group(store=draft, mode="w", zarr_format=3)
+            made = await asyncio.gather(
+                *(root.create_array(name, **kwargs) for name, kwargs, _ in specs)
+            )
+        pairs = zip(made, (value for _, _, value in specs), strict=True)
+        await asyncio.gather(*(a.setitem(slice(None), v) for a, v in pairs if v is not None))
+        return {name: a.metadata for a, (name, _, _) in zip(made, specs, strict=True)}
+
+    metadata = zarr.core.sync.sync(_build())
+    _nodes.copy_keys(draft, group.store_path.store, group.path, skip=("zarr.json",))
+    return {
+        name: zarr.Array(
+            zarr.AsyncArray(metadata=meta, store_path=group.store_path / name, config=_WHOLE)
+        )
+        for name, meta in metadata.items()
+    }
+
+
+def _array_specs(
+    n_layers: int,
+    n_neurons: int,
+    moments: bool,
+    sequences: bool,
+    seq_dtype: str,
+    moe: schema.MoeLayout | None,
+) -> list[tuple[str, dict[str, Any], np.ndarray | None]]:
+    """``(name, create_array arguments, coordinate values or None)`` of a new run's arrays."""
     lc = schema.layer_chunk(n_layers, n_neurons)
     # a MoE run: counts [.., layer, expert, neuron], chunked by layers (or experts) as dense runs
     inner: tuple[int, ...] = (n_neurons,)
@@ -151,144 +197,119 @@ def create_arrays(
     dims = schema.variables(moe is not None)
     codec = _integrity.numeric_codecs()
     text = _integrity.string_codecs()
-    with _nodes.quiet():
-        group.create_array(
-            LANGUAGE,
-            shape=(0,),
-            chunks=(64,),
-            dtype=str,
-            dimension_names=[LANGUAGE],
-            compressors=text,
-        )
-        role = group.create_array(
-            ROLE,
-            shape=(2,),
-            chunks=(2,),
-            dtype=str,
-            dimension_names=[ROLE],
-            compressors=text,
-        )
-        role[:] = np.array(ROLES)
-        for dim, size in ((LAYER, n_layers), (NEURON, n_neurons)):
-            coord = group.create_array(
-                dim,
-                shape=(size,),
-                chunks=(size,),
-                dtype="int64",
-                dimension_names=[dim],
-                compressors=codec,
-            )
-            coord[:] = np.arange(size, dtype=np.int64)
-        if moe is not None:
-            _create_experts(group, moe, n_layers, codec)
-            group.attrs.update(_attrs.encode({MOE_ATTR: moe.to_attr()}))
-        names = [N_ACTIVE] + (list(schema.MOMENTS) if moments else [])
-        for name in names:
-            spec = dims[name]
-            group.create_array(
+    specs: list[tuple[str, dict[str, Any], np.ndarray | None]] = []
+
+    def add(name: str, value: np.ndarray | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("dimension_names", [name])
+        # the variable's CF attributes on top of the given ones (one metadata write)
+        attrs = {**kwargs.pop("attributes", {}), **schema.VARIABLE_ATTRS.get(name, {})}
+        specs.append((name, {**kwargs, "attributes": attrs, "config": _WHOLE}, value))
+
+    add(LANGUAGE, shape=(0,), chunks=(64,), dtype=str, compressors=text)
+    add(ROLE, np.array(ROLES), shape=(2,), chunks=(2,), dtype=str, compressors=text)
+    for dim, size in ((LAYER, n_layers), (NEURON, n_neurons)):
+        values = np.arange(size, dtype=np.int64)
+        add(dim, values, shape=(size,), chunks=(size,), dtype="int64", compressors=codec)
+    if moe is not None:
+        experts = {
+            EXPERT: np.arange(moe.size, dtype=np.int64),
+            EXPERT_SHARED: moe.expert_shared,
+            EXPERT_NEURONS: np.asarray(moe.expert_neurons, dtype=np.int64),
+        }
+        for name, value in experts.items():
+            add(
                 name,
-                shape=(0, 2, n_layers, *inner),
-                chunks=(1, 1, *chunk_inner),
-                dtype=spec.dtype,
-                fill_value=0,
-                dimension_names=list(spec.dims),
+                value,
+                shape=(moe.size,),
+                chunks=(moe.size,),
+                dtype=value.dtype,
+                dimension_names=[EXPERT],
                 compressors=codec,
-                attributes=count_coords,
             )
-        group.create_array(
-            N_TOKENS,
-            shape=(0, 2),
-            chunks=(1, 2),
+        add(
+            N_ROUTED,
+            shape=(0, 2, n_layers, moe.size),
+            chunks=(1, 2, n_layers, moe.size),
             dtype="int64",
             fill_value=0,
-            dimension_names=[LANGUAGE, ROLE],
+            dimension_names=list(schema.MOE_VARIABLES[N_ROUTED].dims),
             compressors=codec,
+            attributes={"coordinates": f"{EXPERT_SHARED} {EXPERT_NEURONS}"},
         )
-        if sequences:
-            itemsize = np.dtype(seq_dtype).itemsize
-            slc: tuple[int, ...] = (schema.layer_chunk(n_layers, n_neurons, itemsize),)
-            if moe is not None:
-                slc = schema.expert_chunks(n_layers, moe.size, n_neurons, itemsize)
-            coords: dict[str, Any] = {"coordinates": " ".join(schema.SEQ_COORDS)}
-            group.create_array(
-                SEQ_N_ACTIVE,
-                shape=(0, 2, n_layers, *inner),
-                chunks=(8, 1, *slc, n_neurons),
-                dtype=seq_dtype,
-                fill_value=0,
-                compressors=codec,
-                dimension_names=list(dims[SEQ_N_ACTIVE].dims),
-                attributes=_with_coords(coords, count_coords),
-            )
-            if moe is not None:
-                per_seq = 2 * n_layers * moe.size * 8
-                group.create_array(
-                    SEQ_N_ROUTED,
-                    shape=(0, 2, n_layers, moe.size),
-                    chunks=(max(1, min(1024, (8 << 20) // per_seq)), 2, n_layers, moe.size),
-                    dtype="int64",
-                    fill_value=0,
-                    compressors=codec,
-                    dimension_names=list(dims[SEQ_N_ROUTED].dims),
-                    attributes=_with_coords(coords, count_coords),
-                )
-            group.create_array(
-                SEQ_N_TOKENS,
-                shape=(0, 2),
-                chunks=(1024, 2),
+    for name in [N_ACTIVE] + (list(schema.MOMENTS) if moments else []):
+        add(
+            name,
+            shape=(0, 2, n_layers, *inner),
+            chunks=(1, 1, *chunk_inner),
+            dtype=dims[name].dtype,
+            fill_value=0,
+            dimension_names=list(dims[name].dims),
+            compressors=codec,
+            attributes=count_coords,
+        )
+    add(
+        N_TOKENS,
+        shape=(0, 2),
+        chunks=(1, 2),
+        dtype="int64",
+        fill_value=0,
+        dimension_names=[LANGUAGE, ROLE],
+        compressors=codec,
+    )
+    if sequences:
+        itemsize = np.dtype(seq_dtype).itemsize
+        slc: tuple[int, ...] = (schema.layer_chunk(n_layers, n_neurons, itemsize),)
+        if moe is not None:
+            slc = schema.expert_chunks(n_layers, moe.size, n_neurons, itemsize)
+        coords: dict[str, Any] = {"coordinates": " ".join(schema.SEQ_COORDS)}
+        add(
+            SEQ_N_ACTIVE,
+            shape=(0, 2, n_layers, *inner),
+            chunks=(8, 1, *slc, n_neurons),
+            dtype=seq_dtype,
+            fill_value=0,
+            compressors=codec,
+            dimension_names=list(dims[SEQ_N_ACTIVE].dims),
+            attributes=_with_coords(coords, count_coords),
+        )
+        if moe is not None:
+            per_seq = 2 * n_layers * moe.size * 8
+            add(
+                SEQ_N_ROUTED,
+                shape=(0, 2, n_layers, moe.size),
+                chunks=(max(1, min(1024, (8 << 20) // per_seq)), 2, n_layers, moe.size),
                 dtype="int64",
                 fill_value=0,
-                dimension_names=[SEQUENCE, ROLE],
-                attributes=coords,
                 compressors=codec,
+                dimension_names=list(dims[SEQ_N_ROUTED].dims),
+                attributes=_with_coords(coords, count_coords),
             )
-            for name in schema.SEQ_COORDS:
-                group.create_array(
-                    name,
-                    shape=(0,),
-                    chunks=(1024,),
-                    dtype=str,
-                    dimension_names=[SEQUENCE],
-                    compressors=text,
-                )
-        for name, array in group.arrays():
-            if schema.VARIABLE_ATTRS.get(name):  # one metadata write (attrs.update: one a key)
-                array.update_attributes(schema.VARIABLE_ATTRS[name])
+        add(
+            SEQ_N_TOKENS,
+            shape=(0, 2),
+            chunks=(1024, 2),
+            dtype="int64",
+            fill_value=0,
+            dimension_names=[SEQUENCE, ROLE],
+            attributes=coords,
+            compressors=codec,
+        )
+        for name in schema.SEQ_COORDS:
+            add(
+                name,
+                shape=(0,),
+                chunks=(1024,),
+                dtype=str,
+                dimension_names=[SEQUENCE],
+                compressors=text,
+            )
+    return specs
 
 
 def _with_coords(*attrs: dict[str, Any]) -> dict[str, Any]:
     """Array attributes naming the coordinates of each of ``attrs`` (xarray reads them)."""
     names = " ".join(a["coordinates"] for a in attrs if a.get("coordinates"))
     return {"coordinates": names} if names else {}
-
-
-def _create_experts(group: zarr.Group, moe: schema.MoeLayout, n_layers: int, codec: Any) -> None:
-    """The expert coordinates of a MoE run, and its (empty) ``n_routed``."""
-    values = {
-        EXPERT: np.arange(moe.size, dtype=np.int64),
-        EXPERT_SHARED: moe.expert_shared,
-        EXPERT_NEURONS: np.asarray(moe.expert_neurons, dtype=np.int64),
-    }
-    for name, value in values.items():
-        coord = group.create_array(
-            name,
-            shape=(moe.size,),
-            chunks=(moe.size,),
-            dtype=value.dtype,
-            dimension_names=[EXPERT],
-            compressors=codec,
-        )
-        coord[:] = value
-    group.create_array(
-        N_ROUTED,
-        shape=(0, 2, n_layers, moe.size),
-        chunks=(1, 2, n_layers, moe.size),
-        dtype="int64",
-        fill_value=0,
-        dimension_names=list(schema.MOE_VARIABLES[N_ROUTED].dims),
-        compressors=codec,
-        attributes={"coordinates": f"{EXPERT_SHARED} {EXPERT_NEURONS}"},
-    )
 
 
 def preallocate(
@@ -444,11 +465,12 @@ def apply(
     names = [N_ACTIVE, N_TOKENS] + (list(schema.MOMENTS) if counts.has_moments else [])
     names += [N_ROUTED] if counts.moe is not None else []
     rows = sorted(existing.values())
+    if new:  # every array's new shape in one round trip (one metadata write each)
+        grown = [_nodes.arr(group, name) for name in [*names, LANGUAGE]]
+        _nodes.resize_many([(a, (k1, *a.shape[1:])) for a in grown])
     for name in names:
         array = _nodes.arr(group, name)
         data = getattr(counts, name)
-        if new:
-            array.resize((k1, *array.shape[1:]))
         for lang, i in existing.items():
             j = counts.languages.index(lang)
             before = old[name][rows.index(i)] if old is not None else array[i]
@@ -456,9 +478,7 @@ def apply(
         if new:
             _chunks.write_or_set(array, k0, _rows(data, [counts.languages.index(x) for x in new]))
     if new:
-        labels = _nodes.arr(group, LANGUAGE)
-        labels.resize((k1,))
-        labels[k0:k1] = np.array(new, dtype=object).astype(str)
+        _nodes.arr(group, LANGUAGE)[k0:k1] = np.array(new, dtype=object).astype(str)
     if counts.has_sequences and counts.seq_index is not None:
         index = np.asarray(counts.seq_index, dtype=np.intp)
         for name in SEQ_COUNTS:

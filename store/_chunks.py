@@ -11,20 +11,34 @@ is whole, and stores the chunks concurrently through the same store (so a
 :class:`~langneurons.store._manifest.Recorder` records every one). The stored bytes are the ones
 zarr writes (a test compares them), so readers, ``validate`` and the manifests see no
 difference. Any other array, codec chain or region falls back to zarr.
+
+Reads mirror it: :func:`read_all` reads every chunk of such an array concurrently and decodes
+each straight into its place in one preallocated array, where zarr decodes into a chunk buffer
+and copies it over (twice the memory traffic, and the page faults of twice the memory). Open
+datasets read whole variables this way (:func:`whole_reads`); any other selection is zarr's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 import google_crc32c
 import numpy as np
+import xarray as xr
 import zarr
 from numcodecs import Blosc
-from zarr.core.buffer import default_buffer_prototype
+from xarray.backends.zarr import ZarrArrayWrapper
+from xarray.core import indexing
+from zarr.core.buffer import Buffer, default_buffer_prototype
+
+from langneurons.store import _integrity
 
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
+_DECODED = ("_FillValue", "missing_value", "scale_factor", "add_offset", "units", "calendar")
+_READ_BATCH = 64  # chunks read at once (memory: their compressed bytes)
 _CONCURRENT = 4  # chunks encoded or being written at once (memory: a few compressed chunks)
 
 
@@ -125,3 +139,116 @@ def write_or_set(array: zarr.Array, start: int, data: np.ndarray) -> None:
     """``array[start:start + len(data)] = data``: by :func:`write_rows` where it can, else zarr."""
     if not write_rows(array, start, data):
         array[start : start + len(data)] = data
+
+
+def read_all(array: zarr.Array) -> np.ndarray | None:
+    """Every value of ``array``, or None when its chain is not one this path decodes.
+
+    Each chunk is checked as zarr checks it (its CRC32C; through a
+    :class:`~langneurons.store._integrity.CheckedStore`, which checks it, its place and the
+    reader's pins on every read, that check is not repeated): a damaged chunk raises
+    CorruptStoreError naming the array and the chunk. A missing chunk reads as the fill value,
+    as in zarr (the checked store refuses it first).
+    """
+    found = _encoder(array)
+    if found is None or sys.byteorder != "little":
+        return None
+    dtype, blosc = found
+    shape, chunks = tuple(array.shape), tuple(array.chunks)
+    out = np.empty(shape, dtype=dtype)
+    if out.size == 0:
+        return out
+    store = array.store_path.store
+    verify = not isinstance(store, _integrity.CheckedStore)
+    prefix = array.path + "/" if array.path else ""
+    fill = array.fill_value
+    coords = [
+        tuple(int(i) for i in idx)
+        for idx in np.ndindex(*(-(-s // c) for s, c in zip(shape, chunks, strict=True)))
+    ]
+
+    def place(where: tuple[int, ...], value: Buffer | None, key: str) -> None:
+        region = tuple(
+            slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(where, chunks, shape, strict=True)
+        )
+        target = out[region]
+        if value is None:
+            target[...] = fill
+            return
+        raw = value.as_numpy_array()
+        if verify and not _integrity.crc_ok(raw):
+            raise _damage(array.path, f"chunk {key} fails its checksum")
+        payload = raw[:-4]
+        try:
+            if target.shape == chunks and target.flags.c_contiguous:
+                blosc.decode(payload, out=target.reshape(-1).view(np.uint8))
+            else:  # an edge chunk, or one not contiguous in the whole: decode, then copy
+                whole = np.frombuffer(blosc.decode(payload), dtype=dtype).reshape(chunks)
+                target[...] = whole[tuple(slice(0, n) for n in target.shape)]
+        except (RuntimeError, ValueError) as exc:
+            problem = f"chunk {key} does not decode ({exc})"
+            raise _damage(array.path, problem) from exc
+
+    keys = [array.metadata.encode_chunk_key(where) for where in coords]
+    for start in range(0, len(keys), _READ_BATCH):  # the compressed chunks of a batch in memory
+        batch = keys[start : start + _READ_BATCH]
+        values = zarr.core.sync.sync(_get_all(store, [prefix + key for key in batch]))
+        # decoded here, one by one: blosc decodes at memory speed, and threads did not add any
+        for where, value, key in zip(
+            coords[start : start + _READ_BATCH], values, batch, strict=True
+        ):
+            place(where, value, key)
+    return out
+
+
+async def _get_all(store: Any, keys: list[str]) -> list[Buffer | None]:
+    """The values of ``keys``, read concurrently."""
+    proto = default_buffer_prototype()
+    return list(await asyncio.gather(*(store.get(key, proto) for key in keys)))
+
+
+def _damage(path: str, problem: str) -> Exception:
+    """The store's error for a damaged chunk of the array at ``path``."""
+    if "/" in path:  # a run's or a result's array: named as every reader names it
+        return _integrity.damage_error(path, [problem])
+    return _integrity.damage_error_line(f"array {path!r}: {problem}")
+
+
+class _WholeReads(ZarrArrayWrapper):
+    """xarray's lazy zarr array, reading the whole array (``.values``) by :func:`read_all`."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, indexing.BasicIndexer) and _everything(key.tuple, self.shape):
+            values = read_all(self.get_array())
+            if values is not None:
+                return values
+        return super().__getitem__(key)
+
+
+def _everything(key: tuple[Any, ...], shape: tuple[int, ...]) -> bool:
+    """Whether the basic selection ``key`` selects every element of ``shape``, in order."""
+    if len(key) != len(shape):
+        return False
+    return all(
+        isinstance(k, slice) and k.indices(n) == (0, n, 1) for k, n in zip(key, shape, strict=True)
+    )
+
+
+def whole_reads(ds: xr.Dataset, arrays: Mapping[str, zarr.Array]) -> xr.Dataset:
+    """``ds`` (opened lazily, without dask) with its variables in ``arrays`` read whole by
+    :func:`read_all` (``.values``, ``.load()``); the variables must be the arrays undecoded."""
+    swapped = {}
+    for name, array in arrays.items():
+        var = ds.variables.get(name)
+        if var is None or var.shape != tuple(array.shape) or var.dtype != array.dtype:
+            continue
+        if _encoder(array) is None or var.chunks is not None:  # dask reads its own chunks
+            continue
+        if any(k in var.encoding for k in _DECODED):  # values xarray changes from stored ones
+            continue
+        lazy: Any = indexing.LazilyIndexedArray(_WholeReads(array))  # as xarray wraps it
+        data = indexing.MemoryCachedArray(indexing.CopyOnWriteArray(lazy))
+        swapped[name] = xr.Variable(var.dims, data, var.attrs, var.encoding)
+    return ds.assign(swapped) if swapped else ds

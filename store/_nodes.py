@@ -7,6 +7,7 @@ zarr :class:`~zarr.abc.store.Store` or group it works on; none holds state.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import warnings
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any, cast
 import numpy as np
 import xarray as xr
 import zarr
+import zarr.api.asynchronous
 import zarr.storage
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
@@ -73,6 +75,17 @@ def raw(zstore: Store, key: str) -> bytes | None:
     return None if value is None else value.to_bytes()
 
 
+def raw_many(zstore: Store, keys: list[str]) -> dict[str, bytes | None]:
+    """:func:`raw` of each of ``keys``, read concurrently."""
+
+    async def _get() -> list[Any]:
+        proto = default_buffer_prototype()
+        return list(await asyncio.gather(*(zstore.get(k, prototype=proto) for k in keys)))
+
+    values = zarr.core.sync.sync(_get())
+    return {k: None if v is None else v.to_bytes() for k, v in zip(keys, values, strict=True)}
+
+
 def put(zstore: Store, key: str, data: bytes) -> None:
     """Store ``data`` at ``key``."""
     buffer = default_buffer_prototype().buffer.from_bytes(data)
@@ -125,6 +138,41 @@ def move(zstore: Store, src: str, dst: str) -> None:
     zarr.core.sync.sync(_copy())
 
 
+def copy_keys(src: Store, dst: Store, prefix: str, skip: tuple[str, ...] = ()) -> None:
+    """Store every key of ``src`` (but ``skip``) under ``prefix`` in ``dst``, concurrently."""
+
+    async def _copy() -> None:
+        proto = default_buffer_prototype()
+        keys = [k async for k in src.list() if k not in skip]
+        values = await asyncio.gather(*(src.get(k, prototype=proto) for k in keys))
+        base = prefix.rstrip("/") + "/" if prefix else ""
+        await asyncio.gather(
+            *(dst.set(base + k, v) for k, v in zip(keys, values, strict=True) if v is not None)
+        )
+
+    zarr.core.sync.sync(_copy())
+
+
+def open_arrays(zstore: Store, group: str, names: list[str]) -> dict[str, zarr.Array]:
+    """The arrays ``names`` of ``group`` (zarr v3), their metadata read concurrently."""
+
+    async def _open() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(
+                    zarr.api.asynchronous.open_array(
+                        store=zstore, path=f"{group}/{name}", mode="r", zarr_format=3
+                    )
+                    for name in names
+                )
+            )
+        )
+
+    with quiet():
+        found = zarr.core.sync.sync(_open())
+    return {name: zarr.Array(a) for name, a in zip(names, found, strict=True)}
+
+
 def consolidate(zstore: Store) -> None:
     """Refresh the consolidated metadata (what plain xarray and readers see).
 
@@ -165,10 +213,12 @@ def init_store(zstore: Store) -> None:
 class _CachedGroup:
     """A group whose children are looked up once (each lookup otherwise re-reads metadata)."""
 
-    def __init__(self, group: zarr.Group) -> None:
+    def __init__(self, group: zarr.Group, members: dict[str, Any] | None = None) -> None:
         self._group = group
-        with quiet():
-            self._members = dict(group.members())
+        if members is None:
+            with quiet():
+                members = dict(group.members())
+        self._members = members
 
     def __contains__(self, name: str) -> bool:
         return name in self._members
@@ -180,9 +230,12 @@ class _CachedGroup:
         return getattr(self._group, attr)
 
 
-def cached(group: zarr.Group) -> zarr.Group:
-    """``group`` with its children cached, for the many lookups of one write."""
-    return cast(zarr.Group, _CachedGroup(group))
+def cached(group: zarr.Group, members: dict[str, Any] | None = None) -> zarr.Group:
+    """``group`` with its children cached, for the many lookups of one write.
+
+    ``members``: the children as the caller has just created them (nothing is read).
+    """
+    return cast(zarr.Group, _CachedGroup(group, members))
 
 
 def arr(group: zarr.Group, name: str) -> zarr.Array:
@@ -216,6 +269,15 @@ def chunk_rows(array: zarr.Array) -> Iterator[slice]:
     step = array.chunks[0]
     for start in range(0, array.shape[0], step):
         yield slice(start, min(start + step, array.shape[0]))
+
+
+def resize_many(changes: list[tuple[zarr.Array, tuple[int, ...]]]) -> None:
+    """``array.resize(shape)`` of each ``(array, shape)``, concurrently (one round trip)."""
+
+    async def _resize() -> None:
+        await asyncio.gather(*(a.async_array.resize(shape) for a, shape in changes))
+
+    zarr.core.sync.sync(_resize())
 
 
 def shrink(array: zarr.Array, n: int) -> None:

@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ from langneurons.names import (
 from langneurons.store import (
     _arrays,
     _attrs,
+    _chunks,
     _export_dataset,
     _export_netcdf,
     _export_parquet,
@@ -435,6 +436,8 @@ class ActivationStore:
             schema.RunMetadata.from_attrs(ds.attrs, where=f"run {run!r}")
             if not allow_incomplete:
                 _plan.check_complete(run, ds.attrs)
+            if chunks is None:  # whole variables (.values) read by the store's chunk reader
+                ds = _chunks.whole_reads(ds, _nodes.open_arrays(pinned, run, list(ds.data_vars)))
             ds = _nodes.described(_nodes.unicode_labels(ds))
             ds.attrs.pop(schema.MANIFESTS_ATTR, None)  # the store's bookkeeping, not the data's
             # nested attributes as JSON text, as stored (older runs stored them nested): every
@@ -540,9 +543,10 @@ class ActivationStore:
             journal = _journal.Journal(self._zstore, run)
             journal.arm_create(group)
             try:
-                _arrays.create_arrays(
+                made = _arrays.create_arrays(
                     group, n_layers, n_neurons, moments, sequences, seq_dtype, moe=moe
                 )
+                group = _nodes.cached(group, made)  # the new arrays, not read back
                 _arrays.preallocate(group, languages, sequence_labels)
                 attrs = meta.to_attrs()
                 attrs[schema.MANIFESTS_ATTR] = _manifest.FORMAT
@@ -1010,8 +1014,17 @@ class ActivationStore:
 
     def _metadata_damage(self, run: str, cons: dict[str, Any] | None = None) -> list[str]:
         """Each way the metadata of a run's arrays breaks the schema (metadata reads only)."""
-        found = _metadata.problems(self._raw, run, cons)
+        found = _metadata.problems(self._prefetched(run), run, cons)
         return [f"{_integrity.describe(f'{run}/{name}')}: {p}" for name, p in found]
+
+    def _prefetched(self, run: str) -> Callable[[str], bytes | None]:
+        """A reader of keys whose metadata checks of ``run`` are read at once, concurrently
+        (one round trip instead of two or three per array); other keys are read when asked."""
+        keys = ["zarr.json", f"{run}/zarr.json"]
+        for name in schema.variables(True):  # a MoE run's arrays include a dense run's
+            keys += [f"{run}/{name}/zarr.json", f"{run}/{name}/{schema.CHUNK_MANIFEST}"]
+        found = _nodes.raw_many(self._zstore, keys)
+        return lambda key: found[key] if key in found else self._raw(key)
 
     def _damage(self, run: str, *, verify: bool = True) -> list[str]:
         """Chunks of a run's arrays (results included) that are missing, fail their checksum or

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import pytest
 import zarr
@@ -65,3 +66,111 @@ def test_other_blocks_and_codecs_are_left_to_zarr(tmp_path: Path) -> None:
     np.testing.assert_array_equal(arr[1:4], rows)
     plain = zarr.create_array(tmp_path / "b", shape=(2, 3), chunks=(1, 3), dtype="int64")
     assert not _chunks.write_rows(plain, 0, np.ones((2, 3), dtype="int64"))  # zstd, no crc32c
+
+
+@pytest.mark.parametrize("moe", [False, True])
+def test_new_run_arrays_are_the_ones_zarr_creates_one_by_one(tmp_path: Path, moe: bool) -> None:
+    """create_arrays builds the arrays in memory and stores their keys at once: same bytes."""
+    from langneurons.store import _arrays, schema
+
+    layout = schema.MoeLayout(expert_neurons=(6, 6, 6), n_shared=1)
+    args = (3, 6, True, True, "uint16", layout if moe else None)
+    ours = zarr.open_group(tmp_path / "ours", mode="w", zarr_format=3).require_group("m/base")
+    made = _arrays.create_arrays(ours, *args[:5], moe=args[5])
+    plain = zarr.open_group(tmp_path / "plain", mode="w", zarr_format=3).require_group("m/base")
+    if moe:
+        plain.attrs.update(dict(ours.attrs))
+    with _integrity.write_empty_chunks():
+        for name, kwargs, value in _arrays._array_specs(*args):
+            array = plain.create_array(name, **kwargs)
+            if value is not None:
+                array[:] = value
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    assert files(tmp_path / "ours") == files(tmp_path / "plain")
+    assert sorted(made) == sorted(name for name, _ in plain.arrays())
+    for name, array in made.items():  # the returned arrays are the stored ones
+        assert array.metadata == plain[name].metadata
+        np.testing.assert_array_equal(array[...], plain[name][...])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "chunks"),
+    [
+        ("int64", (5, 2, 7, 33), (1, 1, 3, 33)),  # edge chunks along layers
+        ("uint16", (19, 2, 7, 33), (8, 1, 7, 33)),  # chunks not contiguous in the whole
+        ("float64", (4, 2, 5, 10), (1, 2, 5, 10)),  # every chunk decoded in place
+        ("int64", (3, 2), (1, 2)),
+    ],
+)
+def test_whole_reads_match_zarr(
+    tmp_path: Path, dtype: str, shape: tuple[int, ...], chunks: tuple[int, ...]
+) -> None:
+    data = np.random.default_rng(1).integers(0, 1000, size=shape).astype(dtype)
+    arr = _array(tmp_path / "a", shape, chunks, dtype)
+    with _integrity.write_empty_chunks():
+        arr[...] = data
+    got = _chunks.read_all(zarr.open_array(tmp_path / "a"))
+    assert got is not None and got.dtype == data.dtype
+    np.testing.assert_array_equal(got, data)
+    np.testing.assert_array_equal(got, arr[...])
+
+
+def test_whole_reads_refuse_damage_and_leave_other_arrays_to_zarr(tmp_path: Path) -> None:
+    from langneurons.errors import CorruptStoreError
+
+    data = np.arange(4 * 2 * 3, dtype="int64").reshape(4, 2, 3) + 1
+    arr = _array(tmp_path / "a", (4, 2, 3), (1, 2, 3), "int64")
+    arr[...] = data
+    chunk = tmp_path / "a" / "c" / "2" / "0" / "0"
+    good = chunk.read_bytes()
+    chunk.write_bytes(good[:-5] + bytes([good[-5] ^ 1]) + good[-4:])  # payload flipped
+    with pytest.raises(CorruptStoreError, match=r"chunk c/2/0/0 fails its checksum"):
+        _chunks.read_all(zarr.open_array(tmp_path / "a"))
+    junk = b"not a blosc frame at all"  # intact checksum, payload blosc cannot decode
+    chunk.write_bytes(junk + np.uint32(google_crc32c.value(junk)).tobytes())
+    with pytest.raises(CorruptStoreError, match=r"chunk c/2/0/0 does not decode"):
+        _chunks.read_all(zarr.open_array(tmp_path / "a"))
+    chunk.unlink()  # a missing chunk is the fill value, as zarr reads it
+    got = _chunks.read_all(zarr.open_array(tmp_path / "a"))
+    assert got is not None
+    np.testing.assert_array_equal(got, np.where(np.arange(4)[:, None, None] == 2, 0, data))
+    plain = zarr.create_array(tmp_path / "b", shape=(2, 3), chunks=(1, 3), dtype="int64")
+    assert _chunks.read_all(plain) is None  # zstd, no crc32c: zarr reads it
+
+
+def test_open_run_reads_whole_variables_through_the_checked_store(tmp_path: Path) -> None:
+    """.values of a run's counts takes the chunk reader; slices and dask stay zarr's."""
+    from langneurons.errors import CorruptStoreError
+    from langneurons.store import Counts, create_store
+
+    rng = np.random.default_rng(2)
+    active = rng.integers(0, 50, size=(3, 2, 4, 9))
+    counts = Counts(["en", "de", "fr"], active, np.full((3, 2), 100))
+    store = create_store(tmp_path / "s.zarr")
+    store.create_run("m/base", n_layers=4, n_neurons=9, counts=counts)
+    calls = []
+    read_all = _chunks.read_all
+
+    def spy(array: zarr.Array) -> np.ndarray | None:
+        calls.append(array.path)
+        return read_all(array)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_chunks, "read_all", spy)
+        ds = store.open_run("m/base")
+        np.testing.assert_array_equal(ds.n_active.isel(language=1).values, active[1])
+        assert calls == []  # a selection: zarr's path
+        np.testing.assert_array_equal(ds.n_active.values, active)
+        np.testing.assert_array_equal(ds.n_tokens.values, counts.n_tokens)
+        assert calls == ["m/base/n_active", "m/base/n_tokens"]
+        lazy = store.open_run("m/base", chunks={})
+        np.testing.assert_array_equal(lazy.n_active.values, active)
+        assert len(calls) == 2  # dask reads chunk by chunk
+    chunk = tmp_path / "s.zarr" / "m" / "base" / "n_active" / "c" / "1" / "0" / "0" / "0"
+    other = tmp_path / "s.zarr" / "m" / "base" / "n_active" / "c" / "2" / "0" / "0" / "0"
+    chunk.write_bytes(other.read_bytes())  # intact, but not the chunk written there
+    with pytest.raises(CorruptStoreError, match=r"c/1/0/0/0 is not the chunk written there"):
+        _ = store.open_run("m/base").n_active.values
