@@ -46,28 +46,6 @@ def test_fused_equals_reference_bit_for_bit(m: int) -> None:
     np.testing.assert_array_equal(max2, ref_max)
 
 
-@pytest.mark.parametrize("m", [1, 7, kern.BLOCK + 1, 3 * kern.BLOCK + 5, 4 * kern.BLOCK])
-def test_two_threads_equal_one_bit_for_bit(m: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The threaded split (main thread, large inputs) gives the serial results exactly, and a
-    call from another thread (a bootstrap replicate) runs serially and agrees too."""
-    import threading
-
-    rng = np.random.default_rng(m)
-    p = rng.beta(1.5, 6.0, size=(m, 6))
-    p[rng.random(m) < 0.05] = 0.0
-    monkeypatch.setattr(kern, "THREADED_MIN", 1 << 60)
-    serial = kern.ternary_fused(p, 0.2)
-    monkeypatch.setattr(kern, "THREADED_MIN", 1)
-    split = kern.ternary_fused(p, 0.2)
-    found: list[tuple[np.ndarray, ...]] = []
-    worker = threading.Thread(target=lambda: found.append(kern.ternary_fused(p, 0.2)))
-    worker.start()
-    worker.join()
-    for got in (split, found[0]):
-        for a, b in zip(got, serial, strict=True):
-            np.testing.assert_array_equal(a, b)
-
-
 def test_fused_keeps_the_leading_shape() -> None:
     p = np.random.default_rng(0).random((3, 4, 6))
     h, maxp, above = kern.ternary_fused(p, None)
