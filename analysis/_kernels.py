@@ -14,9 +14,7 @@ bit and selections match exactly.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -128,58 +126,23 @@ def ternary_fused(
     The neurons are taken in blocks of :data:`BLOCK`: every step of the formula runs over one
     block's K rows while they are in cache, instead of K passes over all neurons per step. Each
     value goes through exactly the operations of the formula, in the same order, so the results
-    equal the unblocked formula bit for bit. Called from the main thread on at least
-    :data:`THREADED_MIN` neurons, the two halves of the blocks run in two threads (numpy
-    releases the GIL); from any other thread (a bootstrap replicate, a Dask worker) it stays in
-    that thread, which already shares the cores with its siblings.
+    equal the unblocked formula bit for bit.
     """
     arr = np.asarray(p)
     rows = language_rows(arr)
-    m = rows.shape[1]
+    k, m = rows.shape
     h = np.empty(m)
     maxp = np.empty(m)
     above = np.zeros(m, dtype=np.int64) if tau is not None else None
-    out = (h, maxp, above)
-    if m >= THREADED_MIN and threading.current_thread() is threading.main_thread():
-        half = min(m, -(-(m // 2) // BLOCK) * BLOCK)  # a block boundary: the serial blocks
-        with ThreadPoolExecutor(2) as pool:
-            spans = [(a, b) for a, b in ((0, half), (half, m)) if a < b]
-            for done in [pool.submit(_fused_span, rows, tau, a, b, out) for a, b in spans]:
-                done.result()
-    else:
-        _fused_span(rows, tau, 0, m, out)
-    shape = arr.shape[:-1]
-    return (
-        h.reshape(shape),
-        maxp.reshape(shape),
-        None if above is None else above.reshape(shape),
-    )
-
-
-#: Neurons from which :func:`ternary_fused` splits its blocks over two threads (a 7B model has
-#: 458,752; below this the thread start costs about what it saves).
-THREADED_MIN = 1 << 17
-
-
-def _fused_span(
-    rows: FloatArray,
-    tau: float | None,
-    first: int,
-    last: int,
-    out: tuple[FloatArray, FloatArray, IntArray | None],
-) -> None:
-    """:func:`ternary_fused` on neurons ``first:last`` of ``rows``, into ``out``'s slices."""
-    h, maxp, above = out
-    k = rows.shape[0]
-    b = max(1, min(BLOCK, last - first))
+    b = max(1, min(BLOCK, m))
     s, total, term, acc = (np.empty(b) for _ in range(4))
     q = np.empty((k, b))
     positive = np.empty(b, dtype=np.bool_)
     hit = np.empty(b, dtype=np.bool_)
     uniform = 1.0 / k
     log_k = math.log(k)
-    for start in range(first, last, b):
-        stop = min(start + b, last)
+    for start in range(0, m, b):
+        stop = min(start + b, m)
         n = stop - start
         block = rows[:, start:stop]
         s_, total_, term_, acc_ = s[:n], total[:n], term[:n], acc[:n]
@@ -221,6 +184,12 @@ def _fused_span(
                 acc_ += term_
         np.negative(acc_, out=acc_)
         np.divide(acc_, log_k, out=h[start:stop])
+    shape = arr.shape[:-1]
+    return (
+        h.reshape(shape),
+        maxp.reshape(shape),
+        None if above is None else above.reshape(shape),
+    )
 
 
 def ternary_score(
