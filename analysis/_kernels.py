@@ -63,23 +63,26 @@ def _values_at_ranks(flat: FloatArray, ranks: list[int]) -> list[np.float64]:
     """The values at 1-indexed ``ranks`` of ``flat`` sorted, as ``np.partition`` orders them.
 
     Without copying all of ``flat``: a strided sample gives a bound ``low`` below the smallest
-    rank; with ``b = #{flat < low}`` (one comparison pass), the value at rank ``r`` is the one at
-    rank ``r - b`` among the few values ``>= low``, which alone are copied and partitioned. Exact;
-    falls back to partitioning a full copy when the bound misses or ``flat`` holds NaN.
+    rank; with ``b = #{flat < low}`` (one comparison pass, which also picks the values kept),
+    the value at rank ``r`` is the one at rank ``r - b`` among the few values not below
+    ``low``, which alone are copied and partitioned. Exact; falls back to partitioning a full
+    copy when the bound misses or ``flat`` holds NaN (a NaN is never below ``low``, so it
+    would be among the values kept).
     """
     m = flat.size
     first = min(ranks)
     if m >= 1 << 16 and first > 1:
         step = 64
-        sample = np.sort(flat[::step])
+        sample = flat[::step].copy()
         ns = sample.size
         at = int(ns * (first - 1) / m) - int(6 * math.sqrt(ns)) - 1
         if at >= 0:
-            low = sample[at]
-            below = int(np.count_nonzero(flat < low))
+            low = np.partition(sample, at)[at]
+            below_low = flat < low
+            below = int(np.count_nonzero(below_low))
             if below < first:
-                kept = flat[flat >= low]
-                if kept.size == m - below:  # no NaN: every value is below low or kept
+                kept = flat[~below_low]
+                if not np.isnan(kept).any():
                     kth = sorted({r - 1 - below for r in ranks})
                     part = np.partition(kept, kth)
                     return [part[r - 1 - below] for r in ranks]
@@ -135,6 +138,8 @@ def ternary_fused(
     maxp = np.empty(m)
     above = np.zeros(m, dtype=np.int64) if tau is not None else None
     b = max(1, min(BLOCK, m))
+    # a block's count above tau in int8 (cheaper to add booleans to) when K fits in it
+    small = np.empty(b, dtype=np.int8) if k <= np.iinfo(np.int8).max else None
     s, total, term, acc = (np.empty(b) for _ in range(4))
     q = np.empty((k, b))
     positive = np.empty(b, dtype=np.bool_)
@@ -155,9 +160,14 @@ def ternary_fused(
             np.maximum(maxp_, row, out=maxp_)
         if above is not None and tau is not None:
             above_ = above[start:stop]
-            for row in block:
+            count = above_ if small is None else small[:n]
+            np.greater(block[0], tau, out=hit_)
+            np.copyto(count, hit_)
+            for row in block[1:]:
                 np.greater(row, tau, out=hit_)
-                above_ += hit_
+                np.add(count, hit_, out=count, casting="unsafe")
+            if small is not None:
+                np.copyto(above_, count)
         np.greater(s_, 0, out=positive_)
         everywhere = bool(positive_.all())
         for j in range(k):

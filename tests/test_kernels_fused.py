@@ -46,6 +46,16 @@ def test_fused_equals_reference_bit_for_bit(m: int) -> None:
     np.testing.assert_array_equal(max2, ref_max)
 
 
+@pytest.mark.parametrize("k", [2, 127, 128, 300])
+def test_count_above_tau_for_any_number_of_languages(k: int) -> None:
+    """The count above tau is kept in int8 per block while K fits in it, in int64 beyond."""
+    p = np.random.default_rng(k).random((kern.BLOCK + 3, k))
+    h, maxp, above = kern.ternary_fused(p, 0.5)
+    assert above is not None and above.dtype == np.int64
+    np.testing.assert_array_equal(above, (p > 0.5).sum(axis=-1))
+    np.testing.assert_array_equal(h, reference_parts(p)[0])
+
+
 def test_fused_keeps_the_leading_shape() -> None:
     p = np.random.default_rng(0).random((3, 4, 6))
     h, maxp, above = kern.ternary_fused(p, None)
@@ -86,3 +96,8 @@ def test_quantile_thresholds_equal_a_full_sort(seed: int) -> None:
     expected = np.partition(with_nan, kern.quantile_rank(m, 0.95) - 1)
     got_nan = kern.quantile_thresholds(with_nan, [0.95])[0]
     np.testing.assert_equal(got_nan, expected[kern.quantile_rank(m, 0.95) - 1])
+    one_nan = flat.copy()
+    one_nan[1] = np.nan  # outside the strided sample: only the values kept show it
+    expected = np.partition(one_nan, kern.quantile_rank(m, 0.95) - 1)
+    got_one = kern.quantile_thresholds(one_nan, [0.95])[0]
+    np.testing.assert_equal(got_one, expected[kern.quantile_rank(m, 0.95) - 1])
