@@ -162,6 +162,7 @@ def read_all(array: zarr.Array) -> np.ndarray | None:
     verify = not isinstance(store, _integrity.CheckedStore)
     prefix = array.path + "/" if array.path else ""
     fill = array.fill_value
+    chunk_bytes = int(np.prod(chunks)) * dtype.itemsize
     coords = [
         tuple(int(i) for i in idx)
         for idx in np.ndindex(*(-(-s // c) for s, c in zip(shape, chunks, strict=True)))
@@ -188,6 +189,12 @@ def read_all(array: zarr.Array) -> np.ndarray | None:
         except (RuntimeError, ValueError) as exc:
             problem = f"chunk {key} does not decode ({exc})"
             raise _damage(array.path, problem) from exc
+        # a short chunk decodes into part of its place, silently: the frame's header (bytes
+        # 4-8, little-endian, in every blosc1 frame) says how many bytes it holds
+        size = int.from_bytes(payload[4:8].tobytes(), "little")
+        if size != chunk_bytes:
+            problem = f"chunk {key} holds {size} bytes where a chunk has {chunk_bytes}"
+            raise _damage(array.path, problem)
 
     keys = [array.metadata.encode_chunk_key(where) for where in coords]
     for start in range(0, len(keys), _READ_BATCH):  # the compressed chunks of a batch in memory

@@ -8,6 +8,7 @@ import google_crc32c
 import numpy as np
 import pytest
 import zarr
+from numcodecs import Blosc
 
 from langneurons.store import _chunks, _integrity
 
@@ -132,6 +133,11 @@ def test_whole_reads_refuse_damage_and_leave_other_arrays_to_zarr(tmp_path: Path
     junk = b"not a blosc frame at all"  # intact checksum, payload blosc cannot decode
     chunk.write_bytes(junk + np.uint32(google_crc32c.value(junk)).tobytes())
     with pytest.raises(CorruptStoreError, match=r"chunk c/2/0/0 does not decode"):
+        _chunks.read_all(zarr.open_array(tmp_path / "a"))
+    codec = Blosc("lz4", 5, Blosc.SHUFFLE, typesize=8)  # a whole, checked, shorter chunk
+    short = codec.encode(np.arange(4, dtype="int64"))
+    chunk.write_bytes(bytes(short) + np.uint32(google_crc32c.value(short)).tobytes())
+    with pytest.raises(CorruptStoreError, match=r"chunk c/2/0/0 holds 32 bytes where a chunk"):
         _chunks.read_all(zarr.open_array(tmp_path / "a"))
     chunk.unlink()  # a missing chunk is the fill value, as zarr reads it
     got = _chunks.read_all(zarr.open_array(tmp_path / "a"))
