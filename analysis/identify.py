@@ -111,15 +111,19 @@ def _role_counts(
 ) -> dict[str, tuple[NDArray[Any], NDArray[Any]]]:
     """``n_active[language, layer, neuron]`` and ``n_tokens[language]`` of each role, as numpy.
 
-    A numpy-backed run is only viewed, not copied (positions looked up in the role index, no
-    Dataset built); a dask-backed one is computed in one pass.
+    Without dask the roles are taken by position in the role index, no Dataset built: a
+    numpy-backed run is only viewed, not copied, and a lazily opened one reads the chunks of
+    the roles asked for alone. A dask-backed run is computed in one pass.
     """
     active, tokens = run.variables[N_ACTIVE], run.variables[N_TOKENS]
     where = run.indexes.get(ROLE)
     if active.chunks is None and tokens.chunks is None and where is not None and where.is_unique:
-        a = active.transpose(LANGUAGE, ROLE, LAYER, NEURON).values
-        t = tokens.transpose(LANGUAGE, ROLE).values
-        return {r: (a[:, where.get_loc(r)], t[:, where.get_loc(r)]) for r in roles}
+        out = {}
+        for r in roles:
+            at = {ROLE: where.get_loc(r)}
+            a = active.isel(at).transpose(LANGUAGE, LAYER, NEURON).values
+            out[r] = (a, tokens.isel(at).transpose(LANGUAGE).values)
+        return out
     parts: dict[str, xr.DataArray] = {}
     for r in roles:
         parts[f"a_{r}"] = run[N_ACTIVE].sel({ROLE: r}, drop=True).transpose(LANGUAGE, LAYER, NEURON)
