@@ -861,18 +861,37 @@ class ActivationStore:
         return path
 
     def _check_nesting(self, run: str, kind: str, name: str) -> None:
-        """Refuse a result name that would contain, or nest inside, another saved result."""
-        for other in self._results(run, kind):
-            if other.startswith(name + "/"):
-                raise InvalidNameError(
-                    f"{kind} result {name!r} would contain the existing result {other!r} of run "
-                    f"{run!r}; choose another --name"
-                )
-            if name.startswith(other + "/"):
+        """Refuse a result name that would contain, or nest inside, another saved result.
+
+        Looks only where such a result could be (the groups on ``name``'s path, and below
+        ``name``), not at every result of the run: a save's cost does not grow with the
+        results already saved.
+        """
+        parts = name.split("/")
+        root = self._root(consolidated=False)  # the files, not a summary a crash left stale
+        for depth in range(1, len(parts)):
+            other = "/".join(parts[:depth])
+            if self._holds_result(root, f"{run}/{kind}/{other}"):
                 raise InvalidNameError(
                     f"{kind} result {name!r} would nest inside the existing result {other!r} of "
                     f"run {run!r}; choose another --name"
                 )
+        inside = self._results(run, f"{kind}/{name}")  # results below name, if it is a group
+        if inside:
+            raise InvalidNameError(
+                f"{kind} result {name!r} would contain the existing result "
+                f"{name + '/' + inside[0]!r} of run {run!r}; choose another --name"
+            )
+
+    @staticmethod
+    def _holds_result(root: zarr.Group, path: str) -> bool:
+        """Whether ``path`` is a group holding arrays (a saved result), as :meth:`_results`
+        counts them."""
+        if path not in root:
+            return False
+        with _nodes.quiet():
+            node = root[path]
+            return isinstance(node, zarr.Group) and any(node.arrays())
 
     def _move(self, src: str, dst: str) -> None:
         if self._path is not None:
