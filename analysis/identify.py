@@ -24,12 +24,17 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from langneurons.analysis._validate import as_labels as _as_labels
-from langneurons.analysis._validate import require_roles, require_variable, stored_roles
+from langneurons.analysis._validate import (
+    check_counts,
+    require_roles,
+    require_variable,
+    role_counts,
+    stored_roles,
+)
 from langneurons.errors import (
     LambdaAtBoundWarning,
     NoValidLambdaError,
     ParameterError,
-    StoreValidationError,
 )
 from langneurons.names import EXPERT, LANGUAGE, LAYER, N_ACTIVE, N_TOKENS, NEURON, ROLE
 
@@ -52,9 +57,6 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "shared_by_n",
 )
 
-_CORRUPT = "the store is corrupt — run `langneurons validate`"
-
-
 # --------------------------------------------------------------------------- inputs
 
 
@@ -64,72 +66,6 @@ class _Inputs:
 
     p: xr.DataArray  # float64, numpy-backed, dims (language, layer, neuron), C-contiguous
     languages: list[str]
-
-
-def _check_counts(
-    n_active: NDArray[Any], n_tokens: NDArray[Any], languages: list[str], role: str
-) -> None:
-    """Raise StoreValidationError for NaN, negative counts, or n_active above n_tokens."""
-
-    def first_bad(bad: NDArray[np.bool_], what: str) -> None:
-        if not bad.any():
-            return
-        per_language = bad.reshape(bad.shape[0], -1).sum(axis=1)
-        i = int(np.flatnonzero(per_language)[0])
-        n = int(per_language[i])
-        raise StoreValidationError(
-            f"{what} for language {languages[i]!r} role {role!r} "
-            f"at {n} cell{'' if n == 1 else 's'}; {_CORRUPT}"
-        )
-
-    # the common, valid case in one min and one max reduction per language, with no boolean
-    # copies of the counts; the element-wise checks below only run to word an error
-    if n_active.size and n_tokens.size:
-        flat = n_active.reshape(n_active.shape[0], -1)
-        if flat.dtype.kind == "i" and n_tokens.dtype.kind in "iu" and np.all(n_tokens >= 0):
-            # one max per language: seen as unsigned, a negative count exceeds every total
-            unsigned = flat.view(np.dtype(f"u{flat.dtype.itemsize}"))
-            if bool(np.all(unsigned.max(axis=1) <= n_tokens.astype(np.uint64))):
-                return
-        else:
-            low, high = flat.min(axis=1), flat.max(axis=1)
-            with np.errstate(invalid="ignore"):
-                fine = np.all(low >= 0) and np.all(high <= n_tokens) and np.all(n_tokens >= 0)
-            if bool(fine):  # NaN anywhere makes a comparison False
-                return
-    if n_tokens.dtype.kind == "f":
-        first_bad(np.isnan(n_tokens)[:, None], "n_tokens is NaN")
-    first_bad((n_tokens < 0)[:, None], "n_tokens is negative")
-    if n_active.dtype.kind == "f":
-        first_bad(np.isnan(n_active), "n_active has NaN")
-    first_bad(n_active < 0, "n_active is negative")
-    first_bad(n_active > n_tokens[:, None, None], "n_active exceeds n_tokens")
-
-
-def _role_counts(
-    run: xr.Dataset, roles: Sequence[str]
-) -> dict[str, tuple[NDArray[Any], NDArray[Any]]]:
-    """``n_active[language, layer, neuron]`` and ``n_tokens[language]`` of each role, as numpy.
-
-    Without dask the roles are taken by position in the role index, no Dataset built: a
-    numpy-backed run is only viewed, not copied, and a lazily opened one reads the chunks of
-    the roles asked for alone. A dask-backed run is computed in one pass.
-    """
-    active, tokens = run.variables[N_ACTIVE], run.variables[N_TOKENS]
-    where = run.indexes.get(ROLE)
-    if active.chunks is None and tokens.chunks is None and where is not None and where.is_unique:
-        out = {}
-        for r in roles:
-            at = {ROLE: where.get_loc(r)}
-            a = active.isel(at).transpose(LANGUAGE, LAYER, NEURON).values
-            out[r] = (a, tokens.isel(at).transpose(LANGUAGE).values)
-        return out
-    parts: dict[str, xr.DataArray] = {}
-    for r in roles:
-        parts[f"a_{r}"] = run[N_ACTIVE].sel({ROLE: r}, drop=True).transpose(LANGUAGE, LAYER, NEURON)
-        parts[f"t_{r}"] = run[N_TOKENS].sel({ROLE: r}, drop=True)
-    loaded = xr.Dataset(parts).compute()
-    return {r: (loaded[f"a_{r}"].values, loaded[f"t_{r}"].values) for r in roles}
 
 
 def _probabilities(run: object, role: str) -> _Inputs:
@@ -155,9 +91,9 @@ def _probabilities(run: object, role: str) -> _Inputs:
         )
     roles = stored_roles(role)
     require_roles(run, roles)
-    counts = _role_counts(run, roles)
+    counts = role_counts(run, roles)
     for r, (active, tokens) in counts.items():
-        _check_counts(active, tokens, languages, r)
+        check_counts(active, tokens, languages, r)
     n_active, n_tokens = counts[roles[0]]
     for r in roles[1:]:  # role="all": sum the additive counts of both roles
         n_active = n_active + counts[r][0]

@@ -26,6 +26,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from langneurons.analysis._validate import (
+    CORRUPT,
     as_labels,
     check_choice,
     check_int,
@@ -71,8 +72,6 @@ RANKS: tuple[str, ...] = ("model", "layer", "expert")
 #: ``neuron_type`` of the neurons of an undefined (layer, expert) cell, and of padding neurons.
 UNDEFINED, PADDING = "undefined", "padding"
 
-_CORRUPT = "the store is corrupt — run `langneurons validate`"
-
 
 def expert_neuron_counts(run: xr.Dataset) -> NDArray[np.int64]:
     """Neurons each expert has (``expert_neurons``; every neuron when the coord is absent)."""
@@ -80,7 +79,7 @@ def expert_neuron_counts(run: xr.Dataset) -> NDArray[np.int64]:
         counts = np.asarray(run[EXPERT_NEURONS].values, dtype=np.int64)
         if counts.shape != (run.sizes[EXPERT],) or (counts < 0).any():
             raise StoreValidationError(
-                f"expert_neurons must hold one count >= 0 per expert; {_CORRUPT}"
+                f"expert_neurons must hold one count >= 0 per expert; {CORRUPT}"
             )
         return counts
     return np.full(run.sizes[EXPERT], run.sizes[NEURON], dtype=np.int64)
@@ -119,14 +118,14 @@ def moe_counts(
         av, nv, tv = (np.asarray(x.values) for x in (a, n, t))
         for name, v in ((N_ACTIVE, av), (N_ROUTED, nv), (N_TOKENS, tv)):
             if v.dtype.kind == "f" and np.isnan(v).any():
-                raise StoreValidationError(f"{name} has NaN for role {r!r}; {_CORRUPT}")
+                raise StoreValidationError(f"{name} has NaN for role {r!r}; {CORRUPT}")
             if (v < 0).any():
-                raise StoreValidationError(f"{name} is negative for role {r!r}; {_CORRUPT}")
+                raise StoreValidationError(f"{name} is negative for role {r!r}; {CORRUPT}")
         if (av > nv[..., None]).any():
             where = np.argwhere(av > nv[..., None])[0]
             raise StoreValidationError(
                 f"n_active exceeds n_routed for language {languages[where[0]]!r} role {r!r} "
-                f"(layer {int(where[1])}, expert {int(where[2])}); {_CORRUPT}"
+                f"(layer {int(where[1])}, expert {int(where[2])}); {CORRUPT}"
             )
         av, nv, tv = av.astype(np.int64), nv.astype(np.int64), tv.astype(np.int64)
         active = av if active is None else active + av
@@ -136,7 +135,7 @@ def moe_counts(
     pad = ~real_neurons(run)
     if (active[:, :, pad] != 0).any():
         raise StoreValidationError(
-            f"padding neurons (neuron >= expert_neurons) hold nonzero n_active; {_CORRUPT}"
+            f"padding neurons (neuron >= expert_neurons) hold nonzero n_active; {CORRUPT}"
         )
     return active, routed, tokens, languages
 

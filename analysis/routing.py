@@ -38,6 +38,7 @@ from langneurons.analysis._resample import (
     units,
 )
 from langneurons.analysis._validate import (
+    CORRUPT,
     as_labels,
     check_choice,
     check_int,
@@ -70,7 +71,6 @@ BLOCK = 200  # replicates computed at once
 #: 16 and more, calibration suite, family routing).
 MIN_CLUSTERS = 16
 
-_CORRUPT = "the store is corrupt — run `langneurons validate`"
 SPECIFICITY_REASON = (
     "the percentile bootstrap of an entropy undercovers (biased towards specificity, and a "
     "language-neutral expert's true 0 lies on the boundary): see docs/calibration.md, "
@@ -139,7 +139,7 @@ def _routing(run: object, role: str, name: str) -> _Routing:
         ):
             raise StoreValidationError(
                 f"{name}'s per-sequence routing counts of language {languages[k]!r} do not add "
-                f"up to its n_routed / n_tokens; {_CORRUPT}"
+                f"up to its n_routed / n_tokens; {CORRUPT}"
             )
         if m.size < 2:
             raise ParameterError(
