@@ -76,14 +76,20 @@ def raw(zstore: Store, key: str) -> bytes | None:
 
 
 def raw_many(zstore: Store, keys: list[str]) -> dict[str, bytes | None]:
-    """:func:`raw` of each of ``keys``, read concurrently."""
+    """:func:`raw` of each of ``keys``, read concurrently; a key whose read failed is left out
+    (the caller reads it again on its own, which raises what that read raises)."""
 
     async def _get() -> list[Any]:
         proto = default_buffer_prototype()
-        return list(await asyncio.gather(*(zstore.get(k, prototype=proto) for k in keys)))
+        reads = (zstore.get(k, prototype=proto) for k in keys)
+        return list(await asyncio.gather(*reads, return_exceptions=True))
 
     values = zarr.core.sync.sync(_get())
-    return {k: None if v is None else v.to_bytes() for k, v in zip(keys, values, strict=True)}
+    return {
+        k: None if v is None else v.to_bytes()
+        for k, v in zip(keys, values, strict=True)
+        if not isinstance(v, BaseException)
+    }
 
 
 def put(zstore: Store, key: str, data: bytes) -> None:
