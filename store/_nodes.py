@@ -76,20 +76,14 @@ def raw(zstore: Store, key: str) -> bytes | None:
 
 
 def raw_many(zstore: Store, keys: list[str]) -> dict[str, bytes | None]:
-    """:func:`raw` of each of ``keys``, read concurrently; a key whose read failed is left out
-    (the caller reads it again on its own, which raises what that read raises)."""
+    """:func:`raw` of each of ``keys``, read concurrently."""
 
     async def _get() -> list[Any]:
         proto = default_buffer_prototype()
-        reads = (zstore.get(k, prototype=proto) for k in keys)
-        return list(await asyncio.gather(*reads, return_exceptions=True))
+        return list(await asyncio.gather(*(zstore.get(k, prototype=proto) for k in keys)))
 
     values = zarr.core.sync.sync(_get())
-    return {
-        k: None if v is None else v.to_bytes()
-        for k, v in zip(keys, values, strict=True)
-        if not isinstance(v, BaseException)
-    }
+    return {k: None if v is None else v.to_bytes() for k, v in zip(keys, values, strict=True)}
 
 
 def put(zstore: Store, key: str, data: bytes) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import google_crc32c
 import numpy as np
@@ -181,22 +180,3 @@ def test_open_run_reads_whole_variables_through_the_checked_store(tmp_path: Path
     chunk.write_bytes(other.read_bytes())  # intact, but not the chunk written there
     with pytest.raises(CorruptStoreError, match=r"c/1/0/0/0 is not the chunk written there"):
         _ = store.open_run("m/base").n_active.values
-
-
-def test_prefetch_leaves_out_a_key_whose_read_failed() -> None:
-    """A failed read among the concurrent ones is left for the caller to read again alone."""
-    from zarr.storage import MemoryStore
-
-    from langneurons.store import _nodes
-
-    store = MemoryStore()
-    _nodes.put(store, "a", b"1")
-
-    class Flaky(MemoryStore):
-        async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
-            if key == "b":
-                raise PermissionError("access denied")
-            return await store.get(key, prototype, byte_range)
-
-    found = _nodes.raw_many(Flaky(), ["a", "b", "missing"])
-    assert found == {"a": b"1", "missing": None}
