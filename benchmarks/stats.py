@@ -268,7 +268,8 @@ class _Computes:
 
 def old_cluster(sums: Any, counts: Any, ci: float) -> Any:
     """The interval as ``activation_probability`` built it on the lazy sums before session 8
-    (xarray over the whole cube; the baseline of ``stats probability``)."""
+    (xarray over the whole cube; the baseline of ``stats probability``, and the reference
+    ``tests/test_streamed_sums.py`` holds the numpy interval to)."""
     import xarray as xr
     from scipy import special
 

@@ -7,6 +7,7 @@ not matter).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from langneurons.analysis import _resample
 from langneurons.analysis.neuron_tests import language_preference_tests
 from langneurons.analysis.uncertainty import activation_probability
 from langneurons.store import Counts, create_store, open_store
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import stats as bench_stats  # noqa: E402  (the benchmark keeps the old interval as its baseline)
 
 LANGS = ["en", "de", "fr"]
 
@@ -176,34 +181,6 @@ def test_results_identical_to_the_lazy_path(
             xr.testing.assert_identical(a, b)
 
 
-def _old_cluster(sums: xr.Dataset, counts: Any, ci: float) -> xr.Dataset:
-    """The interval as xarray computed it before session 8 (the reference for the numpy one)."""
-    from scipy import special
-
-    n = xr.DataArray(counts.astype(np.float64), dims=("language",))
-    level = (1.0 + ci) / 2.0
-    t = xr.DataArray(special.stdtrit(counts - 1.0, level), dims=("language",))
-    p = sums["A"] / sums["T"]
-    resid = sums["S2"] - 2.0 * p * sums["SAT"] + p * p * sums["STT"]
-    var = (n / (n - 1.0)) * np.maximum(resid, 0.0) / (sums["T"] * sums["T"])
-    pq = p * (1.0 - p)
-    known = (var > 0) & (pq > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        deff = xr.where(known, var * sums["T"] / pq, np.nan)
-    cells = [dim for dim in deff.dims if dim != "language"]
-    floor = np.maximum(deff.quantile(0.5, dim=cells, skipna=True).fillna(1.0), 1.0)
-    floor = floor.drop_vars("quantile")
-    n_eff = sums["T"] / np.maximum(deff.fillna(1.0), floor)
-    n_eff = n_eff * (float(special.ndtri(level)) / t) ** 2
-    x = p * n_eff
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lower = xr.where(x > 0, special.betaincinv(x, n_eff - x + 1.0, 1.0 - level), 0.0)
-        upper = xr.where(x < n_eff, special.betaincinv(x + 1.0, n_eff - x, level), 1.0)
-    return xr.Dataset(
-        {"p": p, "lower": lower, "upper": upper, "se": np.sqrt(var), "design_effect_floor": floor}
-    )
-
-
 @pytest.mark.parametrize("ci", [0.95, 0.99])
 def test_interval_matches_the_xarray_formula(runs: dict[str, xr.Dataset], ci: float) -> None:
     """The numpy interval (streamed: per language in threads as languages are read; dask-backed:
@@ -213,7 +190,7 @@ def test_interval_matches_the_xarray_formula(runs: dict[str, xr.Dataset], ci: fl
         d = _resample.design(run, "response", "test")
         unit = res.attrs["cluster"]
         sums, n = _lazy_sums(run, d, unit)
-        ref = _old_cluster(sums, n, ci)
+        ref = bench_stats.old_cluster(sums, n, ci)  # the formula as it was before session 8
         for var in ("p", "lower", "upper", "se", "design_effect_floor"):
             np.testing.assert_allclose(
                 res[var].values,
