@@ -871,12 +871,15 @@ class ActivationStore:
         root = self._root(consolidated=False)  # the files, not a summary a crash left stale
         for depth in range(1, len(parts)):
             other = "/".join(parts[:depth])
-            if self._holds_result(root, f"{run}/{kind}/{other}"):
+            path = f"{run}/{kind}/{other}"
+            with _nodes.quiet():
+                found = path in root and self._is_result(root[path])
+            if found:
                 raise InvalidNameError(
                     f"{kind} result {name!r} would nest inside the existing result {other!r} of "
                     f"run {run!r}; choose another --name"
                 )
-        inside = self._results(run, f"{kind}/{name}")  # results below name, if it is a group
+        inside = self._results(run, f"{kind}/{name}", root)  # below name, if it is a group
         if inside:
             raise InvalidNameError(
                 f"{kind} result {name!r} would contain the existing result "
@@ -884,14 +887,9 @@ class ActivationStore:
             )
 
     @staticmethod
-    def _holds_result(root: zarr.Group, path: str) -> bool:
-        """Whether ``path`` is a group holding arrays (a saved result), as :meth:`_results`
-        counts them."""
-        if path not in root:
-            return False
-        with _nodes.quiet():
-            node = root[path]
-            return isinstance(node, zarr.Group) and any(node.arrays())
+    def _is_result(node: Any) -> bool:
+        """Whether ``node`` is a saved result: a group holding arrays."""
+        return isinstance(node, zarr.Group) and any(node.arrays())
 
     def _move(self, src: str, dst: str) -> None:
         if self._path is not None:
@@ -904,8 +902,9 @@ class ActivationStore:
         """Names of results of one kind saved under a run (or a results-only group)."""
         return self._results(self._check_target(run), kind)
 
-    def _results(self, run: str, kind: str) -> list[str]:
-        root = self._root(consolidated=False)  # the files, not a summary a crash left stale
+    def _results(self, run: str, kind: str, root: zarr.Group | None = None) -> list[str]:
+        if root is None:  # the files, not a summary a crash left stale
+            root = self._root(consolidated=False)
         if f"{run}/{kind}" not in root:
             return []
         group = _nodes.grp(root, f"{run}/{kind}")
@@ -913,7 +912,7 @@ class ActivationStore:
         with _nodes.quiet():
             for path, node in group.members(max_depth=None):
                 hidden = any(part.startswith(".") for part in path.split("/"))
-                if isinstance(node, zarr.Group) and not hidden and any(node.arrays()):
+                if not hidden and self._is_result(node):
                     names.append(path)
         return sorted(names)
 
