@@ -39,6 +39,7 @@ GROUND = {
     "langneurons._deprecate",
     "langneurons._defaults",
     "langneurons._type_codes",
+    "langneurons.plain",
 }
 #: The rooms each room may import (the ground floor is open to all).
 ROOMS = {
