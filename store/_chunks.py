@@ -15,29 +15,25 @@ difference. Any other array, codec chain or region falls back to zarr.
 Reads mirror it: :func:`read_all` reads every chunk of such an array concurrently and decodes
 each straight into its place in one preallocated array, where zarr decodes into a chunk buffer
 and copies it over (twice the memory traffic, and the page faults of twice the memory). Open
-datasets read whole variables this way (:func:`whole_reads`); any other selection is zarr's.
+datasets read whole variables this way (:mod:`~langneurons.store._whole_reads`), and so does
+:meth:`~langneurons.store.ActivationStore.read_run`; any other selection is zarr's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 import google_crc32c
 import numpy as np
-import xarray as xr
 import zarr
 from numcodecs import Blosc
-from xarray.backends.zarr import ZarrArrayWrapper
-from xarray.core import indexing
 from zarr.core.buffer import Buffer, default_buffer_prototype
 
 from langneurons.store import _integrity
 
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
-_DECODED = ("_FillValue", "missing_value", "scale_factor", "add_offset", "units", "calendar")
 _READ_BATCH = 64  # chunks read at once (memory: their compressed bytes)
 _CONCURRENT = 4  # chunks encoded or being written at once (memory: a few compressed chunks)
 
@@ -221,41 +217,6 @@ def _damage(path: str, problem: str) -> Exception:
     return _integrity.damage_error_line(f"array {path!r}: {problem}")
 
 
-class _WholeReads(ZarrArrayWrapper):
-    """xarray's lazy zarr array, reading the whole array (``.values``) by :func:`read_all`."""
-
-    __slots__ = ()
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, indexing.BasicIndexer) and _everything(key.tuple, self.shape):
-            values = read_all(self.get_array())
-            if values is not None:
-                return values
-        return super().__getitem__(key)
-
-
-def _everything(key: tuple[Any, ...], shape: tuple[int, ...]) -> bool:
-    """Whether the basic selection ``key`` selects every element of ``shape``, in order."""
-    if len(key) != len(shape):
-        return False
-    return all(
-        isinstance(k, slice) and k.indices(n) == (0, n, 1) for k, n in zip(key, shape, strict=True)
-    )
-
-
-def whole_reads(ds: xr.Dataset, arrays: Mapping[str, zarr.Array]) -> xr.Dataset:
-    """``ds`` (opened lazily, without dask) with its variables in ``arrays`` read whole by
-    :func:`read_all` (``.values``, ``.load()``); the variables must be the arrays undecoded."""
-    swapped = {}
-    for name, array in arrays.items():
-        var = ds.variables.get(name)
-        if var is None or var.shape != tuple(array.shape) or var.dtype != array.dtype:
-            continue
-        if _encoder(array) is None or var.chunks is not None:  # dask reads its own chunks
-            continue
-        if any(k in var.encoding for k in _DECODED):  # values xarray changes from stored ones
-            continue
-        lazy: Any = indexing.LazilyIndexedArray(_WholeReads(array))  # as xarray wraps it
-        data = indexing.MemoryCachedArray(indexing.CopyOnWriteArray(lazy))
-        swapped[name] = xr.Variable(var.dims, data, var.attrs, var.encoding)
-    return ds.assign(swapped) if swapped else ds
+def decodes(array: zarr.Array) -> bool:
+    """Whether :func:`read_all` and :func:`write_rows` handle ``array`` (its codec chain)."""
+    return _encoder(array) is not None

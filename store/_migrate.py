@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 import zarr
 import zarr.storage
 
@@ -162,6 +161,8 @@ def _copy(old: ActivationStore, new: ActivationStore, version: int) -> tuple[int
             )
         for kind in schema.RESULT_GROUPS:
             for name in old.results(run, kind):
+                import xarray as xr  # here: importing the store must not import xarray
+
                 with _nodes.quiet():
                     result = xr.open_zarr(
                         old.zarr_store, group=f"{run}/{kind}/{name}", consolidated=False, chunks={}

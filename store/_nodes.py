@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import xarray as xr
 import zarr
 import zarr.api.asynchronous
 import zarr.storage
@@ -25,7 +24,10 @@ from zarr.core.buffer import default_buffer_prototype
 from langneurons import _type_codes
 from langneurons.errors import NO_SPACE, OutOfSpaceError, StoreValidationError
 from langneurons.names import LANGUAGE, LAYER, NEURON
-from langneurons.store import _remote, schema
+from langneurons.store import _attrs, _remote, schema
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 #: Variables of an identification result that the stored form changes (see coded_types).
 NEURON_TYPE, ASSIGNED, MASK = "neuron_type", "assigned", "mask"
@@ -301,21 +303,39 @@ def fill_zeros(array: zarr.Array) -> None:
 # ---------------------------------------------------------------------- datasets
 def described(ds: xr.Dataset) -> xr.Dataset:
     """Variables with their CF-style attributes (runs written before they were stored too)."""
-    for name, attrs in schema.VARIABLE_ATTRS.items():
+    for name in schema.VARIABLE_ATTRS:
         if name in ds.variables:
-            for key, value in attrs.items():
-                ds[name].attrs.setdefault(key, value)
+            describe(name, ds[name].attrs)
     return ds
+
+
+def describe(name: str, attrs: dict[str, Any]) -> None:
+    """Add the schema's CF-style attributes of variable ``name`` that ``attrs`` lacks."""
+    for key, value in schema.VARIABLE_ATTRS.get(name, {}).items():
+        attrs.setdefault(key, value)
 
 
 def unicode_labels(ds: xr.Dataset) -> xr.Dataset:
     """String coordinates and variables as numpy unicode, friendlier than StringDType for .sel."""
     for name, var in ds.variables.items():
         if var.dtype.kind == "T":
-            values = np.array([str(x) for x in np.asarray(var.values).ravel()], dtype=str)
-            value = (var.dims, values.reshape(var.shape), var.attrs)
+            value = (var.dims, unicode(np.asarray(var.values)), var.attrs)
             ds = ds.assign_coords({name: value}) if name in ds.coords else ds.assign({name: value})
     return ds
+
+
+def unicode(values: np.ndarray) -> np.ndarray:
+    """StringDType values as numpy unicode (see :func:`unicode_labels`); others as they are."""
+    if values.dtype.kind != "T":
+        return values
+    return np.array([str(x) for x in values.ravel()], dtype=str).reshape(values.shape)
+
+
+def run_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's attributes as readers give them: without the store's bookkeeping (the chunk
+    manifests' format), nested ones as JSON text, as stored (older runs stored them nested):
+    every attribute is then a string or a number, and ``ds.to_netcdf()`` can carry them."""
+    return _attrs.encode({k: v for k, v in attrs.items() if k != schema.MANIFESTS_ATTR})
 
 
 def coded_types(ds: xr.Dataset, kind: str) -> xr.Dataset:
@@ -329,19 +349,26 @@ def coded_types(ds: xr.Dataset, kind: str) -> xr.Dataset:
     out = ds
     if NEURON_TYPE in ds.data_vars and ds[NEURON_TYPE].dtype.kind in "OUT":
         var = ds[NEURON_TYPE]
-        codes = None
-        for table in (_type_codes.CODES, _type_codes.MOE_CODES):  # MoE: undefined, padding
-            try:
-                codes = _type_codes.encode(np.asarray(var.values), table)
-            except ValueError:
-                continue
-            break
-        if codes is not None:
-            attrs = {**var.attrs, **_type_codes.flag_attrs(table)}
-            out = out.assign({NEURON_TYPE: (var.dims, codes, attrs)})
+        coded = coded_labels(np.asarray(var.values), var.attrs)
+        if coded is not None:
+            out = out.assign({NEURON_TYPE: (var.dims, *coded)})
     if kind == IDENTIFICATION and _assigned_is_mask(out):
         out = out.drop_vars(ASSIGNED)
     return out
+
+
+def coded_labels(
+    labels: np.ndarray, attrs: Mapping[str, Any]
+) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """``neuron_type`` labels as stored: int8 codes and ``attrs`` with the CF flags (the dense
+    table, else the MoE one with undefined and padding); None when a label is in neither."""
+    for table in (_type_codes.CODES, _type_codes.MOE_CODES):
+        try:
+            codes = _type_codes.encode(labels, table)
+        except ValueError:
+            continue
+        return codes, {**attrs, **_type_codes.flag_attrs(table)}
+    return None
 
 
 def _assigned_is_mask(ds: xr.Dataset) -> bool:
@@ -349,11 +376,22 @@ def _assigned_is_mask(ds: xr.Dataset) -> bool:
     if ASSIGNED not in ds.data_vars or MASK not in ds.data_vars:
         return False
     assigned, mask = ds[ASSIGNED], ds[MASK]
-    if assigned.dims != ASSIGNED_DIMS or set(mask.dims) != set(ASSIGNED_DIMS):
-        return False
     if not all(isinstance(v.data, np.ndarray) for v in (assigned, mask)):
         return False  # lazy: comparing would load both, keep what was given
-    return bool(np.array_equal(assigned.values, mask.transpose(*ASSIGNED_DIMS).values))
+    return assigned_is_mask(assigned.dims, assigned.values, mask.dims, mask.values)
+
+
+def assigned_is_mask(
+    assigned_dims: tuple[Any, ...],
+    assigned: np.ndarray,
+    mask_dims: tuple[Any, ...],
+    mask: np.ndarray,
+) -> bool:
+    """True when ``assigned[layer, neuron, language]`` equals ``mask`` (any order) transposed."""
+    if tuple(assigned_dims) != ASSIGNED_DIMS or set(mask_dims) != set(ASSIGNED_DIMS):
+        return False
+    order = [list(mask_dims).index(d) for d in ASSIGNED_DIMS]
+    return bool(np.array_equal(assigned, mask.transpose(order)))
 
 
 def labelled_types(ds: xr.Dataset) -> xr.Dataset:

@@ -34,10 +34,9 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 import zarr
 from zarr.abc.store import Store
 
@@ -61,19 +60,17 @@ from langneurons.names import (
     NEURON,
     SEQ_N_ACTIVE,
 )
+from langneurons.plain import PlainDataset
 from langneurons.store import (
     _arrays,
     _attrs,
-    _chunks,
-    _export_dataset,
-    _export_netcdf,
-    _export_parquet,
     _integrity,
     _journal,
     _leftovers,
     _manifest,
     _metadata,
     _nodes,
+    _plain_io,
     _plan,
     _remote,
     _validation,
@@ -81,6 +78,9 @@ from langneurons.store import (
     schema,
 )
 from langneurons.store._counts import Counts
+
+if TYPE_CHECKING:  # xarray is imported where it is used: reading a run as numpy needs none
+    import xarray as xr
 
 log = logging.getLogger(__name__)
 
@@ -410,6 +410,51 @@ class ActivationStore:
             Open a run whose extraction has not committed every planned unit (otherwise
             IncompleteRunError, naming a missing unit and how to complete the run).
         """
+        import xarray as xr
+
+        from langneurons.store import _whole_reads
+
+        with self._reading_run(run) as (run, pinned):
+            with _nodes.quiet():
+                ds = xr.open_zarr(
+                    pinned, group=run, consolidated=True, chunks=chunks, zarr_format=3
+                )
+            self._check_run_attrs(run, ds.attrs, allow_incomplete=allow_incomplete)
+            if chunks is None:  # whole variables (.values) read by the store's chunk reader
+                arrays = _nodes.open_arrays(pinned, run, list(ds.data_vars))
+                ds = _whole_reads.whole_reads(ds, arrays)
+            ds = _nodes.described(_nodes.unicode_labels(ds))
+            ds.attrs = _nodes.run_attrs(ds.attrs)
+        return ds
+
+    def read_run(
+        self, run: str, *, variables: Sequence[str] | None = None, allow_incomplete: bool = False
+    ) -> PlainDataset:
+        """A run's data variables read whole into numpy, without xarray (a :class:`PlainDataset`).
+
+        The same content as ``open_run(run)[variables].load()`` (``variables``: names of data
+        variables, None for all), with the coordinates their dimensions need, and the same
+        checks: an interrupted or in-flight write, damaged metadata, an incomplete run and a
+        missing or damaged chunk each raise as :meth:`open_run` and its reads do. Whole
+        arrays are read by the store's concurrent chunk reader. A run whose arrays carry
+        attributes xarray would decode (none that langneurons writes) is read through
+        :meth:`open_run`.
+        """
+        with self._reading_run(run) as (run, pinned):
+            group = _plain_io.run_group(pinned, run)
+            attrs = dict(group.attrs)
+            self._check_run_attrs(run, attrs, allow_incomplete=allow_incomplete)
+            plain = _plain_io.read_run(group, run, variables)
+        if plain is not None:
+            return plain
+        ds = self.open_run(run, allow_incomplete=allow_incomplete)
+        return PlainDataset.from_xarray(ds if variables is None else ds[list(variables)])
+
+    @contextlib.contextmanager
+    def _reading_run(self, run: str) -> Iterator[tuple[str, _integrity.CheckedStore]]:
+        """The checks every reader of a run makes before it reads (its name, no write in flight
+        or interrupted, no damaged metadata), then, under the shared lock, the run's checked
+        name and a view of the store pinned to the run's state."""
         run = self._check_run(run)
         with self._lock(exclusive=False):
             if _journal.Journal(self._zstore, run).armed():
@@ -429,21 +474,15 @@ class ActivationStore:
             pinned = _integrity.CheckedStore(
                 self._zstore, pins={run: self._raw(f"{run}/zarr.json") or b""}, runs=[run]
             )
-            with _nodes.quiet():
-                ds = xr.open_zarr(
-                    pinned, group=run, consolidated=True, chunks=chunks, zarr_format=3
-                )
-            schema.RunMetadata.from_attrs(ds.attrs, where=f"run {run!r}")
-            if not allow_incomplete:
-                _plan.check_complete(run, ds.attrs)
-            if chunks is None:  # whole variables (.values) read by the store's chunk reader
-                ds = _chunks.whole_reads(ds, _nodes.open_arrays(pinned, run, list(ds.data_vars)))
-            ds = _nodes.described(_nodes.unicode_labels(ds))
-            ds.attrs.pop(schema.MANIFESTS_ATTR, None)  # the store's bookkeeping, not the data's
-            # nested attributes as JSON text, as stored (older runs stored them nested): every
-            # attribute is then a string or a number, and ds.to_netcdf() can carry them
-            ds.attrs = _attrs.encode(ds.attrs)
-        return ds
+            yield run, pinned
+
+    @staticmethod
+    def _check_run_attrs(run: str, attrs: Mapping[str, Any], *, allow_incomplete: bool) -> None:
+        """A reader's checks of a run's attributes: valid metadata, and (unless
+        ``allow_incomplete``) every planned unit committed."""
+        schema.RunMetadata.from_attrs(attrs, where=f"run {run!r}")
+        if not allow_incomplete:
+            _plan.check_complete(run, attrs)
 
     def languages(self, run: str) -> list[str]:
         """Language labels of a run, in store order."""
@@ -782,8 +821,12 @@ class ActivationStore:
             self._consolidate()
 
     # ------------------------------------------------------------------ results
-    def save_result(self, run: str, kind: str, name: str, result: xr.Dataset) -> str:
+    def save_result(self, run: str, kind: str, name: str, result: xr.Dataset | PlainDataset) -> str:
         """Save an analysis result Dataset at ``RUN/KIND/NAME``, replacing one of that name.
+
+        ``result`` may be a :class:`~langneurons.plain.PlainDataset` (numpy arrays): it is
+        written without xarray, to the same bytes as ``result.to_xarray()`` would be (data
+        types or attributes that only xarray's encoding handles go through it).
 
         The result is written to a fresh group and only then swapped in, so a reader sees the old
         result or the new one, never a partial write. A name that would contain another result
@@ -798,7 +841,7 @@ class ActivationStore:
         run: str,
         kind: str,
         name: str,
-        result: xr.Dataset,
+        result: xr.Dataset | PlainDataset,
         *,
         nest_check: bool,
         checked: bool = False,
@@ -811,21 +854,14 @@ class ActivationStore:
         if kind not in schema.RESULT_GROUPS:
             raise InvalidNameError(f"result kind {kind!r} is not one of {schema.RESULT_GROUPS}")
         name = schema.check_name(name, "result")
-        data = _nodes.vlen_strings(_nodes.coded_types(result.drop_encoding(), kind)).assign_attrs(
-            result_kind=kind,
-            result_name=name,
-            result_saved=schema.now_iso(),
-            result_token=uuid.uuid4().hex,  # each save is distinct, for readers' pins
-            **{schema.MANIFESTS_ATTR: _manifest.FORMAT},
-        )
-        encoding = {
-            n: {
-                "compressors": _integrity.string_codecs()
-                if var.dtype.kind in "OUT"
-                else _integrity.numeric_codecs()
-            }
-            for n, var in data.variables.items()
+        stamp = {
+            "result_kind": kind,
+            "result_name": name,
+            "result_saved": schema.now_iso(),
+            "result_token": uuid.uuid4().hex,  # each save is distinct, for readers' pins
+            schema.MANIFESTS_ATTR: _manifest.FORMAT,
         }
+        write = _result_writer(result, kind, stamp)
         with self._lock():
             if not (checked and self._is_run(run)):
                 run = self._check_target(run)
@@ -841,15 +877,7 @@ class ActivationStore:
             with _nodes.quiet():
                 root = self._root(consolidated=False)
                 root.require_group(parent)
-                data.to_zarr(
-                    recorder,
-                    group=tmp,
-                    mode="w",
-                    zarr_format=3,
-                    consolidated=False,
-                    encoding=encoding,
-                    write_empty_chunks=True,
-                )
+                write(recorder, tmp)
                 _manifest.flush(self._zstore, recorder, new=True)
                 if self._path is not None and (self._path / path).is_dir():
                     os.replace(self._path / path, self._path / old)  # never half deleted
@@ -924,6 +952,8 @@ class ActivationStore:
                 f"no {kind} result {name!r} under run {run!r} (have: "
                 f"{', '.join(self.results(run, kind)) or 'none'})"
             )
+        import xarray as xr
+
         path = f"{run}/{kind}/{name}"
         with self._lock(exclusive=False):
             pinned = _integrity.CheckedStore(
@@ -1130,6 +1160,8 @@ class ActivationStore:
         is read back and compared with the store before ``dest`` appears; a damaged store is
         refused. Returns the files written.
         """
+        from langneurons.store import _export_netcdf  # imports xarray
+
         dest = Path(dest)
         with self._lock(exclusive=False):
             self._check_exportable()
@@ -1156,6 +1188,8 @@ class ActivationStore:
         ``dest/a/b.parquet``, written a batch of layers at a time. Needs the ``share`` extra
         (pyarrow). Read back and compared with the store before ``dest`` appears.
         """
+        from langneurons.store import _export_parquet  # imports xarray
+
         dest = Path(dest)
         with self._lock(exclusive=False):
             self._check_exportable()
@@ -1181,6 +1215,8 @@ class ActivationStore:
         ``load_dataset(dest, "RUN")`` (``/`` in a run's name written as ``--``). Every part is
         read back and checked before ``dest`` appears.
         """
+        from langneurons.store import _export_dataset  # imports xarray
+
         dest = Path(dest)
         with self._lock(exclusive=False):
             self._check_exportable()
@@ -1293,7 +1329,7 @@ class RunWriter:
         return self.store._run_metadata(self.run)
 
     def save_result(
-        self, kind: str, name: str, result: xr.Dataset, *, nest_check: bool = True
+        self, kind: str, name: str, result: xr.Dataset | PlainDataset, *, nest_check: bool = True
     ) -> str:
         """Save a result under the run (see :meth:`ActivationStore.save_result`).
 
@@ -1315,6 +1351,41 @@ class RunWriter:
             yield self.store._group(self.run, zstore=recorder)
             _manifest.flush(self.store._zstore, recorder, new=False)
             self.store._consolidate()
+
+
+def _result_writer(
+    result: xr.Dataset | PlainDataset, kind: str, stamp: Mapping[str, Any]
+) -> Callable[[Store, str], None]:
+    """What writes ``result`` as stored (coded types, ``stamp`` attributes) as a new group: a
+    PlainDataset directly (no xarray) where it can, else the Dataset by ``to_zarr``."""
+    if isinstance(result, PlainDataset):
+        plain = _plain_io.stored_result(result, kind, stamp)
+        if plain is not None:
+            return lambda zstore, path: _plain_io.write_result(zstore, path, plain)
+        result = result.to_xarray()
+    data = _nodes.vlen_strings(_nodes.coded_types(result.drop_encoding(), kind))
+    data = data.assign_attrs(**stamp)
+    encoding = {
+        n: {
+            "compressors": _integrity.string_codecs()
+            if var.dtype.kind in "OUT"
+            else _integrity.numeric_codecs()
+        }
+        for n, var in data.variables.items()
+    }
+
+    def write(zstore: Store, path: str) -> None:
+        data.to_zarr(
+            zstore,
+            group=path,
+            mode="w",
+            zarr_format=3,
+            consolidated=False,
+            encoding=encoding,
+            write_empty_chunks=True,
+        )
+
+    return write
 
 
 def _read_zip(path: Path) -> tuple[list[str], list[str]]:
