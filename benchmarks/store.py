@@ -81,7 +81,9 @@ def against_numpy(
     work: Path, counts: Counts, layers: int, neurons: int, repeat: int
 ) -> dict[str, float]:
     """Median write and read seconds of the store and of np.save / np.load, alternately."""
-    times: dict[str, list[float]] = {k: [] for k in ("ours_w", "ours_r", "np_w", "np_r")}
+    times: dict[str, list[float]] = {
+        k: [] for k in ("ours_w", "ours_r", "np_w", "np_r", "plain_r")
+    }
     for i in range(repeat):
         # both write a new file / store; removing the one from two repeats ago is not timed
         npy, zstore = work / f"n{i % 2}.npy", work / f"s{i % 2}.zarr"
@@ -99,6 +101,9 @@ def against_numpy(
         t0 = time.perf_counter()
         _ = open_store(zstore).open_run("bench/base").n_active.values
         times["ours_r"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()  # as numpy, without xarray (the command line's identify)
+        _ = open_store(zstore).read_run("bench/base", variables=["n_active"])["n_active"].data
+        times["plain_r"].append(time.perf_counter() - t0)
     out = {k: statistics.median(v) for k, v in times.items()}
     out["ours_size"] = _du(work / "s0.zarr")
     out["np_size"] = _du(work / "n0.npy")
@@ -199,7 +204,8 @@ def main() -> None:
         f"against numpy (medians of {args.repeat}, alternating): write "
         f"{vs_np['ours_w']:.3f} s vs np.save {vs_np['np_w']:.3f} s "
         f"({vs_np['ours_w'] / vs_np['np_w']:.2f}x), read {vs_np['ours_r']:.3f} s vs np.load "
-        f"{vs_np['np_r']:.3f} s ({vs_np['ours_r'] / vs_np['np_r']:.2f}x); compression "
+        f"{vs_np['np_r']:.3f} s ({vs_np['ours_r'] / vs_np['np_r']:.2f}x), read_run (numpy) "
+        f"{vs_np['plain_r']:.3f} s ({vs_np['plain_r'] / vs_np['np_r']:.2f}x); compression "
         f"{raw / vs_np['ours_size']:.2f}x (raw {raw / 2**20:.1f} MiB, store "
         f"{vs_np['ours_size'] / 2**20:.1f} MiB); crc32c over the raw counts "
         f"{vs_np['crc']:.3f} s per pass (target <= {STORE_TARGET:g}x)"
@@ -223,6 +229,17 @@ def main() -> None:
         )
         for what, key, base_name in (("write", "w", "np.save"), ("read", "r", "np.load"))
     ]
+    numpy_rows.append(
+        row(
+            "store",
+            f"{tag} read as numpy: read_run vs np.load",
+            vs_np["plain_r"],
+            unit="s",
+            baseline=vs_np["np_r"],
+            target=STORE_TARGET if full else None,
+            note=ratio_note,
+        )
+    )
     baseline = (pt_size, pt_write, pt_read) if torch is not None else (None, None, None)
     write_rows(
         args.json,

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+import zarr.api.asynchronous
 from zarr.abc.store import Store
 
 from langneurons.errors import ParameterError
@@ -211,35 +212,52 @@ def write_result(zstore: Store, path: str, ds: PlainDataset) -> None:
     attrs = {k: _attr(v) for k, v in ds.attrs.items()}
     if unattached:
         attrs["coordinates"] = unattached
+    specs = {}
+    for name, var in variables.items():
+        var_attrs = {k: _attr(v) for k, v in var.attrs.items()}
+        if name in named:
+            var_attrs["coordinates"] = named[name]
+        fill: Any = None
+        if var.dtype.kind == "f":  # xarray's default mask value of floats, as it encodes it
+            fill = np.nan
+            var_attrs["_FillValue"] = base64.standard_b64encode(struct.pack("<d", fill)).decode()
+        strings = var.dtype.kind == "U"
+        specs[name] = {
+            "shape": var.data.shape,
+            "dtype": str if strings else var.dtype,
+            "fill_value": fill,
+            "chunks": "auto",
+            "compressors": _integrity.string_codecs() if strings else _integrity.numeric_codecs(),
+            "config": {"write_empty_chunks": True},
+            "dimension_names": var.dims,
+            "attributes": var_attrs,
+            "overwrite": True,
+        }
+
+    async def _create() -> list[Any]:  # the group, then its arrays' metadata, concurrently
+        group = await zarr.api.asynchronous.open_group(
+            zstore, mode="w", path=path, zarr_format=3, attributes=attrs
+        )
+        made = (group.create_array(name, **spec) for name, spec in specs.items())
+        return list(await asyncio.gather(*made))
+
     with _nodes.quiet():
-        group = zarr.open_group(zstore, mode="w", path=path, zarr_format=3, attributes=attrs)
-        for name, var in variables.items():
-            var_attrs = {k: _attr(v) for k, v in var.attrs.items()}
-            if name in named:
-                var_attrs["coordinates"] = named[name]
-            fill: Any = None
-            if var.dtype.kind == "f":  # xarray's default mask value of floats, as it encodes it
-                fill = np.nan
-                var_attrs["_FillValue"] = base64.standard_b64encode(
-                    struct.pack("<d", fill)
-                ).decode()
-            strings = var.dtype.kind == "U"
-            array = group.create_array(
-                name,
-                shape=var.data.shape,
-                dtype=str if strings else var.dtype,
-                fill_value=fill,
-                chunks="auto",
-                compressors=_integrity.string_codecs() if strings else _integrity.numeric_codecs(),
-                config={"write_empty_chunks": True},
-                dimension_names=var.dims,
-                attributes=var_attrs,
-                overwrite=True,
-            )
-            data = var.data.astype(object) if strings else var.data
-            if var.data.ndim and var.data.size and _chunks.write_rows(array, 0, data):
-                continue
-            array[...] = data
+        made = zarr.core.sync.sync(_create())
+    rest = []
+    for name, found in zip(specs, made, strict=True):
+        array = zarr.Array(found)
+        data = variables[name].data
+        if data.dtype.kind == "U":
+            data = data.astype(object)  # as xarray hands strings to zarr
+        elif data.ndim and data.size and _chunks.write_rows(array, 0, data):
+            continue
+        rest.append((array, data))
+
+    async def _write() -> None:  # the rest (flags, labels, scalars) by zarr, concurrently
+        await asyncio.gather(*(a.async_array.setitem(..., d) for a, d in rest))  # type: ignore[arg-type]
+
+    if rest:
+        zarr.core.sync.sync(_write())
 
 
 def _coordinates(ds: PlainDataset) -> tuple[dict[str, str], str]:
