@@ -81,9 +81,7 @@ def against_numpy(
     work: Path, counts: Counts, layers: int, neurons: int, repeat: int
 ) -> dict[str, float]:
     """Median write and read seconds of the store and of np.save / np.load, alternately."""
-    times: dict[str, list[float]] = {
-        k: [] for k in ("ours_w", "ours_r", "np_w", "np_r", "plain_r")
-    }
+    times: dict[str, list[float]] = {k: [] for k in ("ours_w", "ours_r", "np_w", "np_r", "plain_r")}
     for i in range(repeat):
         # both write a new file / store; removing the one from two repeats ago is not timed
         npy, zstore = work / f"n{i % 2}.npy", work / f"s{i % 2}.zarr"

@@ -9,8 +9,8 @@ store's chunk reader; :func:`write_result` writes a result as ``Dataset.to_zarr`
 the bytes: ``tests/test_store_plain.py`` compares every file). Each does only what it matches
 exactly: a run whose arrays carry attributes xarray decodes (CF masks, scales, times), or a
 result with data types or attributes xarray encodes (datetimes, objects, ``_FillValue``,
-``coordinates``), is left to the caller's xarray path (:func:`read_run` returns None,
-:func:`stored_result` returns None).
+``coordinates``), is left to the xarray path (:func:`read_run` returns None; :func:`result_writer`, which
+``save_result`` calls, writes such a result through ``result.to_xarray()``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
@@ -29,6 +29,9 @@ from zarr.abc.store import Store
 from langneurons.errors import ParameterError
 from langneurons.plain import PlainDataset, PlainVariable
 from langneurons.store import _chunks, _integrity, _nodes
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 #: Array attributes a run's variables carry that xarray passes through undecoded (a units
 #: value naming a time is decoded, see :func:`_plain_attrs`).
@@ -156,6 +159,42 @@ def _read_arrays(arrays: Mapping[str, zarr.Array]) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- writing a result
+def result_writer(
+    result: xr.Dataset | PlainDataset, kind: str, stamp: Mapping[str, Any]
+) -> Callable[[Store, str], None]:
+    """What writes ``result`` as stored (coded types, ``stamp`` attributes) as a new group
+    ``path`` of ``zstore``: a PlainDataset by :func:`write_result` where it can, else the
+    Dataset (``result.to_xarray()`` for a PlainDataset) by ``to_zarr``."""
+    if isinstance(result, PlainDataset):
+        plain = stored_result(result, kind, stamp)
+        if plain is not None:
+            return lambda zstore, path: write_result(zstore, path, plain)
+        result = result.to_xarray()
+    data = _nodes.vlen_strings(_nodes.coded_types(result.drop_encoding(), kind))
+    data = data.assign_attrs(**stamp)
+    encoding = {
+        n: {
+            "compressors": _integrity.string_codecs()
+            if var.dtype.kind in "OUT"
+            else _integrity.numeric_codecs()
+        }
+        for n, var in data.variables.items()
+    }
+
+    def write(zstore: Store, path: str) -> None:
+        data.to_zarr(
+            zstore,
+            group=path,
+            mode="w",
+            zarr_format=3,
+            consolidated=False,
+            encoding=encoding,
+            write_empty_chunks=True,
+        )
+
+    return write
+
+
 def stored_result(result: PlainDataset, kind: str, stamp: Mapping[str, Any]) -> PlainDataset | None:
     """``result`` as stored (coded types, see :func:`langneurons.store._nodes.coded_types`;
     the save's ``stamp`` attributes), or None when :func:`write_result` cannot write it."""

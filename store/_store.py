@@ -861,7 +861,7 @@ class ActivationStore:
             "result_token": uuid.uuid4().hex,  # each save is distinct, for readers' pins
             schema.MANIFESTS_ATTR: _manifest.FORMAT,
         }
-        write = _result_writer(result, kind, stamp)
+        write = _plain_io.result_writer(result, kind, stamp)
         with self._lock():
             if not (checked and self._is_run(run)):
                 run = self._check_target(run)
@@ -1351,41 +1351,6 @@ class RunWriter:
             yield self.store._group(self.run, zstore=recorder)
             _manifest.flush(self.store._zstore, recorder, new=False)
             self.store._consolidate()
-
-
-def _result_writer(
-    result: xr.Dataset | PlainDataset, kind: str, stamp: Mapping[str, Any]
-) -> Callable[[Store, str], None]:
-    """What writes ``result`` as stored (coded types, ``stamp`` attributes) as a new group: a
-    PlainDataset directly (no xarray) where it can, else the Dataset by ``to_zarr``."""
-    if isinstance(result, PlainDataset):
-        plain = _plain_io.stored_result(result, kind, stamp)
-        if plain is not None:
-            return lambda zstore, path: _plain_io.write_result(zstore, path, plain)
-        result = result.to_xarray()
-    data = _nodes.vlen_strings(_nodes.coded_types(result.drop_encoding(), kind))
-    data = data.assign_attrs(**stamp)
-    encoding = {
-        n: {
-            "compressors": _integrity.string_codecs()
-            if var.dtype.kind in "OUT"
-            else _integrity.numeric_codecs()
-        }
-        for n, var in data.variables.items()
-    }
-
-    def write(zstore: Store, path: str) -> None:
-        data.to_zarr(
-            zstore,
-            group=path,
-            mode="w",
-            zarr_format=3,
-            consolidated=False,
-            encoding=encoding,
-            write_empty_chunks=True,
-        )
-
-    return write
 
 
 def _read_zip(path: Path) -> tuple[list[str], list[str]]:
