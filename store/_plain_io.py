@@ -9,8 +9,9 @@ store's chunk reader; :func:`write_result` writes a result as ``Dataset.to_zarr`
 the bytes: ``tests/test_store_plain.py`` compares every file). Each does only what it matches
 exactly: a run whose arrays carry attributes xarray decodes (CF masks, scales, times), or a
 result with data types or attributes xarray encodes (datetimes, objects, ``_FillValue``,
-``coordinates``), is left to the xarray path (:func:`read_run` returns None; :func:`result_writer`, which
-``save_result`` calls, writes such a result through ``result.to_xarray()``).
+``coordinates``), is left to the xarray path (:func:`read_run` returns None;
+:func:`result_writer`, which ``save_result`` calls, writes such a result through
+``result.to_xarray()``).
 """
 
 from __future__ import annotations
@@ -82,9 +83,13 @@ def read_run(group: zarr.Group, run: str, variables: Sequence[str] | None) -> Pl
     dims = {n: tuple(a.metadata.dimension_names or ()) for n, a in arrays.items()}  # type: ignore[union-attr]
     attrs = {n: dict(a.attrs) for n, a in arrays.items()}
     coords = {n for n, d in dims.items() if n in d}  # dimension coordinates
-    for values in attrs.values():  # and those a variable names (CF), as xarray reads them
-        coords.update(c for c in str(values.get("coordinates", "")).split() if c in arrays)
+    for found in attrs.values():  # and those a variable names (CF), as xarray reads them
+        coords.update(c for c in str(found.get("coordinates", "")).split() if c in arrays)
     data_vars = [n for n in arrays if n not in coords]
+    if isinstance(variables, str):
+        raise ParameterError(
+            f"variables must be a list of names, not the string {variables!r}; pass [{variables!r}]"
+        )
     if variables is not None:
         missing = [v for v in variables if v not in data_vars]
         if missing:
@@ -121,7 +126,7 @@ def _plain_run(
     """Whether xarray would read every array of the run as stored (no CF decoding to redo)."""
     if "coordinates" in group.attrs:
         return False
-    all_dims = {d for d in dims.values() for d in d}
+    all_dims = {d for names in dims.values() for d in names}
     for name, array in arrays.items():
         if len(dims[name]) != array.ndim:
             return False
@@ -148,9 +153,7 @@ def _read_arrays(arrays: Mapping[str, zarr.Array]) -> dict[str, np.ndarray]:
             out[name] = values
 
     async def _read() -> list[Any]:
-        return list(
-            await asyncio.gather(*(arrays[n].async_array.getitem(...) for n in rest))  # type: ignore[arg-type]
-        )
+        return list(await asyncio.gather(*(arrays[n].async_array.getitem(...) for n in rest)))
 
     if rest:
         for name, values in zip(rest, zarr.core.sync.sync(_read()), strict=True):
@@ -293,7 +296,7 @@ def write_result(zstore: Store, path: str, ds: PlainDataset) -> None:
         rest.append((array, data))
 
     async def _write() -> None:  # the rest (flags, labels, scalars) by zarr, concurrently
-        await asyncio.gather(*(a.async_array.setitem(..., d) for a, d in rest))  # type: ignore[arg-type]
+        await asyncio.gather(*(a.async_array.setitem(..., d) for a, d in rest))
 
     if rest:
         zarr.core.sync.sync(_write())

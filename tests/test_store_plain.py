@@ -105,6 +105,8 @@ def test_read_run_refuses_what_open_run_refuses(path: Path) -> None:
     assert open_store(path).read_run("m/half", allow_incomplete=True).sizes["language"] == 2
     with pytest.raises(ParameterError, match=r"^run 'm/base' has no data variable 'nope'; choose"):
         store.read_run("m/base", variables=["n_active", "nope"])
+    with pytest.raises(ParameterError, match=r"^variables must be a list of names, not the str"):
+        store.read_run("m/base", variables="n_active")
     chunk = path / "m/base/n_active/c/1/0/0/0"
     good = chunk.read_bytes()
     chunk.write_bytes(good[:-5] + bytes([good[-5] ^ 1]) + good[-4:])
