@@ -87,6 +87,23 @@ def test_read_run_gives_what_open_run_loads(
         assert isinstance(plain[str(name)].data, np.ndarray)
 
 
+def test_read_run_leaves_what_xarray_decodes_to_xarray(path: Path) -> None:
+    """A run whose array carries an attribute xarray decodes is read through open_run."""
+    root = json.loads((path / "zarr.json").read_text())
+    for meta in (
+        root["consolidated_metadata"]["metadata"]["m/plain/n_tokens"],
+        own := json.loads((path / "m/plain/n_tokens/zarr.json").read_text()),
+    ):
+        meta["attributes"]["scale_factor"] = 0.5
+    (path / "zarr.json").write_text(json.dumps(root))
+    (path / "m/plain/n_tokens/zarr.json").write_text(json.dumps(own))
+    store = open_store(path)
+    expected = store.open_run("m/plain")[["n_tokens"]].load()
+    assert expected.n_tokens.dtype.kind == "f"  # scaled by xarray
+    xr.testing.assert_identical(store.read_run("m/plain", variables=["n_tokens"]).to_xarray(),
+                                expected)  # fmt: skip
+
+
 def test_read_run_refuses_what_open_run_refuses(path: Path) -> None:
     store = open_store(path, mode="r+")
     store.create_run("m/half", n_layers=3, n_neurons=7, languages=["en", "de"],
@@ -183,11 +200,13 @@ def _results() -> dict[str, tuple[str, str, xr.Dataset]]:
     out["compare"] = ("m/base", "compare", types)
     coords = {"note": (("extra",), np.array(["a", "b"])), "extra": np.arange(2), "z": ((), 1)}
     out["unattached"] = ("m/base", "ablation", ident[["score"]].assign_coords(coords))
-    values = np.random.default_rng(3).random((40, 3000))  # chunked by zarr, edge chunks padded
+    values = np.random.default_rng(3).random((41, 3001))  # chunked by zarr, edge chunks padded
+    values[0, :5] = [np.nan, np.inf, -np.inf, 0.0, -0.0]
     big = {
         "p": (("item", "neuron2"), values),
         "hit": (("item", "neuron2"), values > 0.5),
-        "n": (("item",), np.arange(40)),
+        "n": (("item",), np.arange(41)),
+        "cube": (("item", "neuron2", "k"), np.arange(41 * 3001 * 3).reshape(41, 3001, 3)),
     }
     out["big"] = ("m/base", "stats", xr.Dataset(big))
     return out
