@@ -12,7 +12,9 @@ This module holds :class:`ActivationStore` (open, read, write, results, checks) 
 :class:`RunWriter` (the writes of one run). How a run's arrays are made and written is
 :mod:`~langneurons.store._arrays`; zarr node helpers are :mod:`~langneurons.store._nodes`;
 validation is :mod:`~langneurons.store._validation`; zip files are :mod:`~langneurons.store._zip`;
-opening a URL is :mod:`~langneurons.store._open`.
+opening a URL is :mod:`~langneurons.store._open`; a run read into, and a result written from,
+numpy without xarray (:meth:`ActivationStore.read_run`, ``save_result`` of a PlainDataset) is
+:mod:`~langneurons.store._plain_io`.
 
 Why this module is over 600 lines: :class:`ActivationStore` is one public class of ~40 methods
 that all take the same lock and the same run-name checks, and the crash tests pin its private
