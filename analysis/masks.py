@@ -4,13 +4,17 @@ torch: :func:`masks_to_lists` and :func:`masks_from_lists`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
+from langneurons.analysis._validate import is_dataset
 from langneurons.errors import InputFormatError
 from langneurons.names import LANGUAGE, LAYER, NEURON
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 def masks_to_lists(result: xr.Dataset) -> list[list[NDArray[np.int64]]]:
@@ -31,7 +35,7 @@ def masks_to_lists(result: xr.Dataset) -> list[list[NDArray[np.int64]]]:
         array of neuron indices per layer (empty where none). ``torch.save`` of this list with
         each array wrapped in ``torch.from_numpy`` is the LAPE mask file (Tang et al. 2024).
     """
-    if not isinstance(result, xr.Dataset) or "mask" not in result.data_vars:
+    if not is_dataset(result) or "mask" not in result.data_vars:
         raise InputFormatError("masks_to_lists needs a Dataset with mask[language, layer, neuron]")
     mask = result["mask"]
     if set(mask.dims) != {LANGUAGE, LAYER, NEURON} or mask.dtype != np.bool_:
@@ -111,6 +115,8 @@ def masks_from_lists(
                     f"got {int(idx.min())}..{int(idx.max())}"
                 )
             mask[i, layer, idx.astype(np.int64)] = True
+    import xarray as xr
+
     return xr.Dataset(
         {"mask": ((LANGUAGE, LAYER, NEURON), mask)},
         coords={
