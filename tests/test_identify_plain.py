@@ -261,3 +261,40 @@ def test_identify_on_a_plain_run_imports_no_xarray() -> None:
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.split("\n")[:2] == ["ParameterError", "heavy []"], out.stdout + out.stderr
+
+
+PACKAGE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import langneurons.analysis as analysis
+    import langneurons.analysis.identify
+    heavy = sorted(m for m in ("xarray", "pandas", "dask", "scipy") if m in sys.modules)
+    assert heavy == [], heavy
+    assert callable(analysis.identify) and analysis.identify.__name__ == "identify"
+    assert set(analysis.__all__) <= set(dir(analysis)), set(analysis.__all__) - set(dir(analysis))
+    import xarray as xr
+    assert not hasattr(xr.Dataset(), "neurons")  # imported after the package, not yet used
+    analysis.type_table  # the first use of a lazily imported name registers ds.neurons
+    assert hasattr(xr.Dataset(), "neurons")
+    for name in analysis.__all__:
+        getattr(analysis, name)
+    print("ok")
+    """
+)
+
+
+def test_the_package_imports_the_rest_lazily_and_registers_the_accessor_on_use() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PACKAGE_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip() == "ok", out.stdout + out.stderr
+
+
+def test_the_accessor_is_registered_at_import_when_xarray_is_there() -> None:
+    script = (
+        "import xarray as xr\nimport langneurons.analysis\nprint(hasattr(xr.Dataset(), 'neurons'))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr
+    run = make_run(np.array([[[5, 1]], [[1, 5]]]), [10, 10])
+    xr.testing.assert_identical(run.neurons.identify(lam=0.1), identify(run, lam=0.1))
