@@ -585,8 +585,8 @@ def summary(result: xr.Dataset) -> dict[str, Any]:
 
     Parameters
     ----------
-    result : xarray.Dataset
-        A result of :func:`identify`.
+    result : xarray.Dataset or PlainDataset
+        A result of :func:`identify` (it reads the attributes only).
 
     Returns
     -------

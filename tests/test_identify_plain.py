@@ -22,7 +22,7 @@ from langneurons.errors import LambdaAtBoundWarning, ParameterError, StoreValida
 from langneurons.plain import PlainDataset, PlainVariable
 
 from ._moe_runs import moe_run
-from .test_identify import make_run, random_run
+from .test_identify import FIXTURE, FIXTURE_CASES, make_run, random_run
 
 
 def plain_run(
@@ -101,6 +101,21 @@ def test_plain_equals_xarray(case: str, with_coords: bool) -> None:
     plain, labelled = both(run, **CASES[case])
     assert_exactly_equal(plain, labelled)
     assert set(plain.data_vars) >= {"assigned", "neuron_type", "mask", "probability"}
+
+
+@pytest.mark.parametrize("case", list(FIXTURE_CASES))
+def test_spec_fixture_on_a_plain_run(case: str) -> None:
+    """The spec's fixture (shared/spec/identification.md) through the plain path: the selection
+    and assignment it lists, and exactly the xarray path's result."""
+    if not FIXTURE.exists():
+        pytest.skip(f"shared fixture not found at {FIXTURE}")
+    with np.load(FIXTURE, allow_pickle=False) as data:
+        npz = {key: data[key] for key in data.files}
+    run = make_run(npz["n_active"], npz["n_tokens"], languages=[str(x) for x in npz["languages"]])
+    plain, labelled = both(PlainDataset.from_xarray(run), **FIXTURE_CASES[case])
+    np.testing.assert_array_equal(plain["selected"].values, npz[f"{case}__selected"])
+    np.testing.assert_array_equal(plain["assigned"].values, npz[f"{case}__assigned"])
+    assert_exactly_equal(plain, labelled)
 
 
 def test_lambda_at_bound_warns_the_same() -> None:
