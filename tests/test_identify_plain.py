@@ -17,8 +17,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from langneurons.analysis.identify import identify, summary
-from langneurons.errors import LambdaAtBoundWarning, ParameterError, StoreValidationError
+from langneurons.analysis.identify import identify, masks_to_lists, summary
+from langneurons.errors import (
+    InputFormatError,
+    LambdaAtBoundWarning,
+    ParameterError,
+    StoreValidationError,
+)
 from langneurons.plain import PlainDataset, PlainVariable
 
 from ._moe_runs import moe_run
@@ -222,6 +227,22 @@ def test_wrong_type_and_summary_of_a_plain_result() -> None:
     assert summary(result)["selected"] == result.attrs["n_selected"]
 
 
+@pytest.mark.parametrize("with_coords", [True, False])
+def test_mask_lists_of_a_plain_result(with_coords: bool) -> None:
+    result = identify(plain_run(with_coords=with_coords), "lape", top_rate=0.1)
+    if with_coords:  # layers 2.. are not whole-model positions: refused alike
+        for given in (result, result.to_xarray()):
+            with pytest.raises(InputFormatError, match="layer coordinate must be 0..4"):
+                masks_to_lists(given)
+        return
+    lists = masks_to_lists(result)
+    expected = masks_to_lists(result.to_xarray())
+    assert [[a.tolist() for a in lang] for lang in lists] == [
+        [a.tolist() for a in lang] for lang in expected
+    ]
+    assert sum(a.size for lang in lists for a in lang) == int(result["mask"].data.sum()) > 0
+
+
 def test_duplicate_roles_are_refused_alike() -> None:
     run = plain_run(k=2)
     dup = PlainDataset(
@@ -241,7 +262,7 @@ SCRIPT = textwrap.dedent(
     import sys
     import numpy as np
     from langneurons.plain import PlainDataset, PlainVariable
-    from langneurons.analysis.identify import identify, summary
+    from langneurons.analysis.identify import identify, masks_to_lists, summary
 
     rng = np.random.default_rng(0)
     tokens = rng.integers(100, 500, size=(3, 2))
