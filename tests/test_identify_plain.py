@@ -334,3 +334,12 @@ def test_the_accessor_is_registered_at_import_when_xarray_is_there() -> None:
     assert out.stdout.strip() == "True", out.stderr
     run = make_run(np.array([[[5, 1]], [[1, 5]]]), [10, 10])
     xr.testing.assert_identical(run.neurons.identify(lam=0.1), identify(run, lam=0.1))
+
+
+def test_a_top_level_name_registers_the_accessor_before_xarray_is_imported() -> None:
+    script = (
+        "import langneurons as ln\nln.identify\nimport xarray as xr\n"
+        "print(hasattr(xr.Dataset(), 'neurons'))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr
