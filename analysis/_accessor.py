@@ -6,7 +6,7 @@ from typing import Any
 
 import xarray as xr
 
-from langneurons.analysis import identify as _identify
+from langneurons.analysis.identify import Method, identify
 
 
 @xr.register_dataset_accessor("neurons")
@@ -16,9 +16,9 @@ class NeuronsAccessor:
     def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
 
-    def identify(self, method: _identify.Method = "ternary", **kwargs: Any) -> xr.Dataset:
+    def identify(self, method: Method = "ternary", **kwargs: Any) -> xr.Dataset:
         """Same as :func:`langneurons.identify` on this run."""
-        return _identify.identify(self._ds, method, **kwargs)
+        return identify(self._ds, method, **kwargs)
 
     def probability(self, role: str = "response") -> xr.DataArray:
         """Activation probability ``n_active / n_tokens`` of one role (lazy when dask-backed)."""

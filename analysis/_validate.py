@@ -4,16 +4,21 @@ Parameter checks (one-line :class:`~langneurons.errors.ParameterError` messages 
 parameter, the value and what is allowed), the structural checks of runs and results
 (:class:`~langneurons.errors.StoreValidationError` for a run that breaks the schema), string
 labels whatever their dtype, and the one cleaner that makes values JSON-ready for ``attrs``.
+
+The checks a run goes through before identification (:func:`require_variable`,
+:func:`require_roles`, :func:`role_counts`, :func:`coordinate`) also take a
+:class:`~langneurons.plain.PlainDataset`, and this module imports xarray only where it builds
+xarray objects: ``langneurons.analysis.identify`` computes on numpy runs without importing it.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 from numpy.typing import NDArray
 
 from langneurons._type_codes import as_type_labels
@@ -29,6 +34,34 @@ from langneurons.names import (
     ROLE,
     ROLES,
 )
+from langneurons.plain import PlainDataset, PlainVariable
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from typing_extensions import TypeIs
+
+
+def is_dataset(obj: object) -> TypeIs[xr.Dataset]:
+    """True when ``obj`` is an :class:`xarray.Dataset`, without importing xarray (an object can
+    only be one when xarray is imported already)."""
+    xarray = sys.modules.get("xarray")
+    return xarray is not None and isinstance(obj, xarray.Dataset)
+
+
+def coordinate(ds: xr.Dataset | PlainDataset, dim: str) -> Any:
+    """``ds[dim]`` for a Dataset; for a PlainDataset its coordinate variable, or ``0..n-1``
+    (int64) where the dimension has no coordinate, as xarray gives then."""
+    if isinstance(ds, PlainDataset):
+        if dim in ds.coords:
+            return ds.coords[dim]
+        return np.arange(ds.sizes[dim], dtype=np.int64)
+    return ds[dim]
+
+
+def coordinate_values(ds: xr.Dataset | PlainDataset, dim: str) -> NDArray[Any]:
+    """The values of :func:`coordinate` as a numpy array."""
+    coord = coordinate(ds, dim)
+    return np.asarray(getattr(coord, "values", coord))
 
 
 def check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
@@ -79,14 +112,14 @@ def check_seed(seed: object) -> int:
 
 def check_dataset(obj: object, name: str, what: str = "an xarray.Dataset") -> xr.Dataset:
     """``obj`` when it is a Dataset, else a ParameterError naming the argument."""
-    if not isinstance(obj, xr.Dataset):
+    if not is_dataset(obj):
         raise ParameterError(f"{name} must be {what}, got {type(obj).__name__}")
     return obj
 
 
 def require_variable(
-    run: xr.Dataset, name: str, dims: Sequence[str], kinds: str = "iuf"
-) -> xr.DataArray:
+    run: xr.Dataset | PlainDataset, name: str, dims: Sequence[str], kinds: str = "iuf"
+) -> Any:
     """``run[name]`` after checking it exists with exactly these dims and a dtype in ``kinds``."""
     expected = f"{name}[{', '.join(dims)}]"
     if name not in run.data_vars:
@@ -108,9 +141,13 @@ def require_variable(
     return var
 
 
-def require_roles(run: xr.Dataset, roles: Sequence[str]) -> list[str]:
-    """The run's stored roles, after checking it has every one of ``roles``."""
-    stored = as_labels(run[ROLE]).tolist()
+def require_roles(run: xr.Dataset | PlainDataset, roles: Sequence[str]) -> list[str]:
+    """The run's stored roles, after checking it has every one of ``roles`` (each once)."""
+    stored = as_labels(coordinate(run, ROLE)).tolist()
+    if len(set(stored)) != len(stored):
+        raise StoreValidationError(
+            f"run has a role twice (roles: {stored}); the run breaks the schema"
+        )
     for r in roles:
         if r not in stored:
             raise StoreValidationError(
@@ -127,7 +164,7 @@ def stored_roles(role: str) -> tuple[str, ...]:
 def require_result(obj: object, name: str, variables: Sequence[str]) -> xr.Dataset:
     """``obj`` after checking it is an identification result with these variables."""
     what = "an identification result (the Dataset returned by identify())"
-    if not isinstance(obj, xr.Dataset):
+    if not is_dataset(obj):
         raise ParameterError(f"{name} must be {what}, got {type(obj).__name__}")
     missing = [v for v in variables if v not in obj.variables]
     if missing:
@@ -249,14 +286,26 @@ def check_counts(
 
 
 def role_counts(
-    run: xr.Dataset, roles: Sequence[str]
+    run: xr.Dataset | PlainDataset, roles: Sequence[str]
 ) -> dict[str, tuple[NDArray[Any], NDArray[Any]]]:
     """``n_active[language, layer, neuron]`` and ``n_tokens[language]`` of each role, as numpy.
 
     Without dask the roles are taken by position in the role index, no Dataset built: a
-    numpy-backed run is only viewed, not copied, and a lazily opened one reads the chunks of
-    the roles asked for alone. A dask-backed run is computed in one pass.
+    numpy-backed run (or a PlainDataset) is only viewed, not copied, and a lazily opened one
+    reads the chunks of the roles asked for alone. A dask-backed run is computed in one pass.
+    The roles must have passed :func:`require_roles`.
     """
+    if isinstance(run, PlainDataset):
+        stored = as_labels(coordinate(run, ROLE)).tolist()
+        return {
+            r: (
+                _at_role(run.data_vars[N_ACTIVE], stored.index(r), (LANGUAGE, LAYER, NEURON)),
+                _at_role(run.data_vars[N_TOKENS], stored.index(r), (LANGUAGE,)),
+            )
+            for r in roles
+        }
+    import xarray as xr
+
     active, tokens = run.variables[N_ACTIVE], run.variables[N_TOKENS]
     where = run.indexes.get(ROLE)
     if active.chunks is None and tokens.chunks is None and where is not None and where.is_unique:
@@ -272,3 +321,11 @@ def role_counts(
         parts[f"t_{r}"] = run[N_TOKENS].sel({ROLE: r}, drop=True)
     loaded = xr.Dataset(parts).compute()
     return {r: (loaded[f"a_{r}"].values, loaded[f"t_{r}"].values) for r in roles}
+
+
+def _at_role(var: PlainVariable, at: int, dims: tuple[str, ...]) -> NDArray[Any]:
+    """``var.isel(role=at).transpose(*dims).values`` of a plain variable (a view, no copy)."""
+    axis = var.dims.index(ROLE)
+    rest = [d for d in var.dims if d != ROLE]
+    taken = var.data[(slice(None),) * axis + (at,)]
+    return np.transpose(taken, [rest.index(d) for d in dims])

@@ -8,24 +8,31 @@ Two rules, both exactly as defined in ``shared/spec/identification.md``:
   "Language-Specific Neurons: The Key to Multilingual Capabilities in Large Language Models").
 
 The public functions take and return xarray objects with named dimensions; the arithmetic lives
-in :mod:`langneurons.analysis._kernels`.
+in :mod:`langneurons.analysis._kernels`. :func:`identify` also takes a
+:class:`~langneurons.plain.PlainDataset` (numpy arrays with dims) and then returns one, with
+exactly the content it returns for the same run as an :class:`xarray.Dataset` (one code path:
+the rules compute on numpy either way, only the final wrapping differs). This module imports
+xarray only on the xarray paths, so the command line's ``identify`` can run without importing
+xarray, pandas or dask (about half a second of its start-up).
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import numpy as np
-import xarray as xr
 from numpy.typing import NDArray
 
 from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.analysis._validate import (
     check_counts,
+    coordinate,
+    coordinate_values,
+    is_dataset,
     require_roles,
     require_variable,
     role_counts,
@@ -37,11 +44,15 @@ from langneurons.errors import (
     ParameterError,
 )
 from langneurons.names import EXPERT, LANGUAGE, LAYER, N_ACTIVE, N_TOKENS, NEURON, ROLE
+from langneurons.plain import PlainDataset, PlainVariable
 
 from . import _kernels as kern
 from .masks import masks_from_lists, masks_to_lists
 from .moe import RuleOutcome, identify_experts
-from .params import DEFAULTS, MAX_LAMBDA_WIDEN, IdentifyParams, Method
+from .params import DEFAULTS, IdentifyParams, Method, lambda_bound_message, params_of
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 Role = Literal["response", "prompt", "all"]
 
@@ -64,17 +75,21 @@ SUMMARY_KEYS: tuple[str, ...] = (
 class _Inputs:
     """Activation probabilities ``[language, layer, neuron]`` and their coordinates."""
 
-    p: xr.DataArray  # float64, numpy-backed, dims (language, layer, neuron), C-contiguous
+    p: NDArray[np.float64]  # dims (language, layer, neuron)
     languages: list[str]
+    #: the result's coordinates: language labels (``<U``), layer and neuron values
+    coords: dict[str, NDArray[Any]] = field(default_factory=dict)
 
 
-def _probabilities(run: object, role: str) -> _Inputs:
-    """Validate the run and return ``P = n_active / n_tokens`` for the role, in memory."""
-    if not isinstance(run, xr.Dataset):
-        raise ParameterError(f"run must be an xarray.Dataset, got {type(run).__name__}")
+def _probabilities(given: object, role: str) -> _Inputs:
+    """Validate the run (a Dataset or a PlainDataset) and return ``P = n_active / n_tokens``
+    for the role, in memory."""
+    if not (isinstance(given, PlainDataset) or is_dataset(given)):
+        raise ParameterError(f"run must be an xarray.Dataset, got {type(given).__name__}")
+    run = cast("xr.Dataset | PlainDataset", given)
     require_variable(run, N_ACTIVE, (LANGUAGE, ROLE, LAYER, NEURON))
     require_variable(run, N_TOKENS, (LANGUAGE, ROLE))
-    labels = _as_labels(run[LANGUAGE])
+    labels = _as_labels(coordinate(run, LANGUAGE))
     languages = labels.tolist()
     if not languages:
         raise ParameterError(
@@ -109,30 +124,29 @@ def _probabilities(run: object, role: str) -> _Inputs:
     p = np.divide(n_active, n_tokens[:, None, None], dtype=np.float64)
     coords = {
         LANGUAGE: labels,
-        LAYER: run[LAYER].values,
-        NEURON: run[NEURON].values,
+        LAYER: coordinate_values(run, LAYER),
+        NEURON: coordinate_values(run, NEURON),
     }
-    return _Inputs(xr.DataArray(p, dims=(LANGUAGE, LAYER, NEURON), coords=coords), languages)
+    return _Inputs(p, languages, coords)
 
 
 def _over_language(
-    func: Callable[..., Any], p: xr.DataArray, *args: Any, dtypes: Sequence[type] = (np.float64,)
+    func: Callable[..., Any], p: NDArray[np.float64], *args: Any, n_out: int = 1
 ) -> tuple[NDArray[Any], ...]:
-    """Apply a per-neuron kernel over the language axis (the one xarray wrapper of the kernels)."""
-    out = xr.apply_ufunc(
-        func,
-        p,
-        *args,
-        input_core_dims=[[LANGUAGE]] + [[] for _ in args],
-        output_core_dims=[[] for _ in dtypes],
-        dask="parallelized",
-        output_dtypes=list(dtypes),
-    )
+    """Apply a per-neuron kernel to ``p[language, layer, neuron]`` over the language axis.
+
+    The kernels take the language last: they get the view ``p[layer, neuron, language]``, as
+    ``xr.apply_ufunc`` with the language as core dimension gives it, and return ``[layer,
+    neuron]`` arrays (``n_out`` of them).
+    """
+    out = func(np.moveaxis(p, 0, -1), *args)
     results = out if isinstance(out, tuple) else (out,)
-    return tuple(np.asarray(r.transpose(LAYER, NEURON).values) for r in results)
+    if len(results) != n_out:
+        raise AssertionError(f"{func.__name__} returned {len(results)} arrays, not {n_out}")
+    return tuple(np.asarray(r) for r in results)
 
 
-def _tau(p: xr.DataArray, rates: Sequence[tuple[str, float]]) -> list[float]:
+def _tau(p: NDArray[np.float64], rates: Sequence[tuple[str, float]]) -> list[float]:
     """``tau(q)`` for each named rate, with a ParameterError when a rank rounds to 0."""
     m = int(p.size)
     for param, q in rates:
@@ -142,7 +156,7 @@ def _tau(p: xr.DataArray, rates: Sequence[tuple[str, float]]) -> list[float]:
                 f"{param}={q!r} puts tau at rank round({m} * {q!r}) = 0 of the {m} activation "
                 f"probabilities, which is undefined; use {param} > {0.5 / m!r}"
             )
-    return kern.quantile_thresholds(p.values, [q for _, q in rates])
+    return kern.quantile_thresholds(p, [q for _, q in rates])
 
 
 # --------------------------------------------------------------------------- rules
@@ -176,9 +190,7 @@ def _ternary(inputs: _Inputs, params: IdentifyParams, saved: _Saved | None) -> _
     p = inputs.p
     k_lang = len(inputs.languages)
     (tau,) = _tau(p, [("bar", params.bar)])
-    h, maxp, shared_by = _over_language(
-        kern.ternary_fused, p, tau, dtypes=(np.float64, np.float64, np.int64)
-    )
+    h, maxp, shared_by = _over_language(kern.ternary_fused, p, tau, n_out=3)
     normaliser = kern.norm_max(k_lang)
     k = _n_top(h.size, params.top_rate)
     trace: list[tuple[float, bool]] = []
@@ -233,7 +245,7 @@ def _lape(inputs: _Inputs, params: IdentifyParams, saved: _Saved | None) -> _Sel
         entropy = saved.score
     else:
         (entropy,) = _over_language(kern.lape_entropy, p, tau_filter)
-    (shared_by,) = _over_language(kern.count_above, p, tau, dtypes=(np.int64,))
+    (shared_by,) = _over_language(kern.count_above, p, tau)
     k = _n_top(entropy.size, params.top_rate)
     finite = int(np.count_nonzero(np.isfinite(entropy)))
     selected = kern.select_smallest(entropy, min(k, finite))
@@ -255,15 +267,52 @@ def apply_rule(p: xr.DataArray, params: IdentifyParams) -> RuleOutcome:
     """The rule of :func:`identify` on ``P[language, layer, neuron]`` already computed (the MoE
     identification stacks its units into such arrays: one implementation of each rule)."""
     labels = _as_labels(p[LANGUAGE])
-    c = _RULES[params.method](_Inputs(p, labels.tolist()), params, None)
+    values = np.asarray(p.transpose(LANGUAGE, LAYER, NEURON).values, dtype=np.float64)
+    c = _RULES[params.method](_Inputs(values, labels.tolist()), params, None)
     return RuleOutcome(c.score, c.selected, c.tau, c.shared_by, dict(c.attrs))
 
 
 # --------------------------------------------------------------------------- public API
 
 
+@overload
+def identify(
+    run: PlainDataset,
+    method: Method = ...,
+    *,
+    role: Role = ...,
+    top_rate: float = ...,
+    bar: float = ...,
+    filter_rate: float = ...,
+    lam: float | Literal["auto"] = ...,
+    lam_range: tuple[float, float] = ...,
+    eps: float = ...,
+    lam_widen: int = ...,
+    rank: str | None = ...,
+    min_routed: int = ...,
+) -> PlainDataset: ...
+
+
+@overload
 def identify(
     run: xr.Dataset,
+    method: Method = ...,
+    *,
+    role: Role = ...,
+    top_rate: float = ...,
+    bar: float = ...,
+    filter_rate: float = ...,
+    lam: float | Literal["auto"] = ...,
+    lam_range: tuple[float, float] = ...,
+    eps: float = ...,
+    lam_widen: int = ...,
+    rank: str | None = ...,
+    min_routed: int = ...,
+) -> xr.Dataset: ...
+
+
+def identify(
+    run: xr.Dataset | PlainDataset,
     method: Method = DEFAULTS.method,
     *,
     role: Role = DEFAULTS.role,
@@ -276,7 +325,7 @@ def identify(
     lam_widen: int = DEFAULTS.lam_widen,
     rank: str | None = None,
     min_routed: int = 1,
-) -> xr.Dataset:
+) -> xr.Dataset | PlainDataset:
     r"""Identify language neurons with the ternary rule or LAPE.
 
     With activation probabilities :math:`P_{l,n,k} = n^{active}_{l,n,k} / n^{tokens}_k` and the
@@ -300,9 +349,12 @@ def identify(
 
     Parameters
     ----------
-    run : xarray.Dataset
+    run : xarray.Dataset or PlainDataset
         A run with ``n_active[language, role, layer, neuron]`` and ``n_tokens[language, role]``
-        (numpy- or dask-backed; both give identical results).
+        (numpy- or dask-backed; both give identical results). A
+        :class:`~langneurons.plain.PlainDataset` gives a PlainDataset whose ``to_xarray()`` is
+        identical to the result for ``run.to_xarray()``; a dense one is computed without
+        importing xarray.
     method : {"ternary", "lape"}
         The rule.
     role : {"response", "prompt", "all"}
@@ -331,7 +383,7 @@ def identify(
 
     Returns
     -------
-    xarray.Dataset
+    xarray.Dataset (a PlainDataset for a PlainDataset run)
         ``score``, ``selected``, ``neuron_type`` ("specific", "related", "general",
         "unassigned" for selected neurons, "none" otherwise), ``n_assigned`` (m, 0 when not
         selected), ``general`` and ``shared_by`` (over all neurons) on ``[layer, neuron]``;
@@ -360,48 +412,54 @@ def identify(
     params = IdentifyParams(
         method, role, top_rate, bar, filter_rate, lam, lam_range, eps, lam_widen
     )
-    if isinstance(run, xr.Dataset) and EXPERT in run.dims:
-        return identify_experts(
-            run, apply_rule, params, rank="model" if rank is None else rank, min_routed=min_routed
-        )
+    if (isinstance(run, PlainDataset) or is_dataset(run)) and EXPERT in run.sizes:
+        moe_rank = "model" if rank is None else rank
+        if isinstance(run, PlainDataset):  # the MoE path is xarray's: convert in and out
+            moe = identify_experts(
+                run.to_xarray(), apply_rule, params, rank=moe_rank, min_routed=min_routed
+            )
+            return PlainDataset.from_xarray(moe)
+        return identify_experts(run, apply_rule, params, rank=moe_rank, min_routed=min_routed)
     if rank not in (None, "model") or min_routed != 1:
         raise ParameterError(
             "rank and min_routed apply to mixture-of-experts runs only (a run with an 'expert' "
             "dimension); drop them (--rank, --min-routed) for this dense run"
         )
-    return _identify(_probabilities(run, params.role), params, None)
+    parts = _identify(_probabilities(run, params.role), params, None)
+    return _as_plain(parts) if isinstance(run, PlainDataset) else _as_xarray(parts)
 
 
-def _identify(inputs: _Inputs, params: IdentifyParams, saved: _Saved | None) -> xr.Dataset:
+#: A result's content: data variables (name -> (dims, values)), coordinates and attributes.
+_Variables = dict[str, tuple[tuple[str, ...], NDArray[Any]]]
+_Parts = tuple[_Variables, dict[str, NDArray[Any]], dict[str, Any]]
+
+
+def _identify(inputs: _Inputs, params: IdentifyParams, saved: _Saved | None) -> _Parts:
     """Score and select with one rule; warn when the automatic lambda ended at its bound."""
     chosen = _RULES[params.method](inputs, params, saved)
-    result = _result(inputs, params, chosen)
-    if result.attrs.get("lambda_at_bound"):
-        warnings.warn(LambdaAtBoundWarning(lambda_bound_message(result.attrs)), stacklevel=3)
-    return result
+    parts = _result(inputs, params, chosen)
+    attrs = parts[2]
+    if attrs.get("lambda_at_bound"):
+        warnings.warn(LambdaAtBoundWarning(lambda_bound_message(attrs)), stacklevel=3)
+    return parts
 
 
-def params_of(identification: xr.Dataset) -> IdentifyParams:
-    """The :class:`IdentifyParams` an identification result was made with (from its attrs)."""
-    attrs = getattr(identification, "attrs", None) or {}
-    missing = [k for k in ("method", "role", "top_rate", "bar") if k not in attrs]
-    if missing:
-        raise ParameterError(
-            f"identification must be a Dataset returned by identify(); it lacks attrs {missing}"
-        )
-    values: dict[str, Any] = {k: attrs[k] for k in ("method", "role", "top_rate", "bar")}
-    for key, attr in (
-        ("filter_rate", "filter_rate"),
-        ("lam", "lam_requested"),
-        ("lam_range", "lam_range"),
-        ("eps", "eps"),
-        ("lam_widen", "lam_widen"),
-    ):
-        if attr in attrs:
-            values[key] = attrs[attr]
-    if "lam_range" in values:
-        values["lam_range"] = tuple(values["lam_range"])
-    return IdentifyParams.from_mapping(values)
+def _as_xarray(parts: _Parts) -> xr.Dataset:
+    """The result as an xarray.Dataset."""
+    import xarray as xr
+
+    data, coords, attrs = parts
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _as_plain(parts: _Parts) -> PlainDataset:
+    """The result as a PlainDataset: ``to_xarray()`` gives exactly :func:`_as_xarray`."""
+    data, coords, attrs = parts
+    return PlainDataset(
+        {name: PlainVariable(dims, values) for name, (dims, values) in data.items()},
+        {name: PlainVariable((name,), values) for name, values in coords.items()},
+        attrs,
+    )
 
 
 def select(
@@ -452,44 +510,21 @@ def select(
     p = np.ascontiguousarray(np.asarray(prob.values, dtype=np.float64))
     labels = _as_labels(prob[LANGUAGE])
     coords = {LANGUAGE: labels, LAYER: prob[LAYER].values, NEURON: prob[NEURON].values}
-    inputs = _Inputs(
-        xr.DataArray(p, dims=(LANGUAGE, LAYER, NEURON), coords=coords), labels.tolist()
-    )
+    inputs = _Inputs(p, labels.tolist(), coords)
     saved = None
     if not params.auto_lambda or params.method == "lape":
         score = identification["score"].transpose(LAYER, NEURON).values
         saved = _Saved(np.asarray(score, dtype=np.float64))
-    return _identify(inputs, params, saved)
+    return _as_xarray(_identify(inputs, params, saved))
 
 
-def lambda_bound_message(attrs: Mapping[str, Any]) -> str:
-    """One line saying that the automatic lambda ended at the top of its range, and what to do."""
-    lo, hi = attrs["lam_range_searched"]
-    widened = int(attrs.get("lambda_widened", 0))
-    head = (
-        f"the automatic lambda {attrs['lambda']:.6g} ended at the top of its search range "
-        f"[{lo:.6g}, {hi:.6g}]"
-    )
-    if widened >= int(attrs.get("lam_widen", 0)) and widened > 0:
-        return (
-            f"{head} after doubling its top {widened} time(s): no selected neuron is general at "
-            "any lambda tried, so the condition does not determine lambda on these counts; "
-            "choose one with --lambda"
-        )
-    return (
-        f"{head}: the condition still holds there, so the largest lambda may lie above it; "
-        f"widen the range (--lambda-range {lo:g},{2 * hi:g}) or let it grow "
-        f"(--lambda-widen {MAX_LAMBDA_WIDEN})"
-    )
-
-
-def _result(inputs: _Inputs, params: IdentifyParams, chosen: _Selection) -> xr.Dataset:
-    """Assemble the result Dataset: assignment, types, counts and attributes."""
+def _result(inputs: _Inputs, params: IdentifyParams, chosen: _Selection) -> _Parts:
+    """Assemble the result's content: assignment, types, counts and attributes."""
     p = inputs.p
     languages = inputs.languages
     k_lang = len(languages)
     n_layers, n_neurons = chosen.selected.shape
-    rows = p.values.reshape(k_lang, -1)
+    rows = p.reshape(k_lang, -1)
     mask = kern.assign_rows(rows, chosen.selected, chosen.tau).reshape(k_lang, n_layers, n_neurons)
     m = np.where(chosen.selected, chosen.shared_by, 0)
     codes = kern.classify(chosen.shared_by, chosen.selected, k_lang)
@@ -526,21 +561,18 @@ def _result(inputs: _Inputs, params: IdentifyParams, chosen: _Selection) -> xr.D
     }
     names = np.array(kern.TYPE_NAMES)
     lnd = (LAYER, NEURON)
-    return xr.Dataset(
-        {
-            "score": (lnd, chosen.score),
-            "selected": (lnd, chosen.selected),
-            "assigned": ((LAYER, NEURON, LANGUAGE), np.moveaxis(mask, 0, -1)),
-            "mask": ((LANGUAGE, LAYER, NEURON), mask),
-            "neuron_type": (lnd, np.take(names, codes)),  # twice as fast as names[codes]
-            "n_assigned": (lnd, m.astype(np.int64, copy=False)),
-            "general": (lnd, general),
-            "shared_by": (lnd, chosen.shared_by),
-            "probability": ((LANGUAGE, LAYER, NEURON), p.values),
-        },
-        coords={c: p[c].values for c in (LANGUAGE, LAYER, NEURON)},
-        attrs=attrs,
-    )
+    data: _Variables = {
+        "score": (lnd, chosen.score),
+        "selected": (lnd, chosen.selected),
+        "assigned": ((LAYER, NEURON, LANGUAGE), np.moveaxis(mask, 0, -1)),
+        "mask": ((LANGUAGE, LAYER, NEURON), mask),
+        "neuron_type": (lnd, np.take(names, codes)),  # twice as fast as names[codes]
+        "n_assigned": (lnd, m.astype(np.int64, copy=False)),
+        "general": (lnd, general),
+        "shared_by": (lnd, chosen.shared_by),
+        "probability": ((LANGUAGE, LAYER, NEURON), p),
+    }
+    return data, {c: inputs.coords[c] for c in (LANGUAGE, LAYER, NEURON)}, attrs
 
 
 def _per_layer(flags: NDArray[np.bool_]) -> list[int]:
@@ -553,8 +585,8 @@ def summary(result: xr.Dataset) -> dict[str, Any]:
 
     Parameters
     ----------
-    result : xarray.Dataset
-        A result of :func:`identify`.
+    result : xarray.Dataset or PlainDataset
+        A result of :func:`identify` (it reads the attributes only).
 
     Returns
     -------
@@ -591,6 +623,7 @@ __all__ = [
     "apply_rule",
     "select",
     "params_of",
+    "lambda_bound_message",
     "summary",
     "masks_to_lists",
     "masks_from_lists",

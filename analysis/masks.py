@@ -4,21 +4,26 @@ torch: :func:`masks_to_lists` and :func:`masks_from_lists`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
+from langneurons.analysis._validate import coordinate_values, is_dataset
 from langneurons.errors import InputFormatError
 from langneurons.names import LANGUAGE, LAYER, NEURON
+from langneurons.plain import PlainDataset, PlainVariable
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
-def masks_to_lists(result: xr.Dataset) -> list[list[NDArray[np.int64]]]:
+def masks_to_lists(result: xr.Dataset | PlainDataset) -> list[list[NDArray[np.int64]]]:
     """Per-language masks in the LAPE mask-file structure, without torch.
 
     Parameters
     ----------
-    result : xarray.Dataset
+    result : xarray.Dataset or PlainDataset
         An :func:`identify` result or any neuron-set Dataset with a boolean
         ``mask[language, layer, neuron]`` whose ``layer`` and ``neuron`` coordinates are
         ``0..L-1`` and ``0..N-1`` (the file indexes layers and neurons by position in the
@@ -31,7 +36,9 @@ def masks_to_lists(result: xr.Dataset) -> list[list[NDArray[np.int64]]]:
         array of neuron indices per layer (empty where none). ``torch.save`` of this list with
         each array wrapped in ``torch.from_numpy`` is the LAPE mask file (Tang et al. 2024).
     """
-    if not isinstance(result, xr.Dataset) or "mask" not in result.data_vars:
+    if not (is_dataset(result) or isinstance(result, PlainDataset)) or (
+        "mask" not in result.data_vars
+    ):
         raise InputFormatError("masks_to_lists needs a Dataset with mask[language, layer, neuron]")
     mask = result["mask"]
     if set(mask.dims) != {LANGUAGE, LAYER, NEURON} or mask.dtype != np.bool_:
@@ -40,13 +47,17 @@ def masks_to_lists(result: xr.Dataset) -> list[list[NDArray[np.int64]]]:
             f"{tuple(mask.dims)} dtype {mask.dtype}"
         )
     for dim in (LAYER, NEURON):
-        values = np.asarray(result[dim].values)
+        values = coordinate_values(result, dim)
         if not np.array_equal(values, np.arange(values.size)):
             raise InputFormatError(
                 f"{dim} coordinate must be 0..{values.size - 1} to export a LAPE mask list "
                 f"(one entry per {dim} of the whole model); select whole models only"
             )
-    data = np.asarray(mask.transpose(LANGUAGE, LAYER, NEURON).values)
+    if isinstance(mask, PlainVariable):
+        order = [mask.dims.index(d) for d in (LANGUAGE, LAYER, NEURON)]
+        data = np.transpose(mask.data, order)
+    else:
+        data = np.asarray(mask.transpose(LANGUAGE, LAYER, NEURON).values)
     return [[np.flatnonzero(layer).astype(np.int64) for layer in lang] for lang in data]
 
 
@@ -111,6 +122,8 @@ def masks_from_lists(
                     f"got {int(idx.min())}..{int(idx.max())}"
                 )
             mask[i, layer, idx.astype(np.int64)] = True
+    import xarray as xr
+
     return xr.Dataset(
         {"mask": ((LANGUAGE, LAYER, NEURON), mask)},
         coords={

@@ -19,16 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 from numpy.typing import NDArray
 
 from langneurons.analysis._validate import (
     CORRUPT,
     as_labels,
     check_choice,
+    check_dataset,
     check_int,
     require_roles,
     require_variable,
@@ -51,6 +51,9 @@ from langneurons.names import (
 from . import _kernels as kern
 from .params import IdentifyParams
 
+if TYPE_CHECKING:  # xarray is imported where a function builds xarray objects, so that
+    import xarray as xr  # `identify` (which imports this module) runs on numpy without it
+
 
 @dataclass(frozen=True)
 class RuleOutcome:
@@ -65,7 +68,7 @@ class RuleOutcome:
 
 #: ``identify.apply_rule``: the dense rules on ``P[language, layer, neuron]``, passed in by
 #: ``identify`` (this module does not import it, so the two import no cycle).
-Rule = Callable[[xr.DataArray, IdentifyParams], RuleOutcome]
+Rule = Callable[["xr.DataArray", IdentifyParams], RuleOutcome]
 
 #: Where the thresholds and the top-rate selection are computed.
 RANKS: tuple[str, ...] = ("model", "layer", "expert")
@@ -92,13 +95,12 @@ def real_neurons(run: xr.Dataset) -> NDArray[np.bool_]:
 
 
 def moe_counts(
-    run: object, role: str
+    given: object, role: str
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], list[str]]:
     """Validated ``n_active[language, layer, expert, neuron]``, ``n_routed[language, layer,
     expert]`` and ``n_tokens[language]`` of a MoE run for ``role`` (``"all"`` sums both roles),
     and the language labels."""
-    if not isinstance(run, xr.Dataset):
-        raise ParameterError(f"run must be an xarray.Dataset, got {type(run).__name__}")
+    run: xr.Dataset = check_dataset(given, "run")
     if EXPERT not in run.dims:
         raise ParameterError(
             "this analysis needs a mixture-of-experts run (an 'expert' dimension, "
@@ -216,6 +218,8 @@ def identify_experts(
     NoValidLambdaError
         An automatic lambda has no valid value in some scope (its scope is named).
     """
+    import xarray as xr
+
     if not isinstance(params, IdentifyParams):
         raise ParameterError(f"params must be an IdentifyParams, got {type(params).__name__}")
     check_choice("rank", rank, RANKS)

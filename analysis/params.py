@@ -187,4 +187,57 @@ def resolve_params(
     return out
 
 
-__all__ = ["IdentifyParams", "Method", "METHODS", "MAX_LAMBDA_WIDEN", "DEFAULTS", "resolve_params"]
+def params_of(identification: object) -> IdentifyParams:
+    """The :class:`IdentifyParams` an identification result was made with (from its attrs)."""
+    attrs = getattr(identification, "attrs", None) or {}
+    missing = [k for k in ("method", "role", "top_rate", "bar") if k not in attrs]
+    if missing:
+        raise ParameterError(
+            f"identification must be a Dataset returned by identify(); it lacks attrs {missing}"
+        )
+    values: dict[str, Any] = {k: attrs[k] for k in ("method", "role", "top_rate", "bar")}
+    for key, attr in (
+        ("filter_rate", "filter_rate"),
+        ("lam", "lam_requested"),
+        ("lam_range", "lam_range"),
+        ("eps", "eps"),
+        ("lam_widen", "lam_widen"),
+    ):
+        if attr in attrs:
+            values[key] = attrs[attr]
+    if "lam_range" in values:
+        values["lam_range"] = tuple(values["lam_range"])
+    return IdentifyParams.from_mapping(values)
+
+
+def lambda_bound_message(attrs: Mapping[str, Any]) -> str:
+    """One line saying that the automatic lambda ended at the top of its range, and what to do."""
+    lo, hi = attrs["lam_range_searched"]
+    widened = int(attrs.get("lambda_widened", 0))
+    head = (
+        f"the automatic lambda {attrs['lambda']:.6g} ended at the top of its search range "
+        f"[{lo:.6g}, {hi:.6g}]"
+    )
+    if widened >= int(attrs.get("lam_widen", 0)) and widened > 0:
+        return (
+            f"{head} after doubling its top {widened} time(s): no selected neuron is general at "
+            "any lambda tried, so the condition does not determine lambda on these counts; "
+            "choose one with --lambda"
+        )
+    return (
+        f"{head}: the condition still holds there, so the largest lambda may lie above it; "
+        f"widen the range (--lambda-range {lo:g},{2 * hi:g}) or let it grow "
+        f"(--lambda-widen {MAX_LAMBDA_WIDEN})"
+    )
+
+
+__all__ = [
+    "IdentifyParams",
+    "Method",
+    "METHODS",
+    "MAX_LAMBDA_WIDEN",
+    "DEFAULTS",
+    "resolve_params",
+    "params_of",
+    "lambda_bound_message",
+]

@@ -6,8 +6,8 @@ in a Zarr v3 store (``langneurons.store``), and analyse them offline with xarray
 
 The names below are imported when first used (PEP 562), so ``import langneurons`` and the command
 line's start-up load neither xarray, zarr nor scipy until a command needs them. The ``ds.neurons``
-accessor is registered as soon as ``langneurons.analysis`` is imported: by the first use of any of
-these names, or at once by ``import langneurons`` when xarray is already imported.
+accessor is registered by the first use of any of these names, or at once by ``import langneurons``
+when xarray is already imported.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'langneurons' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
-    importlib.import_module("langneurons.analysis")  # registers ds.neurons
+    importlib.import_module("langneurons.analysis._accessor")  # registers ds.neurons
     globals()[name] = value  # later look-ups skip this function
     return value
 
