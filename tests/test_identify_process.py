@@ -17,7 +17,8 @@ import xarray as xr
 
 from langneurons.analysis import identify
 from langneurons.store import create_store, open_store
-from tests.conftest import make_counts
+
+from .conftest import make_counts
 
 HEAVY = ("xarray", "pandas", "dask", "scipy")
 LANGS = ["en", "zh", "de", "fr"]
