@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # imported inside the functions that need them
     import xarray as xr
 
     from langneurons.analysis.params import IdentifyParams
+    from langneurons.plain import PlainDataset
     from langneurons.store import ActivationStore
 
 EXIT_ERROR = 1
@@ -199,6 +200,12 @@ class Target:
     def open_run(self, run: str) -> xr.Dataset:
         return self.source.open_run(run, allow_incomplete=self.allow_incomplete)
 
+    def read_run(self, run: str, variables: Sequence[str]) -> PlainDataset:
+        """Some variables of a run, read whole into numpy without importing xarray."""
+        return self.source.read_run(
+            run, variables=variables, allow_incomplete=self.allow_incomplete
+        )
+
     def open_result(self, run: str, kind: str, name: str) -> xr.Dataset:
         """A saved result: from the results store first, then from the analysed store."""
         if self.results is not self.source:
@@ -208,7 +215,7 @@ class Target:
                 pass
         return self.source.open_result(run, kind, name)
 
-    def save(self, run: str, kind: str, name: str, ds: xr.Dataset) -> str | None:
+    def save(self, run: str, kind: str, name: str, ds: xr.Dataset | PlainDataset) -> str | None:
         """Save a result; return where (None with --no-save)."""
         if self.no_save:
             return None

@@ -7,12 +7,14 @@ Dataset's variables and attributes only (nothing is recomputed).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 
 from langneurons._format import num
+
+if TYPE_CHECKING:  # the tables read attributes and values only: identify prints without xarray
+    import xarray as xr
 
 Lines = list[str]
 

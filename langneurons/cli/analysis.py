@@ -54,13 +54,18 @@ def identify(
 ) -> None:
     """Identify language neurons in a run and save the result into the store."""
     from langneurons.analysis.identify import identify as run_identify
-    from langneurons.analysis.identify import masks_to_lists, summary
+    from langneurons.analysis.identify import summary
     from langneurons.cli._tables import identification
+    from langneurons.names import EXPERT, N_ACTIVE, N_TOKENS
 
     params = identify_params(options)
     target = Target(store, results_store, no_save, allow_incomplete)
-    ds = target.open_run(run)
-    if export_mask and "expert" in ds.dims:
+    # A dense run is read into numpy and identified without xarray (half a second of imports);
+    # a mixture-of-experts run needs its routing counts and goes through the xarray path.
+    ds: Any = target.read_run(run, [N_ACTIVE, N_TOKENS])
+    if EXPERT in ds.sizes:
+        ds = target.open_run(run)
+    if export_mask and EXPERT in ds.sizes:
         from langneurons.errors import ParameterError
 
         raise ParameterError(
@@ -71,9 +76,12 @@ def identify(
     result = run_identify(ds, params.method, **params.keywords(), rank=rank, min_routed=min_routed)
     path = target.save(run, "identification", name or params.method, result)
     if export_mask:
+        from langneurons.analysis.identify import masks_to_lists
         from langneurons.extract import save_mask
+        from langneurons.plain import PlainDataset
 
-        save_mask(export_mask, masks_to_lists(result))
+        as_xarray = result.to_xarray() if isinstance(result, PlainDataset) else result
+        save_mask(export_mask, masks_to_lists(as_xarray))
     data = summary(result)
     if as_json:
         echo_json({**data, "saved": path, "mask_file": export_mask})
@@ -84,10 +92,11 @@ def identify(
     )
     for line in identification(result):
         click.echo(line)
-    from langneurons.cli.moe import identification_lines
+    if EXPERT in ds.sizes:
+        from langneurons.cli.moe import identification_lines
 
-    for line in identification_lines(result):
-        click.echo(line)
+        for line in identification_lines(result):
+            click.echo(line)
 
 
 @click.command()
