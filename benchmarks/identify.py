@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from _bytecode import compile_langneurons
 from _table import row, write_rows
 
 from langneurons.analysis.identify import identify
@@ -306,6 +307,7 @@ def whole_process(run: xr.Dataset, repeat: int, loop_layers: int) -> dict[str, f
 
     n_layers = run.sizes["layer"]
     loop_layers = min(loop_layers, n_layers)
+    compile_langneurons()  # as installed: no module compiled from source in the timed processes
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "s.zarr"
         store = create_store(path)
