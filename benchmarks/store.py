@@ -21,6 +21,7 @@ memory, since torch.load may map files lazily). ``--json OUT`` also writes the h
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -87,12 +88,15 @@ def against_numpy(
         npy, zstore = work / f"n{i % 2}.npy", work / f"s{i % 2}.zarr"
         npy.unlink(missing_ok=True)
         shutil.rmtree(zstore, ignore_errors=True)
+        os.sync()  # untimed: no writeback of earlier files running under the timed calls
         t0 = time.perf_counter()
         np.save(npy, counts.n_active)
         times["np_w"].append(time.perf_counter() - t0)
+        os.sync()
         t0 = time.perf_counter()
         _write_store(zstore, counts, layers, neurons)
         times["ours_w"].append(time.perf_counter() - t0)
+        os.sync()
         t0 = time.perf_counter()
         np.load(npy)
         times["np_r"].append(time.perf_counter() - t0)

@@ -22,6 +22,7 @@ datasets read whole variables this way (:mod:`~langneurons.store._whole_reads`),
 from __future__ import annotations
 
 import asyncio
+import mmap
 import sys
 from typing import Any
 
@@ -35,6 +36,7 @@ from langneurons.store import _integrity
 
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
 _READ_BATCH = 64  # chunks read at once (memory: their compressed bytes)
+_PREFAULT_BYTES = 4 << 20  # a whole read at least this big has its pages touched while reading
 _CONCURRENT = 4  # chunks encoded or being written at once (memory: a few compressed chunks)
 
 
@@ -141,10 +143,24 @@ def read_all(array: zarr.Array) -> np.ndarray | None:
     """Every value of ``array``, or None when its chain is not one this path decodes.
 
     Each chunk is checked as zarr checks it (its CRC32C; through a
-    :class:`~langneurons.store._integrity.CheckedStore`, which checks it, its place and the
-    reader's pins on every read, that check is not repeated): a damaged chunk raises
-    CorruptStoreError naming the array and the chunk. A missing chunk reads as the fill value,
-    as in zarr (the checked store refuses it first).
+    :class:`~langneurons.store._integrity.CheckedStore`, which checks it and its place on
+    every read, that check is not repeated, and the reader's pins are checked once after the
+    last chunk): a damaged chunk raises CorruptStoreError naming the array and the chunk. A
+    missing chunk reads as the fill value, as in zarr (the checked store refuses it first).
+    """
+    return zarr.core.sync.sync(read_all_async(array))
+
+
+async def read_all_async(array: zarr.Array, *, check_pins: bool = True) -> np.ndarray | None:
+    """:func:`read_all` in the caller's event loop (several arrays read in one round trip).
+
+    ``check_pins=False``: a caller reading several arrays of a pinned run checks the pins
+    itself, once after the last read (and before raising a failed read's error).
+
+    Each chunk is decoded into its place, in a worker thread, as soon as it has been read, so
+    that the decoding of one overlaps the reading of the next (at most :data:`_READ_BATCH`
+    compressed chunks are held at once). When chunks fail, the one first in the array's order
+    is named, after the pins are checked (a change explains it first).
     """
     found = _encoder(array)
     if found is None or sys.byteorder != "little":
@@ -155,7 +171,7 @@ def read_all(array: zarr.Array) -> np.ndarray | None:
     if out.size == 0:
         return out
     store = array.store_path.store
-    verify = not isinstance(store, _integrity.CheckedStore)
+    checked = isinstance(store, _integrity.CheckedStore)
     prefix = array.path + "/" if array.path else ""
     fill = array.fill_value
     chunk_bytes = int(np.prod(chunks)) * dtype.itemsize
@@ -173,7 +189,7 @@ def read_all(array: zarr.Array) -> np.ndarray | None:
             target[...] = fill
             return
         raw = value.as_numpy_array()
-        if verify and not _integrity.crc_ok(raw):
+        if not checked and not _integrity.crc_ok(raw):
             raise _damage(array.path, f"chunk {key} fails its checksum")
         payload = raw[:-4]
         try:
@@ -192,22 +208,43 @@ def read_all(array: zarr.Array) -> np.ndarray | None:
             problem = f"chunk {key} holds {size} bytes where a chunk has {chunk_bytes}"
             raise _damage(array.path, problem)
 
-    keys = [array.metadata.encode_chunk_key(where) for where in coords]
-    for start in range(0, len(keys), _READ_BATCH):  # the compressed chunks of a batch in memory
-        batch = keys[start : start + _READ_BATCH]
-        values = zarr.core.sync.sync(_get_all(store, [prefix + key for key in batch]))
-        # decoded here, one by one: blosc decodes at memory speed, and threads did not add any
-        for where, value, key in zip(
-            coords[start : start + _READ_BATCH], values, batch, strict=True
-        ):
-            place(where, value, key)
+    gate = asyncio.Semaphore(_READ_BATCH)  # compressed chunks held at once
+    proto = default_buffer_prototype()
+    # The kernel gives a new array's pages on first write, zeroed: a third of a whole read's
+    # time when the decode pays it. Touched in a thread while the chunks are being read, the
+    # pages are there when the decodes (in threads, overlapping) start.
+    touched = (
+        asyncio.create_task(asyncio.to_thread(_touch, out))
+        if out.nbytes >= _PREFAULT_BYTES
+        else None
+    )
+
+    async def one(where: tuple[int, ...]) -> None:
+        key = array.metadata.encode_chunk_key(where)
+        async with gate:
+            if isinstance(store, _integrity.CheckedStore):
+                value = await store.get_unpinned(prefix + key, proto)
+            else:
+                value = await store.get(prefix + key, proto)
+            if touched is not None:
+                await touched  # never written to while a decode writes the same page
+            await asyncio.to_thread(place, where, value, key)
+
+    done = await asyncio.gather(*(one(where) for where in coords), return_exceptions=True)
+    if touched is not None:
+        await touched
+    failed = [e for e in done if isinstance(e, BaseException)]
+    if isinstance(store, _integrity.CheckedStore) and check_pins:  # once, after every read
+        await store.check_pins(array.path)
+    if failed:
+        raise failed[0]
     return out
 
 
-async def _get_all(store: Any, keys: list[str]) -> list[Buffer | None]:
-    """The values of ``keys``, read concurrently."""
-    proto = default_buffer_prototype()
-    return list(await asyncio.gather(*(store.get(key, proto) for key in keys)))
+def _touch(out: np.ndarray) -> None:
+    """Write one byte of each memory page of the new array ``out`` (C-contiguous), so that
+    the kernel maps and zeroes its pages now rather than in the middle of the decodes."""
+    out.reshape(-1).view(np.uint8)[:: mmap.PAGESIZE] = 0
 
 
 def _damage(path: str, problem: str) -> Exception:

@@ -104,6 +104,9 @@ class CheckedStore(WrapperStore[Store]):
         read under a pinned group fails with RunChangedError once that group has changed.
     runs
         Runs whose journal marks a write in flight (a chunk read while one is fails the same way).
+    known
+        ``{key: bytes or None (absent)}`` of arrays' metadata and chunk manifests the reader has
+        just read (under the same pins), so that they are not read again.
     """
 
     def __init__(
@@ -111,26 +114,35 @@ class CheckedStore(WrapperStore[Store]):
         store: Store,
         pins: Mapping[str, bytes] | None = None,
         runs: Iterable[str] = (),
+        known: Mapping[str, bytes | None] | None = None,
     ) -> None:
         super().__init__(store)
         self._pins = dict(pins or {})
         self._runs = tuple(runs)
+        self._known = dict(known or {})
         self._meta: dict[str, dict[str, Any] | None] = {}
         self._manifests: dict[str, dict[str, str] | None] = {}
 
     def _with_store(self, store: Store) -> CheckedStore:
-        return type(self)(store, self._pins, self._runs)
+        return type(self)(store, self._pins, self._runs, self._known)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"store": self._store, "pins": self._pins, "runs": self._runs}
+        return {"store": self._store, "pins": self._pins, "runs": self._runs, "known": self._known}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["store"], state["pins"], state["runs"])  # type: ignore[misc]
+        self.__init__(state["store"], state["pins"], state["runs"], state.get("known"))  # type: ignore[misc]
+
+    async def _read(self, key: str) -> bytes | None:
+        """A key's bytes: as the reader already read them, or from the store."""
+        if key in self._known:
+            return self._known[key]
+        raw = await self._store.get(key, default_buffer_prototype())
+        return None if raw is None else raw.to_bytes()
 
     async def _array_meta(self, path: str) -> dict[str, Any] | None:
         if path not in self._meta:
-            raw = await self._store.get(f"{path}/zarr.json", default_buffer_prototype())
-            meta = json.loads(raw.to_bytes()) if raw is not None else None
+            raw = await self._read(f"{path}/zarr.json")
+            meta = json.loads(raw) if raw is not None else None
             ok = isinstance(meta, dict) and meta.get("node_type") == "array"
             self._meta[path] = meta if ok else None
         return self._meta[path]
@@ -138,15 +150,21 @@ class CheckedStore(WrapperStore[Store]):
     async def _manifest(self, path: str) -> dict[str, str] | None:
         """The array's chunk manifest, read once (None for arrays written before manifests)."""
         if path not in self._manifests:
-            raw = await self._store.get(_manifest.key(path), default_buffer_prototype())
+            raw = await self._read(_manifest.key(path))
             try:
-                self._manifests[path] = None if raw is None else _manifest.parse(raw.to_bytes())
+                self._manifests[path] = None if raw is None else _manifest.parse(raw)
             except ValueError as exc:
-                await self._check_pins(path)
+                await self.check_pins(path)
                 raise damage_error(path, [f"its chunk manifest is damaged ({exc})"]) from exc
         return self._manifests[path]
 
-    async def _check_pins(self, array_path: str) -> None:
+    async def check_pins(self, array_path: str) -> None:
+        """RunChangedError if a group pinned above ``array_path`` changed or is being written.
+
+        A writer's commit rewrites its run's ``zarr.json`` (never back to the same bytes), and
+        a write in flight holds a journal: a check after a read covers that read, and one
+        check after a batch of reads covers them all (:meth:`get_unpinned`).
+        """
         proto = default_buffer_prototype()
         for group, pinned in self._pins.items():
             if array_path.startswith(group + "/"):
@@ -161,14 +179,30 @@ class CheckedStore(WrapperStore[Store]):
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
+        value, path = await self._checked_get(key, prototype, byte_range)
+        if path is not None:
+            await self.check_pins(path)
+        return value
+
+    async def get_unpinned(self, key: str, prototype: BufferPrototype) -> Buffer | None:
+        """:meth:`get` of a whole chunk, checked, leaving the pin check to the caller: a reader
+        of many chunks calls :meth:`check_pins` once after the last (a damaged chunk still
+        checks the pins first, so that a change explains it)."""
+        value, _ = await self._checked_get(key, prototype, None)
+        return value
+
+    async def _checked_get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None
+    ) -> tuple[Buffer | None, str | None]:
+        """The value and, for a checked chunk, its array's path (whose pins are to check)."""
         value = await self._store.get(key, prototype, byte_range)
         match = _CHUNK_KEY.match(key)
         if match is None or byte_range is not None:
-            return value
+            return value, None
         path = match["array"]
         meta = await self._array_meta(path)
         if meta is None or not _has_crc(meta):
-            return value  # not a schema-2 array: nothing to check
+            return value, None  # not a schema-2 array: nothing to check
         chunk = "c" + match["coords"]
         problem = None
         if value is None or not crc_ok(value.as_numpy_array()):
@@ -178,10 +212,10 @@ class CheckedStore(WrapperStore[Store]):
             if entries is not None:  # the chunk's checksum must be the one written at its place
                 last = value.as_numpy_array()[-4:].tobytes()  # all misplaced reads: no copy
                 problem = _manifest.misplaced(entries, chunk, last)
-        await self._check_pins(path)  # a change explains damage-like reads first
         if problem is not None:
+            await self.check_pins(path)  # a change explains damage-like reads first
             raise damage_error(path, [problem])
-        return value
+        return value, path
 
 
 def _changed(group: str) -> RunChangedError:

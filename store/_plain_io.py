@@ -141,24 +141,29 @@ def _plain_run(
 
 
 def _read_arrays(arrays: Mapping[str, zarr.Array]) -> dict[str, np.ndarray]:
-    """Every value of each array: the store's chunk reader where it decodes the array, zarr
-    (all those arrays at once) for the rest (labels, flags)."""
-    out: dict[str, np.ndarray] = {}
-    rest = []
-    for name, array in arrays.items():
-        values = _chunks.read_all(array) if _chunks.decodes(array) else None
-        if values is None:
-            rest.append(name)
-        else:
-            out[name] = values
+    """Every value of each array, all in one round trip: the store's chunk reader where it
+    decodes the array, zarr for the rest (labels, flags). Through a pinned store the pins are
+    checked once, after every read (and before a failed read's error is raised)."""
+
+    async def one(array: zarr.Array) -> Any:
+        values = None
+        if _chunks.decodes(array):
+            values = await _chunks.read_all_async(array, check_pins=False)
+        return await array.async_array.getitem(...) if values is None else values
 
     async def _read() -> list[Any]:
-        return list(await asyncio.gather(*(arrays[n].async_array.getitem(...) for n in rest)))
+        found = await asyncio.gather(*(one(a) for a in arrays.values()), return_exceptions=True)
+        for array in list(arrays.values())[:1]:  # the arrays of one run: one check covers all
+            store = array.store_path.store
+            if isinstance(store, _integrity.CheckedStore):
+                await store.check_pins(array.path)
+        failed = [e for e in found if isinstance(e, BaseException)]
+        if failed:
+            raise failed[0]
+        return list(found)
 
-    if rest:
-        for name, values in zip(rest, zarr.core.sync.sync(_read()), strict=True):
-            out[name] = np.asarray(values)
-    return out
+    values = zarr.core.sync.sync(_read())
+    return {name: np.asarray(v) for name, v in zip(arrays, values, strict=True)}
 
 
 # ---------------------------------------------------------------------- writing a result

@@ -34,7 +34,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -470,11 +470,12 @@ class ActivationStore:
                 raise InterruptedWriteError(
                     f"run {run!r} holds an interrupted write; {self._repair_hint()} to roll it back"
                 )
-            damaged = self._metadata_damage(run)
+            found = self._prefetch(run)
+            damaged = self._metadata_damage(run, found=found)
             if damaged:
                 raise _integrity.damage_error_line(damaged[0], len(damaged))
-            pinned = _integrity.CheckedStore(
-                self._zstore, pins={run: self._raw(f"{run}/zarr.json") or b""}, runs=[run]
+            pinned = _integrity.CheckedStore(  # the metadata just checked is not read again
+                self._zstore, pins={run: found[f"{run}/zarr.json"] or b""}, runs=[run], known=found
             )
             yield run, pinned
 
@@ -1062,19 +1063,28 @@ class ActivationStore:
                 problems.extend((True, p) for p in self._damage(name))
         return problems
 
-    def _metadata_damage(self, run: str, cons: dict[str, Any] | None = None) -> list[str]:
-        """Each way the metadata of a run's arrays breaks the schema (metadata reads only)."""
-        found = _metadata.problems(self._prefetched(run), run, cons)
-        return [f"{_integrity.describe(f'{run}/{name}')}: {p}" for name, p in found]
+    def _metadata_damage(
+        self,
+        run: str,
+        cons: dict[str, Any] | None = None,
+        found: Mapping[str, bytes | None] | None = None,
+    ) -> list[str]:
+        """Each way the metadata of a run's arrays breaks the schema (metadata reads only;
+        ``found``: :meth:`_prefetch` of the run, read by the caller)."""
+        known = self._prefetch(run) if found is None else found
+        problems = _metadata.problems(
+            lambda key: known[key] if key in known else self._raw(key), run, cons
+        )
+        return [f"{_integrity.describe(f'{run}/{name}')}: {p}" for name, p in problems]
 
-    def _prefetched(self, run: str) -> Callable[[str], bytes | None]:
-        """A reader of keys whose metadata checks of ``run`` are read at once, concurrently
-        (one round trip instead of two or three per array); other keys are read when asked."""
+    def _prefetch(self, run: str) -> dict[str, bytes | None]:
+        """The keys the metadata checks of ``run`` read, read at once, concurrently (one round
+        trip instead of two or three per array): the root's and the run's metadata, and each
+        schema array's metadata and chunk manifest (None where absent)."""
         keys = ["zarr.json", f"{run}/zarr.json"]
         for name in schema.variables(True):  # a MoE run's arrays include a dense run's
             keys += [f"{run}/{name}/zarr.json", f"{run}/{name}/{schema.CHUNK_MANIFEST}"]
-        found = _nodes.raw_many(self._zstore, keys)
-        return lambda key: found[key] if key in found else self._raw(key)
+        return _nodes.raw_many(self._zstore, keys)
 
     def _damage(self, run: str, *, verify: bool = True) -> list[str]:
         """Chunks of a run's arrays (results included) that are missing, fail their checksum or

@@ -147,6 +147,32 @@ def test_whole_reads_refuse_damage_and_leave_other_arrays_to_zarr(tmp_path: Path
     assert _chunks.read_all(plain) is None  # zstd, no crc32c: zarr reads it
 
 
+def test_big_whole_reads_touch_their_pages_first_and_still_name_damage(tmp_path: Path) -> None:
+    """Past _PREFAULT_BYTES the new array's pages are touched in a thread while the chunks are
+    read; the decodes wait for it (a touch after a decode would zero a decoded byte)."""
+    from langneurons.errors import CorruptStoreError
+
+    shape, chunks = (6, 2, 4, 40_000), (1, 1, 4, 40_000)  # 15 MiB of int64 in 12 chunks
+    assert np.prod(shape) * 8 >= _chunks._PREFAULT_BYTES
+    data = np.random.default_rng(2).integers(1, 1000, size=shape).astype("int64")
+    arr = _array(tmp_path / "a", shape, chunks, "int64")
+    arr[...] = data
+    for _ in range(3):
+        got = _chunks.read_all(zarr.open_array(tmp_path / "a"))
+        assert got is not None
+        np.testing.assert_array_equal(got, data)  # no zero left by the page touch
+    chunk = tmp_path / "a" / "c" / "3" / "1" / "0" / "0"
+    good = chunk.read_bytes()
+    chunk.write_bytes(good[:-5] + bytes([good[-5] ^ 1]) + good[-4:])
+    with pytest.raises(CorruptStoreError, match=r"chunk c/3/1/0/0 fails its checksum"):
+        _chunks.read_all(zarr.open_array(tmp_path / "a"))
+    junk = b"not a blosc frame at all"  # and the first failing chunk in order is the one named
+    first = tmp_path / "a" / "c" / "1" / "0" / "0" / "0"
+    first.write_bytes(junk + np.uint32(google_crc32c.value(junk)).tobytes())
+    with pytest.raises(CorruptStoreError, match=r"chunk c/1/0/0/0 does not decode"):
+        _chunks.read_all(zarr.open_array(tmp_path / "a"))
+
+
 def test_open_run_reads_whole_variables_through_the_checked_store(tmp_path: Path) -> None:
     """.values of a run's counts takes the chunk reader; slices and dask stay zarr's."""
     from langneurons.errors import CorruptStoreError
