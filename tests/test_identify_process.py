@@ -92,3 +92,35 @@ def test_identify_command_headline_is_printed(dense_store: Path) -> None:
     assert "neurons selected" in proc.stdout and "language" in proc.stdout
     for lang in LANGS:
         assert f"  {lang} " in proc.stdout
+
+
+def test_identify_command_on_a_moe_run_saves_the_xarray_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mixture-of-experts run: its counts and routed tokens read as numpy, identified through
+    the MoE rule; what is saved is what identify(open_run(...)) saves."""
+    from ._moe_data import make_moe_counts
+    from .conftest import run_cli
+
+    path = tmp_path / "moe.zarr"
+    store = create_store(path)
+    counts = make_moe_counts(["en", "de", "fr"], layers=2, sequences=4, seed=5)
+    store.create_run(
+        "m/base", n_layers=2, n_neurons=counts.moe.n_neurons, moe=counts.moe, counts=counts,
+        sequences=True,
+    )  # fmt: skip
+    code, out, err = run_cli(
+        capsys, "identify", path, "--run", "m/base", "--method", "lape", "--rank", "expert",
+        "--name", "fast",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "(rank expert)" in out
+    store = open_store(path, mode="r+")
+    expected = identify(store.open_run("m/base"), "lape", rank="expert")
+    store.save_result("m/base", "identification", "slow", expected)
+    fast = store.open_result("m/base", "identification", "fast").load()
+    slow = store.open_result("m/base", "identification", "slow").load()
+    for ds in (fast, slow):
+        for key in ("result_name", "result_saved", "result_token"):
+            ds.attrs.pop(key, None)
+    xr.testing.assert_identical(fast, slow)

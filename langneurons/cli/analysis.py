@@ -56,16 +56,20 @@ def identify(
     from langneurons.analysis.identify import identify as run_identify
     from langneurons.analysis.identify import summary
     from langneurons.cli._tables import identification
-    from langneurons.names import EXPERT, N_ACTIVE, N_TOKENS
+    from langneurons.names import EXPERT, N_ACTIVE, N_ROUTED, N_TOKENS
+    from langneurons.plain import PlainDataset
 
     params = identify_params(options)
     target = Target(store, results_store, no_save, allow_incomplete)
-    # A dense run is read into numpy and identified without xarray (half a second of imports);
-    # a mixture-of-experts run needs its routing counts and goes through the xarray path.
-    ds: Any = target.read_run(run, [N_ACTIVE, N_TOKENS])
-    if EXPERT in ds.sizes:
-        ds = target.open_run(run)
-    if export_mask and EXPERT in ds.sizes:
+    # The counts are read into numpy and identified without importing xarray (half a second)
+    ds = target.read_run(run, [N_ACTIVE, N_TOKENS])
+    moe = EXPERT in ds.sizes
+    if moe:  # a mixture-of-experts run divides by the tokens routed to each expert
+        routed = target.read_run(run, [N_ROUTED])
+        ds = PlainDataset(
+            {**ds.data_vars, **routed.data_vars}, {**ds.coords, **routed.coords}, ds.attrs
+        )
+    if export_mask and moe:
         from langneurons.errors import ParameterError
 
         raise ParameterError(
@@ -78,10 +82,8 @@ def identify(
     if export_mask:
         from langneurons.analysis.identify import masks_to_lists
         from langneurons.extract import save_mask
-        from langneurons.plain import PlainDataset
 
-        as_xarray = result.to_xarray() if isinstance(result, PlainDataset) else result
-        save_mask(export_mask, masks_to_lists(as_xarray))
+        save_mask(export_mask, masks_to_lists(result))
     data = summary(result)
     if as_json:
         echo_json({**data, "saved": path, "mask_file": export_mask})
@@ -92,10 +94,10 @@ def identify(
     )
     for line in identification(result):
         click.echo(line)
-    if EXPERT in ds.sizes:
+    if moe:
         from langneurons.cli.moe import identification_lines
 
-        for line in identification_lines(result):
+        for line in identification_lines(result.to_xarray()):
             click.echo(line)
 
 
