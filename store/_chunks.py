@@ -22,8 +22,10 @@ datasets read whole variables this way (:mod:`~langneurons.store._whole_reads`),
 from __future__ import annotations
 
 import asyncio
+import itertools
 import mmap
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import google_crc32c
@@ -139,8 +141,9 @@ def write_or_set(array: zarr.Array, start: int, data: np.ndarray) -> None:
         array[start : start + len(data)] = data
 
 
-def read_all(array: zarr.Array) -> np.ndarray | None:
-    """Every value of ``array``, or None when its chain is not one this path decodes.
+def read_all(array: zarr.Array, region: Sequence[slice] | None = None) -> np.ndarray | None:
+    """Every value of ``array`` (or of ``array[region]``, slices of step 1), or None when its
+    chain is not one this path decodes.
 
     Each chunk is checked as zarr checks it (its CRC32C; through a
     :class:`~langneurons.store._integrity.CheckedStore`, which checks it and its place on
@@ -148,10 +151,12 @@ def read_all(array: zarr.Array) -> np.ndarray | None:
     last chunk): a damaged chunk raises CorruptStoreError naming the array and the chunk. A
     missing chunk reads as the fill value, as in zarr (the checked store refuses it first).
     """
-    return zarr.core.sync.sync(read_all_async(array))
+    return zarr.core.sync.sync(read_all_async(array, region=region))
 
 
-async def read_all_async(array: zarr.Array, *, check_pins: bool = True) -> np.ndarray | None:
+async def read_all_async(
+    array: zarr.Array, *, check_pins: bool = True, region: Sequence[slice] | None = None
+) -> np.ndarray | None:
     """:func:`read_all` in the caller's event loop (several arrays read in one round trip).
 
     ``check_pins=False``: a caller reading several arrays of a pinned run checks the pins
@@ -159,7 +164,8 @@ async def read_all_async(array: zarr.Array, *, check_pins: bool = True) -> np.nd
 
     Each chunk is decoded into its place, in a worker thread, as soon as it has been read, so
     that the decoding of one overlaps the reading of the next (at most :data:`_READ_BATCH`
-    compressed chunks are held at once). When chunks fail, the one first in the array's order
+    compressed chunks are held at once); a chunk only partly in ``region`` (or an edge chunk)
+    is decoded aside and its part copied. When chunks fail, the one first in the array's order
     is named, after the pins are checked (a change explains it first).
     """
     found = _encoder(array)
@@ -167,7 +173,10 @@ async def read_all_async(array: zarr.Array, *, check_pins: bool = True) -> np.nd
         return None
     dtype, blosc = found
     shape, chunks = tuple(array.shape), tuple(array.chunks)
-    out = np.empty(shape, dtype=dtype)
+    box = _box(region, shape)
+    if box is None:
+        return None
+    out = np.empty(tuple(b - a for a, b in box), dtype=dtype)
     if out.size == 0:
         return out
     store = array.store_path.store
@@ -177,14 +186,21 @@ async def read_all_async(array: zarr.Array, *, check_pins: bool = True) -> np.nd
     chunk_bytes = int(np.prod(chunks)) * dtype.itemsize
     coords = [
         tuple(int(i) for i in idx)
-        for idx in np.ndindex(*(-(-s // c) for s, c in zip(shape, chunks, strict=True)))
+        for idx in itertools.product(
+            *(range(a // c, -(-b // c)) for (a, b), c in zip(box, chunks, strict=True))
+        )
     ]
 
     def place(where: tuple[int, ...], value: Buffer | None, key: str) -> None:
-        region = tuple(
-            slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(where, chunks, shape, strict=True)
-        )
-        target = out[region]
+        # the chunk's part in the box: where it goes in out, and where it sits in the chunk
+        lows = [max(i * c, a) for i, c, (a, _) in zip(where, chunks, box, strict=True)]
+        highs = [
+            min((i + 1) * c, s, b)
+            for i, c, s, (_, b) in zip(where, chunks, shape, box, strict=True)
+        ]
+        target = out[
+            tuple(slice(lo - a, hi - a) for lo, hi, (a, _) in zip(lows, highs, box, strict=True))
+        ]
         if value is None:
             target[...] = fill
             return
@@ -195,9 +211,14 @@ async def read_all_async(array: zarr.Array, *, check_pins: bool = True) -> np.nd
         try:
             if target.shape == chunks and target.flags.c_contiguous:
                 blosc.decode(payload, out=target.reshape(-1).view(np.uint8))
-            else:  # an edge chunk, or one not contiguous in the whole: decode, then copy
+            else:  # an edge chunk, one partly selected or not contiguous in out: decode, copy
                 whole = np.frombuffer(blosc.decode(payload), dtype=dtype).reshape(chunks)
-                target[...] = whole[tuple(slice(0, n) for n in target.shape)]
+                target[...] = whole[
+                    tuple(
+                        slice(lo - i * c, hi - i * c)
+                        for lo, hi, i, c in zip(lows, highs, where, chunks, strict=True)
+                    )
+                ]
         except (RuntimeError, ValueError) as exc:
             problem = f"chunk {key} does not decode ({exc})"
             raise _damage(array.path, problem) from exc
@@ -238,6 +259,24 @@ async def read_all_async(array: zarr.Array, *, check_pins: bool = True) -> np.nd
         await store.check_pins(array.path)
     if failed:
         raise failed[0]
+    return out
+
+
+def _box(region: Sequence[slice] | None, shape: tuple[int, ...]) -> list[tuple[int, int]] | None:
+    """``[(start, stop)]`` of each axis of ``region`` (None: everything), or None when it is not
+    slices of step 1, one per axis."""
+    if region is None:
+        return [(0, n) for n in shape]
+    if len(region) != len(shape):
+        return None
+    out = []
+    for part, n in zip(region, shape, strict=True):
+        if not isinstance(part, slice):
+            return None
+        start, stop, step = part.indices(n)
+        if step != 1:
+            return None
+        out.append((start, max(start, stop)))
     return out
 
 

@@ -1,8 +1,9 @@
 """Whole variables of a lazily opened run read by the store's chunk reader (xarray's side).
 
-:func:`whole_reads` wraps a run's arrays so that ``.values`` / ``.load()`` of a whole variable
-goes through :func:`~langneurons.store._chunks.read_all` (concurrent reads, decoded in place);
-any other selection is xarray's and zarr's. Apart from :mod:`~langneurons.store._chunks` so
+:func:`whole_reads` wraps a run's arrays so that ``.values`` / ``.load()`` of a whole variable,
+or of a block of it (slices of step 1), goes through :func:`~langneurons.store._chunks.read_all`
+(concurrent reads, decoded in place, no chunk buffer copied over); any other selection is
+xarray's and zarr's. Apart from :mod:`~langneurons.store._chunks` so
 that the store imports xarray only where a Dataset is built.
 """
 
@@ -23,24 +24,25 @@ DECODED = ("_FillValue", "missing_value", "scale_factor", "add_offset", "units",
 
 
 class _WholeReads(ZarrArrayWrapper):
-    """xarray's lazy zarr array, reading the whole array (``.values``) by ``read_all``."""
+    """xarray's lazy zarr array, reading the whole array (``.values``) or a block of it (slices
+    of step 1 on every axis: the tiles of the analyses' chunk reader) by ``read_all``."""
 
     __slots__ = ()
 
     def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, indexing.BasicIndexer) and _everything(key.tuple, self.shape):
-            values = _chunks.read_all(self.get_array())
+        if isinstance(key, indexing.BasicIndexer) and _blocks(key.tuple, self.shape):
+            values = _chunks.read_all(self.get_array(), key.tuple)
             if values is not None:
                 return values
         return super().__getitem__(key)
 
 
-def _everything(key: tuple[Any, ...], shape: tuple[int, ...]) -> bool:
-    """Whether the basic selection ``key`` selects every element of ``shape``, in order."""
+def _blocks(key: tuple[Any, ...], shape: tuple[int, ...]) -> bool:
+    """Whether the basic selection ``key`` is a slice of step 1 on every axis of ``shape``."""
     if len(key) != len(shape):
         return False
     return all(
-        isinstance(k, slice) and k.indices(n) == (0, n, 1) for k, n in zip(key, shape, strict=True)
+        isinstance(k, slice) and k.indices(n)[2] == 1 for k, n in zip(key, shape, strict=True)
     )
 
 

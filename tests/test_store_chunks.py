@@ -147,6 +147,29 @@ def test_whole_reads_refuse_damage_and_leave_other_arrays_to_zarr(tmp_path: Path
     assert _chunks.read_all(plain) is None  # zstd, no crc32c: zarr reads it
 
 
+@pytest.mark.parametrize(
+    "region",
+    [
+        (slice(0, 5), slice(0, 2), slice(0, 7), slice(0, 33)),  # everything
+        (slice(1, 4), slice(1, 2), slice(2, 7), slice(5, 30)),  # parts of chunks on every axis
+        (slice(3, 4), slice(0, 2), slice(3, 6), slice(0, 33)),  # whole chunks of layers
+        (slice(2, 2), slice(0, 2), slice(0, 7), slice(0, 33)),  # empty
+        (slice(None), slice(-1, None), slice(4, 100), slice(None, 10)),  # negatives, past the end
+    ],
+)
+def test_block_reads_match_numpy(tmp_path: Path, region: tuple[slice, ...]) -> None:
+    """read_all of a block (slices of step 1): the values of array[region], read by chunks."""
+    shape, chunks = (5, 2, 7, 33), (1, 1, 3, 33)
+    data = np.random.default_rng(4).integers(0, 1000, size=shape).astype("int64")
+    arr = _array(tmp_path / "a", shape, chunks, "int64")
+    arr[...] = data
+    got = _chunks.read_all(zarr.open_array(tmp_path / "a"), region)
+    assert got is not None
+    np.testing.assert_array_equal(got, data[region])
+    assert _chunks.read_all(arr, (slice(0, 5, 2), *region[1:])) is None  # strided: zarr's
+    assert _chunks.read_all(arr, region[:2]) is None  # not one slice per axis
+
+
 def test_big_whole_reads_touch_their_pages_first_and_still_name_damage(tmp_path: Path) -> None:
     """Past _PREFAULT_BYTES the new array's pages are touched in a thread while the chunks are
     read; the decodes wait for it (a touch after a decode would zero a decoded byte)."""
@@ -186,21 +209,29 @@ def test_open_run_reads_whole_variables_through_the_checked_store(tmp_path: Path
     calls = []
     read_all = _chunks.read_all
 
-    def spy(array: zarr.Array) -> np.ndarray | None:
+    def spy(array: zarr.Array, region: object = None) -> np.ndarray | None:
         calls.append(array.path)
-        return read_all(array)
+        return read_all(array, region)  # type: ignore[arg-type]
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_chunks, "read_all", spy)
         ds = store.open_run("m/base")
         np.testing.assert_array_equal(ds.n_active.isel(language=1).values, active[1])
-        assert calls == []  # a selection: zarr's path
+        assert calls == []  # an integer selection: zarr's path
+        np.testing.assert_array_equal(
+            ds.n_active.isel(neuron=slice(0, None, 2)).values, active[..., ::2]
+        )
+        assert calls == []  # a strided one too
         np.testing.assert_array_equal(ds.n_active.values, active)
         np.testing.assert_array_equal(ds.n_tokens.values, counts.n_tokens)
         assert calls == ["m/base/n_active", "m/base/n_tokens"]
+        fresh = store.open_run("m/base")  # ds's n_active is in memory now
+        block = fresh.n_active.isel(language=slice(1, 3), layer=slice(1, 4), neuron=slice(2, 7))
+        np.testing.assert_array_equal(block.values, active[1:3, :, 1:4, 2:7])  # a block: ours
+        assert calls[-1] == "m/base/n_active" and len(calls) == 3
         lazy = store.open_run("m/base", chunks={})
         np.testing.assert_array_equal(lazy.n_active.values, active)
-        assert len(calls) == 2  # dask reads chunk by chunk
+        assert len(calls) == 3  # dask reads chunk by chunk
     chunk = tmp_path / "s.zarr" / "m" / "base" / "n_active" / "c" / "1" / "0" / "0" / "0"
     other = tmp_path / "s.zarr" / "m" / "base" / "n_active" / "c" / "2" / "0" / "0" / "0"
     chunk.write_bytes(other.read_bytes())  # intact, but not the chunk written there
