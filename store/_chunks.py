@@ -173,7 +173,7 @@ async def read_all_async(
         return None
     dtype, blosc = found
     shape, chunks = tuple(array.shape), tuple(array.chunks)
-    box = _box(region, shape)
+    box = block_bounds(region, shape)
     if box is None:
         return None
     out = np.empty(tuple(b - a for a, b in box), dtype=dtype)
@@ -262,7 +262,9 @@ async def read_all_async(
     return out
 
 
-def _box(region: Sequence[slice] | None, shape: tuple[int, ...]) -> list[tuple[int, int]] | None:
+def block_bounds(
+    region: Sequence[slice] | None, shape: tuple[int, ...]
+) -> list[tuple[int, int]] | None:
     """``[(start, stop)]`` of each axis of ``region`` (None: everything), or None when it is not
     slices of step 1, one per axis."""
     if region is None:

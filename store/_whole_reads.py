@@ -30,20 +30,12 @@ class _WholeReads(ZarrArrayWrapper):
     __slots__ = ()
 
     def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, indexing.BasicIndexer) and _blocks(key.tuple, self.shape):
+        basic = isinstance(key, indexing.BasicIndexer)  # the reader's own test of a block:
+        if basic and _chunks.block_bounds(key.tuple, self.shape) is not None:
             values = _chunks.read_all(self.get_array(), key.tuple)
             if values is not None:
                 return values
         return super().__getitem__(key)
-
-
-def _blocks(key: tuple[Any, ...], shape: tuple[int, ...]) -> bool:
-    """Whether the basic selection ``key`` is a slice of step 1 on every axis of ``shape``."""
-    if len(key) != len(shape):
-        return False
-    return all(
-        isinstance(k, slice) and k.indices(n)[2] == 1 for k, n in zip(key, shape, strict=True)
-    )
 
 
 def whole_reads(ds: xr.Dataset, arrays: Mapping[str, zarr.Array]) -> xr.Dataset:

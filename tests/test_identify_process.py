@@ -16,7 +16,7 @@ import pytest
 import xarray as xr
 
 from langneurons.analysis import identify
-from langneurons.store import create_store, open_store
+from langneurons.store import ActivationStore, create_store, open_store
 
 from .conftest import make_counts
 
@@ -71,6 +71,13 @@ def test_identify_command_saves_the_xarray_result_without_importing_xarray(
                "--role": "role", "--bar": "bar"}[flag]  # fmt: skip
         kwargs[key] = value if key in ("method", "role") or value == "auto" else float(value)
     expected = identify(run, **kwargs)  # type: ignore[arg-type]
+    fast = _assert_saved_as(store, expected)
+    np.testing.assert_array_equal(fast["mask"].values, expected["mask"].values)
+
+
+def _assert_saved_as(store: ActivationStore, expected: xr.Dataset) -> xr.Dataset:
+    """Save ``expected`` (the API's result) as "slow" beside the command's "fast" one and
+    check both read back identical (but for the save's own stamps); the command's, loaded."""
     store.save_result("m/base", "identification", "slow", expected)
     fast = store.open_result("m/base", "identification", "fast").load()
     slow = store.open_result("m/base", "identification", "slow").load()
@@ -78,7 +85,7 @@ def test_identify_command_saves_the_xarray_result_without_importing_xarray(
         for key in ("result_name", "result_saved", "result_token"):
             ds.attrs.pop(key, None)
     xr.testing.assert_identical(fast, slow)
-    np.testing.assert_array_equal(fast["mask"].values, expected["mask"].values)
+    return fast
 
 
 def test_identify_command_headline_is_printed(dense_store: Path) -> None:
@@ -116,11 +123,4 @@ def test_identify_command_on_a_moe_run_saves_the_xarray_result(
     assert code == 0, err
     assert "(rank expert)" in out
     store = open_store(path, mode="r+")
-    expected = identify(store.open_run("m/base"), "lape", rank="expert")
-    store.save_result("m/base", "identification", "slow", expected)
-    fast = store.open_result("m/base", "identification", "fast").load()
-    slow = store.open_result("m/base", "identification", "slow").load()
-    for ds in (fast, slow):
-        for key in ("result_name", "result_saved", "result_token"):
-            ds.attrs.pop(key, None)
-    xr.testing.assert_identical(fast, slow)
+    _assert_saved_as(store, identify(store.open_run("m/base"), "lape", rank="expert"))
