@@ -196,6 +196,43 @@ def test_big_whole_reads_touch_their_pages_first_and_still_name_damage(tmp_path:
         _chunks.read_all(zarr.open_array(tmp_path / "a"))
 
 
+def test_big_block_reads_are_mapped_in_small_pages_and_whole_reads_are_numpy_s(
+    tmp_path: Path,
+) -> None:
+    """A block past _PREFAULT_BYTES (a streaming tile) is read into an anonymous mapping (no
+    huge-page advice, so no compaction stall on fragmented memory): same values, a normal
+    writable C-contiguous array that outlives the read and pickles; a whole read and a small
+    block keep numpy's allocation."""
+    import mmap
+    import pickle
+
+    shape, chunks = (6, 2, 4, 40_000), (1, 1, 4, 40_000)  # 15 MiB of int64
+    data = np.random.default_rng(3).integers(0, 1000, size=shape).astype("int64")
+    arr = _array(tmp_path / "a", shape, chunks, "int64")
+    arr[...] = data
+
+    def mapped(values: np.ndarray) -> bool:
+        base = values
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+
+    region = (slice(1, 6), slice(0, 2), slice(0, 4), slice(0, 40_000))  # 12.5 MiB
+    block = _chunks.read_all(zarr.open_array(tmp_path / "a"), region)
+    assert block is not None and mapped(block)
+    assert block.flags.c_contiguous and block.flags.writeable and block.dtype == np.int64
+    np.testing.assert_array_equal(block, data[region])
+    block[0, 0, 0, 0] = -1  # the caller's own memory
+    assert pickle.loads(pickle.dumps(block))[0, 0, 0, 0] == -1
+    edges = (slice(2, 5), slice(1, 2), slice(1, 3), slice(7, 39_999))  # parts of chunks
+    small = _chunks.read_all(zarr.open_array(tmp_path / "a"), edges)
+    assert small is not None and not mapped(small)  # under 4 MiB: numpy's
+    np.testing.assert_array_equal(small, data[edges])
+    whole = _chunks.read_all(zarr.open_array(tmp_path / "a"))
+    assert whole is not None and not mapped(whole)  # read once: numpy's default
+    np.testing.assert_array_equal(whole, data)
+
+
 def test_open_run_reads_whole_variables_through_the_checked_store(tmp_path: Path) -> None:
     """.values of a run's counts takes the chunk reader; slices and dask stay zarr's."""
     from langneurons.errors import CorruptStoreError
