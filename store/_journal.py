@@ -136,7 +136,7 @@ class Journal:
         if not self.armed():
             if self.leftovers():
                 _nodes.delete_group(self._zstore, self.path)
-                _nodes.consolidate(self._zstore)
+                _nodes.consolidate(self._zstore, [self.run])
             return False
         state = self._state()
         undo = self._undo(state)  # read and checked before anything is changed
@@ -148,7 +148,7 @@ class Journal:
             self.commit()
         else:
             self.commit()
-        _nodes.consolidate(self._zstore)
+        _nodes.consolidate(self._zstore, [self.run])
         return True
 
     def _state(self) -> dict[str, Any]:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
+import unicodedata
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -20,6 +23,9 @@ import zarr.api.asynchronous
 import zarr.storage
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import AsyncGroup, ConsolidatedMetadata, GroupMetadata
+from zarr.core.metadata import ArrayV3Metadata
+from zarr.storage import StorePath
 
 from langneurons import _type_codes
 from langneurons.errors import NO_SPACE, OutOfSpaceError, StoreValidationError
@@ -175,15 +181,27 @@ def open_arrays(zstore: Store, group: str, names: list[str]) -> dict[str, zarr.A
     return {name: zarr.Array(a) for name, a in zip(names, found, strict=True)}
 
 
-def consolidate(zstore: Store) -> None:
+def consolidate(
+    zstore: Store, changed: Sequence[str] | None = None, *, gone: Sequence[str] = ()
+) -> None:
     """Refresh the consolidated metadata (what plain xarray and readers see).
+
+    ``changed``: the groups a write touched (a run, a result's folder). Only the entries of
+    those subtrees and of their ancestors are read again; the rest are kept from the root's
+    consolidated metadata, so a write costs the same in a store of 1 run or of 1,000 (zarr's
+    own consolidation reads every node of the store). The root's ``zarr.json`` is the bytes
+    zarr's consolidation writes (tested after every kind of write). None (and a root without
+    consolidated metadata, or a changed path no longer reachable from the root): the whole
+    store is walked, as ``repair`` does. ``gone``: groups about to be deleted (a replaced
+    result's old copy), dropped from the listing without being read.
 
     It is refreshed after a write has committed (or rolled back), so running out of space here
     loses nothing: the error says so, and that ``repair`` refreshes it once there is room.
     """
     try:
         with quiet():
-            zarr.consolidate_metadata(zstore)
+            if changed is None or not zarr.core.sync.sync(_consolidate_part(zstore, changed, gone)):
+                zarr.consolidate_metadata(zstore)
     except OSError as exc:
         if exc.errno not in NO_SPACE:
             raise
@@ -192,6 +210,74 @@ def consolidate(zstore: Store) -> None:
             f"{NO_SPACE[exc.errno]} ({exc.strerror}); everything written before it is saved "
             "and consistent: free some space and run `langneurons repair STORE` to refresh it"
         ) from exc
+
+
+def _entry(raw: bytes) -> dict[str, Any] | None:
+    """A node's ``zarr.json`` as its entry in consolidated metadata (zarr's parse, then
+    ``to_dict``), or None when it is no zarr v3 node (a walk does not list it)."""
+    try:
+        meta = json.loads(raw)
+        if not isinstance(meta, dict) or meta.get("zarr_format") != 3:
+            return None
+        if meta.get("node_type") == "array":
+            return dict(ArrayV3Metadata.from_dict(meta).to_dict())
+        if meta.get("node_type") == "group":
+            group = GroupMetadata.from_dict(meta)
+            flat = dataclasses.replace(group, consolidated_metadata=ConsolidatedMetadata({}))
+            return dict(flat.to_dict())
+    except (ValueError, TypeError, KeyError):
+        return None
+    return None
+
+
+async def _consolidate_part(zstore: Store, changed: Sequence[str], gone: Sequence[str]) -> bool:
+    """:func:`consolidate` of the ``changed`` subtrees; False (nothing written) when the whole
+    store must be walked instead."""
+    proto = default_buffer_prototype()
+    found = await zstore.get("zarr.json", proto)
+    try:
+        root = json.loads(found.to_bytes()) if found is not None else None
+    except ValueError:
+        return False
+    if not isinstance(root, dict):
+        return False
+    held = root.get("consolidated_metadata")
+    if not isinstance(held, dict) or not isinstance(held.get("metadata"), dict):
+        return False
+    entries: dict[str, Any] = dict(held["metadata"])
+    paths = sorted({p.strip("/") for p in changed})
+    if "" in paths:  # the root: everything
+        return False
+    for path in [*paths, *(g.strip("/") for g in gone)]:
+        for key in [k for k in entries if k == path or k.startswith(path + "/")]:
+            del entries[key]
+    ancestors = sorted(
+        {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
+    )
+    tops = [p for p in paths if not any(p.startswith(q + "/") for q in paths)]
+    raws = await asyncio.gather(*(zstore.get(f"{p}/zarr.json", proto) for p in ancestors + tops))
+    for path, raw in zip(ancestors + tops, raws, strict=True):
+        entry = None if raw is None else _entry(raw.to_bytes())
+        if path in ancestors and (entry is None or entry.get("node_type") != "group"):
+            return False  # the walk would not reach what lies below: walk it all
+        if entry is None:
+            continue  # deleted (or never a node): its entries are gone
+        entries[path] = entry
+        if path not in tops or entry.get("node_type") != "group":
+            continue  # an ancestor: its own entry only
+        group = await AsyncGroup.open(StorePath(zstore, path), use_consolidated=False)
+        async for key, node in group.members(max_depth=None, use_consolidated_for_children=False):
+            meta = node.metadata
+            if isinstance(meta, GroupMetadata):  # as zarr's walk lists a group: no children
+                meta = dataclasses.replace(meta, consolidated_metadata=ConsolidatedMetadata({}))
+            entries[f"{path}/{key}"] = dict(meta.to_dict())
+    order = sorted(
+        entries, key=lambda k: (k.count("/"), unicodedata.normalize("NFKC", k).casefold())
+    )
+    root["consolidated_metadata"] = {**held, "metadata": {k: entries[k] for k in order}}
+    text = json.dumps(root, indent=zarr.config.get("json_indent"), allow_nan=True)
+    await zstore.set("zarr.json", proto.buffer.from_bytes(text.encode()))
+    return True
 
 
 def init_store(zstore: Store) -> None:

@@ -205,8 +205,10 @@ class ActivationStore:
     def _raw(self, key: str) -> bytes | None:
         return _nodes.raw(self._zstore, key)
 
-    def _consolidate(self) -> None:
-        _nodes.consolidate(self._zstore)
+    def _consolidate(self, *changed: str, gone: Sequence[str] = ()) -> None:
+        """Refresh the consolidated metadata of the groups ``changed`` (none: the whole store);
+        ``gone``: groups about to be deleted, dropped from it unread."""
+        _nodes.consolidate(self._zstore, changed or None, gone=gone)
 
     def _delete_group(self, path: str) -> None:
         _nodes.delete_group(self._zstore, path)
@@ -312,7 +314,7 @@ class ActivationStore:
             with _nodes.quiet():
                 group = self._root(consolidated=False).require_group(run)
                 group.attrs.update(_attrs.encode({schema.RESULTS_OF: identity}))
-            self._consolidate()
+            self._consolidate(run)
         return run
 
     def _check_target(self, run: str) -> str:
@@ -607,7 +609,7 @@ class ActivationStore:
                 journal.roll_back()
                 raise
             journal.commit()
-            self._consolidate()
+            self._consolidate(run)
         log.info("created run %s (%d x %d)", run, n_layers, n_neurons)
         return run
 
@@ -689,7 +691,7 @@ class ActivationStore:
                 journal.roll_back()
                 raise
             journal.commit()
-            self._consolidate()
+            self._consolidate(run)
 
     @staticmethod
     def _units(group: zarr.Group) -> set[str]:
@@ -821,7 +823,7 @@ class ActivationStore:
         with self._lock():
             run = self._check_run(run)
             self._delete_group(run)
-            self._consolidate()
+            self._consolidate(run)
 
     # ------------------------------------------------------------------ results
     def save_result(self, run: str, kind: str, name: str, result: xr.Dataset | PlainDataset) -> str:
@@ -887,7 +889,7 @@ class ActivationStore:
                 else:
                     self._delete_group(path)
                 self._move(tmp, path)
-            self._consolidate()
+            self._consolidate(path, tmp, gone=[old])
             self._delete_group(old)
         return path
 
@@ -1362,7 +1364,7 @@ class RunWriter:
             recorder = _manifest.Recorder(self.store._zstore)
             yield self.store._group(self.run, zstore=recorder)
             _manifest.flush(self.store._zstore, recorder, new=False)
-            self.store._consolidate()
+            self.store._consolidate(self.run)
 
 
 def _read_zip(path: Path) -> tuple[list[str], list[str]]:

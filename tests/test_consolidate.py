@@ -1,0 +1,139 @@
+"""Consolidated metadata refreshed by subtree: the bytes zarr's whole-store walk writes.
+
+Every write refreshes only the entries of the groups it touched (and their ancestors); these
+tests hold the root's ``zarr.json`` after each kind of write, accumulated over many writes, to
+what ``zarr.consolidate_metadata`` writes for the same store, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from langneurons.analysis import identify
+from langneurons.plain import PlainDataset
+from langneurons.store import RunMetadata, _nodes, create_store, open_store
+
+from ._moe_data import make_moe_counts
+from .conftest import make_counts
+
+
+def _as_zarr_writes_it(path: Path, tmp: Path) -> bytes:
+    """The root ``zarr.json`` a whole-store consolidation writes for a copy of ``path``."""
+    copy = tmp / f"copy-{len(list(tmp.iterdir()))}.zarr"
+    shutil.copytree(path, copy)
+    with _nodes.quiet():
+        zarr.consolidate_metadata(zarr.storage.LocalStore(copy))
+    return (copy / "zarr.json").read_bytes()
+
+
+def _check(path: Path, tmp: Path) -> None:
+    ours = (path / "zarr.json").read_bytes()
+    assert ours == _as_zarr_writes_it(path, tmp)
+
+
+def test_every_kind_of_write_consolidates_as_a_whole_store_walk(tmp_path: Path) -> None:
+    path, scratch = tmp_path / "s.zarr", tmp_path / "scratch"
+    scratch.mkdir()
+    store = create_store(path)
+    counts = make_counts(["en", "de"], sequences=2, moments=True)
+    shape = {"n_layers": counts.shape[0], "n_neurons": counts.shape[1]}
+    store.create_run(
+        "a", **shape, metadata=RunMetadata(model="m"), moments=True, sequences=True, counts=counts
+    )
+    _check(path, scratch)
+    store.create_run(
+        "m/deep/b", **shape, moments=True, sequences=True, counts=counts
+    )  # new parent groups
+    _check(path, scratch)
+    store.create_run("m/deep/c", **shape)  # a sibling: the parent's entry kept, refreshed
+    _check(path, scratch)
+    store.merge_counts("m/deep/c", make_counts(["fr"]))
+    store.add_languages("a", make_counts(["zh"], sequences=2, moments=True))
+    _check(path, scratch)
+    run = store.open_run("a")
+    result = identify(run, "lape", top_rate=0.1)
+    store.save_result("a", "identification", "lape", result)
+    _check(path, scratch)
+    store.save_result("a", "identification", "lape", result)  # replaced: its old copy unlisted
+    _check(path, scratch)
+    store.save_result("a", "identification", "nested/x", result)
+    store.save_result("m/deep/b", "stats", "plain", PlainDataset.from_xarray(result))
+    _check(path, scratch)
+    store.delete_run("m/deep/c")
+    _check(path, scratch)
+    results = create_store(tmp_path / "results.zarr")
+    results.link_run("a", open_store(path))  # a results-only group
+    results.save_result("a", "identification", "lape", result)
+    _check(tmp_path / "results.zarr", scratch)
+    moe = make_moe_counts(["de", "en"])
+    assert moe.moe is not None  # the store's schema version is raised: the root's own attrs
+    store.create_run(
+        "moe/r", n_layers=moe.shape[0], n_neurons=moe.moe.n_neurons, moe=moe.moe, counts=moe
+    )
+    _check(path, scratch)
+    # what readers see: plain xarray through the consolidated metadata, and validate
+    assert open_store(path).validate() == []
+    opened = xr.open_zarr(path, group="a/identification/lape")
+    np.testing.assert_array_equal(opened.mask.values, result.mask.values)
+
+
+def test_a_write_reads_only_its_own_subtree(tmp_path: Path) -> None:
+    """Refreshing after a write to one run reads no other run's metadata."""
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    counts = make_counts(["en"])
+    shape = {"n_layers": counts.shape[0], "n_neurons": counts.shape[1]}
+    for name in ("r1", "r2", "g/r3"):
+        store.create_run(name, **shape, counts=counts)
+    local = zarr.storage.LocalStore(path)
+    seen: list[str] = []
+
+    class Counting(zarr.storage.WrapperStore):  # type: ignore[type-arg]
+        async def get(self, key, prototype, byte_range=None):  # type: ignore[no-untyped-def]
+            seen.append(key)
+            return await self._store.get(key, prototype, byte_range)
+
+    store.merge_counts("r2", counts)  # the store's own refresh, then the same by hand:
+    _nodes.consolidate(Counting(local), ["r2"])
+    assert seen and all(k == "zarr.json" or k.startswith("r2/") for k in seen), seen
+    seen.clear()  # a nested run: its parent's own metadata too, not its siblings'
+    _nodes.consolidate(Counting(local), ["g/r3"])
+    assert "g/zarr.json" in seen
+    assert all(k in ("zarr.json", "g/zarr.json") or k.startswith("g/r3/") for k in seen), seen
+    _check(path, tmp_path)
+
+
+def test_a_root_without_consolidated_metadata_is_walked_whole(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    counts = make_counts(["en"])
+    store.create_run("r1", n_layers=counts.shape[0], n_neurons=counts.shape[1], counts=counts)
+    root = json.loads((path / "zarr.json").read_text())
+    del root["consolidated_metadata"]  # as a tool that rewrote the root's attributes leaves it
+    (path / "zarr.json").write_text(json.dumps(root))
+    store.create_run("r2", n_layers=counts.shape[0], n_neurons=counts.shape[1], counts=counts)
+    listed = json.loads((path / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
+    assert {"r1", "r2", "r1/n_active", "r2/n_active"} <= set(listed)
+    _check(path, tmp_path)
+
+
+@pytest.mark.parametrize("changed", [[""], ["/"]])
+def test_the_root_as_a_changed_path_walks_the_store(tmp_path: Path, changed: list[str]) -> None:
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    counts = make_counts(["en"])
+    store.create_run("r1", n_layers=counts.shape[0], n_neurons=counts.shape[1], counts=counts)
+    (path / "r1" / "zarr.json").write_text(
+        (path / "r1" / "zarr.json").read_text().replace('"model"', '"model_x"')
+    )
+    _nodes.consolidate(zarr.storage.LocalStore(path), changed)
+    listed = json.loads((path / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
+    assert "model_x" in listed["r1"]["attributes"]
+    assert np.all([k in listed for k in ("r1", "r1/n_active")])
