@@ -107,6 +107,11 @@ class CheckedStore(WrapperStore[Store]):
     known
         ``{key: bytes or None (absent)}`` of arrays' metadata and chunk manifests the reader has
         just read (under the same pins), so that they are not read again.
+    root
+        The root's ``zarr.json`` as this view shows it (None: as stored). A reader of one run
+        is shown the root with the consolidated metadata of that run alone
+        (:func:`~langneurons.store._metadata.scoped`), so that opening it builds the metadata
+        of its own arrays, not of every array in the store.
     """
 
     def __init__(
@@ -115,22 +120,32 @@ class CheckedStore(WrapperStore[Store]):
         pins: Mapping[str, bytes] | None = None,
         runs: Iterable[str] = (),
         known: Mapping[str, bytes | None] | None = None,
+        root: bytes | None = None,
     ) -> None:
         super().__init__(store)
         self._pins = dict(pins or {})
         self._runs = tuple(runs)
         self._known = dict(known or {})
+        self._root = root
         self._meta: dict[str, dict[str, Any] | None] = {}
         self._manifests: dict[str, dict[str, str] | None] = {}
 
     def _with_store(self, store: Store) -> CheckedStore:
-        return type(self)(store, self._pins, self._runs, self._known)
+        return type(self)(store, self._pins, self._runs, self._known, self._root)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"store": self._store, "pins": self._pins, "runs": self._runs, "known": self._known}
+        return {
+            "store": self._store,
+            "pins": self._pins,
+            "runs": self._runs,
+            "known": self._known,
+            "root": self._root,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["store"], state["pins"], state["runs"], state.get("known"))  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["store"], state["pins"], state["runs"], state.get("known"), state.get("root")
+        )
 
     async def _read(self, key: str) -> bytes | None:
         """A key's bytes: as the reader already read them, or from the store."""
@@ -179,6 +194,8 @@ class CheckedStore(WrapperStore[Store]):
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
+        if key == "zarr.json" and self._root is not None and byte_range is None:
+            return prototype.buffer.from_bytes(self._root)
         value, path = await self._checked_get(key, prototype, byte_range)
         if path is not None:
             await self.check_pins(path)

@@ -44,6 +44,32 @@ def consolidated(read: Reader) -> dict[str, Any] | None:
     return metadata if isinstance(metadata, dict) else None
 
 
+def scoped(raw: bytes | None, path: str) -> tuple[dict[str, Any] | None, bytes | None]:
+    """The consolidated metadata of the root ``zarr.json`` bytes ``raw`` (as
+    :func:`consolidated`), and those bytes with only the entries of ``path``, its subtree and
+    its ancestors kept (None when the root has no consolidated metadata).
+
+    Opening a group through consolidated metadata builds the metadata object of every node
+    listed: a reader of one run shown the whole store's paid time linear in the store (about
+    0.1 s a read at 200 runs here). The kept entries are the ones zarr navigates to the run
+    and reads below it, unchanged.
+    """
+    try:
+        root = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None, None
+    entry = root.get("consolidated_metadata") if isinstance(root, dict) else None
+    metadata = entry.get("metadata") if isinstance(entry, dict) else None
+    if not isinstance(root, dict) or not isinstance(entry, dict) or not isinstance(metadata, dict):
+        return None, None
+    parts = path.strip("/").split("/")
+    above = {"/".join(parts[:i]) for i in range(1, len(parts) + 1)}  # the run and its ancestors
+    below = "/".join(parts) + "/"
+    kept = {k: v for k, v in metadata.items() if k in above or k.startswith(below)}
+    shown = {**root, "consolidated_metadata": {**entry, "metadata": kept}}
+    return metadata, json.dumps(shown, allow_nan=True).encode()
+
+
 def _dtype_problem(spec: schema.VariableSpec, data_type: object) -> str | None:
     if spec.kind == "T":
         ok = data_type in STRING_TYPES

@@ -473,11 +473,16 @@ class ActivationStore:
                     f"run {run!r} holds an interrupted write; {self._repair_hint()} to roll it back"
                 )
             found = self._prefetch(run)
-            damaged = self._metadata_damage(run, found=found)
+            cons, shown = _metadata.scoped(found["zarr.json"], run)  # the root parsed once
+            damaged = self._metadata_damage(run, cons=cons, found=found)
             if damaged:
                 raise _integrity.damage_error_line(damaged[0], len(damaged))
             pinned = _integrity.CheckedStore(  # the metadata just checked is not read again
-                self._zstore, pins={run: found[f"{run}/zarr.json"] or b""}, runs=[run], known=found
+                self._zstore,
+                pins={run: found[f"{run}/zarr.json"] or b""},
+                runs=[run],
+                known=found,
+                root=shown,  # the consolidated metadata of this run alone
             )
             yield run, pinned
 

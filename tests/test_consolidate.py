@@ -137,3 +137,53 @@ def test_the_root_as_a_changed_path_walks_the_store(tmp_path: Path, changed: lis
     listed = json.loads((path / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
     assert "model_x" in listed["r1"]["attributes"]
     assert np.all([k in listed for k in ("r1", "r1/n_active")])
+
+
+def test_a_reader_of_one_run_is_shown_that_run_alone(tmp_path: Path) -> None:
+    """open_run / read_run parse the consolidated metadata of their run (and its ancestors),
+    not of every run: same Datasets, same checks, and a dask-backed run pickles its view."""
+    import pickle
+
+    from langneurons.store import _integrity
+
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    counts = make_counts(["en", "de"], sequences=2)
+    shape = {"n_layers": counts.shape[0], "n_neurons": counts.shape[1]}
+    for name in ("a/r1", "a/r2", "b"):
+        store.create_run(name, **shape, sequences=True, counts=counts)
+    store.save_result("a/r1", "identification", "lape", identify(store.open_run("a/r1"), "lape"))
+    shown: list[bytes] = []
+    real = _integrity.CheckedStore.__init__
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real(self, *args, **kwargs)
+        shown.append(self._root)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_integrity.CheckedStore, "__init__", spy)
+        ds = open_store(path).open_run("a/r1")
+        plain = open_store(path).read_run("a/r1")
+        lazy = open_store(path).open_run("a/r1", chunks={})
+    listed = {
+        tuple(sorted(json.loads(raw)["consolidated_metadata"]["metadata"])) for raw in shown if raw
+    }
+    assert len(listed) == 1
+    (keys,) = listed
+    assert {"a", "a/r1", "a/r1/n_active", "a/r1/identification/lape/mask"} <= set(keys)
+    assert not any(k == "b" or k.startswith(("a/r2", "b/")) for k in keys)
+    full = xr.open_zarr(path, group="a/r1", consolidated=True)
+    np.testing.assert_array_equal(ds.n_active.values, full.n_active.values)
+    np.testing.assert_array_equal(plain["seq_n_active"].data, full.seq_n_active.values)
+    assert ds.attrs["model"] == full.attrs["model"]
+    again = pickle.loads(pickle.dumps(lazy))  # what a dask worker receives
+    np.testing.assert_array_equal(again.n_active.values, full.n_active.values)
+    # the checks still see the whole consolidated metadata: an array's entry removed is named
+    root = json.loads((path / "zarr.json").read_text())
+    del root["consolidated_metadata"]["metadata"]["a/r1/n_tokens"]
+    (path / "zarr.json").write_text(json.dumps(root, indent=2))
+    from langneurons.errors import CorruptStoreError
+
+    with pytest.raises(CorruptStoreError, match="missing from the consolidated metadata"):
+        open_store(path).read_run("a/r1")
+    np.testing.assert_array_equal(open_store(path).read_run("b")["n_active"].data, counts.n_active)
