@@ -23,7 +23,6 @@ from collections.abc import Mapping
 import zarr
 from zarr.abc.store import Store
 from zarr.core.buffer import Buffer, default_buffer_prototype
-from zarr.storage import WrapperStore
 
 from langneurons.errors import CorruptStoreError
 from langneurons.store import _nodes, schema
@@ -70,8 +69,9 @@ def misplaced(entries: Mapping[str, str], chunk: str, data: bytes) -> str | None
     return f"chunk {chunk} is not the chunk written there ({why})"
 
 
-class Recorder(WrapperStore[Store]):
-    """A view of a store that notes every chunk written or deleted through it."""
+class Recorder(_nodes.LeanRoot):
+    """A view of a store that notes every chunk written or deleted through it (and, as every
+    writer's view, shows the root without its consolidated metadata: :class:`LeanRoot`)."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
@@ -81,6 +81,7 @@ class Recorder(WrapperStore[Store]):
     def _with_store(self, store: Store) -> Recorder:
         out = type(self)(store)
         out.chunks, out.arrays = self.chunks, self.arrays  # one record, whatever the view
+        out._root = self._root
         return out
 
     def _note(self, key: str, value: Buffer | None) -> None:
@@ -93,16 +94,18 @@ class Recorder(WrapperStore[Store]):
             self.chunks.setdefault(match["array"], {})[match["chunk"]] = crc
 
     async def set(self, key: str, value: Buffer) -> None:
-        await self._store.set(key, value)
+        await super().set(key, value)
         self._note(key, value)
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
-        await self._store.set_if_not_exists(key, value)
+        await super().set_if_not_exists(key, value)
+        if CHUNK_KEY.match(key) is None and not key.endswith("/zarr.json"):
+            return  # nothing to note (the root's metadata among them)
         current = await self._store.get(key, default_buffer_prototype())
         self._note(key, current)
 
     async def delete(self, key: str) -> None:
-        await self._store.delete(key)
+        await super().delete(key)
         self._note(key, None)
 
 

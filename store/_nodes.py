@@ -21,11 +21,11 @@ import numpy as np
 import zarr
 import zarr.api.asynchronous
 import zarr.storage
-from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
+from zarr.abc.store import ByteRequest, Store
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.group import AsyncGroup, ConsolidatedMetadata, GroupMetadata
 from zarr.core.metadata import ArrayV3Metadata
-from zarr.storage import StorePath
+from zarr.storage import StorePath, WrapperStore
 
 from langneurons import _type_codes
 from langneurons.errors import NO_SPACE, OutOfSpaceError, StoreValidationError
@@ -48,6 +48,69 @@ def quiet() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="Consolidated metadata")
         warnings.filterwarnings("ignore", message="Object at .* is not recognized")
         yield
+
+
+ROOT = "zarr.json"  # the root group's metadata
+
+
+class LeanRoot(WrapperStore[Store]):
+    """A view of a store that shows the root's ``zarr.json`` without its consolidated metadata
+    (read once per view; a write to it through the view is seen by the next read).
+
+    zarr reads the root's metadata to open the root, for every array it creates (no array may
+    sit above a new one) and for every group it requires. With the store's consolidated
+    metadata in it, each of those reads parsed every node's entry, so that a write, or a
+    look at a few groups, cost time linear in the store. Writers and the store's own walks
+    open the store through this view; readers that want the summary use the store itself.
+    """
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self._root: list[bytes | None] = []  # the root as shown, once read
+
+    def _with_store(self, store: Store) -> LeanRoot:
+        out = type(self)(store)
+        out._root = self._root  # one reading, whatever the view
+        return out
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        if key != ROOT or byte_range is not None:
+            return await self._store.get(key, prototype, byte_range)
+        if not self._root:
+            raw = await self._store.get(key, prototype)
+            self._root[:] = [None if raw is None else _without_summary(raw.to_bytes())]
+        shown = self._root[0]
+        return None if shown is None else prototype.buffer.from_bytes(shown)
+
+    async def set(self, key: str, value: Buffer) -> None:
+        await self._store.set(key, value)
+        if key == ROOT:
+            self._root.clear()
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        await self._store.set_if_not_exists(key, value)
+        if key == ROOT and not (self._root and self._root[0] is not None):
+            self._root.clear()  # a root that was there is left as it was
+
+    async def delete(self, key: str) -> None:
+        await self._store.delete(key)
+        if key == ROOT:
+            self._root.clear()
+
+
+def _without_summary(raw: bytes) -> bytes:
+    """The root's ``zarr.json`` without its consolidated metadata (unchanged when unparsable:
+    zarr then reports it as it would)."""
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(meta, dict) or "consolidated_metadata" not in meta:
+        return raw
+    meta.pop("consolidated_metadata")
+    return json.dumps(meta, allow_nan=True).encode()
 
 
 # ---------------------------------------------------------------------- URLs and keys

@@ -170,9 +170,10 @@ class ActivationStore:
         holds it, else by listing: another process creating the store or committing a run
         rewrites the root's ``zarr.json`` before it consolidates again, and a reader that
         demanded the summary then failed)."""
+        base: Store = self._checked() if checked else self._zstore
         with _nodes.quiet():
             return zarr.open_group(
-                self._checked() if checked else self._zstore,
+                base if consolidated else _nodes.LeanRoot(base),  # no summary parsed, unused
                 mode="r" if self.read_only else "r+",
                 use_consolidated=None if consolidated else False,
             )
@@ -391,7 +392,7 @@ class ActivationStore:
         return self._run_metadata(self._check_run(run))
 
     def _run_metadata(self, run: str) -> schema.RunMetadata:
-        attrs = dict(_nodes.grp(self._root(), run).attrs)
+        attrs = dict(self._group(run).attrs)
         return schema.RunMetadata.from_attrs(attrs, where=f"run {run!r}")
 
     def open_run(
@@ -497,7 +498,7 @@ class ActivationStore:
     def languages(self, run: str) -> list[str]:
         """Language labels of a run, in store order."""
         run = self._check_run(run)
-        return _nodes.labels(_nodes.grp(self._root(checked=True), run), LANGUAGE)
+        return _nodes.labels(self._group(run, checked=True), LANGUAGE)
 
     # ------------------------------------------------------------------ writing
 
@@ -875,17 +876,18 @@ class ActivationStore:
         with self._lock():
             if not (checked and self._is_run(run)):
                 run = self._check_target(run)
+            recorder = _manifest.Recorder(self._zstore)  # every chunk written goes on record
+            with _nodes.quiet():  # the root read once, for the checks and the write
+                root = zarr.open_group(recorder, mode="r+", use_consolidated=False)
             if nest_check:
-                self._check_nesting(run, kind, name)
+                self._check_nesting(run, kind, name, root)
             path = f"{run}/{kind}/{name}"
             parent, leaf = path.rsplit("/", 1)
             tmp = f"{parent}/.{leaf}.tmp"
             old = f"{parent}/.{leaf}~old.tmp"  # '~' is in no name: never another result's
             self._delete_group(tmp)
             self._delete_group(old)
-            recorder = _manifest.Recorder(self._zstore)  # every chunk written goes on record
             with _nodes.quiet():
-                root = self._root(consolidated=False)
                 root.require_group(parent)
                 write(recorder, tmp)
                 _manifest.flush(self._zstore, recorder, new=True)
@@ -898,7 +900,9 @@ class ActivationStore:
             self._delete_group(old)
         return path
 
-    def _check_nesting(self, run: str, kind: str, name: str) -> None:
+    def _check_nesting(
+        self, run: str, kind: str, name: str, root: zarr.Group | None = None
+    ) -> None:
         """Refuse a result name that would contain, or nest inside, another saved result.
 
         Looks only where such a result could be (the groups on ``name``'s path, and below
@@ -906,7 +910,8 @@ class ActivationStore:
         results already saved.
         """
         parts = name.split("/")
-        root = self._root(consolidated=False)  # the files, not a summary a crash left stale
+        if root is None:  # the files, not a summary a crash left stale
+            root = self._root(consolidated=False)
         for depth in range(1, len(parts)):
             other = "/".join(parts[:depth])
             path = f"{run}/{kind}/{other}"

@@ -187,3 +187,54 @@ def test_a_reader_of_one_run_is_shown_that_run_alone(tmp_path: Path) -> None:
     with pytest.raises(CorruptStoreError, match="missing from the consolidated metadata"):
         open_store(path).read_run("a/r1")
     np.testing.assert_array_equal(open_store(path).read_run("b")["n_active"].data, counts.n_active)
+
+
+def test_writers_see_the_root_without_its_summary_and_read_it_once(tmp_path: Path) -> None:
+    """zarr reads the root's metadata for each array it creates; through the writer's view
+    (LeanRoot) that is one read of the store's root per write, parsed without the consolidated
+    metadata, however many arrays the write creates."""
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    counts = make_counts(["en", "de"], sequences=2, moments=True)
+    shape = {"n_layers": counts.shape[0], "n_neurons": counts.shape[1]}
+    store.create_run("a", **shape, moments=True, sequences=True, counts=counts)
+    result = identify(store.open_run("a"), "lape", top_rate=0.1)
+    reads: list[str] = []
+    real = zarr.storage.LocalStore.get
+
+    async def counting(self, key, prototype=None, byte_range=None):  # type: ignore[no-untyped-def]
+        if key == "zarr.json":
+            reads.append(key)
+        return await real(self, key, prototype, byte_range)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(zarr.storage.LocalStore, "get", counting)
+        open_store(path, mode="r+").create_run(
+            "b", **shape, moments=True, sequences=True, counts=counts
+        )  # 13 arrays
+        many = len(reads)
+        reads.clear()
+        open_store(path, mode="r+").create_run("c", **shape, counts=make_counts(["en"]))  # 6
+        few = len(reads)
+        reads.clear()
+        open_store(path, mode="r+").save_result("a", "identification", "lape", result)
+        saved = len(reads)
+    assert many == few <= 6 and saved <= 3, (many, few, saved)  # not one a created array
+    _check(path, tmp_path)
+    # the view itself: no summary shown, the rest of the root as stored, a write seen
+    lean = _nodes.LeanRoot(zarr.storage.LocalStore(path))
+    with _nodes.quiet():
+        root = zarr.open_group(lean, mode="r+", use_consolidated=False)
+    shown = json.loads(zarr.core.sync.sync(lean.get("zarr.json", _proto())).to_bytes())
+    stored = json.loads((path / "zarr.json").read_text())
+    assert "consolidated_metadata" not in shown
+    assert shown["attributes"] == stored["attributes"]
+    root.attrs.update({"note": "x"})
+    again = json.loads(zarr.core.sync.sync(lean.get("zarr.json", _proto())).to_bytes())
+    assert again["attributes"]["note"] == "x"
+
+
+def _proto():  # type: ignore[no-untyped-def]
+    from zarr.core.buffer import default_buffer_prototype
+
+    return default_buffer_prototype()
