@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from langneurons.analysis import identify
 from langneurons.plain import PlainDataset
@@ -238,3 +240,65 @@ def _proto():  # type: ignore[no-untyped-def]
     from zarr.core.buffer import default_buffer_prototype
 
     return default_buffer_prototype()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    old=st.dictionaries(
+        st.text(min_size=1, max_size=5),
+        st.dictionaries(st.text(max_size=4), _JSON, max_size=3),
+        max_size=6,
+    ),
+    new=st.dictionaries(
+        st.text(min_size=1, max_size=5),
+        st.dictionaries(st.text(max_size=4), _JSON, max_size=3),
+        max_size=3,
+    ),
+    attrs=st.dictionaries(st.text(max_size=4), _JSON, max_size=3),
+    dropped=st.sets(st.text(min_size=1, max_size=5), max_size=3),
+)
+def test_entries_kept_as_text_render_as_json_renders_them(old, new, attrs, dropped) -> None:  # type: ignore[no-untyped-def]
+    """The root rendered from the kept text of untouched entries is json's own rendering of the
+    whole root: any keys (quotes, escapes, non-ASCII), values (NaN, nesting, empties)."""
+    held = {"kind": "inline", "must_understand": False, "metadata": old}
+    root = {
+        "attributes": attrs,
+        "zarr_format": 3,
+        "consolidated_metadata": held,
+        "node_type": "group",
+    }
+    text = json.dumps(root, indent=2, allow_nan=True)
+    kept = _nodes._entry_texts(text, list(old))
+    if old:
+        assert kept is not None and set(kept) == set(old)
+    entries = {k: v for k, v in old.items() if k not in dropped} | new
+    ordered = {k: entries[k] for k in sorted(entries)}
+    got = _nodes._render(root, held, ordered, kept, set(new))
+    want = json.dumps(
+        {**root, "consolidated_metadata": {**held, "metadata": ordered}}, indent=2, allow_nan=True
+    )
+    assert got == want
+
+
+def test_a_root_laid_out_otherwise_is_rendered_whole(tmp_path: Path) -> None:
+    """A root's zarr.json written compactly (another tool, another indent) is not split:
+    the refresh renders it all, to zarr's bytes again."""
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    counts = make_counts(["en"])
+    shape = {"n_layers": counts.shape[0], "n_neurons": counts.shape[1]}
+    store.create_run("r1", **shape, counts=counts)
+    compact = json.dumps(json.loads((path / "zarr.json").read_text()))
+    (path / "zarr.json").write_text(compact)
+    assert _nodes._entry_texts(compact, ["r1"]) is None
+    store.create_run("r2", **shape, counts=counts)
+    _check(path, tmp_path)
