@@ -514,7 +514,10 @@ def _open_or_create_run(
             )
             return opened
         except RunExistsError:
-            pass  # another process created it first: join it below
+            # another process created it first, or one was killed after creating it but before
+            # refreshing the consolidated metadata (that run_metadata reads): refresh it and
+            # join the run below
+            opened.repair()
     theirs = opened.run_metadata(run).provenance.get("identity")
     if not isinstance(theirs, dict):
         raise StoreValidationError(

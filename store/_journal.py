@@ -4,7 +4,7 @@ Before a writer touches a run it records in ``RUN/_journal`` the run's previous 
 attributes and the previous values of every slice it will change (``undo.npz``), and only then
 writes the journal's group marker (``_journal/zarr.json``), which arms it. When every array is
 written the writer deletes the marker (the commit point) and then the rest. A writer killed in
-between leaves an armed journal: the next writer, or ``repair``, rolls the run back to its
+between leaves an armed journal: the run's next writer, or ``repair``, rolls the run back to its
 previous state with :meth:`Journal.roll_back`, and readers refuse the run until then. A writer
 killed after the commit leaves only disarmed leftovers, which are removed.
 

@@ -4,9 +4,10 @@ Writes are serialised by a lock on the store (``flock`` on the store directory f
 a lock object made by a conditional PUT for stores on S3, :mod:`~langneurons.store._objectlock`,
 an in-process lock for other URLs) and made atomic by each run's journal
 (:mod:`langneurons.store._journal`): a writer killed in the middle of a write leaves the journal
-behind, and the next writer (or ``repair``) rolls the run back to its previous state; readers
-refuse the run until then. Readers that go through the consolidated metadata (plain xarray
-included) see the last committed shapes throughout.
+behind, and the run's next writer (a write to it, or a create at, above or inside its path) or
+``repair`` rolls the run back to its previous state; readers refuse the run until then. Readers
+that go through the consolidated metadata (plain xarray included) see the last committed shapes
+until another run commits: the refresh then writes every run's metadata as it is on disk.
 
 This module holds :class:`ActivationStore` (open, read, write, results, checks) and
 :class:`RunWriter` (the writes of one run). How a run's arrays are made and written is
@@ -567,19 +568,18 @@ class ActivationStore:
         if moe is not None:
             meta = dataclasses.replace(meta, schema_version=schema.MOE_SCHEMA_VERSION)
         with self._lock():
-            self._recover_all()
-            existing = self.runs()
-            if run in existing:
+            self._recover_near(run)
+            if self._is_run(run):
                 raise RunExistsError(
                     f"run {run!r} already exists in {self.url!r}; choose another --run or add "
                     "languages to it"
                 )
-            for other in existing:
-                if other.startswith(run + "/") or run.startswith(other + "/"):
-                    raise InvalidNameError(
-                        f"run {run!r} would nest with existing run {other!r}; runs cannot contain "
-                        "runs"
-                    )
+            nesting = self._nesting_runs(run)
+            if nesting:
+                raise InvalidNameError(
+                    f"run {run!r} would nest with existing run {nesting[0]!r}; runs cannot "
+                    "contain runs"
+                )
             if self._has_keys(run):
                 # leftovers of a create that was rolled back while being deleted
                 log.warning("removing the remains of an unfinished run at %s", run)
@@ -722,31 +722,94 @@ class ActivationStore:
         """Run paths holding an armed journal (a write that never finished)."""
         return _journal.interrupted_runs(self._zstore)
 
-    def _recover_all(self) -> list[str]:
-        """Roll back every armed journal and remove the leftovers of disarmed ones."""
-        rolled, lost = self._roll_back_all()
-        if lost:
-            raise lost
-        return rolled
+    def _recover_near(self, run: str) -> None:
+        """Roll back the interrupted writes that can change what is at ``run``, for its create.
+
+        Those are the journals of ``run``, of its ancestors and of anything inside its folder:
+        rolling back a create deletes that run's folder, rolling back a write changes only its
+        run's arrays, so no other journal reaches ``run``. Interrupted writes of other runs are
+        left to their run's next writer (which rolls its own journal back first) or to
+        ``repair``, so that a create reads the depth of ``run`` and its own folder, not the
+        whole store. Raises CorruptStoreError, once the others are done, for a journal among
+        these whose undo data is damaged.
+        """
+        parts = run.split("/")
+        chain = ["/".join(parts[: i + 1]) for i in range(len(parts))]  # ancestors, then run
+        armed = [p for p in chain if _journal.Journal(self._zstore, p).armed()]
+        lost: dict[str, CorruptStoreError] = {}
+        self._roll_back(armed, [p for p in chain if self._is_run(p)], lost)
+        if self._has_keys(run):  # a rolled-back create of run or an ancestor leaves nothing
+            self._roll_back(*self._inside(run), lost)
+        error = self._lost_error(lost)
+        if error is not None:
+            raise error
+
+    def _nesting_runs(self, run: str) -> list[str]:
+        """Committed runs ``run`` would nest with, sorted: its ancestors (one read each), then
+        the runs inside its folder (walked only when it holds keys)."""
+        parts = run.split("/")
+        found = [p for p in ("/".join(parts[:i]) for i in range(1, len(parts))) if self._is_run(p)]
+        if self._has_keys(run):
+            found += sorted(self._inside(run)[1])
+        return found
+
+    def _inside(self, path: str) -> tuple[list[str], list[str]]:
+        """Below the group at ``path`` (not itself): the run paths holding an armed journal, and
+        the committed runs (a walk of that group only; nothing when it is no group)."""
+        raw = self._raw(f"{path}/zarr.json")
+        try:
+            if raw is None or json.loads(raw).get("node_type") != "group":
+                return [], []
+        except (ValueError, AttributeError):
+            return [], []
+        suffix = "/" + schema.JOURNAL
+        armed, runs = [], []
+        with _nodes.quiet():
+            group = zarr.open_group(self._zstore, path=path, mode="r", use_consolidated=False)
+            for sub, node in group.members(max_depth=None):
+                if not isinstance(node, zarr.Group) or sub == schema.JOURNAL:
+                    continue
+                full = f"{path}/{sub}"
+                if full.endswith(suffix):
+                    armed.append(full[: -len(suffix)])
+                elif "schema_version" in node.attrs:
+                    runs.append(full)
+        return armed, runs
 
     def _roll_back_all(self) -> tuple[list[str], CorruptStoreError | None]:
-        """:meth:`_recover_all`, with the error of runs whose undo data is damaged returned."""
-        rolled = self._interrupted_runs()
-        lost: dict[str, CorruptStoreError] = {}  # undo data damaged: the other runs go on
-        for run in rolled:
+        """Roll back every armed journal and remove the leftovers of disarmed ones; the error
+        of runs whose undo data is damaged is returned, not raised (``repair`` goes on)."""
+        lost: dict[str, CorruptStoreError] = {}
+        done = self._roll_back(self._interrupted_runs(), self.runs(), lost)
+        return done, self._lost_error(lost)
+
+    def _roll_back(
+        self, armed: Sequence[str], runs: Sequence[str], lost: dict[str, CorruptStoreError]
+    ) -> list[str]:
+        """Roll back the journals of ``armed`` and remove the disarmed leftovers of ``runs``;
+        return the runs rolled back. Runs whose undo data is damaged go into ``lost`` and the
+        others go on."""
+        done = []
+        for run in armed:
             try:
                 _journal.Journal(self._zstore, run).roll_back()
             except CorruptStoreError as exc:
                 lost[run] = exc
-        for run in self.runs():
+            else:
+                done.append(run)
+        for run in runs:
             journal = _journal.Journal(self._zstore, run)
-            if run not in rolled and journal.leftovers():
+            if run not in armed and journal.leftovers():
                 journal.roll_back()  # a writer killed after its commit: only cleans up
-        done = [r for r in rolled if r not in lost]
+        return done
+
+    @staticmethod
+    def _lost_error(lost: Mapping[str, CorruptStoreError]) -> CorruptStoreError | None:
+        """One error for the runs whose undo data is damaged (None when there are none)."""
         if not lost:
-            return done, None
+            return None
         more = f" (and {len(lost) - 1} more run(s) like it)" if len(lost) > 1 else ""
-        return done, CorruptStoreError(f"{next(iter(lost.values()))}{more}")
+        return CorruptStoreError(f"{next(iter(lost.values()))}{more}")
 
     def repair(self) -> list[str]:
         """Roll back every interrupted write; returns the runs that were repaired.
