@@ -514,10 +514,9 @@ def _open_or_create_run(
             )
             return opened
         except RunExistsError:
-            # another process created it first, or one was killed after creating it but before
-            # refreshing the consolidated metadata (that run_metadata reads): refresh it and
-            # join the run below
-            opened.repair()
+            # another process created it first (or one was killed after committing it, before
+            # refreshing the consolidated metadata: run_metadata reads the run's own group)
+            pass  # join it below
     theirs = opened.run_metadata(run).provenance.get("identity")
     if not isinstance(theirs, dict):
         raise StoreValidationError(

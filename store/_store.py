@@ -6,8 +6,9 @@ an in-process lock for other URLs) and made atomic by each run's journal
 (:mod:`langneurons.store._journal`): a writer killed in the middle of a write leaves the journal
 behind, and the run's next writer (a write to it, or a create at, above or inside its path) or
 ``repair`` rolls the run back to its previous state; readers refuse the run until then. Readers
-that go through the consolidated metadata (plain xarray included) see the last committed shapes
-until another run commits: the refresh then writes every run's metadata as it is on disk.
+that go through the consolidated metadata (plain xarray included) see the last committed shapes:
+a commit refreshes only the entries of the groups it wrote (:func:`~langneurons.store._nodes.
+consolidate`), and ``repair`` all of them.
 
 This module holds :class:`ActivationStore` (open, read, write, results, checks) and
 :class:`RunWriter` (the writes of one run). How a run's arrays are made and written is
