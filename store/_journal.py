@@ -24,7 +24,7 @@ from zarr.abc.store import Store
 
 from langneurons.errors import CorruptStoreError
 from langneurons.names import LANGUAGE, SEQ_N_ACTIVE
-from langneurons.store import _attrs, _manifest, _nodes, schema
+from langneurons.store import _attrs, _manifest, _nodes, _summary, schema
 from langneurons.store._arrays import LANGUAGE_ROWS, SEQ_COUNTS, Plan, seq_arrays
 from langneurons.store._counts import Counts
 from langneurons.store._plan import units_of
@@ -136,7 +136,7 @@ class Journal:
         if not self.armed():
             if self.leftovers():
                 _nodes.delete_group(self._zstore, self.path)
-                _nodes.consolidate(self._zstore, [self.run])
+                _summary.consolidate(self._zstore, [self.run])
             return False
         state = self._state()
         undo = self._undo(state)  # read and checked before anything is changed
@@ -148,7 +148,7 @@ class Journal:
             self.commit()
         else:
             self.commit()
-        _nodes.consolidate(self._zstore, [self.run])
+        _summary.consolidate(self._zstore, [self.run])
         return True
 
     def _state(self) -> dict[str, Any]:

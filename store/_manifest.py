@@ -25,7 +25,7 @@ from zarr.abc.store import Store
 from zarr.core.buffer import Buffer, default_buffer_prototype
 
 from langneurons.errors import CorruptStoreError
-from langneurons.store import _nodes, schema
+from langneurons.store import _nodes, _summary, schema
 
 CHUNK_KEY = re.compile(r"^(?P<array>.+)/(?P<chunk>c(/\d+)*)$")  # "c" alone: a 0-d array
 FORMAT = 1  # the value of a group's ``chunk_manifests`` attribute
@@ -69,9 +69,12 @@ def misplaced(entries: Mapping[str, str], chunk: str, data: bytes) -> str | None
     return f"chunk {chunk} is not the chunk written there ({why})"
 
 
-class Recorder(_nodes.LeanRoot):
-    """A view of a store that notes every chunk written or deleted through it (and, as every
-    writer's view, shows the root without its consolidated metadata: :class:`LeanRoot`)."""
+class Recorder(_summary.LeanRoot):
+    """A view of a store that notes every chunk written or deleted through it.
+
+    As every writer's view, it shows the root without its consolidated metadata
+    (:class:`~langneurons.store._summary.LeanRoot`).
+    """
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)

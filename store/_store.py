@@ -7,7 +7,7 @@ an in-process lock for other URLs) and made atomic by each run's journal
 behind, and the run's next writer (a write to it, or a create at, above or inside its path) or
 ``repair`` rolls the run back to its previous state; readers refuse the run until then. Readers
 that go through the consolidated metadata (plain xarray included) see the last committed shapes:
-a commit refreshes only the entries of the groups it wrote (:func:`~langneurons.store._nodes.
+a commit refreshes only the entries of the groups it wrote (:func:`~langneurons.store._summary.
 consolidate`), and ``repair`` all of them.
 
 This module holds :class:`ActivationStore` (open, read, write, results, checks) and
@@ -77,6 +77,7 @@ from langneurons.store import (
     _plain_io,
     _plan,
     _remote,
+    _summary,
     _validation,
     _zip,
     schema,
@@ -175,7 +176,7 @@ class ActivationStore:
         base: Store = self._checked() if checked else self._zstore
         with _nodes.quiet():
             return zarr.open_group(
-                base if consolidated else _nodes.LeanRoot(base),  # no summary parsed, unused
+                base if consolidated else _summary.LeanRoot(base),  # no summary parsed, unused
                 mode="r" if self.read_only else "r+",
                 use_consolidated=None if consolidated else False,
             )
@@ -211,7 +212,7 @@ class ActivationStore:
     def _consolidate(self, *changed: str, gone: Sequence[str] = ()) -> None:
         """Refresh the consolidated metadata of the groups ``changed`` (none: the whole store);
         ``gone``: groups about to be deleted, dropped from it unread."""
-        _nodes.consolidate(self._zstore, changed or None, gone=gone)
+        _summary.consolidate(self._zstore, changed or None, gone=gone)
 
     def _delete_group(self, path: str) -> None:
         _nodes.delete_group(self._zstore, path)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from langneurons.analysis import identify
 from langneurons.plain import PlainDataset
-from langneurons.store import RunMetadata, _nodes, create_store, open_store
+from langneurons.store import RunMetadata, _nodes, _summary, create_store, open_store
 
 from ._moe_data import make_moe_counts
 from .conftest import make_counts
@@ -103,10 +103,10 @@ def test_a_write_reads_only_its_own_subtree(tmp_path: Path) -> None:
             return await self._store.get(key, prototype, byte_range)
 
     store.merge_counts("r2", counts)  # the store's own refresh, then the same by hand:
-    _nodes.consolidate(Counting(local), ["r2"])
+    _summary.consolidate(Counting(local), ["r2"])
     assert seen and all(k == "zarr.json" or k.startswith("r2/") for k in seen), seen
     seen.clear()  # a nested run: its parent's own metadata too, not its siblings'
-    _nodes.consolidate(Counting(local), ["g/r3"])
+    _summary.consolidate(Counting(local), ["g/r3"])
     assert "g/zarr.json" in seen
     assert all(k in ("zarr.json", "g/zarr.json") or k.startswith("g/r3/") for k in seen), seen
     _check(path, tmp_path)
@@ -135,7 +135,7 @@ def test_the_root_as_a_changed_path_walks_the_store(tmp_path: Path, changed: lis
     (path / "r1" / "zarr.json").write_text(
         (path / "r1" / "zarr.json").read_text().replace('"model"', '"model_x"')
     )
-    _nodes.consolidate(zarr.storage.LocalStore(path), changed)
+    _summary.consolidate(zarr.storage.LocalStore(path), changed)
     listed = json.loads((path / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
     assert "model_x" in listed["r1"]["attributes"]
     assert np.all([k in listed for k in ("r1", "r1/n_active")])
@@ -224,7 +224,7 @@ def test_writers_see_the_root_without_its_summary_and_read_it_once(tmp_path: Pat
     assert many == few <= 6 and saved <= 3, (many, few, saved)  # not one a created array
     _check(path, tmp_path)
     # the view itself: no summary shown, the rest of the root as stored, a write seen
-    lean = _nodes.LeanRoot(zarr.storage.LocalStore(path))
+    lean = _summary.LeanRoot(zarr.storage.LocalStore(path))
     with _nodes.quiet():
         root = zarr.open_group(lean, mode="r+", use_consolidated=False)
     shown = json.loads(zarr.core.sync.sync(lean.get("zarr.json", _proto())).to_bytes())
@@ -277,12 +277,12 @@ def test_entries_kept_as_text_render_as_json_renders_them(old, new, attrs, dropp
         "node_type": "group",
     }
     text = json.dumps(root, indent=2, allow_nan=True)
-    kept = _nodes._entry_texts(text, list(old))
+    kept = _summary._entry_texts(text, list(old))
     if old:
         assert kept is not None and set(kept) == set(old)
     entries = {k: v for k, v in old.items() if k not in dropped} | new
     ordered = {k: entries[k] for k in sorted(entries)}
-    got = _nodes._render(root, held, ordered, kept, set(new))
+    got = _summary._render(root, held, ordered, kept, set(new))
     want = json.dumps(
         {**root, "consolidated_metadata": {**held, "metadata": ordered}}, indent=2, allow_nan=True
     )
@@ -299,6 +299,47 @@ def test_a_root_laid_out_otherwise_is_rendered_whole(tmp_path: Path) -> None:
     store.create_run("r1", **shape, counts=counts)
     compact = json.dumps(json.loads((path / "zarr.json").read_text()))
     (path / "zarr.json").write_text(compact)
-    assert _nodes._entry_texts(compact, ["r1"]) is None
+    assert _summary._entry_texts(compact, ["r1"]) is None
     store.create_run("r2", **shape, counts=counts)
     _check(path, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "root",
+    [
+        {
+            "attributes": {"a": 1},
+            "zarr_format": 3,
+            "consolidated_metadata": {"metadata": {}},
+            "node_type": "group",
+        },  # zarr's layout: the summary cut out of the text
+        {
+            "attributes": {"s": '\n  "node_type": x', "consolidated_metadata": {"metadata": 1}},
+            "zarr_format": 3,
+            "consolidated_metadata": {"metadata": {"k": {"v": 1}}},
+            "node_type": "group",
+        },  # the same words inside values
+        {
+            "node_type": "group",
+            "consolidated_metadata": {"metadata": {}},
+            "attributes": {},
+            "zarr_format": 3,
+        },  # another order
+        {
+            "attributes": {},
+            "zarr_format": 3,
+            "consolidated_metadata": {"metadata": {}},
+            "extra": [1, 2],
+            "node_type": "group",
+        },  # a key between the summary and node_type
+        {"attributes": {"é": "ü"}, "zarr_format": 3, "node_type": "group"},  # no summary
+    ],
+)
+@pytest.mark.parametrize("indent", [2, None])
+def test_the_root_without_its_summary_is_the_root_less_that_key(
+    root: dict, indent: int | None
+) -> None:
+    raw = json.dumps(root, indent=indent, ensure_ascii=False).encode()
+    want = {k: v for k, v in root.items() if k != "consolidated_metadata"}
+    assert json.loads(_summary._without_summary(raw)) == want
+    assert _summary._without_summary(b"{not json") == b"{not json"  # zarr reports it
