@@ -343,3 +343,37 @@ def test_the_root_without_its_summary_is_the_root_less_that_key(
     want = {k: v for k, v in root.items() if k != "consolidated_metadata"}
     assert json.loads(_summary._without_summary(raw)) == want
     assert _summary._without_summary(b"{not json") == b"{not json"  # zarr reports it
+
+
+def test_a_run_s_entries_found_in_the_text_are_the_parsed_ones(tmp_path: Path) -> None:
+    """scoped() reads a root in zarr's layout by searching its text for the run's entries:
+    the same entries, in the same order, and a shown root that parses to the root with only
+    them; any other layout is parsed whole, to the same answer."""
+    from langneurons.store import _metadata
+
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    counts = make_counts(["en", "de"])
+    shape = {"n_layers": counts.shape[0], "n_neurons": counts.shape[1]}
+    for name in ("m/r1", "m/r10", "m/r1x", "n/r1"):  # prefixes of one another's names
+        store.create_run(name, **shape, counts=counts)
+    store.save_result("m/r1", "identification", "lape", identify(store.open_run("m/r1"), "lape"))
+    raw = (path / "zarr.json").read_bytes()
+    root = json.loads(raw)
+    listed = root["consolidated_metadata"]["metadata"]
+    for run in ("m/r1", "m/r10", "n/r1", "m", "absent/run", "m/r1/identification/lape"):
+        parts = run.split("/")
+        above = {"/".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        want = {k: v for k, v in listed.items() if k in above or k.startswith(run + "/")}
+        found = _metadata._scoped_text(raw, run)
+        assert found is not None
+        kept, shown = found
+        assert list(kept) == list(want) and kept == want, run
+        assert json.loads(shown) == {
+            **root,
+            "consolidated_metadata": {**root["consolidated_metadata"], "metadata": want},
+        }
+        compact = json.dumps(root).encode()  # another layout: parsed whole
+        assert _metadata._scoped_text(compact, run) is None
+        assert _metadata.scoped(compact, run)[0] == want
+        assert json.loads(_metadata.scoped(compact, run)[1] or b"") == json.loads(shown)
