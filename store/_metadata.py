@@ -68,9 +68,8 @@ def scoped(raw: bytes | None, path: str) -> tuple[dict[str, Any] | None, bytes |
     metadata = entry.get("metadata") if isinstance(entry, dict) else None
     if not isinstance(root, dict) or not isinstance(entry, dict) or not isinstance(metadata, dict):
         return None, None
-    parts = path.strip("/").split("/")
-    above = {"/".join(parts[:i]) for i in range(1, len(parts) + 1)}  # the run and its ancestors
-    below = "/".join(parts) + "/"
+    above = set(schema.lineage(path))  # the run and its ancestors
+    below = path.strip("/") + "/"
     kept = {k: v for k, v in metadata.items() if k in above or k.startswith(below)}
     shown = {**root, "consolidated_metadata": {**entry, "metadata": kept}}
     return kept, json.dumps(shown, allow_nan=True).encode()
@@ -92,9 +91,7 @@ def _scoped_text(raw: bytes, path: str) -> tuple[dict[str, Any], bytes] | None:
     if end < 0 or raw.find(_ENTRY, start, end) != start + len(_ENTRIES) - 1:
         return None
     start += len(_ENTRIES) - 1  # at the newline before the first entry
-    parts = path.strip("/").split("/")
-    names = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]  # ancestors, then path
-    needles = [_ENTRY + json.dumps(n).encode()[1:] + b": " for n in names]
+    needles = [_ENTRY + json.dumps(n).encode()[1:] + b": " for n in schema.lineage(path)]
     needles.append(_ENTRY + json.dumps(path.strip("/") + "/").encode()[1:-1])  # escaped per
     spans = set()  # character, so the subtree's keys start with its escaped prefix
     for needle in needles:

@@ -735,8 +735,7 @@ class ActivationStore:
         whole store. Raises CorruptStoreError, once the others are done, for a journal among
         these whose undo data is damaged.
         """
-        parts = run.split("/")
-        chain = ["/".join(parts[: i + 1]) for i in range(len(parts))]  # ancestors, then run
+        chain = schema.lineage(run)  # ancestors, then run
         armed = [p for p in chain if _journal.Journal(self._zstore, p).armed()]
         lost: dict[str, CorruptStoreError] = {}
         self._roll_back(armed, [p for p in chain if self._is_run(p)], lost)
@@ -749,8 +748,7 @@ class ActivationStore:
     def _nesting_runs(self, run: str) -> list[str]:
         """Committed runs ``run`` would nest with, sorted: its ancestors (one read each), then
         the runs inside its folder (walked only when it holds keys)."""
-        parts = run.split("/")
-        found = [p for p in ("/".join(parts[:i]) for i in range(1, len(parts))) if self._is_run(p)]
+        found = [p for p in schema.lineage(run)[:-1] if self._is_run(p)]
         if self._has_keys(run):
             found += sorted(self._inside(run)[1])
         return found

@@ -30,6 +30,7 @@ from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import StorePath, WrapperStore
 
 from langneurons.errors import NO_SPACE, OutOfSpaceError
+from langneurons.store import schema
 from langneurons.store._nodes import quiet
 
 ROOT = "zarr.json"  # the root group's metadata
@@ -186,9 +187,7 @@ async def _consolidate_part(zstore: Store, changed: Sequence[str], gone: Sequenc
     for path in [*paths, *(g.strip("/") for g in gone)]:
         for key in [k for k in entries if k == path or k.startswith(path + "/")]:
             del entries[key]
-    ancestors = sorted(
-        {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
-    )
+    ancestors = sorted({a for p in paths for a in schema.lineage(p)[:-1]})
     tops = [p for p in paths if not any(p.startswith(q + "/") for q in paths)]
     fresh: set[str] = set()  # entries read now (the others keep their text)
     raws = await asyncio.gather(*(zstore.get(f"{p}/zarr.json", proto) for p in ancestors + tops))

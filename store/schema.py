@@ -398,6 +398,12 @@ def check_name(name: str, what: str = "run") -> str:
     return "/".join(parts)
 
 
+def lineage(path: str) -> list[str]:
+    """``path`` and the groups above it, top first: ``"a/b/c"`` gives ``a``, ``a/b``, ``a/b/c``."""
+    parts = path.strip("/").split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
 def check_language(label: object) -> str:
     """Return a valid language label or raise StoreValidationError."""
     if not isinstance(label, str) or not label or label != label.strip() or "/" in label:
