@@ -110,7 +110,7 @@ class CheckedStore(WrapperStore[Store]):
     root
         The root's ``zarr.json`` as this view shows it (None: as stored). A reader of one run
         is shown the root with the consolidated metadata of that run alone
-        (:func:`~langneurons.store._metadata.scoped`), so that opening it builds the metadata
+        (:func:`~langneurons.store._summary.scoped`), so that opening it builds the metadata
         of its own arrays, not of every array in the store.
     """
 

@@ -477,7 +477,7 @@ class ActivationStore:
                     f"run {run!r} holds an interrupted write; {self._repair_hint()} to roll it back"
                 )
             found = self._prefetch(run)
-            cons, shown = _metadata.scoped(found["zarr.json"], run)  # the root parsed once
+            cons, shown = _summary.scoped(found["zarr.json"], run)  # the root parsed once
             damaged = self._metadata_damage(run, cons=cons, found=found)
             if damaged:
                 raise _integrity.damage_error_line(damaged[0], len(damaged))

@@ -9,8 +9,8 @@ it. This module keeps each write and read from paying for that growth:
 - :class:`LeanRoot` shows writers the root without the summary, which zarr would otherwise
   read and parse for every array it creates.
 
-(Readers of one run are shown that run's entries alone: :func:`~langneurons.store._metadata.
-scoped`.)
+- :func:`scoped` shows a reader of one run that run's entries alone, found in the root's
+  text, where opening the run would build the metadata of every array in the store.
 """
 
 from __future__ import annotations
@@ -211,17 +211,16 @@ async def _consolidate_part(zstore: Store, changed: Sequence[str], gone: Sequenc
     order = sorted(
         entries, key=lambda k: (k.count("/"), unicodedata.normalize("NFKC", k).casefold())
     )
-    try:
-        kept = _entry_texts(raw_root.decode(), list(held["metadata"]))
-    except UnicodeDecodeError:
-        kept = None
+    kept = _entry_texts(raw_root, list(held["metadata"]))
     text = _render(root, held, {k: entries[k] for k in order}, kept, fresh)
     await zstore.set("zarr.json", proto.buffer.from_bytes(text.encode()))
     return True
 
 
-_INDENT = 2  # zarr's default json_indent: the layout _entry_texts reads
-_ENTRY = "\n" + " " * 3 * _INDENT + '"'  # the start of an entry of the consolidated metadata
+_INDENT = 2  # zarr's default json_indent: the layout _entries_span reads
+_ENTRIES = b"\n" + b" " * 2 * _INDENT + b'"metadata": {\n'  # the summary's listing, opened
+_ENTRY = b"\n" + b" " * 3 * _INDENT + b'"'  # an entry, opened by its key
+_END = b"\n" + b" " * 2 * _INDENT + b"}"  # the listing, closed
 
 
 def _render(
@@ -262,31 +261,105 @@ def _render(
     return head.replace(marker, body)
 
 
-def _entry_texts(text: str, keys: list[str]) -> dict[str, str] | None:
-    """``{path: its entry's text}`` of the consolidated metadata in the root's ``zarr.json``
-    text, as json rendered it with zarr's default indent; None when the text is laid out
-    otherwise or does not list exactly ``keys``, in order.
+def _entries_span(raw: bytes) -> tuple[int, int] | None:
+    """Where the entries of the summary lie in the root's ``zarr.json`` bytes ``raw``, as json
+    renders it with zarr's default indent: from the newline before the first entry to the line
+    that closes them; None when the root is laid out otherwise or lists no entry.
 
     In that layout each entry starts on a line indented three levels with its key's quote;
     every line inside an entry is indented deeper (json strings hold no raw newline), and the
     listing ends at the first line indented two levels.
     """
-    cm = text.find("\n" + " " * _INDENT + '"consolidated_metadata": {\n')
-    opening = "\n" + " " * 2 * _INDENT + '"metadata": {\n'
-    start = text.find(opening, cm) if cm >= 0 else -1
-    if start < 0:
-        return None
-    start += len(opening) - 1  # keep the newline: every entry starts after one
-    end = text.find("\n" + " " * 2 * _INDENT + "}", start)
+    top = raw.find(_SUMMARY + b"\n")
+    start = raw.find(_ENTRIES, top) if top >= 0 else -1
+    end = raw.find(_END, start) if start >= 0 else -1
     if end < 0:
         return None
-    pieces = text[start:end].split(_ENTRY)
-    if pieces[0] != "" or len(pieces) - 1 != len(keys):
+    start += len(_ENTRIES) - 1  # keep the newline: every entry starts after one
+    return (start, end) if raw.find(_ENTRY, start, end) == start else None
+
+
+def _entry_texts(raw: bytes, keys: list[str]) -> dict[str, str] | None:
+    """``{path: its entry's text}`` of the summary in the root's ``zarr.json`` bytes (see
+    :func:`_entries_span`); None when it is laid out otherwise or does not list exactly
+    ``keys``, in order."""
+    span = _entries_span(raw)
+    if span is None:
+        return None
+    start, end = span
+    pieces = raw[start:end].split(_ENTRY)[1:]
+    if len(pieces) != len(keys):
         return None
     out: dict[str, str] = {}
-    for piece, key in zip(pieces[1:], keys, strict=True):
-        lead = json.dumps(key)[1:] + ": "  # the key as json renders it, after its quote
+    for piece, key in zip(pieces, keys, strict=True):
+        lead = json.dumps(key).encode()[1:] + b": "  # the key as json renders it, after its quote
         if not piece.startswith(lead):
             return None
-        out[key] = piece[len(lead) :].removesuffix(",")
+        try:
+            out[key] = piece[len(lead) :].removesuffix(b",").decode()
+        except UnicodeDecodeError:
+            return None
     return out
+
+
+def scoped(raw: bytes | None, path: str) -> tuple[dict[str, Any] | None, bytes | None]:
+    """The consolidated metadata of the root ``zarr.json`` bytes ``raw`` (``{node path:
+    entry}``) for ``path``, its subtree and its ancestors, and those bytes with only these
+    entries kept (None, None when the root has no consolidated metadata).
+
+    Opening a group through consolidated metadata builds the metadata object of every node
+    listed: a reader of one run shown the whole store's paid time linear in the store (about
+    0.1 s a read at 200 runs here). The kept entries are the ones zarr navigates to the run
+    and reads below it, unchanged, and the only ones the metadata checks of the run look up.
+    A root in zarr's layout is not parsed whole (:func:`_scoped_text`; ``open_store`` has
+    parsed it).
+    """
+    if raw is not None:
+        fast = _scoped_text(raw, path)
+        if fast is not None:
+            return fast
+    try:
+        root = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None, None
+    entry = root.get("consolidated_metadata") if isinstance(root, dict) else None
+    metadata = entry.get("metadata") if isinstance(entry, dict) else None
+    if not isinstance(root, dict) or not isinstance(entry, dict) or not isinstance(metadata, dict):
+        return None, None
+    above = set(schema.lineage(path))  # the run and its ancestors
+    below = path.strip("/") + "/"
+    kept = {k: v for k, v in metadata.items() if k in above or k.startswith(below)}
+    shown = {**root, "consolidated_metadata": {**entry, "metadata": kept}}
+    return kept, json.dumps(shown, allow_nan=True).encode()
+
+
+def _scoped_text(raw: bytes, path: str) -> tuple[dict[str, Any], bytes] | None:
+    """:func:`scoped` of a root in zarr's layout, from its text: the kept entries are found by
+    the lines that open them (a search for each key, or for the subtree's prefix) and only
+    they are parsed; None for any other layout (or a kept entry that does not parse)."""
+    span = _entries_span(raw)
+    if span is None:
+        return None
+    start, end = span
+    needles = [_ENTRY + json.dumps(n).encode()[1:] + b": " for n in schema.lineage(path)]
+    needles.append(_ENTRY + json.dumps(path.strip("/") + "/").encode()[1:-1])  # escaped per
+    spans = set()  # character, so the subtree's keys start with its escaped prefix
+    for needle in needles:
+        at = raw.find(needle, start, end)
+        while at >= 0:
+            stop = raw.find(_ENTRY, at + 1, end)
+            stop = end if stop < 0 else stop
+            spans.add((at, stop))
+            at = raw.find(needle, stop, end)
+    kept: dict[str, Any] = {}
+    pieces = []
+    for at, stop in sorted(spans):
+        piece = raw[at + len(_ENTRY) : stop].removesuffix(b",")
+        close = piece.find(b'": ')
+        try:
+            kept[json.loads(b'"' + piece[: close + 1])] = json.loads(piece[close + 3 :])
+        except ValueError:
+            return None
+        pieces.append(piece)
+    body = b",".join(_ENTRY + p for p in pieces)
+    return kept, raw[:start] + body + raw[end:]

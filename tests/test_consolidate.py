@@ -277,7 +277,7 @@ def test_entries_kept_as_text_render_as_json_renders_them(old, new, attrs, dropp
         "node_type": "group",
     }
     text = json.dumps(root, indent=2, allow_nan=True)
-    kept = _summary._entry_texts(text, list(old))
+    kept = _summary._entry_texts(text.encode(), list(old))
     if old:
         assert kept is not None and set(kept) == set(old)
     entries = {k: v for k, v in old.items() if k not in dropped} | new
@@ -299,7 +299,7 @@ def test_a_root_laid_out_otherwise_is_rendered_whole(tmp_path: Path) -> None:
     store.create_run("r1", **shape, counts=counts)
     compact = json.dumps(json.loads((path / "zarr.json").read_text()))
     (path / "zarr.json").write_text(compact)
-    assert _summary._entry_texts(compact, ["r1"]) is None
+    assert _summary._entry_texts(compact.encode(), ["r1"]) is None
     store.create_run("r2", **shape, counts=counts)
     _check(path, tmp_path)
 
@@ -349,7 +349,6 @@ def test_a_run_s_entries_found_in_the_text_are_the_parsed_ones(tmp_path: Path) -
     """scoped() reads a root in zarr's layout by searching its text for the run's entries:
     the same entries, in the same order, and a shown root that parses to the root with only
     them; any other layout is parsed whole, to the same answer."""
-    from langneurons.store import _metadata
 
     path = tmp_path / "s.zarr"
     store = create_store(path)
@@ -365,7 +364,7 @@ def test_a_run_s_entries_found_in_the_text_are_the_parsed_ones(tmp_path: Path) -
         parts = run.split("/")
         above = {"/".join(parts[:i]) for i in range(1, len(parts) + 1)}
         want = {k: v for k, v in listed.items() if k in above or k.startswith(run + "/")}
-        found = _metadata._scoped_text(raw, run)
+        found = _summary._scoped_text(raw, run)
         assert found is not None
         kept, shown = found
         assert list(kept) == list(want) and kept == want, run
@@ -374,6 +373,6 @@ def test_a_run_s_entries_found_in_the_text_are_the_parsed_ones(tmp_path: Path) -
             "consolidated_metadata": {**root["consolidated_metadata"], "metadata": want},
         }
         compact = json.dumps(root).encode()  # another layout: parsed whole
-        assert _metadata._scoped_text(compact, run) is None
-        assert _metadata.scoped(compact, run)[0] == want
-        assert json.loads(_metadata.scoped(compact, run)[1] or b"") == json.loads(shown)
+        assert _summary._scoped_text(compact, run) is None
+        assert _summary.scoped(compact, run)[0] == want
+        assert json.loads(_summary.scoped(compact, run)[1] or b"") == json.loads(shown)
