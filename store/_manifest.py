@@ -19,6 +19,7 @@ import asyncio
 import json
 import re
 from collections.abc import Mapping
+from typing import cast
 
 import zarr
 from zarr.abc.store import Store
@@ -82,9 +83,8 @@ class Recorder(_summary.LeanRoot):
         self.arrays: set[str] = set()  # arrays whose zarr.json was written (created or resized)
 
     def _with_store(self, store: Store) -> Recorder:
-        out = type(self)(store)
+        out = cast(Recorder, super()._with_store(store))  # the root read once, shared
         out.chunks, out.arrays = self.chunks, self.arrays  # one record, whatever the view
-        out._root = self._root
         return out
 
     def _note(self, key: str, value: Buffer | None) -> None:

@@ -7,8 +7,7 @@ it. This module keeps each write and read from paying for that growth:
 - :func:`consolidate` refreshes only the entries of the groups a write touched, keeping the
   text of the others, to the bytes zarr's whole-store walk writes;
 - :class:`LeanRoot` shows writers the root without the summary, which zarr would otherwise
-  read and parse for every array it creates.
-
+  read and parse for every array it creates;
 - :func:`scoped` shows a reader of one run that run's entries alone, found in the root's
   text, where opening the run would build the metadata of every array in the store.
 """
