@@ -63,6 +63,18 @@ def _killed_write(store: ActivationStore, run: str, monkeypatch: pytest.MonkeyPa
     assert _journal.Journal(store.zarr_store, run).armed()
 
 
+def _interrupted(
+    path: Path, run: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[ActivationStore, xr.Dataset]:
+    """A new store at ``path`` holding ``run``, and ``run`` as committed, before a merge into it
+    was killed mid-way (:func:`_killed_write`)."""
+    store = create_store(path)
+    _run(store, run)
+    before = store.open_run(run).load()
+    _killed_write(store, run, monkeypatch)
+    return store, before
+
+
 def _kill(*args: object, **kwargs: object) -> None:
     raise KeyboardInterrupt
 
@@ -153,11 +165,7 @@ def test_a_killed_create_of_a_descendant_is_rolled_back_first(
 def test_a_killed_write_of_a_nesting_run_is_rolled_back_and_the_create_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "s.zarr"
-    store = create_store(path)
-    _run(store, "a/b")
-    before = store.open_run("a/b").load()
-    _killed_write(store, "a/b", monkeypatch)
+    store, before = _interrupted(tmp_path / "s.zarr", "a/b", monkeypatch)
     for run in ("a", "a/b/c"):  # a descendant's journal, then an ancestor's
         with pytest.raises(InvalidNameError, match=f"^run '{run}' would nest with existing run"):
             store.create_run(run, n_layers=3, n_neurons=7)
@@ -169,10 +177,7 @@ def test_a_killed_write_of_a_nesting_run_is_rolled_back_and_the_create_refused(
 def test_a_killed_write_of_the_same_run_is_rolled_back_and_the_create_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = create_store(tmp_path / "s.zarr")
-    _run(store, "m/base")
-    before = store.open_run("m/base").load()
-    _killed_write(store, "m/base", monkeypatch)
+    store, before = _interrupted(tmp_path / "s.zarr", "m/base", monkeypatch)
     with pytest.raises(RunExistsError, match="^run 'm/base' already exists"):
         store.create_run("m/base", n_layers=3, n_neurons=7)
     assert store.validate() == []
@@ -197,11 +202,7 @@ def test_damaged_undo_data_nearby_still_refuses_the_create(
 def test_an_interrupted_write_of_another_run_is_left_to_repair(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "s.zarr"
-    store = create_store(path)
-    _run(store, "m/base")
-    before = store.open_run("m/base").load()
-    _killed_write(store, "m/base", monkeypatch)
+    store, before = _interrupted(tmp_path / "s.zarr", "m/base", monkeypatch)
     _run(store, "m/other")  # a sibling: neither an ancestor nor a descendant
     _run(store, "n")
     assert _journal.Journal(store.zarr_store, "m/base").armed()
