@@ -4,8 +4,9 @@ A writer or reader works on one run, so its cost should not grow with the other 
 store. Two stores are built, one run and ``--runs`` runs (small runs: 2 layers x 64 neurons x 10
 languages, so that the store's size, not the data, is measured), and in each, alternately and
 ``--repeat`` times, the store's common calls are timed: ``create_run`` of a new run (with its
-counts), ``merge_counts`` into a run, ``save_result`` of an identification result, and the
-reads ``open_run`` and ``read_run`` of a run (opened afresh). Prints the medians in
+counts), ``merge_counts`` into a run, ``save_result`` of an identification result,
+``repair(run)`` (what ``langneurons extract`` runs at its start), and the reads ``open_run`` and
+``read_run`` of a run (opened afresh). Prints the medians in
 milliseconds and the ratio (many runs / one run) measured in the same run of this script;
 ``--json OUT`` writes the rows for ``make bench`` (reported rows: no target).
 
@@ -72,6 +73,7 @@ def calls(path: Path) -> dict[str, Callable[[int], object]]:
         "save_result": lambda i: open_store(path, mode="r+").save_result(
             "m/r0", "identification", "again", result
         ),
+        "repair(run)": lambda i: open_store(path, mode="r+").repair("m/r0"),
         "open_run": lambda i: open_store(path).open_run("m/r0"),
         "read_run": lambda i: open_store(path).read_run("m/r0"),
     }

@@ -287,8 +287,9 @@ def extract(
     # A process killed inside a commit leaves its journal armed, possibly after it recorded its
     # unit in the run's attributes; roll such writes back (and refresh consolidated metadata a
     # killed writer left stale) before reading which units are committed, or that unit is
-    # skipped here and then lost when the next commit rolls it back.
-    opened.repair()
+    # skipped here and then lost when the next commit rolls it back. Only this run's: a whole
+    # repair would read every run of the store, under its lock, at every start.
+    opened.repair(run)
     run_writer = opened.writer(run)  # the run's name is checked once, here
     units = plan_units(records, chosen, unit_size, shard)
     done = run_writer.committed_units()

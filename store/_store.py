@@ -724,8 +724,9 @@ class ActivationStore:
         """Run paths holding an armed journal (a write that never finished)."""
         return _journal.interrupted_runs(self._zstore)
 
-    def _recover_near(self, run: str) -> None:
-        """Roll back the interrupted writes that can change what is at ``run``, for its create.
+    def _recover_near(self, run: str) -> list[str]:
+        """Roll back the interrupted writes that can change what is at ``run``; return the runs
+        rolled back.
 
         Those are the journals of ``run``, of its ancestors and of anything inside its folder:
         rolling back a create deletes that run's folder, rolling back a write changes only its
@@ -738,12 +739,13 @@ class ActivationStore:
         chain = schema.lineage(run)  # ancestors, then run
         armed = [p for p in chain if _journal.Journal(self._zstore, p).armed()]
         lost: dict[str, CorruptStoreError] = {}
-        self._roll_back(armed, [p for p in chain if self._is_run(p)], lost)
+        done = self._roll_back(armed, [p for p in chain if self._is_run(p)], lost)
         if self._has_keys(run):  # a rolled-back create of run or an ancestor leaves nothing
-            self._roll_back(*self._inside(run), lost)
+            done += self._roll_back(*self._inside(run), lost)
         error = self._lost_error(lost)
         if error is not None:
             raise error
+        return done
 
     def _nesting_runs(self, run: str) -> list[str]:
         """Committed runs ``run`` would nest with, sorted: its ancestors (one read each), then
@@ -811,12 +813,26 @@ class ActivationStore:
         more = f" (and {len(lost) - 1} more run(s) like it)" if len(lost) > 1 else ""
         return CorruptStoreError(f"{next(iter(lost.values()))}{more}")
 
-    def repair(self) -> list[str]:
+    def repair(self, run: str | None = None) -> list[str]:
         """Roll back every interrupted write; returns the runs that were repaired.
 
         Leftovers of killed writes are removed too; :meth:`repair_report` also says which.
+
+        ``run``: repair only what a writer of that run needs, at the cost of that run rather
+        than of the whole store: roll back the interrupted writes that can change it (its own,
+        a create of a group above it, anything inside its folder), remove the leftovers of a
+        killed write's commit, and refresh its entries in the consolidated metadata (which a
+        writer killed after its commit leaves stale). Other runs' interrupted writes and
+        leftovers are left to their next writer or to a whole repair.
         """
-        return list(self.repair_report().rolled_back)
+        if run is None:
+            return list(self.repair_report().rolled_back)
+        self._require_writable()
+        run = schema.check_name(run)
+        with self._lock():
+            done = self._recover_near(run)
+            self._consolidate(run)
+        return done
 
     def repair_report(self, *, rebind: bool = False) -> Repaired:
         """Roll back every interrupted write and remove every leftover of a killed one.
@@ -845,7 +861,8 @@ class ActivationStore:
             if lost is not None:
                 raise lost
             rebound = self._rebind() if rebind else []
-            self._consolidate()
+            if rebind:  # new manifests, and the groups' marker
+                self._consolidate()
         return Repaired(tuple(rolled), tuple(removed), tuple(rebound))
 
     def _rebind(self) -> list[str]:

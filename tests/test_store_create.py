@@ -22,7 +22,7 @@ from langneurons.errors import (
     InvalidNameError,
     RunExistsError,
 )
-from langneurons.store import ActivationStore, _arrays, _journal, create_store
+from langneurons.store import ActivationStore, _arrays, _journal, create_store, open_store
 
 from .conftest import make_counts
 
@@ -306,3 +306,68 @@ def test_a_committed_run_missing_from_the_consolidated_metadata_is_still_a_run(
     assert store.runs() == ["m/base"] and store.validate() == []
     expected = make_counts(["en", "de"]).n_active
     np.testing.assert_array_equal(store.open_run("m/base").n_active.values, expected)
+
+
+# ------------------------------------------------------------------ repairing one run
+def test_repairing_one_run_rolls_back_its_write_and_leaves_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, before = _interrupted(tmp_path / "s.zarr", "m/base", monkeypatch)
+    _run(store, "m/other")
+    _killed_write(store, "m/other", monkeypatch)
+    assert store.repair("m/base") == ["m/base"]
+    xr.testing.assert_identical(before, store.open_run("m/base").load())
+    assert _journal.Journal(store.zarr_store, "m/other").armed()  # left to its writer
+    assert store.repair("m/base") == []  # nothing left to do there
+    assert store.repair() == ["m/other"]
+    assert store.validate() == []
+
+
+def test_repairing_one_run_never_walks_the_whole_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, before = _interrupted(tmp_path / "s.zarr", "m/base", monkeypatch)
+    for i in range(3):
+        _run(store, f"m/r{i}")
+
+    def whole_store(*args: object, **kwargs: object) -> None:
+        raise AssertionError("repair(run) walked the whole store")
+
+    for name in ("runs", "_roll_back_all", "_unfinished_results", "repair_report"):
+        monkeypatch.setattr(ActivationStore, name, whole_store)
+    monkeypatch.setattr(_journal, "interrupted_runs", whole_store)
+    assert store.repair("m/base") == ["m/base"]
+    monkeypatch.undo()
+    xr.testing.assert_identical(before, store.open_run("m/base").load())
+
+
+def test_repairing_one_run_refreshes_its_stale_consolidated_metadata(tmp_path: Path) -> None:
+    """A writer killed after its commit, before it refreshed the consolidated metadata."""
+    path = tmp_path / "s.zarr"
+    store = create_store(path)
+    stale = (path / "zarr.json").read_bytes()
+    _run(store, "m/base")
+    (path / "zarr.json").write_bytes(stale)
+    assert store.runs() == []
+    assert store.repair("m/base") == []
+    assert store.runs() == ["m/base"] and store.validate() == []
+    plain = xr.open_zarr(path, group="m/base", consolidated=True)
+    np.testing.assert_array_equal(plain.n_active.values, make_counts(["en", "de"]).n_active)
+
+
+def test_repairing_one_run_rolls_back_a_killed_create_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = create_store(tmp_path / "s.zarr")
+    _killed_create(store, "m/base", monkeypatch, at="commit")
+    assert store.repair("m/base") == ["m/base"]
+    assert store.runs() == [] and store.validate() == []
+
+
+def test_repairing_one_run_refuses_bad_input(tmp_path: Path) -> None:
+    create_store(tmp_path / "s.zarr")
+    store = open_store(tmp_path / "s.zarr")
+    with pytest.raises(PermissionError, match="open it with mode='r\\+'"):
+        store.repair("m/base")
+    with pytest.raises(InvalidNameError):
+        open_store(tmp_path / "s.zarr", mode="r+").repair("../m")
