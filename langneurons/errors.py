@@ -89,6 +89,10 @@ class LockTimeoutError(LangneuronsError, TimeoutError):
     """Another process held a store's write lock for longer than a writer would wait."""
 
 
+class LockLostError(LangneuronsError):
+    """A writer's lease on a store's write lock ran out before it finished (it writes no more)."""
+
+
 class OutOfSpaceError(LangneuronsError, OSError):
     """A write ran out of disk space, hit the file-size limit, or ran out of memory."""
 
@@ -132,6 +136,7 @@ __all__ = [
     "MissingDependencyError",
     "OutOfSpaceError",
     "RemoteStoreError",
+    "LockLostError",
     "LockTimeoutError",
     "StorePermissionError",
 ]

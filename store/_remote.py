@@ -9,7 +9,9 @@ reads the same as one at its start.
 
 Writes to a store on S3 are serialised across processes and machines by a lock object made with
 a conditional PUT (:mod:`~langneurons.store._objectlock`); other object stores are serialised
-within one process only.
+within one process only. While this process holds a store's lock (:func:`fenced`), every write
+through a :class:`RemoteStore` of that store first checks the lock's lease, so that a writer
+whose lease ran out writes nothing more.
 
 Where an S3 endpoint other than AWS is used (MinIO, Ceph, a local test server), set
 ``AWS_ENDPOINT_URL`` (botocore reads it), or pass ``storage_options`` through fsspec's
@@ -18,8 +20,9 @@ configuration (``FSSPEC_S3_ENDPOINT_URL``).
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from zarr.abc.store import ByteRequest, Store
@@ -49,6 +52,19 @@ _UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnect
                 "ConnectionClosedError", "ReadTimeoutError", "ServerDisconnectedError")  # fmt: skip
 _NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError")
 _BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken")
+
+
+_FENCES: dict[str, ObjectLock] = {}  # the write locks this process holds, by store URL
+
+
+@contextlib.contextmanager
+def fenced(url: str, lock: ObjectLock) -> Iterator[None]:
+    """While held, writes to the store at ``url`` check ``lock``'s lease first."""
+    _FENCES[url] = lock
+    try:
+        yield
+    finally:
+        _FENCES.pop(url, None)
 
 
 def open_fsspec(url: str, *, read_only: bool) -> Store:
@@ -184,6 +200,12 @@ class RemoteStore(WrapperStore[Store]):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["store"], state["url"])  # type: ignore[misc]
 
+    def _fence(self) -> None:
+        """Refuse a write once the lease of this process's lock on the store ran out."""
+        lock = _FENCES.get(self.url)
+        if lock is not None:
+            lock.check()
+
     def _raise(self, exc: BaseException, writing: bool) -> None:
         mapped = translate(self.url, exc, writing=writing)
         if mapped is not None:
@@ -223,6 +245,7 @@ class RemoteStore(WrapperStore[Store]):
             raise
 
     async def set(self, key: str, value: Buffer) -> None:
+        self._fence()
         try:
             await self._store.set(key, value)
         except Exception as exc:
@@ -230,6 +253,7 @@ class RemoteStore(WrapperStore[Store]):
             raise
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        self._fence()
         try:
             await self._store.set_if_not_exists(key, value)
         except Exception as exc:
@@ -237,6 +261,7 @@ class RemoteStore(WrapperStore[Store]):
             raise
 
     async def delete(self, key: str) -> None:
+        self._fence()
         try:
             await self._store.delete(key)
         except Exception as exc:
@@ -244,6 +269,7 @@ class RemoteStore(WrapperStore[Store]):
             raise
 
     async def delete_dir(self, prefix: str) -> None:
+        self._fence()
         try:
             await self._store.delete_dir(prefix)
         except Exception as exc:
@@ -251,6 +277,7 @@ class RemoteStore(WrapperStore[Store]):
             raise
 
     async def clear(self) -> None:
+        self._fence()
         try:
             await self._store.clear()
         except Exception as exc:
@@ -258,6 +285,7 @@ class RemoteStore(WrapperStore[Store]):
             raise
 
     async def _set_many(self, values: Iterable[tuple[str, Buffer]]) -> None:
+        self._fence()
         try:
             await self._store._set_many(values)
         except Exception as exc:

@@ -147,7 +147,9 @@ class ActivationStore:
                 if remote is None or _HELD.get(self.url, 0):  # no lock object, or held already
                     yield
                     return
-                with remote:  # across processes and machines (a store on S3)
+                # across processes and machines (a store on S3); a writer whose lease runs
+                # out writes no more
+                with remote, _remote.fenced(self.url, remote):
                     _HELD[self.url] = 1
                     try:
                         yield

@@ -500,6 +500,60 @@ def test_a_writer_that_waits_too_long_for_the_lock_says_who_holds_it(
     assert sorted(set(held) - set(before)) == [f"{bucket}/busy.zarr.lock/000000000003"]
 
 
+def test_a_writer_whose_lease_ran_out_writes_nothing_more(
+    bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer stopped past its lease (here: its renewals stopped, its write slowed) may have
+    lost the lock to another writer: it writes nothing more, not even its rollback, and the
+    next writer rolls its write back."""
+    import s3fs
+
+    from langneurons.errors import LockLostError
+    from langneurons.store import _arrays, _objectlock
+
+    url = f"s3://{bucket}/fenced.zarr"
+    store = create_store(url)
+    store.create_run("m/base", n_layers=3, n_neurons=5, counts=make_counts(["en", "de"], layers=3,
+                                                                           neurons=5))  # fmt: skip
+    before = open_store(url).open_run("m/base").load()
+    fs = s3fs.S3FileSystem()
+    stored = {key: fs.cat_file(key) for key in _objects(bucket) if "/m/base/" in key}
+
+    apply = _arrays.apply
+
+    def stopped(*args: object) -> None:
+        time.sleep(1.6)  # a quarter of the 2 s lease left: the writer may no longer write
+        apply(*args)  # type: ignore[arg-type]
+
+    extra = make_counts(["de", "fr"], layers=3, neurons=5, seed=4)
+    with monkeypatch.context() as patched:
+        patched.setenv("LANGNEURONS_LOCK_LEASE", "2")
+        patched.setattr(_objectlock.ObjectLock, "_renew", lambda self: None)  # no renewals
+        patched.setattr(_arrays, "apply", stopped)
+        lost = r"^store 's3://.*': the write lock's lease ran out"
+        with pytest.raises(LockLostError, match=lost):
+            open_store(url, mode="r+").merge_counts("m/base", extra)
+    _fresh_s3fs()
+    # nothing of the run was written after the journal, which stays armed for the next writer
+    after = {key: fs.cat_file(key) for key in _objects(bucket) if "/m/base/" in key}
+    assert {k: v for k, v in after.items() if "/_journal/" not in k} == stored
+    assert any(k.endswith("/m/base/_journal/zarr.json") for k in after)
+    # the lock was released: the next writer takes it at once, rolls back, writes its own
+    start = time.monotonic()
+    open_store(url, mode="r+").merge_counts("m/base", extra)
+    assert time.monotonic() - start < 2
+    ds = open_store(url).open_run("m/base")
+    np.testing.assert_array_equal(
+        ds.n_active.sel(language="en").values, before.n_active.sel(language="en").values
+    )
+    np.testing.assert_array_equal(
+        ds.n_active.sel(language="de").values,
+        before.n_active.sel(language="de").values + extra.n_active[0],
+    )
+    np.testing.assert_array_equal(ds.n_active.sel(language="fr").values, extra.n_active[1])
+    assert open_store(url).validate() == []
+
+
 def test_two_extraction_shards_from_two_processes_into_one_run_on_s3(
     tmp_path: Path, bucket: str, endpoint: str
 ) -> None:
