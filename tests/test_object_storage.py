@@ -433,7 +433,9 @@ def test_a_killed_writer_is_rolled_back_by_the_next_one(
 
     url = f"s3://{bucket}/killed.zarr"
     create_store(url).create_run("m/base", n_layers=3, n_neurons=5, languages=["en", "de"])
-    env = {**_base_env(), **CREDS, "AWS_ENDPOINT_URL": endpoint, "LANGNEURONS_LOCK_LEASE": "2"}
+    # a lease of 3 s: a live writer whose renewal (every 0.75 s) is late by more than 2.25 s
+    # stops writing (LockLostError), so a shorter lease could fail a busy machine's writers
+    env = {**_base_env(), **CREDS, "AWS_ENDPOINT_URL": endpoint, "LANGNEURONS_LOCK_LEASE": "3"}
     first = _start(_writer_code(url, 0), env)
     assert first.wait(600) == 0, first.stderr.read() if first.stderr else ""
     before = open_store(url).open_run("m/base")["n_active"].values.copy()
@@ -441,7 +443,7 @@ def test_a_killed_writer_is_rolled_back_by_the_next_one(
     killed.wait(600)
     assert killed.returncode == -9  # killed mid-write, holding the lock, its journal armed
     _fresh_s3fs()
-    time.sleep(2.5)  # the dead writer's lease runs out (while it runs, readers are told to wait)
+    time.sleep(3.5)  # the dead writer's lease runs out (while it runs, readers are told to wait)
     with pytest.raises(InterruptedWriteError, match="holds an interrupted write"):
         open_store(url).open_run("m/base")  # readers never see the half-made write
     assert open_store(url).committed_units("m/base") == {f"w0-u{u}" for u in range(UNITS)}
