@@ -135,12 +135,13 @@ class ObjectLock:
         stops writing first. Normally at least three quarters are left: the lease is renewed
         every quarter.
         """
-        left = (self.expires or 0.0) - time.time()
-        if left < self.lease / 4:
+        left = None if self.expires is None else self.expires - time.time()
+        if left is None or left < self.lease / 4:
+            late = "" if left is None else f", not renewed for {self.lease - left:.0f} s"
             raise LockLostError(
-                f"store {self.url!r}: the write lock's lease ran out ({self.lease:.0f} s, not "
-                f"renewed for {self.lease - left:.0f} s: the process was stopped or could not "
-                "reach the object store); nothing more was written, and the next writer (or "
+                f"store {self.url!r}: the write lock's lease ran out ({self.lease:.0f} s{late}: "
+                "the process was stopped or could not reach the object store); nothing more "
+                "was written, and the next writer (or "
                 f"`langneurons repair {self.url}`) rolls the interrupted write back; run the "
                 "command again"
             )
