@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +168,23 @@ def _read_arrays(arrays: Mapping[str, zarr.Array]) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- writing a result
+def check_result(result: object) -> None:
+    """ParameterError unless ``result`` is an xarray Dataset (xarray is not imported for it:
+    a Dataset exists only once xarray has been)."""
+    xr = sys.modules.get("xarray")
+    if xr is not None and isinstance(result, xr.Dataset):
+        return
+    what = type(result).__name__
+    fix = (
+        "; make it one with da.to_dataset(name=...)"
+        if xr is not None and isinstance(result, xr.DataArray)
+        else ""
+    )
+    raise ParameterError(
+        f"a result must be an xarray.Dataset or a langneurons PlainDataset, got {what}{fix}"
+    )
+
+
 def result_writer(
     result: xr.Dataset | PlainDataset, kind: str, stamp: Mapping[str, Any]
 ) -> Callable[[Store, str], None]:
@@ -178,6 +196,7 @@ def result_writer(
         if plain is not None:
             return lambda zstore, path: write_result(zstore, path, plain)
         result = result.to_xarray()
+    check_result(result)
     data = _nodes.vlen_strings(_nodes.coded_types(result.drop_encoding(), kind))
     data = data.assign_attrs(**stamp)
     encoding = {

@@ -331,6 +331,13 @@ API: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
     ("unknown result kind", lambda t: open_store(_store(t), mode="r+").save_result(
         "r", "bogus", "x", xr.Dataset()), errors.InvalidNameError,
      r"result kind 'bogus' is not one of"),
+    ("result that is a DataArray", lambda t: open_store(_store(t), mode="r+").save_result(
+        "r", "stats", "x", xr.DataArray([1.0], name="x")), errors.ParameterError,
+     r"a result must be an xarray.Dataset or a langneurons PlainDataset, got DataArray; make "
+     r"it one with da.to_dataset\(name=...\)"),
+    ("result that is a dict", lambda t: open_store(_store(t), mode="r+").save_result(
+        "r", "stats", "x", {"x": 1}), errors.ParameterError,  # type: ignore[arg-type]
+     r"a result must be an xarray.Dataset or a langneurons PlainDataset, got dict$"),
     ("negative token totals", _api_counts, errors.StoreValidationError,
      r"n_tokens holds negative token totals; totals must be >= 0"),
     ("counts of another model", lambda t: open_store(_store(t), mode="r+").merge_counts(
