@@ -40,7 +40,13 @@ import numpy as np
 import xarray as xr
 from numpy.typing import NDArray
 
-from langneurons.analysis._validate import as_labels, check_choice, require_variable, stored_roles
+from langneurons.analysis._validate import (
+    as_labels,
+    check_choice,
+    require_variable,
+    run_languages,
+    stored_roles,
+)
 from langneurons.errors import ParameterError, StoreValidationError
 from langneurons.names import (
     LANGUAGE,
@@ -153,7 +159,7 @@ def design(
         raise StoreValidationError(
             "run has seq_n_active but no seq_language[sequence]; the run breaks the schema"
         )
-    languages = as_labels(run[LANGUAGE]).tolist()
+    languages = run_languages(run)
     # sequences of languages not in the run (dropped with run.sel(language=...)) are not used
     labels = as_labels(run[SEQ_LANGUAGE])
     members = tuple(np.flatnonzero(labels == lang).astype(np.intp) for lang in languages)

@@ -172,6 +172,27 @@ def require_result(obj: object, name: str, variables: Sequence[str]) -> xr.Datas
     return obj
 
 
+def run_languages(run: xr.Dataset | PlainDataset) -> list[str]:
+    """A run's language labels, in order, after checking each is a distinct, non-empty label
+    (per-language results are keyed by them: a repeated one would merge two languages)."""
+    languages = as_labels(coordinate(run, LANGUAGE)).tolist()
+    seen: set[str] = set()
+    for i, lang in enumerate(languages):
+        if not lang.strip():
+            raise ParameterError(
+                f"language label {i} of the run is empty; give every language a name with "
+                "run.assign_coords(language=[...])"
+            )
+        if lang in seen:
+            raise ParameterError(
+                f"language {lang!r} appears twice in the run's language labels; give each "
+                "language its own label with run.assign_coords(language=[...]) (or drop one "
+                "with run.isel(language=...))"
+            )
+        seen.add(lang)
+    return languages
+
+
 def languages_of(ds: xr.Dataset) -> list[str]:
     """Language labels of a run or result, in order (empty without a language coordinate)."""
     return as_labels(ds[LANGUAGE]).tolist() if LANGUAGE in ds.coords else []

@@ -36,6 +36,7 @@ from langneurons.analysis._validate import (
     require_roles,
     require_variable,
     role_counts,
+    run_languages,
     stored_roles,
 )
 from langneurons.errors import (
@@ -89,8 +90,8 @@ def _probabilities(given: object, role: str) -> _Inputs:
     run = cast("xr.Dataset | PlainDataset", given)
     require_variable(run, N_ACTIVE, (LANGUAGE, ROLE, LAYER, NEURON))
     require_variable(run, N_TOKENS, (LANGUAGE, ROLE))
+    languages = run_languages(run)
     labels = _as_labels(coordinate(run, LANGUAGE))
-    languages = labels.tolist()
     if not languages:
         raise ParameterError(
             "the run has no languages (its language dimension is empty); "

@@ -32,6 +32,7 @@ from langneurons.analysis._validate import (
     check_int,
     require_roles,
     require_variable,
+    run_languages,
     stored_roles,
 )
 from langneurons.errors import NoValidLambdaError, ParameterError, StoreValidationError
@@ -109,7 +110,7 @@ def moe_counts(
     require_variable(run, N_ACTIVE, (LANGUAGE, ROLE, LAYER, EXPERT, NEURON))
     require_variable(run, N_ROUTED, (LANGUAGE, ROLE, LAYER, EXPERT))
     require_variable(run, N_TOKENS, (LANGUAGE, ROLE))
-    languages = as_labels(run[LANGUAGE]).tolist()
+    languages = run_languages(run)
     roles = stored_roles(role)
     require_roles(run, roles)
     active = routed = tokens = None

@@ -63,6 +63,7 @@ from langneurons.analysis._validate import (
     check_open_unit,
     require_roles,
     require_variable,
+    run_languages,
     stored_roles,
 )
 from langneurons.errors import ParameterError
@@ -95,7 +96,7 @@ def check_count_run(run: object, role: str, *, min_languages: int = 1) -> list[s
     require_variable(ds, N_ACTIVE, (LANGUAGE, ROLE, LAYER, NEURON))
     require_variable(ds, N_TOKENS, (LANGUAGE, ROLE))
     require_roles(ds, stored_roles(role))
-    languages = as_labels(ds[LANGUAGE]).tolist()
+    languages = run_languages(ds)
     if len(languages) < min_languages:
         raise ParameterError(
             f"this needs at least {min_languages} languages, the run has {len(languages)}"

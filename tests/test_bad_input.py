@@ -356,6 +356,13 @@ API: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
      errors.ParameterError, r"method must be one of 'ternary', 'lape', got 'nope'"),
     ("run without n_tokens", lambda t: _identify(_run(t).drop_vars("n_tokens"), "lape"),
      errors.StoreValidationError, r"run has no variable 'n_tokens'; expected n_tokens"),
+    ("a language label twice", lambda t: _identify(_run(t).assign_coords(
+        language=["en", "en", "fr"]), "lape"), errors.ParameterError,
+     r"language 'en' appears twice in the run's language labels; give each language its own "
+     r"label with run.assign_coords\(language=\[...\]\)"),
+    ("an empty language label", lambda t: _tests(_run(t).assign_coords(
+        language=["en", " ", "fr"])), errors.ParameterError,
+     r"language label 1 of the run is empty; give every language a name"),
     ("bootstrap of too few replicates", lambda t: _boot(_run(t)), errors.ParameterError,
      r"n_boot must be an integer >= 2, got 0"),
     ("alpha outside (0, 1)", lambda t: _tests(_run(t), alpha=2), errors.ParameterError,
