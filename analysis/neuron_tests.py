@@ -35,10 +35,17 @@ from langneurons.analysis._resample import (
     repeated_items,
     streamed_sums,
 )
+from langneurons.analysis._validate import (
+    CORRUPT,
+    check_choice,
+    check_counts,
+    check_open_unit,
+    role_counts,
+    stored_roles,
+)
 from langneurons.analysis._validate import as_labels as _as_labels
-from langneurons.analysis._validate import check_choice, check_open_unit, stored_roles
-from langneurons.errors import ParameterError
-from langneurons.names import LANGUAGE, LAYER, NEURON, ROLE
+from langneurons.errors import ParameterError, StoreValidationError
+from langneurons.names import LANGUAGE, LAYER, NEURON
 
 from .uncertainty import (
     INDEPENDENT_SEQUENCES,
@@ -133,8 +140,27 @@ def _statistics(
     }
 
 
+def _checked_counts(
+    run: xr.Dataset, languages: list[str], roles: tuple[str, ...]
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """``n_active[language, layer, neuron]`` and ``n_tokens[language]`` summed over ``roles``,
+    after checking each role's counts (no NaN, none negative, none above its token total)."""
+    counts = role_counts(run, roles)
+    for r, (active, tokens) in counts.items():
+        check_counts(active, tokens, languages, r)
+    n_active, n_tokens = counts[roles[0]]
+    for r in roles[1:]:
+        n_active = n_active + counts[r][0]
+        n_tokens = n_tokens + counts[r][1]
+    return n_active, n_tokens
+
+
 def _binomial(
-    run: xr.Dataset, roles: tuple[str, ...], margin: float = 0.0, deff: float | None = None
+    counts: tuple[NDArray[Any], NDArray[Any]],
+    languages: list[str],
+    roles: tuple[str, ...],
+    margin: float = 0.0,
+    deff: float | None = None,
 ) -> dict[str, FloatArray]:
     """Pooled two-proportion z-test per (language, neuron) on token counts (independent tokens).
 
@@ -144,15 +170,9 @@ def _binomial(
     (``_kernels.conditional_tail``; with a margin, the larger of that and the margin's z
     tail). Returns arrays on ``[layer, neuron, language]``.
     """
-    counts = xr.Dataset(
-        {
-            "x": run["n_active"].sel({ROLE: list(roles)}).sum(ROLE),
-            "n": run["n_tokens"].sel({ROLE: list(roles)}).sum(ROLE),
-        }
-    ).compute()
-    x_all = np.asarray(counts["x"].transpose(LANGUAGE, LAYER, NEURON).values, dtype=np.float64)
-    n = np.asarray(counts["n"].values, dtype=np.float64)
-    _check_tokens(n, _as_labels(run[LANGUAGE]).tolist(), roles)
+    x_all = np.asarray(counts[0], dtype=np.float64)
+    n = np.asarray(counts[1], dtype=np.float64)
+    _check_tokens(n, languages, roles)
     n_rest = n.sum() - n
 
     def block(l0: int, l1: int) -> dict[str, FloatArray]:
@@ -184,7 +204,11 @@ def _binomial(
 
 
 def _cluster(
-    run: xr.Dataset, role: str, cluster: str, margin: float = 0.0
+    run: xr.Dataset,
+    role: str,
+    cluster: str,
+    margin: float = 0.0,
+    counts: tuple[NDArray[Any], NDArray[Any]] | None = None,
 ) -> tuple[dict[str, FloatArray], dict[str, Any]]:
     r"""Welch-type t-test of ratio estimators with cluster-robust (delta-method) variances.
 
@@ -194,7 +218,8 @@ def _cluster(
     Rest (languages as strata, sequences as clusters, common ratio :math:`R`):
     :math:`V_r = \sum_{j \ne k} c_j \sum_{i \in j} (d_i - \bar d_j)^2 / T_r^2` with
     :math:`d_i = a_i - R t_i`, expanded into per-language sums. Returns arrays on
-    ``[layer, neuron, language]``.
+    ``[layer, neuron, language]``. ``counts``: the run's checked ``n_active`` and
+    ``n_tokens`` summed over the roles, which the per-sequence counts must add up to.
     """
     design_ = design(
         run,
@@ -211,6 +236,8 @@ def _cluster(
     t = np.asarray(sums["T"].values)
     stt = np.asarray(sums["STT"].values)
     del sums
+    if counts is not None:
+        _check_sums(a_all, t, counts, design_.languages)
     _check_tokens(t, design_.languages, design_.roles)
     n = n_clusters.astype(np.float64)
     c = n / (n - 1.0)
@@ -281,6 +308,28 @@ def _fdr(p: FloatArray, alpha: float, correction: str) -> tuple[NDArray[np.bool_
     )
     shaped = np.asarray(q, dtype=np.float64).reshape(p.shape)
     return np.asarray(reject, dtype=np.bool_).reshape(p.shape), shaped
+
+
+def _check_sums(
+    active: NDArray[Any],
+    tokens: NDArray[Any],
+    counts: tuple[NDArray[Any], NDArray[Any]],
+    languages: list[str],
+) -> None:
+    """StoreValidationError when the per-sequence counts summed per language (``active``
+    ``[language, layer, neuron]``, ``tokens`` ``[language]``, float64 sums of integers) are not
+    the run's ``n_active`` and ``n_tokens`` (``counts``, summed over the same roles)."""
+    for name, mine, whole in (
+        ("seq_n_tokens", tokens, counts[1]),
+        ("seq_n_active", active, counts[0]),
+    ):
+        whole = np.asarray(whole, dtype=np.float64).reshape(len(languages), -1)
+        bad = np.flatnonzero((mine.reshape(len(languages), -1) != whole).any(axis=1))
+        if bad.size:
+            lang = languages[int(bad[0])]
+            raise StoreValidationError(
+                f"run: {name} of language {lang!r} does not sum to {name[4:]}; {CORRUPT}"
+            )
 
 
 def _check_tokens(totals: NDArray[Any], languages: list[str], roles: tuple[str, ...]) -> None:
@@ -424,7 +473,9 @@ def language_preference_tests(
         or per-sequence counts, ``design_effect < 1`` or with a per-sequence method,
         ``min_effect`` outside [0, 1).
     StoreValidationError
-        The run breaks the schema.
+        The run breaks the schema, or its counts are not counts: NaN, negative, above their
+        token totals, or per-sequence counts that do not add up to ``n_active`` and
+        ``n_tokens`` (each checked before anything is computed from them).
 
     References
     ----------
@@ -447,13 +498,15 @@ def language_preference_tests(
     if method_ == "auto":
         used = "cluster" if has_sequences(run) else "binomial"
     deff = check_design_effect(design_effect, used, method_, "binomial")
+    if used == "binomial":
+        token_level_cluster(run, cluster, used)
+    counts = _checked_counts(run, languages, stored_roles(role_))
     extra: dict[str, Any] = {}
     if used == "cluster":
-        stats, extra = _cluster(run, role_, cluster, margin)
+        stats, extra = _cluster(run, role_, cluster, margin, counts)
     else:
-        token_level_cluster(run, cluster, used)
         extra["cluster"] = "token"
-        stats = _binomial(run, stored_roles(role_), margin, deff)
+        stats = _binomial(counts, languages, stored_roles(role_), margin, deff)
         if deff is not None:
             extra["design_effect"] = deff
     p = stats.pop("p")  # [layer, neuron, language], contiguous: reshape is a view

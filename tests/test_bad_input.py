@@ -363,6 +363,17 @@ API: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
     ("an empty language label", lambda t: _tests(_run(t).assign_coords(
         language=["en", " ", "fr"])), errors.ParameterError,
      r"language label 1 of the run is empty; give every language a name"),
+    ("tests on a negative count", lambda t: _tests(_edited(_run(t), "n_active", -3)),
+     errors.StoreValidationError,
+     r"n_active is negative for language 'en' role 'response' at 1 cell; the store is corrupt"),
+    ("tests on a count above its tokens", lambda t: _tests(_edited(_run(t), "n_active", 10**9)),
+     errors.StoreValidationError, r"n_active exceeds n_tokens for language 'en' role 'response'"),
+    ("tests on NaN token totals", lambda t: _tests(_edited(_run(t), "n_tokens", np.nan),
+                                                   method="binomial"),
+     errors.StoreValidationError, r"n_tokens is NaN for language 'en' role 'response'"),
+    ("tests on per-sequence counts that do not add up", lambda t: _tests(_edited(
+        _sequence_run(t), "seq_n_active", 50)), errors.StoreValidationError,
+     r"run: seq_n_active of language 'en' does not sum to n_active; the store is corrupt"),
     ("bootstrap of too few replicates", lambda t: _boot(_run(t)), errors.ParameterError,
      r"n_boot must be an integer >= 2, got 0"),
     ("alpha outside (0, 1)", lambda t: _tests(_run(t), alpha=2), errors.ParameterError,
@@ -375,6 +386,24 @@ API: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
      errors.ParameterError, r"--revision 'v2' applies to Hugging Face ids \(org/name\), not to "
      r"the local path '.*none'; drop --revision"),
 ]  # fmt: skip
+
+
+def _edited(run: xr.Dataset, name: str, value: float) -> xr.Dataset:
+    """``run`` in memory, its first ``response`` cell of ``name`` set to ``value``."""
+    run = run.load()
+    data = run[name].values.astype(np.float64 if np.isnan(value) else run[name].dtype)
+    at = (0, 1) + (0,) * (data.ndim - 2)  # [language or sequence 0, role "response", ...]
+    data[at] = value
+    return run.assign({name: (run[name].dims, data)})
+
+
+def _sequence_run(tmp: Path) -> xr.Dataset:
+    """A run with per-sequence counts (3 sequences per language) next to the table's store."""
+    path = tmp / "seq.zarr"
+    if not path.exists():
+        counts = make_counts(LANGS, sequences=3)
+        create_store(path).create_run("r", n_layers=3, n_neurons=7, counts=counts, sequences=True)
+    return open_store(path).open_run("r")
 
 
 def _identify(run: xr.Dataset, method: str) -> object:
@@ -412,6 +441,7 @@ def test_api_bad_input(
     tmp_path: Path, label: str, call: Callable[[Path], object], error: type, message: str
 ) -> None:
     _store(tmp_path)  # inputs exist before the snapshot
+    _sequence_run(tmp_path)
     before = _snapshot(tmp_path)
     with pytest.raises(error) as info:
         call(tmp_path)
