@@ -1246,7 +1246,7 @@ class ActivationStore:
         """Write the whole store to one zip file (xarray reads it through zarr's ``ZipStore``).
 
         The zip is assembled next to ``dest`` and renamed into place, so a failed export leaves
-        nothing behind.
+        nothing behind; a ``dest`` that exists is refused (RunExistsError), never replaced.
         """
         dest = Path(dest)
         _zip.check_target(dest)

@@ -32,9 +32,33 @@ def check_target(dest: Path) -> None:
         raise InvalidNameError(f"export target {str(dest)!r} must end in .zip")
 
 
+def _exists_error(dest: Path) -> RunExistsError:
+    return RunExistsError(
+        f"{str(dest)!r} already exists; give a new path for the zip export (nothing is replaced)"
+    )
+
+
+def _place(tmp: Path, dest: Path) -> None:
+    """Rename ``tmp`` to ``dest`` unless ``dest`` appeared meanwhile (a hard link fails on an
+    existing name, where a rename would replace it)."""
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise _exists_error(dest) from None
+    except OSError:  # a file system without hard links: check, then rename
+        if dest.exists() or dest.is_symlink():
+            raise _exists_error(dest) from None
+        os.replace(tmp, dest)
+        return
+    tmp.unlink()
+
+
 def write(dest: Path, items: Iterable[tuple[str, bytes]], n: int) -> Path:
-    """Write ``n`` ``(key, bytes)`` items as the zip ``dest``, atomically."""
+    """Write ``n`` ``(key, bytes)`` items as the new zip ``dest``, atomically; a ``dest`` that
+    exists (a file, a folder, a link) is never replaced."""
     check_target(dest)
+    if dest.exists() or dest.is_symlink():
+        raise _exists_error(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _leftovers.clean_next_to(dest, "export")
     fd, tmp = tempfile.mkstemp(
@@ -50,7 +74,7 @@ def write(dest: Path, items: Iterable[tuple[str, bytes]], n: int) -> Path:
                 zf.writestr(key, data)
                 task.update()
         apply_umask(tmp)  # mkstemp makes it private; an export is an ordinary file
-        os.replace(tmp, dest)
+        _place(Path(tmp), dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

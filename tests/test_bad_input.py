@@ -129,9 +129,15 @@ def _zip_with(tmp: Path, name: str, *, link: bool = False) -> Path:
     return tmp / "shared.zip"
 
 
-def _a_file(tmp: Path) -> Path:
-    (tmp / "afile").write_text("not a folder")
-    return tmp / "afile"
+def _a_file(tmp: Path, name: str = "afile") -> Path:
+    (tmp / name).write_text("not a folder")
+    return tmp / name
+
+
+def _a_dir(tmp: Path, name: str) -> Path:
+    (tmp / name).mkdir()
+    (tmp / name / "mine.txt").write_text("mine")
+    return tmp / name
 
 
 def _import(
@@ -252,6 +258,11 @@ CLI = [
     ("tests without per-sequence counts", lambda t: ["stats", "tests", _store(t), "--run", "r",
                                                      "--method", "cluster"], 1,
      r"method='cluster' needs per-sequence counts \(seq_n_active\), which this run lacks"),
+    ("export over an existing file", lambda t: ["export", _store(t), _a_file(t, "mine.zip")],
+     1, r"'.*mine.zip' already exists; give a new path for the zip export \(nothing is "
+     r"replaced\)"),
+    ("export onto a folder named .zip", lambda t: ["export", _store(t), _a_dir(t, "d.zip")], 1,
+     r"'.*d.zip' already exists; give a new path for the zip export"),
     ("report into a file", lambda t: ["report", _store(t), "--out", _a_file(t)], 1,
      r"out_dir '.*afile' is a file; give a folder path for the report"),
     ("unknown role (usage)", lambda t: ["identify", _store(t), "--run", "r", "--role", "both"],
