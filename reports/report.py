@@ -110,11 +110,61 @@ def _check_out_dir(out: Path) -> None:
         )
 
 
+_MADE_DIRS: Final = ("figures", "tables")  # the folders a report makes
+_MADE_FILES: Final = ("report.html", "report.md", "report.qmd", "report.ipynb", MARKER)
+
+
+def _made_by_report(out: Path) -> set[str]:
+    """The files (relative paths) the earlier report in ``out`` wrote: listed in its marker,
+    or, for a marker without the list (older releases), the report's own file names."""
+    try:
+        listed = json.loads((out / MARKER).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    if isinstance(listed, list) and all(isinstance(x, str) for x in listed):
+        return {*listed, MARKER}
+    made = set(_MADE_FILES)
+    for folder, suffixes in (("figures", (".svg", ".png")), ("tables", (".csv",))):
+        made |= {f"{folder}/{p.name}" for p in (out / folder).glob("*") if p.suffix in suffixes}
+    return made
+
+
+def _carry_over(out: Path, tmp: Path) -> None:
+    """Put into the new report ``tmp`` every file and folder of the earlier report ``out``
+    that the earlier report did not write (the user's: notes, their own tables), linked or
+    copied; the originals stay until the new report is in place. A user's file where the new
+    report writes one is refused (nothing of theirs is replaced)."""
+    made = _made_by_report(out)
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out).as_posix()
+        if rel in made or (path.is_dir() and not path.is_symlink() and rel in _MADE_DIRS):
+            continue
+        target = tmp / rel
+        if path.is_dir() and not path.is_symlink():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        if target.exists() or target.is_symlink():
+            raise ParameterError(
+                f"{str(path)!r} was not written by the earlier report, but the new report "
+                "writes a file of that name; move it, or give the report a new folder"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            target.symlink_to(os.readlink(path))
+            continue
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+
+
 def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished report into place (an earlier report is replaced)."""
+    """Move the finished report into place: an earlier report is replaced, and what the user
+    added to its folder is kept."""
     if not out.exists():
         os.replace(tmp, out)
         return
+    _carry_over(out, tmp)
     old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
     os.replace(out, old)
     try:
@@ -153,7 +203,8 @@ def write_report(
 
     The report is assembled in a temporary folder next to ``out_dir`` and moved into place
     when complete, so a failure leaves nothing half-written. An existing ``out_dir`` is
-    replaced only when it is empty or an earlier report.
+    replaced only when it is empty or an earlier report, and then only the files that report
+    wrote (listed in its marker): files and folders the user added there are kept.
 
     Parameters
     ----------
@@ -232,7 +283,14 @@ def write_report(
         (tmp / "report.qmd").write_text(qmd(cells, title, location), encoding="utf-8")
         book = notebook(cells, title)
         (tmp / "report.ipynb").write_text(json.dumps(book, indent=1) + "\n", encoding="utf-8")
-        marker = {"store": location, "runs": chosen, "written": now, "langneurons": __version__}
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        marker = {
+            "store": location,
+            "runs": chosen,
+            "written": now,
+            "langneurons": __version__,
+            "files": files,  # what the report wrote: a new report replaces these alone
+        }
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         _replace(tmp, out)
     except BaseException:

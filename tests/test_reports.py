@@ -944,6 +944,35 @@ def test_failed_report_leaves_nothing_and_keeps_the_old_one(
     assert sorted(p.name for p in out.parent.iterdir()) == ["r"]
 
 
+def test_a_new_report_keeps_what_the_user_added_to_the_old_ones_folder(
+    tmp_path: Path, small_store: ln.ActivationStore
+) -> None:
+    out = tmp_path / "r"
+    write_report(small_store, out, runs=["m/base"])
+    made = json.loads((out / MARKER).read_text(encoding="utf-8"))["files"]
+    assert "report.html" in made and any(f.startswith("figures/") for f in made)
+    (out / "notes.txt").write_text("mine")
+    (out / "tables" / "mine.csv").write_text("a,b\n")
+    (out / "drafts" / "empty").mkdir(parents=True)
+    stale = next(out / f for f in made if f.startswith("figures/"))  # the old report's
+    (out / "figures" / "old-figure.svg").write_text("<svg/>")  # listed by no marker: kept
+    write_report(small_store, out, title="second")
+    assert "<title>second</title>" in (out / "report.html").read_text()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "tables" / "mine.csv").read_text() == "a,b\n"
+    assert (out / "drafts" / "empty").is_dir() and (out / "figures" / "old-figure.svg").exists()
+    assert stale.exists()  # written again by the new report
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r", "small.zarr"]
+    # a file of the user's where the new report writes one: refused, nothing changed
+    (out / MARKER).write_text(json.dumps({"files": ["report.md"]}), encoding="utf-8")
+    before = listing(out)
+    clash = r"' was not written by the earlier report, but the new report writes a file of that"
+    with pytest.raises(ParameterError, match=clash):
+        write_report(small_store, out)
+    assert listing(out) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_report_without_saved_results(tmp_path: Path) -> None:
     store = ln.create_store(tmp_path / "bare.zarr")
     store.create_run("bare", n_layers=2, n_neurons=5, sequences=True, counts=counts(2, 2, 5))
