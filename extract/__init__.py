@@ -7,7 +7,7 @@ when a model is loaded (or a mask file read or written with :func:`load_mask` an
 
 from __future__ import annotations
 
-from langneurons.extract._torchio import load_mask, save_mask
+from langneurons.extract._torchio import check_mask_target, load_mask, save_mask
 from langneurons.extract.ablation import ablate
 from langneurons.extract.accuracy import ablate_accuracy
 from langneurons.extract.corpus import BUILTIN_LANGUAGES, Record, builtin_corpus, read_records
@@ -23,6 +23,7 @@ __all__ = [
     "builtin_corpus",
     "extract",
     "from_pretrained_objects",
+    "check_mask_target",
     "load_mask",
     "load_model",
     "read_records",

@@ -196,6 +196,31 @@ def save_mask(path: str | os.PathLike[str], masks: Sequence[Sequence[np.ndarray]
     return path
 
 
+def check_mask_target(path: str | os.PathLike[str]) -> Path:
+    """Where :func:`save_mask` may write ``path`` for a command: a new file, or a LAPE mask file
+    (an earlier export, replaced). Raises ParameterError for a folder, for a file that is not a
+    mask file (nothing of the user's is replaced) and for a folder that cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise ParameterError(f"mask file {str(path)!r} is a folder; give a file path")
+    if path.exists() or path.is_symlink():
+        try:
+            load_mask(path)
+        except (InputFormatError, OSError, ValueError) as exc:
+            raise ParameterError(
+                f"{str(path)!r} already exists and is not a LAPE mask file; give a new path for "
+                "the mask (nothing is replaced)"
+            ) from exc
+        return path
+    parent = next((p for p in path.parents if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ParameterError(
+            f"cannot write the mask file {str(path)!r}: {str(parent)!r} is not a writable "
+            "folder; give a path you can write"
+        )
+    return path
+
+
 def load_mask(
     path: str | os.PathLike[str],
     *,

@@ -263,6 +263,13 @@ CLI = [
      r"replaced\)"),
     ("export onto a folder named .zip", lambda t: ["export", _store(t), _a_dir(t, "d.zip")], 1,
      r"'.*d.zip' already exists; give a new path for the zip export"),
+    ("mask export over a file that is no mask", lambda t: ["identify", _store(t), "--run", "r",
+                                                         "--export-mask", _a_file(t, "n.txt")],
+     1, r"'.*n.txt' already exists and is not a LAPE mask file; give a new path for the mask "
+     r"\(nothing is replaced\)"),
+    ("mask export onto a folder", lambda t: ["identify", _store(t), "--run", "r",
+                                             "--export-mask", _a_dir(t, "masks")],
+     1, r"mask file '.*masks' is a folder; give a file path"),
     ("report into a file", lambda t: ["report", _store(t), "--out", _a_file(t)], 1,
      r"out_dir '.*afile' is a file; give a folder path for the report"),
     ("unknown role (usage)", lambda t: ["identify", _store(t), "--run", "r", "--role", "both"],

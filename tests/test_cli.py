@@ -75,6 +75,22 @@ def test_identify_json_mask_export_and_import(
     np.testing.assert_array_equal(back["mask"].values, saved["mask"].values)
     code, out, _ = run_cli(capsys, "info", imported)
     assert "identification exported, ternary" in out
+    # an earlier mask export is replaced by a new one (any other existing file is refused)
+    code, out, err = run_cli(
+        capsys, "identify", imported, "--run", "m/base", "--method", "lape", "--top-rate", "0.5",
+        "--name", "again", "--export-mask", mask_file,
+    )  # fmt: skip
+    assert code == 0, err
+    again = store.open_result("m/base", "identification", "again")
+    lape = [[np.flatnonzero(row) for row in lang] for lang in again["mask"].transpose(
+        "language", "layer", "neuron").values]  # fmt: skip
+    from langneurons.extract import load_mask
+
+    assert all(
+        np.array_equal(a, b)
+        for got, want in zip(load_mask(mask_file), lape, strict=True)
+        for a, b in zip(got, want, strict=True)
+    )
 
 
 def test_identify_lape_and_fixed_lambda(imported: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -77,13 +77,21 @@ def identify(
             "identification cannot be written to it; drop --export-mask (the masks are saved "
             "in the store)"
         )
+    if not no_save:  # a bad name is refused before any work
+        from langneurons.store.schema import check_name
+
+        check_name(name or params.method, "result")
+    if export_mask:  # checked before any work: a folder, or a file of the user's, is refused
+        from langneurons.extract import check_mask_target
+
+        check_mask_target(export_mask)
     result = run_identify(ds, params.method, **params.keywords(), rank=rank, min_routed=min_routed)
-    path = target.save(run, "identification", name or params.method, result)
-    if export_mask:
+    if export_mask:  # before the result is saved: a failed write leaves no result behind
         from langneurons.analysis.identify import masks_to_lists
         from langneurons.extract import save_mask
 
         save_mask(export_mask, masks_to_lists(result))
+    path = target.save(run, "identification", name or params.method, result)
     data = summary(result)
     if as_json:
         echo_json({**data, "saved": path, "mask_file": export_mask})
