@@ -34,7 +34,7 @@ import zarr
 from numcodecs import Blosc
 from zarr.core.buffer import Buffer, default_buffer_prototype
 
-from langneurons.store import _integrity
+from langneurons.store import _integrity, _nodes
 
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
 _READ_BATCH = 64  # chunks read at once (memory: their compressed bytes)
@@ -129,7 +129,7 @@ def write_rows(array: zarr.Array, start: int, data: np.ndarray) -> bool:
                 key = prefix + array.metadata.encode_chunk_key(where)
                 await store.set(key, proto.buffer.from_bytes(raw))
 
-        await asyncio.gather(*(one(where) for where in coords))
+        await _nodes.settled(*(one(where) for where in coords))
 
     zarr.core.sync.sync(_write_all())
     return True

@@ -133,6 +133,7 @@ class Journal:
         Leftovers of a journal whose marker is gone (a writer killed while deleting it after its
         commit) are only cleaned up.
         """
+        _nodes.drain()  # the failed write's other chunk writes settle first
         if not self.armed():
             if self.leftovers():
                 _nodes.delete_group(self._zstore, self.path)

@@ -6,13 +6,19 @@ their destination and renamed into place. Their temporary names say whose they a
 something recognisable; the next operation of the same kind to the same destination removes it
 once it is older than the current process and its writer is gone (:func:`clean_next_to`).
 
-Inside a store: folders under a group that are no Zarr node (no ``zarr.json``) and hold only
-Zarr's own files are the remains of a delete or a write that was killed (:func:`orphans`);
-``repair`` removes them. Nothing else is ever removed.
+Inside a store (:func:`orphans`): a local store deletes a group by renaming it to a hidden
+tombstone first (:func:`tombstone`), so a killed delete leaves ``.NAME~deleted-XXXXXXXX.tmp``,
+which ``repair`` removes. A folder under a group that is no Zarr node (no ``zarr.json``) is
+sorted by what it holds: only Zarr's bookkeeping files (manifests, journal undo data, no chunk
+and no node below) are the remains of a killed write, and are removed; Zarr data (chunks, or
+nodes below it) lost its metadata or is what a killed delete on object storage left, and is
+never removed (``repair`` restores its ``zarr.json`` from the consolidated metadata where it
+can, and reports it otherwise); empty folders and folders holding other files are left alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -89,6 +95,14 @@ def clean_next_to(dest: Path, op: str) -> list[Path]:
     return removed
 
 
+_TOMBSTONE = re.compile(r"^\..+~deleted-[0-9a-f]{8}\.tmp$")
+
+
+def tombstone(name: str) -> str:
+    """The hidden name a folder ``name`` is renamed to before it is deleted."""
+    return f".{name}~deleted-{uuid.uuid4().hex[:8]}.tmp"
+
+
 def _zarr_file(parts: list[str]) -> bool:
     """Whether a key (relative to an orphaned folder) is a file Zarr, the journal or a manifest
     writes."""
@@ -99,15 +113,25 @@ def _zarr_file(parts: list[str]) -> bool:
     return False
 
 
-async def orphans(store: Store) -> tuple[list[str], list[str]]:
-    """Folders under a group that are no Zarr node: ``(ours, foreign)``.
+@dataclasses.dataclass
+class Orphans:
+    """Folders under a group that are no Zarr node, by what they hold (see the module)."""
 
-    ``ours`` hold only Zarr's files (or nothing): the remains of a killed delete or write.
-    ``foreign`` hold other files too and are left alone.
-    """
+    ours: list[str] = dataclasses.field(default_factory=list)  # tombstones, bookkeeping only
+    data: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # path -> its keys
+    foreign: list[str] = dataclasses.field(default_factory=list)  # other files: left alone
+    empty: list[str] = dataclasses.field(default_factory=list)  # nothing in them: left alone
+
+
+def _is_data(parts: list[str]) -> bool:
+    """Whether a key below an orphaned folder is data: a chunk, or a node's metadata."""
+    return parts[-1] == "zarr.json" or ("c" in parts and parts[-1] != schema.CHUNK_MANIFEST)
+
+
+async def orphans(store: Store) -> Orphans:
+    """Folders under a group that are no Zarr node, and tombstones of killed deletes."""
     proto = default_buffer_prototype()
-    ours: list[str] = []
-    foreign: list[str] = []
+    found = Orphans()
 
     async def walk(group: str) -> None:
         children = sorted([c async for c in store.list_dir(group)])
@@ -115,6 +139,9 @@ async def orphans(store: Store) -> tuple[list[str], list[str]]:
             path = f"{group}/{child}" if group else child
             if await store.exists(path):
                 continue  # a file
+            if _TOMBSTONE.match(child):
+                found.ours.append(path)
+                continue
             raw = await store.get(f"{path}/zarr.json", proto)
             if raw is not None:
                 if _is_group(raw.to_bytes()):
@@ -122,10 +149,17 @@ async def orphans(store: Store) -> tuple[list[str], list[str]]:
                 continue  # an array, or a node we cannot read: never touched
             keys = [k async for k in store.list_prefix(path + "/")]
             rest = [k[len(path) + 1 :].split("/") for k in keys]
-            (ours if all(_zarr_file(p) for p in rest) else foreign).append(path)
+            if not keys:
+                found.empty.append(path)
+            elif any(_is_data(p) and _zarr_file(p) for p in rest):
+                found.data[path] = keys  # (beside other files too: never removed)
+            elif not all(_zarr_file(p) for p in rest):
+                found.foreign.append(path)
+            else:
+                found.ours.append(path)
 
     await walk("")
-    return ours, foreign
+    return found
 
 
 def _is_group(raw: bytes) -> bool:

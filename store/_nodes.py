@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -24,7 +26,7 @@ from zarr.core.buffer import default_buffer_prototype
 from langneurons import _type_codes
 from langneurons.errors import StoreValidationError
 from langneurons.names import LANGUAGE, LAYER, NEURON
-from langneurons.store import _attrs, _remote, schema
+from langneurons.store import _attrs, _leftovers, _remote, schema
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -100,7 +102,21 @@ def delete(zstore: Store, key: str) -> None:
 
 
 def delete_group(zstore: Store, path: str) -> None:
-    """Delete every key under ``path``."""
+    """Delete every key under ``path``.
+
+    In a local store the folder is first renamed to a hidden tombstone (one atomic step), so a
+    process killed while deleting leaves something ``repair`` knows for a leftover, never a
+    node that lost its ``zarr.json`` but kept its data (which ``repair`` must not delete).
+    """
+    if isinstance(zstore, zarr.storage.LocalStore) and not zstore.read_only and path.strip("/"):
+        folder = Path(zstore.root) / path
+        if folder.is_dir() and not folder.is_symlink():
+            if not (folder.name.startswith(".") and folder.name.endswith(".tmp")):
+                grave = folder.with_name(_leftovers.tombstone(folder.name))
+                os.rename(folder, grave)  # already hidden .tmp folders are leftovers by name
+                folder = grave
+            shutil.rmtree(folder)
+            return
     zarr.core.sync.sync(zstore.delete_dir(path))
 
 
@@ -140,6 +156,38 @@ def move(zstore: Store, src: str, dst: str) -> None:
     zarr.core.sync.sync(_copy())
 
 
+async def settled(*aws: Awaitable[Any]) -> list[Any]:
+    """``asyncio.gather(*aws)`` that lets every write finish (or fail) before it raises the
+    first failure: a write still in flight when a failed one is rolled back would land after
+    the rollback (a chunk of a run that is being deleted, its folder made again)."""
+    done = await asyncio.gather(*aws, return_exceptions=True)
+    for outcome in done:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return list(done)
+
+
+def drain(timeout: float = 60.0) -> None:
+    """Wait (up to ``timeout`` seconds) until zarr's event loop runs no other task.
+
+    zarr writes an array's chunks concurrently and, when one write fails, raises at once while
+    the others go on; a rollback started then would race them (a chunk landing in a run being
+    deleted). Called before a rollback, so that it starts once every write has settled.
+    """
+
+    async def _drain() -> None:
+        me = asyncio.current_task()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+            left = deadline - asyncio.get_running_loop().time()
+            if not pending or left <= 0:
+                return
+            await asyncio.wait(pending, timeout=left)
+
+    zarr.core.sync.sync(_drain())
+
+
 def copy_keys(src: Store, dst: Store, prefix: str, skip: tuple[str, ...] = ()) -> None:
     """Store every key of ``src`` (but ``skip``) under ``prefix`` in ``dst``, concurrently."""
 
@@ -148,7 +196,7 @@ def copy_keys(src: Store, dst: Store, prefix: str, skip: tuple[str, ...] = ()) -
         keys = [k async for k in src.list() if k not in skip]
         values = await asyncio.gather(*(src.get(k, prototype=proto) for k in keys))
         base = prefix.rstrip("/") + "/" if prefix else ""
-        await asyncio.gather(
+        await settled(
             *(dst.set(base + k, v) for k, v in zip(keys, values, strict=True) if v is not None)
         )
 
@@ -258,7 +306,7 @@ def resize_many(changes: list[tuple[zarr.Array, tuple[int, ...]]]) -> None:
     """``array.resize(shape)`` of each ``(array, shape)``, concurrently (one round trip)."""
 
     async def _resize() -> None:
-        await asyncio.gather(*(a.async_array.resize(shape) for a, shape in changes))
+        await settled(*(a.async_array.resize(shape) for a, shape in changes))
 
     zarr.core.sync.sync(_resize())
 

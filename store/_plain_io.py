@@ -305,7 +305,7 @@ def write_result(zstore: Store, path: str, ds: PlainDataset) -> None:
             zstore, mode="w", path=path, zarr_format=3, attributes=attrs
         )
         made = (group.create_array(name, **spec) for name, spec in specs.items())
-        return list(await asyncio.gather(*made))
+        return await _nodes.settled(*made)
 
     with _nodes.quiet():
         made = zarr.core.sync.sync(_create())
@@ -320,7 +320,7 @@ def write_result(zstore: Store, path: str, ds: PlainDataset) -> None:
         rest.append((array, data))
 
     async def _write() -> None:  # the rest (flags, labels, scalars) by zarr, concurrently
-        await asyncio.gather(*(a.async_array.setitem(..., d) for a, d in rest))
+        await _nodes.settled(*(a.async_array.setitem(..., d) for a, d in rest))
 
     if rest:
         zarr.core.sync.sync(_write())

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zarr
 from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
 
 from langneurons.errors import (
     AlreadyWrittenError,
@@ -101,6 +102,10 @@ class Repaired:
     rolled_back: tuple[str, ...]  # runs whose interrupted write was rolled back
     removed: tuple[str, ...]  # leftovers removed, as paths inside the store
     rebound: tuple[str, ...] = ()  # arrays given a chunk manifest of their chunks (--rebind)
+    #: nodes whose lost ``zarr.json`` was written again from the consolidated metadata
+    restored: tuple[str, ...] = ()
+    #: folders of Zarr data without a ``zarr.json`` that could not be restored (left as they are)
+    damaged: tuple[str, ...] = ()
 
 
 def repair_hint(url: str, *, archive: bool = False) -> str:
@@ -839,9 +844,16 @@ class ActivationStore:
     def repair_report(self, *, rebind: bool = False) -> Repaired:
         """Roll back every interrupted write and remove every leftover of a killed one.
 
-        Leftovers are the hidden ``.NAME.tmp`` groups of killed result saves and any folder
-        under a group that is no Zarr node (no ``zarr.json``) and holds only Zarr's files: the
-        remains of a killed delete or write. A folder holding other files is left alone.
+        Leftovers are the hidden ``.NAME.tmp`` groups of killed result saves and deletes, and
+        folders under a group that are no Zarr node (no ``zarr.json``) holding only Zarr's
+        bookkeeping files (chunk manifests, journal data): the remains of a killed write.
+
+        Data is never removed. A folder holding chunks or nodes but no ``zarr.json`` (its
+        metadata lost, or what a delete killed on object storage left) gets its ``zarr.json``
+        back from the consolidated metadata when that has the node, and, for an array, every
+        chunk is there (``restored``); otherwise it is left as it is and reported
+        (``damaged``: restore it from a copy, or remove it yourself). Empty folders and folders
+        holding other files are left alone too.
 
         ``rebind``: give every array written before chunk manifests a manifest of the chunks it
         holds now, after checking each chunk's checksum (a damaged array refuses the whole
@@ -850,22 +862,82 @@ class ActivationStore:
         """
         self._require_writable()
         with self._lock():
+            bad = self._unparsable()  # nothing here can mend metadata that is not JSON
+            if bad:
+                raise _integrity.damage_error_line(bad[0], len(bad))
+            # lost metadata first: the runs below a node that lost its zarr.json are only
+            # found (and their journals rolled back) once it is back
+            found, restored = self._restore_lost_metadata()
             rolled, lost = self._roll_back_all()  # the rest of the repair goes on regardless
-            ours, foreign = zarr.core.sync.sync(_leftovers.orphans(self._zstore))
-            found = sorted({*self._unfinished_results(), *ours})
-            removed = [p for p in found if not any(p.startswith(q + "/") for q in found)]
+            leftovers = sorted({*self._unfinished_results(), *found.ours})
+            removed = [p for p in leftovers if not any(p.startswith(q + "/") for q in leftovers)]
             for leftover in removed:
                 log.warning("removing %s, left by a write that was killed", leftover)
                 self._delete_group(leftover)
-            for path in foreign:
+            for path in found.foreign:
                 log.warning("leaving %s: no Zarr node, but it holds files of others", path)
+            for path in found.data:
+                log.warning(
+                    "leaving %s: it holds Zarr data but no zarr.json, and the consolidated "
+                    "metadata cannot restore it (no entry, or chunks missing); restore it from "
+                    "a copy, or remove it if it is what a killed delete left",
+                    path,
+                )
             self._consolidate()
             if lost is not None:
                 raise lost
             rebound = self._rebind() if rebind else []
             if rebind:  # new manifests, and the groups' marker
                 self._consolidate()
-        return Repaired(tuple(rolled), tuple(removed), tuple(rebound))
+        return Repaired(
+            tuple(rolled), tuple(removed), tuple(rebound), tuple(restored), tuple(found.data)
+        )
+
+    def _restore_lost_metadata(self) -> tuple[_leftovers.Orphans, list[str]]:
+        """Write again the ``zarr.json`` of every folder of Zarr data that lost it, from the
+        consolidated metadata (a group's attributes; an array's metadata when every one of its
+        chunks is there); returns the store's orphans as left, and the nodes restored. Looks
+        again below each restored group (its own lost nodes were hidden under it)."""
+        raw = self._raw("zarr.json")
+        try:
+            summary = json.loads(raw or b"{}").get("consolidated_metadata") or {}
+            entries = summary.get("metadata") or {}
+        except (ValueError, AttributeError):
+            entries = {}
+        restored: list[str] = []
+        while True:
+            found = zarr.core.sync.sync(_leftovers.orphans(self._zstore))
+            fresh = {p: k for p, k in found.data.items() if p not in restored}
+            done = [p for p, keys in fresh.items() if self._restore_node(p, keys, entries)]
+            restored += done
+            if not done:
+                return found, restored
+
+    def _restore_node(self, path: str, keys: list[str], entries: Mapping[str, Any]) -> bool:
+        """Write ``path/zarr.json`` from its consolidated entry; False when it cannot be."""
+        from zarr.core.group import GroupMetadata
+        from zarr.core.metadata import ArrayV3Metadata
+
+        entry = entries.get(path)
+        if not isinstance(entry, dict):
+            return False
+        try:
+            if entry.get("node_type") == "group":
+                meta: Any = GroupMetadata(attributes=dict(entry.get("attributes") or {}))
+            elif entry.get("node_type") == "array":
+                meta = ArrayV3Metadata.from_dict(dict(entry))
+                have = set(keys)
+                for coords in meta.chunk_grid.all_chunk_coords(meta.shape):
+                    if f"{path}/{meta.encode_chunk_key(coords)}" not in have:
+                        return False  # part of its data is gone: not ours to make whole
+            else:
+                return False
+            text = meta.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
+        except (ValueError, TypeError, KeyError):
+            return False
+        log.warning("restoring the lost zarr.json of %s from the consolidated metadata", path)
+        _nodes.put(self._zstore, f"{path}/zarr.json", text)
+        return True
 
     def _rebind(self) -> list[str]:
         """Give arrays written before manifests one of their chunks; their groups the marker."""

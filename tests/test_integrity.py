@@ -456,42 +456,105 @@ def test_killed_migration_is_cleaned_up_by_the_next_one(
     assert open_store(path).validate() == []
 
 
-def test_repair_removes_every_leftover_inside_the_store_and_nothing_else(
+def test_repair_removes_leftovers_restores_lost_metadata_and_never_deletes_data(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = _store(tmp_path / "s.zarr")
     store = open_store(path, mode="r+")
     store.save_result("m/base", "identification", "t", identify(store.open_run("m/base"), **KW))
     store.save_result("m/base", "identification", "gone", _lape(store))
-    results = path / "m/base/identification"
-    (results / "gone/zarr.json").unlink()  # a result folder without zarr.json (killed delete)
-    (results / "empty/c").mkdir(parents=True)  # emptied by a killed delete
     store.create_run("x/dead", n_layers=3, n_neurons=7, counts=make_counts(["en"]))
-    (path / "x/dead/zarr.json").unlink()  # a run's remains
+    results = path / "m/base/identification"
+    intact = {p: p.read_bytes() for p in path.rglob("zarr.json")}
+    # lost metadata of data the consolidated metadata still describes: restored, not deleted
+    (results / "gone/zarr.json").unlink()  # a result's group
+    (path / "x/dead/zarr.json").unlink()  # a run's group
+    (path / "x/dead/n_active/zarr.json").unlink()  # an array (every chunk there)
+    (path / "x/zarr.json").unlink()  # a group above a run
+    # data the consolidated metadata does not describe: left, and reported
+    shutil.copytree(results / "t" / "mask", results / "copied")
+    (results / "copied/zarr.json").unlink()
+    # what killed writes and deletes leave: removed
     shutil.copytree(results / "t", results / ".t.tmp")  # a killed save's new result
-    (path / "notes").mkdir()  # someone else's: left alone
+    shutil.copytree(results / "t", results / ".t~deleted-0123abcd.tmp")  # a killed delete
+    (results / "bookkeeping").mkdir()  # a killed write's manifest alone
+    (results / "bookkeeping/chunk_manifest.json").write_text('{"crc32c": {}}')
+    # someone else's, and empty folders: left alone
+    (results / "empty/c").mkdir(parents=True)
+    (path / "notes").mkdir()
     (path / "notes/readme.txt").write_text("mine")
     (path / "x/notes.txt").write_text("mine")
-    kept = ["m/base/identification/t", "notes/readme.txt", "x/notes.txt"]
+    kept = ["m/base/identification/t", "notes/readme.txt", "x/notes.txt", results / "empty/c"]
     with caplog.at_level(logging.WARNING, logger="langneurons"):
         done = open_store(path, mode="r+").repair_report()
     assert done.rolled_back == ()
     assert done.removed == (
         "m/base/identification/.t.tmp",
-        "m/base/identification/empty",
-        "m/base/identification/gone",
-        "x/dead",
+        "m/base/identification/.t~deleted-0123abcd.tmp",
+        "m/base/identification/bookkeeping",
     )
+    assert done.restored == (
+        "m/base/identification/gone",
+        "x",
+        "x/dead",
+        "x/dead/n_active",
+    )
+    assert done.damaged == ("m/base/identification/copied",)
     for leftover in done.removed:
         assert f"removing {leftover}, left by a write that was killed" in caplog.text
     assert "leaving notes: no Zarr node, but it holds files of others" in caplog.text
-    assert all((path / k).exists() for k in kept)
-    assert not [p for p in path.rglob("*") if p.name.startswith(".")]
+    assert "leaving m/base/identification/copied: it holds Zarr data but no zarr.json" in (
+        caplog.text
+    )
+    assert all((path / k).exists() for k in kept) and (results / "copied/c").is_dir()
+    assert {p: p.read_bytes() for p in path.rglob("zarr.json") if p in intact} == intact
     store = open_store(path, mode="r+")
+    assert store.runs() == ["m/base", "x/dead"]
+    assert store.results("m/base", "identification") == ["gone", "t"]
+    xr.testing.assert_identical(
+        store.open_result("m/base", "identification", "gone").drop_attrs(),
+        _lape(store).drop_attrs(),
+    )
+    np.testing.assert_array_equal(
+        store.open_run("x/dead").n_active.values, make_counts(["en"]).n_active
+    )
     assert store.validate() == []
-    assert store.results("m/base", "identification") == ["t"]
-    assert store.repair_report().removed == ()  # nothing left to remove
+    again = store.repair_report()
+    assert (again.removed, again.restored, again.damaged) == ((), (), done.damaged)
+
+
+def test_a_killed_delete_leaves_a_tombstone_that_repair_removes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _store(tmp_path / "s.zarr")
+    store = open_store(path, mode="r+")
     store.create_run("x/dead", n_layers=3, n_neurons=7, counts=make_counts(["en"]))
+    real = shutil.rmtree
+
+    def killed(where: Any, *args: Any, **kwargs: Any) -> None:  # dies after one array
+        real(sorted(p for p in Path(where).iterdir() if p.is_dir())[0])
+        raise OSError("killed")
+
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(OSError, match="killed"):
+        store.delete_run("x/dead")
+    monkeypatch.setattr(shutil, "rmtree", real)
+    assert not (path / "x/dead").exists()  # gone from its name at once
+    (grave,) = (path / "x").glob(".dead~deleted-*.tmp")
+    done = open_store(path, mode="r+").repair_report()
+    assert done.removed == (f"x/{grave.name}",) and done.damaged == ()
+    assert not grave.exists() and open_store(path).validate() == []
+
+
+def test_repair_refuses_metadata_that_is_not_json_in_one_line(tmp_path: Path) -> None:
+    path = _store(tmp_path / "s.zarr")
+    (path / "m/base/n_tokens/zarr.json").write_text("{not json")
+    with pytest.raises(CorruptStoreError) as info:
+        open_store(path, mode="r+").repair_report()
+    assert str(info.value).startswith(
+        "'m/base/n_tokens/zarr.json' is not valid JSON (Expecting property name"
+    )
+    assert "\n" not in str(info.value)
 
 
 def test_a_result_is_never_half_deleted_when_replaced(

@@ -112,8 +112,21 @@ def repair(store: str, rebind: bool) -> None:
         click.echo(
             f"removed {len(done.removed)} leftover(s) of killed writes: {', '.join(done.removed)}"
         )
+    if done.restored:
+        click.echo(
+            f"restored the lost zarr.json of {len(done.restored)} node(s) from the consolidated "
+            f"metadata: {', '.join(done.restored)}"
+        )
     if rebind:
         click.echo(f"recorded the chunk places of {len(done.rebound)} array(s)")
+    if done.damaged:
+        from langneurons.errors import CorruptStoreError
+
+        raise CorruptStoreError(
+            f"{len(done.damaged)} folder(s) hold Zarr data without a zarr.json that repair "
+            f"cannot restore, left as they are: {', '.join(done.damaged)}; restore them from a "
+            "copy, or remove them if they are what a killed delete left"
+        )
 
 
 @click.command()
