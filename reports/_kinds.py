@@ -273,8 +273,13 @@ KINDS: Final[tuple[Kind, ...]] = (
         ),
     ),
     Kind(
+        "paired type-switch test between two runs (type_switches)",
+        ("changed_pvalue_swap", "asymmetry_pvalue_swap"),
+        key=("changed", "expected_changed", "changed_pvalue_swap"),
+    ),
+    Kind(
         "type transitions between two runs (transition_table)",
-        ("count",),
+        ("count", "fraction"),
         ("from_type", "to_type"),
         _one("Type transitions", "transitions", labelled=True),
         key=("count",),

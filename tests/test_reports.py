@@ -973,6 +973,26 @@ def test_a_new_report_keeps_what_the_user_added_to_the_old_ones_folder(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_type_switches_and_transitions_are_told_apart(tmp_path: Path) -> None:
+    """Both results have count[from_type, to_type]; the switch test (no fraction) was taken
+    for a transition table and its figure failed on every report of a compared pair."""
+    from langneurons.analysis import type_switches
+
+    store = ln.create_store(tmp_path / "s.zarr")
+    for run, seed in (("m/base", 0), ("m/aligned", 1)):
+        store.create_run(run, n_layers=3, n_neurons=20, sequences=True, counts=counts(seed, 3, 20))
+        store.save_result(run, "identification", "lape", identify(store.open_run(run), "lape"))
+    base, aligned = store.open_run("m/base"), store.open_run("m/aligned")
+    a, b = (store.open_result(r, "identification", "lape") for r in ("m/base", "m/aligned"))
+    store.save_result("m/aligned", "compare", "vs-base/transitions", transition_table(a, b))
+    switches = type_switches(base, aligned, "lape", params=IdentifyParams(top_rate=0.1), n_perm=9)
+    store.save_result("m/aligned", "compare", "vs-base/switches", switches)
+    text = write_report(store, tmp_path / "out").read_text(encoding="utf-8")
+    assert "could not be drawn" not in text
+    assert "paired type-switch test between two runs (type_switches)" in text
+    assert "type transitions between two runs (transition_table)" in text
+
+
 def test_report_without_saved_results(tmp_path: Path) -> None:
     store = ln.create_store(tmp_path / "bare.zarr")
     store.create_run("bare", n_layers=2, n_neurons=5, sequences=True, counts=counts(2, 2, 5))
