@@ -86,6 +86,18 @@ def check_int(name: str, value: object, minimum: int) -> int:
     raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def check_n_boot(value: object) -> int:
+    """Bootstrap replicates: 0 (none) or an integer >= 2 (one replicate has no spread, so its
+    "interval" is a point that may not even hold the estimate)."""
+    n = check_int("n_boot", value, 0)
+    if n == 1:
+        raise ParameterError(
+            "n_boot must be 0 (no bootstrap) or an integer >= 2, got 1: one replicate gives no "
+            "interval"
+        )
+    return n
+
+
 def as_labels(values: object) -> NDArray[np.str_]:
     """String labels as numpy unicode (``<U``), whatever their dtype or backing.
 

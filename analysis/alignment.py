@@ -21,6 +21,7 @@ from langneurons.analysis._kernels import centred_pvalue, percentile_interval
 from langneurons.analysis._resample import Cluster
 from langneurons.analysis._validate import (
     check_int,
+    check_n_boot,
     check_open_unit,
     check_runs,
     check_seed,
@@ -364,7 +365,7 @@ def spontaneous_alignment(
     base_run, aligned_run = check_runs(base_run, aligned_run)
     langs = languages_of(base_run)
     trained = _check_trained(trained_languages, langs)
-    n_boot = check_int("n_boot", n_boot, 0)
+    n_boot = check_n_boot(n_boot)
     n_perm = check_int("n_perm", n_perm, 1)
     paired_ = resolve_paired(base_run, aligned_run, paired, cluster, n_boot)
     seed = check_seed(seed)

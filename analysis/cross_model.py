@@ -37,6 +37,7 @@ from langneurons.analysis._validate import (
     as_labels,
     check_dataset,
     check_int,
+    check_n_boot,
     check_open_unit,
     require_result,
 )
@@ -388,7 +389,7 @@ def compare_models(
                 f"neurons but its result has {loaded[i].sizes[LAYER]} x "
                 f"{loaded[i].sizes[NEURON]}; pass each model's own run and result"
             )
-    n_boot_ = check_int("n_boot", n_boot, 0)
+    n_boot_ = check_n_boot(n_boot)
     n_perm_ = check_int("n_perm", n_perm, 1)
     seed_ = check_int("seed", seed, 0)
     ci_ = check_open_unit("ci", ci)

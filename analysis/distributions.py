@@ -24,6 +24,7 @@ from langneurons.analysis._validate import (
     as_labels,
     check_choice,
     check_int,
+    check_n_boot,
     check_open_unit,
     check_runs,
     check_seed,
@@ -252,7 +253,7 @@ def type_change(
     """
     params_ = resolve_params(params, identify_kwargs, method=method, where="type_change")
     base_run, aligned_run = check_runs(base_run, aligned_run)
-    n_boot = check_int("n_boot", n_boot, 0)
+    n_boot = check_n_boot(n_boot)
     n_perm = check_int("n_perm", n_perm, 0)
     paired_ = resolve_paired(base_run, aligned_run, paired, cluster, max(n_boot, n_perm))
     if n_perm and not paired_:
@@ -543,7 +544,7 @@ def shared_by_change(
     """
     params_ = resolve_params(params, identify_kwargs, method=method, where="shared_by_change")
     base_run, aligned_run = check_runs(base_run, aligned_run)
-    n_boot = check_int("n_boot", n_boot, 0)
+    n_boot = check_n_boot(n_boot)
     paired_ = resolve_paired(base_run, aligned_run, paired, cluster, n_boot)
     seed = check_seed(seed)
     ci = check_open_unit("ci", ci)

@@ -42,6 +42,7 @@ from langneurons.analysis._validate import (
     as_labels,
     check_choice,
     check_int,
+    check_n_boot,
     check_open_unit,
     check_seed,
     require_variable,
@@ -291,7 +292,7 @@ def language_experts(
     check_choice("role", role, ("response", "prompt", "all"))
     if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 1):
         raise ParameterError(f"ratio must be a number > 1, got {ratio!r}")
-    n_boot = check_int("n_boot", n_boot, 0)
+    n_boot = check_n_boot(n_boot)
     ci = check_open_unit("ci", ci)
     seed = check_seed(seed)
     r = _routing(run, role, "run")

@@ -25,6 +25,7 @@ from langneurons.analysis._validate import (
     check_choice,
     check_dataset,
     check_int,
+    check_n_boot,
     check_open_unit,
     check_seed,
     check_types,
@@ -505,7 +506,7 @@ def bootstrap_stages(
     """
     params_ = resolve_params(params, identify_kwargs, method=method, where="bootstrap_stages")
     run = check_dataset(run, "run")
-    n_boot = check_int("n_boot", n_boot, 0)
+    n_boot = check_n_boot(n_boot)
     seed = check_seed(seed)
     ci = check_open_unit("ci", ci)
     check_choice("normalize", normalize, NORMALIZATIONS)

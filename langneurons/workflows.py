@@ -153,6 +153,7 @@ def compare_runs(
     from langneurons.analysis.identify import identify
 
     params = _params(params)
+    n_boot = dist.check_n_boot(n_boot)  # before any work
     a = identify(base_run, params.method, **params.keywords())
     b = identify(aligned_run, params.method, **params.keywords())
     parts: dict[str, xr.Dataset] = {

@@ -255,6 +255,13 @@ CLI = [
     ("more stages than layers", lambda t: ["stats", "stages", _store(t), "--run", "r",
                                            "--n-stages", "9", "--n-boot", "0"], 1,
      r"n_stages=9 is larger than the number of layers \(3\)"),
+    ("one bootstrap replicate", lambda t: ["stats", "stages", _store(t), "--run", "r",
+                                           "--n-boot", "1"], 1,
+     r"n_boot must be 0 \(no bootstrap\) or an integer >= 2, got 1: one replicate gives no "
+     r"interval"),
+    ("negative bootstrap replicates", lambda t: ["compare", "runs", _store(t), "--base", "r",
+                                                 "--aligned", "r", "--n-boot", "-1"], 1,
+     r"n_boot must be an integer >= 0, got -1"),
     ("tests without per-sequence counts", lambda t: ["stats", "tests", _store(t), "--run", "r",
                                                      "--method", "cluster"], 1,
      r"method='cluster' needs per-sequence counts \(seq_n_active\), which this run lacks"),
