@@ -201,15 +201,21 @@ class Counts:
                 "seq_n_tokens summed per language differs from n_tokens; the per-sequence and "
                 "per-language counts must come from the same tokens"
             )
-        if self.moe is not None:  # and so must the per-expert counts
-            for name, seq_name in (("n_routed", "seq_n_routed"), ("n_active", "seq_n_active")):
-                mine = getattr(self, name)
-                summed = np.zeros(mine.shape, dtype=np.int64)
-                np.add.at(summed, idx, np.asarray(getattr(self, seq_name)).astype(np.int64))
-                if not np.array_equal(summed, mine):
+        # and so must the counts (per expert too)
+        pairs = [("n_active", "seq_n_active")]
+        if self.moe is not None:
+            pairs.insert(0, ("n_routed", "seq_n_routed"))
+        for name, seq_name in pairs:
+            mine = np.asarray(getattr(self, name))
+            seq = np.asarray(getattr(self, seq_name))
+            for k in range(len(self.languages)):
+                rows = seq[idx == k]
+                summed = rows.sum(axis=0, dtype=np.int64) if rows.shape[0] else 0
+                if not np.array_equal(np.broadcast_to(summed, mine.shape[1:]), mine[k]):
                     raise StoreValidationError(
-                        f"{seq_name} summed per language differs from {name}; the per-sequence "
-                        "and per-language counts must come from the same tokens"
+                        f"{seq_name} summed per language differs from {name} (language "
+                        f"{self.languages[k]!r}); the per-sequence and per-language counts must "
+                        "come from the same tokens"
                     )
 
     def subset(self, languages: Sequence[str]) -> Counts:

@@ -143,7 +143,7 @@ class Journal:
         undo = self._undo(state)  # read and checked before anything is changed
         log.warning("rolling back an interrupted %s of run %s", state.get("op"), self.run)
         if state.get("op") == "create":
-            _nodes.delete_group(self._zstore, self.run)
+            _nodes.delete_node(self._zstore, self.run)
         elif state.get("state") == "armed":
             self._restore(state, undo)
             self.commit()

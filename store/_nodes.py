@@ -102,7 +102,13 @@ def delete(zstore: Store, key: str) -> None:
 
 
 def delete_group(zstore: Store, path: str) -> None:
-    """Delete every key under ``path``.
+    """Delete every key under ``path`` (bookkeeping, such as a journal: see :func:`delete_node`
+    for a node that holds data)."""
+    zarr.core.sync.sync(zstore.delete_dir(path))
+
+
+def delete_node(zstore: Store, path: str) -> None:
+    """Delete the group or array at ``path`` and everything under it.
 
     In a local store the folder is first renamed to a hidden tombstone (one atomic step), so a
     process killed while deleting leaves something ``repair`` knows for a leftover, never a

@@ -222,7 +222,7 @@ class ActivationStore:
         _summary.consolidate(self._zstore, changed or None, gone=gone)
 
     def _delete_group(self, path: str) -> None:
-        _nodes.delete_group(self._zstore, path)
+        _nodes.delete_node(self._zstore, path)
 
     def runs(self) -> list[str]:
         """Paths of all committed runs, sorted."""

@@ -108,10 +108,44 @@ def validate_run(group: zarr.Group) -> list[str]:
         seq_tokens = _nodes.read(group, SEQ_N_TOKENS)
         seq_ids = _nodes.labels(group, SEQ_ID)
         problems.extend(check_counts(group, SEQ_N_ACTIVE, seq_tokens, seq_ids))
-        unknown = sorted(set(_nodes.labels(group, SEQ_LANGUAGE)) - set(langs))
+        seq_langs = _nodes.labels(group, SEQ_LANGUAGE)
+        unknown = sorted(set(seq_langs) - set(langs))
         if unknown:
             problems.append(f"seq_language names languages not in the run: {unknown}")
+        else:
+            problems.extend(check_sequence_sums(group, tokens, langs, seq_langs, seq_tokens))
     return problems
+
+
+def check_sequence_sums(
+    group: zarr.Group,
+    tokens: np.ndarray,
+    langs: list[str],
+    seq_langs: list[str],
+    seq_tokens: np.ndarray,
+) -> list[str]:
+    """Whether the per-sequence counts add up, per language, to ``n_tokens`` and ``n_active``
+    (read a row of chunks at a time)."""
+    if len(seq_langs) == 0:
+        return []  # a run without sequences yet (slots filled by later writes add up then)
+    index = {x: i for i, x in enumerate(langs)}
+    idx = np.array([index[x] for x in seq_langs], dtype=np.intp)
+    out = []
+    tok = np.zeros(tokens.shape, dtype=np.int64)
+    np.add.at(tok, idx, seq_tokens.astype(np.int64))
+    if not np.array_equal(tok, tokens):
+        out.append(f"{SEQ_N_TOKENS} summed per language differs from {N_TOKENS}")
+    active = _nodes.arr(group, N_ACTIVE)
+    summed = np.zeros(active.shape, dtype=np.int64)
+    seq = _nodes.arr(group, SEQ_N_ACTIVE)
+    for rows in _nodes.chunk_rows(seq):
+        block = np.asarray(seq[rows])
+        here = idx[rows]
+        for k in np.unique(here):
+            summed[k] += block[here == k].sum(axis=0, dtype=np.int64)
+    if not np.array_equal(summed, np.asarray(active[...], dtype=np.int64)):
+        out.append(f"{SEQ_N_ACTIVE} summed per language differs from {N_ACTIVE}")
+    return out
 
 
 def check_token_totals(text: object, langs: list[str], tokens: np.ndarray) -> list[str]:

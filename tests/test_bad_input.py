@@ -338,6 +338,14 @@ def _run(tmp: Path, **kw: Any) -> xr.Dataset:
     return open_store(_store(tmp)).open_run("r", **kw)
 
 
+def _uneven_sequences(tmp: Path) -> None:
+    c = make_counts(["en", "de"], sequences=2)
+    seq = np.array(c.seq_n_active)
+    seq[0, 1, 0, 0] += 1  # one more active token in a sequence than in its language
+    Counts(c.languages, c.n_active, c.n_tokens, seq_n_active=seq, seq_n_tokens=c.seq_n_tokens,
+           seq_language=c.seq_language, seq_id=c.seq_id)  # fmt: skip
+
+
 def _api_counts(tmp: Path) -> None:
     Counts(["en"], np.zeros((1, 2, 3, 7), np.int64), -np.ones((1, 2), np.int64))
 
@@ -363,6 +371,9 @@ API: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
     ("result that is a dict", lambda t: open_store(_store(t), mode="r+").save_result(
         "r", "stats", "x", {"x": 1}), errors.ParameterError,  # type: ignore[arg-type]
      r"a result must be an xarray.Dataset or a langneurons PlainDataset, got dict$"),
+    ("per-sequence counts that do not add up", _uneven_sequences, errors.StoreValidationError,
+     r"seq_n_active summed per language differs from n_active \(language 'en'\); the "
+     r"per-sequence and per-language counts must come from the same tokens"),
     ("negative token totals", _api_counts, errors.StoreValidationError,
      r"n_tokens holds negative token totals; totals must be >= 0"),
     ("counts of another model", lambda t: open_store(_store(t), mode="r+").merge_counts(

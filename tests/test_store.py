@@ -307,6 +307,22 @@ def test_validate_finds_counts_above_totals(tmp_path: Path) -> None:
     assert "invalid: run 'model/base': n_active exceeds n_tokens for 'de'" in proc.stderr
 
 
+def test_validate_finds_per_sequence_counts_that_do_not_add_up(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    store, _ = _store_with_run(path, sequences=3)
+    assert store.validate() == []
+    group = zarr.open_group(path, mode="r+", path="model/base", use_consolidated=False)
+    group["seq_n_active"][0, 1, 0, 0] = 0
+    group["seq_n_active"][1, 1, 0, 0] = 1  # within its tokens, but the sums move
+    rerecord(path, "model/base/seq_n_active")
+    group["seq_n_tokens"][0, 0] += 1
+    rerecord(path, "model/base/seq_n_tokens")
+    assert store.validate() == [
+        "run 'model/base': seq_n_tokens summed per language differs from n_tokens",
+        "run 'model/base': seq_n_active summed per language differs from n_active",
+    ]
+
+
 def test_validate_finds_duplicate_languages_and_bad_dtype(tmp_path: Path) -> None:
     path = tmp_path / "s.zarr"
     store, _ = _store_with_run(path)
