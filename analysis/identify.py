@@ -41,6 +41,7 @@ from langneurons.analysis._validate import (
 )
 from langneurons.errors import (
     LambdaAtBoundWarning,
+    LangneuronsWarning,
     NoValidLambdaError,
     ParameterError,
 )
@@ -440,7 +441,17 @@ def _identify(inputs: _Inputs, params: IdentifyParams, saved: _Saved | None) -> 
     chosen = _RULES[params.method](inputs, params, saved)
     parts = _result(inputs, params, chosen)
     attrs = parts[2]
-    if attrs.get("lambda_at_bound"):
+    n = int(inputs.p.shape[1] * inputs.p.shape[2])
+    if attrs.get("n_top") == 0:  # (the lambda condition then holds trivially: no bound to warn)
+        warnings.warn(
+            LangneuronsWarning(
+                f"top_rate={params.top_rate:g} selects round({n} x {params.top_rate:g}) = 0 of "
+                f"the run's {n} neurons, so nothing is selected; raise top_rate (--top-rate) "
+                f"above {0.5 / n:.3g}"
+            ),
+            stacklevel=3,
+        )
+    elif attrs.get("lambda_at_bound"):
         warnings.warn(LambdaAtBoundWarning(lambda_bound_message(attrs)), stacklevel=3)
     return parts
 

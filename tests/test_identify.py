@@ -757,3 +757,37 @@ def test_identify_params_is_the_one_place_of_the_defaults() -> None:
         identify(run, "lape", **IdentifyParams(top_rate=0.1).keywords()),
         identify(run, "lape", top_rate=0.1),
     )
+
+
+def test_a_top_rate_that_selects_nothing_says_so() -> None:
+    """round(48 x 0.01) = 0: nothing is selected (as the spec's count says), and the warning
+    names the fix rather than the lambda bound, which an empty selection meets trivially."""
+    import warnings as _warnings
+
+    import xarray as xr
+
+    from langneurons.analysis import identify as run_identify
+    from langneurons.errors import LambdaAtBoundWarning, LangneuronsWarning
+
+    rng = np.random.default_rng(0)
+    run = xr.Dataset(
+        {
+            "n_active": (
+                ("language", "role", "layer", "neuron"),
+                rng.integers(0, 50, (3, 2, 3, 16)),
+            ),
+            "n_tokens": (("language", "role"), np.full((3, 2), 100)),
+        },
+        coords={"language": ["en", "de", "fr"], "role": ["prompt", "response"]},
+    )
+    for method in ("ternary", "lape"):
+        with _warnings.catch_warnings(record=True) as seen:
+            _warnings.simplefilter("always")
+            result = run_identify(run, method)
+        assert result.attrs["n_top"] == 0 and int(result["selected"].sum()) == 0
+        messages = [str(w.message) for w in seen if issubclass(w.category, LangneuronsWarning)]
+        assert messages == [
+            "top_rate=0.01 selects round(48 x 0.01) = 0 of the run's 48 neurons, so nothing is "
+            "selected; raise top_rate (--top-rate) above 0.0104"
+        ], method
+        assert not [w for w in seen if issubclass(w.category, LambdaAtBoundWarning)]
