@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -384,10 +385,23 @@ BIC_REASON = (
 )
 
 
-def count_inference(rule: str) -> dict[str, str]:
-    """``n_stages_inference`` (and why): whether the number of stages was tested."""
+def count_inference(
+    rule: str, n_layers: int = 0, n_perm: int = 0, alpha: float = 0.05
+) -> dict[str, Any]:
+    """``n_stages_inference`` (and why): whether the number of stages was tested, and, for
+    the permutation rule, whether its p-value could reach ``alpha`` at all: it is at least
+    ``1 / (n_perm + 1)``, and the layers' order has only ``n_layers!`` arrangements."""
     if rule == "permutation":
-        return {"n_stages_inference": "valid"}
+        floor = max(1.0 / (n_perm + 1), 1.0 / math.factorial(n_layers))
+        out: dict[str, Any] = {"n_stages_inference": "valid", "n_stages_min_pvalue": floor}
+        if floor > alpha:
+            out["n_stages_inference"] = "descriptive"
+            out["n_stages_inference_reason"] = (
+                f"the permutation test cannot reach alpha={alpha:g}: its p-value is at least "
+                f"{floor:.3g} ({n_layers} layers have {math.factorial(n_layers)} orders; "
+                f"n_perm={n_perm})"
+            )
+        return out
     if rule == "bic":
         return {"n_stages_inference": "descriptive", "n_stages_inference_reason": BIC_REASON}
     return {

@@ -197,8 +197,10 @@ def segment_stages(
         against more; NaN where not tested). ``attrs`` record ``n_stages`` (the number used),
         ``n_stages_rule`` ("fixed", "permutation" or "bic"), ``n_stages_permutation`` and
         ``n_stages_bic`` (what each rule chooses), ``n_stages_inference`` (``"valid"``
-        for the permutation rule; ``"descriptive"`` for the BIC, which over-splits, and for a
-        given number, with ``n_stages_inference_reason``), ``criterion`` (the rule in words),
+        for the permutation rule when its p-value can reach ``alpha``, its floor
+        ``n_stages_min_pvalue`` being ``max(1 / (n_perm + 1), 1 / L!)``; ``"descriptive"``
+        otherwise, for the BIC, which over-splits, and for a given number, with
+        ``n_stages_inference_reason``), ``criterion`` (the rule in words),
         ``cost_curve``, ``naming`` and its thresholds.
 
     Raises
@@ -301,7 +303,7 @@ def segment_stages(
             "n_stages_rule": rule,
             "n_stages_permutation": choice.n_permutation,
             "n_stages_bic": choice.n_bic,
-            **count_inference(rule),
+            **count_inference(rule, n_layers, n_perm, alpha),
             "criterion": criterion_text(rule, n_perm, alpha),
             "max_stages": max_stages,
             "n_perm": n_perm,

@@ -357,3 +357,22 @@ def test_bad_inputs_have_pinned_messages() -> None:
         bootstrap_stages(run, normalize="rows", n_boot=0, params=PARAMS)  # type: ignore[arg-type]
     with pytest.raises(ParameterError, match=r"^n_stages=9 is larger than the number of layers"):
         bootstrap_stages(run, n_stages=9, n_boot=0, params=PARAMS)
+
+
+@pytest.mark.parametrize(
+    ("n_layers", "n_perm", "label", "floor"),
+    [(3, 199, "descriptive", 1 / 6), (12, 9, "descriptive", 0.1), (12, 199, "valid", 0.005)],
+)
+def test_a_stage_count_the_permutation_test_cannot_reject_is_descriptive(
+    n_layers: int, n_perm: int, label: str, floor: float
+) -> None:
+    """The permutation p-value is at least 1 / (n_perm + 1), and with L layers at least 1 / L!
+    (their orders): a test that cannot reach alpha is not called valid."""
+    step = np.r_[np.zeros(n_layers // 2), np.ones(n_layers - n_layers // 2)]
+    noise = np.random.default_rng(0).normal(0, 0.01, n_layers)
+    profile = xr.DataArray((step * 100 + noise)[:, None], dims=("layer", "feature"))
+    result = segment_stages(profile, "auto", n_perm=n_perm)
+    assert result.attrs["n_stages_inference"] == label
+    assert result.attrs["n_stages_min_pvalue"] == pytest.approx(floor)
+    reason = result.attrs.get("n_stages_inference_reason", "")
+    assert ("cannot reach alpha=0.05" in reason) == (label == "descriptive")
