@@ -242,6 +242,28 @@ def _compare_models(
     return [f"[demo] models of two shapes side by side ({base_run} vs {deep_run})", *models(result)]
 
 
+def _demo_records(languages: list[str] | None, n_boot: object) -> list[Any]:
+    """The built-in corpus part the demo identifies on, once its options are checked (before
+    anything is built or written): languages (known, distinct, at least two) and n_boot."""
+    from langneurons.extract.corpus import builtin_corpus
+
+    if languages is not None:
+        if len(set(languages)) != len(languages):
+            twice = next(x for x in languages if languages.count(x) > 1)
+            raise ParameterError(f"--languages names {twice!r} twice; list each language once")
+        if len(languages) < 2:
+            raise ParameterError(
+                f"the demo needs at least 2 languages (identification compares them), got "
+                f"{len(languages)}; list two or more with --languages, or drop it for all ten"
+            )
+    records = builtin_corpus(languages, part="identify")  # unknown languages are refused here
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 2:
+        raise ParameterError(
+            f"--n-boot must be an integer >= 2 (the demo's bootstrap statistics), got {n_boot!r}"
+        )
+    return records
+
+
 def run_demo(
     out: str | Path = "demo-out",
     *,
@@ -270,6 +292,7 @@ def run_demo(
     from langneurons.reports import write_report
     from langneurons.store import open_store
 
+    records = _demo_records(languages, n_boot)  # every option checked before any work
     gguf = _gemma_path() if model == "gemma3-270m" else None  # fail before writing anything
     out = Path(out)
     clock = _DemoClock(out, echo)
@@ -291,7 +314,6 @@ def run_demo(
     done()
 
     # identify on one part of the built-in corpus, deactivate on the other (held out by item)
-    records = builtin_corpus(languages, part="identify")
     data = out / "corpus.jsonl"
     write_records(data, records)
     store_path = out / "store.zarr"
@@ -408,12 +430,13 @@ def run_moe_demo(
     from langneurons.analysis import identify
     from langneurons.analysis.routing import language_experts, routing_change
     from langneurons.cli.moe import change_lines, experts_lines, identification_lines
-    from langneurons.extract.corpus import builtin_corpus, write_records
+    from langneurons.extract.corpus import write_records
     from langneurons.extract.engine import extract, load_model
     from langneurons.extract.tiny import tiny_model
     from langneurons.reports import write_report
     from langneurons.store import open_store
 
+    records = _demo_records(languages, n_boot)  # every option checked before any work
     out = Path(out)
     clock = _DemoClock(out, echo)
     step = clock.step
@@ -424,7 +447,6 @@ def run_moe_demo(
     twin = _nudged_copy(base, scale=0.5, seed=1, routers=True)
     done()
 
-    records = builtin_corpus(languages, part="identify")
     data = out / "corpus.jsonl"
     write_records(data, records)
     store_path = out / "store.zarr"
