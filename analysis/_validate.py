@@ -318,6 +318,18 @@ def check_counts(
     first_bad(n_active > n_tokens[:, None, None], "n_active exceeds n_tokens")
 
 
+def check_tokens(totals: NDArray[Any], languages: list[str], roles: tuple[str, ...]) -> None:
+    """ParameterError when a language has no tokens for the role (its P is undefined)."""
+    empty = np.flatnonzero(~(totals > 0))
+    if empty.size:
+        role = "all" if len(roles) > 1 else roles[0]
+        raise ParameterError(
+            f"n_tokens is 0 for language {languages[int(empty[0])]!r} with role={role!r}, so "
+            "its activation probabilities are undefined; choose another role (--role), or "
+            "drop the language (in Python: run.sel(language=[...]))"
+        )
+
+
 def role_counts(
     run: xr.Dataset | PlainDataset, roles: Sequence[str]
 ) -> dict[str, tuple[NDArray[Any], NDArray[Any]]]:

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.analysis._validate import (
     check_counts,
+    check_tokens,
     coordinate,
     coordinate_values,
     is_dataset,
@@ -115,14 +116,7 @@ def _probabilities(given: object, role: str) -> _Inputs:
     for r in roles[1:]:  # role="all": sum the additive counts of both roles
         n_active = n_active + counts[r][0]
         n_tokens = n_tokens + counts[r][1]
-    empty = np.flatnonzero(n_tokens == 0)
-    if empty.size:
-        name = languages[int(empty[0])]
-        raise ParameterError(
-            f"n_tokens is 0 for language {name!r} with role={role!r}, so its activation "
-            f"probabilities are undefined; choose another role or drop the language with "
-            f"run.sel(language=...)"
-        )
+    check_tokens(n_tokens, languages, roles)
     p = np.divide(n_active, n_tokens[:, None, None], dtype=np.float64)
     coords = {
         LANGUAGE: labels,

@@ -40,6 +40,7 @@ from langneurons.analysis._validate import (
     check_choice,
     check_counts,
     check_open_unit,
+    check_tokens,
     role_counts,
     stored_roles,
 )
@@ -172,7 +173,7 @@ def _binomial(
     """
     x_all = np.asarray(counts[0], dtype=np.float64)
     n = np.asarray(counts[1], dtype=np.float64)
-    _check_tokens(n, languages, roles)
+    check_tokens(n, languages, roles)
     n_rest = n.sum() - n
 
     def block(l0: int, l1: int) -> dict[str, FloatArray]:
@@ -238,7 +239,7 @@ def _cluster(
     del sums
     if counts is not None:
         _check_sums(a_all, t, counts, design_.languages)
-    _check_tokens(t, design_.languages, design_.roles)
+    check_tokens(t, design_.languages, design_.roles)
     n = n_clusters.astype(np.float64)
     c = n / (n - 1.0)
     col = (slice(None), None, None)
@@ -330,18 +331,6 @@ def _check_sums(
             raise StoreValidationError(
                 f"run: {name} of language {lang!r} does not sum to {name[4:]}; {CORRUPT}"
             )
-
-
-def _check_tokens(totals: NDArray[Any], languages: list[str], roles: tuple[str, ...]) -> None:
-    """ParameterError when a language has no tokens for the role (its P is undefined)."""
-    empty = np.flatnonzero(~(totals > 0))
-    if empty.size:
-        role = "all" if len(roles) > 1 else roles[0]
-        raise ParameterError(
-            f"n_tokens is 0 for language {languages[int(empty[0])]!r} with role={role!r}, so "
-            "its activation probabilities are undefined; choose another role or drop the "
-            "language with run.sel(language=...)"
-        )
 
 
 def language_preference_tests(

@@ -52,15 +52,18 @@ from langneurons.analysis._resample import (
     item_sums,
     repeated_items,
     replicate_seeds,
+    seq_tokens,
     streamed_sums,
     summed,
 )
 from langneurons.analysis._validate import (
     as_labels,
     check_choice,
+    check_counts,
     check_dataset,
     check_int,
     check_open_unit,
+    check_tokens,
     require_roles,
     require_variable,
     run_languages,
@@ -543,21 +546,24 @@ def activation_probability(
         adjusted (D=...)"``), ``cluster`` (``"item"``, ``"sequence"`` or ``"token"``),
         ``cluster_requested``, ``design_effect`` (when given) and, for the per-sequence
         methods, ``n_sequences`` (and ``n_items``) per language.
-        ``"wilson"`` and ``"cluster"`` are lazy on a dask-backed run (nothing is computed
-        until the result is); ``"bootstrap"`` computes, streaming the per-sequence counts
-        in tiles, and returns numpy-backed arrays. Counts are not checked for corruption
-        here (``identify`` and ``langneurons validate`` do); a language without tokens
-        gives NaN.
+        ``"wilson"`` and ``"cluster"`` are lazy on a dask-backed run (only the token totals
+        are read, to refuse a language without tokens; the rest is computed when the result
+        is); ``"bootstrap"`` computes, streaming the per-sequence counts in tiles, and
+        returns numpy-backed arrays. The token totals are checked here; the counts
+        themselves are not (``identify``, ``language_preference_tests`` and ``langneurons
+        validate`` do).
 
     Raises
     ------
     ParameterError
-        A parameter is out of range; ``"bootstrap"``/``"cluster"`` on a run without
-        per-sequence counts (extract with ``--per-sequence``); a language with fewer than
-        2 sequences (items); ``cluster="item"`` without ``seq_id`` or per-sequence counts;
-        ``design_effect < 1`` or with a per-sequence method.
+        A parameter is out of range; a language without tokens for the role;
+        ``"bootstrap"``/``"cluster"`` on a run without per-sequence counts (extract with
+        ``--per-sequence``); a language with fewer than 2 sequences (items);
+        ``cluster="item"`` without ``seq_id`` or per-sequence counts; ``design_effect < 1``
+        or with a per-sequence method.
     StoreValidationError
-        The run breaks the schema (missing variables, roles or sequence labels).
+        The run breaks the schema (missing variables, roles or sequence labels), or its token
+        totals are NaN or negative.
 
     References
     ----------
@@ -607,12 +613,25 @@ def activation_probability(
         attrs["assumption"] = f"token counts with design effect D={deff:g} (effective n = n / D)"
     if used == "wilson":
         token_level_cluster(run, cluster, used)
-        out = _wilson(run, stored_roles(role_), z, 1.0 if deff is None else deff)
+        languages = check_count_run(run, role_)
+        roles = stored_roles(role_)
+        # the token totals alone are read (one small compute on dask)
+        by_role = run[N_TOKENS].sel({ROLE: list(roles)}).transpose(ROLE, LANGUAGE).values
+        totals = np.zeros(len(languages))
+        for r, tokens in zip(roles, np.asarray(by_role), strict=True):
+            check_counts(np.zeros((len(languages), 0, 0)), tokens, languages, r)
+            totals = totals + tokens
+        check_tokens(totals, languages, roles)
+        out = _wilson(run, roles, z, 1.0 if deff is None else deff)
     else:
         what = f"method={used!r}"
         d = design(
             run, role_, what, fix=_FIX + ", or use method='wilson' (assumes independent tokens)"
         )
+        # the sequences' token totals alone are read (one small compute on dask)
+        per_sequence = seq_tokens(run, d)
+        per_language = np.array([per_sequence[m].sum() for m in d.members])
+        check_tokens(per_language, d.languages, d.roles)
         attrs["n_sequences"] = d.n_per_language()
         unit = choose_cluster(run, d, cluster)
         attrs["cluster"] = unit

@@ -415,6 +415,10 @@ API: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
     ("tests on per-sequence counts that do not add up", lambda t: _tests(_edited(
         _sequence_run(t), "seq_n_active", 50)), errors.StoreValidationError,
      r"run: seq_n_active of language 'en' does not sum to n_active; the store is corrupt"),
+    ("probabilities of a language without tokens", lambda t: _probability(_edited(
+        _run(t), "n_tokens", 0)), errors.ParameterError,
+     r"n_tokens is 0 for language 'en' with role='response', so its activation probabilities "
+     r"are undefined; choose another role \(--role\), or drop the language"),
     ("bootstrap of too few replicates", lambda t: _boot(_run(t)), errors.ParameterError,
      r"n_boot must be an integer >= 2, got 0"),
     ("alpha outside (0, 1)", lambda t: _tests(_run(t), alpha=2), errors.ParameterError,
@@ -463,6 +467,12 @@ def _tests(run: xr.Dataset, **kw: Any) -> object:
     from langneurons.analysis import language_preference_tests
 
     return language_preference_tests(run, **kw)
+
+
+def _probability(run: xr.Dataset) -> object:
+    from langneurons.analysis import activation_probability
+
+    return activation_probability(run)
 
 
 def _records(path: Path) -> object:

@@ -363,7 +363,8 @@ def test_zero_tokens_for_a_language() -> None:
         identify(run)
     assert str(info.value) == (
         "n_tokens is 0 for language 'sw' with role='response', so its activation probabilities "
-        "are undefined; choose another role or drop the language with run.sel(language=...)"
+        "are undefined; choose another role (--role), or drop the language (in Python: "
+        "run.sel(language=[...]))"
     )
 
 
