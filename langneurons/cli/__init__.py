@@ -47,6 +47,21 @@ def _show_warning(
     warnings._showwarning_orig(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
 
 
+class _LogLine(logging.Formatter):
+    """Log records as the CLI's other lines: a warning is ``langneurons: warning: ...`` on one
+    line, like the warnings of ``_show_warning`` (``--debug`` keeps the logger's name)."""
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+        self.debug = debug
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno >= logging.WARNING and not self.debug:
+            text = " ".join(record.getMessage().split())
+            return f"langneurons: {record.levelname.lower()}: {text}"
+        return super().format(record)
+
+
 #: Each command and where it is defined (module under ``langneurons.cli``, attribute): a command's
 #: module is imported when the command runs, or when ``--help`` lists them all, so ``langneurons
 #: info`` does not build the options of every other command first.
@@ -106,7 +121,9 @@ def cli(debug: bool, verbose: bool, quiet: bool) -> None:
     warnings.simplefilter("always", LangneuronsWarning)
     _SHOWN.clear()
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogLine(debug))
+    logging.basicConfig(level=level, handlers=[handler])
     if not (verbose or debug):
         # the CLI owns the terminal: no model-loading bars or notices from transformers
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
