@@ -177,7 +177,14 @@ def _chunk_bound(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int | None:
 
 
 def check_space(dest: Path, needed: int) -> None:
-    """Refuse to start writing ``needed`` bytes next to ``dest`` when the disk has less free."""
+    """Refuse to start writing ``needed`` bytes next to ``dest`` when the disk has less free
+    (or when its folder cannot be written at all: a read-only file system reports no space)."""
+    parent = next((p for p in [dest.parent, *dest.parent.parents] if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"cannot write {str(dest)!r}: its folder {str(parent)!r} is not writable; unpack "
+            "into a folder you can write"
+        )
     free = shutil.disk_usage(dest.parent).free
     if needed > free:
         raise OutOfSpaceError(

@@ -130,3 +130,16 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_a_permission_error_names_the_users_path_not_our_temporary_one() -> None:
+    from langneurons.cli import permission_line
+
+    tmp = PermissionError(13, "Permission denied", "/x/.out.zip.langneurons-export-123-ab12.tmp")
+    assert permission_line(tmp) == (
+        "permission denied for '/x/out.zip' (Permission denied); choose a path you can write, "
+        "or change its permissions"
+    )
+    plain = PermissionError(13, "Permission denied", "/x/s.zarr/m")
+    assert permission_line(plain) is not None and "'/x/s.zarr/m'" in permission_line(plain)
+    assert permission_line(PermissionError("no file")) is None

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -192,6 +194,23 @@ def address_space_line(args: Sequence[str]) -> str | None:
     )
 
 
+_TEMPORARY = re.compile(r"^\.(?P<dest>.+)\.langneurons-[a-z]+-\d+-[^/]*\.tmp$")
+
+
+def permission_line(exc: BaseException) -> str | None:
+    """A permission error as one line that names the user's path (not our temporary one next
+    to it) and the fix; None for anything else."""
+    if not isinstance(exc, PermissionError) or not exc.filename:
+        return None
+    path = Path(os.fsdecode(exc.filename))
+    match = _TEMPORARY.match(path.name)
+    where = path.parent / match["dest"] if match else path
+    return (
+        f"permission denied for {str(where)!r} ({exc.strerror or 'not allowed'}); choose a "
+        "path you can write, or change its permissions"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (errors print one line unless --debug)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -221,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         if debug:
             raise
-        line = resource_line(exc)
+        line = resource_line(exc) or permission_line(exc)
         if line is None and not isinstance(
             exc, (LangneuronsError, PermissionError, FileNotFoundError, NotADirectoryError)
         ):
