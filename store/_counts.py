@@ -83,6 +83,14 @@ class Counts:
         dup = sorted({x for x in self.languages if list(self.languages).count(x) > 1})
         if dup:
             raise StoreValidationError(f"duplicate language {dup[0]!r}; each language once")
+        folded: dict[str, str] = {}
+        for lang in self.languages:
+            other = folded.setdefault(lang.casefold(), lang)
+            if other != lang:
+                raise StoreValidationError(
+                    f"languages {other!r} and {lang!r} differ only in case; language codes are "
+                    "case-insensitive: give each language once"
+                )
         moe = _check_moe_parts(self)
         _check_int("n_active", self.n_active, 5 if moe else 4)
         _check_int("n_tokens", self.n_tokens, 2)

@@ -406,9 +406,10 @@ def lineage(path: str) -> list[str]:
 
 def check_language(label: object) -> str:
     """Return a valid language label or raise StoreValidationError."""
-    if not isinstance(label, str) or not label or label != label.strip() or "/" in label:
+    if not isinstance(label, str) or not label or "/" in label or any(c.isspace() for c in label):
         raise StoreValidationError(
-            f"language label {label!r} is invalid; use a non-empty code such as 'de' or 'zh-Hans'"
+            f"language label {label!r} is invalid; use a non-empty code without spaces such as "
+            "'de' or 'zh-Hans'"
         )
     return label
 

@@ -385,6 +385,12 @@ API: list[tuple[str, Callable[[Path], object], type[Exception], str]] = [
     ("per-sequence counts that do not add up", _uneven_sequences, errors.StoreValidationError,
      r"seq_n_active summed per language differs from n_active \(language 'en'\); the "
      r"per-sequence and per-language counts must come from the same tokens"),
+    ("languages that differ only in case", lambda t: make_counts(["EN", "en"]),
+     errors.StoreValidationError, r"languages 'EN' and 'en' differ only in case; language "
+     r"codes are case-insensitive: give each language once"),
+    ("a language label with a space", lambda t: make_counts(["e n"]),
+     errors.StoreValidationError, r"language label 'e n' is invalid; use a non-empty code "
+     r"without spaces"),
     ("negative token totals", _api_counts, errors.StoreValidationError,
      r"n_tokens holds negative token totals; totals must be >= 0"),
     ("counts of another model", lambda t: open_store(_store(t), mode="r+").merge_counts(
