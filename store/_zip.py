@@ -22,7 +22,13 @@ import numpy as np
 
 from langneurons._fs import apply_umask
 from langneurons._progress import progress
-from langneurons.errors import InvalidNameError, NotAStoreError, OutOfSpaceError, RunExistsError
+from langneurons.errors import (
+    InvalidNameError,
+    NotAStoreError,
+    OutOfSpaceError,
+    RunExistsError,
+    StoreNotFoundError,
+)
 from langneurons.store import _leftovers
 
 
@@ -91,6 +97,8 @@ def unpack(src: Path, dest: Path, check: Callable[[Path], None]) -> None:
     """
     if dest.exists():
         raise RunExistsError(f"{str(dest)!r} already exists; give a new path for the store")
+    if not src.exists():
+        raise StoreNotFoundError(f"zip {str(src)!r} does not exist; check the path")
     try:
         archive = zipfile.ZipFile(src)
     except (zipfile.BadZipFile, OSError) as exc:

@@ -149,14 +149,14 @@ def _n_stages(ctx: click.Context, param: click.Parameter, value: str) -> int | s
     callback=_n_stages,
     help="Number of stages, or 'auto' (chosen by --criterion).",
 )
-@click.option("--max-stages", type=int, default=8, show_default=True)
+@click.option("--max-stages", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option(
     "--criterion", type=click.Choice(["permutation", "bic"]), default="permutation",
     show_default=True,
     help="Rule of --n-stages auto (bic: uncalibrated, over-splits; for comparison).",
 )  # fmt: skip
 @click.option(
-    "--n-perm", type=int, default=199, show_default=True,
+    "--n-perm", type=click.IntRange(min=0), default=199, show_default=True,
     help="Permutations of each test of k stages against more (0: not run).",
 )  # fmt: skip
 @click.option(
@@ -223,7 +223,7 @@ def stats_stages(
     show_default=True,
     help="Level of the tests and intervals, in (0, 1); 'none': control comparison descriptive.",
 )
-@click.option("--n-perm", type=int, default=10000, show_default=True)
+@click.option("--n-perm", type=click.IntRange(min=0), default=10000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default="deactivation", show_default=True)
 @click.option("--json", "as_json", is_flag=True)

@@ -235,10 +235,10 @@ def _emit(saved: dict[str, Any], as_json: bool) -> None:
     "counts as alike. No default: without it no equivalence test is run.",
 )
 @click.option("--n-boot", type=int, default=200, show_default=True)
-@click.option("--n-perm", type=int, default=10000, show_default=True)
+@click.option("--n-perm", type=click.IntRange(min=0), default=10000, show_default=True)
 @click.option(
     "--n-swap",
-    type=int,
+    type=click.IntRange(min=0),
     default=99,
     show_default=True,
     help="Label-swap permutations of the type change (paired runs; respects the fixed "
@@ -395,7 +395,7 @@ def compare_checkpoints(
     help="Stages of each model's layer profile, boundaries in relative depth (0: none).",
 )
 @click.option("--n-boot", type=int, default=200, show_default=True)
-@click.option("--n-perm", type=int, default=9999, show_default=True)
+@click.option("--n-perm", type=click.IntRange(min=0), default=9999, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default=None, help="Default: models-RUN-RUN... (slashes become '_').")
 @click.option("--json", "as_json", is_flag=True)

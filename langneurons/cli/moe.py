@@ -154,7 +154,7 @@ def change_lines(ds: xr.Dataset, top: int = 8) -> Lines:
     help="A language is preferred by an expert whose share in it exceeds RATIO x its mean.",
 )
 @click.option("--n-boot", type=int, default=1000, show_default=True)
-@click.option("--n-perm", type=int, default=1000, show_default=True)
+@click.option("--n-perm", type=click.IntRange(min=0), default=1000, show_default=True)
 @click.option("--ci", type=float, default=0.95, show_default=True)
 @click.option("--alpha", type=float, default=0.05, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
