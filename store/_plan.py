@@ -51,13 +51,35 @@ def incompleteness(attrs: Mapping[str, Any]) -> str | None:
     return f"incomplete: {done} of {planned} units committed (e.g. {missing[0]!r} missing)"
 
 
+def resume_options(attrs: Mapping[str, Any]) -> str:
+    """The ``langneurons extract`` options the run was extracted with that a resume must repeat
+    (from its provenance; empty when it records none)."""
+    provenance = _attrs.value(attrs, "provenance", {})
+    identity = provenance.get("identity") if isinstance(provenance, dict) else None
+    if not isinstance(identity, dict):
+        return ""
+    out = []
+    if identity.get("per_sequence"):
+        out.append("--per-sequence")
+    if identity.get("sums") is False:
+        out.append("--no-sums")
+    if identity.get("chat_template"):
+        out.append("--chat-template")
+    for key in ("max_length", "batch_tokens", "unit_size"):
+        if isinstance(identity.get(key), int):
+            out.append(f"--{key.replace('_', '-')} {identity[key]}")
+    return " ".join(out)
+
+
 def check_complete(run: str, attrs: Mapping[str, Any]) -> None:
     """Raise IncompleteRunError when the run's extraction has units still to commit."""
     what = incompleteness(attrs)
     if what is not None:
+        options = resume_options(attrs)
+        same = f" (it was extracted with {options})" if options else ""
         raise IncompleteRunError(
-            f"run {run!r} is {what}; complete it with `langneurons extract ... --resume`, or "
-            "pass --allow-incomplete to analyse what is there"
+            f"run {run!r} is {what}; complete it with the same `langneurons extract` and "
+            f"--resume{same}, or pass --allow-incomplete to analyse what is there"
         )
 
 

@@ -24,7 +24,8 @@ COMMON: dict[str, Any] = {"device": "cpu", "dtype": "float32", "unit_size": 2, "
 # 3 languages x 4 records in units of 2: en/0 en/1 de/0 de/1 zh/0 zh/1
 REFUSED = (
     "run 'm/base' is incomplete: 5 of 6 units committed (e.g. 'zh/1' missing); complete it with "
-    "`langneurons extract ... --resume`, or pass --allow-incomplete to analyse what is there"
+    "the same `langneurons extract` and --resume (it was extracted with --no-sums --max-length "
+    "1024 --batch-tokens 4096 --unit-size 2), or pass --allow-incomplete to analyse what is there"
 )
 
 
