@@ -294,6 +294,8 @@ CLI = [
     ("negative label swaps (usage)", lambda t: ["compare", "runs", _store(t), "--base", "r",
                                                 "--aligned", "r", "--n-swap", "-1"], 2,
      r"Invalid value for '--n-swap': -1 is not in the range x>=0"),
+    ("checkpoints of one run", lambda t: ["compare", "checkpoints", _store(t), "--runs", "r,r"],
+     1, r"--runs must name at least 2 distinct runs in order, got 'r,r'"),
     ("report into a file", lambda t: ["report", _store(t), "--out", _a_file(t)], 1,
      r"out_dir '.*afile' is a file; give a folder path for the report"),
     ("unknown role (usage)", lambda t: ["identify", _store(t), "--run", "r", "--role", "both"],

@@ -336,8 +336,13 @@ def compare_checkpoints(
     from langneurons import workflows
 
     params = identify_params(options)
-    target = Target(store, results_store, no_save, allow_incomplete)
     names = split_list(runs_)
+    if len(names) < 2 or len(set(names)) != len(names):  # before any run is read
+        raise ParameterError(
+            f"--runs must name at least 2 distinct runs in order, got {runs_!r}; e.g. "
+            "--runs m/step-1000,m/step-2000,m/final"
+        )
+    target = Target(store, results_store, no_save, allow_incomplete)
     parts = workflows.compare_checkpoints(
         [target.open_run(r) for r in names], split_list(labels) if labels else names, params
     )
