@@ -143,3 +143,14 @@ def test_a_permission_error_names_the_users_path_not_our_temporary_one() -> None
     plain = PermissionError(13, "Permission denied", "/x/s.zarr/m")
     assert permission_line(plain) is not None and "'/x/s.zarr/m'" in permission_line(plain)
     assert permission_line(PermissionError("no file")) is None
+
+
+def test_descriptive_tests_are_not_called_significant(
+    imported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Token counts only: the p-values rank neurons; the headline does not call them tests that
+    came out significant, and says the inference is descriptive."""
+    code, out, err = run_cli(capsys, "stats", "tests", imported, "--run", "m/base", "--no-save")
+    assert code == 0, err
+    assert "neuron x language tests below the FDR threshold" in out
+    assert "tests significant" not in out and "inference: descriptive" in out

@@ -210,16 +210,16 @@ def _unit_line(a: dict[str, Any]) -> Lines:
 def tests(ds: xr.Dataset) -> Lines:
     """The number of significant neuron x language tests, per language."""
     a = ds.attrs
+    # descriptive p-values are a ranking, not tests: no "significant" in their headline
+    word = "below the FDR threshold" if a.get("inference") == "descriptive" else "significant"
     lines = [
         f"  {a.get('method')} test, {a.get('correction')} at {_fmt(a.get('alpha'))}: "
         f"{_fmt(int(ds['significant'].sum()))} of {_fmt(int(ds['significant'].size))} "
-        "neuron x language tests significant"
+        f"neuron x language tests {word}"
         + (f" with margin {_fmt(a.get('min_effect'))}" if a.get("min_effect") else "")
     ]
     if a.get("min_effect"):
-        lines.append(
-            f"  without the margin: {_fmt(a.get('n_significant_without_margin'))} significant"
-        )
+        lines.append(f"  without the margin: {_fmt(a.get('n_significant_without_margin'))} {word}")
     lines += _unit_line(a)
     lines += inference_line(dict(a))
     if "language" in ds["significant"].dims:
