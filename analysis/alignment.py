@@ -50,7 +50,7 @@ def _language_counts(result: xr.Dataset, languages: Sequence[str]) -> NDArray[np
     )
 
 
-def _check_trained(trained: object, languages: Sequence[str]) -> list[str]:
+def check_trained(trained: object, languages: Sequence[str]) -> list[str]:
     """Validate the trained languages against the runs' languages."""
     names = [trained] if isinstance(trained, str) else trained
     if not isinstance(names, Sequence) or not all(isinstance(x, str) for x in names):
@@ -364,7 +364,7 @@ def spontaneous_alignment(
     params_ = resolve_params(params, identify_kwargs, method=method, where="spontaneous_alignment")
     base_run, aligned_run = check_runs(base_run, aligned_run)
     langs = languages_of(base_run)
-    trained = _check_trained(trained_languages, langs)
+    trained = check_trained(trained_languages, langs)
     n_boot = check_n_boot(n_boot)
     n_perm = check_int("n_perm", n_perm, 1)
     paired_ = resolve_paired(base_run, aligned_run, paired, cluster, n_boot)

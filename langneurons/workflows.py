@@ -154,6 +154,10 @@ def compare_runs(
 
     params = _params(params)
     n_boot = dist.check_n_boot(n_boot)  # before any work
+    if trained_languages:
+        from langneurons.analysis.alignment import check_trained
+
+        check_trained(list(trained_languages), [str(x) for x in base_run["language"].values])
     a = identify(base_run, params.method, **params.keywords())
     b = identify(aligned_run, params.method, **params.keywords())
     parts: dict[str, xr.Dataset] = {
