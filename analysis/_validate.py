@@ -330,6 +330,21 @@ def check_tokens(totals: NDArray[Any], languages: list[str], roles: tuple[str, .
         )
 
 
+def checked_role_sums(
+    run: xr.Dataset | PlainDataset, languages: list[str], roles: tuple[str, ...]
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """``n_active[language, layer, neuron]`` and ``n_tokens[language]`` summed over ``roles``
+    (:func:`role_counts`), after checking each role's counts with :func:`check_counts`."""
+    counts = role_counts(run, roles)
+    for r, (active, tokens) in counts.items():
+        check_counts(active, tokens, languages, r)
+    n_active, n_tokens = counts[roles[0]]
+    for r in roles[1:]:  # role="all": sum the additive counts of both roles
+        n_active = n_active + counts[r][0]
+        n_tokens = n_tokens + counts[r][1]
+    return n_active, n_tokens
+
+
 def role_counts(
     run: xr.Dataset | PlainDataset, roles: Sequence[str]
 ) -> dict[str, tuple[NDArray[Any], NDArray[Any]]]:

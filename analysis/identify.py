@@ -29,14 +29,13 @@ from numpy.typing import NDArray
 
 from langneurons.analysis._validate import as_labels as _as_labels
 from langneurons.analysis._validate import (
-    check_counts,
     check_tokens,
+    checked_role_sums,
     coordinate,
     coordinate_values,
     is_dataset,
     require_roles,
     require_variable,
-    role_counts,
     run_languages,
     stored_roles,
 )
@@ -109,13 +108,7 @@ def _probabilities(given: object, role: str) -> _Inputs:
         )
     roles = stored_roles(role)
     require_roles(run, roles)
-    counts = role_counts(run, roles)
-    for r, (active, tokens) in counts.items():
-        check_counts(active, tokens, languages, r)
-    n_active, n_tokens = counts[roles[0]]
-    for r in roles[1:]:  # role="all": sum the additive counts of both roles
-        n_active = n_active + counts[r][0]
-        n_tokens = n_tokens + counts[r][1]
+    n_active, n_tokens = checked_role_sums(run, languages, roles)
     check_tokens(n_tokens, languages, roles)
     p = np.divide(n_active, n_tokens[:, None, None], dtype=np.float64)
     coords = {

@@ -38,10 +38,9 @@ from langneurons.analysis._resample import (
 from langneurons.analysis._validate import (
     CORRUPT,
     check_choice,
-    check_counts,
     check_open_unit,
     check_tokens,
-    role_counts,
+    checked_role_sums,
     stored_roles,
 )
 from langneurons.analysis._validate import as_labels as _as_labels
@@ -139,21 +138,6 @@ def _statistics(
         "p": p,
         "df": np.full_like(z, np.inf) if df is None else np.where(var > 0, df, np.inf),
     }
-
-
-def _checked_counts(
-    run: xr.Dataset, languages: list[str], roles: tuple[str, ...]
-) -> tuple[NDArray[Any], NDArray[Any]]:
-    """``n_active[language, layer, neuron]`` and ``n_tokens[language]`` summed over ``roles``,
-    after checking each role's counts (no NaN, none negative, none above its token total)."""
-    counts = role_counts(run, roles)
-    for r, (active, tokens) in counts.items():
-        check_counts(active, tokens, languages, r)
-    n_active, n_tokens = counts[roles[0]]
-    for r in roles[1:]:
-        n_active = n_active + counts[r][0]
-        n_tokens = n_tokens + counts[r][1]
-    return n_active, n_tokens
 
 
 def _binomial(
@@ -489,7 +473,7 @@ def language_preference_tests(
     deff = check_design_effect(design_effect, used, method_, "binomial")
     if used == "binomial":
         token_level_cluster(run, cluster, used)
-    counts = _checked_counts(run, languages, stored_roles(role_))
+    counts = checked_role_sums(run, languages, stored_roles(role_))
     extra: dict[str, Any] = {}
     if used == "cluster":
         stats, extra = _cluster(run, role_, cluster, margin, counts)

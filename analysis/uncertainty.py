@@ -584,7 +584,7 @@ def activation_probability(
     ci_ = check_open_unit("ci", ci)
     n_boot_ = check_int("n_boot", n_boot, 2)
     seed_ = check_int("seed", seed, 0)
-    check_count_run(run, role_)
+    languages = check_count_run(run, role_)
     check_choice("cluster", cluster, get_args(ClusterChoice))
     used = method_
     if method_ == "auto":
@@ -613,12 +613,12 @@ def activation_probability(
         attrs["assumption"] = f"token counts with design effect D={deff:g} (effective n = n / D)"
     if used == "wilson":
         token_level_cluster(run, cluster, used)
-        languages = check_count_run(run, role_)
         roles = stored_roles(role_)
         # the token totals alone are read (one small compute on dask)
         by_role = run[N_TOKENS].sel({ROLE: list(roles)}).transpose(ROLE, LANGUAGE).values
         totals = np.zeros(len(languages))
         for r, tokens in zip(roles, np.asarray(by_role), strict=True):
+            # no counts given: check_counts checks the token totals alone
             check_counts(np.zeros((len(languages), 0, 0)), tokens, languages, r)
             totals = totals + tokens
         check_tokens(totals, languages, roles)
