@@ -103,14 +103,21 @@ def tombstone(name: str) -> str:
     return f".{name}~deleted-{uuid.uuid4().hex[:8]}.tmp"
 
 
+def _is_chunk(parts: list[str]) -> bool:
+    """Whether a key (relative to an orphaned folder) is a chunk: ARRAY/c/0/1/... (ARRAY/c for
+    a 0-d array)."""
+    return "c" in parts and all(p.isdigit() for p in parts[parts.index("c") + 1 :])
+
+
+def _is_data(parts: list[str]) -> bool:
+    """Whether a key below an orphaned folder is data: a chunk, or a node's metadata."""
+    return parts[-1] == "zarr.json" or _is_chunk(parts)
+
+
 def _zarr_file(parts: list[str]) -> bool:
     """Whether a key (relative to an orphaned folder) is a file Zarr, the journal or a manifest
     writes."""
-    if parts[-1] in ("zarr.json", "undo.npz", schema.CHUNK_MANIFEST):
-        return True
-    if "c" in parts:  # a chunk: ARRAY/c/0/1/... (ARRAY/c for a 0-d array)
-        return all(p.isdigit() for p in parts[parts.index("c") + 1 :])
-    return False
+    return _is_data(parts) or parts[-1] in ("undo.npz", schema.CHUNK_MANIFEST)
 
 
 @dataclasses.dataclass
@@ -121,11 +128,6 @@ class Orphans:
     data: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # path -> its keys
     foreign: list[str] = dataclasses.field(default_factory=list)  # other files: left alone
     empty: list[str] = dataclasses.field(default_factory=list)  # nothing in them: left alone
-
-
-def _is_data(parts: list[str]) -> bool:
-    """Whether a key below an orphaned folder is data: a chunk, or a node's metadata."""
-    return parts[-1] == "zarr.json" or ("c" in parts and parts[-1] != schema.CHUNK_MANIFEST)
 
 
 async def orphans(store: Store) -> Orphans:
@@ -151,7 +153,7 @@ async def orphans(store: Store) -> Orphans:
             rest = [k[len(path) + 1 :].split("/") for k in keys]
             if not keys:
                 found.empty.append(path)
-            elif any(_is_data(p) and _zarr_file(p) for p in rest):
+            elif any(_is_data(p) for p in rest):
                 found.data[path] = keys  # (beside other files too: never removed)
             elif not all(_zarr_file(p) for p in rest):
                 found.foreign.append(path)

@@ -898,12 +898,7 @@ class ActivationStore:
         consolidated metadata (a group's attributes; an array's metadata when every one of its
         chunks is there); returns the store's orphans as left, and the nodes restored. Looks
         again below each restored group (its own lost nodes were hidden under it)."""
-        raw = self._raw("zarr.json")
-        try:
-            summary = json.loads(raw or b"{}").get("consolidated_metadata") or {}
-            entries = summary.get("metadata") or {}
-        except (ValueError, AttributeError):
-            entries = {}
+        entries = _metadata.consolidated(self._raw) or {}
         restored: list[str] = []
         while True:
             found = zarr.core.sync.sync(_leftovers.orphans(self._zstore))
