@@ -145,32 +145,22 @@ def identify_params(values: dict[str, Any]) -> IdentifyParams:
     from langneurons.analysis.params import IdentifyParams
     from langneurons.errors import ParameterError
 
-    given = {field: values.pop(name) for name, field, _ in IDENTIFY_FIELDS}
+    given = {field: parse(values.pop(name)) for name, field, parse in IDENTIFY_FIELDS}
     unused = {"lape": ("lam", "lam_range", "lam_widen"), "ternary": ("filter_rate",)}
     for field in unused.get(str(given["method"]), ()):
-        default = IDENTIFY_FIELDS_DEFAULTS[field]
-        if given[field] is not None and str(given[field]) != str(default):
+        if given[field] != _D[field]:  # the options' defaults are IdentifyParams' own
             raise ParameterError(
                 f"{_OPTION_OF[field]} does not apply to --method {given['method']} (it is "
                 f"the {'ternary' if field != 'filter_rate' else 'LAPE'} rule's); drop it"
             )
     try:
-        return IdentifyParams(**{field: parse(given[field]) for _, field, parse in IDENTIFY_FIELDS})
+        return IdentifyParams(**given)
     except ParameterError as exc:
         text = str(exc)
         first = text.split(" ", 1)[0]
         if first in _OPTION_OF:
             raise ParameterError(_OPTION_OF[first] + text[len(first) :]) from exc
         raise
-
-
-#: The click defaults of the identification options, as the command line gives them.
-IDENTIFY_FIELDS_DEFAULTS: dict[str, Any] = {
-    "lam": _D["lam"],
-    "lam_range": ",".join(str(x) for x in _D["lam_range"]),
-    "lam_widen": _D["lam_widen"],
-    "filter_rate": _D["filter_rate"],
-}
 
 
 # --------------------------------------------------------------------------- results
