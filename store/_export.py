@@ -23,7 +23,7 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from langneurons._fs import apply_umask
-from langneurons.errors import MissingDependencyError, RunExistsError, StoreValidationError
+from langneurons.errors import MissingDependencyError, StoreValidationError
 from langneurons.store import _leftovers
 
 #: Elements compared at a time when an export is checked against the store (bounded memory).
@@ -41,22 +41,13 @@ def require(module: str, fmt: str) -> ModuleType:
         ) from exc
 
 
-def check_new(dest: Path, fmt: str) -> None:
-    """Refuse a destination that exists (an export never replaces what a user has)."""
-    if dest.exists() or dest.is_symlink():
-        raise RunExistsError(
-            f"{str(dest)!r} already exists; give a new path for the {fmt} export (nothing is "
-            "replaced)"
-        )
-
-
 @contextlib.contextmanager
 def staged(dest: Path, op: str) -> Iterator[Path]:
     """A fresh folder next to ``dest`` to build the export in, renamed to ``dest`` on success.
 
     On any error the folder is removed and ``dest`` is left as it was (not created).
     """
-    check_new(dest, op)
+    _leftovers.check_new(dest, op)
     made = [p for p in reversed(dest.parents) if not p.exists()]  # folders this export makes
     dest.parent.mkdir(parents=True, exist_ok=True)
     _leftovers.clean_next_to(dest, op)
@@ -68,7 +59,7 @@ def staged(dest: Path, op: str) -> Iterator[Path]:
         yield tmp
         for path in [tmp, *tmp.rglob("*")]:
             apply_umask(path)  # mkdtemp makes it private; an export is an ordinary folder
-        check_new(dest, op)  # made meanwhile by someone else: theirs stays
+        _leftovers.check_new(dest, op)  # made meanwhile by someone else: theirs stays
         os.rename(tmp, dest)
         done = True
     finally:

@@ -32,6 +32,7 @@ from pathlib import Path
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 
+from langneurons.errors import RunExistsError
 from langneurons.store import schema
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,20 @@ def tmp_prefix(dest: Path, op: str) -> str:
 def tmp_path(dest: Path, op: str) -> Path:
     """A fresh temporary path for ``op`` next to ``dest`` (not created)."""
     return dest.parent / f"{tmp_prefix(dest, op)}{uuid.uuid4().hex[:8]}.tmp"
+
+
+def exists_error(dest: Path, fmt: str) -> RunExistsError:
+    """The refusal of a ``fmt`` export to a ``dest`` that exists: nothing of the user's is ever
+    replaced."""
+    return RunExistsError(
+        f"{str(dest)!r} already exists; give a new path for the {fmt} export (nothing is replaced)"
+    )
+
+
+def check_new(dest: Path, fmt: str) -> None:
+    """Refuse a destination that exists (an export never replaces what a user has)."""
+    if dest.exists() or dest.is_symlink():
+        raise exists_error(dest, fmt)
 
 
 def _alive(pid: int) -> bool:

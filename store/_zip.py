@@ -38,22 +38,16 @@ def check_target(dest: Path) -> None:
         raise InvalidNameError(f"export target {str(dest)!r} must end in .zip")
 
 
-def _exists_error(dest: Path) -> RunExistsError:
-    return RunExistsError(
-        f"{str(dest)!r} already exists; give a new path for the zip export (nothing is replaced)"
-    )
-
-
 def _place(tmp: Path, dest: Path) -> None:
     """Rename ``tmp`` to ``dest`` unless ``dest`` appeared meanwhile (a hard link fails on an
     existing name, where a rename would replace it)."""
     try:
         os.link(tmp, dest)
     except FileExistsError:
-        raise _exists_error(dest) from None
+        raise _leftovers.exists_error(dest, "zip") from None
     except OSError:  # a file system without hard links: check, then rename
         if dest.exists() or dest.is_symlink():
-            raise _exists_error(dest) from None
+            raise _leftovers.exists_error(dest, "zip") from None
         os.replace(tmp, dest)
         return
     tmp.unlink()
@@ -63,8 +57,7 @@ def write(dest: Path, items: Iterable[tuple[str, bytes]], n: int) -> Path:
     """Write ``n`` ``(key, bytes)`` items as the new zip ``dest``, atomically; a ``dest`` that
     exists (a file, a folder, a link) is never replaced."""
     check_target(dest)
-    if dest.exists() or dest.is_symlink():
-        raise _exists_error(dest)
+    _leftovers.check_new(dest, "zip")
     dest.parent.mkdir(parents=True, exist_ok=True)
     _leftovers.clean_next_to(dest, "export")
     fd, tmp = tempfile.mkstemp(
