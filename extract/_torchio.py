@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from langneurons._fs import unwritable_folder
 from langneurons.errors import InputFormatError, MissingDependencyError, ParameterError
 
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
@@ -212,8 +213,8 @@ def check_mask_target(path: str | os.PathLike[str]) -> Path:
                 "the mask (nothing is replaced)"
             ) from exc
         return path
-    parent = next((p for p in path.parents if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    parent = unwritable_folder(path)
+    if parent is not None:
         raise ParameterError(
             f"cannot write the mask file {str(path)!r}: {str(parent)!r} is not a writable "
             "folder; give a path you can write"

@@ -27,3 +27,11 @@ def apply_umask(path: str | os.PathLike[str]) -> None:
     p = Path(path)
     base = 0o777 if p.is_dir() else 0o666
     p.chmod(base & ~current_umask())
+
+
+def unwritable_folder(path: str | os.PathLike[str]) -> Path | None:
+    """The folder that stops ``path`` from being created (its nearest existing ancestor, when
+    that is not a folder this process can write and enter), or None when it can be."""
+    p = Path(path)
+    parent = next((a for a in p.parents if a.exists()), Path("."))
+    return None if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK) else parent

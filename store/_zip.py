@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from langneurons._fs import apply_umask
+from langneurons._fs import apply_umask, unwritable_folder
 from langneurons._progress import progress
 from langneurons.errors import (
     InvalidNameError,
@@ -180,8 +180,8 @@ def _chunk_bound(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int | None:
 def check_space(dest: Path, needed: int) -> None:
     """Refuse to start writing ``needed`` bytes next to ``dest`` when the disk has less free
     (or when its folder cannot be written at all: a read-only file system reports no space)."""
-    parent = next((p for p in [dest.parent, *dest.parent.parents] if p.exists()), Path("."))
-    if not os.access(parent, os.W_OK | os.X_OK):
+    parent = unwritable_folder(dest)
+    if parent is not None:
         raise PermissionError(
             f"cannot write {str(dest)!r}: its folder {str(parent)!r} is not writable; unpack "
             "into a folder you can write"
