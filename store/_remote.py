@@ -57,6 +57,11 @@ _BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken
 _FENCES: dict[str, ObjectLock] = {}  # the write locks this process holds, by store URL
 
 
+def holds(url: str) -> bool:
+    """Whether this process holds the write lock of the store at ``url`` now."""
+    return url in _FENCES
+
+
 @contextlib.contextmanager
 def fenced(url: str, lock: ObjectLock) -> Iterator[None]:
     """While held, writes to the store at ``url`` check ``lock``'s lease first."""

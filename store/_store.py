@@ -92,7 +92,6 @@ log = logging.getLogger(__name__)
 
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
-_HELD: dict[str, int] = {}  # stores whose lock object this process holds (under its RLock)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,17 +148,13 @@ class ActivationStore:
                 lock = _PROCESS_LOCKS.setdefault(self.url, threading.RLock())
             with lock, _integrity.write_empty_chunks():
                 remote = _remote.object_lock(self._zstore, self.url) if exclusive else None
-                if remote is None or _HELD.get(self.url, 0):  # no lock object, or held already
+                if remote is None or _remote.holds(self.url):  # no lock object, or held already
                     yield
                     return
                 # across processes and machines (a store on S3); a writer whose lease runs
                 # out writes no more
                 with remote, _remote.fenced(self.url, remote):
-                    _HELD[self.url] = 1
-                    try:
-                        yield
-                    finally:
-                        _HELD.pop(self.url, None)
+                    yield
 
     def _require_writable(self) -> None:
         if self.read_only:
